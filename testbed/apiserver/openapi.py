@@ -1,0 +1,347 @@
+"""Minimal but valid OpenAPI documents: ``/openapi/v2`` (JSON and gnostic protobuf) and ``/openapi/v3``.
+
+What kubectl (and Helm, which builds objects through kubectl's factory) does with them:
+
+* ``/openapi/v2`` is fetched with ``Accept: application/com.github.proto-openapi.spec.v2@v1.0+protobuf``
+  and decoded as a gnostic ``openapi_v2.Document``. Client-side schema validation
+  (``--validate``; all kubectl 1.18-1.24, and 1.25+ when the server lacks server-side field
+  validation) looks each object's kind up in ``definitions`` by its ``x-kubernetes-group-version-kind``
+  and *skips* kinds it cannot find, so an empty ``definitions`` validates nothing and rejects nothing.
+* Client-side ``kubectl apply`` / ``edit`` compute strategic-merge patches from OpenAPI when the kind
+  has a schema and otherwise fall back to the patch metadata compiled into kubectl (built-in kinds)
+  or JSON merge patch (unknown kinds); with no definitions the compiled-in metadata is used.
+* Query-parameter support is read from ``paths``: for a kind, the first path whose ``patch``
+  operation carries its ``x-kubernetes-group-version-kind`` is searched for a query parameter named
+  ``dryRun`` (``--dry-run=server``, ``kubectl diff``: "doesn't support dry-run" when absent) or
+  ``fieldValidation`` (1.25+ kubectl: present means the server validates fields and kubectl sends
+  ``fieldValidation=Strict`` instead of validating locally). Kinds absent from ``paths`` are treated
+  as custom resources after checking that ``Namespace`` supports the parameter. So every served
+  kind gets one ``PATCH`` path here, with those parameters (``fieldValidation`` only where the
+  minor validates server-side).
+* ``/openapi/v3`` (1.24+) lists one document per group-version by ``serverRelativeURL`` with a
+  ``hash`` query (clients cache by URL). kubectl 1.27+ reads the same query-parameter facts from the
+  group-version document first and falls back to v2; kubectl 1.29+ ``apply`` computes patches from v3
+  only when the kind's ``PATCH`` request body offers ``application/strategic-merge-patch+json``, so
+  the request bodies here list only JSON patch, merge patch and apply patch and kubectl falls back
+  silently to its compiled-in patch metadata. ``kubectl explain`` needs real schemas and reports
+  the resource as not found: a known limitation of these stubs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import cache
+from typing import Any
+
+from .resources import ResourceType, lookup
+from .versions import GroupVersion, VersionProfile
+
+# What clients put in Accept (client-go's constant) ...
+PROTOBUF_V2 = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+# ... and what the real server answers with: '@' is not a valid media-type character and Go's
+# mime parser in client-go rejects it ("mime: unexpected content after media subtype"), so
+# kube-openapi writes the dotted form in the response Content-Type.
+PROTOBUF_V2_CONTENT_TYPE = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+_PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
+                "application/strategic-merge-patch+json", "application/apply-patch+yaml")
+# v3 request bodies omit strategic merge patch on purpose (see the module docstring)
+_V3_PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
+                   "application/apply-patch+yaml")
+_PRODUCES = ("application/json", "application/yaml", "application/vnd.kubernetes.protobuf")
+
+_QUERY_DOC = {
+    "dryRun": "When present, indicates that modifications should not be persisted. Valid value: All",
+    "fieldManager": "fieldManager is a name associated with the actor or entity that is making "
+                    "these changes.",
+    "fieldValidation": "fieldValidation instructs the server on how to handle objects in the request "
+                       "containing unknown or duplicate fields. Valid values: Ignore, Warn, Strict",
+    "force": "Force is going to \"force\" Apply requests. It must be unset for non-apply patch requests.",
+    "pretty": "If 'true', then the output is pretty printed.",
+}
+
+
+# -- what is documented ----------------------------------------------------------------------
+def _patchable(gv: GroupVersion) -> list[ResourceType]:
+    out = []
+    for plural in gv.resources:
+        r = lookup(gv.group, plural)
+        if r is not None and not r.virtual and "patch" in r.verbs:
+            out.append(r)
+    return out
+
+
+def _gv_path(gv: GroupVersion) -> str:
+    return f"api/{gv.version}" if not gv.group else f"apis/{gv.group}/{gv.version}"
+
+
+def _item_path(gv: GroupVersion, r: ResourceType) -> str:
+    scope = "/namespaces/{namespace}" if r.namespaced else ""
+    return f"/{_gv_path(gv)}{scope}/{r.plural}/{{name}}"
+
+
+def _group_word(group: str) -> str:
+    if not group:
+        return "Core"
+    return "".join(w[:1].upper() + w[1:] for w in group.removesuffix(".k8s.io").split("."))
+
+
+def _operation_id(gv: GroupVersion, r: ResourceType) -> str:
+    scope = "Namespaced" if r.namespaced else ""
+    return f"patch{_group_word(gv.group)}{gv.version[:1].upper()}{gv.version[1:]}{scope}{r.kind}"
+
+
+def _tag(gv: GroupVersion) -> str:
+    word = _group_word(gv.group)
+    return f"{word[:1].lower()}{word[1:]}_{gv.version}"
+
+
+def _query_names(p: VersionProfile) -> list[str]:
+    names = ["dryRun", "fieldManager"]
+    if p.field_validation:
+        names.append("fieldValidation")
+    names.append("force")
+    return names
+
+
+def _gvk(gv: GroupVersion, r: ResourceType) -> dict[str, str]:
+    return {"group": gv.group, "kind": r.kind, "version": gv.version}
+
+
+# -- OpenAPI v2 ------------------------------------------------------------------------------
+def _v2_path_item(p: VersionProfile, gv: GroupVersion, r: ResourceType) -> dict[str, Any]:
+    params: list[dict[str, Any]] = [{"name": "body", "in": "body", "required": True,
+                                     "schema": {"type": "object"}}]
+    params += [{"uniqueItems": True, "type": "string", "description": _QUERY_DOC[n], "name": n,
+                "in": "query"} for n in _query_names(p)]
+    path_params: list[dict[str, Any]] = [
+        {"uniqueItems": True, "type": "string", "description": f"name of the {r.kind}", "name": "name",
+         "in": "path", "required": True}]
+    if r.namespaced:
+        path_params.append({"uniqueItems": True, "type": "string",
+                            "description": "object name and auth scope, such as for teams and projects",
+                            "name": "namespace", "in": "path", "required": True})
+    path_params.append({"uniqueItems": True, "type": "string", "description": _QUERY_DOC["pretty"],
+                        "name": "pretty", "in": "query"})
+    return {
+        "patch": {
+            "description": f"partially update the specified {r.kind}",
+            "consumes": list(_PATCH_TYPES),
+            "produces": list(_PRODUCES),
+            "tags": [_tag(gv)],
+            "operationId": _operation_id(gv, r),
+            "parameters": params,
+            "responses": {"200": {"description": "OK"}, "201": {"description": "Created"},
+                          "401": {"description": "Unauthorized"}},
+            "x-kubernetes-action": "patch",
+            "x-kubernetes-group-version-kind": _gvk(gv, r),
+        },
+        "parameters": path_params,
+    }
+
+
+@cache
+def _v2_cached(p: VersionProfile) -> str:
+    paths: dict[str, Any] = {}
+    for gv in p.served:
+        for r in _patchable(gv):
+            paths[_item_path(gv, r)] = _v2_path_item(p, gv, r)
+    doc = {"swagger": "2.0", "info": {"title": "Kubernetes", "version": p.git_version},
+           "paths": dict(sorted(paths.items())), "definitions": {}}
+    return json.dumps(doc)
+
+
+def openapi_v2_json(p: VersionProfile) -> dict[str, Any]:
+    """The swagger 2.0 document (a fresh dict; callers may mutate it)."""
+    result: dict[str, Any] = json.loads(_v2_cached(p))
+    return result
+
+
+# -- protobuf (gnostic openapi_v2) -----------------------------------------------------------
+# Field numbers of github.com/google/gnostic openapiv2/OpenAPIv2.proto used below.
+# Document: swagger 1, info 2, paths 8.  Info: title 1, version 2.  Paths: path 2 (NamedPathItem:
+# name 1, value 2).  PathItem: patch 8, parameters 9.  Operation: tags 1, description 3,
+# operation_id 5, produces 6, consumes 7, parameters 8, responses 9, vendor_extension 13.
+# ParametersItem: parameter 1.  Parameter: body_parameter 1, non_body_parameter 2.
+# BodyParameter: description 1, name 2, in 3, required 4, schema 5.  Schema: type 22 (TypeItem:
+# value 1).  NonBodyParameter: query_parameter_sub_schema 3, path_parameter_sub_schema 4.
+# QueryParameterSubSchema: required 1, in 2, description 3, name 4, type 6, unique_items 20.
+# PathParameterSubSchema: required 1, in 2, description 3, name 4, type 5, unique_items 19.
+# Responses: response_code 1 (NamedResponseValue: name 1, value 2 -> ResponseValue: response 1
+# -> Response: description 1).  NamedAny: name 1, value 2 (Any: yaml 2).
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _len_field(num: int, payload: bytes) -> bytes:
+    return _varint(num << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _str(num: int, value: str) -> bytes:
+    return _len_field(num, value.encode()) if value else b""
+
+
+def _bool(num: int, value: bool) -> bytes:
+    return _varint(num << 3) + b"\x01" if value else b""
+
+
+def _yaml_scalar(v: str) -> str:
+    return json.dumps(v) if v == "" or not v.replace("-", "").replace(".", "").isalnum() else v
+
+
+def _yaml(value: Any) -> str:
+    """YAML text of a string or flat string map, the form gnostic keeps vendor extensions in."""
+    if isinstance(value, dict):
+        return "".join(f"{k}: {_yaml_scalar(str(v))}\n" for k, v in sorted(value.items()))
+    return f"{_yaml_scalar(str(value))}\n"
+
+
+def _named_any(name: str, value: Any) -> bytes:
+    return _str(1, name) + _len_field(2, _str(2, _yaml(value)))
+
+
+def _param(prm: dict[str, Any]) -> bytes:
+    where = prm["in"]
+    if where == "body":
+        schema = _len_field(22, _str(1, prm["schema"]["type"]))
+        body = (_str(1, prm.get("description", "")) + _str(2, prm["name"]) + _str(3, where)
+                + _bool(4, bool(prm.get("required"))) + _len_field(5, schema))
+        parameter = _len_field(1, body)
+    else:
+        common = (_bool(1, bool(prm.get("required"))) + _str(2, where) + _str(3, prm.get("description", ""))
+                  + _str(4, prm["name"]))
+        if where == "query":
+            sub = _len_field(3, common + _str(6, prm["type"]) + _bool(20, bool(prm.get("uniqueItems"))))
+        else:
+            sub = _len_field(4, common + _str(5, prm["type"]) + _bool(19, bool(prm.get("uniqueItems"))))
+        parameter = _len_field(2, sub)
+    return _len_field(1, parameter)  # ParametersItem.parameter
+
+
+def _operation(op: dict[str, Any]) -> bytes:
+    out = b"".join(_str(1, t) for t in op.get("tags", []))
+    out += _str(3, op.get("description", "")) + _str(5, op.get("operationId", ""))
+    out += b"".join(_str(6, t) for t in op.get("produces", []))
+    out += b"".join(_str(7, t) for t in op.get("consumes", []))
+    out += b"".join(_len_field(8, _param(prm)) for prm in op.get("parameters", []))
+    responses = b"".join(
+        _len_field(1, _str(1, code) + _len_field(2, _len_field(1, _str(1, resp.get("description", "")))))
+        for code, resp in op.get("responses", {}).items())
+    out += _len_field(9, responses)
+    out += b"".join(_len_field(13, _named_any(k, v)) for k, v in op.items() if k.startswith("x-"))
+    return out
+
+
+def _encode_v2(doc: dict[str, Any]) -> bytes:
+    info = _str(1, doc["info"]["title"]) + _str(2, doc["info"]["version"])
+    paths = b""
+    for name, item in doc["paths"].items():
+        body = b""
+        if "patch" in item:
+            body += _len_field(8, _operation(item["patch"]))
+        body += b"".join(_len_field(9, _param(prm)) for prm in item.get("parameters", []))
+        paths += _len_field(2, _str(1, name) + _len_field(2, body))
+    return _str(1, doc["swagger"]) + _len_field(2, info) + _len_field(8, paths)
+
+
+@cache
+def openapi_v2_protobuf(p: VersionProfile) -> bytes:
+    """The v2 document as a gnostic ``openapi_v2.Document`` in protobuf wire format."""
+    return _encode_v2(json.loads(_v2_cached(p)))
+
+
+# -- OpenAPI v3 ------------------------------------------------------------------------------
+def _v3_path_item(p: VersionProfile, gv: GroupVersion, r: ResourceType) -> dict[str, Any]:
+    str_schema = {"type": "string", "uniqueItems": True}
+    params = [{"name": n, "in": "query", "description": _QUERY_DOC[n], "schema": str_schema}
+              for n in _query_names(p)]
+    path_params: list[dict[str, Any]] = [
+        {"name": "name", "in": "path", "description": f"name of the {r.kind}", "required": True,
+         "schema": str_schema}]
+    if r.namespaced:
+        path_params.append({"name": "namespace", "in": "path", "required": True, "schema": str_schema,
+                            "description": "object name and auth scope, such as for teams and projects"})
+    path_params.append({"name": "pretty", "in": "query", "description": _QUERY_DOC["pretty"],
+                        "schema": str_schema})
+    obj_schema = {"schema": {"type": "object"}}
+    return {
+        "patch": {
+            "tags": [_tag(gv)],
+            "description": f"partially update the specified {r.kind}",
+            "operationId": _operation_id(gv, r),
+            "parameters": params,
+            "requestBody": {"content": {t: obj_schema for t in _V3_PATCH_TYPES}, "required": True},
+            "responses": {
+                "200": {"description": "OK", "content": {t: obj_schema for t in _PRODUCES}},
+                "201": {"description": "Created", "content": {t: obj_schema for t in _PRODUCES}},
+                "401": {"description": "Unauthorized"},
+            },
+            "x-kubernetes-action": "patch",
+            "x-kubernetes-group-version-kind": _gvk(gv, r),
+        },
+        "parameters": path_params,
+    }
+
+
+def _parse_gv_path(path: str) -> tuple[str, str] | None:
+    path = path.split("?", 1)[0].strip("/")
+    path = path.removeprefix("openapi/v3/")
+    parts = path.split("/")
+    if len(parts) == 2 and parts[0] == "api":
+        return "", parts[1]
+    if len(parts) == 3 and parts[0] == "apis" and parts[1]:
+        return parts[1], parts[2]
+    return None
+
+
+@cache
+def _v3_doc_cached(p: VersionProfile, group: str, version: str) -> str | None:
+    gv = p.group_version(group, version)
+    if gv is None or not p.openapi_v3:
+        return None
+    paths = {_item_path(gv, r): _v3_path_item(p, gv, r) for r in _patchable(gv)}
+    doc = {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": p.git_version},
+           "paths": dict(sorted(paths.items())), "components": {"schemas": {}}}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+
+
+def openapi_v3_group(p: VersionProfile, path: str) -> dict[str, Any] | None:
+    """The OpenAPI 3 document of one group-version (``api/v1``, ``apis/apps/v1``, a leading
+    ``/openapi/v3/`` and a ``?hash=`` query are accepted); ``None`` when not served."""
+    gv = _parse_gv_path(path)
+    if gv is None:
+        return None
+    text = _v3_doc_cached(p, *gv)
+    if text is None:
+        return None
+    result: dict[str, Any] = json.loads(text)
+    return result
+
+
+@cache
+def _v3_root_cached(p: VersionProfile) -> str:
+    paths: dict[str, Any] = {}
+    for gv in p.served:
+        text = _v3_doc_cached(p, gv.group, gv.version)
+        assert text is not None
+        digest = hashlib.sha512(text.encode()).hexdigest().upper()
+        rel = _gv_path(gv)
+        paths[rel] = {"serverRelativeURL": f"/openapi/v3/{rel}?hash={digest}"}
+    return json.dumps({"paths": paths})
+
+
+def openapi_v3_root(p: VersionProfile) -> dict[str, Any] | None:
+    """``GET /openapi/v3``: one entry per served group-version; ``None`` before 1.24."""
+    if not p.openapi_v3:
+        return None
+    result: dict[str, Any] = json.loads(_v3_root_cached(p))
+    return result

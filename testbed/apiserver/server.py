@@ -1,0 +1,997 @@
+"""The testbed apiserver: HTTPS, authentication, authorization, and the Kubernetes REST API."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import copy
+import logging
+import ssl
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
+
+from .. import pki
+from . import discovery, errors, openapi, paths, rbac, selectors, tables
+from .auth import TokenAuthority, UserInfo, authenticate
+from .builtin import BuiltIns, bootstrap_objects, stamp
+from .errors import APIError
+from .meta import api_version as make_api_version
+from .meta import now_rfc3339
+from .paths import RequestInfo
+from .registry import SYSTEM_USER, Registry
+from .store import Entry, Store
+from .target import Target
+from .versions import VersionProfile, profile
+from .watch import serve_watch
+from .webhooks import WebhookDispatcher
+
+log = logging.getLogger("testbed.apiserver")
+
+ADMIN_USER = UserInfo(name="testbed-admin", groups=("system:masters", "system:authenticated"))
+
+
+@dataclass
+class ServerConfig:
+    minor: int = 33
+    host: str = "127.0.0.1"
+    port: int = 0
+    data_dir: Path | None = None
+    bookmark_interval: float = 5.0
+    history: int = 20_000
+    admin_token: str | None = None
+    extra_tokens: dict[str, UserInfo] = field(default_factory=dict)
+
+
+def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(obj), status=status, content_type="application/json", headers=headers
+    )
+
+
+def _raw(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=body, status=status, content_type="application/json", headers=headers)
+
+
+def _int_param(q: Any, name: str) -> int | None:
+    v = q.get(name)
+    if v is None or v == "":
+        return None
+    try:
+        return int(v)
+    except ValueError as exc:
+        raise errors.bad_request(f'strconv.ParseInt: parsing "{v}": invalid syntax') from exc
+
+
+def _bool_param(q: Any, name: str) -> bool:
+    v = q.get(name)
+    if v is None or v == "":
+        return False
+    if v in ("1", "t", "T", "true", "TRUE", "True"):
+        return True
+    if v in ("0", "f", "F", "false", "FALSE", "False"):
+        return False
+    raise errors.bad_request(f'strconv.ParseBool: parsing "{v}": invalid syntax')
+
+
+def _dry_run(q: Any) -> bool:
+    values = q.getall("dryRun", [])
+    for v in values:
+        if v != "All":
+            raise errors.bad_request(f'Invalid value: "{v}": supported values: "All"')
+    return bool(values)
+
+
+class APIServer:
+    """One emulated kube-apiserver for a given Kubernetes minor."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.profile: VersionProfile = profile(config.minor)
+        self.store = Store(history=config.history)
+        self.ca = pki.make_ca("testbed-ca")
+        self.serving = pki.make_serving_cert(
+            self.ca,
+            "kube-apiserver",
+            [
+                config.host,
+                "127.0.0.1",
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ],
+        )
+        self.authority = TokenAuthority()
+        import secrets as _secrets
+
+        self.admin_token = config.admin_token or _secrets.token_urlsafe(32)
+        self.static_tokens: dict[str, UserInfo] = {self.admin_token: ADMIN_USER, **config.extra_tokens}
+        self.webhooks = WebhookDispatcher(self.store, self.profile.admission_review_versions)
+        self.registry = Registry(self.profile, self.store, self.webhooks)
+        self.builtins = BuiltIns(self.registry, self.authority, self.ca.cert_pem)
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._kubelet: ClientSession | None = None
+        self.port = config.port
+        self.started_at = time.time()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"https://{self.config.host}:{self.port}"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        d = self._cert_dir()
+        pki.KeyPair(self.serving.cert_pem, self.serving.key_pem).write(
+            d / "apiserver.crt", d / "apiserver.key"
+        )
+        ctx.load_cert_chain(d / "apiserver.crt", d / "apiserver.key")
+        return ctx
+
+    def _cert_dir(self) -> Path:
+        if self.config.data_dir is not None:
+            d = self.config.data_dir / "pki"
+        else:
+            import tempfile
+
+            d = Path(tempfile.mkdtemp(prefix="testbed-pki-"))
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "ca.crt").write_bytes(self.ca.cert_pem)
+        return d
+
+    def make_app(self) -> web.Application:
+        app = web.Application(client_max_size=16 * 1024 * 1024, handler_args={"tcp_keepalive": True})
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+    async def start(self) -> None:
+        app = self.make_app()
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await self._runner.setup()
+        self._site = web.TCPSite(
+            self._runner,
+            self.config.host,
+            self.config.port,
+            ssl_context=self.ssl_context(),
+            backlog=1024,
+            reuse_address=True,
+        )
+        await self._site.start()
+        server = self._site._server
+        assert server is not None
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1]
+        await self._bootstrap()
+
+    async def stop(self) -> None:
+        self.store.close_watchers()
+        await self.builtins.stop()
+        await self.webhooks.close()
+        if self._kubelet is not None:
+            await self._kubelet.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _bootstrap(self) -> None:
+        for group, plural, obj in bootstrap_objects(self.port, self.config.host):
+            t = self.registry.target_for(group, plural, obj["metadata"].get("namespace", ""))
+            await self.registry.create(t, obj, SYSTEM_USER)
+        for obj in rbac.BOOTSTRAP_OBJECTS:
+            o = stamp(copy.deepcopy(obj))
+            o["apiVersion"] = "rbac.authorization.k8s.io/v1"
+            self.store.put(rbac.STORE_KEYS[o["kind"]], o, event="ADDED")
+
+    def kubeconfig(self, user: str = "testbed-admin", token: str | None = None) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "preferences": {},
+            "clusters": [
+                {
+                    "name": "testbed",
+                    "cluster": {
+                        "server": self.url,
+                        "certificate-authority-data": base64.b64encode(self.ca.cert_pem).decode(),
+                    },
+                }
+            ],
+            "users": [{"name": user, "user": {"token": token or self.admin_token}}],
+            "contexts": [
+                {"name": "testbed", "context": {"cluster": "testbed", "user": user, "namespace": "default"}}
+            ],
+            "current-context": "testbed",
+        }
+
+    def write_kubeconfig(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(self.kubeconfig(), sort_keys=False))
+        path.chmod(0o600)
+        return path
+
+    # -- request entry -----------------------------------------------------------------------
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            user = self._authenticate(request)
+            return await self._dispatch(request, user)
+        except APIError as e:
+            return _json(e.status(), status=e.code)
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception as e:  # pragma: no cover - a bug; answer like the real server's panic filter
+            log.exception("internal error serving %s %s", request.method, request.path)
+            err = errors.internal(repr(e))
+            return _json(err.status(), status=500)
+
+    def _authenticate(self, request: web.Request) -> UserInfo:
+        header = request.headers.get("Authorization")
+        if not header:
+            return UserInfo(name="system:anonymous", groups=("system:unauthenticated",))
+        user = authenticate(header, self.static_tokens, self.authority, self.store)
+        if user is None:
+            raise errors.unauthorized()
+        return user
+
+    def _rbac_revision(self) -> int:
+        rev = self.store.revisions
+        return sum(rev[k] for k in rbac.STORE_KEYS.values())
+
+    def _authorize(self, user: UserInfo, ri: RequestInfo) -> None:
+        if "system:masters" in user.groups:
+            return
+        attrs = rbac.Attributes(
+            user=user,
+            verb=ri.verb,
+            group=ri.group,
+            resource=ri.plural,
+            subresource=ri.subresource,
+            namespace=ri.namespace,
+            name=ri.name,
+            path="" if ri.resource_request else ri.path,
+            version=ri.version,
+        )
+        allowed, reason = rbac.authorize(self.store, attrs, revision=self._rbac_revision())
+        if not allowed:
+            raise rbac.forbidden_error(attrs, reason)
+
+    async def _dispatch(self, request: web.Request, user: UserInfo) -> web.StreamResponse:
+        q = request.query
+        ri = paths.parse(request.method, request.path, q, self.profile)
+        self._authorize(user, ri)
+        if not ri.resource_request:
+            return self._nonresource(request, ri)
+        assert ri.rtype is not None
+        t = Target(ri.rtype, ri.version, ri.namespace if ri.rtype.namespaced else "", ri.name, ri.subresource)
+        if ri.rtype.plural == "namespaces":
+            t = Target(ri.rtype, ri.version, "", ri.name, ri.subresource)
+        if ri.verb not in ri.rtype.verbs and not ri.subresource and ri.verb not in ("watch",):
+            raise errors.method_not_allowed()
+        sub = ri.subresource
+        if sub:
+            return await self._subresource(request, ri, t, user)
+        if ri.rtype.virtual:
+            return await self._virtual(request, ri, t, user)
+        if ri.verb == "get":
+            return self._get(request, ri, t)
+        if ri.verb == "list":
+            return self._list(request, ri, t)
+        if ri.verb == "watch":
+            return await self._watch(request, ri, t)
+        if ri.verb == "create":
+            body = await self._body(request)
+            res = await self.registry.create(
+                t, body, user, dry_run=_dry_run(q), field_manager=q.get("fieldManager", "")
+            )
+            return self._object_response(request, t, res, 201)
+        if ri.verb == "update":
+            body = await self._body(request)
+            res = await self.registry.update(
+                t, body, user, dry_run=_dry_run(q), field_manager=q.get("fieldManager", "")
+            )
+            return self._object_response(request, t, res, 200)
+        if ri.verb == "patch":
+            raw = await request.read()
+            res = await self.registry.patch(
+                t,
+                request.headers.get("Content-Type", ""),
+                raw,
+                user,
+                dry_run=_dry_run(q),
+                field_manager=q.get("fieldManager", ""),
+                force=_bool_param(q, "force"),
+            )
+            return self._object_response(request, t, res, 200)
+        if ri.verb == "delete":
+            opts = await self._delete_options(request)
+            obj, finished = await self.registry.delete(t, opts, user, dry_run=_dry_run(q))
+            return _json(obj, status=200 if finished else 202 if t.rtype.plural == "namespaces" else 200)
+        if ri.verb == "deletecollection":
+            return await self._delete_collection(request, ri, t, user)
+        raise errors.method_not_allowed()
+
+    # -- bodies ------------------------------------------------------------------------------
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        raw = await request.read()
+        ctype = request.headers.get("Content-Type", "application/json").split(";")[0].strip()
+        return decode_body(raw, ctype)
+
+    async def _delete_options(self, request: web.Request) -> dict[str, Any]:
+        opts: dict[str, Any] = {}
+        raw = await request.read()
+        if raw.strip():
+            opts = decode_body(raw, request.headers.get("Content-Type", "application/json").split(";")[0])
+        q = request.query
+        g = _int_param(q, "gracePeriodSeconds")
+        if g is not None:
+            opts["gracePeriodSeconds"] = g
+        if q.get("propagationPolicy"):
+            pp = q["propagationPolicy"]
+            if pp not in ("Orphan", "Background", "Foreground"):
+                raise errors.bad_request(
+                    f'propagationPolicy: Unsupported value: "{pp}": supported values: '
+                    '"Foreground", "Background", "Orphan"'
+                )
+            opts["propagationPolicy"] = pp
+        if q.get("orphanDependents"):
+            opts["orphanDependents"] = _bool_param(q, "orphanDependents")
+        return opts
+
+    def _object_response(
+        self, request: web.Request, t: Target, res: Entry | dict[str, Any], status: int
+    ) -> web.Response:
+        if isinstance(res, Entry):
+            return self._entry_response(t, res, status)
+        return _json(self.registry.present(t, res), status=status)
+
+    def _entry_response(self, t: Target, e: Entry, status: int = 200) -> web.Response:
+        stored_av = e.obj.get("apiVersion", "")
+        if stored_av == t.api_version and t.rtype.store_key != "events":
+            return _raw(e.raw, status)
+        return _json(self.registry.present(t, e.obj), status)
+
+    def _present_raw(self, t: Target):  # type: ignore[no-untyped-def]
+        def present(e: Entry) -> bytes:
+            if e.obj.get("apiVersion") == t.api_version and t.rtype.store_key != "events":
+                return e.raw
+            return orjson.dumps(self.registry.present(t, e.obj))
+
+        return present
+
+    # -- reads -------------------------------------------------------------------------------
+    def _get(self, request: web.Request, ri: RequestInfo, t: Target) -> web.Response:
+        e = self.store.get_entry(t.rtype.store_key, t.namespace, t.name)
+        if e is None:
+            raise errors.not_found(t.group, t.rtype.plural, t.name)
+        accept = request.headers.get("Accept", "")
+        if "as=Table" in accept:
+            tv = "v1" if "v=v1;" in accept or accept.rstrip().endswith("v=v1") else "v1beta1"
+            obj = self.registry.present(t, e.obj)
+            return _json(
+                tables.table(
+                    t.rtype.store_key,
+                    [obj],
+                    {"resourceVersion": str(e.rv)},
+                    request.query.get("includeObject", "Metadata"),
+                    tv,
+                )
+            )
+        if "as=PartialObjectMetadata" in accept:
+            return _json(
+                {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": e.obj["metadata"],
+                }
+            )
+        return self._entry_response(t, e)
+
+    def _matcher(self, request: web.Request, t: Target, name: str = ""):  # type: ignore[no-untyped-def]
+        q = request.query
+        ls = selectors.parse_label_selector(q.get("labelSelector", ""))
+        fs_text = q.get("fieldSelector", "")
+        if name:
+            fs_text = ",".join(x for x in (fs_text, f"metadata.name={name}") if x)
+        fs = selectors.parse_field_selector(fs_text, t.group, t.rtype.plural)
+        if ls.empty() and not fs_text:
+            return None, None
+
+        def match(obj: dict[str, Any]) -> bool:
+            return ls.matches(obj["metadata"].get("labels")) and fs.matches(obj)
+
+        return match, fs
+
+    def _list(self, request: web.Request, ri: RequestInfo, t: Target) -> web.Response:
+        q = request.query
+        match, fs = self._matcher(request, t)
+        limit = _int_param(q, "limit") or 0
+        ns = t.namespace if t.rtype.namespaced and t.namespace else None
+        start_after: tuple[str, str] | None = None
+        list_rv = self.store.resource_version
+        cont = q.get("continue")
+        if cont:
+            try:
+                tok = orjson.loads(base64.b64decode(cont))
+                start_after = (tok["start"][0], tok["start"][1])
+                list_rv = int(tok["rv"])
+            except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+                raise errors.bad_request(
+                    "continue key is not valid: incorrect encoded start resourceVersion "
+                    "(version meta.k8s.io/v1)"
+                ) from exc
+        name_hint = fs.requirement_for("metadata.name") if fs is not None else None
+        if name_hint is not None and (ns is not None or not t.rtype.namespaced):
+            e = self.store.get_entry(t.rtype.store_key, ns or "", name_hint)
+            candidates = [((ns or "", name_hint), e)] if e else []
+        else:
+            candidates = self.store.sorted_entries(t.rtype.store_key, ns)
+        items: list[Entry] = []
+        next_key = None
+        remaining = 0
+        for key, e in candidates:
+            if start_after is not None and key <= start_after:
+                continue
+            if match is not None and not match(e.obj):
+                continue
+            if limit and len(items) >= limit:
+                if next_key is None:
+                    next_key = items[-1].obj["metadata"]
+                remaining += 1
+                continue
+            items.append(e)
+        list_meta: dict[str, Any] = {"resourceVersion": str(list_rv)}
+        if next_key is not None:
+            list_meta["continue"] = base64.b64encode(
+                orjson.dumps({"rv": list_rv, "start": [next_key.get("namespace", ""), next_key["name"]]})
+            ).decode()
+            list_meta["remainingItemCount"] = remaining
+        accept = request.headers.get("Accept", "")
+        if "as=Table" in accept:
+            tv = "v1" if "v=v1;" in accept or accept.rstrip().endswith("v=v1") else "v1beta1"
+            objs = [self.registry.present(t, e.obj) for e in items]
+            return _json(
+                tables.table(t.rtype.store_key, objs, list_meta, q.get("includeObject", "Metadata"), tv)
+            )
+        if "as=PartialObjectMetadataList" in accept:
+            return _json(
+                {
+                    "kind": "PartialObjectMetadataList",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": list_meta,
+                    "items": [
+                        {
+                            "kind": "PartialObjectMetadata",
+                            "apiVersion": "meta.k8s.io/v1",
+                            "metadata": e.obj["metadata"],
+                        }
+                        for e in items
+                    ],
+                }
+            )
+        present = self._present_raw(t)
+        head = (
+            b'{"kind":"'
+            + t.kind.encode()
+            + b'List","apiVersion":"'
+            + t.api_version.encode()
+            + b'","metadata":'
+            + orjson.dumps(list_meta)
+            + b',"items":['
+        )
+        return _raw(head + b",".join(present(e) for e in items) + b"]}")
+
+    async def _watch(self, request: web.Request, ri: RequestInfo, t: Target) -> web.StreamResponse:
+        q = request.query
+        match, _fs = self._matcher(request, t, name=t.name)
+        rv_text = q.get("resourceVersion", "")
+        send_initial_param = q.get("sendInitialEvents")
+        since: int | None = None
+        if rv_text not in ("", "0"):
+            try:
+                since = int(rv_text)
+            except ValueError as exc:
+                raise errors.bad_request(f'invalid resource version: "{rv_text}"') from exc
+        send_initial = since is None
+        initial_end = False
+        if send_initial_param is not None and self.profile.minor >= 27:
+            send_initial = _bool_param(q, "sendInitialEvents")
+            initial_end = send_initial and _bool_param(q, "allowWatchBookmarks")
+            if send_initial and since is not None:
+                since = None
+        timeout = _int_param(q, "timeoutSeconds")
+        ns = t.namespace if t.rtype.namespaced and t.namespace else None
+        return await serve_watch(
+            request,
+            self.store,
+            t.rtype.store_key,
+            ns,
+            since=since,
+            send_initial=send_initial,
+            initial_end_bookmark=initial_end,
+            match=match or (lambda _o: True),
+            present=self._present_raw(t),
+            bookmark_kind=(t.api_version, t.kind),
+            allow_bookmarks=_bool_param(q, "allowWatchBookmarks"),
+            timeout_s=float(timeout) if timeout is not None else None,
+            bookmark_interval=self.config.bookmark_interval,
+        )
+
+    async def _delete_collection(
+        self, request: web.Request, ri: RequestInfo, t: Target, user: UserInfo
+    ) -> web.Response:
+        match, _ = self._matcher(request, t)
+        ns = t.namespace if t.rtype.namespaced and t.namespace else None
+        opts = await self._delete_options(request)
+        deleted = []
+        for _key, e in self.store.sorted_entries(t.rtype.store_key, ns):
+            if match is not None and not match(e.obj):
+                continue
+            obj, _ = await self.registry.delete(
+                t.named(e.obj["metadata"]["name"]).__class__(
+                    t.rtype, t.version, e.obj["metadata"].get("namespace", ""), e.obj["metadata"]["name"]
+                ),
+                opts,
+                user,
+                dry_run=_dry_run(request.query),
+            )
+            deleted.append(obj)
+        return _json(
+            {
+                "kind": f"{t.kind}List",
+                "apiVersion": t.api_version,
+                "metadata": {"resourceVersion": str(self.store.resource_version)},
+                "items": deleted,
+            }
+        )
+
+    # -- non-resource endpoints ----------------------------------------------------------------
+    def _nonresource(self, request: web.Request, ri: RequestInfo) -> web.Response:
+        p = request.path.rstrip("/") or "/"
+        accept = request.headers.get("Accept", "")
+        if request.method not in ("GET", "HEAD"):
+            raise errors.method_not_allowed()
+        if p == "/version":
+            return _json(discovery.version_info(self.profile))
+        if p in ("/healthz", "/livez", "/readyz") or p.startswith(("/healthz/", "/livez/", "/readyz/")):
+            return web.Response(text="ok", content_type="text/plain")
+        if p in ("/api", "/apis"):
+            agg = discovery.aggregated_discovery(self.profile, accept, core=(p == "/api"))
+            if agg is not None:
+                body, ctype = agg
+                return web.Response(
+                    body=orjson.dumps(body), headers={"Content-Type": ctype, "Vary": "Accept"}
+                )
+            if p == "/api":
+                return _json(discovery.core_api_versions(self.profile, f"{self.config.host}:{self.port}"))
+            return _json(discovery.api_group_list(self.profile))
+        if p == "/api/v1":
+            return _json(discovery.api_resource_list(self.profile, "", "v1"))
+        parts = p.strip("/").split("/")
+        if parts[0] == "apis" and len(parts) == 2:
+            g = discovery.api_group(self.profile, parts[1])
+            if g is None:
+                raise APIError(404, "NotFound", "the server could not find the requested resource")
+            return _json(g)
+        if parts[0] == "apis" and len(parts) == 3:
+            rl = discovery.api_resource_list(self.profile, parts[1], parts[2])
+            if rl is None:
+                raise APIError(404, "NotFound", "the server could not find the requested resource")
+            return _json(rl)
+        if p == "/openapi/v2":
+            if "protobuf" in accept:
+                return web.Response(
+                    body=openapi.openapi_v2_protobuf(self.profile),
+                    headers={"Content-Type": openapi.PROTOBUF_V2_CONTENT_TYPE},
+                )
+            return _json(openapi.openapi_v2_json(self.profile))
+        if p == "/openapi/v3":
+            root = openapi.openapi_v3_root(self.profile)
+            if root is not None:
+                return _json(root)
+        elif p.startswith("/openapi/v3/"):
+            doc = openapi.openapi_v3_group(self.profile, p[len("/openapi/v3/") :])
+            if doc is not None:
+                return _json(doc)
+        raise APIError(404, "NotFound", "the server could not find the requested resource")
+
+    # -- virtual resources (reviews, bindings) -----------------------------------------------
+    async def _virtual(
+        self, request: web.Request, ri: RequestInfo, t: Target, user: UserInfo
+    ) -> web.Response:
+        if ri.verb != "create":
+            raise errors.method_not_allowed()
+        body = await self._body(request)
+        plural = t.rtype.plural
+        out = copy.deepcopy(body)
+        out.setdefault("metadata", {})
+        out["metadata"].setdefault("creationTimestamp", None)
+        if plural == "bindings":
+            pod_t = Target(
+                self.registry.target_for("", "pods").rtype,
+                "v1",
+                t.namespace,
+                (body.get("metadata") or {}).get("name", ""),
+            )
+            await self._bind(pod_t, body, user)
+            return _json(
+                {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201
+            )
+        if plural == "selfsubjectaccessreviews":
+            out["status"] = rbac.access_review(self.store, body.get("spec") or {}, user)
+        elif plural in ("subjectaccessreviews", "localsubjectaccessreviews"):
+            spec = dict(body.get("spec") or {})
+            if plural == "localsubjectaccessreviews":
+                ra = dict(spec.get("resourceAttributes") or {})
+                ra["namespace"] = t.namespace
+                spec["resourceAttributes"] = ra
+            out["status"] = rbac.access_review(self.store, spec, None)
+        elif plural == "selfsubjectrulesreviews":
+            ns = (body.get("spec") or {}).get("namespace", "")
+            out["status"] = rbac.rules_review(self.store, user, ns)
+        elif plural == "tokenreviews":
+            from .auth import token_review
+
+            return _json(token_review(body, self.static_tokens, self.authority, self.store), 201)
+        elif plural == "selfsubjectreviews":
+            out["status"] = {
+                "userInfo": {
+                    "username": user.name,
+                    "uid": user.uid,
+                    "groups": list(user.groups),
+                    **({"extra": user.extra} if user.extra else {}),
+                }
+            }
+        else:
+            raise errors.method_not_allowed()
+        out["apiVersion"] = make_api_version(t.group, t.version)
+        out["kind"] = t.kind
+        return _json(out, 201)
+
+    # -- subresources --------------------------------------------------------------------------
+    async def _subresource(
+        self, request: web.Request, ri: RequestInfo, t: Target, user: UserInfo
+    ) -> web.StreamResponse:
+        sub = t.subresource
+        q = request.query
+        rt = t.rtype
+        if sub == "status":
+            if ri.verb == "get":
+                return self._get(request, ri, t)
+            if ri.verb == "update":
+                res = await self.registry.update(t, await self._body(request), user, dry_run=_dry_run(q))
+                return self._object_response(request, t, res, 200)
+            if ri.verb == "patch":
+                res = await self.registry.patch(
+                    t,
+                    request.headers.get("Content-Type", ""),
+                    await request.read(),
+                    user,
+                    dry_run=_dry_run(q),
+                    field_manager=q.get("fieldManager", ""),
+                )
+                return self._object_response(request, t, res, 200)
+            raise errors.method_not_allowed()
+        if rt.store_key == "pods" and sub == "binding" and ri.verb == "create":
+            await self._bind(t, await self._body(request), user)
+            return _json(
+                {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201
+            )
+        if rt.store_key == "pods" and sub == "eviction" and ri.verb == "create":
+            return await self._evict(t, await self._body(request), user)
+        if rt.store_key == "pods" and sub == "log" and ri.verb == "get":
+            return await self._pod_log(request, t)
+        if rt.store_key == "serviceaccounts" and sub == "token" and ri.verb == "create":
+            return await self._token_request(t, await self._body(request))
+        if sub == "scale":
+            return await self._scale(request, ri, t, user)
+        if rt.plural == "namespaces" and sub == "finalize" and ri.verb == "update":
+            body = await self._body(request)
+            cur = self.store.get("namespaces", "", t.name)
+            if cur is None:
+                raise errors.not_found("", "namespaces", t.name)
+            new = copy.deepcopy(cur)
+            new["spec"] = {
+                **(cur.get("spec") or {}),
+                "finalizers": (body.get("spec") or {}).get("finalizers", []),
+            }
+            entry = self.store.put("namespaces", new, event="MODIFIED")
+            return self._entry_response(t, entry)
+        raise errors.method_not_allowed()
+
+    async def _bind(self, t: Target, body: dict[str, Any], user: UserInfo) -> None:
+        target = body.get("target") or {}
+        node = target.get("name")
+        if not node:
+            raise errors.invalid("", "Binding", t.name, [errors.required("target.name")])
+        cur = self.store.get_entry("pods", t.namespace, t.name)
+        if cur is None:
+            raise errors.not_found("", "pods", t.name)
+        pod = cur.obj
+        if pod["metadata"].get("deletionTimestamp"):
+            raise errors.conflict(
+                "", "pods/binding", t.name, f"pod {t.name} is being deleted, cannot be assigned to a host"
+            )
+        if (pod.get("spec") or {}).get("nodeName"):
+            raise errors.conflict(
+                "",
+                "pods/binding",
+                t.name,
+                f'pod {t.name} is already assigned to node "{pod["spec"]["nodeName"]}"',
+            )
+        uid = (body.get("metadata") or {}).get("uid")
+        if uid and uid != pod["metadata"].get("uid"):
+            raise errors.conflict(
+                "",
+                "pods/binding",
+                t.name,
+                f"Precondition failed: UID in precondition: {uid}, UID in object meta: "
+                f"{pod['metadata'].get('uid')}",
+            )
+        new = copy.deepcopy(pod)
+        new["spec"]["nodeName"] = node
+        ann = (body.get("metadata") or {}).get("annotations")
+        if ann:
+            new["metadata"].setdefault("annotations", {}).update(ann)
+        conds = [
+            c
+            for c in (new.setdefault("status", {}).get("conditions") or [])
+            if c.get("type") != "PodScheduled"
+        ]
+        conds.append(
+            {
+                "type": "PodScheduled",
+                "status": "True",
+                "lastProbeTime": None,
+                "lastTransitionTime": now_rfc3339(),
+            }
+        )
+        new["status"]["conditions"] = conds
+        entry = self.store.put("pods", new, event="MODIFIED")
+        await self.registry._notify(t.rtype, "MODIFIED", entry.obj, pod)
+
+    async def _evict(self, t: Target, body: dict[str, Any], user: UserInfo) -> web.Response:
+        pod = self.store.get("pods", t.namespace, t.name)
+        if pod is None:
+            raise errors.not_found("", "pods", t.name)
+        phase = (pod.get("status") or {}).get("phase")
+        if phase not in ("Succeeded", "Failed") and not pod["metadata"].get("deletionTimestamp"):
+            for pdb in self.store.list("poddisruptionbudgets.policy", t.namespace):
+                sel = selectors.label_selector_from_object((pdb.get("spec") or {}).get("selector"))
+                status = pdb.get("status") or {}
+                allowed = int(status.get("disruptionsAllowed", 0))
+                if sel.matches(pod["metadata"].get("labels")) and allowed <= 0:
+                    why = (
+                        f"The disruption budget {pdb['metadata']['name']} needs "
+                        f"{status.get('desiredHealthy', 0)} healthy pods and has "
+                        f"{status.get('currentHealthy', 0)} currently"
+                    )
+                    raise APIError(
+                        429,
+                        "TooManyRequests",
+                        "Cannot evict pod as it would violate the pod's disruption budget.",
+                        details={"causes": [{"reason": "DisruptionBudget", "message": why}]},
+                    )
+        opts = (body.get("deleteOptions") or {}) if isinstance(body, dict) else {}
+        await self.registry.delete(Target(t.rtype, t.version, t.namespace, t.name), opts, user)
+        return _json(
+            {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201
+        )
+
+    async def _token_request(self, t: Target, body: dict[str, Any]) -> web.Response:
+        sa = self.store.get("serviceaccounts", t.namespace, t.name)
+        if sa is None:
+            raise errors.not_found("", "serviceaccounts", t.name)
+        spec = body.get("spec") or {}
+        exp = int(spec.get("expirationSeconds") or 3600)
+        if exp < 600:
+            raise errors.invalid(
+                "authentication.k8s.io",
+                "TokenRequest",
+                t.name,
+                [
+                    errors.invalid_value(
+                        "spec.expirationSeconds", exp, "may not specify a duration less than 10 minutes"
+                    )
+                ],
+            )
+        audiences = spec.get("audiences") or [self.authority.issuer]
+        bound = spec.get("boundObjectRef")
+        bound_pod = None
+        if bound and bound.get("kind") == "Pod":
+            bound_pod = self.store.get("pods", t.namespace, bound.get("name", ""))
+            if bound_pod is None:
+                raise errors.not_found("", "pods", bound.get("name", ""))
+        token, exp_at = self.authority.issue_service_account_token(
+            t.namespace,
+            t.name,
+            sa["metadata"]["uid"],
+            audiences=audiences,
+            expiration_seconds=exp,
+            bound_pod=bound_pod,
+        )
+        import datetime as dt
+
+        out = {
+            "kind": "TokenRequest",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": t.name, "namespace": t.namespace, "creationTimestamp": None},
+            "spec": {"audiences": audiences, "expirationSeconds": exp, "boundObjectRef": bound},
+            "status": {
+                "token": token,
+                "expirationTimestamp": dt.datetime.fromtimestamp(exp_at, dt.UTC).strftime(
+                    "%Y-%m-%dT%H:%M:%SZ"
+                ),
+            },
+        }
+        return _json(out, 201)
+
+    async def _scale(self, request: web.Request, ri: RequestInfo, t: Target, user: UserInfo) -> web.Response:
+        e = self.store.get_entry(t.rtype.store_key, t.namespace, t.name)
+        if e is None:
+            raise errors.not_found(t.group, t.rtype.plural, t.name)
+        scale_av = "autoscaling/v1"
+
+        def scale_of(obj: dict[str, Any]) -> dict[str, Any]:
+            spec, status = obj.get("spec") or {}, obj.get("status") or {}
+            sel = (spec.get("selector") or {}).get("matchLabels") or {}
+            return {
+                "kind": "Scale",
+                "apiVersion": scale_av,
+                "metadata": {
+                    k: obj["metadata"][k]
+                    for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                    if k in obj["metadata"]
+                },
+                "spec": {"replicas": spec.get("replicas", 0)},
+                "status": {
+                    "replicas": status.get("replicas", 0),
+                    "selector": ",".join(f"{k}={v}" for k, v in sel.items()),
+                },
+            }
+
+        if ri.verb == "get":
+            return _json(scale_of(e.obj))
+        if ri.verb == "update":
+            body = await self._body(request)
+        elif ri.verb == "patch":
+            from . import patch as patchmod
+
+            raw = await request.read()
+            ctype = request.headers.get("Content-Type", "").split(";")[0]
+            cur = scale_of(e.obj)
+            if ctype == "application/json-patch+json":
+                body = patchmod.apply_json_patch(cur, raw)
+            else:
+                body = patchmod.apply_merge_patch(cur, raw)
+        else:
+            raise errors.method_not_allowed()
+        replicas = (body.get("spec") or {}).get("replicas")
+        if not isinstance(replicas, int) or replicas < 0:
+            raise errors.invalid(
+                "autoscaling",
+                "Scale",
+                t.name,
+                [errors.invalid_value("spec.replicas", replicas, "must be greater than or equal to 0")],
+            )
+        new = copy.deepcopy(e.obj)
+        new.setdefault("spec", {})["replicas"] = replicas
+        main = Target(t.rtype, t.version, t.namespace, t.name)
+        res = await self.registry.update(
+            main, new, user, decoded=True, require_rv=(body.get("metadata") or {}).get("resourceVersion")
+        )
+        obj = res.obj if isinstance(res, Entry) else res
+        return _json(scale_of(obj))
+
+    async def _pod_log(self, request: web.Request, t: Target) -> web.StreamResponse:
+        pod = self.store.get("pods", t.namespace, t.name)
+        if pod is None:
+            raise errors.not_found("", "pods", t.name)
+        q = request.query
+        spec = pod.get("spec") or {}
+        names = [c["name"] for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])]
+        container = q.get("container", "")
+        if not container:
+            app = [c["name"] for c in spec.get("containers") or []]
+            if len(app) != 1:
+                raise errors.bad_request(
+                    f"a container name must be specified for pod {t.name}, choose one of: [{' '.join(app)}]"
+                )
+            container = app[0]
+        elif container not in names:
+            raise errors.bad_request(f"container {container} is not valid for pod {t.name}")
+        node_name = spec.get("nodeName")
+        if not node_name:
+            raise errors.bad_request(
+                f'container "{container}" in pod "{t.name}" is waiting to start: ContainerCreating'
+            )
+        for key in ("tailLines", "sinceSeconds", "limitBytes"):
+            _int_param(q, key)
+        follow = _bool_param(q, "follow")
+        node = self.store.get("nodes", "", node_name)
+        if node is None:
+            raise errors.not_found("", "nodes", node_name)
+        addr, port = kubelet_endpoint(node)
+        params = {
+            k: v
+            for k, v in q.items()
+            if k
+            in ("follow", "tailLines", "timestamps", "sinceSeconds", "sinceTime", "previous", "limitBytes")
+        }
+        url = f"https://{addr}:{port}/containerLogs/{t.namespace}/{t.name}/{container}"
+        if self._kubelet is None:
+            # Like kube-apiserver without --kubelet-certificate-authority: kubelet certs are not verified.
+            self._kubelet = ClientSession(
+                connector=TCPConnector(ssl=False), timeout=ClientTimeout(total=None, sock_connect=5)
+            )
+        try:
+            upstream = await self._kubelet.get(url, params=params)
+        except OSError as e:
+            raise errors.internal(f'Get "{url}": {e}') from e
+        async with upstream:
+            if upstream.status != 200:
+                text = (await upstream.text()).strip()
+                raise errors.bad_request(text or f"kubelet answered {upstream.status}")
+            resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
+            if follow:
+                resp.enable_chunked_encoding()
+            await resp.prepare(request)
+            with contextlib.suppress(ConnectionResetError):
+                async for chunk in upstream.content.iter_any():
+                    await resp.write(chunk)
+                await resp.write_eof()
+            return resp
+
+
+def kubelet_endpoint(node: dict[str, Any]) -> tuple[str, int]:
+    """Where a node's kubelet API listens. Only loopback addresses are ever contacted."""
+    status = node.get("status") or {}
+    addrs = {a.get("type"): a.get("address") for a in status.get("addresses") or []}
+    addr = addrs.get("InternalIP") or addrs.get("Hostname") or ""
+    port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port") or 10250
+    import ipaddress
+
+    try:
+        ok = ipaddress.ip_address(addr).is_loopback
+    except ValueError:
+        ok = False
+    if not ok:
+        raise errors.bad_request(
+            f"node {node['metadata']['name']} has kubelet address {addr!r}; the testbed only contacts "
+            "kubelets on loopback addresses"
+        )
+    return addr, int(port)
+
+
+def decode_body(raw: bytes, ctype: str) -> dict[str, Any]:
+    if not raw.strip():
+        raise errors.bad_request("the body of the request was empty")
+    ctype = ctype.strip().lower()
+    if ctype in ("application/vnd.kubernetes.protobuf",):
+        raise APIError(
+            415,
+            "UnsupportedMediaType",
+            f"the body of the request was in an unknown format - accepted media types include: "
+            f'application/json, application/yaml (got "{ctype}")',
+        )
+    try:
+        if ctype in ("application/yaml", "application/x-yaml", "text/yaml"):
+            obj = yaml.safe_load(raw)
+        else:
+            obj = orjson.loads(raw)
+    except (orjson.JSONDecodeError, yaml.YAMLError) as e:
+        msg = str(e).splitlines()[0]
+        raise errors.bad_request(f"couldn't get version/kind; json parse error: {msg}") from e
+    if not isinstance(obj, dict):
+        raise errors.bad_request("couldn't get version/kind; json parse error: the body is not a JSON object")
+    return obj
+
+
+__all__ = ["ADMIN_USER", "APIServer", "ServerConfig"]

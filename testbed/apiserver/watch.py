@@ -1,0 +1,130 @@
+"""The watch endpoint: initial state, history replay, live events, bookmarks and timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from . import errors
+from .errors import APIError
+from .store import Entry, Event, Store
+
+Filter = Callable[[dict[str, Any]], bool]
+Present = Callable[[Entry], bytes]
+
+
+def _frame(kind: str, obj_raw: bytes) -> bytes:
+    return b'{"type":"' + kind.encode() + b'","object":' + obj_raw + b"}\n"
+
+
+async def serve_watch(
+    request: web.Request,
+    store: Store,
+    store_key: str,
+    namespace: str | None,
+    *,
+    since: int | None,
+    send_initial: bool,
+    initial_end_bookmark: bool,
+    match: Filter,
+    present: Present,
+    bookmark_kind: tuple[str, str],
+    allow_bookmarks: bool,
+    timeout_s: float | None,
+    bookmark_interval: float,
+) -> web.StreamResponse:
+    try:
+        watcher, backlog = store.watch(store_key, namespace, since)
+    except APIError as e:
+        if e.code != 410:
+            raise
+        # The real server answers 200 and reports "too old" as an ERROR event in the stream.
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await resp.prepare(request)
+        await resp.write(b'{"type":"ERROR","object":' + orjson.dumps(e.status()) + b"}\n")
+        await resp.write_eof()
+        return resp
+    resp = web.StreamResponse(headers={"Content-Type": "application/json", "Cache-Control": "no-cache"})
+    resp.enable_chunked_encoding()
+    try:
+        await resp.prepare(request)
+        if send_initial:
+            for e in sorted(store.entries(store_key, namespace), key=lambda e: e.rv):
+                if match(e.obj):
+                    await resp.write(_frame("ADDED", present(e)))
+            if initial_end_bookmark:
+                await resp.write(_bookmark(store.resource_version, bookmark_kind, initial_end=True))
+        for ev in backlog:
+            frame = _event_frame(ev, match, present)
+            if frame:
+                await resp.write(frame)
+        if timeout_s is None:
+            # The real server spreads watch lifetimes over [minRequestTimeout, 2x] (30-60 minutes).
+            timeout_s = random.uniform(1800, 3600)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        last_rv = max([store.resource_version if send_initial else (since or 0)] + [e.rv for e in backlog])
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            wait = min(remaining, bookmark_interval) if allow_bookmarks else remaining
+            try:
+                ev = await asyncio.wait_for(watcher.queue.get(), timeout=wait)
+            except TimeoutError:
+                if allow_bookmarks and loop.time() < deadline:
+                    await resp.write(_bookmark(max(last_rv, store.resource_version), bookmark_kind))
+                continue
+            if ev is None:
+                break
+            last_rv = ev.rv
+            frame = _event_frame(ev, match, present)
+            if frame:
+                await resp.write(frame)
+            # Drain what is already queued without yielding per event.
+            while not watcher.queue.empty():
+                nxt = watcher.queue.get_nowait()
+                if nxt is None:
+                    break
+                last_rv = nxt.rv
+                frame = _event_frame(nxt, match, present)
+                if frame:
+                    await resp.write(frame)
+            if watcher.overflowed:
+                break
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
+            await resp.write_eof()
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        store.unwatch(watcher)
+    return resp
+
+
+def _event_frame(ev: Event, match: Filter, present: Present) -> bytes | None:
+    now_in = match(ev.entry.obj)
+    if ev.type == "MODIFIED" and ev.old is not None:
+        was_in = match(ev.old.obj)
+        if now_in and not was_in:
+            return _frame("ADDED", present(ev.entry))
+        if was_in and not now_in:
+            return _frame("DELETED", present(ev.entry))
+        return _frame("MODIFIED", present(ev.entry)) if now_in else None
+    return _frame(ev.type, present(ev.entry)) if now_in else None
+
+
+def _bookmark(rv: int, kind: tuple[str, str], initial_end: bool = False) -> bytes:
+    meta: dict[str, Any] = {"resourceVersion": str(rv)}
+    if initial_end:
+        meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+    obj = {"kind": kind[1], "apiVersion": kind[0], "metadata": meta}
+    return _frame("BOOKMARK", orjson.dumps(obj))
+
+
+__all__ = ["errors", "serve_watch"]

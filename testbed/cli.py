@@ -1,0 +1,260 @@
+"""``python -m testbed``: start, inspect and stop an emulated cluster.
+
+python -m testbed up --k8s 1.33            # foreground; Ctrl-C stops it
+python -m testbed up --k8s 1.33 --detach   # background; prints the kubeconfig path
+python -m testbed status
+python -m testbed down
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DATA_DIR = Path(".testbed")
+DEFAULT_PORT = 6443
+
+
+class CLIError(Exception):
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _prepare_data_dir(path: Path) -> Path:
+    path = path.expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise CLIError(f"data directory {path} exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise CLIError(f"data directory {path} is not usable: {e.strerror or e}") from e
+    return path
+
+
+def _check_port(host: str, port: int) -> None:
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise CLIError(
+                    f"port {port} on {host} is already in use (is a testbed already running? "
+                    f"try `python -m testbed status`, or pass --port)"
+                ) from e
+            raise CLIError(f"cannot listen on {host}:{port}: {e.strerror}") from e
+
+
+def _state_path(data_dir: Path) -> Path:
+    return data_dir / "state.json"
+
+
+def _read_state(data_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(_state_path(data_dir).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def _serve(args: argparse.Namespace, data_dir: Path) -> int:
+    from .apiserver.server import APIServer, ServerConfig
+
+    started = time.monotonic()
+    server = APIServer(ServerConfig(minor=args.k8s_minor, host=args.host, port=args.port, data_dir=data_dir))
+    try:
+        await server.start()
+    except OSError as e:
+        raise CLIError(f"cannot start the apiserver on {args.host}:{args.port}: {e.strerror or e}") from e
+    kubeconfig = server.write_kubeconfig(data_dir / "kubeconfig")
+    state = {
+        "pid": os.getpid(),
+        "url": server.url,
+        "minor": f"1.{server.profile.minor}",
+        "gitVersion": server.profile.git_version,
+        "kubeconfig": str(kubeconfig),
+        "started": time.time(),
+    }
+    tmp = _state_path(data_dir).with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(_state_path(data_dir))
+    elapsed = time.monotonic() - started
+    print(f"testbed {server.profile.git_version} ready at {server.url} in {elapsed:.2f}s", flush=True)
+    print(f"kubeconfig: {kubeconfig}", flush=True)
+    print(f"  export KUBECONFIG={kubeconfig}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+        with contextlib.suppress(OSError):
+            st = _read_state(data_dir)
+            if st and st.get("pid") == os.getpid():
+                _state_path(data_dir).unlink()
+        print("testbed stopped", flush=True)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from .apiserver.versions import UnknownMinor, profile
+
+    try:
+        args.k8s_minor = profile(args.k8s).minor
+    except UnknownMinor as e:
+        raise CLIError(str(e), code=2) from e
+    data_dir = _prepare_data_dir(Path(args.data_dir))
+    st = _read_state(data_dir)
+    if st and _alive(int(st["pid"])):
+        raise CLIError(
+            f"a testbed is already running from {data_dir} (pid {st['pid']}, {st['url']}); "
+            "run `python -m testbed down` first"
+        )
+    _check_port(args.host, args.port)
+    if not args.detach:
+        return asyncio.run(_serve(args, data_dir))
+    log_path = data_dir / "testbed.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "testbed",
+        "up",
+        "--k8s",
+        args.k8s,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--data-dir",
+        str(data_dir),
+    ]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        st = _read_state(data_dir)
+        if st and st.get("pid") == proc.pid:
+            print(f"testbed {st['gitVersion']} running at {st['url']} (pid {proc.pid})")
+            print(f"kubeconfig: {st['kubeconfig']}")
+            print(f"logs: {log_path}")
+            return 0
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+            raise CLIError("the testbed exited during start-up:\n  " + "\n  ".join(tail))
+        time.sleep(0.05)
+    proc.terminate()
+    raise CLIError(f"the testbed did not become ready within 30s; see {log_path}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir).expanduser().resolve()
+    st = _read_state(data_dir)
+    if not st or not _alive(int(st["pid"])):
+        print(f"no testbed running from {data_dir}")
+        return 3
+    print(f"testbed {st['gitVersion']} running at {st['url']} (pid {st['pid']})")
+    print(f"kubeconfig: {st['kubeconfig']}")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir).expanduser().resolve()
+    st = _read_state(data_dir)
+    if not st or not _alive(int(st["pid"])):
+        print(f"no testbed running from {data_dir}")
+        return 0
+    pid = int(st["pid"])
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.05)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        _state_path(data_dir).unlink()
+    print(f"testbed (pid {pid}) stopped")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .apiserver.versions import UnknownMinor, profile
+    from .demo import run_demo
+
+    try:
+        profile(args.k8s)
+    except UnknownMinor as e:
+        raise CLIError(str(e), code=2) from e
+    return run_demo(args.k8s, keep=args.keep)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m testbed", description="Emulated Kubernetes control plane")
+    sub = p.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start the testbed")
+    up.add_argument("--k8s", default="1.33", help="Kubernetes minor to emulate, 1.18 to 1.33 (default 1.33)")
+    up.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
+    up.add_argument("--port", type=int, default=DEFAULT_PORT, help="HTTPS port (0 picks a free one)")
+    up.add_argument("--detach", action="store_true", help="run in the background")
+    up.set_defaults(func=cmd_up)
+    demo = sub.add_parser("demo", help="start a testbed, drive it with the official client, print a report")
+    demo.add_argument("--k8s", default="1.33", help="Kubernetes minor to emulate (default 1.33)")
+    demo.add_argument("--keep", action="store_true", help="keep the testbed running after the demo")
+    demo.set_defaults(func=cmd_demo)
+    for name, fn, text in (
+        ("status", cmd_status, "show the running testbed"),
+        ("down", cmd_down, "stop the running testbed"),
+    ):
+        sp = sub.add_parser(name, help=text)
+        sp.set_defaults(func=fn)
+    for sp in (up, *(sub.choices[n] for n in ("status", "down"))):
+        sp.add_argument(
+            "--data-dir",
+            default=str(DEFAULT_DATA_DIR),
+            help="where the kubeconfig, certificates and state live (default ./.testbed)",
+        )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CLIError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
