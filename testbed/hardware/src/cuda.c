@@ -1,0 +1,1439 @@
+/*
+ * Emulated libcuda.so.1. Device memory is host memory (bounded by HAMI_EMU_HOST_BACKING_MIB per process;
+ * beyond it allocations are address ranges without backing, still accounted on the card), and kernels
+ * are declared in a tiny text image format:
+ *
+ *     HAMIEMU-KERNEL name=<entry> [op=busy|fill] [duration_us=N | duration_ms=N | duration_param=I [unit=ns|us|ms]]
+ *
+ * One kernel per line, anywhere in the image: the line may sit inside a PTX comment so that one image
+ * runs on the real driver (which compiles the PTX) and on this one (which reads the comment).
+ * op=fill takes (CUdeviceptr dst, size_t n, unsigned int byte) parameters and sets n bytes of dst.
+ * A launched kernel occupies its stream for its duration; the interval is written into the node's
+ * shared region, where the emulated NVML turns it into utilisation.
+ */
+#define _GNU_SOURCE
+#define HAMI_EMU_LEGACY_API
+#include <ctype.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cuda_emu.h"
+#include "emu_common.h"
+
+#define API HAMI_EMU_EXPORT
+#define DEFAULT_CUDA_VERSION 12040
+#define VMM_GRANULARITY (2ULL << 20)
+#define MAGIC_CTX 0x43545831u
+#define MAGIC_STREAM 0x5354524du
+#define MAGIC_EVENT 0x45564e31u
+#define MAGIC_MODULE 0x4d4f4431u
+#define MAGIC_FUNC 0x46554e31u
+#define MAGIC_HANDLE 0x484e444cu
+#define MAX_KERNELS 64
+#define CTX_STACK 16
+
+struct CUstream_st {
+    unsigned magic;
+    struct CUctx_st *ctx;
+    int64_t tail_ns; /* when the last queued kernel finishes */
+};
+
+struct CUctx_st {
+    unsigned magic;
+    int ordinal;
+    int phys;
+    int primary;
+    int refcount; /* primary contexts only */
+    int64_t tail_ns;
+    struct CUstream_st legacy;
+};
+
+struct CUevent_st {
+    unsigned magic;
+    unsigned flags;
+    int recorded;
+    int64_t time_ns;
+};
+
+enum { OP_BUSY = 0, OP_FILL = 1 };
+
+struct CUfunc_st {
+    unsigned magic;
+    struct CUmod_st *mod;
+    char name[128];
+    int op;
+    int64_t duration_ns;
+    int duration_param; /* -1: fixed duration */
+    int64_t param_unit_ns;
+};
+
+struct CUmod_st {
+    unsigned magic;
+    int count;
+    struct CUfunc_st funcs[MAX_KERNELS];
+};
+
+struct vmm_handle {
+    unsigned magic;
+    int phys;
+    size_t size;
+    int mappings;
+    int released;
+};
+
+enum { KIND_ALLOC = 0, KIND_RESERVE = 1, KIND_MAPPING = 2 };
+
+struct region {
+    uintptr_t base;
+    size_t size;     /* bytes the caller may touch */
+    size_t map_size; /* bytes mmap'ed (KIND_ALLOC, KIND_RESERVE) */
+    uint64_t accounted;
+    int phys;
+    int kind;
+    int backed;
+    struct CUctx_st *ctx;       /* owner for KIND_ALLOC (freed with it) */
+    struct vmm_handle *handle;  /* KIND_MAPPING */
+    struct region *next;
+};
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static int g_initialized;
+static CUresult g_init_result = CUDA_ERROR_NOT_INITIALIZED;
+static hami_emu_node_t g_node;
+static int32_t g_pid;
+static struct CUctx_st g_primary[HAMI_EMU_MAX_GPUS];
+static struct region *g_regions;
+static size_t g_backed_bytes;
+static __thread struct CUctx_st *t_stack[CTX_STACK];
+static __thread int t_depth;
+
+/* Live handles handed to the application. Every handle argument is looked up here before it is
+ * dereferenced, so a stale or made-up handle gets an error code instead of a crash. */
+static void **g_live;
+static size_t g_live_n, g_live_cap;
+static pthread_mutex_t g_live_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int live_add(void *p) {
+    pthread_mutex_lock(&g_live_lock);
+    int ok = 1;
+    if (g_live_n == g_live_cap) {
+        size_t cap = g_live_cap ? g_live_cap * 2 : 64;
+        void **n = realloc(g_live, cap * sizeof(void *));
+        if (n) {
+            g_live = n;
+            g_live_cap = cap;
+        } else {
+            ok = 0;
+        }
+    }
+    if (ok) g_live[g_live_n++] = p;
+    pthread_mutex_unlock(&g_live_lock);
+    return ok;
+}
+
+static void live_del(const void *p) {
+    pthread_mutex_lock(&g_live_lock);
+    for (size_t i = 0; i < g_live_n; i++) {
+        if (g_live[i] == p) {
+            g_live[i] = g_live[--g_live_n];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&g_live_lock);
+}
+
+static int live_has(const void *p) {
+    if (!p) return 0;
+    pthread_mutex_lock(&g_live_lock);
+    int found = 0;
+    for (size_t i = 0; i < g_live_n && !found; i++) found = g_live[i] == p;
+    pthread_mutex_unlock(&g_live_lock);
+    return found;
+}
+
+static void sleep_until(int64_t t) {
+    for (;;) {
+        int64_t now = hami_emu_now_ns();
+        if (now >= t) return;
+        int64_t d = t - now;
+        struct timespec ts = {(time_t)(d / 1000000000LL), (long)(d % 1000000000LL)};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+static size_t backing_cap(void) {
+    const char *e = getenv("HAMI_EMU_HOST_BACKING_MIB");
+    long mib = e ? strtol(e, NULL, 10) : 512;
+    return mib < 0 ? 0 : (size_t)mib << 20;
+}
+
+/* ---- init, versions, errors ---- */
+
+API CUresult cuInit(unsigned int Flags) {
+    if (Flags != 0) return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&g_lock);
+    if (!g_initialized) {
+        g_initialized = 1;
+        int rc = hami_emu_load(&g_node);
+        if (rc == HAMI_EMU_ERR_MISSING)
+            g_init_result = CUDA_ERROR_NO_DEVICE;
+        else if (rc == HAMI_EMU_ERR_VERSION)
+            g_init_result = CUDA_ERROR_SYSTEM_DRIVER_MISMATCH;
+        else if (rc != HAMI_EMU_OK)
+            g_init_result = CUDA_ERROR_UNKNOWN;
+        else {
+            hami_emu_apply_cuda_visible(&g_node);
+            g_pid = (int32_t)getpid();
+            g_init_result = g_node.visible_count ? CUDA_SUCCESS : CUDA_ERROR_NO_DEVICE;
+            for (int i = 0; i < g_node.visible_count; i++) {
+                g_primary[i].ordinal = i;
+                g_primary[i].phys = g_node.visible[i];
+                g_primary[i].primary = 1;
+            }
+        }
+    }
+    CUresult rc = g_init_result;
+    pthread_mutex_unlock(&g_lock);
+    return rc;
+}
+
+API CUresult cuDriverGetVersion(int *driverVersion) {
+    if (!driverVersion) return CUDA_ERROR_INVALID_VALUE;
+    if (g_init_result == CUDA_SUCCESS) {
+        *driverVersion = g_node.cuda_driver_version;
+        return CUDA_SUCCESS;
+    }
+    /* works before cuInit, like the real one: peek at the inventory without attaching */
+    hami_emu_node_t tmp;
+    int v = DEFAULT_CUDA_VERSION;
+    if (hami_emu_load(&tmp) == HAMI_EMU_OK) {
+        v = tmp.cuda_driver_version;
+        hami_emu_unload(&tmp);
+    }
+    *driverVersion = v;
+    return CUDA_SUCCESS;
+}
+
+static const struct {
+    CUresult code;
+    const char *name;
+    const char *text;
+} g_errors[] = {
+    {CUDA_SUCCESS, "CUDA_SUCCESS", "no error"},
+    {CUDA_ERROR_INVALID_VALUE, "CUDA_ERROR_INVALID_VALUE", "invalid argument"},
+    {CUDA_ERROR_OUT_OF_MEMORY, "CUDA_ERROR_OUT_OF_MEMORY", "out of memory"},
+    {CUDA_ERROR_NOT_INITIALIZED, "CUDA_ERROR_NOT_INITIALIZED", "initialization error"},
+    {CUDA_ERROR_DEINITIALIZED, "CUDA_ERROR_DEINITIALIZED", "driver shutting down"},
+    {CUDA_ERROR_STUB_LIBRARY, "CUDA_ERROR_STUB_LIBRARY", "CUDA driver is a stub library"},
+    {CUDA_ERROR_DEVICE_UNAVAILABLE, "CUDA_ERROR_DEVICE_UNAVAILABLE", "CUDA-capable device(s) is/are busy or unavailable"},
+    {CUDA_ERROR_NO_DEVICE, "CUDA_ERROR_NO_DEVICE", "no CUDA-capable device is detected"},
+    {CUDA_ERROR_INVALID_DEVICE, "CUDA_ERROR_INVALID_DEVICE", "invalid device ordinal"},
+    {CUDA_ERROR_DEVICE_NOT_LICENSED, "CUDA_ERROR_DEVICE_NOT_LICENSED", "device doesn't have valid Grid license"},
+    {CUDA_ERROR_INVALID_IMAGE, "CUDA_ERROR_INVALID_IMAGE", "device kernel image is invalid"},
+    {CUDA_ERROR_INVALID_CONTEXT, "CUDA_ERROR_INVALID_CONTEXT", "invalid device context"},
+    {CUDA_ERROR_ECC_UNCORRECTABLE, "CUDA_ERROR_ECC_UNCORRECTABLE", "uncorrectable ECC error encountered"},
+    {CUDA_ERROR_INVALID_PTX, "CUDA_ERROR_INVALID_PTX", "a PTX JIT compilation failed"},
+    {CUDA_ERROR_INVALID_SOURCE, "CUDA_ERROR_INVALID_SOURCE", "device kernel image is invalid"},
+    {CUDA_ERROR_FILE_NOT_FOUND, "CUDA_ERROR_FILE_NOT_FOUND", "file not found"},
+    {CUDA_ERROR_OPERATING_SYSTEM, "CUDA_ERROR_OPERATING_SYSTEM", "OS call failed or operation not supported on this OS"},
+    {CUDA_ERROR_INVALID_HANDLE, "CUDA_ERROR_INVALID_HANDLE", "invalid resource handle"},
+    {CUDA_ERROR_NOT_FOUND, "CUDA_ERROR_NOT_FOUND", "named symbol not found"},
+    {CUDA_ERROR_NOT_READY, "CUDA_ERROR_NOT_READY", "device not ready"},
+    {CUDA_ERROR_ILLEGAL_ADDRESS, "CUDA_ERROR_ILLEGAL_ADDRESS", "an illegal memory access was encountered"},
+    {CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES, "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES", "too many resources requested for launch"},
+    {CUDA_ERROR_PRIMARY_CONTEXT_ACTIVE, "CUDA_ERROR_PRIMARY_CONTEXT_ACTIVE", "primary context active"},
+    {CUDA_ERROR_CONTEXT_IS_DESTROYED, "CUDA_ERROR_CONTEXT_IS_DESTROYED", "context is destroyed"},
+    {CUDA_ERROR_LAUNCH_FAILED, "CUDA_ERROR_LAUNCH_FAILED", "unspecified launch failure"},
+    {CUDA_ERROR_NOT_PERMITTED, "CUDA_ERROR_NOT_PERMITTED", "operation not permitted"},
+    {CUDA_ERROR_NOT_SUPPORTED, "CUDA_ERROR_NOT_SUPPORTED", "operation not supported"},
+    {CUDA_ERROR_SYSTEM_DRIVER_MISMATCH, "CUDA_ERROR_SYSTEM_DRIVER_MISMATCH",
+     "system has unsupported display driver / cuda driver combination"},
+    {CUDA_ERROR_UNKNOWN, "CUDA_ERROR_UNKNOWN", "unknown error"},
+};
+
+static CUresult error_lookup(CUresult error, const char **pStr, int text) {
+    if (!pStr) return CUDA_ERROR_INVALID_VALUE;
+    for (size_t i = 0; i < sizeof(g_errors) / sizeof(g_errors[0]); i++) {
+        if (g_errors[i].code == error) {
+            *pStr = text ? g_errors[i].text : g_errors[i].name;
+            return CUDA_SUCCESS;
+        }
+    }
+    *pStr = NULL;
+    return CUDA_ERROR_INVALID_VALUE;
+}
+
+API CUresult cuGetErrorName(CUresult error, const char **pStr) { return error_lookup(error, pStr, 0); }
+API CUresult cuGetErrorString(CUresult error, const char **pStr) { return error_lookup(error, pStr, 1); }
+
+/* ---- shared helpers ---- */
+
+#define REQUIRE_INIT()                                          \
+    do {                                                        \
+        if (g_init_result != CUDA_SUCCESS) return CUDA_ERROR_NOT_INITIALIZED; \
+    } while (0)
+
+static hami_emu_gpu_t *sgpu(int phys) { return &g_node.shm->gpus[phys]; }
+static const hami_emu_gpu_info_t *ginfo(int phys) { return &g_node.gpus[phys]; }
+
+/* A lost GPU fails everything with the generic error real drivers give after Xid 79; an armed fault
+ * fails this call with its code. */
+static CUresult device_gate(int phys) {
+    if (sgpu(phys)->health == HAMI_EMU_LOST) return CUDA_ERROR_UNKNOWN;
+    int fault = hami_emu_take_cuda_fault(g_node.shm, phys);
+    return fault ? (CUresult)fault : CUDA_SUCCESS;
+}
+
+static int valid_ordinal(CUdevice dev) { return dev >= 0 && dev < g_node.visible_count; }
+
+static int valid_ctx(struct CUctx_st *c) {
+    int primary = c >= g_primary && c < g_primary + HAMI_EMU_MAX_GPUS;
+    return (primary || live_has(c)) && c->magic == MAGIC_CTX;
+}
+
+static struct CUctx_st *current_ctx(void) {
+    struct CUctx_st *c = t_depth ? t_stack[t_depth - 1] : NULL;
+    return valid_ctx(c) ? c : NULL;
+}
+
+static uint64_t usable_bytes(int phys) {
+    const hami_emu_gpu_info_t *g = ginfo(phys);
+    return g->memory_bytes > g->reserved_bytes ? g->memory_bytes - g->reserved_bytes : 0;
+}
+
+/* ---- devices ---- */
+
+API CUresult cuDeviceGetCount(int *count) {
+    REQUIRE_INIT();
+    if (!count) return CUDA_ERROR_INVALID_VALUE;
+    *count = g_node.visible_count;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuDeviceGet(CUdevice *device, int ordinal) {
+    REQUIRE_INIT();
+    if (!device) return CUDA_ERROR_INVALID_VALUE;
+    if (!valid_ordinal(ordinal)) return CUDA_ERROR_INVALID_DEVICE;
+    *device = ordinal;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuDeviceGetName(char *name, int len, CUdevice dev) {
+    REQUIRE_INIT();
+    if (!name || len <= 0) return CUDA_ERROR_INVALID_VALUE;
+    if (!valid_ordinal(dev)) return CUDA_ERROR_INVALID_DEVICE;
+    /* the real driver truncates to the buffer instead of failing */
+    snprintf(name, (size_t)len, "%s", ginfo(g_node.visible[dev])->name);
+    return CUDA_SUCCESS;
+}
+
+static int hexval(int c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    c = tolower(c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+API CUresult cuDeviceGetUuid_v2(CUuuid *uuid, CUdevice dev) {
+    REQUIRE_INIT();
+    if (!uuid) return CUDA_ERROR_INVALID_VALUE;
+    if (!valid_ordinal(dev)) return CUDA_ERROR_INVALID_DEVICE;
+    const char *s = ginfo(g_node.visible[dev])->uuid;
+    if (!strncasecmp(s, "GPU-", 4)) s += 4;
+    int n = 0;
+    memset(uuid->bytes, 0, sizeof(uuid->bytes));
+    for (; *s && n < 32; s++) {
+        int v = hexval((unsigned char)*s);
+        if (v < 0) continue; /* dashes */
+        uuid->bytes[n / 2] = (char)(uuid->bytes[n / 2] | (n % 2 ? v : v << 4));
+        n++;
+    }
+    return CUDA_SUCCESS;
+}
+API CUresult cuDeviceGetUuid(CUuuid *uuid, CUdevice dev) { return cuDeviceGetUuid_v2(uuid, dev); }
+
+API CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice dev) {
+    REQUIRE_INIT();
+    if (!bytes) return CUDA_ERROR_INVALID_VALUE;
+    if (!valid_ordinal(dev)) return CUDA_ERROR_INVALID_DEVICE;
+    *bytes = (size_t)ginfo(g_node.visible[dev])->memory_bytes;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuDeviceGetPCIBusId(char *pciBusId, int len, CUdevice dev) {
+    REQUIRE_INIT();
+    if (!pciBusId || len <= 0) return CUDA_ERROR_INVALID_VALUE;
+    if (!valid_ordinal(dev)) return CUDA_ERROR_INVALID_DEVICE;
+    const hami_emu_gpu_info_t *g = ginfo(g_node.visible[dev]);
+    snprintf(pciBusId, (size_t)len, "%04X:%02X:%02X.%X", g->domain, g->bus, g->device, g->function);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuDeviceGetAttribute(int *pi, CUdevice_attribute attrib, CUdevice dev) {
+    REQUIRE_INIT();
+    if (!pi) return CUDA_ERROR_INVALID_VALUE;
+    if (!valid_ordinal(dev)) return CUDA_ERROR_INVALID_DEVICE;
+    const hami_emu_gpu_info_t *g = ginfo(g_node.visible[dev]);
+    int v;
+    switch ((int)attrib) {
+    case CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK: v = 1024; break;
+    case CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_X: v = 1024; break;
+    case CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Y: v = 1024; break;
+    case CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Z: v = 64; break;
+    case CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_X: v = 2147483647; break;
+    case CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Y: v = 65535; break;
+    case CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Z: v = 65535; break;
+    case CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK: v = 49152; break;
+    case CU_DEVICE_ATTRIBUTE_TOTAL_CONSTANT_MEMORY: v = 65536; break;
+    case CU_DEVICE_ATTRIBUTE_WARP_SIZE: v = 32; break;
+    case CU_DEVICE_ATTRIBUTE_MAX_PITCH: v = 2147483647; break;
+    case CU_DEVICE_ATTRIBUTE_MAX_REGISTERS_PER_BLOCK: v = 65536; break;
+    case CU_DEVICE_ATTRIBUTE_CLOCK_RATE: v = (int)g->max_sm_clock_mhz * 1000; break;
+    case CU_DEVICE_ATTRIBUTE_TEXTURE_ALIGNMENT: v = 512; break;
+    case CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: v = g->sm_count; break;
+    case CU_DEVICE_ATTRIBUTE_KERNEL_EXEC_TIMEOUT: v = 0; break;
+    case CU_DEVICE_ATTRIBUTE_INTEGRATED: v = 0; break;
+    case CU_DEVICE_ATTRIBUTE_CAN_MAP_HOST_MEMORY: v = 1; break;
+    case CU_DEVICE_ATTRIBUTE_COMPUTE_MODE: v = 0; break;
+    case CU_DEVICE_ATTRIBUTE_CONCURRENT_KERNELS: v = 1; break;
+    case CU_DEVICE_ATTRIBUTE_ECC_ENABLED: v = 1; break;
+    case CU_DEVICE_ATTRIBUTE_PCI_BUS_ID: v = (int)g->bus; break;
+    case CU_DEVICE_ATTRIBUTE_PCI_DEVICE_ID: v = (int)g->device; break;
+    case CU_DEVICE_ATTRIBUTE_PCI_DOMAIN_ID: v = (int)g->domain; break;
+    case CU_DEVICE_ATTRIBUTE_TCC_DRIVER: v = 0; break;
+    case CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE: v = (int)g->max_mem_clock_mhz * 1000; break;
+    case CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH: v = (int)g->mem_bus_width; break;
+    case CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE: v = (int)g->l2_cache_bytes; break;
+    case CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR: v = (int)g->max_threads_per_sm; break;
+    case CU_DEVICE_ATTRIBUTE_ASYNC_ENGINE_COUNT: v = 2; break;
+    case CU_DEVICE_ATTRIBUTE_UNIFIED_ADDRESSING: v = 1; break;
+    case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: v = g->cc_major; break;
+    case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: v = g->cc_minor; break;
+    case CU_DEVICE_ATTRIBUTE_MANAGED_MEMORY: v = 1; break;
+    case CU_DEVICE_ATTRIBUTE_MULTI_GPU_BOARD: v = 0; break;
+    case CU_DEVICE_ATTRIBUTE_CONCURRENT_MANAGED_ACCESS: v = 1; break;
+    case CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED: v = 1; break;
+    case CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED: v = 1; break;
+    default: return CUDA_ERROR_INVALID_VALUE;
+    }
+    *pi = v;
+    return CUDA_SUCCESS;
+}
+
+/* ---- contexts ---- */
+
+static void ctx_attach(int phys, int delta) {
+    hami_emu_lock(g_node.shm);
+    hami_emu_ctx_attach(sgpu(phys), g_pid, delta);
+    hami_emu_unlock(g_node.shm);
+}
+
+static void push_ctx(struct CUctx_st *c) {
+    if (t_depth < CTX_STACK) t_stack[t_depth++] = c;
+    else t_stack[CTX_STACK - 1] = c;
+}
+
+static void free_region_locked(struct region *r);
+
+/* frees every plain allocation made in ctx (what destroying a real context does) */
+static void release_ctx_allocations(struct CUctx_st *c) {
+    pthread_mutex_lock(&g_lock);
+    struct region **pp = &g_regions;
+    while (*pp) {
+        struct region *r = *pp;
+        if (r->kind == KIND_ALLOC && r->ctx == c) {
+            *pp = r->next;
+            free_region_locked(r);
+        } else {
+            pp = &r->next;
+        }
+    }
+    pthread_mutex_unlock(&g_lock);
+}
+
+static void drop_from_stacks(struct CUctx_st *c) {
+    for (int i = 0; i < t_depth; i++)
+        if (t_stack[i] == c) t_stack[i] = NULL;
+    while (t_depth && !t_stack[t_depth - 1]) t_depth--;
+}
+
+API CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev) {
+    REQUIRE_INIT();
+    if (!pctx) return CUDA_ERROR_INVALID_VALUE;
+    if (!valid_ordinal(dev)) return CUDA_ERROR_INVALID_DEVICE;
+    CUresult rc = device_gate(g_node.visible[dev]);
+    if (rc) return rc;
+    struct CUctx_st *c = &g_primary[dev];
+    pthread_mutex_lock(&g_lock);
+    int first = c->refcount++ == 0;
+    if (first) {
+        c->magic = MAGIC_CTX;
+        c->tail_ns = 0;
+        c->legacy.magic = MAGIC_STREAM;
+        c->legacy.ctx = c;
+        c->legacy.tail_ns = 0;
+    }
+    pthread_mutex_unlock(&g_lock);
+    if (first) ctx_attach(c->phys, +1);
+    *pctx = c;
+    return CUDA_SUCCESS;
+}
+
+static CUresult primary_release(CUdevice dev, int reset) {
+    REQUIRE_INIT();
+    if (!valid_ordinal(dev)) return CUDA_ERROR_INVALID_DEVICE;
+    struct CUctx_st *c = &g_primary[dev];
+    pthread_mutex_lock(&g_lock);
+    int last = 0;
+    if (c->refcount > 0) {
+        c->refcount = reset ? 0 : c->refcount - 1;
+        last = c->refcount == 0;
+    } else if (!reset) {
+        pthread_mutex_unlock(&g_lock);
+        return CUDA_ERROR_INVALID_CONTEXT;
+    }
+    pthread_mutex_unlock(&g_lock);
+    if (last) {
+        release_ctx_allocations(c);
+        ctx_attach(c->phys, -1);
+        c->magic = 0;
+        drop_from_stacks(c);
+    }
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev) { return primary_release(dev, 0); }
+API CUresult cuDevicePrimaryCtxRelease(CUdevice dev) { return primary_release(dev, 0); }
+API CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev) { return primary_release(dev, 1); }
+
+static CUresult ctx_create(CUcontext *pctx, unsigned int flags, CUdevice dev) {
+    REQUIRE_INIT();
+    if (!pctx) return CUDA_ERROR_INVALID_VALUE;
+    if (flags > 0x1f) return CUDA_ERROR_INVALID_VALUE;
+    if (!valid_ordinal(dev)) return CUDA_ERROR_INVALID_DEVICE;
+    CUresult rc = device_gate(g_node.visible[dev]);
+    if (rc) return rc;
+    struct CUctx_st *c = calloc(1, sizeof(*c));
+    if (!c) return CUDA_ERROR_OUT_OF_MEMORY;
+    c->magic = MAGIC_CTX;
+    c->ordinal = dev;
+    c->phys = g_node.visible[dev];
+    c->legacy.magic = MAGIC_STREAM;
+    c->legacy.ctx = c;
+    if (!live_add(c)) {
+        free(c);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    ctx_attach(c->phys, +1);
+    push_ctx(c);
+    *pctx = c;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevice dev) { return ctx_create(pctx, flags, dev); }
+
+API CUresult cuCtxCreate_v4(CUcontext *pctx, CUctxCreateParams *ctxCreateParams, unsigned int flags, CUdevice dev) {
+    if (ctxCreateParams && (ctxCreateParams->numExecAffinityParams || ctxCreateParams->cigParams))
+        return CUDA_ERROR_NOT_SUPPORTED; /* affinity / CIG contexts are not emulated */
+    return ctx_create(pctx, flags, dev);
+}
+
+API CUresult cuCtxDestroy_v2(CUcontext ctx) {
+    REQUIRE_INIT();
+    if (!valid_ctx(ctx) || ctx->primary) return CUDA_ERROR_INVALID_CONTEXT;
+    release_ctx_allocations(ctx);
+    ctx_attach(ctx->phys, -1);
+    drop_from_stacks(ctx);
+    live_del(ctx);
+    ctx->magic = 0;
+    free(ctx);
+    return CUDA_SUCCESS;
+}
+API CUresult cuCtxDestroy(CUcontext ctx) { return cuCtxDestroy_v2(ctx); }
+
+API CUresult cuCtxPushCurrent_v2(CUcontext ctx) {
+    REQUIRE_INIT();
+    if (!valid_ctx(ctx)) return CUDA_ERROR_INVALID_CONTEXT;
+    push_ctx(ctx);
+    return CUDA_SUCCESS;
+}
+API CUresult cuCtxPushCurrent(CUcontext ctx) { return cuCtxPushCurrent_v2(ctx); }
+
+API CUresult cuCtxPopCurrent_v2(CUcontext *pctx) {
+    REQUIRE_INIT();
+    if (!t_depth) return CUDA_ERROR_INVALID_CONTEXT;
+    struct CUctx_st *c = t_stack[--t_depth];
+    if (pctx) *pctx = c;
+    return CUDA_SUCCESS;
+}
+API CUresult cuCtxPopCurrent(CUcontext *pctx) { return cuCtxPopCurrent_v2(pctx); }
+
+API CUresult cuCtxSetCurrent(CUcontext ctx) {
+    REQUIRE_INIT();
+    if (ctx && !valid_ctx(ctx)) return CUDA_ERROR_INVALID_CONTEXT;
+    if (!ctx) {
+        if (t_depth) t_depth--;
+        return CUDA_SUCCESS;
+    }
+    if (t_depth)
+        t_stack[t_depth - 1] = ctx;
+    else
+        push_ctx(ctx);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuCtxGetCurrent(CUcontext *pctx) {
+    REQUIRE_INIT();
+    if (!pctx) return CUDA_ERROR_INVALID_VALUE;
+    *pctx = current_ctx();
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuCtxGetDevice(CUdevice *device) {
+    REQUIRE_INIT();
+    if (!device) return CUDA_ERROR_INVALID_VALUE;
+    struct CUctx_st *c = current_ctx();
+    if (!c) return CUDA_ERROR_INVALID_CONTEXT;
+    *device = c->ordinal;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuCtxSynchronize(void) {
+    REQUIRE_INIT();
+    struct CUctx_st *c = current_ctx();
+    if (!c) return CUDA_ERROR_INVALID_CONTEXT;
+    sleep_until(c->tail_ns);
+    return CUDA_SUCCESS;
+}
+
+/* ---- memory ---- */
+
+API CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total) {
+    REQUIRE_INIT();
+    if (!free_bytes || !total) return CUDA_ERROR_INVALID_VALUE;
+    struct CUctx_st *c = current_ctx();
+    if (!c) return CUDA_ERROR_INVALID_CONTEXT;
+    CUresult rc = device_gate(c->phys);
+    if (rc) return rc;
+    hami_emu_lock(g_node.shm);
+    hami_emu_sweep_dead(sgpu(c->phys));
+    uint64_t used = sgpu(c->phys)->used_bytes;
+    hami_emu_unlock(g_node.shm);
+    uint64_t usable = usable_bytes(c->phys);
+    *free_bytes = (size_t)(used < usable ? usable - used : 0);
+    *total = (size_t)ginfo(c->phys)->memory_bytes;
+    return CUDA_SUCCESS;
+}
+
+static CUresult account(int phys, uint64_t bytes) {
+    hami_emu_lock(g_node.shm);
+    int rc = hami_emu_mem_reserve(sgpu(phys), usable_bytes(phys), g_pid, bytes);
+    hami_emu_unlock(g_node.shm);
+    return rc == 0 ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+}
+
+static void unaccount(int phys, uint64_t bytes) {
+    hami_emu_lock(g_node.shm);
+    hami_emu_mem_release(sgpu(phys), g_pid, bytes);
+    hami_emu_unlock(g_node.shm);
+}
+
+/* map an address range; backed when it fits under the per-process cap of real host memory */
+static void *map_range(size_t size, int want_backing, int *backed) {
+    size_t cap = backing_cap();
+    *backed = want_backing && g_backed_bytes + size <= cap;
+    int prot = *backed ? PROT_READ | PROT_WRITE : PROT_NONE;
+    void *p = mmap(NULL, size, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    if (*backed) g_backed_bytes += size;
+    return p;
+}
+
+static void free_region_locked(struct region *r) {
+    if (r->kind == KIND_ALLOC || r->kind == KIND_RESERVE) {
+        munmap((void *)r->base, r->map_size);
+        if (r->backed) g_backed_bytes -= r->map_size;
+    } else if (r->kind == KIND_MAPPING) {
+        mprotect((void *)r->base, r->size, PROT_NONE);
+        madvise((void *)r->base, r->size, MADV_DONTNEED);
+        if (r->backed) g_backed_bytes -= r->size;
+    }
+    if (r->accounted) unaccount(r->phys, r->accounted);
+    free(r);
+}
+
+static CUresult alloc_common(CUdeviceptr *dptr, size_t bytesize, struct CUctx_st *c) {
+    if (!dptr) return CUDA_ERROR_INVALID_VALUE;
+    if (!c) return CUDA_ERROR_INVALID_CONTEXT;
+    if (bytesize == 0) return CUDA_ERROR_INVALID_VALUE;
+    CUresult rc = device_gate(c->phys);
+    if (rc) return rc;
+    if ((uint64_t)bytesize > usable_bytes(c->phys)) return CUDA_ERROR_OUT_OF_MEMORY;
+    uint64_t accounted = ((uint64_t)bytesize + 511) & ~511ULL; /* the driver hands out 512-byte granules */
+    rc = account(c->phys, accounted);
+    if (rc) return rc;
+    struct region *r = calloc(1, sizeof(*r));
+    if (!r) {
+        unaccount(c->phys, accounted);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t map_size = (bytesize + page - 1) / page * page;
+    pthread_mutex_lock(&g_lock);
+    void *p = map_range(map_size, 1, &r->backed);
+    if (!p) {
+        pthread_mutex_unlock(&g_lock);
+        free(r);
+        unaccount(c->phys, accounted);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    r->base = (uintptr_t)p;
+    r->size = bytesize;
+    r->map_size = map_size;
+    r->accounted = accounted;
+    r->phys = c->phys;
+    r->kind = KIND_ALLOC;
+    r->ctx = c;
+    r->next = g_regions;
+    g_regions = r;
+    pthread_mutex_unlock(&g_lock);
+    *dptr = (CUdeviceptr)r->base;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize) {
+    REQUIRE_INIT();
+    return alloc_common(dptr, bytesize, current_ctx());
+}
+
+API CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytesize, unsigned int flags) {
+    REQUIRE_INIT();
+    if (flags != CU_MEM_ATTACH_GLOBAL && flags != CU_MEM_ATTACH_HOST) return CUDA_ERROR_INVALID_VALUE;
+    return alloc_common(dptr, bytesize, current_ctx());
+}
+
+API CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pPitch, size_t WidthInBytes, size_t Height,
+                                unsigned int ElementSizeBytes) {
+    REQUIRE_INIT();
+    if (!pPitch || !WidthInBytes || !Height) return CUDA_ERROR_INVALID_VALUE;
+    if (ElementSizeBytes != 4 && ElementSizeBytes != 8 && ElementSizeBytes != 16) return CUDA_ERROR_INVALID_VALUE;
+    size_t pitch = (WidthInBytes + 511) / 512 * 512;
+    if (Height > SIZE_MAX / pitch) return CUDA_ERROR_OUT_OF_MEMORY;
+    CUresult rc = alloc_common(dptr, pitch * Height, current_ctx());
+    if (rc == CUDA_SUCCESS) *pPitch = pitch;
+    return rc;
+}
+
+static int valid_stream(CUstream s) {
+    /* NULL, CU_STREAM_LEGACY (0x1) and CU_STREAM_PER_THREAD (0x2) name the context's default stream */
+    return (uintptr_t)s <= 2 || (live_has(s) && s->magic == MAGIC_STREAM);
+}
+
+static struct CUstream_st *resolve_stream(CUstream s, struct CUctx_st *c) {
+    return (uintptr_t)s <= 2 ? &c->legacy : s;
+}
+
+API CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytesize, CUstream hStream) {
+    REQUIRE_INIT();
+    if (!valid_stream(hStream)) return CUDA_ERROR_INVALID_HANDLE;
+    struct CUctx_st *c = (uintptr_t)hStream > 2 ? hStream->ctx : current_ctx();
+    return alloc_common(dptr, bytesize, c);
+}
+
+static struct region *find_region_locked(uintptr_t p, int kind) {
+    for (struct region *r = g_regions; r; r = r->next)
+        if (r->kind == kind && p >= r->base && p < r->base + r->size) return r;
+    return NULL;
+}
+
+API CUresult cuMemFree_v2(CUdeviceptr dptr) {
+    REQUIRE_INIT();
+    if (dptr == 0) return CUDA_SUCCESS;
+    pthread_mutex_lock(&g_lock);
+    struct region **pp = &g_regions;
+    while (*pp && !((*pp)->kind == KIND_ALLOC && (*pp)->base == (uintptr_t)dptr)) pp = &(*pp)->next;
+    if (!*pp) {
+        pthread_mutex_unlock(&g_lock);
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    struct region *r = *pp;
+    *pp = r->next;
+    free_region_locked(r);
+    pthread_mutex_unlock(&g_lock);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream hStream) {
+    REQUIRE_INIT();
+    if (!valid_stream(hStream)) return CUDA_ERROR_INVALID_HANDLE;
+    if (dptr == 0) return CUDA_ERROR_INVALID_VALUE;
+    return cuMemFree_v2(dptr);
+}
+
+/* Resolve [p, p+n) to a single allocation or mapping; *backed tells whether bytes really exist. */
+static CUresult device_range(uintptr_t p, size_t n, int *backed, int *phys) {
+    pthread_mutex_lock(&g_lock);
+    struct region *r = find_region_locked(p, KIND_ALLOC);
+    if (!r) r = find_region_locked(p, KIND_MAPPING);
+    CUresult rc = CUDA_ERROR_INVALID_VALUE;
+    if (r && n <= r->base + r->size - p) {
+        *backed = r->backed;
+        *phys = r->phys;
+        rc = CUDA_SUCCESS;
+    }
+    pthread_mutex_unlock(&g_lock);
+    if (rc == CUDA_SUCCESS) rc = device_gate(*phys);
+    return rc;
+}
+
+API CUresult cuMemcpyHtoD_v2(CUdeviceptr dstDevice, const void *srcHost, size_t ByteCount) {
+    REQUIRE_INIT();
+    if (!ByteCount) return CUDA_SUCCESS;
+    if (!srcHost) return CUDA_ERROR_INVALID_VALUE;
+    int backed, phys;
+    CUresult rc = device_range((uintptr_t)dstDevice, ByteCount, &backed, &phys);
+    if (rc) return rc;
+    if (backed) memcpy((void *)(uintptr_t)dstDevice, srcHost, ByteCount);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuMemcpyDtoH_v2(void *dstHost, CUdeviceptr srcDevice, size_t ByteCount) {
+    REQUIRE_INIT();
+    if (!ByteCount) return CUDA_SUCCESS;
+    if (!dstHost) return CUDA_ERROR_INVALID_VALUE;
+    int backed, phys;
+    CUresult rc = device_range((uintptr_t)srcDevice, ByteCount, &backed, &phys);
+    if (rc) return rc;
+    if (backed)
+        memcpy(dstHost, (const void *)(uintptr_t)srcDevice, ByteCount);
+    else
+        memset(dstHost, 0, ByteCount); /* unbacked device memory reads as zeros */
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuMemcpyDtoD_v2(CUdeviceptr dstDevice, CUdeviceptr srcDevice, size_t ByteCount) {
+    REQUIRE_INIT();
+    if (!ByteCount) return CUDA_SUCCESS;
+    int db, sb, phys;
+    CUresult rc = device_range((uintptr_t)dstDevice, ByteCount, &db, &phys);
+    if (!rc) rc = device_range((uintptr_t)srcDevice, ByteCount, &sb, &phys);
+    if (rc) return rc;
+    if (db && sb)
+        memmove((void *)(uintptr_t)dstDevice, (const void *)(uintptr_t)srcDevice, ByteCount);
+    else if (db)
+        memset((void *)(uintptr_t)dstDevice, 0, ByteCount);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuMemsetD8_v2(CUdeviceptr dstDevice, unsigned char uc, size_t N) {
+    REQUIRE_INIT();
+    if (!N) return CUDA_SUCCESS;
+    int backed, phys;
+    CUresult rc = device_range((uintptr_t)dstDevice, N, &backed, &phys);
+    if (rc) return rc;
+    if (backed) memset((void *)(uintptr_t)dstDevice, uc, N);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuMemsetD32_v2(CUdeviceptr dstDevice, unsigned int ui, size_t N) {
+    REQUIRE_INIT();
+    if (!N) return CUDA_SUCCESS;
+    if (dstDevice % 4 || N > SIZE_MAX / 4) return CUDA_ERROR_INVALID_VALUE;
+    int backed, phys;
+    CUresult rc = device_range((uintptr_t)dstDevice, N * 4, &backed, &phys);
+    if (rc) return rc;
+    if (backed) {
+        unsigned int *p = (unsigned int *)(uintptr_t)dstDevice;
+        for (size_t i = 0; i < N; i++) p[i] = ui;
+    }
+    return CUDA_SUCCESS;
+}
+
+/* ---- virtual memory management ---- */
+
+static CUresult check_prop(const CUmemAllocationProp *prop) {
+    if (!prop || prop->type != CU_MEM_ALLOCATION_TYPE_PINNED || prop->location.type != CU_MEM_LOCATION_TYPE_DEVICE)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (!valid_ordinal(prop->location.id)) return CUDA_ERROR_INVALID_DEVICE;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuMemGetAllocationGranularity(size_t *granularity, const CUmemAllocationProp *prop,
+                                           CUmemAllocationGranularity_flags option) {
+    REQUIRE_INIT();
+    if (!granularity || option > CU_MEM_ALLOC_GRANULARITY_RECOMMENDED) return CUDA_ERROR_INVALID_VALUE;
+    CUresult rc = check_prop(prop);
+    if (rc) return rc;
+    *granularity = (size_t)VMM_GRANULARITY;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size, const CUmemAllocationProp *prop,
+                         unsigned long long flags) {
+    REQUIRE_INIT();
+    if (!handle || flags || !size || size % VMM_GRANULARITY) return CUDA_ERROR_INVALID_VALUE;
+    CUresult rc = check_prop(prop);
+    if (rc) return rc;
+    int phys = g_node.visible[prop->location.id];
+    rc = device_gate(phys);
+    if (rc) return rc;
+    if ((uint64_t)size > usable_bytes(phys)) return CUDA_ERROR_OUT_OF_MEMORY;
+    rc = account(phys, size);
+    if (rc) return rc;
+    struct vmm_handle *h = calloc(1, sizeof(*h));
+    if (!h) {
+        unaccount(phys, size);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    h->magic = MAGIC_HANDLE;
+    h->phys = phys;
+    h->size = size;
+    if (!live_add(h)) {
+        free(h);
+        unaccount(phys, size);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    *handle = (CUmemGenericAllocationHandle)(uintptr_t)h;
+    return CUDA_SUCCESS;
+}
+
+static struct vmm_handle *as_handle(CUmemGenericAllocationHandle handle) {
+    struct vmm_handle *h = (struct vmm_handle *)(uintptr_t)handle;
+    return live_has(h) && h->magic == MAGIC_HANDLE ? h : NULL;
+}
+
+/* physical memory goes back to the card once the handle is released and no mapping remains */
+static void maybe_drop_handle(struct vmm_handle *h) {
+    if (h->released && h->mappings == 0) {
+        unaccount(h->phys, h->size);
+        live_del(h);
+        h->magic = 0;
+        free(h);
+    }
+}
+
+API CUresult cuMemRelease(CUmemGenericAllocationHandle handle) {
+    REQUIRE_INIT();
+    pthread_mutex_lock(&g_lock);
+    struct vmm_handle *h = as_handle(handle);
+    if (!h || h->released) {
+        pthread_mutex_unlock(&g_lock);
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    h->released = 1;
+    maybe_drop_handle(h);
+    pthread_mutex_unlock(&g_lock);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuMemAddressReserve(CUdeviceptr *ptr, size_t size, size_t alignment, CUdeviceptr addr,
+                                 unsigned long long flags) {
+    REQUIRE_INIT();
+    (void)addr; /* a hint only */
+    if (!ptr || !size || size % VMM_GRANULARITY || flags) return CUDA_ERROR_INVALID_VALUE;
+    if (alignment && (alignment & (alignment - 1))) return CUDA_ERROR_INVALID_VALUE;
+    struct region *r = calloc(1, sizeof(*r));
+    if (!r) return CUDA_ERROR_OUT_OF_MEMORY;
+    pthread_mutex_lock(&g_lock);
+    int backed;
+    void *p = map_range(size, 0, &backed);
+    if (!p) {
+        pthread_mutex_unlock(&g_lock);
+        free(r);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    r->base = (uintptr_t)p;
+    r->size = r->map_size = size;
+    r->kind = KIND_RESERVE;
+    r->phys = -1;
+    r->next = g_regions;
+    g_regions = r;
+    pthread_mutex_unlock(&g_lock);
+    *ptr = (CUdeviceptr)r->base;
+    return CUDA_SUCCESS;
+}
+
+static void unmap_range_locked(uintptr_t base, size_t size) {
+    struct region **pp = &g_regions;
+    while (*pp) {
+        struct region *r = *pp;
+        if (r->kind == KIND_MAPPING && r->base >= base && r->base < base + size) {
+            *pp = r->next;
+            struct vmm_handle *h = r->handle;
+            free_region_locked(r);
+            h->mappings--;
+            maybe_drop_handle(h);
+        } else {
+            pp = &r->next;
+        }
+    }
+}
+
+API CUresult cuMemAddressFree(CUdeviceptr ptr, size_t size) {
+    REQUIRE_INIT();
+    pthread_mutex_lock(&g_lock);
+    struct region **pp = &g_regions;
+    while (*pp && !((*pp)->kind == KIND_RESERVE && (*pp)->base == (uintptr_t)ptr && (*pp)->size == size))
+        pp = &(*pp)->next;
+    if (!*pp) {
+        pthread_mutex_unlock(&g_lock);
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    struct region *r = *pp;
+    *pp = r->next;
+    unmap_range_locked(r->base, r->size);
+    free_region_locked(r);
+    pthread_mutex_unlock(&g_lock);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset, CUmemGenericAllocationHandle handle,
+                      unsigned long long flags) {
+    REQUIRE_INIT();
+    if (flags || !size || size % VMM_GRANULARITY || offset % VMM_GRANULARITY) return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&g_lock);
+    CUresult rc = CUDA_ERROR_INVALID_VALUE;
+    struct vmm_handle *h = as_handle(handle);
+    struct region *res = find_region_locked((uintptr_t)ptr, KIND_RESERVE);
+    if (!h || h->released || offset > h->size || size > h->size - offset || !res ||
+        size > res->base + res->size - (uintptr_t)ptr || find_region_locked((uintptr_t)ptr, KIND_MAPPING))
+        goto out;
+    struct region *m = calloc(1, sizeof(*m));
+    if (!m) {
+        rc = CUDA_ERROR_OUT_OF_MEMORY;
+        goto out;
+    }
+    m->base = (uintptr_t)ptr;
+    m->size = size;
+    m->kind = KIND_MAPPING;
+    m->phys = h->phys;
+    m->handle = h;
+    m->backed = g_backed_bytes + size <= backing_cap() &&
+                mprotect((void *)m->base, size, PROT_READ | PROT_WRITE) == 0;
+    if (m->backed) g_backed_bytes += size;
+    h->mappings++;
+    m->next = g_regions;
+    g_regions = m;
+    rc = CUDA_SUCCESS;
+out:
+    pthread_mutex_unlock(&g_lock);
+    return rc;
+}
+
+API CUresult cuMemUnmap(CUdeviceptr ptr, size_t size) {
+    REQUIRE_INIT();
+    pthread_mutex_lock(&g_lock);
+    struct region *m = find_region_locked((uintptr_t)ptr, KIND_MAPPING);
+    if (!m || m->base != (uintptr_t)ptr || !size) {
+        pthread_mutex_unlock(&g_lock);
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    unmap_range_locked((uintptr_t)ptr, size);
+    pthread_mutex_unlock(&g_lock);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuMemSetAccess(CUdeviceptr ptr, size_t size, const CUmemAccessDesc *desc, size_t count) {
+    REQUIRE_INIT();
+    if (!desc || !count || !size) return CUDA_ERROR_INVALID_VALUE;
+    for (size_t i = 0; i < count; i++) {
+        if (desc[i].location.type != CU_MEM_LOCATION_TYPE_DEVICE) return CUDA_ERROR_INVALID_VALUE;
+        if (!valid_ordinal(desc[i].location.id)) return CUDA_ERROR_INVALID_DEVICE;
+    }
+    pthread_mutex_lock(&g_lock);
+    struct region *m = find_region_locked((uintptr_t)ptr, KIND_MAPPING);
+    pthread_mutex_unlock(&g_lock);
+    return m ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
+
+/* ---- streams and events ---- */
+
+API CUresult cuStreamCreate(CUstream *phStream, unsigned int Flags) {
+    REQUIRE_INIT();
+    if (!phStream || Flags > CU_STREAM_NON_BLOCKING) return CUDA_ERROR_INVALID_VALUE;
+    struct CUctx_st *c = current_ctx();
+    if (!c) return CUDA_ERROR_INVALID_CONTEXT;
+    struct CUstream_st *s = calloc(1, sizeof(*s));
+    if (!s) return CUDA_ERROR_OUT_OF_MEMORY;
+    s->magic = MAGIC_STREAM;
+    s->ctx = c;
+    if (!live_add(s)) {
+        free(s);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    *phStream = s;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuStreamDestroy_v2(CUstream hStream) {
+    REQUIRE_INIT();
+    if ((uintptr_t)hStream <= 2 || !valid_stream(hStream)) return CUDA_ERROR_INVALID_HANDLE;
+    live_del(hStream);
+    hStream->magic = 0;
+    free(hStream); /* queued emulated work needs no cleanup: its interval is already recorded */
+    return CUDA_SUCCESS;
+}
+API CUresult cuStreamDestroy(CUstream hStream) { return cuStreamDestroy_v2(hStream); }
+
+static CUresult stream_of(CUstream h, struct CUstream_st **out) {
+    if (!valid_stream(h)) return CUDA_ERROR_INVALID_HANDLE;
+    struct CUctx_st *c = current_ctx();
+    if ((uintptr_t)h <= 2 && !c) return CUDA_ERROR_INVALID_CONTEXT;
+    *out = resolve_stream(h, c);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuStreamSynchronize(CUstream hStream) {
+    REQUIRE_INIT();
+    struct CUstream_st *s;
+    CUresult rc = stream_of(hStream, &s);
+    if (rc) return rc;
+    sleep_until(s->tail_ns);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuStreamQuery(CUstream hStream) {
+    REQUIRE_INIT();
+    struct CUstream_st *s;
+    CUresult rc = stream_of(hStream, &s);
+    if (rc) return rc;
+    return hami_emu_now_ns() >= s->tail_ns ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY;
+}
+
+API CUresult cuEventCreate(CUevent *phEvent, unsigned int Flags) {
+    REQUIRE_INIT();
+    if (!phEvent || Flags > 0xf) return CUDA_ERROR_INVALID_VALUE;
+    if (!current_ctx()) return CUDA_ERROR_INVALID_CONTEXT;
+    struct CUevent_st *e = calloc(1, sizeof(*e));
+    if (!e) return CUDA_ERROR_OUT_OF_MEMORY;
+    e->magic = MAGIC_EVENT;
+    e->flags = Flags;
+    if (!live_add(e)) {
+        free(e);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    *phEvent = e;
+    return CUDA_SUCCESS;
+}
+
+static int valid_event(CUevent e) { return live_has(e) && e->magic == MAGIC_EVENT; }
+
+API CUresult cuEventRecord(CUevent hEvent, CUstream hStream) {
+    REQUIRE_INIT();
+    if (!valid_event(hEvent)) return CUDA_ERROR_INVALID_HANDLE;
+    struct CUstream_st *s;
+    CUresult rc = stream_of(hStream, &s);
+    if (rc) return rc;
+    hEvent->time_ns = max64(hami_emu_now_ns(), s->tail_ns);
+    hEvent->recorded = 1;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuEventQuery(CUevent hEvent) {
+    REQUIRE_INIT();
+    if (!valid_event(hEvent)) return CUDA_ERROR_INVALID_HANDLE;
+    return !hEvent->recorded || hami_emu_now_ns() >= hEvent->time_ns ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY;
+}
+
+API CUresult cuEventSynchronize(CUevent hEvent) {
+    REQUIRE_INIT();
+    if (!valid_event(hEvent)) return CUDA_ERROR_INVALID_HANDLE;
+    if (hEvent->recorded) sleep_until(hEvent->time_ns);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuEventElapsedTime_v2(float *pMilliseconds, CUevent hStart, CUevent hEnd) {
+    REQUIRE_INIT();
+    if (!pMilliseconds) return CUDA_ERROR_INVALID_VALUE;
+    if (!valid_event(hStart) || !valid_event(hEnd)) return CUDA_ERROR_INVALID_HANDLE;
+    if (!hStart->recorded || !hEnd->recorded || ((hStart->flags | hEnd->flags) & CU_EVENT_DISABLE_TIMING))
+        return CUDA_ERROR_INVALID_HANDLE;
+    int64_t now = hami_emu_now_ns();
+    if (now < hStart->time_ns || now < hEnd->time_ns) return CUDA_ERROR_NOT_READY;
+    *pMilliseconds = (float)((double)(hEnd->time_ns - hStart->time_ns) / 1e6);
+    return CUDA_SUCCESS;
+}
+API CUresult cuEventElapsedTime(float *pMilliseconds, CUevent hStart, CUevent hEnd) {
+    return cuEventElapsedTime_v2(pMilliseconds, hStart, hEnd);
+}
+
+API CUresult cuEventDestroy_v2(CUevent hEvent) {
+    REQUIRE_INIT();
+    if (!valid_event(hEvent)) return CUDA_ERROR_INVALID_HANDLE;
+    live_del(hEvent);
+    hEvent->magic = 0;
+    free(hEvent);
+    return CUDA_SUCCESS;
+}
+API CUresult cuEventDestroy(CUevent hEvent) { return cuEventDestroy_v2(hEvent); }
+
+/* ---- modules and kernels ---- */
+
+static int parse_kernel_line(const char *line, size_t len, struct CUfunc_st *f) {
+    char buf[512];
+    if (len >= sizeof(buf)) return -1;
+    memcpy(buf, line, len);
+    buf[len] = '\0';
+    memset(f, 0, sizeof(*f));
+    f->magic = MAGIC_FUNC;
+    f->duration_param = -1;
+    f->param_unit_ns = 1000;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, " \t\r", &save); tok; tok = strtok_r(NULL, " \t\r", &save)) {
+        char *eq = strchr(tok, '=');
+        if (!eq) continue;
+        *eq = '\0';
+        const char *k = tok, *v = eq + 1;
+        char *end;
+        if (!strcmp(k, "name")) {
+            if (!*v || strlen(v) >= sizeof(f->name)) return -1;
+            strcpy(f->name, v);
+        } else if (!strcmp(k, "op")) {
+            if (!strcmp(v, "busy")) f->op = OP_BUSY;
+            else if (!strcmp(v, "fill")) f->op = OP_FILL;
+            else return -1;
+        } else if (!strcmp(k, "duration_us") || !strcmp(k, "duration_ms")) {
+            long long d = strtoll(v, &end, 10);
+            if (*end || d < 0) return -1;
+            f->duration_ns = d * (k[9] == 'u' ? 1000LL : 1000000LL);
+        } else if (!strcmp(k, "duration_param")) {
+            long i = strtol(v, &end, 10);
+            if (*end || i < 0 || i > 31) return -1;
+            f->duration_param = (int)i;
+        } else if (!strcmp(k, "unit")) {
+            if (!strcmp(v, "ns")) f->param_unit_ns = 1;
+            else if (!strcmp(v, "us")) f->param_unit_ns = 1000;
+            else if (!strcmp(v, "ms")) f->param_unit_ns = 1000000;
+            else return -1;
+        }
+    }
+    return f->name[0] ? 0 : -1;
+}
+
+API CUresult cuModuleLoadData(CUmodule *module, const void *image) {
+    REQUIRE_INIT();
+    if (!module || !image) return CUDA_ERROR_INVALID_VALUE;
+    if (!current_ctx()) return CUDA_ERROR_INVALID_CONTEXT;
+    const char *text = image;
+    size_t n = strnlen(text, 1 << 20);
+    struct CUmod_st *m = calloc(1, sizeof(*m));
+    if (!m) return CUDA_ERROR_OUT_OF_MEMORY;
+    static const char marker[] = "HAMIEMU-KERNEL";
+    const char *p = text, *end = text + n;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *le = nl ? nl : end;
+        const char *hit = memmem(p, (size_t)(le - p), marker, sizeof(marker) - 1);
+        if (hit) {
+            const char *args = hit + sizeof(marker) - 1;
+            if (m->count >= MAX_KERNELS || parse_kernel_line(args, (size_t)(le - args), &m->funcs[m->count])) {
+                free(m);
+                return CUDA_ERROR_INVALID_IMAGE;
+            }
+            m->funcs[m->count].mod = m;
+            m->count++;
+        }
+        p = le + 1;
+    }
+    if (!m->count) {
+        free(m);
+        return CUDA_ERROR_INVALID_IMAGE;
+    }
+    m->magic = MAGIC_MODULE;
+    if (!live_add(m)) {
+        free(m);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    for (int i = 0; i < m->count && live_add(&m->funcs[i]); i++) {
+    }
+    *module = m;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuModuleUnload(CUmodule hmod) {
+    REQUIRE_INIT();
+    if (!live_has(hmod) || hmod->magic != MAGIC_MODULE) return CUDA_ERROR_INVALID_HANDLE;
+    live_del(hmod);
+    hmod->magic = 0;
+    for (int i = 0; i < hmod->count; i++) {
+        live_del(&hmod->funcs[i]);
+        hmod->funcs[i].magic = 0;
+    }
+    free(hmod);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuModuleGetFunction(CUfunction *hfunc, CUmodule hmod, const char *name) {
+    REQUIRE_INIT();
+    if (!hfunc || !name) return CUDA_ERROR_INVALID_VALUE;
+    if (!live_has(hmod) || hmod->magic != MAGIC_MODULE) return CUDA_ERROR_INVALID_HANDLE;
+    for (int i = 0; i < hmod->count; i++) {
+        if (!strcmp(hmod->funcs[i].name, name)) {
+            *hfunc = &hmod->funcs[i];
+            return CUDA_SUCCESS;
+        }
+    }
+    return CUDA_ERROR_NOT_FOUND;
+}
+
+API CUresult cuLaunchKernel(CUfunction f, unsigned int gridDimX, unsigned int gridDimY, unsigned int gridDimZ,
+                            unsigned int blockDimX, unsigned int blockDimY, unsigned int blockDimZ,
+                            unsigned int sharedMemBytes, CUstream hStream, void **kernelParams, void **extra) {
+    REQUIRE_INIT();
+    if (!live_has(f) || f->magic != MAGIC_FUNC) return CUDA_ERROR_INVALID_HANDLE;
+    if (!gridDimX || !gridDimY || !gridDimZ || !blockDimX || !blockDimY || !blockDimZ) return CUDA_ERROR_INVALID_VALUE;
+    if (gridDimY > 65535 || gridDimZ > 65535 || blockDimZ > 64) return CUDA_ERROR_INVALID_VALUE;
+    if ((unsigned long long)blockDimX * blockDimY * blockDimZ > 1024) return CUDA_ERROR_INVALID_VALUE;
+    if (sharedMemBytes > 49152) return CUDA_ERROR_INVALID_VALUE;
+    if (extra) return CUDA_ERROR_NOT_SUPPORTED; /* only kernelParams-style arguments are emulated */
+    struct CUstream_st *s;
+    CUresult rc = stream_of(hStream, &s);
+    if (rc) return rc;
+    struct CUctx_st *c = s->ctx;
+    rc = device_gate(c->phys);
+    if (rc) return rc;
+    int64_t dur = f->duration_ns;
+    if (f->duration_param >= 0) {
+        if (!kernelParams || !kernelParams[f->duration_param]) return CUDA_ERROR_INVALID_VALUE;
+        unsigned long long v = *(const unsigned long long *)kernelParams[f->duration_param];
+        if (v > (unsigned long long)INT64_MAX / (unsigned long long)f->param_unit_ns / 2) return CUDA_ERROR_INVALID_VALUE;
+        dur = (int64_t)v * f->param_unit_ns;
+    }
+    if (f->op == OP_FILL) {
+        if (!kernelParams || !kernelParams[0] || !kernelParams[1] || !kernelParams[2]) return CUDA_ERROR_INVALID_VALUE;
+        CUdeviceptr dst = *(const CUdeviceptr *)kernelParams[0];
+        size_t n = *(const size_t *)kernelParams[1];
+        unsigned char byte = (unsigned char)*(const unsigned int *)kernelParams[2];
+        int backed, phys;
+        /* a real kernel writing out of bounds faults the context; report it at launch */
+        if (n && device_range((uintptr_t)dst, n, &backed, &phys)) return CUDA_ERROR_ILLEGAL_ADDRESS;
+        if (n && backed) memset((void *)(uintptr_t)dst, byte, n);
+    }
+    int64_t start = max64(hami_emu_now_ns(), s->tail_ns);
+    int64_t end = start + dur;
+    s->tail_ns = end;
+    c->tail_ns = max64(c->tail_ns, end);
+    hami_emu_lock(g_node.shm);
+    hami_emu_add_interval(sgpu(c->phys), start, end, g_pid);
+    hami_emu_unlock(g_node.shm);
+    return CUDA_SUCCESS;
+}
+
+/* ---- entry points by name and version ---- */
+
+typedef struct {
+    const char *name;
+    int since; /* CUDA version that introduced this variant */
+    void *fn;
+} proc_entry_t;
+
+#define E(n, v, f) {n, v, (void *)(f)}
+static const proc_entry_t g_procs[] = {
+    E("cuInit", 2000, cuInit),
+    E("cuDriverGetVersion", 2020, cuDriverGetVersion),
+    E("cuGetErrorName", 6000, cuGetErrorName),
+    E("cuGetErrorString", 6000, cuGetErrorString),
+    E("cuGetProcAddress", 12000, cuGetProcAddress_v2),
+    E("cuGetProcAddress", 11030, cuGetProcAddress),
+    E("cuDeviceGetCount", 2000, cuDeviceGetCount),
+    E("cuDeviceGet", 2000, cuDeviceGet),
+    E("cuDeviceGetName", 2000, cuDeviceGetName),
+    E("cuDeviceGetUuid", 11040, cuDeviceGetUuid_v2),
+    E("cuDeviceGetUuid", 9020, cuDeviceGetUuid),
+    E("cuDeviceTotalMem", 3020, cuDeviceTotalMem_v2),
+    E("cuDeviceGetAttribute", 2000, cuDeviceGetAttribute),
+    E("cuDeviceGetPCIBusId", 4010, cuDeviceGetPCIBusId),
+    E("cuDevicePrimaryCtxRetain", 7000, cuDevicePrimaryCtxRetain),
+    E("cuDevicePrimaryCtxRelease", 11000, cuDevicePrimaryCtxRelease_v2),
+    E("cuDevicePrimaryCtxRelease", 7000, cuDevicePrimaryCtxRelease),
+    E("cuDevicePrimaryCtxReset", 11000, cuDevicePrimaryCtxReset_v2),
+    E("cuCtxCreate", 12050, cuCtxCreate_v4),
+    E("cuCtxCreate", 3020, cuCtxCreate_v2),
+    E("cuCtxDestroy", 4000, cuCtxDestroy_v2),
+    E("cuCtxPushCurrent", 4000, cuCtxPushCurrent_v2),
+    E("cuCtxPopCurrent", 4000, cuCtxPopCurrent_v2),
+    E("cuCtxSetCurrent", 4000, cuCtxSetCurrent),
+    E("cuCtxGetCurrent", 4000, cuCtxGetCurrent),
+    E("cuCtxGetDevice", 2000, cuCtxGetDevice),
+    E("cuCtxSynchronize", 2000, cuCtxSynchronize),
+    E("cuMemGetInfo", 3020, cuMemGetInfo_v2),
+    E("cuMemAlloc", 3020, cuMemAlloc_v2),
+    E("cuMemAllocPitch", 3020, cuMemAllocPitch_v2),
+    E("cuMemAllocManaged", 6000, cuMemAllocManaged),
+    E("cuMemFree", 3020, cuMemFree_v2),
+    E("cuMemAllocAsync", 11020, cuMemAllocAsync),
+    E("cuMemFreeAsync", 11020, cuMemFreeAsync),
+    E("cuMemcpyHtoD", 3020, cuMemcpyHtoD_v2),
+    E("cuMemcpyDtoH", 3020, cuMemcpyDtoH_v2),
+    E("cuMemcpyDtoD", 3020, cuMemcpyDtoD_v2),
+    E("cuMemsetD8", 3020, cuMemsetD8_v2),
+    E("cuMemsetD32", 3020, cuMemsetD32_v2),
+    E("cuMemGetAllocationGranularity", 10020, cuMemGetAllocationGranularity),
+    E("cuMemCreate", 10020, cuMemCreate),
+    E("cuMemRelease", 10020, cuMemRelease),
+    E("cuMemAddressReserve", 10020, cuMemAddressReserve),
+    E("cuMemAddressFree", 10020, cuMemAddressFree),
+    E("cuMemMap", 10020, cuMemMap),
+    E("cuMemUnmap", 10020, cuMemUnmap),
+    E("cuMemSetAccess", 10020, cuMemSetAccess),
+    E("cuStreamCreate", 2000, cuStreamCreate),
+    E("cuStreamDestroy", 4000, cuStreamDestroy_v2),
+    E("cuStreamSynchronize", 2000, cuStreamSynchronize),
+    E("cuStreamQuery", 2000, cuStreamQuery),
+    E("cuEventCreate", 2000, cuEventCreate),
+    E("cuEventRecord", 2000, cuEventRecord),
+    E("cuEventQuery", 2000, cuEventQuery),
+    E("cuEventSynchronize", 2000, cuEventSynchronize),
+    E("cuEventElapsedTime", 12080, cuEventElapsedTime_v2),
+    E("cuEventElapsedTime", 2000, cuEventElapsedTime),
+    E("cuEventDestroy", 4000, cuEventDestroy_v2),
+    E("cuModuleLoadData", 2000, cuModuleLoadData),
+    E("cuModuleUnload", 2000, cuModuleUnload),
+    E("cuModuleGetFunction", 2000, cuModuleGetFunction),
+    E("cuLaunchKernel", 4000, cuLaunchKernel),
+};
+#undef E
+
+API CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cudaVersion, cuuint64_t flags,
+                                 CUdriverProcAddressQueryResult *symbolStatus) {
+    if (!symbol || !pfn || flags > (CU_GET_PROC_ADDRESS_LEGACY_STREAM | CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM))
+        return CUDA_ERROR_INVALID_VALUE;
+    /* per-thread default stream variants behave like the legacy ones here: streams are emulated */
+    const proc_entry_t *best = NULL;
+    int known = 0;
+    for (size_t i = 0; i < sizeof(g_procs) / sizeof(g_procs[0]); i++) {
+        if (strcmp(g_procs[i].name, symbol)) continue;
+        known = 1;
+        if (g_procs[i].since <= cudaVersion && (!best || g_procs[i].since > best->since)) best = &g_procs[i];
+    }
+    *pfn = best ? best->fn : NULL;
+    if (symbolStatus)
+        *symbolStatus = best ? CU_GET_PROC_ADDRESS_SUCCESS
+                             : (known ? CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT : CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND);
+    return best ? CUDA_SUCCESS : CUDA_ERROR_NOT_FOUND;
+}
+
+API CUresult cuGetProcAddress(const char *symbol, void **pfn, int cudaVersion, cuuint64_t flags) {
+    return cuGetProcAddress_v2(symbol, pfn, cudaVersion, flags, NULL);
+}
+
+/* Give this process' memory back to the card at exit; killed processes are swept by pid instead. */
+__attribute__((destructor)) static void hami_emu_cuda_fini(void) {
+    if (g_init_result != CUDA_SUCCESS || !g_node.shm) return;
+    hami_emu_lock(g_node.shm);
+    for (int i = 0; i < g_node.gpu_count; i++) {
+        hami_emu_gpu_t *gpu = sgpu(i);
+        for (int j = 0; j < HAMI_EMU_MAX_PROCS; j++) {
+            if (gpu->procs[j].pid != g_pid) continue;
+            gpu->used_bytes = gpu->used_bytes >= gpu->procs[j].used_bytes ? gpu->used_bytes - gpu->procs[j].used_bytes : 0;
+            memset(&gpu->procs[j], 0, sizeof(gpu->procs[j]));
+        }
+    }
+    hami_emu_unlock(g_node.shm);
+}
