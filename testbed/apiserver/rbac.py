@@ -384,6 +384,21 @@ def _bootstrap() -> list[dict[str, Any]]:
 # namespace kube-system must exist before those two are stored).
 BOOTSTRAP_OBJECTS: list[dict[str, Any]] = _bootstrap()
 
+
+def bootstrap_objects(minor: int) -> list[dict[str, Any]]:
+    """The bootstrap policy of one minor.
+
+    SelfSubjectReview (GA in 1.28) is granted only where it is served."""
+    if minor >= 28:
+        return BOOTSTRAP_OBJECTS
+    out = []
+    for obj in BOOTSTRAP_OBJECTS:
+        if obj["kind"] == "ClusterRole" and obj["metadata"]["name"] == "system:basic-user":
+            rules = [r for r in obj["rules"] if "selfsubjectreviews" not in r.get("resources", ())]
+            obj = {**obj, "rules": rules}
+        out.append(obj)
+    return out
+
 STORE_KEYS = {"ClusterRole": CLUSTER_ROLES, "ClusterRoleBinding": CLUSTER_ROLE_BINDINGS,
               "Role": ROLES, "RoleBinding": ROLE_BINDINGS}
 

@@ -19,7 +19,7 @@ import yaml
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 
 from .. import pki
-from . import discovery, errors, openapi, paths, rbac, selectors, tables
+from . import discovery, errors, openapi, paths, protobuf, rbac, selectors, tables
 from .auth import TokenAuthority, UserInfo, authenticate
 from .builtin import BuiltIns, bootstrap_objects, stamp
 from .errors import APIError
@@ -186,7 +186,7 @@ class APIServer:
         for group, plural, obj in bootstrap_objects(self.port, self.config.host):
             t = self.registry.target_for(group, plural, obj["metadata"].get("namespace", ""))
             await self.registry.create(t, obj, SYSTEM_USER)
-        for obj in rbac.BOOTSTRAP_OBJECTS:
+        for obj in rbac.bootstrap_objects(self.profile.minor):
             o = stamp(copy.deepcopy(obj))
             o["apiVersion"] = "rbac.authorization.k8s.io/v1"
             self.store.put(rbac.STORE_KEYS[o["kind"]], o, event="ADDED")
@@ -974,13 +974,8 @@ def decode_body(raw: bytes, ctype: str) -> dict[str, Any]:
     if not raw.strip():
         raise errors.bad_request("the body of the request was empty")
     ctype = ctype.strip().lower()
-    if ctype in ("application/vnd.kubernetes.protobuf",):
-        raise APIError(
-            415,
-            "UnsupportedMediaType",
-            f"the body of the request was in an unknown format - accepted media types include: "
-            f'application/json, application/yaml (got "{ctype}")',
-        )
+    if ctype == protobuf.MEDIA_TYPE:
+        return protobuf.decode(raw)
     try:
         if ctype in ("application/yaml", "application/x-yaml", "text/yaml"):
             obj = yaml.safe_load(raw)

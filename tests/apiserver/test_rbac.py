@@ -380,3 +380,14 @@ def test_revision_cache_recomputes_only_on_change():
     assert not authorize(r, _a(), revision=1)[0]  # same revision: the cached index is used
     assert authorize(r, _a(), revision=2)[0]
     assert authorize(r, _a())[0]  # no revision: always fresh
+
+
+def test_bootstrap_policy_grants_self_subject_review_only_where_served():
+    from testbed.apiserver.rbac import bootstrap_objects
+
+    def basic_user(minor: int) -> list[str]:
+        role = next(o for o in bootstrap_objects(minor) if o["metadata"]["name"] == "system:basic-user")
+        return [res for r in role["rules"] for res in r.get("resources", ())]
+    assert "selfsubjectreviews" not in basic_user(27)
+    assert "selfsubjectreviews" in basic_user(28)
+    assert "selfsubjectaccessreviews" in basic_user(20)
