@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .procutil import pid_alive
+
 DEFAULT_DATA_DIR = Path(".testbed")
 DEFAULT_PORT = 6443
 
@@ -71,16 +73,6 @@ def _read_state(data_dir: Path) -> dict[str, Any] | None:
         return json.loads(_state_path(data_dir).read_text())
     except (OSError, ValueError):
         return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 async def _serve(args: argparse.Namespace, data_dir: Path) -> int:
@@ -133,7 +125,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise CLIError(str(e), code=2) from e
     data_dir = _prepare_data_dir(Path(args.data_dir))
     st = _read_state(data_dir)
-    if st and _alive(int(st["pid"])):
+    if st and pid_alive(int(st["pid"])):
         raise CLIError(
             f"a testbed is already running from {data_dir} (pid {st['pid']}, {st['url']}); "
             "run `python -m testbed down` first"
@@ -179,7 +171,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).expanduser().resolve()
     st = _read_state(data_dir)
-    if not st or not _alive(int(st["pid"])):
+    if not st or not pid_alive(int(st["pid"])):
         print(f"no testbed running from {data_dir}")
         return 3
     print(f"testbed {st['gitVersion']} running at {st['url']} (pid {st['pid']})")
@@ -190,15 +182,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).expanduser().resolve()
     st = _read_state(data_dir)
-    if not st or not _alive(int(st["pid"])):
+    if not st or not pid_alive(int(st["pid"])):
         print(f"no testbed running from {data_dir}")
         return 0
     pid = int(st["pid"])
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _alive(pid):
+    while time.monotonic() < deadline and pid_alive(pid):
         time.sleep(0.05)
-    if _alive(pid):
+    if pid_alive(pid):
         os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(OSError):
         _state_path(data_dir).unlink()

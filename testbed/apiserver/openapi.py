@@ -34,6 +34,7 @@ import json
 from functools import cache
 from typing import Any
 
+from .protobuf import encode_field
 from .resources import ResourceType, lookup
 from .versions import GroupVersion, VersionProfile
 
@@ -170,28 +171,16 @@ def openapi_v2_json(p: VersionProfile) -> dict[str, Any]:
 # Responses: response_code 1 (NamedResponseValue: name 1, value 2 -> ResponseValue: response 1
 # -> Response: description 1).  NamedAny: name 1, value 2 (Any: yaml 2).
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
 def _len_field(num: int, payload: bytes) -> bytes:
-    return _varint(num << 3 | 2) + _varint(len(payload)) + payload
+    return encode_field(num, payload)
 
 
 def _str(num: int, value: str) -> bytes:
-    return _len_field(num, value.encode()) if value else b""
+    return encode_field(num, value) if value else b""
 
 
 def _bool(num: int, value: bool) -> bytes:
-    return _varint(num << 3) + b"\x01" if value else b""
+    return encode_field(num, True) if value else b""
 
 
 def _yaml_scalar(v: str) -> str:

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..procutil import pid_alive
+
 MAGIC = 0x31555047494D4148  # "HAMIGPU1" little-endian
 LAYOUT_VERSION = 1
 MAX_GPUS = 16
@@ -570,16 +572,6 @@ class GpuUsage:
     cuda_fail_count: int
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def utilization(gpu: GpuShared, now_ns: int, window_ns: int = 1_000_000_000) -> int:
     """Percent of the last window covered by kernel intervals (same rule as the C side)."""
     lo = now_ns - window_ns
@@ -672,7 +664,7 @@ class DeviceState:
         with self.locked() as region:
             g = self._gpu(region, index)
             for p in g.procs:
-                if p.pid and not _pid_alive(p.pid):
+                if p.pid and not pid_alive(p.pid):
                     g.used_bytes = max(0, g.used_bytes - p.used_bytes)
                     ctypes.memset(ctypes.addressof(p), 0, ctypes.sizeof(p))
             procs = tuple(ProcessUsage(p.pid, p.used_bytes, p.contexts) for p in g.procs if p.pid)
