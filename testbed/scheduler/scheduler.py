@@ -1,0 +1,411 @@
+"""The scheduler: informer-fed node cache, scheduling loop, extenders, async binding, events.
+
+One thread pops pods from the queue and picks a node against an in-memory snapshot; binding, events
+and status patches run on a small pool so the loop never waits on the apiserver (as the real
+scheduler binds in a goroutine after "assuming" the pod into its cache).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import logging
+import random
+import socket
+import threading
+import time
+from typing import Any
+
+from testbed.kube.client import ApiError, Kube
+from testbed.kube.informer import Informer
+
+from .config import SchedulerConfig
+from .extender import ExtenderError, HTTPExtender
+from .filters import Messages, PodView, make_filter, score
+from .leader import LeaderElector
+from .nodeinfo import NodeInfo, PodRequest, pod_request
+from .queue import QueuedPod, SchedulingQueue
+
+log = logging.getLogger("testbed.scheduler")
+Obj = dict[str, Any]
+
+MIN_FEASIBLE_NODES = 100
+TERMINAL = ("Succeeded", "Failed")
+
+
+class FitError(Exception):
+    def __init__(self, num_nodes: int, statuses: dict[str, tuple[list[str], bool]], pod: Obj,
+                 msgs: Messages) -> None:
+        self.num_nodes, self.statuses, self.pod, self.msgs = num_nodes, statuses, pod, msgs
+        super().__init__(self.message())
+
+    @staticmethod
+    def _histogram(statuses: dict[str, tuple[list[str], bool]]) -> str:
+        counts: dict[str, int] = {}
+        for reasons, _u in statuses.values():
+            for r in reasons:
+                counts[r] = counts.get(r, 0) + 1
+        return ", ".join(sorted(f"{v} {k}" for k, v in counts.items()))
+
+    def message(self) -> str:
+        n, minor = self.num_nodes, self.msgs.minor
+        base = f"0/{n} nodes are available: {self._histogram(self.statuses)}."
+        if minor < 24:  # preemption details joined the message in 1.24 (kk#107775)
+            return base
+        if (self.pod.get("spec") or {}).get("preemptionPolicy") == "Never":
+            post = "preemption: not eligible due to preemptionPolicy=Never."
+        else:
+            pre: dict[str, tuple[list[str], bool]] = {}
+            for node, (reasons, unresolvable) in self.statuses.items():
+                if unresolvable:
+                    pre[node] = (["Preemption is not helpful for scheduling"], True)
+                elif minor >= 27:
+                    pre[node] = (["No preemption victims found for incoming pod"], False)
+                else:
+                    pre[node] = (reasons, False)
+            post = f"preemption: 0/{n} nodes are available: {self._histogram(pre)}."
+        # 1.27+ formats each part with " %v." (so a part ending in "." gets a second one)
+        return f"{base} {post}." if minor >= 27 else f"{base} {post}"
+
+
+def _micro_now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _sec_now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Scheduler:
+    def __init__(self, kube: Kube, config: SchedulerConfig, minor: int, *, identity: str | None = None,
+                 bind_workers: int = 16) -> None:
+        self.kube, self.config, self.minor = kube, config, minor
+        self.msgs = Messages(minor)
+        self.profiles = {p.scheduler_name: p for p in config.profiles}
+        self.filters = {name: make_filter(self.msgs, p.ignored_resources, p.ignored_resource_groups)
+                        for name, p in self.profiles.items()}
+        self.extenders = [HTTPExtender(e, minor) for e in config.extenders]
+        self.queue = SchedulingQueue(config.pod_initial_backoff, config.pod_max_backoff,
+                                     60.0 if minor <= 21 else 300.0)
+        self._lock = threading.RLock()
+        self._nodes: dict[str, NodeInfo] = {}
+        self._node_order: list[str] = []
+        self._requests: dict[str, PodRequest] = {}
+        self._bound: dict[str, str] = {}  # pod uid -> node (bound or assumed)
+        self._next_start = 0
+        self._pool = concurrent.futures.ThreadPoolExecutor(bind_workers, thread_name_prefix="sched-bind")
+        self._stop = threading.Event()
+        self._leading = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._recent_events: dict[tuple[str, str, str], float] = {}
+        self.hostname = socket.gethostname()
+        self.node_informer = Informer(kube, "/api/v1/nodes", name="nodes")
+        self.pod_informer = Informer(kube, "/api/v1/pods", name="pods")
+        self.node_informer.add_handler(self._on_node)
+        self.pod_informer.add_handler(self._on_pod)
+        le = config.leader_election
+        self.elector = (LeaderElector(kube, le, self._leading.set, self._leading.clear, identity)
+                        if le.leader_elect else None)
+        self.events_api = "events.k8s.io/v1" if minor >= 19 else "events.k8s.io/v1beta1"
+        self.bound_count = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> Scheduler:
+        self.node_informer.start()
+        self.pod_informer.start()
+        self.node_informer.wait_synced(30)
+        self.pod_informer.wait_synced(30)
+        if self.elector is None:
+            self._leading.set()
+        else:
+            self.elector.start()
+        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.queue.close()
+        if self._thread:
+            self._thread.join(5)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self.elector is not None:
+            self.elector.stop()
+        self.node_informer.stop()
+        self.pod_informer.stop()
+        for e in self.extenders:
+            e.close()
+
+    @property
+    def is_leader(self) -> bool:
+        return self._leading.is_set()
+
+    # -- informer handlers (informer threads; keep quick) ----------------------------------------
+
+    def _on_node(self, kind: str, node: Obj, _old: Obj | None) -> None:
+        name = (node.get("metadata") or {}).get("name", "")
+        with self._lock:
+            if kind == "DELETED":
+                if self._nodes.pop(name, None) is not None:
+                    self._node_order.remove(name)
+                return
+            old = self._nodes.get(name)
+            self._nodes[name] = NodeInfo.from_node(node, old)
+            if old is None:
+                self._node_order.append(name)
+        self.queue.move_all()
+
+    def _on_pod(self, kind: str, pod: Obj, _old: Obj | None) -> None:
+        meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+        uid = meta.get("uid", "")
+        node = spec.get("nodeName") or ""
+        phase = (pod.get("status") or {}).get("phase")
+        if kind == "DELETED" or phase in TERMINAL:
+            self.queue.delete(uid)
+            if self._forget(uid):
+                self.queue.move_all()
+            return
+        if node:
+            self.queue.delete(uid)
+            with self._lock:
+                prev = self._bound.get(uid)
+                if prev == node:
+                    return
+                if prev is not None:
+                    self._forget(uid)
+                req = self._requests.get(uid) or pod_request(pod)
+                self._requests[uid] = req
+                self._bound[uid] = node
+                info = self._nodes.get(node)
+                if info is not None:
+                    info.add_pod(uid, req)
+            return
+        mine = spec.get("schedulerName", "default-scheduler") in self.profiles
+        if mine and not meta.get("deletionTimestamp"):
+            self.queue.add_or_update(uid, pod)
+
+    def _forget(self, uid: str) -> bool:
+        with self._lock:
+            node = self._bound.pop(uid, None)
+            self._requests.pop(uid, None)
+            if node is None:
+                return False
+            info = self._nodes.get(node)
+            if info is not None:
+                info.remove_pod(uid)
+            return True
+
+    # -- scheduling loop -------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            if not self._leading.wait(0.2):
+                continue
+            qp = self.queue.pop(0.2)
+            if qp is None:
+                continue
+            try:
+                self.schedule_one(qp)
+            except Exception:
+                log.exception("scheduling %s failed unexpectedly", _key(qp.pod))
+                self.queue.requeue(qp, unschedulable=False)
+
+    def _num_to_find(self, n: int) -> int:
+        pct = self.config.percentage_of_nodes_to_score
+        if n < MIN_FEASIBLE_NODES or pct >= 100:
+            return n
+        adaptive = pct if pct > 0 else max(50 - n // 125, 5)
+        return max(n * adaptive // 100, MIN_FEASIBLE_NODES)
+
+    def schedule_one(self, qp: QueuedPod) -> None:
+        pod = qp.pod
+        uid = qp.uid
+        prof_name = (pod.get("spec") or {}).get("schedulerName", "default-scheduler")
+        flt = self.filters[prof_name]
+        req = pod_request(pod)
+        view = PodView.of(pod, req)
+        feasible: list[str] = []
+        statuses: dict[str, tuple[list[str], bool]] = {}
+        with self._lock:
+            order = self._node_order
+            total = len(order)
+            if total == 0:
+                self._fail(qp, prof_name, "no nodes available to schedule pods", fit=False)
+                return
+            want = self._num_to_find(total)
+            start = self._next_start % total
+            nodes = self._nodes
+            examined = 0
+            for i in range(total):
+                name = order[(start + i) % total]
+                examined += 1
+                r = flt(view, nodes[name])
+                if r is None:
+                    feasible.append(name)
+                    if len(feasible) >= want:
+                        break
+                else:
+                    statuses[name] = r
+            self._next_start = (start + examined) % total
+            node_objs = {n: nodes[n].node for n in feasible} if self.extenders else {}
+        try:
+            feasible = self._run_extender_filters(pod, feasible, statuses, node_objs)
+        except ExtenderError as e:
+            self._fail(qp, prof_name, str(e), fit=False)
+            return
+        if not feasible:
+            self._fail(qp, prof_name, FitError(total, statuses, pod, self.msgs).message(), fit=True)
+            return
+        host = feasible[0] if len(feasible) == 1 else self._select(pod, view, feasible, node_objs)
+        with self._lock:  # assume: count the pod on the node before the bind lands
+            if uid in self._bound:
+                return
+            self._bound[uid] = host
+            self._requests[uid] = req
+            info = self._nodes.get(host)
+            if info is not None:
+                info.add_pod(uid, req)
+        log.debug("Attempting to bind pod to node pod=%s node=%s evaluatedNodes=%d feasibleNodes=%d",
+                  _key(pod), host, total, len(feasible))
+        self._pool.submit(self._bind, qp, prof_name, host)
+
+    def _run_extender_filters(self, pod: Obj, feasible: list[str],
+                              statuses: dict[str, tuple[list[str], bool]],
+                              node_objs: dict[str, Obj]) -> list[str]:
+        for ext in self.extenders:
+            if not feasible:
+                break
+            if not ext.cfg.filter_verb or not ext.interested(pod):
+                continue
+            try:
+                res = ext.filter(pod, feasible, node_objs)
+            except ExtenderError as e:
+                if ext.cfg.ignorable:
+                    log.info("Skipping extender as it returned error and has ignorable flag set extender=%s "
+                             "err=%s", ext, e)
+                    continue
+                raise
+            for n, msg in res.failed.items():
+                statuses[n] = ([msg], False)
+            for n, msg in res.failed_unresolvable.items():
+                statuses[n] = ([msg], True)
+            known = set(feasible)
+            feasible = [n for n in res.nodes if n in known]
+        return feasible
+
+    def _select(self, pod: Obj, view: PodView, feasible: list[str], node_objs: dict[str, Obj]) -> str:
+        with self._lock:
+            scores = {n: score(view, self._nodes[n]) for n in feasible if n in self._nodes}
+        for ext in self.extenders:
+            if not ext.cfg.prioritize_verb or not ext.interested(pod):
+                continue
+            try:
+                prio = ext.prioritize(pod, feasible, node_objs)
+            except ExtenderError as e:  # prioritize errors are ignored, as the real scheduler does
+                log.debug("extender %s prioritize failed: %s", ext, e)
+                continue
+            for host, s in prio.items():
+                if host in scores:
+                    scores[host] += s * ext.cfg.weight * (100 // 10)
+        best, count, chosen = -1, 0, feasible[0]
+        for n, s in scores.items():
+            if s > best:
+                best, count, chosen = s, 1, n
+            elif s == best:
+                count += 1
+                if random.randrange(count) == 0:
+                    chosen = n
+        return chosen
+
+    # -- binding and outcomes (worker pool) ------------------------------------------------------
+
+    def _bind(self, qp: QueuedPod, prof_name: str, host: str) -> None:
+        pod = qp.pod
+        meta = pod.get("metadata") or {}
+        ns, name = meta.get("namespace", ""), meta.get("name", "")
+        binder = None
+        try:
+            binder = next((e for e in self.extenders if e.is_binder and e.interested(pod)), None)
+            if binder is not None:
+                binder.bind(pod, host)
+            else:
+                self.kube.create(f"/api/v1/namespaces/{ns}/pods/{name}/binding", {
+                    "apiVersion": "v1", "kind": "Binding",
+                    "metadata": {"name": name, "namespace": ns, "uid": meta.get("uid")},
+                    "target": {"apiVersion": "v1", "kind": "Node", "name": host}})
+        except (ApiError, ExtenderError, OSError) as e:
+            with self._lock:
+                if self._bound.get(qp.uid) == host:
+                    self._bound.pop(qp.uid, None)
+                    info = self._nodes.get(host)
+                    if info is not None:
+                        info.remove_pod(qp.uid)
+            text = str(e)
+            if self.minor <= 26:
+                msg = f"binding rejected: {text}"
+            else:
+                msg = text if binder is not None else f'running Bind plugin "DefaultBinder": {text}'
+            self._fail(qp, prof_name, msg, fit=False, in_pool=True)
+            return
+        self.bound_count += 1
+        self.queue.done(qp.uid)
+        log.info('"Successfully bound pod to node" pod="%s/%s" node="%s"', ns, name, host)
+        self._event(pod, prof_name, "Normal", "Scheduled", "Binding",
+                    f"Successfully assigned {ns}/{name} to {host}")
+
+    def _fail(self, qp: QueuedPod, prof_name: str, message: str, *, fit: bool, in_pool: bool = False) -> None:
+        pod = qp.pod
+        log.info('"Unable to schedule pod; no fit; waiting" pod="%s" err="%s"' if fit else
+                 '"Error scheduling pod; retrying" pod="%s" err="%s"', _key(pod), message)
+        self.queue.requeue(qp, unschedulable=fit)
+        reason = "Unschedulable" if fit or self.minor < 21 else "SchedulerError"
+        if in_pool:
+            self._record_failure(pod, prof_name, reason, message)
+        else:
+            self._pool.submit(self._record_failure, pod, prof_name, reason, message)
+
+    def _record_failure(self, pod: Obj, prof_name: str, reason: str, message: str) -> None:
+        self._event(pod, prof_name, "Warning", "FailedScheduling", "Scheduling", message)
+        meta = pod.get("metadata") or {}
+        for c in (pod.get("status") or {}).get("conditions") or []:
+            if (c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == reason
+                    and c.get("message") == message):
+                return
+        patch = {"status": {"conditions": [{"type": "PodScheduled", "status": "False", "lastProbeTime": None,
+                                            "lastTransitionTime": _sec_now(), "reason": reason,
+                                            "message": message}]}}
+        try:
+            path = f"/api/v1/namespaces/{meta.get('namespace')}/pods/{meta.get('name')}/status"
+            self.kube.patch(path, patch)
+        except ApiError as e:
+            log.debug("patch PodScheduled on %s: %s", _key(pod), e)
+
+    def _event(self, pod: Obj, prof_name: str, etype: str, reason: str, action: str, note: str) -> None:
+        meta = pod.get("metadata") or {}
+        uid = meta.get("uid", "")
+        now = time.monotonic()
+        k = (uid, reason, note)
+        # isomorphic events within 6 minutes only bump a series in the real recorder
+        if now - self._recent_events.get(k, -1e9) < 360:
+            return
+        self._recent_events[k] = now
+        ns = meta.get("namespace", "default")
+        ev = {
+            "apiVersion": self.events_api, "kind": "Event",
+            "metadata": {"name": f"{meta.get('name')}.{time.time_ns():x}", "namespace": ns},
+            "eventTime": _micro_now(), "reportingController": prof_name,
+            "reportingInstance": f"{prof_name}-{self.hostname}", "action": action, "reason": reason,
+            "regarding": {"kind": "Pod", "namespace": ns, "name": meta.get("name"), "uid": uid,
+                          "apiVersion": "v1", "resourceVersion": meta.get("resourceVersion", "")},
+            "note": note[:1024], "type": etype,
+        }
+        try:
+            self.kube.create(f"/apis/{self.events_api}/namespaces/{ns}/events", ev)
+        except ApiError as e:
+            log.debug("event for %s: %s", _key(pod), e)
+
+
+def _key(pod: Obj) -> str:
+    m = pod.get("metadata") or {}
+    return f"{m.get('namespace')}/{m.get('name')}"
