@@ -1,0 +1,185 @@
+"""Pod networking: one network namespace per pod (as root), with loopback-only forwarding.
+
+Each pod gets a pod IP in 127.64.0.0/10 and, as root, a network namespace of its own with just
+``lo`` up, so its containers share a localhost and two pods can listen on the same port. Nothing is
+configured outside the namespaces we create, and no non-loopback address is ever used:
+
+* host -> pod: for every declared ``containerPort`` (TCP) the agent listens on ``<podIP>:<port>`` in
+  the host namespace (127/8 is local on ``lo``) and forwards into the pod's namespace, so probes,
+  webhooks and metrics scrapes reach the pod by its IP;
+* pod -> apiserver: inside the namespace the agent listens on the apiserver's own loopback address
+  and port and forwards to the host apiserver, so ``KUBERNETES_SERVICE_HOST`` keeps the address the
+  serving certificate names.
+
+Without root (or when ``ip netns`` fails) pods share the host's network namespace; the pod IP is
+still a distinct 127/8 address but two pods binding the same wildcard port collide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import itertools
+import logging
+import os
+import socket
+import subprocess
+import threading
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("testbed.node.netns")
+
+CLONE_NEWNET = 0x40000000
+NETNS_DIR = "/var/run/netns"
+_libc = ctypes.CDLL(None, use_errno=True)
+_ip_counter = itertools.count(2)
+_ip_lock = threading.Lock()
+
+
+def next_pod_ip() -> str:
+    """A fresh address in 127.64.0.0/10 (never .0/.255 in the last octet)."""
+    with _ip_lock:
+        n = next(_ip_counter)
+    a, rest = divmod(n, 254 * 256)
+    b, c = divmod(rest, 254)
+    return f"127.{64 + a}.{b}.{c + 1}"
+
+
+def can_use_netns() -> bool:
+    return os.geteuid() == 0 and _which("ip")
+
+
+def _which(cmd: str) -> bool:
+    import shutil
+
+    return shutil.which(cmd) is not None
+
+
+def _run_ip(*args: str) -> None:
+    r = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
+    if r.returncode != 0:
+        raise OSError(f"ip {' '.join(args)}: {r.stderr.strip()}")
+
+
+def create_netns(name: str) -> str:
+    with contextlib.suppress(OSError):
+        _run_ip("netns", "del", name)  # a leftover from an agent that died
+    _run_ip("netns", "add", name)
+    _run_ip("-n", name, "link", "set", "lo", "up")
+    return f"{NETNS_DIR}/{name}"
+
+
+def delete_netns(name: str) -> None:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        _run_ip("netns", "del", name)
+
+
+def in_netns(path: str, fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` on a short-lived thread that has joined the namespace at ``path`` (setns is per
+    thread, so the agent's other threads stay in the host namespace). Sockets keep their namespace."""
+    out: dict[str, Any] = {}
+
+    def body() -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns {path}: {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            out["value"] = fn()
+        except BaseException as e:  # handed back to the caller
+            out["error"] = e
+
+    t = threading.Thread(target=body, name="netns", daemon=True)
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
+
+
+def socket_in(path: str | None) -> socket.socket:
+    """A TCP socket in the namespace at ``path`` (host namespace when None)."""
+    if not path:
+        return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    return in_netns(path, lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+
+
+def connect(path: str | None, host: str, port: int, timeout: float) -> socket.socket:
+    s = socket_in(path)
+    s.settimeout(timeout)
+    try:
+        s.connect((host, port))
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            writer.close()
+
+
+class Forwarder:
+    """TCP forwarding between namespaces, on the agent's event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._servers: list[asyncio.base_events.Server] = []
+
+    def listen(
+        self,
+        listen_ns: str | None,
+        listen_addr: tuple[str, int],
+        target_ns: str | None,
+        target_addr: tuple[str, int],
+    ) -> None:
+        """Listen in ``listen_ns`` and forward each connection to ``target_addr`` in ``target_ns``."""
+
+        def make() -> socket.socket:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(listen_addr)
+            s.listen(128)
+            s.setblocking(False)
+            return s
+
+        sock = in_netns(listen_ns, make) if listen_ns else make()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                up = socket_in(target_ns)
+                up.setblocking(False)
+                await self.loop.sock_connect(up, target_addr)
+                ur, uw = await asyncio.open_connection(sock=up)
+            except OSError:
+                writer.close()
+                return
+            await asyncio.gather(_pipe(reader, uw), _pipe(ur, writer))
+
+        async def start() -> None:
+            self._servers.append(await asyncio.start_server(handle, sock=sock))
+
+        asyncio.run_coroutine_threadsafe(start(), self.loop).result(10)
+
+    def close(self) -> None:
+        async def stop() -> None:
+            for s in self._servers:
+                s.close()
+            self._servers.clear()
+
+        if self.loop.is_running():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(stop(), self.loop).result(5)

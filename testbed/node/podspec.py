@@ -1,0 +1,342 @@
+"""Pod-spec helpers: environment variables and volumes, resolved the way the kubelet resolves them."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from testbed.k8s.quantity import Quantity
+from testbed.kube.client import ApiError, Kube
+
+SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+class MountError(Exception):
+    """A volume could not be set up (event ``FailedMount``)."""
+
+
+class ConfigError(Exception):
+    """An env reference that cannot be resolved (reason ``CreateContainerConfigError``)."""
+
+
+def _field_path(pod: dict[str, Any], path: str, node_ip: str) -> str:
+    meta, spec, status = pod.get("metadata") or {}, pod.get("spec") or {}, pod.get("status") or {}
+    m = re.match(r"^metadata\.(labels|annotations)\['(.+)'\]$", path)
+    if m:
+        return str((meta.get(m.group(1)) or {}).get(m.group(2), ""))
+    simple = {
+        "metadata.name": meta.get("name"),
+        "metadata.namespace": meta.get("namespace"),
+        "metadata.uid": meta.get("uid"),
+        "spec.nodeName": spec.get("nodeName"),
+        "spec.serviceAccountName": spec.get("serviceAccountName"),
+        "status.hostIP": node_ip,
+        "status.podIP": status.get("podIP"),
+        "status.hostIPs": node_ip,
+        "status.podIPs": status.get("podIP"),
+    }
+    if path in simple:
+        return str(simple[path] or "")
+    if path in ("metadata.labels", "metadata.annotations"):
+        items = meta.get(path.split(".")[1]) or {}
+        return "\n".join(f'{k}="{v}"' for k, v in sorted(items.items()))
+    raise ConfigError(f"unsupported fieldRef {path}")
+
+
+def _resource_field(pod: dict[str, Any], cname: str, ref: dict[str, Any], node_alloc: dict[str, str]) -> str:
+    cname = ref.get("containerName") or cname
+    cont = next(
+        (
+            c
+            for c in (pod["spec"].get("containers") or []) + (pod["spec"].get("initContainers") or [])
+            if c["name"] == cname
+        ),
+        None,
+    )
+    if cont is None:
+        raise ConfigError(f"container {cname} not found for resourceFieldRef")
+    res = ref["resource"]
+    kind, _, name = res.partition(".")
+    val = ((cont.get("resources") or {}).get(kind) or {}).get(name)
+    if val is None and kind == "limits":
+        val = node_alloc.get(name)  # no limit: the node's allocatable, as the kubelet does
+    if val is None:
+        return "0"
+    divisor = Quantity.parse(str(ref.get("divisor") or "1"))
+    q = Quantity.parse(str(val))
+    # ceil(q / divisor), as the kubelet's ExtractContainerResourceValue does
+    return str(-(-q.nanos // divisor.nanos))
+
+
+class Resolver:
+    """Reads ConfigMaps and Secrets (cached per pod start) for env and volumes."""
+
+    def __init__(self, kube: Kube, namespace: str) -> None:
+        self.kube, self.ns = kube, namespace
+        self._cache: dict[tuple[str, str], dict[str, Any] | None] = {}
+
+    def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        key = (kind, name)
+        if key not in self._cache:
+            try:
+                self._cache[key] = self.kube.get(f"/api/v1/namespaces/{self.ns}/{kind}/{name}")
+            except ApiError as e:
+                if e.status != 404:
+                    raise
+                self._cache[key] = None
+        return self._cache[key]
+
+    def data(self, kind: str, name: str) -> dict[str, bytes] | None:
+        obj = self.get(kind, name)
+        if obj is None:
+            return None
+        if kind == "secrets":
+            return {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
+        out = {k: v.encode() for k, v in (obj.get("data") or {}).items()}
+        out.update({k: base64.b64decode(v) for k, v in (obj.get("binaryData") or {}).items()})
+        return out
+
+
+def container_env(
+    pod: dict[str, Any], cont: dict[str, Any], res: Resolver, node_ip: str, node_alloc: dict[str, str]
+) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for src in cont.get("envFrom") or []:
+        prefix = src.get("prefix") or ""
+        for kind, key in (("configmaps", "configMapRef"), ("secrets", "secretRef")):
+            ref = src.get(key)
+            if not ref:
+                continue
+            data = res.data(kind, ref["name"])
+            if data is None:
+                if ref.get("optional"):
+                    continue
+                what = "configmap" if kind == "configmaps" else "secret"
+                raise ConfigError(f'{what} "{ref["name"]}" not found')
+            for k, v in data.items():
+                env[prefix + k] = v.decode(errors="replace")
+    for e in cont.get("env") or []:
+        name = e["name"]
+        if "valueFrom" not in e:
+            env[name] = _expand(str(e.get("value", "")), env)
+            continue
+        vf = e["valueFrom"]
+        if "fieldRef" in vf:
+            env[name] = _field_path(pod, vf["fieldRef"]["fieldPath"], node_ip)
+        elif "resourceFieldRef" in vf:
+            env[name] = _resource_field(pod, cont["name"], vf["resourceFieldRef"], node_alloc)
+        else:
+            for kind, key, what in (
+                ("configmaps", "configMapKeyRef", "configmap"),
+                ("secrets", "secretKeyRef", "secret"),
+            ):
+                ref = vf.get(key)
+                if not ref:
+                    continue
+                data = res.data(kind, ref["name"])
+                if data is None or ref["key"] not in data:
+                    if ref.get("optional"):
+                        break
+                    if data is None:
+                        raise ConfigError(f'{what} "{ref["name"]}" not found')
+                    raise ConfigError(
+                        f"couldn't find key {ref['key']} in {'Secret' if what == 'secret' else 'ConfigMap'} "
+                        f"{res.ns}/{ref['name']}"
+                    )
+                env[name] = data[ref["key"]].decode(errors="replace")
+                break
+    return env
+
+
+def _expand(value: str, env: dict[str, str]) -> str:
+    """$(VAR) expansion with $$ escaping, as in the kubelet."""
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        return env.get(m.group(1), m.group(0))
+
+    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)", sub, value)
+
+
+def expand_args(args: list[str], env: dict[str, str]) -> list[str]:
+    return [_expand(a, env) for a in args]
+
+
+@dataclass
+class Volumes:
+    """Host directories/files that back each volume of a pod."""
+
+    paths: dict[str, Path] = field(default_factory=dict)
+
+
+def _write_items(dest: Path, data: dict[str, bytes], items: list[dict[str, Any]] | None, mode: int) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    chosen = (
+        [(it["key"], it["path"], it.get("mode")) for it in items] if items else [(k, k, None) for k in data]
+    )
+    for key, rel, item_mode in chosen:
+        if key not in data:
+            raise MountError(f"configmap/secret key {key!r} not found")
+        p = dest / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data[key])
+        os.chmod(p, item_mode if item_mode is not None else mode)
+
+
+def _downward(
+    pod: dict[str, Any],
+    dest: Path,
+    items: list[dict[str, Any]],
+    node_ip: str,
+    node_alloc: dict[str, str],
+    mode: int,
+) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    for it in items:
+        if "fieldRef" in it:
+            val = _field_path(pod, it["fieldRef"]["fieldPath"], node_ip)
+        else:
+            ref = it["resourceFieldRef"]
+            val = _resource_field(pod, ref.get("containerName", ""), ref, node_alloc)
+        p = dest / it["path"]
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(val)
+        os.chmod(p, it.get("mode") or mode)
+
+
+def token_for(kube: Kube, pod: dict[str, Any], audience: str | None, expiration: int) -> str:
+    meta = pod["metadata"]
+    sa = pod["spec"].get("serviceAccountName") or "default"
+    body: dict[str, Any] = {
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {
+            "expirationSeconds": expiration,
+            "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": meta["name"], "uid": meta["uid"]},
+        },
+    }
+    if audience:
+        body["spec"]["audiences"] = [audience]
+    out = kube.create(f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{sa}/token", body)
+    return str(out["status"]["token"])
+
+
+def setup_volumes(
+    kube: Kube,
+    pod: dict[str, Any],
+    pod_dir: Path,
+    node_root: Path,
+    node_ip: str,
+    node_alloc: dict[str, str],
+    ca_pem: bytes,
+) -> Volumes:
+    """Materialise every volume under ``pod_dir/volumes`` (hostPath: under the node root)."""
+    res = Resolver(kube, pod["metadata"]["namespace"])
+    out = Volumes()
+    base = pod_dir / "volumes"
+    for vol in pod["spec"].get("volumes") or []:
+        name = vol["name"]
+        dest = base / name
+        try:
+            if "hostPath" in vol:
+                hp = vol["hostPath"]
+                host = node_root / hp["path"].lstrip("/")
+                typ = hp.get("type") or ""
+                if typ in ("DirectoryOrCreate", "") and not host.exists():
+                    host.mkdir(parents=True, exist_ok=True)
+                elif typ == "FileOrCreate" and not host.exists():
+                    host.parent.mkdir(parents=True, exist_ok=True)
+                    host.touch()
+                elif typ in ("Directory", "File", "Socket") and not host.exists():
+                    raise MountError(
+                        f"hostPath type check failed: {hp['path']} is not a "
+                        f"{'directory' if typ == 'Directory' else typ.lower()}"
+                    )
+                out.paths[name] = host
+                continue
+            if "emptyDir" in vol:
+                dest.mkdir(parents=True, exist_ok=True)
+            elif "configMap" in vol or "secret" in vol:
+                kind, key = ("configmaps", "configMap") if "configMap" in vol else ("secrets", "secret")
+                src = vol[key]
+                ref = src.get("name") if kind == "configmaps" else src.get("secretName")
+                data = res.data(kind, ref)
+                if data is None:
+                    if not src.get("optional"):
+                        what = "configmap" if kind == "configmaps" else "secret"
+                        raise MountError(f'{what} "{ref}" not found')
+                    data = {}
+                _write_items(dest, data, src.get("items"), src.get("defaultMode", 0o644))
+            elif "downwardAPI" in vol:
+                src = vol["downwardAPI"]
+                _downward(
+                    pod, dest, src.get("items") or [], node_ip, node_alloc, src.get("defaultMode", 0o644)
+                )
+            elif "projected" in vol:
+                src = vol["projected"]
+                mode = src.get("defaultMode", 0o644)
+                dest.mkdir(parents=True, exist_ok=True)
+                for s in src.get("sources") or []:
+                    if "serviceAccountToken" in s:
+                        t = s["serviceAccountToken"]
+                        tok = token_for(kube, pod, t.get("audience"), int(t.get("expirationSeconds", 3607)))
+                        (dest / t["path"]).write_text(tok)
+                        os.chmod(dest / t["path"], mode)
+                    elif "configMap" in s:
+                        cm = s["configMap"]
+                        data = res.data("configmaps", cm["name"])
+                        if data is None and cm["name"] == "kube-root-ca.crt":
+                            data = {"ca.crt": ca_pem}  # not yet published in this namespace
+                        if data is None:
+                            if cm.get("optional"):
+                                continue
+                            raise MountError(f'configmap "{cm["name"]}" not found')
+                        _write_items(dest, data, cm.get("items"), mode)
+                    elif "secret" in s:
+                        sec = s["secret"]
+                        data = res.data("secrets", sec["name"])
+                        if data is None:
+                            if sec.get("optional"):
+                                continue
+                            raise MountError(f'secret "{sec["name"]}" not found')
+                        _write_items(dest, data, sec.get("items"), mode)
+                    elif "downwardAPI" in s:
+                        _downward(pod, dest, s["downwardAPI"].get("items") or [], node_ip, node_alloc, mode)
+            else:
+                # persistentVolumeClaim, csi, ...: an empty directory stands in (documented)
+                dest.mkdir(parents=True, exist_ok=True)
+        except MountError:
+            raise
+        except (ApiError, OSError, KeyError) as e:
+            raise MountError(f"MountVolume.SetUp failed for volume {name!r} : {e}") from e
+        out.paths[name] = dest
+    return out
+
+
+def container_mounts(cont: dict[str, Any], vols: Volumes) -> list[tuple[str, str, bool]]:
+    mounts = []
+    for vm in cont.get("volumeMounts") or []:
+        host = vols.paths.get(vm["name"])
+        if host is None:
+            continue
+        if vm.get("subPath"):
+            host = host / vm["subPath"]
+            if not host.exists():
+                host.mkdir(parents=True, exist_ok=True)
+        mounts.append((str(host), vm["mountPath"], bool(vm.get("readOnly"))))
+    return mounts
+
+
+def cleanup(pod_dir: Path) -> None:
+    shutil.rmtree(pod_dir / "volumes", ignore_errors=True)
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))
