@@ -13,6 +13,7 @@ from testbed.kube.client import Kube
 
 from .agent import AgentOptions, NodeAgents
 from .inventory import InventoryError, load_inventory
+from .wiring import device_services
 
 
 def parser() -> argparse.ArgumentParser:
@@ -25,6 +26,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--node-lease-duration-seconds", type=int, default=40)
     p.add_argument("--backoff-base", type=float, default=10.0, help="first restart/pull back-off, seconds")
     p.add_argument("--no-namespaces", action="store_true", help="no network or mount namespaces even as root")
+    p.add_argument("--no-device-plugins", action="store_true",
+                   help="do not serve kubelet.sock (device-plugin registration) or the PodResources API")
     p.add_argument("-v", "--v", type=int, default=2, help="log verbosity (klog style: 0-4)")
     return p
 
@@ -54,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
-    agents = NodeAgents(kube, nodes, args.data_dir, options=opts).start()
+    factory = None if args.no_device_plugins else device_services
+    agents = NodeAgents(kube, nodes, args.data_dir, options=opts, device_managers=factory).start()
     logging.getLogger("testbed.node").info(
         "%d node agent(s) running: %s",
         len(agents.agents),
