@@ -77,7 +77,8 @@ class Kube:
 
     def text(self, path: str, **query: Any) -> str:
         """A GET whose answer is plain text (pod logs)."""
-        return self._send("GET", path, query or None, None, "application/json", 30).data.decode(errors="replace")
+        resp = self._send("GET", path, query or None, None, "application/json", 30)
+        return resp.data.decode(errors="replace")
 
     def get(self, path: str, **query: Any) -> Any:
         return self.request("GET", path, query=query or None)
