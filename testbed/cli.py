@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .components import ComponentSet
 from .procutil import pid_alive
 
 DEFAULT_DATA_DIR = Path(".testbed")
@@ -85,6 +86,15 @@ async def _serve(args: argparse.Namespace, data_dir: Path) -> int:
     except OSError as e:
         raise CLIError(f"cannot start the apiserver on {args.host}:{args.port}: {e.strerror or e}") from e
     kubeconfig = server.write_kubeconfig(data_dir / "kubeconfig")
+    components = ComponentSet(kubeconfig, data_dir, server.profile.minor, nodes=args.node_inventory,
+                              scheduler=not args.no_scheduler, controllers=not args.no_controllers)
+    components.start()
+    try:
+        await _wait_nodes_ready(server, components, len(args.node_names))
+    except CLIError:
+        components.stop()
+        await server.stop()
+        raise
     state = {
         "pid": os.getpid(),
         "url": server.url,
@@ -98,6 +108,8 @@ async def _serve(args: argparse.Namespace, data_dir: Path) -> int:
     tmp.replace(_state_path(data_dir))
     elapsed = time.monotonic() - started
     print(f"testbed {server.profile.git_version} ready at {server.url} in {elapsed:.2f}s", flush=True)
+    running = ", ".join(c.name for c in components.components) or "apiserver only"
+    print(f"components: apiserver, {running}; logs in {data_dir / 'logs'}", flush=True)
     print(f"kubeconfig: {kubeconfig}", flush=True)
     print(f"  export KUBECONFIG={kubeconfig}", flush=True)
     stop = asyncio.Event()
@@ -105,8 +117,14 @@ async def _serve(args: argparse.Namespace, data_dir: Path) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 2)
+            for c in components.failed():
+                print(f"warning: {components.describe_failure(c)}", file=sys.stderr, flush=True)
+                components.components.remove(c)
     finally:
+        components.stop()
         await server.stop()
         with contextlib.suppress(OSError):
             st = _read_state(data_dir)
@@ -114,6 +132,33 @@ async def _serve(args: argparse.Namespace, data_dir: Path) -> int:
                 _state_path(data_dir).unlink()
         print("testbed stopped", flush=True)
     return 0
+
+
+async def _wait_nodes_ready(server: Any, components: ComponentSet, expected: int,
+                            timeout: float = 180) -> None:
+    """Wait until the inventory's nodes report Ready, showing progress; fail if a component dies."""
+    if not expected:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    shown = -1
+    while True:
+        ready = sum(
+            1 for n in server.store.list("nodes")
+            if any(c.get("type") == "Ready" and c.get("status") == "True"
+                   for c in (n.get("status") or {}).get("conditions") or []))
+        if ready != shown:
+            print(f"nodes ready: {ready}/{expected}", flush=True)
+            shown = ready
+        if ready >= expected:
+            return
+        dead = components.failed()
+        if dead:
+            raise CLIError(components.describe_failure(dead[0]))
+        if loop.time() > deadline:
+            raise CLIError(f"only {ready} of {expected} nodes became Ready within {timeout:.0f}s; "
+                           f"see {components.data_dir / 'logs'}")
+        await asyncio.sleep(0.2)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -124,6 +169,18 @@ def cmd_up(args: argparse.Namespace) -> int:
     except UnknownMinor as e:
         raise CLIError(str(e), code=2) from e
     data_dir = _prepare_data_dir(Path(args.data_dir))
+    args.node_inventory = None
+    args.node_names = []
+    if args.nodes:
+        from .node.inventory import InventoryError, load_inventory
+
+        try:
+            args.node_names = [n.name for n in load_inventory(args.nodes)]
+        except InventoryError as e:
+            raise CLIError(str(e), code=2) from e
+        except OSError as e:
+            raise CLIError(f"cannot read node inventory {args.nodes}: {e.strerror or e}", code=2) from e
+        args.node_inventory = Path(args.nodes).resolve()
     st = _read_state(data_dir)
     if st and pid_alive(int(st["pid"])):
         raise CLIError(
@@ -148,11 +205,15 @@ def cmd_up(args: argparse.Namespace) -> int:
         "--data-dir",
         str(data_dir),
     ]
+    if args.nodes:
+        cmd += ["--nodes", str(args.node_inventory)]
+    cmd += ["--no-scheduler"] if args.no_scheduler else []
+    cmd += ["--no-controllers"] if args.no_controllers else []
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         st = _read_state(data_dir)
         if st and st.get("pid") == proc.pid:
@@ -165,7 +226,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             raise CLIError("the testbed exited during start-up:\n  " + "\n  ".join(tail))
         time.sleep(0.05)
     proc.terminate()
-    raise CLIError(f"the testbed did not become ready within 30s; see {log_path}")
+    raise CLIError(f"the testbed did not become ready within 240s; see {log_path}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -217,6 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
     up.add_argument("--port", type=int, default=DEFAULT_PORT, help="HTTPS port (0 picks a free one)")
     up.add_argument("--detach", action="store_true", help="run in the background")
+    up.add_argument("--nodes", metavar="INVENTORY",
+                    help="node inventory YAML: start a node agent for each node (e.g. "
+                         "inventories/emulated/two-nodes-a100.yaml)")
+    up.add_argument("--no-scheduler", action="store_true", help="do not start the default scheduler")
+    up.add_argument("--no-controllers", action="store_true", help="do not start the controller manager")
     up.set_defaults(func=cmd_up)
     demo = sub.add_parser("demo", help="start a testbed, drive it with the official client, print a report")
     demo.add_argument("--k8s", default="1.33", help="Kubernetes minor to emulate (default 1.33)")

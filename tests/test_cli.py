@@ -62,3 +62,48 @@ def test_bad_data_dir(tmp_path: Path):
     f.write_text("x")
     r = _run("up", "--data-dir", str(f))
     assert r.returncode == 1 and "is not a directory" in r.stderr
+
+
+def test_up_with_nodes_runs_a_deployment(tmp_path: Path):
+    """`up --nodes` starts controllers, the scheduler and node agents: a Deployment rolls out."""
+    from kubernetes import client, config
+
+    inv = tmp_path / "nodes.yaml"
+    inv.write_text("nodes:\n  - name: n1\n    capacity: {cpu: '4', memory: 8Gi}\n"
+                   "  - name: n2\n    capacity: {cpu: '4', memory: 8Gi}\n")
+    data = tmp_path / "tb"
+    r = _run("up", "--k8s", "1.28", "--detach", "--port", "0", "--data-dir", str(data), "--nodes", str(inv))
+    assert r.returncode == 0, r.stderr + r.stdout
+    try:
+        log = (data / "testbed.log").read_text()
+        assert "nodes ready: 2/2" in log
+        api = config.new_client_from_config(str(data / "kubeconfig"))
+        apps = client.AppsV1Api(api)
+        apps.create_namespaced_deployment("default", {
+            "metadata": {"name": "web"},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}},
+                                  "spec": {"containers": [{"name": "c", "image": "busybox",
+                                                           "command": ["sleep", "300"]}]}}}})
+        import time
+        deadline = time.monotonic() + 60
+        available = None
+        while time.monotonic() < deadline:
+            st = apps.read_namespaced_deployment_status("web", "default").status
+            available = st.available_replicas if st is not None else None
+            if available == 2:
+                break
+            time.sleep(0.2)
+        assert available == 2
+        pods = client.CoreV1Api(api).list_namespaced_pod("default", label_selector="app=web").items
+        assert {p.status.phase for p in pods} == {"Running"}
+        assert {p.spec.node_name for p in pods} <= {"n1", "n2"}
+    finally:
+        _run("down", "--data-dir", str(data))
+
+
+def test_bad_inventory_is_a_usage_error(tmp_path: Path):
+    inv = tmp_path / "bad.yaml"
+    inv.write_text("nodes:\n  - name: n1\n    colour: blue\n")
+    r = _run("up", "--data-dir", str(tmp_path / "tb"), "--nodes", str(inv))
+    assert r.returncode == 2 and "colour" in r.stderr and str(inv) in r.stderr

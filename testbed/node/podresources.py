@@ -20,7 +20,7 @@ import grpc
 
 from kubeletapi import podresources_v1_pb2 as v1
 from kubeletapi import podresources_v1alpha1_pb2 as v1alpha1
-from testbed.node.devices.rpc import UnknownMethodHandler, check_socket_path
+from testbed.node.devices.rpc import UnknownMethodHandler, unix_target
 
 log = logging.getLogger("testbed.node.podresources")
 
@@ -54,7 +54,6 @@ class PodResourcesServer:
     ) -> None:
         self.minor = minor
         self.socket_path = Path(node_root) / POD_RESOURCES_DIR / SOCKET_NAME
-        check_socket_path(self.socket_path)
         self._active_pods = active_pods
         self._devices: DeviceSource = devices or _NoDevices()
         gates = feature_gates or {}
@@ -87,7 +86,7 @@ class PodResourcesServer:
             services.add("v1.PodResourcesLister")
         handlers.append(UnknownMethodHandler(services))
         server.add_generic_rpc_handlers(tuple(handlers))
-        server.add_insecure_port(f"unix:{self.socket_path}")
+        server.add_insecure_port(unix_target(self.socket_path))
         await server.start()
         self._server = server
         log.info("Serving pod resources API on %s", self.socket_path)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,14 +31,12 @@ def kube(testbed: EmbeddedTestbed) -> Kube:
 @pytest.fixture(scope="module")
 def node(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeAgents]:
     inv = parse_inventory({"nodes": [{"name": "dp-node", "capacity": {"cpu": "8"}}]})
-    # unix socket paths must stay under 108 bytes, which pytest's tmp paths can exceed
-    data = Path(tempfile.mkdtemp(prefix="dp"))
+    # A deep data directory: socket paths exceed the 108 bytes of a unix socket address.
+    data = tmp_path_factory.mktemp("device-plugin-end-to-end") / ("deep" * 10)
+    assert len(str(data / "nodes/dp-node/var/lib/kubelet/device-plugins/kubelet.sock")) > 108
     opts = AgentOptions(lease_interval=0.3, backoff_base=0.3)
-    try:
-        with NodeAgents(kube, inv, data, options=opts, device_managers=device_services) as ag:
-            yield ag
-    finally:
-        shutil.rmtree(data, ignore_errors=True)
+    with NodeAgents(kube, inv, data, options=opts, device_managers=device_services) as ag:
+        yield ag
 
 
 def _run(coro):  # type: ignore[no-untyped-def]

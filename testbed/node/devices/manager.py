@@ -29,7 +29,7 @@ from testbed.k8s.quantity import parse_quantity
 from testbed.node.devices import checkpoint as ckpt
 from testbed.node.devices.endpoint import DIAL_TIMEOUT_S, Endpoint, EndpointError
 from testbed.node.devices.names import is_extended_resource_name
-from testbed.node.devices.rpc import check_socket_path, fire, remove_sockets
+from testbed.node.devices.rpc import fire, remove_sockets, unix_target
 from testbed.node.devices_api import AllocationError, ContainerDevices
 
 log = logging.getLogger("testbed.node.devices")
@@ -127,7 +127,6 @@ class DevicePluginManager:
         self.socket_dir = self.node_root / DEVICE_PLUGINS_DIR
         self.socket_path = self.socket_dir / KUBELET_SOCKET
         self.checkpoint_path = self.socket_dir / ckpt.CHECKPOINT_NAME
-        check_socket_path(self.socket_path)
         self._active_pods = active_pods
         gates = dict(feature_gates or {})
         self.cdi_enabled = gates.get("DevicePluginCDIDevices", minor >= 29) and minor >= 28
@@ -160,7 +159,7 @@ class DevicePluginManager:
         remove_sockets(self.socket_dir, keep={ckpt.CHECKPOINT_NAME})
         server = grpc.aio.server()
         api_grpc.add_RegistrationServicer_to_server(_Registration(self), server)
-        server.add_insecure_port(f"unix:{self.socket_path}")
+        server.add_insecure_port(unix_target(self.socket_path))
         await server.start()
         self._server = server
         log.info("Serving device plugin registration server on %s", self.socket_path)

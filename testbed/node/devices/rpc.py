@@ -43,13 +43,30 @@ def go_rpc_error(err: grpc.aio.AioRpcError | grpc.RpcError) -> str:
     return f"rpc error: code = {_GO_CODE_NAMES.get(code, 'Unknown')} desc = {details or ''}"
 
 
+# Directories opened to reach sockets whose full path is too long for sun_path; kept open for the
+# life of the process because gRPC resolves the address again on every (re)connect.
+_DIR_FDS: dict[str, int] = {}
+
+
 def unix_target(path: Path | str) -> str:
-    return f"unix://{os.path.abspath(path)}"
+    """A gRPC ``unix:`` address for ``path``, for binding and dialing alike.
 
-
-def check_socket_path(path: Path | str) -> None:
-    if len(os.fsencode(os.path.abspath(path))) > MAX_UNIX_PATH:
-        raise ValueError(f"unix socket path too long ({len(str(path))} > {MAX_UNIX_PATH} bytes): {path}")
+    Node roots live under the user's data directory, which can make socket paths longer than the
+    108 bytes a unix socket address holds. Such paths go through ``/proc/self/fd/<dir fd>/<name>``,
+    which the kernel resolves to the same directory.
+    """
+    full = os.path.abspath(path)
+    if len(os.fsencode(full)) <= MAX_UNIX_PATH:
+        return f"unix://{full}"
+    directory, name = os.path.split(full)
+    fd = _DIR_FDS.get(directory)
+    if fd is None:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        _DIR_FDS[directory] = fd
+    short = f"/proc/self/fd/{fd}/{name}"
+    if len(os.fsencode(short)) > MAX_UNIX_PATH:
+        raise ValueError(f"unix socket name too long ({len(name)} bytes): {name}")
+    return f"unix://{short}"
 
 
 def remove_sockets(directory: Path, keep: set[str]) -> list[str]:

@@ -157,7 +157,7 @@ class StubDevicePlugin:
         api_grpc.add_DevicePluginServicer_to_server(_Servicer(self), server)
         with contextlib.suppress(FileNotFoundError):
             self.socket.unlink()
-        server.add_insecure_port(f"unix:{self.socket}")
+        server.add_insecure_port(unix_target(self.socket))
         await server.start()
         self._server = server
 

@@ -1,0 +1,399 @@
+"""The interface every vendor family implements, and the pieces families share.
+
+A *family* is one entry of HAMi's device map, keyed by its common word (CW, e.g. ``NVIDIA``). The
+scheduler, webhook and device plugin only ever talk to :class:`DeviceFamily`; adding a vendor
+means adding a family, never changing them. The call sites:
+
+* **webhook**: :meth:`DeviceFamily.mutate_admission` for every init and app container (may edit the
+  container/pod in place, returns whether it claimed a device, raises :class:`AdmissionError`).
+* **scheduler, registration loop**: :meth:`node_devices` (decode the node's register annotation, or
+  synthesise devices from capacity) and :meth:`check_health` (handshake / capacity rule).
+* **scheduler, /filter**: :meth:`pod_requests` (per container, init containers first), then per
+  container request: sort the node's :class:`DeviceUsage` list with
+  :func:`hami_stack.devices.scoring.order_devices`, call :meth:`fit`, apply the picks with
+  :func:`add_usage`; node score = :func:`hami_stack.devices.scoring.node_score` + :meth:`score_node`;
+  write :meth:`pod_annotations`. Quota is checked through :attr:`FitContext.quota_fits` and the
+  family's :meth:`quota_resources`.
+* **scheduler, /bind**: lock the node (``hami_stack.protocol.nodelock``) when :meth:`needs_lock`.
+* **device plugin, Allocate**: :meth:`allocate_response` turns one container's assignment into env,
+  mounts and device specs.
+
+Units: memory in MiB, cores in percent of one device (100 = whole), as on the wire.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..protocol import events as ev
+from ..protocol.annotations import VendorKeys
+from ..protocol.assignment import ContainerDevice, PodDevices, encode_pod_devices
+from ..protocol.handshake import HealthResult, check_handshake
+from ..protocol.policy import GpuPolicy, ScoringWeights, gpu_policy
+from ..protocol.quantity import quantity_int
+from ..protocol.register import MODE_HAMI_CORE, DeviceInfo
+from ..protocol.resources import MEM_PERCENTAGE_UNSET
+
+Obj = dict[str, Any]
+
+
+class AdmissionError(Exception):
+    """A family refuses a container at admission; the webhook answers 500 with this message."""
+
+
+@dataclass(frozen=True)
+class ContainerDeviceRequest:
+    """What one container asks of one family (section 2.1 of the contract)."""
+
+    type: str  # common word
+    nums: int  # devices
+    memreq: int  # MiB per device; 0 = use mem_percentage
+    mem_percentage: int  # percent of each device's memory; MEM_PERCENTAGE_UNSET (101) = not asked
+    coresreq: int  # percent per device
+
+    def memory_on(self, totalmem: int) -> int:
+        """The MiB this request takes on a device with ``totalmem`` MiB."""
+        if self.memreq > 0:
+            return self.memreq
+        if self.mem_percentage != MEM_PERCENTAGE_UNSET:
+            return totalmem * self.mem_percentage // 100
+        return 0
+
+
+@dataclass
+class DeviceUsage:
+    """A node's device and what is already given out on it (the scheduler's working copy)."""
+
+    id: str
+    type: str
+    count: int  # slots
+    totalmem: int
+    totalcore: int
+    index: int = 0
+    numa: int = 0
+    health: bool = True
+    mode: str = MODE_HAMI_CORE
+    used: int = 0
+    usedmem: int = 0
+    usedcores: int = 0
+    custom_info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_info(cls, d: DeviceInfo) -> DeviceUsage:
+        return cls(
+            id=d.id,
+            type=d.type,
+            count=d.count,
+            totalmem=d.devmem,
+            totalcore=d.devcore,
+            index=d.index,
+            numa=d.numa,
+            health=d.health,
+            mode=d.mode or MODE_HAMI_CORE,
+            custom_info=dict(d.custom_info),
+        )
+
+    def copy(self) -> DeviceUsage:
+        return replace(self, custom_info=dict(self.custom_info))
+
+
+def add_usage(devices: Sequence[DeviceUsage], picked: Sequence[ContainerDevice]) -> None:
+    """Count one container's picks on the node's devices (``used += 1``, memory and cores added)."""
+    by_id = {d.id: d for d in devices}
+    for p in picked:
+        d = by_id.get(p.uuid)
+        if d is not None:
+            d.used += 1
+            d.usedmem += p.usedmem
+            d.usedcores += p.usedcores
+
+
+@dataclass(frozen=True)
+class FitContext:
+    """Everything besides devices and the request that a fit decision may look at."""
+
+    pod: Obj
+    node: Obj | None = None
+    policy: GpuPolicy = field(default_factory=lambda: gpu_policy(None))
+    weights: ScoringWeights = field(default_factory=ScoringWeights)
+    # (namespace, family, memory MiB, cores) -> whether the namespace quota still admits it
+    quota_fits: Callable[[str, DeviceFamily, int, int], bool] | None = None
+    # this pod's earlier containers' picks for this family (init first), for same-device rules
+    previous: PodDevices = field(default_factory=list)
+
+    @property
+    def pod_annotations(self) -> dict[str, str]:
+        return ((self.pod.get("metadata") or {}).get("annotations")) or {}
+
+    @property
+    def node_annotations(self) -> dict[str, str]:
+        return (((self.node or {}).get("metadata") or {}).get("annotations")) or {}
+
+    @property
+    def namespace(self) -> str:
+        return (self.pod.get("metadata") or {}).get("namespace") or "default"
+
+
+@dataclass
+class FitResult:
+    ok: bool
+    devices: list[ContainerDevice]
+    reasons: Counter[str]
+    total: int  # devices of this family on the node, for the reason text
+
+    @property
+    def reason(self) -> str:
+        """``"<count>/<total> <Reason>, ..."`` (empty when it fits)."""
+        return "" if self.ok else ev.fit_reason(self.reasons, self.total)
+
+
+@dataclass(frozen=True)
+class Mount:
+    container_path: str
+    host_path: str
+    read_only: bool
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    container_path: str
+    host_path: str
+    permissions: str = "rw"
+
+
+@dataclass(frozen=True)
+class AllocateInput:
+    """One container's slice of a kubelet Allocate, as the device plugin resolved it."""
+
+    devices: list[ContainerDevice]  # the popped assignment segment
+    pod_uid: str
+    container_name: str
+    container_env: dict[str, str] = field(
+        default_factory=dict
+    )  # env from the pod spec (webhook-injected too)
+    cache_id: str = ""  # random id for the shared-region file; the plugin passes uuid4()
+    hook_path: str = "/usr/local"
+    libvgpu_name: str = "libvgpu.so"  # host file under <hook>/vgpu, e.g. libvgpu.so.<version>
+    license_present: bool = False  # <hook>/vgpu/license exists on the host
+
+
+@dataclass
+class ContainerAllocation:
+    """The ContainerAllocateResponse, as plain data (the plugin turns it into protobuf)."""
+
+    envs: dict[str, str] = field(default_factory=dict)
+    mounts: list[Mount] = field(default_factory=list)
+    devices: list[DeviceSpec] = field(default_factory=list)
+    annotations: dict[str, str] = field(default_factory=dict)
+    host_dirs: list[str] = field(default_factory=list)  # to (re)create with mode 0777 before answering
+
+
+@dataclass(frozen=True)
+class HealthState:
+    """What the registration loop remembers about one node and family between passes."""
+
+    allocatable: int | None = None
+    register_value: str | None = None
+
+
+def containers(pod: Obj) -> list[Obj]:
+    """Init containers first, then app containers: the order of every positional encoding."""
+    spec = pod.get("spec") or {}
+    return list(spec.get("initContainers") or []) + list(spec.get("containers") or [])
+
+
+def resource_value(container: Obj, name: str) -> tuple[Any, bool]:
+    """The raw value of a resource: limits first, then requests. (value, present)."""
+    res = container.get("resources") or {}
+    for part in ("limits", "requests"):
+        values = res.get(part) or {}
+        if name in values:
+            return values[name], True
+    return None, False
+
+
+def resource_int(container: Obj, name: str) -> int | None:
+    """The integer value of a resource (limits, else requests); None when absent or not an integer."""
+    raw, present = resource_value(container, name)
+    return quantity_int(raw) if present else None
+
+
+def node_quantity(node: Obj | None, field_name: str, resource: str) -> int:
+    """``status.<field_name>[resource]`` as an integer (0 when absent or fractional)."""
+    raw = (((node or {}).get("status") or {}).get(field_name) or {}).get(resource)
+    return quantity_int(raw) or 0 if raw is not None else 0
+
+
+def append_env(container: Obj, name: str, value: str) -> None:
+    container.setdefault("env", []).append({"name": name, "value": value})
+
+
+def split_list(value: str | None) -> list[str]:
+    return [p.strip() for p in (value or "").split(",") if p.strip()]
+
+
+class DeviceFamily(abc.ABC):
+    """One vendor family. Subclasses set the class attributes and implement the abstract methods."""
+
+    common_word: str
+    keys: VendorKeys
+    count_resource: str
+    memory_resource: str = ""
+    core_resource: str = ""
+    memory_factor: int = 1  # quota limits on the memory resource are multiplied by this
+    uses_node_lock: bool = True
+
+    # --- requests ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def container_request(self, container: Obj) -> ContainerDeviceRequest | None:
+        """What ``container`` asks of this family, or None (not asked, or unusable values)."""
+
+    def pod_requests(self, pod: Obj) -> list[ContainerDeviceRequest | None]:
+        """Per container, init containers first (the positions of the assignment encoding)."""
+        return [self.container_request(c) for c in containers(pod)]
+
+    def needs_lock(self, pod: Obj) -> bool:
+        """Whether /bind must take the node lock: an *app* container asks this family."""
+        if not self.uses_node_lock:
+            return False
+        return any(
+            self.container_request(c) is not None for c in (pod.get("spec") or {}).get("containers") or []
+        )
+
+    def quota_resources(self) -> tuple[str, str]:
+        """(memory, core) resource names whose ``limits.<name>`` quota keys this family honours."""
+        return self.memory_resource, self.core_resource
+
+    # --- node side ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def node_devices(self, node: Obj) -> list[DeviceInfo]:
+        """The node's devices of this family ([] when none); raises ProtocolError on a bad annotation."""
+
+    def check_health(
+        self, node: Obj, now: dt.datetime, previous: HealthState | None
+    ) -> tuple[HealthResult, HealthState]:
+        """Handshake rule when the family has a handshake key, else healthy iff capacity > 0."""
+        meta = node.get("metadata") or {}
+        annotations = meta.get("annotations") or {}
+        allocatable = node_quantity(node, "allocatable", self.count_resource)
+        state = HealthState(allocatable, annotations.get(self.keys.register) if self.keys.register else None)
+        if self.keys.handshake:
+            return check_handshake(annotations.get(self.keys.handshake), now, allocatable), state
+        capacity = node_quantity(node, "capacity", self.count_resource)
+        return HealthResult(capacity > 0, previous is None or previous != state), state
+
+    # --- scheduling --------------------------------------------------------------------------
+    def matches_type(self, device: DeviceUsage) -> bool:
+        """Candidate test of the scheduler: the device type contains the CW, case-insensitively."""
+        return self.common_word.lower() in device.type.lower()
+
+    @abc.abstractmethod
+    def fit(
+        self, devices: Sequence[DeviceUsage], request: ContainerDeviceRequest, ctx: FitContext
+    ) -> FitResult:
+        """Pick ``request.nums`` devices, walking ``devices`` (already policy-sorted) from the end."""
+
+    def score_node(self, node: Obj, devices: Sequence[DeviceUsage], picked: PodDevices, policy: str) -> float:
+        """The family's extra node-score contribution (0 for most families)."""
+        return 0.0
+
+    def pod_annotations(self, pod_devices: PodDevices) -> dict[str, str]:
+        """Annotations /filter writes for this family's decision."""
+        value = encode_pod_devices(pod_devices)
+        out = {}
+        if self.keys.to_allocate:
+            out[self.keys.to_allocate] = value
+        if self.keys.allocated:
+            out[self.keys.allocated] = value
+        return out
+
+    # --- admission and allocation ------------------------------------------------------------
+    @abc.abstractmethod
+    def mutate_admission(self, container: Obj, pod: Obj) -> bool:
+        """Edit ``container``/``pod`` in place as the webhook should; True when a device is claimed."""
+
+    @abc.abstractmethod
+    def allocate_response(self, req: AllocateInput) -> ContainerAllocation:
+        """Env, mounts and devices for one container's assignment."""
+
+
+# --- the shared fit walk ----------------------------------------------------------------------
+
+CheckDevice = Callable[[DeviceUsage], str | None]
+
+
+def fit_walk(
+    family: DeviceFamily,
+    devices: Sequence[DeviceUsage],
+    request: ContainerDeviceRequest,
+    ctx: FitContext,
+    *,
+    selection: CheckDevice,
+    numa_bind: bool = False,
+    collect_all: bool = False,
+) -> tuple[list[tuple[DeviceUsage, ContainerDevice]], Counter[str], int]:
+    """The fit skeleton every family shares (section 5.2), from the end of ``devices`` to the start.
+
+    ``selection`` returns a reason for vendor-specific refusals that come before the NUMA step
+    (health, cordon, type); UUID selection, slots, mutex, memory, quota and cores follow here.
+    Returns (picks with their device, reason counts, candidate count). With ``collect_all`` every
+    fitting device is returned (topology-aware selection chooses among them afterwards).
+    """
+    candidates = [d for d in devices if family.matches_type(d)]
+    reasons: Counter[str] = Counter()
+    need = request.nums
+    if need > len(candidates):
+        reasons[ev.NODE_INSUFFICIENT_DEVICE] += need
+        return [], reasons, len(candidates)
+    annotations = ctx.pod_annotations
+    use_uuid = split_list(annotations.get(family.keys.use_uuid)) if family.keys.use_uuid else []
+    nouse_uuid = split_list(annotations.get(family.keys.nouse_uuid)) if family.keys.nouse_uuid else []
+    picked: list[tuple[DeviceUsage, ContainerDevice]] = []
+    prev_numa: int | None = None
+    for dev in reversed(candidates):
+        reason = selection(dev)
+        if reason is not None:
+            reasons[reason] += 1
+            continue
+        if numa_bind and prev_numa is not None and dev.numa != prev_numa and len(picked) < need:
+            # one container's devices must share a NUMA node: start over on the new node
+            reasons[ev.NUMA_NOT_FIT] += max(1, len(picked))
+            picked = []
+        prev_numa = dev.numa
+        if (use_uuid and dev.id not in use_uuid) or dev.id in nouse_uuid:
+            reasons[ev.CARD_UUID_MISMATCH] += 1
+            continue
+        if dev.count <= dev.used:
+            reasons[ev.CARD_TIME_SLICING_EXHAUSTED] += 1
+            continue
+        if ctx.policy.mutex and dev.used > 0:
+            reasons[ev.EXCLUSIVE_DEVICE_ALLOCATE_CONFLICT] += 1
+            continue
+        cores = min(request.coresreq, 100)
+        mem = request.memory_on(dev.totalmem)
+        if ctx.quota_fits is not None and not ctx.quota_fits(ctx.namespace, family, mem, cores):
+            reasons[ev.RESOURCE_QUOTA_NOT_FIT] += 1
+            continue
+        if dev.totalmem - dev.usedmem < mem:
+            reasons[ev.CARD_INSUFFICIENT_MEMORY] += 1
+            continue
+        if dev.totalcore - dev.usedcores < cores:
+            reasons[ev.CARD_INSUFFICIENT_CORE] += 1
+            continue
+        if dev.totalcore == 100 and cores == 100 and dev.used > 0:
+            reasons[ev.EXCLUSIVE_DEVICE_ALLOCATE_CONFLICT] += 1
+            continue
+        if dev.totalcore != 0 and dev.usedcores == dev.totalcore and cores == 0:
+            reasons[ev.CARD_COMPUTE_UNITS_EXHAUSTED] += 1
+            continue
+        picked.append((dev, ContainerDevice(dev.id, family.common_word, mem, cores)))
+        if len(picked) == need and not collect_all:
+            break
+    if len(picked) < need:
+        reasons[ev.ALLOCATED_CARDS_INSUFFICIENT_REQUEST] += need - len(picked)
+    return picked, reasons, len(candidates)

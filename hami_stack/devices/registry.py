@@ -1,0 +1,57 @@
+"""Families by name, and building the enabled set from a device config.
+
+A factory takes the :class:`DeviceConfig` and returns a family, or None when its section is
+absent (the family is then not registered, as HAMi skips empty sections). The scheduler and
+webhook call :func:`build_families` once at start-up and iterate the result (sorted by common
+word, the order HAMi locks in).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .base import DeviceFamily
+from .config import DeviceConfig
+from .counted import SPECS, CountedFamily, CountedSpec
+from .nvidia import NvidiaFamily
+
+FamilyFactory = Callable[[DeviceConfig], DeviceFamily | None]
+_FACTORIES: dict[str, FamilyFactory] = {}
+
+
+def register_family(name: str, factory: FamilyFactory) -> None:
+    """Add (or replace) a family factory under ``name`` (its common word)."""
+    _FACTORIES[name] = factory
+
+
+def family_names() -> list[str]:
+    return sorted(_FACTORIES)
+
+
+def build_families(config: DeviceConfig, *, only: set[str] | None = None) -> list[DeviceFamily]:
+    """The families the config enables (optionally restricted to ``only`` names), sorted by common word."""
+    out = []
+    for name in sorted(_FACTORIES):
+        if only is not None and name not in only:
+            continue
+        family = _FACTORIES[name](config)
+        if family is not None:
+            out.append(family)
+    return sorted(out, key=lambda f: f.common_word)
+
+
+def _nvidia(config: DeviceConfig) -> DeviceFamily | None:
+    return NvidiaFamily(config.nvidia) if config.nvidia is not None else None
+
+
+def _counted(spec: CountedSpec) -> FamilyFactory:
+    def make(config: DeviceConfig) -> DeviceFamily | None:
+        section = config.section(spec.config_section)
+        return CountedFamily(spec, section) if section else None
+
+    return make
+
+
+register_family("NVIDIA", _nvidia)
+for _spec in SPECS:
+    register_family(_spec.common_word, _counted(_spec))

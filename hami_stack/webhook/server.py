@@ -1,0 +1,162 @@
+"""``POST /webhook`` over TLS: AdmissionReview ``admission.k8s.io/v1`` and ``v1beta1`` in, same version out.
+
+Embed it in another aiohttp app with :func:`add_routes` (the scheduler extender serves the webhook
+on its own HTTPS port, as HAMi does), or run it alone with :class:`WebhookServer`.
+
+Transport rules (as controller-runtime's admission handler): the answer is always HTTP 200 with an
+AdmissionReview, also for unreadable bodies (then ``allowed: false`` with code 400); the response
+carries the request's ``uid``; a non-empty patch goes base64-encoded with ``patchType: JSONPatch``.
+Bodies over 1 MiB are refused. Certificate and key files are re-read when they change on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+import ssl
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from .admit import AdmissionResponse, WebhookConfig, admit, errored
+
+log = logging.getLogger(__name__)
+
+REVIEW_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
+MAX_BODY = 1 << 20
+CONFIG_KEY = web.AppKey("hami_webhook_config", WebhookConfig)
+
+
+def review_response(api_version: str, uid: str, resp: AdmissionResponse) -> dict[str, Any]:
+    body: dict[str, Any] = {"uid": uid, "allowed": resp.allowed, "status": resp.status()}
+    if resp.patch:
+        body["patch"] = base64.b64encode(json.dumps(resp.patch, separators=(",", ":")).encode()).decode()
+        body["patchType"] = "JSONPatch"
+    if resp.warnings:
+        body["warnings"] = list(resp.warnings)
+    return {"kind": "AdmissionReview", "apiVersion": api_version, "response": body}
+
+
+def handle_review(raw: bytes, config: WebhookConfig) -> dict[str, Any]:
+    """One AdmissionReview body -> the AdmissionReview to answer."""
+    try:
+        review = json.loads(raw)
+    except ValueError as e:
+        return review_response(REVIEW_VERSIONS[0], "", errored(400, f"couldn't decode AdmissionReview: {e}"))
+    if not isinstance(review, dict):
+        return review_response(REVIEW_VERSIONS[0], "", errored(400, "AdmissionReview must be an object"))
+    api_version = review.get("apiVersion")
+    request = review.get("request")
+    uid = str(request.get("uid", "")) if isinstance(request, dict) else ""
+    if api_version not in REVIEW_VERSIONS or review.get("kind") != "AdmissionReview":
+        got = f"{api_version}, Kind={review.get('kind')}"
+        return review_response(REVIEW_VERSIONS[0], uid, errored(400, f"unsupported AdmissionReview: {got}"))
+    if not isinstance(request, dict):
+        return review_response(api_version, uid, errored(400, "AdmissionReview has no request"))
+    resp = admit(request, config)
+    meta = (
+        (request.get("object") or {}).get("metadata") or {} if isinstance(request.get("object"), dict) else {}
+    )
+    log.info(
+        "admission %s/%s: allowed=%s %s",
+        request.get("namespace", ""),
+        meta.get("name") or meta.get("generateName", ""),
+        resp.allowed,
+        resp.message,
+    )
+    return review_response(api_version, uid, resp)
+
+
+async def _webhook(request: web.Request) -> web.Response:
+    config = request.app[CONFIG_KEY]
+    raw = await request.read()
+    return web.json_response(handle_review(raw, config))
+
+
+def add_routes(app: web.Application, config: WebhookConfig, path: str = "/webhook") -> None:
+    app[CONFIG_KEY] = config
+    app.router.add_post(path, _webhook)
+
+
+def make_app(config: WebhookConfig) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY)
+    add_routes(app, config)
+    return app
+
+
+def server_ssl_context(cert_file: str | Path, key_file: str | Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(cert_file), str(key_file))
+    return ctx
+
+
+class WebhookServer:
+    """A standalone HTTPS server for ``/webhook`` (plain HTTP when no certificate is given)."""
+
+    def __init__(
+        self,
+        config: WebhookConfig,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        cert_file: str | Path | None = None,
+        key_file: str | Path | None = None,
+        reload_interval: float = 10.0,
+    ) -> None:
+        self.config = config
+        self.host = host
+        self.port = port
+        self.cert_file = cert_file
+        self.key_file = key_file
+        self.reload_interval = reload_interval
+        self._runner: web.AppRunner | None = None
+        self._ssl: ssl.SSLContext | None = None
+        self._reloader: asyncio.Task[None] | None = None
+
+    async def start(self) -> int:
+        """Start serving; returns the bound port."""
+        if self.cert_file and self.key_file:
+            self._ssl = server_ssl_context(self.cert_file, self.key_file)
+        self._runner = web.AppRunner(make_app(self.config), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self._ssl)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        if self._ssl is not None:
+            self._reloader = asyncio.create_task(self._reload_loop())
+        return self.port
+
+    def _stamp(self) -> tuple[float, float]:
+        assert self.cert_file and self.key_file
+        return os.stat(self.cert_file).st_mtime, os.stat(self.key_file).st_mtime
+
+    async def _reload_loop(self) -> None:
+        # A loaded context keeps serving; new handshakes pick up the reloaded chain.
+        stamp = self._stamp()
+        while True:
+            await asyncio.sleep(self.reload_interval)
+            try:
+                now = self._stamp()
+                if now != stamp and self._ssl is not None:
+                    self._ssl.load_cert_chain(str(self.cert_file), str(self.key_file))
+                    stamp = now
+                    log.info("reloaded webhook certificate %s", self.cert_file)
+            except (OSError, ssl.SSLError) as e:
+                log.warning("webhook certificate reload failed: %s", e)
+
+    async def stop(self) -> None:
+        if self._reloader is not None:
+            self._reloader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reloader
+            self._reloader = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
