@@ -7,9 +7,9 @@ import time
 
 import pytest
 
+from kubeclient.client import ApiError, Kube
+from kubeclient.informer import Informer, key_of
 from testbed.embedded import EmbeddedTestbed
-from testbed.kube.client import ApiError, Kube
-from testbed.kube.informer import Informer, key_of
 
 
 @pytest.fixture(scope="module")

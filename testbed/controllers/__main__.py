@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 
-from testbed.kube.client import Kube
+from kubeclient.client import Kube
 
 from .manager import CONTROLLERS, ControllerManager
 

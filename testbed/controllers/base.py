@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubeclient.client import ApiError, Kube
+from kubeclient.informer import Informer, key_of
 from testbed.apiserver.versions import VersionProfile
-from testbed.kube.client import ApiError, Kube
-from testbed.kube.informer import Informer, key_of
 
 from . import util
 

@@ -8,7 +8,7 @@ import copy
 import time
 from typing import Any
 
-from testbed.kube.client import ApiError
+from kubeclient.client import ApiError
 
 from . import util
 from .base import Context, Controller, Obj

@@ -7,8 +7,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from testbed.kube.client import ApiError
-from testbed.kube.informer import key_of
+from kubeclient.client import ApiError
+from kubeclient.informer import key_of
 
 from . import util
 from .base import Context, Controller, Obj

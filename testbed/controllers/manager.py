@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from kubeclient.client import Kube
 from testbed.apiserver.versions import profile
-from testbed.kube.client import Kube
 
 from .base import Context, Controller, Options, SharedInformers
 from .daemonset import DaemonSetController

@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any
 
-from testbed.kube.client import ApiError
+from kubeclient.client import ApiError
 
 from . import util
 from .base import Controller, Obj

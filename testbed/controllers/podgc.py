@@ -4,7 +4,7 @@ Terminated-pod thresholds are not implemented (the real default threshold is 125
 
 from __future__ import annotations
 
-from testbed.kube.client import ApiError
+from kubeclient.client import ApiError
 
 from . import util
 from .base import Controller, Obj

@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 
-from testbed.kube.client import Kube
+from kubeclient.client import Kube
 
 from .agent import AgentOptions, NodeAgents
 from .inventory import InventoryError, load_inventory

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from kubeclient.client import ApiError, Kube
+from kubeclient.informer import Informer
 from testbed import pki
-from testbed.kube.client import ApiError, Kube
-from testbed.kube.informer import Informer
 
 from . import netns
 from .devices_api import DeviceManager, NullDeviceManager

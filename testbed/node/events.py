@@ -7,7 +7,7 @@ import logging
 import secrets
 from typing import Any
 
-from testbed.kube.client import ApiError, Kube
+from kubeclient.client import ApiError, Kube
 
 log = logging.getLogger("testbed.node.events")
 

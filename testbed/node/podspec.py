@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubeclient.client import ApiError, Kube
 from testbed.k8s.quantity import Quantity
-from testbed.kube.client import ApiError, Kube
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 

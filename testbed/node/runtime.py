@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kubeclient.client import ApiError
 from testbed.k8s.quantity import Quantity
-from testbed.kube.client import ApiError
 
 from . import images, netns, podspec, probes
 from .container import LaunchSpec, Process, StartError

@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from testbed.kube.client import ApiError, Kube
+from kubeclient.client import ApiError, Kube
 
 from . import config as cfgmod
 from .config import ConfigError, Profile, SchedulerConfig

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from testbed.kube.client import ApiError, Kube
+from kubeclient.client import ApiError, Kube
 
 from .config import LeaderElection
 

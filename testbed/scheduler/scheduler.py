@@ -16,8 +16,8 @@ import threading
 import time
 from typing import Any
 
-from testbed.kube.client import ApiError, Kube
-from testbed.kube.informer import Informer
+from kubeclient.client import ApiError, Kube
+from kubeclient.informer import Informer
 
 from .config import SchedulerConfig
 from .extender import ExtenderError, HTTPExtender

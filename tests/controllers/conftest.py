@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from kubeclient.client import ApiError, Kube
+from kubeclient.informer import Informer
 from testbed.controllers import ControllerManager, Options, util
 from testbed.embedded import EmbeddedTestbed
-from testbed.kube.client import ApiError, Kube
-from testbed.kube.informer import Informer
 
 Obj = dict[str, Any]
 

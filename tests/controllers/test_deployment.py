@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubeclient.client import Kube
 from testbed.controllers.deployment import HASH_LABEL, REVISION
-from testbed.kube.client import Kube
 
 from .conftest import FakeNodes, wait_for
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from kubeclient.client import Kube
 from testbed import clients
 from testbed.embedded import EmbeddedTestbed
-from testbed.kube.client import Kube
 
 from .conftest import FakeNodes
 

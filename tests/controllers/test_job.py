@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from testbed.kube.client import Kube
+from kubeclient.client import Kube
 
 from .conftest import FakeNodes, wait_for
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+from kubeclient.client import Kube
 from testbed.controllers import ControllerManager
 from testbed.controllers.nodelifecycle import grace_default
 from testbed.embedded import EmbeddedTestbed
-from testbed.kube.client import Kube
 
 from .conftest import FakeNodes, wait_for
 

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from testbed.kube.client import ApiError, Kube
+from kubeclient.client import ApiError, Kube
 
 
 def wait_for(fn: Callable[[], Any], timeout: float = 15, every: float = 0.05) -> Any:

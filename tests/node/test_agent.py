@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from kubeclient.client import Kube
 from testbed import clients
 from testbed.embedded import EmbeddedTestbed
-from testbed.kube.client import Kube
 from testbed.node import AgentOptions, NodeAgents, parse_inventory
 
 from .helpers import cond, create_bound_pod, events, get_pod, pod_gone, wait_for

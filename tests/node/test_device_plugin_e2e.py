@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from kubeclient.client import Kube
 from testbed.embedded import EmbeddedTestbed
-from testbed.kube.client import Kube
 from testbed.node import AgentOptions, NodeAgents, parse_inventory
 from testbed.node.devices.runner import shared_loop
 from testbed.node.devices.stub import StubDevice, StubDevicePlugin

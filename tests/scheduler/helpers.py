@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from testbed.kube.client import Kube
+from kubeclient.client import Kube
 from testbed.scheduler import Scheduler
 from testbed.scheduler.config import LeaderElection, Profile, SchedulerConfig
 

@@ -13,9 +13,9 @@ import orjson
 import pytest
 from aiohttp import web
 
+from kubeclient.client import Kube
 from testbed import pki
 from testbed.embedded import EmbeddedTestbed
-from testbed.kube.client import Kube
 from testbed.scheduler import Scheduler
 from testbed.scheduler.config import ExtenderConfig, LeaderElection, SchedulerConfig, TLSConfig
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from kubeclient.client import Kube
 from testbed.embedded import EmbeddedTestbed
-from testbed.kube.client import Kube
 
 from .helpers import events_for, get_pod, make_node, make_pod, node_of, start_scheduler, wait_for
 
