@@ -31,7 +31,10 @@ class ProbeResult:
         return dict(kv.split("=", 1) for kv in found[n].split()[1:])
 
     def codes(self, cmd: str) -> list[int]:
-        return [int(self.line(cmd, i)["rc"]) for i in range(sum(1 for ln in self.lines if ln.startswith(cmd + " ")))]
+        return [
+            int(self.line(cmd, i)["rc"])
+            for i in range(sum(1 for ln in self.lines if ln.startswith(cmd + " ")))
+        ]
 
     def errors(self) -> list[str]:
         return [ln for ln in self.stderr.splitlines() if " ERROR] " in ln]
@@ -46,8 +49,19 @@ def shim() -> Path:
 def probe_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("probe") / "vgpu_probe"
     subprocess.run(
-        ["gcc", "-O1", "-std=gnu11", "-Wall", "-Wextra", "-Werror", f"-I{INCLUDE}", "-o", str(out),
-         str(HERE / "progs" / "vgpu_probe.c"), "-ldl"],
+        [
+            "gcc",
+            "-O1",
+            "-std=gnu11",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            f"-I{INCLUDE}",
+            "-o",
+            str(out),
+            str(HERE / "progs" / "vgpu_probe.c"),
+            "-ldl",
+        ],
         check=True,
     )
     return out
@@ -61,7 +75,9 @@ def node(tmp_path: Path) -> DeviceState:
 Runner = Callable[..., ProbeResult]
 
 
-def probe_env(node: DeviceState, shim: Path, extra: Mapping[str, str], visible: str = "all") -> dict[str, str]:
+def probe_env(
+    node: DeviceState, shim: Path, extra: Mapping[str, str], visible: str = "all"
+) -> dict[str, str]:
     env = library_env(node.path, visible)
     for key in list(env):
         if key.startswith(("CUDA_DEVICE_", "GPU_CORE_", "LIBCUDA_", "CUDA_TASK_")):
@@ -73,11 +89,22 @@ def probe_env(node: DeviceState, shim: Path, extra: Mapping[str, str], visible: 
 
 @pytest.fixture
 def run_probe(node: DeviceState, shim: Path, probe_bin: Path, tmp_path: Path) -> Runner:
-    def run(*cmds: str, mode: str = "dlsym", env: Mapping[str, str] | None = None,
-            visible: str = "all", timeout: float = 30) -> ProbeResult:
+    def run(
+        *cmds: str,
+        mode: str = "dlsym",
+        env: Mapping[str, str] | None = None,
+        visible: str = "all",
+        timeout: float = 30,
+    ) -> ProbeResult:
         extra = {"CUDA_DEVICE_MEMORY_SHARED_CACHE": str(tmp_path / "region.cache"), **(env or {})}
-        proc = subprocess.run([str(probe_bin), mode, *cmds], env=probe_env(node, shim, extra, visible),
-                              capture_output=True, text=True, timeout=timeout, check=False)
+        proc = subprocess.run(
+            [str(probe_bin), mode, *cmds],
+            env=probe_env(node, shim, extra, visible),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         return ProbeResult(proc.returncode, proc.stdout.splitlines(), proc.stderr)
 
     return run

@@ -15,13 +15,38 @@ MIB = 1 << 20
 OOM = 2
 
 
-@pytest.mark.parametrize("bad", ["1Gi", "1GB", "1.5g", "0x10m", "-1m", " 4m", "4m ", "m", "99999999999999999999g"])
+@pytest.mark.parametrize(
+    "bad", ["1Gi", "1GB", "1.5g", "0x10m", "-1m", " 4m", "4m ", "m", "99999999999999999999g"]
+)
 def test_unparseable_indexed_limit_falls_back_to_the_global_one(run_probe: Runner, bad: str) -> None:
-    r = run_probe("alloc", str(4 * MIB), "alloc", "1",
-                  env={"CUDA_DEVICE_MEMORY_LIMIT": "4m", "CUDA_DEVICE_MEMORY_LIMIT_0": bad})
+    r = run_probe(
+        "alloc",
+        str(4 * MIB),
+        "alloc",
+        "1",
+        env={"CUDA_DEVICE_MEMORY_LIMIT": "4m", "CUDA_DEVICE_MEMORY_LIMIT_0": bad},
+    )
     assert r.rc == 0
     assert r.codes("alloc") == [0, OOM]  # never 1 byte, never unlimited
     assert f"CUDA_DEVICE_MEMORY_LIMIT_0='{bad}' is not a size" in r.stderr
+
+
+@pytest.mark.parametrize("env", [
+    {"CUDA_DEVICE_MEMORY_LIMIT": "4 GiB"},
+    {"CUDA_DEVICE_MEMORY_LIMIT_0": "lots"},
+    {"CUDA_DEVICE_MEMORY_LIMIT": "junk", "CUDA_DEVICE_MEMORY_LIMIT_0": "junk"},
+])
+def test_garbage_with_no_valid_fallback_fails_closed(run_probe: Runner, env: dict[str, str]) -> None:
+    r = run_probe("alloc", "1", env=env)
+    assert r.rc == 0  # the program keeps running
+    assert r.codes("alloc") == [OOM]  # refused, not unlimited
+    assert "is not a size" in r.stderr and "fail closed" in r.stderr
+
+
+def test_garbage_global_with_a_valid_indexed_limit_uses_the_indexed_one(run_probe: Runner) -> None:
+    r = run_probe("alloc", str(4 * MIB), "alloc", "1",
+                  env={"CUDA_DEVICE_MEMORY_LIMIT": "junk", "CUDA_DEVICE_MEMORY_LIMIT_0": "4m"})
+    assert r.codes("alloc") == [0, OOM]
 
 
 def test_suffixes_are_case_insensitive_powers_of_1024(run_probe: Runner) -> None:
@@ -37,13 +62,26 @@ def test_zero_means_no_limit_and_says_so(run_probe: Runner) -> None:
 
 
 def test_garbage_knobs_are_logged_and_ignored(run_probe: Runner) -> None:
-    r = run_probe("alloc", str(4 * MIB), "alloc", "1",
-                  env={"CUDA_DEVICE_MEMORY_LIMIT": "4m", "CUDA_DEVICE_SM_LIMIT": "50m",
-                       "GPU_CORE_UTILIZATION_POLICY": "sometimes", "CUDA_TASK_PRIORITY": "high",
-                       "LIBCUDA_LOG_LEVEL": "verbose"})
+    r = run_probe(
+        "alloc",
+        str(4 * MIB),
+        "alloc",
+        "1",
+        env={
+            "CUDA_DEVICE_MEMORY_LIMIT": "4m",
+            "CUDA_DEVICE_SM_LIMIT": "50m",
+            "GPU_CORE_UTILIZATION_POLICY": "sometimes",
+            "CUDA_TASK_PRIORITY": "high",
+            "LIBCUDA_LOG_LEVEL": "verbose",
+        },
+    )
     assert r.codes("alloc") == [0, OOM]
-    for msg in ("CUDA_DEVICE_SM_LIMIT='50m'", "GPU_CORE_UTILIZATION_POLICY='sometimes'",
-                "CUDA_TASK_PRIORITY='high'", "LIBCUDA_LOG_LEVEL='verbose'"):
+    for msg in (
+        "CUDA_DEVICE_SM_LIMIT='50m'",
+        "GPU_CORE_UTILIZATION_POLICY='sometimes'",
+        "CUDA_TASK_PRIORITY='high'",
+        "LIBCUDA_LOG_LEVEL='verbose'",
+    ):
         assert msg in r.stderr
 
 
@@ -60,25 +98,42 @@ def _still_enforced(r) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_missing_cache_directory_enforces_per_process(run_probe: Runner, tmp_path: Path) -> None:
-    r = run_probe("alloc", str(4 * MIB), "alloc", "1",
-                  env={"CUDA_DEVICE_MEMORY_LIMIT": "4m",
-                       "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(tmp_path / "missing" / "x.cache")})
+    r = run_probe(
+        "alloc",
+        str(4 * MIB),
+        "alloc",
+        "1",
+        env={
+            "CUDA_DEVICE_MEMORY_LIMIT": "4m",
+            "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(tmp_path / "missing" / "x.cache"),
+        },
+    )
     _still_enforced(r)
 
 
 def test_unwritable_cache_path_enforces_per_process(run_probe: Runner, tmp_path: Path) -> None:
     target = tmp_path / "adir"
     target.mkdir()  # a directory cannot be opened read-write, even by root
-    r = run_probe("alloc", str(4 * MIB), "alloc", "1",
-                  env={"CUDA_DEVICE_MEMORY_LIMIT": "4m", "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(target)})
+    r = run_probe(
+        "alloc",
+        str(4 * MIB),
+        "alloc",
+        "1",
+        env={"CUDA_DEVICE_MEMORY_LIMIT": "4m", "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(target)},
+    )
     _still_enforced(r)
 
 
 def test_incompatible_region_version_is_refused(run_probe: Runner, tmp_path: Path) -> None:
     cache = tmp_path / "old.cache"
     cache.write_bytes(struct.pack("<QII", MAGIC, 99, 0) + bytes(4 << 20))
-    r = run_probe("alloc", str(4 * MIB), "alloc", "1",
-                  env={"CUDA_DEVICE_MEMORY_LIMIT": "4m", "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(cache)})
+    r = run_probe(
+        "alloc",
+        str(4 * MIB),
+        "alloc",
+        "1",
+        env={"CUDA_DEVICE_MEMORY_LIMIT": "4m", "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(cache)},
+    )
     _still_enforced(r)
     assert "incompatible layout version" in r.stderr
     assert struct.unpack("<QI", cache.read_bytes()[:12])[1] == 99  # someone else's file is left alone
@@ -87,21 +142,39 @@ def test_incompatible_region_version_is_refused(run_probe: Runner, tmp_path: Pat
 def test_foreign_file_is_refused(run_probe: Runner, tmp_path: Path) -> None:
     cache = tmp_path / "foreign.cache"
     cache.write_bytes(b"not a region" * 100)
-    r = run_probe("alloc", str(4 * MIB), "alloc", "1",
-                  env={"CUDA_DEVICE_MEMORY_LIMIT": "4m", "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(cache)})
+    r = run_probe(
+        "alloc",
+        str(4 * MIB),
+        "alloc",
+        "1",
+        env={"CUDA_DEVICE_MEMORY_LIMIT": "4m", "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(cache)},
+    )
     _still_enforced(r)
 
 
-def test_limit_mismatch_between_processes_enforces_the_stricter(run_probe: Runner, node, shim, probe_bin,  # type: ignore[no-untyped-def]
-                                                                tmp_path: Path) -> None:
+def test_limit_mismatch_between_processes_enforces_the_stricter(
+    run_probe: Runner,
+    node,
+    shim,
+    probe_bin,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
     import subprocess
 
     from tests.enforcer.conftest import probe_env
 
-    env = probe_env(node, shim, {"CUDA_DEVICE_MEMORY_LIMIT": "4m",
-                                 "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(tmp_path / "region.cache")})
-    holder = subprocess.Popen([str(probe_bin), "dlsym", "ready", "hold"], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, text=True)
+    env = probe_env(
+        node,
+        shim,
+        {"CUDA_DEVICE_MEMORY_LIMIT": "4m", "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(tmp_path / "region.cache")},
+    )
+    holder = subprocess.Popen(
+        [str(probe_bin), "dlsym", "ready", "hold"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().startswith("init")
         assert holder.stdout.readline().strip() == "ready"

@@ -12,8 +12,21 @@ OOM = 2
 
 @pytest.mark.parametrize("mode", ["dlsym", "link", "gpa"])
 def test_up_to_the_limit_then_oom_then_freed(run_probe: Runner, mode: str) -> None:
-    r = run_probe("info", "alloc", str(3 * MIB), "alloc", str(MIB), "alloc", "1", "info", "free", "alloc", "1",
-                  mode=mode, env={"CUDA_DEVICE_MEMORY_LIMIT": "4m"})
+    r = run_probe(
+        "info",
+        "alloc",
+        str(3 * MIB),
+        "alloc",
+        str(MIB),
+        "alloc",
+        "1",
+        "info",
+        "free",
+        "alloc",
+        "1",
+        mode=mode,
+        env={"CUDA_DEVICE_MEMORY_LIMIT": "4m"},
+    )
     assert r.rc == 0, r.stderr
     assert r.codes("alloc") == [0, 0, OOM, 0]  # exactly at the limit fits; one byte more does not
     assert r.line("info") == {"rc": "0", "free": str(4 * MIB), "total": str(4 * MIB)}
@@ -23,9 +36,26 @@ def test_up_to_the_limit_then_oom_then_freed(run_probe: Runner, mode: str) -> No
 
 
 def test_every_allocation_path_is_refused_over_the_limit(run_probe: Runner) -> None:
-    r = run_probe("alloc", str(2 * MIB), "managed", str(MIB), "async", str(MIB),
-                  "managed", "1", "async", "1", "alloc", "1", "pitch", "64", "1", "create", str(2 * MIB),
-                  env={"CUDA_DEVICE_MEMORY_LIMIT_0": "4m"})
+    r = run_probe(
+        "alloc",
+        str(2 * MIB),
+        "managed",
+        str(MIB),
+        "async",
+        str(MIB),
+        "managed",
+        "1",
+        "async",
+        "1",
+        "alloc",
+        "1",
+        "pitch",
+        "64",
+        "1",
+        "create",
+        str(2 * MIB),
+        env={"CUDA_DEVICE_MEMORY_LIMIT_0": "4m"},
+    )
     assert r.rc == 0, r.stderr
     assert r.codes("alloc") == [0, OOM]
     assert r.codes("managed") == [0, OOM]
@@ -36,9 +66,23 @@ def test_every_allocation_path_is_refused_over_the_limit(run_probe: Runner) -> N
 
 
 def test_frees_of_each_kind_give_memory_back(run_probe: Runner) -> None:
-    r = run_probe("async", str(4 * MIB), "freeasync", "create", str(4 * MIB), "release",
-                  "pitch", "1000", "1024", "free", "managed", str(4 * MIB), "free", "info",
-                  env={"CUDA_DEVICE_MEMORY_LIMIT": "4m"})
+    r = run_probe(
+        "async",
+        str(4 * MIB),
+        "freeasync",
+        "create",
+        str(4 * MIB),
+        "release",
+        "pitch",
+        "1000",
+        "1024",
+        "free",
+        "managed",
+        str(4 * MIB),
+        "free",
+        "info",
+        env={"CUDA_DEVICE_MEMORY_LIMIT": "4m"},
+    )
     assert r.rc == 0, r.stderr
     assert r.codes("async") == [0] and r.codes("create") == [0] and r.codes("managed") == [0]
     assert r.line("pitch")["rc"] == "0"
@@ -69,16 +113,30 @@ def test_limit_larger_than_the_device_reports_the_device(run_probe: Runner) -> N
 
 def test_per_device_limit_uses_the_container_index(run_probe: Runner, node) -> None:  # type: ignore[no-untyped-def]
     # the container is given GPU 1 only: it is index 0 inside, so _0 applies and _1 does not
-    r = run_probe("alloc", str(2 * MIB), "alloc", "1", visible=node.gpus[1].uuid,
-                  env={"CUDA_DEVICE_MEMORY_LIMIT_0": "2m", "CUDA_DEVICE_MEMORY_LIMIT_1": "1g"})
+    r = run_probe(
+        "alloc",
+        str(2 * MIB),
+        "alloc",
+        "1",
+        visible=node.gpus[1].uuid,
+        env={"CUDA_DEVICE_MEMORY_LIMIT_0": "2m", "CUDA_DEVICE_MEMORY_LIMIT_1": "1g"},
+    )
     assert r.codes("alloc") == [0, OOM]
 
 
 def test_cuda_visible_devices_keeps_the_container_index(run_probe: Runner) -> None:
     # CUDA ordinal 0 is container device 1 here: CUDA_DEVICE_MEMORY_LIMIT_1 must apply
-    r = run_probe("alloc", str(2 * MIB), "alloc", "1",
-                  env={"CUDA_VISIBLE_DEVICES": "1", "CUDA_DEVICE_MEMORY_LIMIT_0": "1g",
-                       "CUDA_DEVICE_MEMORY_LIMIT_1": "2m"})
+    r = run_probe(
+        "alloc",
+        str(2 * MIB),
+        "alloc",
+        "1",
+        env={
+            "CUDA_VISIBLE_DEVICES": "1",
+            "CUDA_DEVICE_MEMORY_LIMIT_0": "1g",
+            "CUDA_DEVICE_MEMORY_LIMIT_1": "2m",
+        },
+    )
     assert r.codes("alloc") == [0, OOM]
 
 
@@ -94,7 +152,8 @@ nv = ctypes.CDLL("libnvidia-ml.so.1")
 class M(ctypes.Structure):
     _fields_ = [("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong), ("used", ctypes.c_ulonglong)]
 class P(ctypes.Structure):
-    _fields_ = [("pid", ctypes.c_uint), ("used", ctypes.c_ulonglong), ("g", ctypes.c_uint), ("c", ctypes.c_uint)]
+    _fields_ = [("pid", ctypes.c_uint), ("used", ctypes.c_ulonglong), ("g", ctypes.c_uint),
+                ("c", ctypes.c_uint)]
 cu = ctypes.CDLL("libcuda.so.1")
 assert cu.cuInit(0) == 0
 ctx = ctypes.c_void_p(); assert cu.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), 0) == 0
@@ -107,10 +166,16 @@ n = ctypes.c_uint(8); procs = (P * 8)()
 rc = nv.nvmlDeviceGetComputeRunningProcesses_v3(h, ctypes.byref(n), procs)
 print(m.total, m.used, m.free, rc, n.value, procs[0].pid, procs[0].used)
 """
-    env = probe_env(node, __import__("hami_stack.enforcer").enforcer.ensure_built(),
-                    {"CUDA_DEVICE_MEMORY_LIMIT": "4m", "CUDA_DEVICE_SM_LIMIT": "50",
-                     "GPU_CORE_UTILIZATION_POLICY": "force",
-                     "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(tmp_path / "nv.cache")})
+    env = probe_env(
+        node,
+        __import__("hami_stack.enforcer").enforcer.ensure_built(),
+        {
+            "CUDA_DEVICE_MEMORY_LIMIT": "4m",
+            "CUDA_DEVICE_SM_LIMIT": "50",
+            "GPU_CORE_UTILIZATION_POLICY": "force",
+            "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(tmp_path / "nv.cache"),
+        },
+    )
     out = subprocess.run([sys.executable, "-c", snippet], env=env, capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     total, used, free, rc, n, pid, pused = map(int, out.stdout.split())

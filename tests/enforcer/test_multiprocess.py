@@ -15,15 +15,29 @@ CHUNK = 64 * 1024
 
 
 def test_concurrent_fill_never_exceeds_the_limit(node, shim: Path, probe_bin: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    env = probe_env(node, shim, {"CUDA_DEVICE_MEMORY_LIMIT": "4m",
-                                 "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(tmp_path / "c.cache"),
-                                 "LIBCUDA_LOG_LEVEL": "0"})
-    procs = [subprocess.Popen([str(probe_bin), "dlsym", "fill", str(CHUNK), "sleep", "1"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for _ in range(8)]
+    env = probe_env(
+        node,
+        shim,
+        {
+            "CUDA_DEVICE_MEMORY_LIMIT": "4m",
+            "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(tmp_path / "c.cache"),
+            "LIBCUDA_LOG_LEVEL": "0",
+        },
+    )
+    procs = [
+        subprocess.Popen(
+            [str(probe_bin), "dlsym", "fill", str(CHUNK), "sleep", "1"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for _ in range(8)
+    ]
     outs = [p.communicate(timeout=60)[0] for p in procs]
     ok = []
     for out in outs:
-        fill = [ln for ln in out.splitlines() if ln.startswith("fill ")][0]
+        fill = next(ln for ln in out.splitlines() if ln.startswith("fill "))
         fields = dict(kv.split("=") for kv in fill.split()[1:])
         assert fields["rc"] == "2"  # each process ends on OOM, never on another error
         ok.append(int(fields["ok"]))
@@ -31,12 +45,24 @@ def test_concurrent_fill_never_exceeds_the_limit(node, shim: Path, probe_bin: Pa
     assert sum(ok) * CHUNK == 4 * MIB
 
 
-def test_sigkilled_process_memory_is_reclaimed(run_probe: Runner, node, shim: Path, probe_bin: Path,  # type: ignore[no-untyped-def]
-                                               tmp_path: Path) -> None:
+def test_sigkilled_process_memory_is_reclaimed(
+    run_probe: Runner,
+    node,
+    shim: Path,
+    probe_bin: Path,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
     cache = tmp_path / "region.cache"
-    env = probe_env(node, shim, {"CUDA_DEVICE_MEMORY_LIMIT": "4m", "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(cache)})
-    holder = subprocess.Popen([str(probe_bin), "dlsym", "alloc", str(3 * MIB), "ready", "hold"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    env = probe_env(
+        node, shim, {"CUDA_DEVICE_MEMORY_LIMIT": "4m", "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(cache)}
+    )
+    holder = subprocess.Popen(
+        [str(probe_bin), "dlsym", "alloc", str(3 * MIB), "ready", "hold"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     assert holder.stdout is not None
     while (line := holder.stdout.readline()) and line.strip() != "ready":
         pass
@@ -80,10 +106,13 @@ snap = read_region(sys.argv[2], check_host_pids=False)
 print(sorted((pr.pid, pr.used[0]) for pr in snap.processes), os.getpid(), pid)
 os.waitpid(pid, 0)
 """
-    env = probe_env(node, shim, {"CUDA_DEVICE_MEMORY_LIMIT": "4m", "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(cache)})
+    env = probe_env(
+        node, shim, {"CUDA_DEVICE_MEMORY_LIMIT": "4m", "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(cache)}
+    )
     repo = str(Path(__file__).resolve().parents[2])
-    out = subprocess.run([sys.executable, "-c", snippet, repo, str(cache)], env=env, capture_output=True,
-                         text=True, timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-c", snippet, repo, str(cache)], env=env, capture_output=True, text=True, timeout=30
+    )
     assert out.returncode == 0, out.stderr
     listing, parent, child = out.stdout.rsplit(" ", 2)
-    assert eval(listing) == sorted([(int(parent), 1 << 20), (int(child), 0)])  # noqa: S307 - our own output
+    assert eval(listing) == sorted([(int(parent), 1 << 20), (int(child), 0)])  # our own output

@@ -76,6 +76,17 @@ static void *resolve(const char *mode, const char *base, const char *versioned, 
 
 #define RES(field, base, ver, name) F.field = (typeof(F.field))resolve(mode, base, name, ver)
 
+/* One image for both drivers: the emulated one reads the HAMIEMU-KERNEL comment, a real one JIT-compiles
+ * the PTX, which spins on %globaltimer for the requested microseconds. */
+static const char SPIN_IMAGE[] =
+    "// HAMIEMU-KERNEL name=spin duration_param=0 unit=us\n"
+    ".version 7.0\n.target sm_50\n.address_size 64\n"
+    ".visible .entry spin(.param .u64 us)\n{\n"
+    "  .reg .u64 %rd<6>;\n  .reg .pred %p;\n"
+    "  ld.param.u64 %rd1, [us];\n  mul.lo.u64 %rd1, %rd1, 1000;\n  mov.u64 %rd2, %globaltimer;\n"
+    "LOOP:\n  mov.u64 %rd3, %globaltimer;\n  sub.u64 %rd4, %rd3, %rd2;\n"
+    "  setp.lt.u64 %p, %rd4, %rd1;\n  @%p bra LOOP;\n  ret;\n}\n";
+
 static CUdeviceptr ptrs[4096];
 static int nptrs;
 static CUmemGenericAllocationHandle handles[256];
@@ -198,7 +209,7 @@ int main(int argc, char **argv) {
             double secs = atof(argv[++i]);
             if (!spin) {
                 void *mod = NULL;
-                rc = F.cuModuleLoadData(&mod, "HAMIEMU-KERNEL name=spin duration_param=0 unit=us\n");
+                rc = F.cuModuleLoadData(&mod, SPIN_IMAGE);
                 if (!rc) rc = F.cuModuleGetFunction(&spin, mod, "spin");
                 if (rc) {
                     printf("loop rc=%d\n", rc);

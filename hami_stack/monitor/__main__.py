@@ -1,0 +1,5 @@
+import sys
+
+from hami_stack.monitor.server import main
+
+sys.exit(main())

@@ -1,0 +1,43 @@
+"""HTTP exposition of the vGPU monitor's metrics."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+from pathlib import Path
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+from hami_stack.monitor.collector import (
+    DEFAULT_CONTAINERS_DIR,
+    PodResolver,
+    VGPUCollector,
+    pods_file_resolver,
+)
+
+
+def serve(containers_dir: Path, port: int, addr: str = "127.0.0.1",
+          resolver: PodResolver | None = None) -> tuple[WSGIServer, threading.Thread, CollectorRegistry]:
+    """Start serving ``GET /metrics`` in a background thread; returns (server, thread, registry)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(VGPUCollector(containers_dir, resolver))
+    server, thread = start_http_server(port, addr=addr, registry=registry)
+    return server, thread, registry
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m hami_stack.monitor", description=__doc__)
+    ap.add_argument("--containers-dir", type=Path, default=DEFAULT_CONTAINERS_DIR,
+                    help="host directory holding <podUID>_<container>/ region directories")
+    ap.add_argument("--port", type=int, default=9394)
+    ap.add_argument("--bind", default="127.0.0.1", help="address to listen on (the chart passes 0.0.0.0)")
+    ap.add_argument("--pods-file", type=Path, help='JSON {"<pod uid>": {"namespace": .., "name": ..}}')
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    resolver = pods_file_resolver(args.pods_file) if args.pods_file else None
+    _, thread, _ = serve(args.containers_dir, args.port, args.bind, resolver)
+    logging.getLogger(__name__).info("serving on %s:%d from %s", args.bind, args.port, args.containers_dir)
+    thread.join()
+    return 0
