@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from testbed.embedded import EmbeddedTestbed
 from kubeclient.client import Kube
+from testbed.embedded import EmbeddedTestbed
 from testbed.node import AgentOptions, NodeAgents, parse_inventory
 
 

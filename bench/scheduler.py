@@ -26,8 +26,8 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from testbed import pki  # noqa: E402
 from kubeclient.client import Kube  # noqa: E402
+from testbed import pki  # noqa: E402
 from testbed.scheduler import Scheduler  # noqa: E402
 from testbed.scheduler.config import ExtenderConfig, LeaderElection, SchedulerConfig, TLSConfig  # noqa: E402
 
