@@ -8,51 +8,32 @@ every process of a container, so the build must stay clean.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import os
 import shutil
 import subprocess
 from pathlib import Path
 
+import nativebuild
+from nativebuild import BuildError
+
 HERE = Path(__file__).resolve().parent
 SRC = HERE / "src"
 INCLUDE = HERE / "include"
-REPO = HERE.parent.parent
 LIBRARY = "libvgpu.so"
 LAYOUT = "vgpu_layout"
 CFLAGS = ("-O2", "-g", "-std=gnu11", "-Wall", "-Wextra", "-Werror")
-_BUILT: dict[str, Path] = {}
-
-
-class BuildError(RuntimeError):
-    pass
 
 
 def sources() -> list[Path]:
     return sorted(p for p in SRC.glob("*.c") if p.name != "layout.c")
 
 
+def inputs() -> list[Path]:
+    return [*SRC.glob("*.[ch]"), *INCLUDE.glob("*.h"), Path(__file__)]
+
+
 def source_hash() -> str:
-    h = hashlib.sha256()
-    for path in sorted([*SRC.glob("*.[ch]"), *INCLUDE.glob("*.h"), Path(__file__)]):
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def build_dir() -> Path:
-    override = os.environ.get("HAMI_ENFORCER_BUILD_DIR")
-    if override:
-        return Path(override)
-    root = REPO / ".cache" if os.access(REPO, os.W_OK) else Path.home() / ".cache" / "hami-conformance"
-    return root / "enforcer" / source_hash()
-
-
-def _complete(out: Path, digest: str) -> bool:
-    stamp = out / ".source-hash"
-    built = (out / LIBRARY).exists() and (out / LAYOUT).exists()
-    return built and stamp.exists() and stamp.read_text() == digest
+    return nativebuild.source_hash(inputs())
 
 
 def _compile(args: list[str]) -> None:
@@ -78,23 +59,11 @@ def compile_shim(out: Path, cc: str | None = None) -> Path:
 
 def ensure_built() -> Path:
     """Path of libvgpu.so, built from the current sources (the layout dumper sits next to it)."""
-    digest = source_hash()
-    cached = _BUILT.get(digest)
-    if cached is not None:
-        return cached
-    out = build_dir()
-    if not _complete(out, digest):
-        if shutil.which(os.environ.get("CC", "gcc")) is None:
-            raise BuildError("building libvgpu.so needs gcc (or $CC)")
-        out.mkdir(parents=True, exist_ok=True)
-        with open(out / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not _complete(out, digest):
-                compile_shim(out)
-                (out / ".source-hash").write_text(digest)
-    lib = out / LIBRARY
-    _BUILT[digest] = lib
-    return lib
+    if shutil.which(os.environ.get("CC", "gcc")) is None:
+        raise BuildError("building libvgpu.so needs gcc (or $CC)")
+    out = nativebuild.cached_build("enforcer", inputs(), (LIBRARY, LAYOUT), compile_shim,
+                                   env_override="HAMI_ENFORCER_BUILD_DIR")
+    return out / LIBRARY
 
 
 def layout_program() -> Path:

@@ -7,72 +7,45 @@ serialise on a lock file instead of racing the compiler.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import os
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import nativebuild
+from nativebuild import BuildError
+
 HERE = Path(__file__).resolve().parent
 SRC = HERE / "src"
 REPO = HERE.parent.parent
 LIBRARIES = ("libnvidia-ml.so.1", "libcuda.so.1")
-_BUILT: dict[str, Path] = {}
 
 
-class BuildError(RuntimeError):
-    pass
+def inputs() -> list[Path]:
+    return [*SRC.glob("*.[ch]"), HERE / "Makefile"]
 
 
 def source_hash() -> str:
-    h = hashlib.sha256()
-    for path in sorted([*SRC.glob("*.[ch]"), HERE / "Makefile"]):
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
+    return nativebuild.source_hash(inputs())
 
 
 def build_dir() -> Path:
-    override = os.environ.get("HAMI_HW_BUILD_DIR")
-    if override:
-        return Path(override)
-    # a checkout builds next to itself; an installed, read-only package builds in the user cache
-    root = REPO / ".cache" if os.access(REPO, os.W_OK) else Path.home() / ".cache" / "hami-conformance"
-    return root / "hardware" / source_hash()
+    return nativebuild.build_dir("hardware", source_hash(), "HAMI_HW_BUILD_DIR")
 
 
-def _complete(out: Path, digest: str) -> bool:
-    stamp = out / ".source-hash"
-    return stamp.exists() and stamp.read_text() == digest and all((out / n).exists() for n in LIBRARIES)
+def _make(out: Path) -> None:
+    proc = subprocess.run(["make", "-s", "-B", "-C", str(HERE), f"OUT={out}"], capture_output=True, text=True,
+                          check=False)
+    if proc.returncode != 0:
+        raise BuildError(f"make failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
 
 
 def ensure_built() -> Path:
     """Directory holding libnvidia-ml.so.1, libcuda.so.1 (plus unversioned links) and emu_layout."""
-    digest = source_hash()
-    cached = _BUILT.get(digest)
-    if cached is not None:
-        return cached
-    out = build_dir()
-    if not _complete(out, digest):
-        if shutil.which("make") is None or shutil.which(os.environ.get("CC", "gcc")) is None:
-            raise BuildError("building the emulated GPU libraries needs make and gcc")
-        out.mkdir(parents=True, exist_ok=True)
-        with open(out / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not _complete(out, digest):
-                proc = subprocess.run(
-                    ["make", "-s", "-B", "-C", str(HERE), f"OUT={out}"],
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                )
-                if proc.returncode != 0:
-                    raise BuildError(f"make failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-                (out / ".source-hash").write_text(digest)
-    _BUILT[digest] = out
-    return out
+    if shutil.which("make") is None or shutil.which(os.environ.get("CC", "gcc")) is None:
+        raise BuildError("building the emulated GPU libraries needs make and gcc")
+    return nativebuild.cached_build("hardware", inputs(), LIBRARIES, _make, env_override="HAMI_HW_BUILD_DIR")
 
 
 def _visible_value(visible: str | int | Sequence[str | int]) -> str:
