@@ -11,18 +11,15 @@ Bodies over 1 MiB are refused. Certificate and key files are re-read when they c
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import json
 import logging
-import os
-import ssl
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from ..tls import ReloadingCertificate
 from .admit import AdmissionResponse, WebhookConfig, admit, errored
 
 log = logging.getLogger(__name__)
@@ -89,13 +86,6 @@ def make_app(config: WebhookConfig) -> web.Application:
     return app
 
 
-def server_ssl_context(cert_file: str | Path, key_file: str | Path) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(str(cert_file), str(key_file))
-    return ctx
-
-
 class WebhookServer:
     """A standalone HTTPS server for ``/webhook`` (plain HTTP when no certificate is given)."""
 
@@ -115,48 +105,27 @@ class WebhookServer:
         self.key_file = key_file
         self.reload_interval = reload_interval
         self._runner: web.AppRunner | None = None
-        self._ssl: ssl.SSLContext | None = None
-        self._reloader: asyncio.Task[None] | None = None
+        self._tls: ReloadingCertificate | None = None
 
     async def start(self) -> int:
         """Start serving; returns the bound port."""
         if self.cert_file and self.key_file:
-            self._ssl = server_ssl_context(self.cert_file, self.key_file)
+            self._tls = ReloadingCertificate(self.cert_file, self.key_file, self.reload_interval)
         self._runner = web.AppRunner(make_app(self.config), access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self._ssl)
+        site = web.TCPSite(self._runner, self.host, self.port,
+                           ssl_context=self._tls.context if self._tls else None)
         await site.start()
         server = site._server
         assert server is not None
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        if self._ssl is not None:
-            self._reloader = asyncio.create_task(self._reload_loop())
+        if self._tls is not None:
+            self._tls.start()
         return self.port
 
-    def _stamp(self) -> tuple[float, float]:
-        assert self.cert_file and self.key_file
-        return os.stat(self.cert_file).st_mtime, os.stat(self.key_file).st_mtime
-
-    async def _reload_loop(self) -> None:
-        # A loaded context keeps serving; new handshakes pick up the reloaded chain.
-        stamp = self._stamp()
-        while True:
-            await asyncio.sleep(self.reload_interval)
-            try:
-                now = self._stamp()
-                if now != stamp and self._ssl is not None:
-                    self._ssl.load_cert_chain(str(self.cert_file), str(self.key_file))
-                    stamp = now
-                    log.info("reloaded webhook certificate %s", self.cert_file)
-            except (OSError, ssl.SSLError) as e:
-                log.warning("webhook certificate reload failed: %s", e)
-
     async def stop(self) -> None:
-        if self._reloader is not None:
-            self._reloader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reloader
-            self._reloader = None
+        if self._tls is not None:
+            await self._tls.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

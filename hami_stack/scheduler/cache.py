@@ -1,0 +1,322 @@
+"""The scheduler's usage cache: registered node devices and what pods already hold on them.
+
+Fed incrementally (informer handlers and the registration loop call in; nothing here lists):
+
+* nodes: the registration loop sets a node's devices per family (:meth:`UsageCache.set_node_family`)
+  and drops them (:meth:`drop_node_family`); the latest Node object is kept for fit-time
+  annotations (``hami.io/device-cordon``, topology scores).
+* pods: a non-terminal pod carrying ``hami.io/vgpu-node`` and a family's allocated (else to-allocate)
+  annotation counts on that node (:meth:`on_pod`). ``/filter`` reserves its decision under the pod
+  UID before answering (:meth:`reserve`); the informer's copy of the same pod then replaces the
+  reservation with identical usage, so a pod is never counted twice.
+* per-pod usage is collapsed as section 5.6 says: per device, memory and cores are
+  ``max(peak over init containers, sum over app containers)`` and slots ``max(1 if an init
+  container uses it, app occurrences)``; once every init container exited 0 only app usage counts.
+
+Every change to a node's usage bumps its ``generation``; fit results are memoised per generation.
+All methods are thread-safe (one lock; handlers are quick).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..devices.base import DeviceFamily, DeviceUsage
+from ..protocol import annotations as ann
+from ..protocol.assignment import PodDevices, decode_pod_devices
+from ..protocol.errors import ProtocolError
+from ..protocol.register import DeviceInfo
+
+log = logging.getLogger("hami.scheduler.cache")
+Obj = dict[str, Any]
+TERMINAL_PHASES = ("Succeeded", "Failed")
+
+
+@dataclass(frozen=True)
+class DeviceCharge:
+    """One pod's collapsed usage of one device."""
+
+    family: str
+    device: str
+    slots: int
+    mem: int
+    cores: int
+
+
+@dataclass
+class PodEntry:
+    uid: str
+    namespace: str
+    name: str
+    node: str
+    devices: dict[str, PodDevices]  # family -> raw per-container assignment (init first)
+    charges: list[DeviceCharge]
+    reserved: bool = False  # written by this scheduler's /filter, not yet seen with annotations
+
+
+@dataclass
+class NodeEntry:
+    name: str
+    families: dict[str, list[DeviceUsage]] = field(default_factory=dict)  # usage counters live here
+    generation: int = 0
+    fit_memo: dict[Any, Any] = field(default_factory=dict)
+
+    def bump(self) -> None:
+        self.generation += 1
+        self.fit_memo.clear()
+
+    def all_devices(self) -> list[DeviceUsage]:
+        return [d for devs in self.families.values() for d in devs]
+
+
+def clone(d: DeviceUsage) -> DeviceUsage:
+    """A shallow copy of a device for a private working snapshot (``custom_info`` is never mutated).
+
+    About 10x cheaper than ``copy.copy``/``dataclasses.replace``; filter copies every device of every
+    candidate node, so this is the hottest line of a cold filter.
+    """
+    new = object.__new__(DeviceUsage)
+    new.__dict__.update(d.__dict__)
+    return new
+
+
+def collapse(devices: dict[str, PodDevices], n_init: int, init_done: bool) -> list[DeviceCharge]:
+    """Section 5.6: one charge per (family, device) from the per-container assignment."""
+    out: list[DeviceCharge] = []
+    for cw, pod_devices in devices.items():
+        init: dict[str, list[int]] = {}  # id -> [peak mem, peak cores]
+        app: dict[str, list[int]] = {}  # id -> [count, mem, cores]
+        for pos, ctr in enumerate(pod_devices):
+            is_init = pos < n_init
+            if is_init and init_done:
+                continue
+            for d in ctr:
+                if is_init:
+                    peak = init.setdefault(d.uuid, [0, 0])
+                    peak[0] = max(peak[0], d.usedmem)
+                    peak[1] = max(peak[1], d.usedcores)
+                else:
+                    acc = app.setdefault(d.uuid, [0, 0, 0])
+                    acc[0] += 1
+                    acc[1] += d.usedmem
+                    acc[2] += d.usedcores
+        for dev_id in dict.fromkeys(list(init) + list(app)):
+            i = init.get(dev_id, [0, 0])
+            a = app.get(dev_id, [0, 0, 0])
+            slots = max(1 if dev_id in init else 0, a[0])
+            out.append(DeviceCharge(cw, dev_id, slots, max(i[0], a[1]), max(i[1], a[2])))
+    return out
+
+
+def init_containers_done(pod: Obj) -> bool:
+    """Every init container terminated with exit code 0 (so their usage no longer counts)."""
+    spec_inits = (pod.get("spec") or {}).get("initContainers") or []
+    if not spec_inits:
+        return True
+    statuses = (pod.get("status") or {}).get("initContainerStatuses") or []
+    if len(statuses) < len(spec_inits):
+        return False
+    for s in statuses:
+        term = (s.get("state") or {}).get("terminated")
+        if not term or term.get("exitCode") != 0:
+            return False
+    return True
+
+
+def pod_devices_from_annotations(pod: Obj, families: Sequence[DeviceFamily]) -> dict[str, PodDevices] | None:
+    """The families' assignments on a pod; None when any value is malformed (the pod is skipped whole)."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    out: dict[str, PodDevices] = {}
+    for f in families:
+        key = f.keys.allocated or f.keys.to_allocate
+        value = annotations.get(key) if key else None
+        if not value:
+            continue
+        try:
+            out[f.common_word] = decode_pod_devices(value, trim_trailing=True)
+        except ProtocolError as e:
+            meta = pod.get("metadata") or {}
+            log.error(
+                "pod %s/%s: %s annotation rejected: %s", meta.get("namespace"), meta.get("name"), key, e
+            )
+            return None
+    return out
+
+
+class UsageCache:
+    def __init__(self, families: Sequence[DeviceFamily]) -> None:
+        self.families = list(families)
+        self.by_cw = {f.common_word: f for f in self.families}
+        self._lock = threading.RLock()
+        self.nodes: dict[str, NodeEntry] = {}
+        self.node_objs: dict[str, Obj] = {}
+        self.pods: dict[str, PodEntry] = {}
+        self._by_node: dict[str, set[str]] = {}
+        self._released: set[str] = set()  # bind failed: ignore the pod's stale annotations
+        # (namespace, family) -> [memory, cores] held by the namespace's pods
+        self.ns_usage: dict[tuple[str, str], list[int]] = {}
+        self.version = 0  # bumps on any change (quota memo, metrics)
+
+    @property
+    def lock(self) -> threading.RLock:
+        return self._lock
+
+    # --- nodes -----------------------------------------------------------------------------
+    def on_node(self, kind: str, node: Obj) -> None:
+        name = (node.get("metadata") or {}).get("name", "")
+        with self._lock:
+            if kind == "DELETED":
+                self.node_objs.pop(name, None)
+                if self.nodes.pop(name, None) is not None:
+                    self.version += 1
+                return
+            self.node_objs[name] = node
+            entry = self.nodes.get(name)
+            if entry is not None:
+                entry.bump()  # cordon / topology annotations may have changed
+
+    def set_node_family(self, name: str, cw: str, devices: Sequence[DeviceInfo]) -> None:
+        with self._lock:
+            entry = self.nodes.setdefault(name, NodeEntry(name))
+            entry.families[cw] = [DeviceUsage.from_info(d) for d in devices]
+            self._recount(entry)
+
+    def drop_node_family(self, name: str, cw: str) -> None:
+        with self._lock:
+            entry = self.nodes.get(name)
+            if entry is None or cw not in entry.families:
+                return
+            del entry.families[cw]
+            if not entry.families:
+                del self.nodes[name]
+                self.version += 1
+            else:
+                self._recount(entry)
+
+    def has_family(self, name: str, cw: str) -> bool:
+        with self._lock:
+            entry = self.nodes.get(name)
+            return entry is not None and cw in entry.families
+
+    def _recount(self, entry: NodeEntry) -> None:
+        for devs in entry.families.values():
+            for d in devs:
+                d.used = d.usedmem = d.usedcores = 0
+        for uid in self._by_node.get(entry.name, ()):
+            self._apply(entry, self.pods[uid].charges, 1)
+        entry.bump()
+        self.version += 1
+
+    @staticmethod
+    def _apply(entry: NodeEntry, charges: Iterable[DeviceCharge], sign: int) -> None:
+        for c in charges:
+            for d in entry.families.get(c.family, ()):
+                if d.id == c.device:
+                    d.used += sign * c.slots
+                    d.usedmem += sign * c.mem
+                    d.usedcores += sign * c.cores
+                    break
+
+    def snapshot(self, name: str) -> dict[str, list[DeviceUsage]] | None:
+        """A private copy of a registered node's devices with their usage (None when unregistered)."""
+        with self._lock:
+            entry = self.nodes.get(name)
+            if entry is None:
+                return None
+            return {cw: [clone(d) for d in devs] for cw, devs in entry.families.items()}
+
+    # --- pods ------------------------------------------------------------------------------
+    def on_pod(self, kind: str, pod: Obj) -> None:
+        meta = pod.get("metadata") or {}
+        uid = meta.get("uid", "")
+        phase = (pod.get("status") or {}).get("phase")
+        if kind == "DELETED" or phase in TERMINAL_PHASES:
+            with self._lock:
+                self._released.discard(uid)
+                self.remove_pod(uid)
+            return
+        annotations = meta.get("annotations") or {}
+        node = annotations.get(ann.VGPU_NODE)
+        if not node:
+            return
+        with self._lock:
+            if uid in self._released and not (pod.get("spec") or {}).get("nodeName"):
+                return
+        devices = pod_devices_from_annotations(pod, self.families)
+        if devices is None:
+            with self._lock:
+                self.remove_pod(uid)
+            return
+        n_init = len((pod.get("spec") or {}).get("initContainers") or [])
+        charges = collapse(devices, n_init, init_containers_done(pod))
+        with self._lock:
+            old = self.pods.get(uid)
+            if old is not None and not old.reserved and old.node == node and old.charges == charges:
+                return
+            self._put(PodEntry(uid, meta.get("namespace", ""), meta.get("name", ""), node, devices, charges))
+
+    def reserve(self, pod: Obj, node: str, devices: dict[str, PodDevices]) -> None:
+        """Count a /filter decision immediately, before the pod's annotations come back."""
+        meta = pod.get("metadata") or {}
+        n_init = len((pod.get("spec") or {}).get("initContainers") or [])
+        charges = collapse(devices, n_init, False)
+        with self._lock:
+            uid = meta.get("uid", "")
+            self._released.discard(uid)
+            self._put(
+                PodEntry(uid, meta.get("namespace", ""), meta.get("name", ""), node, devices, charges, True)
+            )
+
+    def release(self, uid: str) -> None:
+        """Forget a pod's usage after a failed bind; its annotations are ignored until it is bound."""
+        with self._lock:
+            self._released.add(uid)
+            self.remove_pod(uid)
+
+    def _put(self, entry: PodEntry) -> None:
+        self.remove_pod(entry.uid)
+        self.pods[entry.uid] = entry
+        self._by_node.setdefault(entry.node, set()).add(entry.uid)
+        node = self.nodes.get(entry.node)
+        if node is not None:
+            self._apply(node, entry.charges, 1)
+            node.bump()
+        self._ns_apply(entry, 1)
+        self.version += 1
+
+    def remove_pod(self, uid: str) -> PodEntry | None:
+        with self._lock:
+            entry = self.pods.pop(uid, None)
+            if entry is None:
+                return None
+            self._by_node.get(entry.node, set()).discard(uid)
+            node = self.nodes.get(entry.node)
+            if node is not None:
+                self._apply(node, entry.charges, -1)
+                node.bump()
+            self._ns_apply(entry, -1)
+            self.version += 1
+            return entry
+
+    def _ns_apply(self, entry: PodEntry, sign: int) -> None:
+        for c in entry.charges:
+            acc = self.ns_usage.setdefault((entry.namespace, c.family), [0, 0])
+            acc[0] += sign * c.mem
+            acc[1] += sign * c.cores
+
+    def namespace_usage(self, namespace: str, cw: str) -> tuple[int, int]:
+        with self._lock:
+            mem, cores = self.ns_usage.get((namespace, cw), (0, 0))
+            return mem, cores
+
+    def pods_on(self, node: str) -> list[PodEntry]:
+        with self._lock:
+            return [self.pods[u] for u in self._by_node.get(node, ()) if u in self.pods]
+
+    def pod(self, uid: str) -> PodEntry | None:
+        with self._lock:
+            return self.pods.get(uid)

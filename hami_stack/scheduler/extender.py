@@ -1,0 +1,322 @@
+"""``/filter`` and ``/bind`` (sections 4.1, 4.3, 5.1): decisions against the usage cache, then the writes.
+
+Filter (nodeCacheCapable path, ``NodeNames`` given): under the cache lock, drop the pod's own
+earlier allocation, fit every candidate (memoised per node generation and pod signature), pick
+the best node and *reserve* the decision under the pod UID, so a concurrent filter for another
+pod already sees it. Then, outside the lock, merge-patch the pod (``hami.io/vgpu-node`` label and
+annotation, ``hami.io/vgpu-time``, each family's to-allocate/allocated value,
+``hami.io/bind-phase: allocating``) before answering with exactly one node. A failed patch drops
+the reservation and answers ``Error``. Full ``Nodes`` in the request is the simulation path
+(cluster-autoscaler): devices come from those Node objects, nothing is written or reserved.
+
+Bind: lock the node for every lock-using family the pod asks (sorted by common word; PodGroup
+members retry contention every 100 ms up to ``node_lock_retry``), patch ``bind-phase``/``bind-time``,
+create the Binding. Any failure releases the lock and the reservation and answers ``Error``.
+Both answer HTTP 200; events go out in the background.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kubeclient.client import ApiError, Kube
+
+from ..devices.base import DeviceFamily, DeviceUsage
+from ..protocol import annotations as ann
+from ..protocol import events as ev
+from ..protocol.errors import ProtocolError
+from ..protocol.nodelock import DEFAULT_TIMEOUT, NodeLockContention
+from ..protocol.policy import BINPACK, SPREAD
+from . import nodelock
+from .cache import UsageCache, clone
+from .decide import FilterOutcome, NodeFit, PodPlan, choose, fit_node, plan_pod
+from .quota import QuotaCache
+from .recorder import EventRecorder
+from .wire import BindArgs, FilterArgs, bind_result, filter_result
+
+log = logging.getLogger("hami.scheduler.extender")
+Obj = dict[str, Any]
+PodGetter = Callable[[str, str], "Obj | None"]
+MEMO_LIMIT = 256
+
+
+@dataclass(frozen=True)
+class ExtenderOptions:
+    scheduler_name: str = "hami-scheduler"
+    node_policy: str = BINPACK
+    gpu_policy: str = SPREAD
+    node_lock_timeout: dt.timedelta = DEFAULT_TIMEOUT
+    node_lock_retry: float = 28.0  # PodGroup members' retry window on contention
+    sync_timeout: float = 30.0  # /filter waits this long for the first registration pass
+
+
+class Extender:
+    def __init__(
+        self,
+        kube: Kube | None,
+        families: Sequence[DeviceFamily],
+        options: ExtenderOptions | None = None,
+        *,
+        cache: UsageCache | None = None,
+        quotas: QuotaCache | None = None,
+        recorder: EventRecorder | None = None,
+        synced: Callable[[float], bool] | None = None,
+        pod_getter: PodGetter | None = None,
+    ) -> None:
+        self.kube = kube
+        self.families = sorted(families, key=lambda f: f.common_word)
+        self.options = options or ExtenderOptions()
+        self.cache = cache or UsageCache(self.families)
+        self.quotas = quotas or QuotaCache(self.families, self.cache)
+        self.recorder = recorder
+        self._synced = synced
+        self._pod_getter = pod_getter
+        self.filter_count = 0
+        self.bind_count = 0
+
+    # --- filter ----------------------------------------------------------------------------
+    def filter(self, args: FilterArgs) -> Obj:
+        pod = args.pod
+        try:
+            plan = plan_pod(pod, self.families, self.options.node_policy, self.options.gpu_policy)
+        except ProtocolError as e:
+            return filter_result(error=str(e))
+        if plan.empty:
+            if args.nodes is not None:
+                return filter_result(nodes=args.nodes, node_names=args.node_names)
+            return filter_result(node_names=args.node_names or [])
+        if args.nodes is not None:
+            return self._simulate(pod, plan, args.nodes)
+        if self._synced is not None and not self._synced(self.options.sync_timeout):
+            return filter_result(error="scheduler has not completed a node registration pass yet")
+        names = args.node_names or []
+        meta = pod.get("metadata") or {}
+        uid = meta.get("uid", "")
+        with self.cache.lock:
+            self.cache.remove_pod(uid)  # a re-scheduled pod no longer holds its old decision
+            outcome = self._decide(pod, plan, names)
+            if outcome.best is not None:
+                self.cache.reserve(pod, outcome.best, outcome.fits[outcome.best].devices)
+        self.filter_count += 1
+        if outcome.best is None:
+            self._event(pod, "Warning", ev.FILTERING_FAILED, outcome.failure_message())
+            return filter_result(node_names=None, failed=outcome.failed)
+        best = outcome.best
+        try:
+            self._patch_decision(pod, plan, best, outcome.fits[best])
+        except ApiError as e:
+            self.cache.remove_pod(uid)
+            self._event(pod, "Warning", ev.FILTERING_FAILED, f"patch pod annotations failed: {e}")
+            return filter_result(
+                error=f"patch pod {meta.get('namespace')}/{meta.get('name')} annotations: {e}"
+            )
+        self._event(pod, "Normal", ev.FILTERING_SUCCEED, outcome.success_message())
+        return filter_result(node_names=[best], failed=outcome.failed)
+
+    def _decide(self, pod: Obj, plan: PodPlan, names: Sequence[str]) -> FilterOutcome:
+        namespace = (pod.get("metadata") or {}).get("namespace") or "default"
+        has_quota = bool(self.quotas.limits(namespace))
+        quota_fits = self.quotas.fits if has_quota else None
+        signature = None if has_quota else plan.signature(pod)
+        fits: dict[str, NodeFit] = {}
+        failed: dict[str, str] = {}
+        failed_types: dict[str, tuple[str, ...]] = {}
+        nodes = self.cache.nodes
+        for name in names:
+            entry = nodes.get(name)
+            if entry is None:
+                failed[name] = ev.NODE_UNREGISTERED
+                failed_types[name] = (ev.NODE_UNREGISTERED,)
+                continue
+            result = entry.fit_memo.get(signature) if signature is not None else None
+            if result is None:
+                snapshot = {cw: [clone(d) for d in devs] for cw, devs in entry.families.items()}
+                result = fit_node(pod, plan, self.cache.node_objs.get(name), snapshot, quota_fits)
+                if signature is not None:
+                    if len(entry.fit_memo) >= MEMO_LIMIT:
+                        entry.fit_memo.clear()
+                    entry.fit_memo[signature] = result
+            if result.ok:
+                fits[name] = result
+            else:
+                failed[name] = result.reason
+                failed_types[name] = result.reason_types
+        return choose(fits, failed, failed_types, plan.node_policy)
+
+    def _patch_decision(self, pod: Obj, plan: PodPlan, node: str, fit: NodeFit) -> None:
+        annotations: dict[str, str] = {
+            ann.VGPU_NODE: node,
+            ann.VGPU_TIME: str(int(time.time())),
+            ann.BIND_PHASE: ev.PHASE_ALLOCATING,
+        }
+        for family, _ in plan.requests:
+            annotations.update(family.pod_annotations(fit.devices[family.common_word]))
+        if self.kube is None:
+            return
+        meta = pod.get("metadata") or {}
+        self.kube.patch(
+            f"/api/v1/namespaces/{meta.get('namespace')}/pods/{meta.get('name')}",
+            {"metadata": {"labels": {ann.VGPU_NODE: node}, "annotations": annotations}},
+            "merge",
+        )
+
+    def _simulate(self, pod: Obj, plan: PodPlan, nodes: list[Obj]) -> Obj:
+        by_name = {(n.get("metadata") or {}).get("name", ""): n for n in nodes}
+        fits: dict[str, NodeFit] = {}
+        failed: dict[str, str] = {}
+        types: dict[str, tuple[str, ...]] = {}
+        namespace = (pod.get("metadata") or {}).get("namespace") or "default"
+        quota_fits = self.quotas.fits if self.quotas.limits(namespace) else None
+        for name, node in by_name.items():
+            devices: dict[str, list[DeviceUsage]] = {}
+            try:
+                for f in self.families:
+                    infos = f.node_devices(node)
+                    if infos:
+                        devices[f.common_word] = [DeviceUsage.from_info(d) for d in infos]
+            except ProtocolError as e:
+                failed[name] = f"register annotation rejected: {e}"
+                continue
+            if not devices:
+                failed[name], types[name] = ev.NODE_UNREGISTERED, (ev.NODE_UNREGISTERED,)
+                continue
+            uid = (pod.get("metadata") or {}).get("uid", "")
+            for entry in self.cache.pods_on(name):
+                if entry.uid == uid:
+                    continue
+                for c in entry.charges:
+                    for d in devices.get(c.family, ()):
+                        if d.id == c.device:
+                            d.used += c.slots
+                            d.usedmem += c.mem
+                            d.usedcores += c.cores
+                            break
+            result = fit_node(pod, plan, node, devices, quota_fits)
+            if result.ok:
+                fits[name] = result
+            else:
+                failed[name], types[name] = result.reason, result.reason_types
+        outcome = choose(fits, failed, types, plan.node_policy)
+        if outcome.best is None:
+            return filter_result(nodes=[], failed=failed)
+        return filter_result(nodes=[by_name[outcome.best]], failed=failed)
+
+    # --- bind ------------------------------------------------------------------------------
+    def bind(self, args: BindArgs) -> Obj:
+        ns, name, node = args.pod_namespace, args.pod_name, args.node
+        pod = self._get_pod(ns, name)
+        if pod is None:
+            return bind_result(f"pod {ns}/{name} not found")
+        uid = args.pod_uid or (pod.get("metadata") or {}).get("uid", "")
+        if node not in self.cache.nodes:
+            msg = f"node {node} not found in the scheduler's node cache"
+            self._event(pod, "Warning", ev.BINDING_FAILED, msg)
+            self.cache.release(uid)
+            return bind_result(msg)
+        locked = False
+        try:
+            for family in self.families:
+                if family.needs_lock(pod):
+                    self._lock_node(pod, node)
+                    locked = True
+            self._patch_bind_phase(ns, name)
+            self._create_binding(ns, name, uid, node)
+        except (ApiError, nodelock.LockError, NodeLockContention, OSError) as e:
+            msg = str(e)
+            log.warning("bind %s/%s to %s failed: %s", ns, name, node, msg)
+            if locked:
+                try:
+                    nodelock.release(self._kube(), node, ns, name)
+                except (nodelock.LockError, ApiError, OSError) as re:
+                    log.warning("release lock on %s: %s", node, re)
+            self.cache.release(uid)
+            self._event(pod, "Warning", ev.BINDING_FAILED, msg)
+            return bind_result(msg)
+        self.bind_count += 1
+        self._event(pod, "Normal", ev.BINDING_SUCCEED, ev.binding_success_message(node, ns, name))
+        return bind_result()
+
+    def _lock_node(self, pod: Obj, node: str) -> None:
+        meta = pod.get("metadata") or {}
+        ns, name = meta.get("namespace", ""), meta.get("name", "")
+        deadline = time.monotonic() + (self.options.node_lock_retry if _in_pod_group(pod) else 0)
+        while True:
+            try:
+                nodelock.acquire(
+                    self._kube(), node, ns, name, self._holder_exists, timeout=self.options.node_lock_timeout
+                )
+                return
+            except NodeLockContention:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
+
+    def _patch_bind_phase(self, ns: str, name: str) -> None:
+        self._kube().patch(
+            f"/api/v1/namespaces/{ns}/pods/{name}",
+            {
+                "metadata": {
+                    "annotations": {ann.BIND_PHASE: ev.PHASE_ALLOCATING, ann.BIND_TIME: str(int(time.time()))}
+                }
+            },
+            "merge",
+        )
+
+    def _create_binding(self, ns: str, name: str, uid: str, node: str) -> None:
+        meta: Obj = {"name": name, "namespace": ns}
+        if uid:
+            meta["uid"] = uid
+        self._kube().create(
+            f"/api/v1/namespaces/{ns}/pods/{name}/binding",
+            {
+                "apiVersion": "v1",
+                "kind": "Binding",
+                "metadata": meta,
+                "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+            },
+        )
+
+    # --- helpers ---------------------------------------------------------------------------
+    def _kube(self) -> Kube:
+        if self.kube is None:
+            raise OSError("no Kubernetes client configured")
+        return self.kube
+
+    def _get_pod(self, ns: str, name: str) -> Obj | None:
+        if self._pod_getter is not None:
+            pod = self._pod_getter(ns, name)
+            if pod is not None:
+                return pod
+        if self.kube is None:
+            return None
+        try:
+            return self.kube.get(f"/api/v1/namespaces/{ns}/pods/{name}")
+        except ApiError as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def _holder_exists(self, ns: str, name: str) -> bool:
+        try:
+            return self._get_pod(ns, name) is not None
+        except ApiError:
+            return True  # unknown: do not steal the lock
+
+    def _event(self, pod: Obj, etype: str, reason: str, message: str) -> None:
+        if self.recorder is not None:
+            self.recorder.pod_event(pod, etype, reason, message)
+
+    def quota_fits_pod(self, pod: Obj) -> bool:
+        """The webhook's ``quota_fits`` callback."""
+        return self.quotas.pod_fits(pod)
+
+
+def _in_pod_group(pod: Obj) -> bool:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    group = ((pod.get("spec") or {}).get("schedulingGroup") or {}).get("podGroupName")
+    return bool(labels.get(ann.POD_GROUP_LABEL) or group)

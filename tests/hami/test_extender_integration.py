@@ -1,0 +1,89 @@
+"""End to end on the testbed: the testbed kube-scheduler runs as ``hami-scheduler`` with the v1
+KubeSchedulerConfiguration HAMi's chart renders, calling this extender in-process over HTTPS;
+nodes carry a hand-written NVIDIA register annotation and capacity (no device plugin yet)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from hami_stack.protocol import annotations as ann
+from kubeclient.client import Kube
+from testbed.embedded import EmbeddedTestbed
+from testbed.scheduler import Scheduler, decode_config
+
+from .extender_helpers import RunningService, api_node, api_pod, events, gpu_limits, wait_for
+
+MANAGED = [
+    "nvidia.com/gpu",
+    "nvidia.com/gpumem",
+    "nvidia.com/gpumem-percentage",
+    "nvidia.com/gpucores",
+    "nvidia.com/priority",
+]
+
+
+def scheduler_config(port: int) -> str:
+    managed = "".join(f"  - name: {r}\n    ignoredByScheduler: true\n" for r in MANAGED)
+    return f"""apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+leaderElection:
+  leaderElect: false
+profiles:
+- schedulerName: hami-scheduler
+extenders:
+- urlPrefix: "https://127.0.0.1:{port}"
+  filterVerb: filter
+  bindVerb: bind
+  nodeCacheCapable: true
+  weight: 1
+  httpTimeout: 30s
+  enableHTTPS: true
+  tlsConfig:
+    insecure: true
+  managedResources:
+{managed}"""
+
+
+@pytest.fixture(scope="module")
+def stack(testbed: EmbeddedTestbed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Kube, Any]]:
+    kube = Kube.from_config(str(testbed.kubeconfig_path))
+    api_node(kube, "gpu-a", n=2, mem=16000)
+    api_node(kube, "gpu-b", n=2, mem=16000)
+    svc = RunningService(kube, tmp_path_factory.mktemp("tls"))
+    wait_for(lambda: {"gpu-a", "gpu-b"} <= set(svc.service.cache.nodes))
+    sched = Scheduler(kube, decode_config(scheduler_config(svc.port), 33), 33).start()
+    yield kube, svc
+    sched.stop()
+    svc.stop()
+    kube.close()
+
+
+def test_pod_is_bound_with_assignment_and_lock(stack: tuple[Kube, Any]) -> None:
+    kube, _svc = stack
+    api_pod(kube, "gpu-pod", gpu_limits(1, mem=3000))
+    pod = wait_for(
+        lambda: (p := kube.get("/api/v1/namespaces/default/pods/gpu-pod"))["spec"].get("nodeName") and p,
+        timeout=20,
+    )
+    node = pod["spec"]["nodeName"]
+    annos = pod["metadata"]["annotations"]
+    assert annos[ann.VGPU_NODE] == node
+    assert annos[ann.BIND_PHASE] == "allocating"
+    assignment = annos[ann.NVIDIA_KEYS.to_allocate]
+    assert assignment.startswith(f"GPU-{node}-") and assignment.endswith(",NVIDIA,3000,0:;")
+    assert annos[ann.NVIDIA_KEYS.allocated] == assignment
+    lock = kube.get(f"/api/v1/nodes/{node}")["metadata"]["annotations"][ann.NODE_LOCK]
+    assert lock.endswith(",default,gpu-pod")
+    assert wait_for(lambda: events(kube, "gpu-pod", "BindingSucceed"))
+
+
+def test_over_committed_pod_gets_filtering_failed(stack: tuple[Kube, Any]) -> None:
+    kube, _svc = stack
+    api_pod(kube, "too-big", gpu_limits(1, mem=20000))
+    ev = wait_for(lambda: events(kube, "too-big", "FilteringFailed"), timeout=20)
+    assert ev[0]["message"].startswith("no available node, 2 nodes do not meet")
+    assert "CardInsufficientMemory(gpu-a,gpu-b)" in ev[0]["message"]
+    assert not kube.get("/api/v1/namespaces/default/pods/too-big")["spec"].get("nodeName")
