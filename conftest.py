@@ -1,1 +1,3 @@
-"""Root pytest configuration. The conformance plugin registers here once the harness lands."""
+"""Root pytest configuration: the conformance plugin (inert unless its suites are selected)."""
+
+pytest_plugins = ["conformance.plugin"]
