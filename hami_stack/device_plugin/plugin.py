@@ -1,0 +1,160 @@
+"""The NVIDIA device plugin: NVML discovery, kubelet endpoint, node registration and health.
+
+:class:`NvidiaDevicePlugin` ties the pieces together:
+
+* every ``register_interval_s`` (30 s; 5 s after an error) it re-reads the GPUs through NVML, updates
+  the virtual device list streamed to the kubelet (``<uuid>-<i>`` for i < deviceSplitCount, unhealthy
+  when the GPU is) and patches the Node: ``hami.io/node-nvidia-register`` (JSON) when it changed, and
+  ``hami.io/node-handshake: Reported_<time>`` on every pass, which keeps the scheduler's 60-second
+  handshake rule satisfied for schedulers that still apply it to NVIDIA;
+* a critical Xid marks its GPU unhealthy at once (list and annotation are pushed immediately);
+* the kubelet endpoint re-registers when ``kubelet.sock`` is recreated.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Sequence
+
+from kubeclient.client import Kube
+
+from ..devices.nvidia import NvidiaFamily, register_device, virtual_device_ids
+from ..protocol import annotations as ann
+from ..protocol.handshake import reported
+from ..protocol.register import DeviceInfo, encode_register_json
+from . import nvml
+from .allocate import Allocator
+from .options import PluginOptions
+from .server import PluginDevice, PluginServer
+
+log = logging.getLogger("hami.device-plugin")
+
+
+def register_entries(opts: PluginOptions, gpus: Sequence[nvml.Gpu], unhealthy: set[str]) -> list[DeviceInfo]:
+    """The register annotation's devices (filtered GPUs and GPUs without a known memory size left out)."""
+    out = []
+    for g in gpus:
+        if opts.filter_devices.excludes(g.uuid, g.index):
+            continue
+        info = register_device(
+            opts.nvidia,
+            uuid=g.uuid,
+            index=g.index,
+            nvml_name=g.name,
+            memory_mib=g.memory_mib,
+            numa=g.numa,
+            healthy=g.healthy and g.uuid not in unhealthy,
+        )
+        if info is None:
+            log.warning("GPU %s: memory size unknown and preConfiguredDeviceMemory is 0, skipping", g.uuid)
+            continue
+        out.append(info)
+    return out
+
+
+def plugin_devices(opts: PluginOptions, entries: Sequence[DeviceInfo]) -> list[PluginDevice]:
+    numa = opts.nvidia.enable_numa_topology
+    return [
+        PluginDevice(vid, e.health, e.numa if numa else None)
+        for e in entries
+        for vid in virtual_device_ids(e.id, opts.nvidia.device_split_count)
+    ]
+
+
+class NvidiaDevicePlugin:
+    def __init__(self, opts: PluginOptions, kube: Kube) -> None:
+        self.opts = opts
+        self.kube = kube
+        self.family = NvidiaFamily(
+            opts.nvidia, hook_path=opts.hook_path, device_list_strategy=opts.device_list_strategy
+        )
+        self.gpus: list[nvml.Gpu] = []
+        self.unhealthy: set[str] = set()  # sticky: GPUs hit by a critical Xid
+        self.allocator = Allocator(
+            kube,
+            opts.node_name,
+            self.family,
+            hook_path=opts.hook_path,
+            pass_device_specs=opts.pass_device_specs,
+            minors=lambda: {g.uuid: g.minor for g in self.gpus},
+        )
+        self.server = PluginServer(opts.resource_name, opts.socket_dir, opts.endpoint, self.allocator)
+        self.xids: nvml.XidWatcher | None = None
+        self._registered: str | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._loop: threading.Thread | None = None
+
+    # --- state ---------------------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Re-read the GPUs, push the device list and patch the node (raises on API errors)."""
+        with self._lock:
+            self.gpus = nvml.discover()
+            entries = register_entries(self.opts, self.gpus, self.unhealthy)
+            if self.server.set_devices(plugin_devices(self.opts, entries)):
+                log.info("device list: %d GPUs, %d virtual devices", len(entries), len(self.server.devices))
+            self._patch_node(encode_register_json(entries))
+
+    def _patch_node(self, register: str) -> None:
+        values = {ann.NVIDIA_KEYS.handshake: reported(dt.datetime.now())}
+        if register != self._registered:
+            values[ann.NVIDIA_KEYS.register] = register
+        self.kube.patch(
+            f"/api/v1/nodes/{self.opts.node_name}", {"metadata": {"annotations": values}}, "merge"
+        )
+        if register != self._registered:
+            log.info("patched %s on node %s: %s", ann.NVIDIA_KEYS.register, self.opts.node_name, register)
+        self._registered = register
+
+    def _on_xid(self, uuid: str, xid: int) -> None:
+        with self._lock:
+            if uuid:
+                self.unhealthy.add(uuid)
+            else:
+                self.unhealthy.update(g.uuid for g in self.gpus)
+        self._wake.set()
+
+    # --- life cycle ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        nvml.init()
+        self.refresh()
+        ignored = nvml.disabled_xids()
+        if ignored is not None:
+            self.xids = nvml.XidWatcher(self._on_xid, ignored)
+            self.xids.start()
+        try:
+            self.server.start()
+        except Exception as e:  # the kubelet may not be up yet: the watcher registers once it is
+            log.warning("registration with the kubelet failed, will retry: %s", e)
+        self.server.watch_kubelet()
+        self._loop = threading.Thread(target=self._run, name="register", daemon=True)
+        self._loop.start()
+
+    def _run(self) -> None:
+        delay = self.opts.register_interval_s
+        while not self._stop.is_set():
+            self._wake.wait(delay)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.refresh()
+                delay = self.opts.register_interval_s
+            except Exception as e:  # the loop must outlive API outages and driver hiccups
+                log.warning("node registration failed, retrying in %.0fs: %s", self.opts.register_retry_s, e)
+                delay = self.opts.register_retry_s
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._loop is not None:
+            self._loop.join(timeout=5)
+        if self.xids is not None:
+            self.xids.stop()
+        self.server.stop()
+        nvml.shutdown()

@@ -1,0 +1,188 @@
+"""``helm install`` of hami_stack/chart onto a testbed with node agents and emulated A100s.
+
+The testbed runs as processes (``python -m testbed up --nodes ...``); the node agents map the chart's
+images through ``hami_stack.images.testbed_catalog`` ($TESTBED_IMAGE_CATALOG). Checked: the device-plugin
+DaemonSet pods run, register with each node's kubelet (capacity ``nvidia.com/gpu`` = 4 GPUs x 10 splits)
+and publish ``hami.io/node-nvidia-register``; then the end-to-end GPU pod.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hami_stack.images.testbed_catalog import write_catalog
+from hami_stack.protocol import annotations as ann
+from hami_stack.protocol.register import decode_register_json
+from kubeclient.client import ApiError, Kube
+from testbed.clients import helm_path, helm_skip_reason
+
+REPO = Path(__file__).resolve().parents[2]
+INVENTORY = REPO / "inventories" / "emulated" / "two-nodes-a100.yaml"
+NODES = ("gpu-node-1", "gpu-node-2")
+NS = "hami-system"
+HELM = helm_path(major=3)
+
+pytestmark = [
+    pytest.mark.helm,
+    pytest.mark.hardware,
+    pytest.mark.skipif(HELM is None, reason=helm_skip_reason(3)),
+]
+
+
+def wait_for(fn: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
+    end = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < end:
+        try:
+            last = fn()
+        except ApiError as e:
+            last = e
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        33,
+        pytest.param(26, marks=pytest.mark.slow),
+        pytest.param(22, marks=pytest.mark.slow),
+        pytest.param(18, marks=pytest.mark.slow),
+    ],
+)
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
+    minor = request.param
+    data = tmp_path_factory.mktemp(f"stack-{minor}")
+    env = {**os.environ, "TESTBED_IMAGE_CATALOG": str(write_catalog(data / "catalog.yaml"))}
+    up = [
+        sys.executable,
+        "-m",
+        "testbed",
+        "up",
+        "--k8s",
+        f"1.{minor}",
+        "--port",
+        "0",
+        "--detach",
+        "--data-dir",
+        str(data / "tb"),
+        "--nodes",
+        str(INVENTORY),
+    ]
+    subprocess.run(up, cwd=REPO, env=env, check=True, capture_output=True, timeout=120)
+    kubeconfig = data / "tb" / "kubeconfig"
+    try:
+        install = [
+            str(HELM),
+            "install",
+            "hami",
+            str(REPO / "hami_stack" / "chart"),
+            "--namespace",
+            NS,
+            "--create-namespace",
+            "--kubeconfig",
+            str(kubeconfig),
+        ]
+        proc = subprocess.run(install, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        yield Kube.from_config(str(kubeconfig))
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "testbed", "down", "--data-dir", str(data / "tb")],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            timeout=60,
+        )
+
+
+def _plugin_pods(kube: Kube) -> list[dict[str, Any]]:
+    sel = "app.kubernetes.io/component=hami-device-plugin"
+    return kube.get(f"/api/v1/namespaces/{NS}/pods", labelSelector=sel).get("items") or []
+
+
+def test_device_plugin_pods_run_on_every_gpu_node(stack: Kube) -> None:
+    def running() -> dict[str, bool]:
+        out = {}
+        for p in _plugin_pods(stack):
+            statuses = {c["name"]: c for c in (p.get("status") or {}).get("containerStatuses") or []}
+            dp = statuses.get("device-plugin") or {}
+            out[p["spec"].get("nodeName", "")] = "running" in (dp.get("state") or {})
+        return out if set(out) == set(NODES) and all(out.values()) else {}
+
+    assert set(wait_for(running, what="device-plugin containers running")) == set(NODES)
+
+
+def test_nodes_get_capacity_and_register_annotation(stack: Kube) -> None:
+    for name in NODES:
+        node = wait_for(
+            lambda n=name: (
+                (obj := stack.get(f"/api/v1/nodes/{n}"))["status"].get("capacity", {}).get("nvidia.com/gpu")
+                == "40"
+                and ann.NVIDIA_KEYS.register in (obj["metadata"].get("annotations") or {})
+                and obj
+            ),
+            what=f"nvidia.com/gpu capacity and register annotation on {name}",
+        )
+        devices = decode_register_json(node["metadata"]["annotations"][ann.NVIDIA_KEYS.register])
+        assert [(d.index, d.count, d.devmem, d.numa) for d in devices] == [
+            (0, 10, 81920, 0),
+            (1, 10, 81920, 0),
+            (2, 10, 81920, 1),
+            (3, 10, 81920, 1),
+        ]
+        assert node["status"]["allocatable"]["nvidia.com/gpu"] == "40"
+
+
+@pytest.mark.xfail(
+    reason="testbed node agent: (1) its admission rejects extended resources the node does not advertise "
+    "(OutOfnvidia.com/gpumem) where the kubelet drops them first (removeMissingExtendedResources); "
+    "(2) device-plugin mount host paths are not resolved under the node root, so /usr/local/vgpu mounts "
+    "would not find the shim installed through the DaemonSet's hostPath",
+    strict=False,
+)
+def test_gpu_pod_is_scheduled_by_hami_and_sees_its_memory_limit(stack: Kube) -> None:
+    test_nodes_get_capacity_and_register_annotation(stack)
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "gpu-pod", "namespace": "default"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "busybox",
+                    "command": ["sh", "-c", "env | grep -E '^(CUDA|NVIDIA)_' | sort; sleep 1"],
+                    "resources": {"limits": {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "3000"}},
+                }
+            ],
+        },
+    }
+    # the webhook and the extender need a moment after install (leader election, first registration pass)
+    wait_for(lambda: _plugin_pods(stack), what="stack up")
+    created = stack.create("/api/v1/namespaces/default/pods", pod)
+    assert created["spec"]["schedulerName"] == "hami-scheduler"
+    done = wait_for(
+        lambda: (
+            (p := stack.get("/api/v1/namespaces/default/pods/gpu-pod"))["status"].get("phase")
+            in ("Succeeded", "Failed")
+            and p
+        ),
+        timeout=90,
+        what="gpu-pod to finish",
+    )
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert done["metadata"]["annotations"][ann.BIND_PHASE] == "success"
+    log = stack.text("/api/v1/namespaces/default/pods/gpu-pod/log")
+    assert "CUDA_DEVICE_MEMORY_LIMIT_0=3000m" in log.splitlines()
