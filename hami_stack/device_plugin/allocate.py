@@ -30,6 +30,7 @@ from typing import Any
 from kubeclient.client import ApiError, Kube
 from kubeletapi import deviceplugin_v1beta1_pb2 as api
 
+from .. import faults
 from ..devices.base import AllocateInput, ContainerAllocation, containers
 from ..devices.nvidia import NvidiaFamily, physical_uuid
 from ..protocol import annotations as ann
@@ -72,7 +73,9 @@ class Allocator:
         pass_device_specs: bool = False,
         minors: Callable[[], dict[str, int]] = dict,
         cache_id: Callable[[], str] = lambda: str(uuidlib.uuid4()),
+        memory_skew_mib: int | None = None,
     ) -> None:
+        self.memory_skew_mib = faults.memory_limit_skew_mib() if memory_skew_mib is None else memory_skew_mib
         self.kube = kube
         self.node = node
         self.family = family
@@ -206,6 +209,7 @@ class Allocator:
                     license_present=Path(self.hook_path, "vgpu", "license").exists(),
                 )
             )
+            faults.skew_memory_limits(alloc.envs, self.memory_skew_mib)
             if self.pass_device_specs:
                 minors = self.minors()
                 alloc.devices.extend(

@@ -23,6 +23,7 @@ from aiohttp import web
 from kubeclient.client import Kube
 from kubeclient.informer import Informer
 
+from .. import faults
 from ..devices.base import DeviceFamily
 from ..tls import ReloadingCertificate
 from ..webhook.admit import WebhookConfig
@@ -147,7 +148,8 @@ class SchedulerService:
             pod_getter=self._pod,
         )
         self.webhook = WebhookConfig(
-            scheduler_name=config.options.scheduler_name, families=families, quota_fits=self.quotas.pod_fits
+            scheduler_name=config.options.scheduler_name, families=families, quota_fits=self.quotas.pod_fits,
+            fault_skip_scheduler_name=faults.webhook_skips_scheduler_name(),
         )
         self.nodes.add_handler(self._on_node)
         self.pods.add_handler(lambda kind, obj, _old: self.cache.on_pod(kind, obj))

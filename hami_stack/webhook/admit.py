@@ -47,6 +47,7 @@ Obj = dict[str, Any]
 @dataclass(frozen=True)
 class WebhookConfig:
     scheduler_name: str = "hami-scheduler"  # --scheduler-name; "" leaves schedulerName alone
+    fault_skip_scheduler_name: bool = False  # see hami_stack/faults.py
     force_overwrite_default_scheduler: bool = True  # --force-overwrite-default-scheduler
     families: Sequence[DeviceFamily] = field(default_factory=lambda: build_families(DeviceConfig()))
     # The quota pre-check (section 5.7): pod -> whether namespace quotas still admit it. The scheduler's
@@ -135,7 +136,7 @@ def admit(request: Obj, config: WebhookConfig) -> AdmissionResponse:
         for container in containers(mutated):
             if _privileged(container):
                 return denied(f"container {container.get('name', '')} is privileged")
-        if config.scheduler_name:
+        if config.scheduler_name and not config.fault_skip_scheduler_name:
             mutated["spec"]["schedulerName"] = config.scheduler_name
         if mutated["spec"].get("nodeName"):
             return denied(MSG_NODE_ASSIGNED)

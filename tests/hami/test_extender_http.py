@@ -192,7 +192,10 @@ def test_concurrent_lock_acquire_has_one_winner(svc: RunningService, kube: Kube)
     _unlock(kube, "h1")
 
 
-def test_health_webhook_and_metrics(svc: RunningService) -> None:
+def test_health_webhook_and_metrics(svc: RunningService, kube: Kube) -> None:
+    # an allocation of this test's own, so the allocated series exists whatever ran before
+    res = _filter(svc, api_pod(kube, "metrics-1", gpu_limits(1, mem=1000)), ["h1", "h2"])
+    assert res["Error"] == ""
     assert svc.get("/healthz") == (200, b"ok")
     assert svc.get("/readyz")[0] == 200
     review = {

@@ -236,3 +236,20 @@ def test_review_envelope_errors() -> None:
         out["response"]["uid"] == "x"
         and "unsupported AdmissionReview" in out["response"]["status"]["message"]
     )
+
+
+def test_fault_injection_leaves_scheduler_name_alone():
+    """hami_stack/faults.py: the harness's broken-stack check relies on this switch working."""
+    from hami_stack.webhook.admit import WebhookConfig, admit
+
+    limits = {"nvidia.com/gpu": "1"}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+           "spec": {"containers": [{"name": "c", "image": "i", "resources": {"limits": limits}}]}}
+    req = {"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+           "resource": {"group": "", "version": "v1", "resource": "pods"}, "operation": "CREATE",
+           "namespace": "default", "object": pod}
+    ok = admit(req, WebhookConfig())
+    broken = admit(req, WebhookConfig(fault_skip_scheduler_name=True))
+    assert any(op.get("path") == "/spec/schedulerName" or "schedulerName" in str(op.get("value", ""))
+               for op in ok.patch)
+    assert not any("schedulerName" in str(op) for op in broken.patch)
