@@ -1,7 +1,7 @@
 """Real vs emulated NVIDIA driver, side by side.
 
 Where a real NVIDIA GPU is present (nvidia-smi on PATH or a libcuda.so.1 outside our build directory,
-plus /dev/nvidiactl), this runs ``testbed.hardware.probe`` on the real libraries, then creates an
+plus /dev/nvidiactl), this runs ``conformance.probe`` on the real libraries, then creates an
 emulated node that mirrors the real inventory (same model, count, memory and driver versions), runs
 the same probe on the emulated libraries and prints both views side by side. Without a GPU it says so
 and exits 0.
@@ -57,7 +57,7 @@ def _run_probe(env: dict[str, str], alloc_mib: int, seconds: float) -> dict[str,
     cmd = [
         sys.executable,
         "-m",
-        "testbed.hardware.probe",
+        "conformance.probe",
         "--alloc-mib",
         str(alloc_mib),
         "--kernel-seconds",

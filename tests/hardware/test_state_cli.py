@@ -131,7 +131,7 @@ def test_probe_module_on_emulated_node(make_state: Callable[..., DeviceState]) -
     env = library_env(st.path, "all")
     env["HAMI_EMU_UTIL_WINDOW_MS"] = "100"
     proc = subprocess.run(
-        [sys.executable, "-m", "testbed.hardware.probe", "--alloc-mib", "64", "--kernel-seconds", "0.5"],
+        [sys.executable, "-m", "conformance.probe", "--alloc-mib", "64", "--kernel-seconds", "0.5"],
         cwd=REPO,
         env=env,
         capture_output=True,

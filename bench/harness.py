@@ -1,0 +1,113 @@
+"""Benchmark (not a timed test): wall time of one conformance cell and of the NVIDIA matrix.
+
+    python bench/harness.py                 # one cell: NVIDIA, 1.33
+    python bench/harness.py --minor 1.25
+    python bench/harness.py --matrix        # also all 16 minors (slow), one after another
+
+Where the time goes, per cell: provisioning (testbed up), helm (install + wait), registration (device
+plugins), and the suites (scheduling + pod start), read from the run's environment capture and the
+per-case durations. Pin to 2 cores with ``taskset -c 0,1 python bench/harness.py``. The last line is
+one JSON object with at least ``cell_wall_s`` and ``nvidia_matrix_wall_s`` (null when not run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cell(minor: str, out: Path, extra: list[str]) -> dict[str, Any]:
+    t = time.monotonic()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(REPO / "conformance" / "suites"),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--k8s-version",
+            minor,
+            "--bundle-dir",
+            str(out),
+            *extra,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    wall = time.monotonic() - t
+    cell: dict[str, Any] = {"minor": minor, "wall_s": round(wall, 2), "exit_code": proc.returncode}
+    run_json = out / "run" / "run.json"
+    if run_json.is_file():
+        run = json.loads(run_json.read_text())
+        timings = run["environment"].get("extra", {}).get("timings", {})
+        by_cap: dict[str, float] = {}
+        for c in run["cases"]:
+            by_cap[c["capability"]] = by_cap.get(c["capability"], 0.0) + c["durationSeconds"]
+        outcomes: dict[str, int] = {}
+        for c in run["cases"]:
+            outcomes[c["outcome"]] = outcomes.get(c["outcome"], 0) + 1
+        cell.update(
+            provision_s=timings.get("provision_s"),
+            helm_s=timings.get("helm_s"),
+            register_s=timings.get("register_s"),
+            suites_s=round(sum(by_cap.values()), 2),
+            by_capability_s={k: round(v, 2) for k, v in by_cap.items()},
+            outcomes=outcomes,
+        )
+    else:
+        cell["error"] = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:]
+    return cell
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--minor", default="1.33")
+    p.add_argument("--matrix", action="store_true", help="also run the 16-minor NVIDIA matrix")
+    p.add_argument("--workers", default="0", help="pytest-xdist workers per cell")
+    args = p.parse_args(argv)
+    extra = ["-n", args.workers] if args.workers != "0" else []
+    root = Path(tempfile.mkdtemp(prefix="hami-bench-"))
+    cell = run_cell(args.minor, root / f"cell-{args.minor}", extra)
+    print(json.dumps(cell))
+    matrix_wall: float | None = None
+    cells: list[dict[str, Any]] = []
+    if args.matrix:
+        t = time.monotonic()
+        for n in range(18, 34):
+            c = run_cell(f"1.{n}", root / f"matrix-1.{n}", extra)
+            print(json.dumps(c), flush=True)
+            cells.append(c)
+        matrix_wall = round(time.monotonic() - t, 2)
+    print(
+        json.dumps(
+            {
+                "cell_wall_s": cell["wall_s"],
+                "cell_minor": args.minor,
+                "cell_exit_code": cell["exit_code"],
+                "cell_breakdown": {
+                    k: cell.get(k) for k in ("provision_s", "helm_s", "register_s", "suites_s")
+                },
+                "nvidia_matrix_wall_s": matrix_wall,
+                "matrix_failed_cells": [c["minor"] for c in cells if c["exit_code"] != 0]
+                if args.matrix
+                else None,
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""An existing cluster with HAMi installed (ours or upstream), reached through a kubeconfig."""
+
+from __future__ import annotations
+
+import os
+
+from conformance.backends import BackendError, ClusterInfo, Options, preflight
+
+
+class KubeconfigBackend:
+    name = "kubeconfig"
+
+    def provision(self, opts: Options) -> ClusterInfo:
+        path = opts.kubeconfig or os.environ.get("KUBECONFIG")
+        if not path:
+            raise BackendError("--cluster kubeconfig needs --kubeconfig PATH (or $KUBECONFIG)")
+        if not os.path.isfile(path):
+            raise BackendError(f"kubeconfig {path} does not exist")
+        kube = preflight.connect(path)
+        try:
+            version, vendors = preflight.check(
+                kube, where=f"kubeconfig {path}", namespace=opts.hami_namespace, vendor=opts.vendor
+            )
+        finally:
+            kube.close()
+        return ClusterInfo(
+            backend=self.name,
+            kubeconfig=os.path.abspath(path),
+            minor=preflight.served_minor(version),
+            git_version=str(version.get("gitVersion", "")),
+            hami_namespace=opts.hami_namespace,
+            scheduler_name=opts.scheduler_name,
+            vendors=sorted(vendors),
+        )
+
+    def teardown(self, info: ClusterInfo) -> None:
+        """Someone else's cluster: nothing to tear down (each test deletes its own namespace)."""

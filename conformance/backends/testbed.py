@@ -1,0 +1,222 @@
+"""The default backend: the emulated testbed for one minor with the stack installed by its chart.
+
+Steps (each timed, for ``bench/harness.py``): ``python -m testbed up --detach`` with the emulated
+inventory -> ``helm install`` of ``hami_stack/chart`` -> wait until every GPU node of the inventory
+carries the NVIDIA register annotation and non-zero ``nvidia.com/gpu`` capacity.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from conformance import contract as C
+from conformance.backends import BackendError, ClusterInfo, Options, check_minor, preflight
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "hami_stack" / "chart"
+INVENTORY = REPO / "inventories" / "emulated" / "two-nodes-a100.yaml"
+RELEASE = "hami"
+
+
+def _run(cmd: list[str], what: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, cwd=REPO)
+    except subprocess.TimeoutExpired:
+        raise BackendError(f"{what} did not finish within {timeout:.0f}s: {' '.join(cmd)}") from None
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip()[-1500:]
+        raise BackendError(f"{what} failed (exit {proc.returncode}): {tail}")
+    return proc
+
+
+def helm_binary() -> str:
+    from testbed.clients import helm_path, helm_skip_reason
+
+    path = helm_path()
+    if path is None:
+        raise BackendError(f"the testbed backend installs the stack with helm, and {helm_skip_reason()}")
+    return str(path)
+
+
+def helm_install_command(
+    helm: str, kubeconfig: str, namespace: str, chart_set: list[str], timeout_s: int = 120
+) -> list[str]:
+    cmd = [
+        helm,
+        "install",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--create-namespace",
+        "--kubeconfig",
+        kubeconfig,
+        "--wait",
+        "--timeout",
+        f"{timeout_s}s",
+    ]
+    for kv in chart_set:
+        cmd += ["--set", kv]
+    return cmd
+
+
+def expected_gpu_nodes(inventory: Path) -> list[str]:
+    from testbed.node.inventory import load_inventory
+
+    inv = load_inventory(inventory)
+    return [n.name for n in inv if "nvidia" in n.hardware and not n.simulated]
+
+
+class TestbedBackend:
+    name = "testbed"
+    __test__ = False  # not a pytest test class despite the name
+
+    def provision(self, opts: Options) -> ClusterInfo:
+        minor = check_minor(opts.k8s_version)
+        inventory = Path(opts.inventory) if opts.inventory else INVENTORY
+        if not inventory.is_file():
+            raise BackendError(f"node inventory {inventory} does not exist")
+        if opts.vendor != "nvidia":
+            raise BackendError(
+                f'no node of vendor "{opts.vendor}" on the testbed: its emulated inventory {inventory.name} '
+                "has NVIDIA GPUs only"
+            )
+        if not (CHART / "Chart.yaml").is_file():
+            raise BackendError(
+                f"cannot deploy HAMi on the testbed: the chart {CHART.relative_to(REPO)} "
+                "is not in this checkout"
+            )
+        helm = helm_binary()
+        data_dir = Path(tempfile.mkdtemp(prefix=f"hami-conformance-{minor}-"))
+        info = ClusterInfo(
+            backend=self.name,
+            kubeconfig="",
+            minor=minor,
+            git_version="",
+            hami_namespace=opts.hami_namespace,
+            scheduler_name=opts.scheduler_name,
+            state={"data_dir": str(data_dir), "keep": opts.keep_cluster},
+        )
+        try:
+            self._up(info, minor, data_dir, inventory)
+            t = time.monotonic()
+            _run(
+                helm_install_command(helm, info.kubeconfig, opts.hami_namespace, opts.chart_set),
+                "helm install of the HAMi chart",
+                opts.timeout,
+            )
+            info.timings["helm_s"] = round(time.monotonic() - t, 3)
+            info.chart_values = _values(opts.chart_set)
+            t = time.monotonic()
+            self._wait_registered(info, expected_gpu_nodes(inventory), opts.timeout)
+            info.timings["register_s"] = round(time.monotonic() - t, 3)
+            kube = preflight.connect(info.kubeconfig)
+            try:
+                version, vendors = preflight.check(
+                    kube,
+                    where=f"testbed {minor}",
+                    namespace=opts.hami_namespace,
+                    vendor=opts.vendor,
+                    expect_minor=minor,
+                )
+            finally:
+                kube.close()
+            info.git_version = str(version.get("gitVersion", ""))
+            info.vendors = sorted(vendors)
+        except BaseException:
+            if not opts.keep_cluster:
+                self.teardown(info)
+            raise
+        return info
+
+    def _up(self, info: ClusterInfo, minor: str, data_dir: Path, inventory: Path) -> None:
+        t = time.monotonic()
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "testbed",
+                "up",
+                "--k8s",
+                minor,
+                "--port",
+                "0",
+                "--detach",
+                "--data-dir",
+                str(data_dir),
+                "--nodes",
+                str(inventory),
+            ],
+            f"testbed up --k8s {minor}",
+            240,
+        )
+        state = json.loads((data_dir / "state.json").read_text())
+        info.kubeconfig = state["kubeconfig"]
+        info.git_version = state.get("gitVersion", "")
+        info.timings["provision_s"] = round(time.monotonic() - t, 3)
+
+    def _wait_registered(self, info: ClusterInfo, nodes: list[str], timeout: float) -> None:
+        kube = preflight.connect(info.kubeconfig)
+        deadline = time.monotonic() + timeout
+        missing: list[str] = nodes
+        try:
+            while True:
+                by_name = {n["metadata"]["name"]: n for n in kube.get("/api/v1/nodes").get("items") or []}
+                missing = [name for name in nodes if not _registered(by_name.get(name))]
+                if not missing:
+                    return
+                if time.monotonic() > deadline:
+                    raise BackendError(
+                        f"the HAMi device plugins did not register on {', '.join(missing)} within "
+                        f"{timeout:.0f}s (no {C.NVIDIA_REGISTER} annotation or no {C.GPU} capacity); "
+                        f"logs in {info.state['data_dir']}/logs"
+                    )
+                time.sleep(0.5)
+        finally:
+            kube.close()
+
+    def teardown(self, info: ClusterInfo) -> None:
+        data_dir = info.state.get("data_dir")
+        if not data_dir or info.state.get("keep"):
+            return
+        subprocess.run(
+            [sys.executable, "-m", "testbed", "down", "--data-dir", data_dir],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd=REPO,
+        )
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _registered(node: dict[str, Any] | None) -> bool:
+    if node is None:
+        return False
+    if C.NVIDIA_REGISTER not in (node["metadata"].get("annotations") or {}):
+        return False
+    cap = (node.get("status") or {}).get("capacity") or {}
+    try:
+        return C.parse_quantity_int(str(cap.get(C.GPU, "0"))) > 0
+    except ValueError:
+        return False
+
+
+def _values(chart_set: list[str]) -> dict[str, Any]:
+    """``--set a.b=c`` flags as the nested values they produce (for the environment capture)."""
+    out: dict[str, Any] = {}
+    for kv in chart_set:
+        key, _, value = kv.partition("=")
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out

@@ -1,0 +1,531 @@
+"""pytest plugin of the conformance harness (registered by the root ``conftest.py``).
+
+It stays inert in the project's own test runs: it only provisions a cluster, records a run and
+builds a bundle when the suites are selected (``pytest conformance/suites ...``) or ``--cluster`` is
+given. Bad input (an unknown minor, profile or backend, an unreachable cluster, a cluster without
+HAMi, a vendor with no nodes) stops the session before any test runs with a one-line reason and
+exit code 4, and leaves no run directory or bundle behind.
+
+With pytest-xdist the controller provisions the cluster and owns the run writer; workers receive
+the cluster description through ``workerinput`` and send their reports back, so there is one
+cluster and one writer per session. Each test gets its own namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conformance import cases, profiles
+from conformance.backends import (
+    MINORS,
+    NEWEST_MINOR,
+    BackendError,
+    BackendUnavailable,
+    ClusterInfo,
+    Options,
+    check_minor,
+    get_backend,
+)
+from conformance.recording import PROP, CaseIdentity, Recorder, capture_environment, project_commit
+
+REPO = Path(__file__).resolve().parents[1]
+SUITES = REPO / "conformance" / "suites"
+WORKER_KEY = "hami_conformance_cluster"
+WORKER_RUN_DIR = "hami_conformance_run_dir"
+STATE_KEY = pytest.StashKey["HarnessState"]()
+TOOL_VERSION = "0.1.0"
+
+
+class HarnessState:
+    def __init__(self, opts: Options, profile: profiles.Profile) -> None:
+        self.opts = opts
+        self.profile = profile
+        self.cluster: ClusterInfo | None = None
+        self.skip_reason = ""
+        self.run_dir: Path | None = None
+        self.out_dir: Path | None = None
+        self.recorder: Recorder | None = None
+        self.backend: Any = None
+        self.run_id = ""
+        self.bundle: Path | None = None
+        self.started = time.monotonic()
+
+
+# --- options and markers -----------------------------------------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("hami-conformance", "HAMi conformance suites (run: pytest conformance/suites ...)")
+    g.addoption(
+        "--cluster",
+        choices=("testbed", "kubeconfig", "k3s"),
+        default=None,
+        help="where the suites run: testbed (default; emulated cluster + the stack's chart), "
+        "kubeconfig (an existing cluster with HAMi), k3s (k3s container via testcontainers)",
+    )
+    g.addoption("--kubeconfig", default=None, help="kubeconfig of the cluster for --cluster kubeconfig")
+    g.addoption(
+        "--k8s-version",
+        default=NEWEST_MINOR,
+        metavar="MINOR",
+        help=f"Kubernetes minor for testbed and k3s, {MINORS[0]}..{MINORS[-1]} (default {NEWEST_MINOR})",
+    )
+    g.addoption(
+        "--vendor",
+        default="nvidia",
+        choices=cases.VENDORS,
+        help="vendor family whose suites run (default nvidia)",
+    )
+    g.addoption(
+        "--profile",
+        default=None,
+        help="profile naming what must pass (default: the vendor's; name or YAML path)",
+    )
+    g.addoption("--hami-namespace", default="hami-system", help="namespace HAMi is (or gets) installed in")
+    g.addoption(
+        "--hami-scheduler-name",
+        default="hami-scheduler",
+        help="scheduler name HAMi's webhook writes into pods (chart value schedulerName)",
+    )
+    g.addoption("--keep-cluster", action="store_true", help="leave the provisioned cluster running")
+    g.addoption(
+        "--bundle-dir",
+        default=None,
+        help="where the run, Allure results and the certification bundle go (default reports/out/<run id>)",
+    )
+    g.addoption("--signing-key", default=None, help="Ed25519 private key (PEM) that signs the bundle")
+    g.addoption(
+        "--chart-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra helm --set for the testbed backend (repeatable)",
+    )
+    g.addoption("--node-inventory", default=None, help="node inventory for the testbed backend")
+    g.addoption(
+        "--cluster-timeout",
+        type=float,
+        default=180.0,
+        help="seconds to wait for provisioning and device registration",
+    )
+
+
+def _register_markers(config: pytest.Config) -> None:
+    for vendor in cases.VENDORS:
+        config.addinivalue_line("markers", f"{vendor}: conformance case for {cases.VENDOR_TITLES[vendor]}")
+    for cap, text in cases.CAPABILITIES.items():
+        config.addinivalue_line("markers", f"{cap}: capability - {text}")
+    config.addinivalue_line(
+        "markers", "rule(rule_id, text): the HAMi contract rule a conformance case checks"
+    )
+
+
+def _suites_selected(config: pytest.Config) -> bool:
+    if config.getoption("--cluster") is not None:
+        return True
+    for arg in config.args:
+        path = Path(str(arg).split("::", 1)[0])
+        path = (Path(config.invocation_params.dir) / path).resolve() if not path.is_absolute() else path
+        if path == SUITES or SUITES in path.parents or path == SUITES.parent:
+            return True
+    return False
+
+
+def _options(config: pytest.Config) -> Options:
+    return Options(
+        cluster=config.getoption("--cluster") or "testbed",
+        kubeconfig=config.getoption("--kubeconfig"),
+        k8s_version=config.getoption("--k8s-version"),
+        vendor=config.getoption("--vendor"),
+        hami_namespace=config.getoption("--hami-namespace"),
+        scheduler_name=config.getoption("--hami-scheduler-name"),
+        keep_cluster=config.getoption("--keep-cluster"),
+        chart_set=list(config.getoption("--chart-set")),
+        inventory=config.getoption("--node-inventory"),
+        timeout=config.getoption("--cluster-timeout"),
+    )
+
+
+def validate(config: pytest.Config) -> HarnessState:
+    """Check the options alone (no cluster yet); raise UsageError with the reason."""
+    opts = _options(config)
+    try:
+        if opts.cluster in ("testbed", "k3s"):
+            opts.k8s_version = check_minor(opts.k8s_version)
+    except BackendError as e:
+        raise pytest.UsageError(str(e)) from None
+    if opts.cluster == "kubeconfig" and not (opts.kubeconfig or os.environ.get("KUBECONFIG")):
+        raise pytest.UsageError("--cluster kubeconfig needs --kubeconfig PATH (or $KUBECONFIG)")
+    name = config.getoption("--profile") or opts.vendor
+    try:
+        profile = profiles.load_profile(name)
+    except profiles.ProfileError as e:
+        raise pytest.UsageError(str(e)) from None
+    if profile.vendor != opts.vendor:
+        raise pytest.UsageError(f'profile "{profile.name}" is for vendor {profile.vendor}, not {opts.vendor}')
+    key = config.getoption("--signing-key")
+    if key and not Path(key).is_file():
+        raise pytest.UsageError(f"--signing-key {key}: no such file")
+    return HarnessState(opts, profile)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _register_markers(config)
+    if not _suites_selected(config):
+        return
+    state = validate(config)
+    config.stash[STATE_KEY] = state
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        if WORKER_KEY in workerinput:
+            state.cluster = ClusterInfo.from_json(workerinput[WORKER_KEY])
+        state.skip_reason = workerinput.get("hami_conformance_skip", "")
+        if workerinput.get(WORKER_RUN_DIR):
+            state.run_dir = Path(workerinput[WORKER_RUN_DIR])
+    elif config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistHooks(state), "hami-conformance-xdist")
+
+
+class _XdistHooks:
+    """Registered only when xdist is loaded (its hook would be unknown otherwise)."""
+
+    def __init__(self, state: HarnessState) -> None:
+        self.state = state
+
+    def pytest_configure_node(self, node: Any) -> None:
+        if self.state.cluster is not None:
+            node.workerinput[WORKER_KEY] = self.state.cluster.to_json()
+        node.workerinput["hami_conformance_skip"] = self.state.skip_reason
+        if self.state.run_dir is not None:
+            node.workerinput[WORKER_RUN_DIR] = str(self.state.run_dir)
+
+
+def _state(config: pytest.Config) -> HarnessState | None:
+    return config.stash.get(STATE_KEY, None)
+
+
+# --- session: provision, record, bundle -------------------------------------------------------
+
+
+def _run_id(opts: Options, minor: str) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{opts.vendor}-{minor}-{secrets.token_hex(2)}"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    config = session.config
+    state = _state(config)
+    if state is None or hasattr(config, "workerinput"):
+        return
+    opts = state.opts
+    try:
+        backend = get_backend(opts.cluster)
+        state.backend = backend
+        _progress(
+            config,
+            f"hami-conformance: provisioning the {opts.cluster} backend "
+            f"({opts.vendor}, {opts.k8s_version if opts.cluster != 'kubeconfig' else 'existing cluster'})",
+        )
+        state.cluster = backend.provision(opts)
+    except BackendUnavailable as e:
+        state.skip_reason = f"{opts.cluster} backend unavailable: {e}"
+        _progress(config, f"hami-conformance: {state.skip_reason}; the suites are skipped")
+        return
+    except BackendError as e:
+        raise pytest.UsageError(f"hami-conformance: {e}") from None
+    cluster = state.cluster
+    if not state.profile.covers(cluster.minor):
+        _teardown(state)
+        raise pytest.UsageError(
+            f'profile "{state.profile.name}" {state.profile.version} '
+            f"does not cover Kubernetes {cluster.minor}"
+        )
+    state.run_id = _run_id(opts, cluster.minor)
+    base = config.getoption("--bundle-dir")
+    state.out_dir = Path(base).resolve() if base else REPO / "reports" / "out" / state.run_id
+    state.run_dir = state.out_dir / "run"
+    _start_recording(config, state)
+
+
+def _start_recording(config: pytest.Config, state: HarnessState) -> None:
+    from kubeclient.client import Kube
+    from reports.model import RunMetadata
+    from reports.runio import RunWriter, utc_now
+
+    assert state.cluster is not None and state.run_dir is not None
+    cluster = state.cluster
+    meta = RunMetadata(
+        run_id=state.run_id,
+        project_commit=project_commit(REPO),
+        started=utc_now(),
+        tool_version=TOOL_VERSION,
+        backend=cluster.backend,
+        hami_namespace=cluster.hami_namespace,
+        chart_values=cluster.chart_values,
+        profile=state.profile.name,
+        profile_version=state.profile.version,
+        url=os.environ.get("HAMI_CONFORMANCE_RUN_URL", ""),
+        product={"platformName": "HAMi", "vendorName": state.opts.vendor},
+    )
+    writer = RunWriter(state.run_dir, meta)
+    kube = Kube.from_config(cluster.kubeconfig, user_agent="hami-conformance")
+    try:
+        version = kube.get("/version")
+        env = capture_environment(
+            kube,
+            version,
+            {"timings": cluster.timings, "vendors": cluster.vendors, "gitVersion": cluster.git_version},
+        )
+    finally:
+        kube.close()
+    writer.set_environment(env)
+    state.recorder = Recorder(writer)
+    allure_dir = config.getoption("--alluredir", None) if _has_allure(config) else None
+    from reports import allure as allure_files
+
+    target = Path(allure_dir) if allure_dir else state.out_dir / "allure-results"  # type: ignore[operator]
+    allure_files.write_environment(target, env, meta)
+    allure_files.write_categories(target)
+
+
+def _has_allure(config: pytest.Config) -> bool:
+    return config.pluginmanager.hasplugin("allure_pytest")
+
+
+def _progress(config: pytest.Config, text: str) -> None:
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    if tr is not None:
+        tr.write_line(text)
+    else:
+        print(text, file=sys.stderr, flush=True)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # Runs in the controller for every report (xdist forwards the workers' reports here).
+    state = _CURRENT.get("state")
+    if state is not None and state.recorder is not None:
+        state.recorder.on_report(report)
+
+
+_CURRENT: dict[str, HarnessState] = {}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection(session: pytest.Session) -> None:
+    state = _state(session.config)
+    if state is not None and not hasattr(session.config, "workerinput"):
+        _CURRENT["state"] = state
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    state = _state(session.config)
+    if state is None or hasattr(session.config, "workerinput"):
+        return
+    _CURRENT.pop("state", None)
+    try:
+        if state.recorder is not None and exitstatus != pytest.ExitCode.USAGE_ERROR:
+            _finish_bundle(session.config, state)
+    finally:
+        _teardown(state)
+
+
+def _finish_bundle(config: pytest.Config, state: HarnessState) -> None:
+    from reports.bundle import BundleError, build
+    from reports.model import RunInputError
+
+    assert state.recorder is not None and state.out_dir is not None
+    run = state.recorder.writer.finalise()
+    key = config.getoption("--signing-key")
+    try:
+        state.bundle = build(run, state.out_dir / "bundle", signing_key=Path(key) if key else None)
+    except (RunInputError, BundleError, ValueError) as e:
+        _progress(config, f"hami-conformance: no bundle written: {e}")
+        return
+    counts: dict[str, int] = {}
+    for c in run.cases:
+        counts[c.outcome] = counts.get(c.outcome, 0) + 1
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no cases"
+    _progress(config, f"hami-conformance: {summary}; bundle written: {state.bundle}")
+
+
+def _teardown(state: HarnessState) -> None:
+    if state.cluster is None or state.backend is None:
+        return
+    if state.opts.keep_cluster:
+        return
+    try:
+        state.backend.teardown(state.cluster)
+    finally:
+        state.cluster = None
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    state = _state(config)
+    if state is None or hasattr(config, "workerinput"):
+        return
+    if state.cluster is not None and state.opts.keep_cluster:
+        terminalreporter.write_line(f"hami-conformance: cluster kept; kubeconfig {state.cluster.kubeconfig}")
+
+
+# --- collection: identity, profile, vendor selection -------------------------------------------
+
+
+def _marker_value(item: pytest.Item, names: tuple[str, ...] | list[str]) -> str | None:
+    for name in names:
+        if item.get_closest_marker(name) is not None:
+            return name
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    state = _state(config)
+    if state is None:
+        return
+    keep, drop = [], []
+    minor = state.cluster.minor if state.cluster else state.opts.k8s_version
+    for item in items:
+        mark = item.get_closest_marker("rule")
+        if mark is None:
+            keep.append(item)
+            continue
+        vendor = _marker_value(item, cases.VENDORS)
+        if vendor != state.opts.vendor:
+            drop.append(item)
+            continue
+        capability = _marker_value(item, list(cases.CAPABILITIES))
+        if capability is None:
+            raise pytest.UsageError(f"{item.nodeid}: conformance case without a capability marker")
+        rule_id, text = mark.args[0], mark.args[1]
+        ai = mark.kwargs.get("ai")
+        requirement = state.profile.requirement(rule_id, minor)
+        identity = CaseIdentity(
+            vendor=vendor,
+            minor=minor,
+            capability=capability,
+            rule_id=rule_id,
+            rule_text=text,
+            requirement=requirement,
+            ai=list(ai) if ai else None,
+        )
+        item.user_properties.append((PROP, identity.__dict__))
+        if state.skip_reason:
+            item.add_marker(pytest.mark.skip(reason=state.skip_reason))
+        elif requirement == "not-applicable":
+            item.add_marker(
+                pytest.mark.skip(
+                    reason=f"not applicable to {vendor} {minor} in profile "
+                    f"{state.profile.name} {state.profile.version}"
+                )
+            )
+        keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest) -> ClusterInfo:
+    """The cluster under test (provisioned by the controller, shared by every worker)."""
+    state = _state(request.config)
+    if state is None:
+        pytest.skip("the conformance suites run with: pytest conformance/suites [--cluster ...]")
+    if state.cluster is None:
+        pytest.skip(state.skip_reason or "no cluster was provisioned")
+    return state.cluster
+
+
+@pytest.fixture(scope="session")
+def kube(cluster: ClusterInfo) -> Iterator[Any]:
+    from kubeclient.client import Kube
+
+    k = Kube.from_config(cluster.kubeconfig, user_agent="hami-conformance")
+    yield k
+    k.close()
+
+
+@pytest.fixture
+def namespace(kube: Any, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace per test: parallel tests never see each other's pods or quotas."""
+    from conformance.kube import create_namespace, delete_namespace
+
+    name = create_namespace(kube, "hc")
+    yield name
+    if not request.config.getoption("--keep-cluster"):
+        delete_namespace(kube, name)
+
+
+@pytest.fixture
+def workloads(kube: Any, namespace: str, request: pytest.FixtureRequest) -> Iterator[Any]:
+    from conformance.kube import Workloads
+
+    w = Workloads(kube, namespace)
+    yield w
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        # evidence for the report: the pods' events and last log lines
+        lines = []
+        for name in w.created:
+            lines.append(f"== pod {name}: {w.event_summary(name)}")
+        attach_text(request, "events.txt", "\n".join(lines))
+
+
+@pytest.fixture
+def attach(request: pytest.FixtureRequest) -> Any:
+    """``attach(name, text)``: keep a file (probe JSON, events) as evidence of this case."""
+    return lambda name, text: attach_text(request, name, text)
+
+
+def attach_text(request: pytest.FixtureRequest, name: str, text: str) -> Path | None:
+    state = _state(request.config)
+    if state is None or state.run_dir is None:
+        return None
+    safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in request.node.nodeid)[-120:]
+    path = state.run_dir / "attachments" / safe / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    request.node.user_properties.append((f"{PROP}.attachment", str(path)))
+    try:
+        import allure  # type: ignore[import-not-found]
+
+        allure.attach(text, name=name, attachment_type=allure.attachment_type.TEXT)
+    except ImportError:
+        pass
+    return path
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"rep_{rep.when}", rep)
+
+
+@pytest.fixture(autouse=True)
+def _allure_labels(request: pytest.FixtureRequest) -> None:
+    """Allure labels when allure-pytest is installed: epic=vendor, feature=capability, story=rule."""
+    props = dict((k, v) for k, v in request.node.user_properties if k == PROP)
+    identity = props.get(PROP)
+    if not identity:
+        return
+    try:
+        import allure  # type: ignore[import-not-found]
+    except ImportError:
+        return
+    allure.dynamic.epic(identity["vendor"])
+    allure.dynamic.feature(identity["capability"])
+    allure.dynamic.story(f"{identity['rule_id']}: {identity['rule_text']}")
+    allure.dynamic.parameter("vendor", identity["vendor"])
+    allure.dynamic.parameter("minor", identity["minor"])
+    allure.dynamic.label("requirement", identity["requirement"])

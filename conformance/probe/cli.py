@@ -1,0 +1,45 @@
+"""Command line of the probe workload."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+
+from conformance.probe.run import run_probe
+
+DESCRIPTION = """Print ONE JSON document: the relevant environment, /etc/ld.so.preload, the devices
+NVML lists, the CUDA view (devices, cuMemGetInfo_v2 before/after an allocation, a copy round trip),
+and the requested actions: allocate N MiB (a refusal is reported, not raised), one timed kernel with
+NVML utilisation sampled, and optionally full load for T seconds with the achieved utilisation."""
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m conformance.probe") -> int:
+    p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
+    p.add_argument("--alloc-mib", type=int, default=64, help="MiB to allocate on the device (0: none)")
+    p.add_argument("--kernel-seconds", type=float, default=1.0, help="one busy kernel of T seconds (0: none)")
+    p.add_argument("--load-seconds", type=float, default=0.0, help="back-to-back kernels for T seconds")
+    p.add_argument("--slice-ms", type=float, default=20.0, help="length of one kernel of the load loop")
+    p.add_argument("--device", type=int, default=0, help="CUDA ordinal to use")
+    p.add_argument(
+        "--hold-seconds", type=float, default=0.0, help="stay alive this long after printing (metrics tests)"
+    )
+    p.add_argument("--compact", action="store_true", help="one line of JSON instead of indented")
+    args = p.parse_args(argv)
+    doc = run_probe(
+        args.alloc_mib,
+        args.kernel_seconds,
+        args.device,
+        load_seconds=args.load_seconds,
+        slice_ms=args.slice_ms,
+    )
+    print(json.dumps(doc, indent=None if args.compact else 2, sort_keys=False), flush=True)
+    if args.hold_seconds > 0:
+        time.sleep(args.hold_seconds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
