@@ -4,5 +4,4 @@
   ``vGPUmonitor``, ``hami-install-shim``).
 * :mod:`.testbed_catalog` - image catalog entries for testbed node agents (``register_all()`` in-process,
   or ``write_catalog(path)`` for ``$TESTBED_IMAGE_CATALOG``).
-* ``testbed_toolkit.py`` - testbed-only stand-in for the NVIDIA container toolkit's library injection.
 """

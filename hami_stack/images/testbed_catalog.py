@@ -1,15 +1,11 @@
-"""Image catalog entries that let testbed node agents run the chart's containers.
+"""Image catalog entries that let testbed node agents run the chart's stack containers.
 
-The chart names real commands (``scheduler``, ``nvidia-device-plugin``, ``kube-scheduler`` ...) the way a
-real image provides them. On the testbed a container sees the host's filesystem, so the entries put
-directories holding same-named launchers first on ``PATH``:
-
-* ``*/hami:*`` (the stack image): ``bin/`` (the very scripts the Dockerfile installs), with
-  ``HAMI_PYTHON`` = this interpreter running ``testbed_toolkit.py``, which injects the emulated
-  driver libraries when the container asks for GPUs (``NVIDIA_VISIBLE_DEVICES``) as the NVIDIA
-  container toolkit would;
-* ``registry.k8s.io/kube-scheduler:*`` (and ``k8s.gcr.io``): ``testbed_bin/kube-scheduler`` runs the
-  testbed scheduler, which speaks each minor's flags and config formats.
+The chart names the stack image's commands (``scheduler``, ``nvidia-device-plugin``, ``vGPUmonitor``,
+``hami-install-shim``) the way the real image provides them. On the testbed a container sees the
+host's filesystem, so the ``*/hami:*`` entry puts ``bin/`` (the very scripts the Dockerfile installs)
+first on ``PATH``, with ``HAMI_PYTHON`` = this interpreter and ``PYTHONPATH`` = this checkout. The
+node agent itself plays the NVIDIA container toolkit (driver libraries for containers that ask for
+GPUs) and maps the kube-scheduler images.
 
 Use :func:`register_all` in the node agents' process, or :func:`write_catalog` and point
 ``$TESTBED_IMAGE_CATALOG`` at the file before ``python -m testbed up``.
@@ -26,35 +22,24 @@ import yaml
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-KUBE_SCHEDULER_IMAGES = ("registry.k8s.io/kube-scheduler:*", "k8s.gcr.io/kube-scheduler:*")
 HAMI_IMAGE = "*/hami:*"
 
 
 def entries(python: str = sys.executable) -> list[dict[str, Any]]:
     """Catalog entries (``{match, entrypoint, cmd, env}``) with absolute paths of this checkout."""
-    common = {"PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
-    out: list[dict[str, Any]] = [
+    return [
         {
             "match": HAMI_IMAGE,
             "entrypoint": [],
             "cmd": [],
             "env": {
-                **common,
+                "PYTHONPATH": str(REPO),
+                "PYTHONUNBUFFERED": "1",
                 "PATH": f"{HERE / 'bin'}:{SYSTEM_PATH}",
-                "HAMI_PYTHON": f"{python} {HERE / 'testbed_toolkit.py'}",
+                "HAMI_PYTHON": python,
             },
         }
     ]
-    for match in KUBE_SCHEDULER_IMAGES:
-        out.append(
-            {
-                "match": match,
-                "entrypoint": [python, "-m", "testbed.scheduler"],
-                "cmd": [],
-                "env": {**common, "PATH": f"{HERE / 'testbed_bin'}:{SYSTEM_PATH}", "TESTBED_PYTHON": python},
-            }
-        )
-    return out
 
 
 def write_catalog(path: str | Path, python: str = sys.executable) -> Path:

@@ -29,6 +29,19 @@ def _py(module: str) -> tuple[str, ...]:
     return (sys.executable, "-m", module)
 
 
+BIN = Path(__file__).resolve().with_name("bin")
+REPO = Path(__file__).resolve().parents[2]
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# kube-scheduler images: the entrypoint, and ``kube-scheduler`` on PATH for pods that name the command
+# (as the HAMi chart does); both run the testbed scheduler with this interpreter and checkout
+_KUBE_SCHEDULER_ENV = {
+    "PATH": f"{BIN}:{SYSTEM_PATH}",
+    "TESTBED_PYTHON": sys.executable,
+    "PYTHONPATH": str(REPO),
+    "PYTHONUNBUFFERED": "1",
+}
+
+
 _BASE = (
     "busybox",
     "alpine",
@@ -47,8 +60,8 @@ _BASE = (
 _BUILTIN: list[ImageEntry] = (
     [
         # kube-scheduler of any minor -> the testbed scheduler, which speaks the same flags
-        ImageEntry("registry.k8s.io/kube-scheduler:*", entrypoint=_py("testbed.scheduler")),
-        ImageEntry("k8s.gcr.io/kube-scheduler:*", entrypoint=_py("testbed.scheduler")),
+        ImageEntry("registry.k8s.io/kube-scheduler:*", _py("testbed.scheduler"), env=_KUBE_SCHEDULER_ENV),
+        ImageEntry("k8s.gcr.io/kube-scheduler:*", _py("testbed.scheduler"), env=_KUBE_SCHEDULER_ENV),
         # pause: sleeps forever, like the real one
         ImageEntry("registry.k8s.io/pause:*", entrypoint=("sleep", "infinity")),
         ImageEntry("k8s.gcr.io/pause:*", entrypoint=("sleep", "infinity")),

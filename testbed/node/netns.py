@@ -1,8 +1,9 @@
 """Pod networking: one network namespace per pod (as root), with loopback-only forwarding.
 
-Each pod gets a pod IP in 127.64.0.0/10 and, as root, a network namespace of its own with just
-``lo`` up, so its containers share a localhost and two pods can listen on the same port. Nothing is
-configured outside the namespaces we create, and no non-loopback address is ever used:
+Each pod gets a pod IP in 127.64.0.0/10 (unique on the host: ``podips.py``) and, as root, a network
+namespace of its own with just ``lo`` up, so its containers share a localhost and two pods can listen
+on the same port. Nothing is configured outside the namespaces we create, and no non-loopback address
+is ever used:
 
 * host -> pod: for every declared ``containerPort`` (TCP) the agent listens on ``<podIP>:<port>`` in
   the host namespace (127/8 is local on ``lo``) and forwards into the pod's namespace, so probes,
@@ -20,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import itertools
 import logging
 import os
 import socket
@@ -29,22 +29,23 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from .podips import default_allocator
+
 log = logging.getLogger("testbed.node.netns")
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = "/var/run/netns"
 _libc = ctypes.CDLL(None, use_errno=True)
-_ip_counter = itertools.count(2)
-_ip_lock = threading.Lock()
 
 
 def next_pod_ip() -> str:
-    """A fresh address in 127.64.0.0/10 (never .0/.255 in the last octet)."""
-    with _ip_lock:
-        n = next(_ip_counter)
-    a, rest = divmod(n, 254 * 256)
-    b, c = divmod(rest, 254)
-    return f"127.{64 + a}.{b}.{c + 1}"
+    """A fresh address in 127.64.0.0/10 that no other testbed on this host holds (``podips.py``)."""
+    return default_allocator().allocate()
+
+
+def release_pod_ip(ip: str) -> None:
+    """The pod is gone: its address may be handed out again (by this process)."""
+    default_allocator().release(ip)
 
 
 def can_use_netns() -> bool:
@@ -145,8 +146,9 @@ class Forwarder:
         listen_addr: tuple[str, int],
         target_ns: str | None,
         target_addr: tuple[str, int],
-    ) -> None:
-        """Listen in ``listen_ns`` and forward each connection to ``target_addr`` in ``target_ns``."""
+    ) -> asyncio.base_events.Server:
+        """Listen in ``listen_ns`` and forward each connection to ``target_addr`` in ``target_ns``;
+        returns the listener for :meth:`unlisten`."""
 
         def make() -> socket.socket:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -169,10 +171,25 @@ class Forwarder:
                 return
             await asyncio.gather(_pipe(reader, uw), _pipe(ur, writer))
 
-        async def start() -> None:
-            self._servers.append(await asyncio.start_server(handle, sock=sock))
+        async def start() -> asyncio.base_events.Server:
+            server = await asyncio.start_server(handle, sock=sock)
+            self._servers.append(server)
+            return server
 
-        asyncio.run_coroutine_threadsafe(start(), self.loop).result(10)
+        return asyncio.run_coroutine_threadsafe(start(), self.loop).result(10)
+
+    def unlisten(self, servers: list[asyncio.base_events.Server]) -> None:
+        """Close a pod's listeners (its address may be handed to another pod later)."""
+
+        async def stop() -> None:
+            for s in servers:
+                s.close()
+                if s in self._servers:
+                    self._servers.remove(s)
+
+        if servers and self.loop.is_running():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(stop(), self.loop).result(5)
 
     def close(self) -> None:
         async def stop() -> None:

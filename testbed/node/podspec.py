@@ -228,6 +228,15 @@ def token_for(kube: Kube, pod: dict[str, Any], audience: str | None, expiration:
     return str(out["status"]["token"])
 
 
+def node_path(node_root: Path, host_path: str) -> Path:
+    """Where a path of the node's host filesystem lives on this machine: under the node root.
+
+    The one rule for every host path the kubelet is handed (hostPath volumes, the mounts of a device
+    plugin's Allocate response), so a file a DaemonSet pod wrote through its hostPath ``/usr/local/vgpu``
+    is the file a device mount of ``/usr/local/vgpu/...`` binds into another container."""
+    return node_root / os.path.normpath("/" + host_path).lstrip("/")
+
+
 def setup_volumes(
     kube: Kube,
     pod: dict[str, Any],
@@ -247,7 +256,7 @@ def setup_volumes(
         try:
             if "hostPath" in vol:
                 hp = vol["hostPath"]
-                host = node_root / hp["path"].lstrip("/")
+                host = node_path(node_root, hp["path"])
                 typ = hp.get("type") or ""
                 if typ in ("DirectoryOrCreate", "") and not host.exists():
                     host.mkdir(parents=True, exist_ok=True)

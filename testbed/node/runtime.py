@@ -15,13 +15,13 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from kubeclient.client import ApiError
 from testbed.k8s.quantity import Quantity
 
-from . import images, netns, podspec, probes
+from . import images, netns, podspec, probes, toolkit
 from .container import LaunchSpec, Process, StartError
 from .devices_api import ContainerDevices, run_allocate
 from .logs import pod_log_dir
@@ -62,6 +62,16 @@ def pod_extended(pod: dict[str, Any]) -> dict[str, int]:
         for k, v in _requests(c).items():
             total[k] = max(total.get(k, 0), v)
     return total
+
+
+def admission_requests(pod: dict[str, Any], allocatable: dict[str, str]) -> dict[str, int]:
+    """The extended requests the kubelet's admission fit check sees.
+
+    Like the kubelet (``removeMissingExtendedResources``), extended resources the node does not list
+    in its allocatable at all are dropped before the check: they are someone else's business (HAMi's
+    ``nvidia.com/gpumem`` is only ever counted by its scheduler extender). Resources the node lists,
+    even with 0, are checked."""
+    return {k: v for k, v in pod_extended(pod).items() if k in allocatable}
 
 
 class Deleted(Exception):
@@ -128,8 +138,10 @@ class PodWorker:
         self.reason = ""
         self.message = ""
         self.pod_ip = ""
+        self.leased_ip = ""  # the pod IP this worker took from the allocator (not the node's own)
         self.netns_name = ""
         self.netns_path: str | None = None
+        self.listeners: list[Any] = []  # this pod's forwarders, closed at teardown
         self.initialized = False
         self.sandbox_ready = False
         self.start_time = now()
@@ -181,17 +193,17 @@ class PodWorker:
         self._write_status(rejected=True)
 
     def _admit(self) -> bool:
-        need = pod_extended(self.pod)
+        alloc = self.agent.capacity()[1]
+        need = admission_requests(self.pod, alloc)
         if need:
-            cap = self.agent.devices.capacity()
             used = self.agent.runtime.extended_in_use(exclude=self.uid)
             for res, n in sorted(need.items()):
-                alloc = cap.get(res, (0, 0))[1]
-                if used.get(res, 0) + n > alloc:
+                have = Quantity.parse(alloc[res]).value()
+                if used.get(res, 0) + n > have:
                     self._reject(
                         f"OutOf{res}",
                         f"Node didn't have enough resource: {res}, requested: {n}, "
-                        f"used: {used.get(res, 0)}, capacity: {alloc}",
+                        f"used: {used.get(res, 0)}, capacity: {have}",
                     )
                     return False
         try:
@@ -223,23 +235,28 @@ class PodWorker:
                     break
                 except podspec.MountError as e2:
                     a.recorder.pod(self.pod, "Warning", "FailedMount", str(e2))
-        self.pod_ip = netns.next_pod_ip()
+        if self.pod["spec"].get("hostNetwork"):
+            self.pod_ip = a.ip
+        else:
+            self.pod_ip = self.leased_ip = netns.next_pod_ip()
         if a.options.use_netns and not self.pod["spec"].get("hostNetwork"):
             self.netns_name = f"tb-{self.uid[:18]}"
             try:
                 self.netns_path = netns.create_netns(self.netns_name)
                 api_host, api_port = a.api_addr
-                a.forwarder.listen(self.netns_path, (api_host, api_port), None, (api_host, api_port))
+                self.listeners.append(
+                    a.forwarder.listen(self.netns_path, (api_host, api_port), None, (api_host, api_port))
+                )
                 for c in self.pod["spec"]["containers"]:
                     for p in c.get("ports") or []:
                         if (p.get("protocol") or "TCP") == "TCP":
                             cp = int(p["containerPort"])
-                            a.forwarder.listen(None, (self.pod_ip, cp), self.netns_path, ("127.0.0.1", cp))
+                            inside = ("127.0.0.1", cp)
+                            fwd = a.forwarder.listen(None, (self.pod_ip, cp), self.netns_path, inside)
+                            self.listeners.append(fwd)
             except OSError as e:
                 log.warning("pod %s: no network namespace (%s); using the host's", self.key, e)
                 self.netns_path = None
-        elif self.pod["spec"].get("hostNetwork"):
-            self.pod_ip = a.ip
         self.sandbox_ready = True
         self._write_status()
 
@@ -248,8 +265,11 @@ class PodWorker:
             if c.proc is not None and c.proc.poll() is None:
                 self._kill(c, self.delete_grace if self.delete_grace is not None else 0)
         self.agent.devices.release(self.uid)
+        self.agent.forwarder.unlisten(self.listeners)
         if self.netns_name:
             netns.delete_netns(self.netns_name)
+        if self.leased_ip:
+            netns.release_pod_ip(self.leased_ip)
         if self.delete_grace is not None:
             self.agent.runtime.finish_delete(self)
         self.agent.runtime.forget(self.uid)
@@ -357,7 +377,16 @@ class PodWorker:
         else:
             command, args = list(entry.entrypoint), list(spec.get("args") or entry.cmd)
         argv = podspec.expand_args(command, full_env) + podspec.expand_args(args, full_env)
-        mounts = podspec.container_mounts(spec, self.volumes) + [tuple(m) for m in devs.mounts]  # type: ignore[misc]
+        # an Allocate response names host paths of the node, resolved like hostPath volumes; a missing
+        # source becomes a directory, as containerd's CRI plugin does for every mount it is handed
+        dev_mounts = [(podspec.node_path(a.root, host), cpath, bool(ro)) for host, cpath, ro in devs.mounts]
+        for host_path, _cpath, _ro in dev_mounts:
+            if not host_path.exists():
+                host_path.mkdir(parents=True, exist_ok=True)
+        mounts = podspec.container_mounts(spec, self.volumes) + [(str(h), c, r) for h, c, r in dev_mounts]
+        # Parents before children, as containerd orders a container's mounts: a file mounted inside a
+        # mounted directory (the shim inside HAMi's per-container dir) must not be hidden by it.
+        mounts.sort(key=lambda m: len(PurePosixPath(m[1]).parts))
         as_root = a.options.use_mount_ns
         if not as_root:
             full_env.update(_path_translation(mounts))
@@ -381,6 +410,8 @@ class PodWorker:
         )
         a.recorder.pod(self.pod, "Normal", "Created", f"Created container {c.name}", fp)
         try:
+            launch.env = toolkit.inject(full_env, toolkit.nvidia_state_dir(a.root))
+            c.env = launch.env
             c.proc = Process(launch, log_path)
         except StartError as e:
             msg = (
@@ -408,7 +439,7 @@ class PodWorker:
         hook = ((spec.get("lifecycle") or {}).get("postStart") or {}).get("exec")
         if hook:
             code, out = probes.exec_in(
-                c.proc.pid, hook.get("command") or [], full_env, 30, a.options.use_mount_ns
+                c.proc.pid, hook.get("command") or [], c.env, 30, a.options.use_mount_ns
             )
             if code != 0:
                 msg = (
@@ -739,6 +770,7 @@ class PodRuntime:
         self.agent = agent
         self.workers: dict[str, PodWorker] = {}
         self.simulated: dict[str, dict[str, Any]] = {}
+        self.sim_ips: dict[str, str] = {}  # uid -> pod IP of a simulated pod
         self.finished: set[str] = set()  # uids whose worker ended: never start them again
         self._lock = threading.Lock()
 
@@ -772,6 +804,7 @@ class PodRuntime:
             with self._lock:
                 w = self.workers.get(uid)
                 self.simulated.pop(uid, None)
+            self._release_sim_ip(uid)
             if w is not None:
                 w.request_delete(0)
             return
@@ -825,6 +858,7 @@ class PodRuntime:
         if deleting:
             with self._lock:
                 self.simulated.pop(uid, None)
+            self._release_sim_ip(uid)
             self.agent.submit(self._confirm_delete, pod)
             return
         with self._lock:
@@ -842,11 +876,20 @@ class PodRuntime:
                 sim.pod_start_seconds + sim.pod_complete_seconds, self._sim_status, pod, "Succeeded"
             )
 
+    def _release_sim_ip(self, uid: str) -> None:
+        with self._lock:
+            ip = self.sim_ips.pop(uid, "")
+        if ip:
+            netns.release_pod_ip(ip)
+
     def _sim_status(self, pod: dict[str, Any], phase: str) -> None:
         meta = pod["metadata"]
         with self._lock:
             if meta["uid"] not in self.simulated:
                 return
+            ip = self.sim_ips.get(meta["uid"]) or ""
+            if not ip:  # one address for the pod's whole life, given back when it is deleted
+                ip = self.sim_ips[meta["uid"]] = netns.next_pod_ip()
         ts = now()
         running = phase == "Running"
         states = []
@@ -882,7 +925,6 @@ class PodRuntime:
             for c in conds:
                 if c["type"] in ("Ready", "ContainersReady"):
                     c["reason"] = "PodCompleted"
-        ip = netns.next_pod_ip()
         st = {
             "phase": phase,
             "conditions": conds,

@@ -1,0 +1,177 @@
+"""Pod IPs that are unique on the whole host, across every testbed running on it.
+
+Pod IPs are 127.64.0.0/10 addresses and the node agents bind host-side forwarders on them, so two
+testbeds on one machine (two pytest-xdist workers, a test next to a ``testbed up``) must never hand out
+the same address. Like host-local IPAM, addresses come from a file shared by everyone on the host;
+to keep that file small and the lock cheap, it records whole /24 *blocks* rather than single
+addresses: an allocator leases a block (``{block: {pid, start, owner}}``) under ``flock`` and hands
+out its 254 addresses in memory, leasing another block when they are used up. A lease whose process
+is gone (or whose pid now belongs to a younger process) is reclaimed by the next allocator that needs
+a block; :meth:`PodIPAllocator.close` gives its blocks back at once.
+
+The registry is ``$TESTBED_POD_IP_REGISTRY`` or ``/tmp/testbed-pod-ip-blocks.json`` (falling back to a
+per-user file when another user's file cannot be opened).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+FIRST_BLOCK = 64 * 256  # 127.64.0.0/24, as an index of /24 blocks inside 127/8
+BLOCKS = 64 * 256  # 127.64.0.0/10 holds 16384 /24 blocks
+ENV = "TESTBED_POD_IP_REGISTRY"
+
+
+class PodIPsExhausted(Exception):
+    """Every /24 block of 127.64.0.0/10 is leased by a live process."""
+
+
+def default_registry() -> Path:
+    return Path(os.environ.get(ENV) or Path(tempfile.gettempdir()) / "testbed-pod-ip-blocks.json")
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot ("" when unknown): tells pid reuse apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    # the command name may hold spaces and parentheses: fields count from the last ')'
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _alive(pid: int, start: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's live process
+    now = _start_time(pid)
+    return not (start and now and now != start)
+
+
+def block_address(block: int, host: int) -> str:
+    """Address ``host`` (1..254) of /24 block ``block`` (an index into 127.64.0.0/10)."""
+    n = FIRST_BLOCK + block
+    return f"127.{n // 256}.{n % 256}.{host}"
+
+
+class PodIPAllocator:
+    """Unique pod IPs for one process (thread-safe); blocks come from the host-wide registry."""
+
+    def __init__(self, registry: str | os.PathLike[str] | None = None) -> None:
+        self.registry = Path(registry) if registry is not None else default_registry()
+        self.owner = uuid.uuid4().hex
+        self._lock = threading.Lock()
+        self._blocks: list[int] = []
+        self._in_use: set[str] = set()
+        self._cursor = 0  # position in the round over our blocks' addresses: released ones are reused last
+
+    # -- registry ----------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[dict[str, Any]]:
+        """The registry's leases, read and written back under an exclusive flock."""
+        try:
+            fd = os.open(self.registry, os.O_RDWR | os.O_CREAT, 0o666)
+        except PermissionError:
+            reg = self.registry
+            self.registry = reg.with_name(f"{reg.stem}-{os.getuid()}{reg.suffix}")
+            fd = os.open(self.registry, os.O_RDWR | os.O_CREAT, 0o666)
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, 0o666)  # other users' testbeds share the file (umask would narrow it)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            raw = b""
+            while chunk := os.read(fd, 1 << 16):
+                raw += chunk
+            try:
+                data = json.loads(raw) if raw.strip() else {}
+            except ValueError:
+                data = {}  # a torn or foreign file: start over rather than wedge every testbed
+            leases: dict[str, Any] = data.get("blocks") if isinstance(data.get("blocks"), dict) else {}
+            before = json.dumps(leases, sort_keys=True)
+            yield leases
+            if json.dumps(leases, sort_keys=True) != before:
+                body = json.dumps({"blocks": leases}, sort_keys=True).encode()
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.ftruncate(fd, 0)
+                os.write(fd, body)
+        finally:
+            os.close(fd)
+
+    def _lease_block(self) -> int:
+        pid = os.getpid()
+        with self._locked() as leases:
+            dead = [k for k, v in leases.items() if not _alive(int(v.get("pid", 0)), str(v.get("start", "")))]
+            for key in dead:
+                del leases[key]
+            for block in range(BLOCKS):
+                if str(block) not in leases:
+                    leases[str(block)] = {"pid": pid, "start": _start_time(pid), "owner": self.owner}
+                    return block
+        raise PodIPsExhausted("no free /24 block in 127.64.0.0/10: every one is leased by a live process")
+
+    def leased_blocks(self) -> list[int]:
+        with self._lock:
+            return list(self._blocks)
+
+    # -- addresses ---------------------------------------------------------------------------------
+
+    def allocate(self) -> str:
+        """A pod IP no other live allocator on this host holds (never .0 or .255)."""
+        with self._lock:
+            total = len(self._blocks) * 254
+            for step in range(total):
+                i = (self._cursor + step) % total
+                ip = block_address(self._blocks[i // 254], i % 254 + 1)
+                if ip not in self._in_use:
+                    self._cursor = i + 1
+                    self._in_use.add(ip)
+                    return ip
+            block = self._lease_block()
+            self._blocks.append(block)
+            self._cursor = total + 1
+            ip = block_address(block, 1)
+            self._in_use.add(ip)
+            return ip
+
+    def release(self, ip: str) -> None:
+        with self._lock:
+            self._in_use.discard(ip)
+
+    def close(self) -> None:
+        """Give this allocator's blocks back to the registry."""
+        with self._lock:
+            if not self._blocks:
+                return
+            with self._locked() as leases:
+                for block in self._blocks:
+                    if (leases.get(str(block)) or {}).get("owner") == self.owner:
+                        del leases[str(block)]
+            self._blocks.clear()
+            self._in_use.clear()
+            self._cursor = 0
+
+
+_default: PodIPAllocator | None = None
+_default_lock = threading.Lock()
+
+
+def default_allocator() -> PodIPAllocator:
+    """The process's allocator (its leases die with the process and are reclaimed by the next one)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = PodIPAllocator()
+        return _default
