@@ -86,8 +86,10 @@ async def _serve(args: argparse.Namespace, data_dir: Path) -> int:
     except OSError as e:
         raise CLIError(f"cannot start the apiserver on {args.host}:{args.port}: {e.strerror or e}") from e
     kubeconfig = server.write_kubeconfig(data_dir / "kubeconfig")
+    catalog = Path(args.image_catalog).resolve() if args.image_catalog else None
     components = ComponentSet(kubeconfig, data_dir, server.profile.minor, nodes=args.node_inventory,
-                              scheduler=not args.no_scheduler, controllers=not args.no_controllers)
+                              scheduler=not args.no_scheduler, controllers=not args.no_controllers,
+                              image_catalog=catalog)
     components.start()
     try:
         await _wait_nodes_ready(server, components, len(args.node_names))
@@ -207,6 +209,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     ]
     if args.nodes:
         cmd += ["--nodes", str(args.node_inventory)]
+    if args.image_catalog:
+        cmd += ["--image-catalog", str(Path(args.image_catalog).resolve())]
     cmd += ["--no-scheduler"] if args.no_scheduler else []
     cmd += ["--no-controllers"] if args.no_controllers else []
     with open(log_path, "ab") as log:
@@ -281,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--nodes", metavar="INVENTORY",
                     help="node inventory YAML: start a node agent for each node (e.g. "
                          "inventories/emulated/two-nodes-a100.yaml)")
+    up.add_argument("--image-catalog", metavar="FILE",
+                    help="extra image catalog for the node agents (maps image names to local commands; "
+                         "see testbed/node/images.py)")
     up.add_argument("--no-scheduler", action="store_true", help="do not start the default scheduler")
     up.add_argument("--no-controllers", action="store_true", help="do not start the controller manager")
     up.set_defaults(func=cmd_up)

@@ -34,6 +34,7 @@ class ComponentSet:
     scheduler: bool = True
     controllers: bool = True
     node_monitor_grace_period: str = ""
+    image_catalog: Path | None = None
     components: list[Component] = field(default_factory=list)
 
     def plan(self) -> list[Component]:
@@ -55,12 +56,15 @@ class ComponentSet:
     def start(self) -> ComponentSet:
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if self.image_catalog is not None:
+            env["TESTBED_IMAGE_CATALOG"] = str(self.image_catalog)
         for c in self.plan():
             c.log = logs / f"{c.name}.log"
             with open(c.log, "ab") as fh:
                 c.proc = subprocess.Popen(
                     c.argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                    start_new_session=True, env=env)
             self.components.append(c)
         return self
 

@@ -153,6 +153,8 @@ class TestbedBackend:
                 str(data_dir),
                 "--nodes",
                 str(inventory),
+                "--image-catalog",
+                str(self._image_catalog(data_dir)),
             ],
             f"testbed up --k8s {minor}",
             240,
@@ -161,6 +163,13 @@ class TestbedBackend:
         info.kubeconfig = state["kubeconfig"]
         info.git_version = state.get("gitVersion", "")
         info.timings["provision_s"] = round(time.monotonic() - t, 3)
+
+    @staticmethod
+    def _image_catalog(data_dir: Path) -> Path:
+        """The node agents' map from the chart's images to the stack's commands."""
+        from hami_stack.images.testbed_catalog import write_catalog
+
+        return Path(write_catalog(data_dir / "image-catalog.yaml"))
 
     def _wait_registered(self, info: ClusterInfo, nodes: list[str], timeout: float) -> None:
         kube = preflight.connect(info.kubeconfig)

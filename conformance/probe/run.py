@@ -207,7 +207,11 @@ def _run_kernel(cuda: Cuda, nvml: Nvml | None, uuid: str, seconds: float) -> dic
 
 def _run_load(cuda: Cuda, nvml: Nvml | None, uuid: str, seconds: float, slice_ms: float) -> dict[str, Any]:
     """Full load: launch short kernels back to back for ``seconds``; a compute limiter shows up as
-    wall time between kernels, so achieved utilisation = kernel time / wall time."""
+    wall time between kernels, so achieved utilisation = kernel time / wall time.
+
+    Kernel time is the slices' declared length (the kernel spins on the GPU clock for exactly that
+    long). Events around each launch would also count the time a limiter held the launch back on
+    the host, because the start event completes before the delayed kernel is queued."""
     kernel = _Kernel(cuda)
     nvml_index = _nvml_index(nvml, uuid)
     busy_ms, launches, samples = 0.0, 0, []
@@ -230,6 +234,6 @@ def _run_load(cuda: Cuda, nvml: Nvml | None, uuid: str, seconds: float, slice_ms
         "launches": launches,
         "busy_ms": round(busy_ms, 3),
         "wall_ms": round(wall_ms, 3),
-        "achieved_utilization": round(100 * busy_ms / wall_ms, 2) if wall_ms else 0.0,
+        "achieved_utilization": round(100 * launches * slice_ms / wall_ms, 2) if wall_ms else 0.0,
         "nvml_utilization_samples": samples,
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import threading
 from pathlib import Path
 from wsgiref.simple_server import WSGIServer
@@ -34,9 +35,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=9394)
     ap.add_argument("--bind", default="127.0.0.1", help="address to listen on (the chart passes 0.0.0.0)")
     ap.add_argument("--pods-file", type=Path, help='JSON {"<pod uid>": {"namespace": .., "name": ..}}')
+    ap.add_argument("--node-name", default=os.environ.get("NODE_NAME", ""),
+                    help="resolve pod names by watching this node's pods through the API "
+                         "(default $NODE_NAME; in-cluster credentials or $KUBECONFIG)")
+    ap.add_argument("--kubeconfig", default=None)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     resolver = pods_file_resolver(args.pods_file) if args.pods_file else None
+    if resolver is None and args.node_name:
+        from kubeclient.client import Kube
+
+        from .podnames import NodePodNames
+
+        try:
+            resolver = NodePodNames(Kube.from_config(args.kubeconfig), args.node_name).start().resolve
+        except Exception as e:  # no credentials: labels fall back to pod UIDs, as documented
+            logging.getLogger(__name__).warning("pod names unavailable (%s); labelling by pod UID", e)
     _, thread, _ = serve(args.containers_dir, args.port, args.bind, resolver)
     logging.getLogger(__name__).info("serving on %s:%d from %s", args.bind, args.port, args.containers_dir)
     thread.join()

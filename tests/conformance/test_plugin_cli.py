@@ -236,3 +236,25 @@ def test_probe_on_emulated_driver(tmp_path: Path) -> None:
         assert json.loads(json.dumps(doc))["probe"]["version"] == "1"  # type: ignore[index]
     finally:
         st.close()
+
+
+@pytest.mark.hardware
+def test_probe_load_counts_kernel_time_not_throttled_launch_time(tmp_path: Path) -> None:
+    """Under a 30% compute limit the probe's achieved utilisation reads about 30%: the time the
+    limiter holds a launch back on the host is idle GPU time, not kernel time."""
+    from hami_stack.enforcer import ensure_built
+    from testbed.hardware import create_state, library_env
+
+    st = create_state(tmp_path / "gpus", {"model": "A100-SXM4-80GB", "count": 1}, node_name="n")
+    try:
+        env = library_env(st.path, "all")
+        env.update({"LD_PRELOAD": str(ensure_built()), "CUDA_DEVICE_SM_LIMIT": "30",
+                    "GPU_CORE_UTILIZATION_POLICY": "force",
+                    "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(tmp_path / "region.cache")})
+        load = _probe(env, "--alloc-mib", "0", "--kernel-seconds", "0", "--load-seconds", "3",
+                      "--slice-ms", "20")["cuda"]["load"]  # type: ignore[index]
+        assert 15 <= load["achieved_utilization"] <= 45, load  # type: ignore[index]
+        # the events around each launch include the held-back time, which is why they are not used
+        assert load["busy_ms"] > load["launches"] * 20 * 1.5  # type: ignore[index]
+    finally:
+        st.close()

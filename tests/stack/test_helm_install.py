@@ -1,7 +1,7 @@
 """``helm install`` of hami_stack/chart onto a testbed with node agents and emulated A100s.
 
 The testbed runs as processes (``python -m testbed up --nodes ...``); the node agents map the chart's
-images through ``hami_stack.images.testbed_catalog`` ($TESTBED_IMAGE_CATALOG). Checked: the device-plugin
+images through ``hami_stack.images.testbed_catalog`` (``testbed up --image-catalog``). Checked: the device-plugin
 DaemonSet pods run, register with each node's kubelet (capacity ``nvidia.com/gpu`` = 4 GPUs x 10 splits)
 and publish ``hami.io/node-nvidia-register``; then the end-to-end GPU pod: webhook, hami-scheduler,
 Allocate, and a container that sees its memory limit through the preloaded shim.
@@ -65,7 +65,8 @@ def wait_for(fn: Callable[[], Any], timeout: float = 60.0, what: str = "conditio
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
     minor = request.param
     data = tmp_path_factory.mktemp(f"stack-{minor}")
-    env = {**os.environ, "TESTBED_IMAGE_CATALOG": str(write_catalog(data / "catalog.yaml"))}
+    catalog = write_catalog(data / "catalog.yaml")
+    env = dict(os.environ)
     up = [
         sys.executable,
         "-m",
@@ -80,6 +81,8 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         str(data / "tb"),
         "--nodes",
         str(INVENTORY),
+        "--image-catalog",
+        str(catalog),
     ]
     subprocess.run(up, cwd=REPO, env=env, check=True, capture_output=True, timeout=120)
     kubeconfig = data / "tb" / "kubeconfig"
