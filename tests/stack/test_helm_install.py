@@ -1,7 +1,8 @@
 """``helm install`` of hami_stack/chart onto a testbed with node agents and emulated A100s.
 
 The testbed runs as processes (``python -m testbed up --nodes ...``); the node agents map the chart's
-images through ``hami_stack.images.testbed_catalog`` (``testbed up --image-catalog``). Checked: the device-plugin
+images through ``hami_stack.images.testbed_catalog`` (``testbed up --image-catalog``). Checked: the
+device-plugin
 DaemonSet pods run, register with each node's kubelet (capacity ``nvidia.com/gpu`` = 4 GPUs x 10 splits)
 and publish ``hami.io/node-nvidia-register``; then the end-to-end GPU pod: webhook, hami-scheduler,
 Allocate, and a container that sees its memory limit through the preloaded shim.
