@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conformance import contract as C
+from conformance.cases import violated
 from kubeclient.client import ApiError, Kube
 
 PROBE_IMAGE = "ghcr.io/hami-conformance/hami-conformance-probe:0.1.0"
@@ -135,10 +136,12 @@ def gpu_pod(
 class Workloads:
     """Pods in one test's namespace, with the waits and reads the cases need."""
 
-    def __init__(self, kube: Kube, namespace: str, *, timeout: float = 60.0) -> None:
+    def __init__(self, kube: Kube, namespace: str, *, timeout: float = 60.0,
+                 scheduler_name: str = C.DEFAULT_SCHEDULER_NAME) -> None:
         self.kube = kube
         self.ns = namespace
         self.timeout = timeout
+        self.scheduler_name = scheduler_name
         self.created: list[str] = []
 
     @property
@@ -148,7 +151,19 @@ class Workloads:
     def create(self, pod: Pod) -> Pod:
         out = self.kube.create(self.pods_path, pod)
         self.created.append(pod["metadata"]["name"])
+        self._check_admitted_to_hami(pod, out)
         return out  # type: ignore[no-any-return]
+
+    def _check_admitted_to_hami(self, sent: Pod, stored: Pod) -> None:
+        """Every case that runs a device pod depends on admission: fail it at once, naming that rule,
+        instead of waiting out a pod the HAMi scheduler never sees."""
+        if sent.get("spec", {}).get("schedulerName") or not _requests_devices(sent):
+            return
+        got = stored.get("spec", {}).get("schedulerName", "")
+        if got != self.scheduler_name:
+            raise AssertionError(violated(
+                "ADM-SCHED-1", f"pod {self.ns}/{sent['metadata']['name']} requests devices but was admitted "
+                f"with schedulerName {got!r}, not {self.scheduler_name!r}; this case cannot run"))
 
     def try_create(self, pod: Pod) -> tuple[Pod | None, ApiError | None]:
         """Create, returning the admission error instead of raising it (denial cases)."""
@@ -301,3 +316,12 @@ def gpu_nodes(kube: Kube) -> list[dict[str, Any]]:
 
 def registered_devices(node: dict[str, Any]) -> list[C.RegisteredDevice]:
     return C.parse_register(node["metadata"]["annotations"][C.NVIDIA_REGISTER])
+
+
+def _requests_devices(pod: Pod) -> bool:
+    spec = pod.get("spec", {})
+    for c in (spec.get("containers") or []) + (spec.get("initContainers") or []):
+        limits = (c.get("resources") or {}).get("limits") or {}
+        if any(k in limits for k in (C.GPU, C.GPUMEM, C.GPUCORES, C.GPUMEM_PCT)):
+            return True
+    return False

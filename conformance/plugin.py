@@ -467,10 +467,12 @@ def namespace(kube: Any, request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 @pytest.fixture
-def workloads(kube: Any, namespace: str, request: pytest.FixtureRequest) -> Iterator[Any]:
+def workloads(
+    kube: Any, namespace: str, cluster: ClusterInfo, request: pytest.FixtureRequest
+) -> Iterator[Any]:
     from conformance.kube import Workloads
 
-    w = Workloads(kube, namespace)
+    w = Workloads(kube, namespace, scheduler_name=cluster.scheduler_name)
     yield w
     rep = getattr(request.node, "rep_call", None)
     if rep is not None and rep.failed:
