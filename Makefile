@@ -1,4 +1,4 @@
-# Two entry points a fresh machine needs: `make demo` (the main job) and `make test`.
+# Two entry points a fresh machine needs: `make run` (the main job) and `make test`.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CLIENT_MINORS ?= 1.20 1.25 1.33
 PYTEST_ARGS ?=
 
-.PHONY: install clients demo test lint bench clean
+.PHONY: install clients run demo test lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -18,6 +18,10 @@ install: $(BIN)/.installed
 
 clients: install
 	$(BIN)/python -m testbed.clients fetch $(CLIENT_MINORS)
+
+# the conformance run: testbed 1.33 + the stack by its chart + the NVIDIA suites -> reports/out/<run>/bundle
+run: install clients
+	$(BIN)/hami-conformance run $(RUN_ARGS)
 
 demo: install
 	$(BIN)/python -m testbed demo --k8s 1.33

@@ -24,12 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubeletapi.constants import DEVICE_PLUGINS_DIR, KUBELET_SOCKET
+
 from ..devices.config import DeviceConfigError, NvidiaConfig, load_device_config
 from ..protocol.register import MODE_HAMI_CORE, MODE_MIG, MODE_MPS
 
 DEFAULT_CONFIG_FILE = "/device-config.yaml"
 DEFAULT_NODE_CONFIG_FILE = "/config/config.json"
-DEFAULT_KUBELET_SOCKET = "/var/lib/kubelet/device-plugins/kubelet.sock"
+DEFAULT_KUBELET_SOCKET = f"{DEVICE_PLUGINS_DIR}/{KUBELET_SOCKET}"
 OPERATING_MODES = (MODE_HAMI_CORE, MODE_MIG, MODE_MPS)
 DEVICE_LIST_STRATEGIES = ("envvar", "volume-mounts")
 

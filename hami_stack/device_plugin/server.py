@@ -14,7 +14,6 @@ The service logic (devices, preferred allocation, Allocate) comes from a :class:
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent import futures
@@ -26,28 +25,10 @@ import grpc
 
 from kubeletapi import deviceplugin_v1beta1_pb2 as api
 from kubeletapi import deviceplugin_v1beta1_pb2_grpc as api_grpc
+from kubeletapi.constants import API_VERSION, HEALTHY, UNHEALTHY
+from kubeletapi.sockets import unix_target
 
 log = logging.getLogger("hami.device-plugin.server")
-
-API_VERSION = "v1beta1"
-HEALTHY = "Healthy"
-UNHEALTHY = "Unhealthy"
-_MAX_UNIX_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
-_DIR_FDS: dict[str, int] = {}
-
-
-def unix_target(path: Path | str) -> str:
-    """``unix:`` address for ``path``; overlong paths go through ``/proc/self/fd/<dir fd>/<name>``."""
-    full = os.path.abspath(path)
-    if len(os.fsencode(full)) <= _MAX_UNIX_PATH:
-        return f"unix://{full}"
-    directory, name = os.path.split(full)
-    fd = _DIR_FDS.get(directory)
-    if fd is None:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        _DIR_FDS[directory] = fd
-    return f"unix:///proc/self/fd/{fd}/{name}"
-
 
 @dataclass(frozen=True)
 class PluginDevice:

@@ -20,7 +20,8 @@ import grpc
 
 from kubeletapi import podresources_v1_pb2 as v1
 from kubeletapi import podresources_v1alpha1_pb2 as v1alpha1
-from testbed.node.devices.rpc import UnknownMethodHandler, unix_target
+from kubeletapi.sockets import unix_target
+from testbed.node.devices.rpc import UnknownMethodHandler
 
 log = logging.getLogger("testbed.node.podresources")
 

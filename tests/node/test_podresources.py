@@ -16,8 +16,8 @@ from kubeletapi import podresources_v1_pb2 as v1
 from kubeletapi import podresources_v1_pb2_grpc as v1_grpc
 from kubeletapi import podresources_v1alpha1_pb2 as v1alpha1
 from kubeletapi import podresources_v1alpha1_pb2_grpc as v1alpha1_grpc
+from kubeletapi.sockets import unix_target
 from testbed.node.devices import DevicePluginManager
-from testbed.node.devices.rpc import unix_target
 from testbed.node.devices.stub import StubDevice, StubDevicePlugin
 from testbed.node.podresources import PodResourcesServer
 

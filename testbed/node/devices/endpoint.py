@@ -12,7 +12,8 @@ import grpc
 
 from kubeletapi import deviceplugin_v1beta1_pb2 as api
 from kubeletapi import deviceplugin_v1beta1_pb2_grpc as api_grpc
-from testbed.node.devices.rpc import close_channel, go_rpc_error, unix_target
+from kubeletapi.sockets import unix_target
+from testbed.node.devices.rpc import close_channel, go_rpc_error
 
 log = logging.getLogger("testbed.node.devices")
 

@@ -25,20 +25,21 @@ import grpc
 
 from kubeletapi import deviceplugin_v1beta1_pb2 as api
 from kubeletapi import deviceplugin_v1beta1_pb2_grpc as api_grpc
+from kubeletapi.constants import API_VERSION, HEALTHY, KUBELET_SOCKET
+from kubeletapi.constants import DEVICE_PLUGINS_DIR as DEVICE_PLUGINS_DIR_ABS
+from kubeletapi.sockets import unix_target
 from testbed.k8s.quantity import parse_quantity
 from testbed.node.devices import checkpoint as ckpt
 from testbed.node.devices.endpoint import DIAL_TIMEOUT_S, Endpoint, EndpointError
 from testbed.node.devices.names import is_extended_resource_name
-from testbed.node.devices.rpc import fire, remove_sockets, unix_target
+from testbed.node.devices.rpc import fire, remove_sockets
 from testbed.node.devices_api import AllocationError, ContainerDevices
 
 log = logging.getLogger("testbed.node.devices")
 
-API_VERSION = "v1beta1"
-SUPPORTED_VERSIONS = ("v1beta1",)
-HEALTHY = "Healthy"
-KUBELET_SOCKET = "kubelet.sock"
-DEVICE_PLUGINS_DIR = Path("var/lib/kubelet/device-plugins")
+SUPPORTED_VERSIONS = (API_VERSION,)
+# under the node root, which stands for the node's filesystem
+DEVICE_PLUGINS_DIR = Path(DEVICE_PLUGINS_DIR_ABS.lstrip("/"))
 # How long a resource whose plugin went away keeps its capacity before the kubelet drops it.
 ENDPOINT_STOP_GRACE_S = 300.0
 

@@ -33,40 +33,10 @@ _GO_CODE_NAMES = {
     grpc.StatusCode.UNAUTHENTICATED: "Unauthenticated",
 }
 
-# sun_path is 108 bytes on Linux, including the terminating NUL.
-MAX_UNIX_PATH = 107
-
-
 def go_rpc_error(err: grpc.aio.AioRpcError | grpc.RpcError) -> str:
     code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
     details = err.details() if hasattr(err, "details") else str(err)
     return f"rpc error: code = {_GO_CODE_NAMES.get(code, 'Unknown')} desc = {details or ''}"
-
-
-# Directories opened to reach sockets whose full path is too long for sun_path; kept open for the
-# life of the process because gRPC resolves the address again on every (re)connect.
-_DIR_FDS: dict[str, int] = {}
-
-
-def unix_target(path: Path | str) -> str:
-    """A gRPC ``unix:`` address for ``path``, for binding and dialing alike.
-
-    Node roots live under the user's data directory, which can make socket paths longer than the
-    108 bytes a unix socket address holds. Such paths go through ``/proc/self/fd/<dir fd>/<name>``,
-    which the kernel resolves to the same directory.
-    """
-    full = os.path.abspath(path)
-    if len(os.fsencode(full)) <= MAX_UNIX_PATH:
-        return f"unix://{full}"
-    directory, name = os.path.split(full)
-    fd = _DIR_FDS.get(directory)
-    if fd is None:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        _DIR_FDS[directory] = fd
-    short = f"/proc/self/fd/{fd}/{name}"
-    if len(os.fsencode(short)) > MAX_UNIX_PATH:
-        raise ValueError(f"unix socket name too long ({len(name)} bytes): {name}")
-    return f"unix://{short}"
 
 
 def remove_sockets(directory: Path, keep: set[str]) -> list[str]:

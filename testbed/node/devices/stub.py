@@ -20,7 +20,7 @@ import grpc
 
 from kubeletapi import deviceplugin_v1beta1_pb2 as api
 from kubeletapi import deviceplugin_v1beta1_pb2_grpc as api_grpc
-from testbed.node.devices.rpc import unix_target
+from kubeletapi.sockets import unix_target
 
 AllocateFn = Callable[[list[str]], api.ContainerAllocateResponse]
 

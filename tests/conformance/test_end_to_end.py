@@ -1,0 +1,58 @@
+"""The main job end to end on the testbed: the NVIDIA suites pass against the stack, the bundle is
+signed and verifies, and a deliberately broken stack fails exactly the cases whose rule it breaks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from testbed.clients import helm_path, helm_skip_reason
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.helm, pytest.mark.hardware, pytest.mark.slow,
+              pytest.mark.skipif(helm_path() is None, reason=helm_skip_reason())]
+
+
+def _run(out: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], Path, dict]:  # type: ignore[type-arg]
+    proc = subprocess.run(
+        [sys.executable, "-m", "conformance", "run", "--k8s", "1.33", "--out", str(out), *args],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    runs = sorted(out.iterdir())
+    assert len(runs) == 1, (proc.stdout, proc.stderr)
+    bundle = runs[0] / "bundle"
+    return proc, bundle, json.loads((bundle / "results.json").read_text())
+
+
+def test_suites_pass_and_the_signed_bundle_verifies(tmp_path: Path) -> None:
+    key = tmp_path / "key.pem"
+    assert subprocess.run([sys.executable, "-m", "reports", "keygen", str(key)], cwd=REPO,
+                          capture_output=True, text=True).returncode == 0
+    proc, bundle, results = _run(tmp_path / "out", "--signing-key", str(key))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    s = results["summary"]
+    assert s["failed"] == 0 and s["unknown"] == 0 and s["passed"] == s["total"] >= 30, s
+    capabilities = {c["capability"] for c in results["cases"]}
+    assert capabilities == {"registration", "admission", "scheduling", "allocation", "isolation",
+                            "enforcement", "metrics", "versions"}
+    verify = subprocess.run([sys.executable, "-m", "conformance", "verify", str(bundle)], cwd=REPO,
+                            capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    (bundle / "results.json").write_text(json.dumps({**results, "summary": {**s, "failed": 0}}) + " ")
+    tampered = subprocess.run([sys.executable, "-m", "conformance", "verify", str(bundle)], cwd=REPO,
+                              capture_output=True, text=True)
+    assert tampered.returncode == 1 and "results.json" in tampered.stdout + tampered.stderr
+
+
+def test_a_plugin_giving_the_wrong_memory_limit_fails_the_memory_rules(tmp_path: Path) -> None:
+    proc, _bundle, results = _run(tmp_path / "out", "--chart-set", "faultInjection.memoryLimitSkewMiB=512")
+    assert proc.returncode == 1
+    failed = {c["ruleId"]: c["message"] for c in results["cases"] if c["outcome"] == "failed"}
+    assert {"ALLOC-ENV-1", "ENF-MEM-1", "ENF-MEM-2"} <= set(failed), failed
+    assert "[ALLOC-ENV-1] CUDA_DEVICE_MEMORY_LIMIT_0='3512m', want '3000m'" in failed["ALLOC-ENV-1"]
+    # nothing outside memory limits breaks
+    assert all(r.startswith(("ALLOC-", "ENF-MEM", "MET-MON")) for r in failed), failed
