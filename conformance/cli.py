@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -128,6 +129,22 @@ def _counts(run_dir: Path) -> dict[str, int]:
     return {k: int(v) for k, v in summary.items() if isinstance(v, int)}
 
 
+def _run_cell(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    """One cell's pytest; a SIGTERM or Ctrl-C here is passed on, so the cell tears its cluster down."""
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def forward(signum: int, _frame: object) -> None:
+        proc.send_signal(signal.SIGTERM)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        out, err = proc.communicate()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def run_cells(args: argparse.Namespace, minors: list[str]) -> list[Cell]:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -144,9 +161,7 @@ def run_cells(args: argparse.Namespace, minors: list[str]) -> list[Cell]:
             progress.update(task, description=f"{args.vendor} {label}: provisioning, deploying, testing")
             out_dir = Path(args.out).resolve() / f"{stamp}-{args.vendor}-{label}"
             t = time.monotonic()
-            proc = subprocess.run(
-                cell_command(args, cell.minor, out_dir), cwd=REPO, capture_output=True, text=True, check=False
-            )
+            proc = _run_cell(cell_command(args, cell.minor, out_dir))
             cell.wall_s = round(time.monotonic() - t, 1)
             cell.exit_code = proc.returncode
             cell.run_dir = out_dir

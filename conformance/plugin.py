@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -193,6 +194,13 @@ def pytest_configure(config: pytest.Config) -> None:
             state.run_dir = Path(workerinput[WORKER_RUN_DIR])
     elif config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(state), "hami-conformance-xdist")
+    if workerinput is None:
+        # A terminated run still tears its cluster down: pytest finishes the session on an interrupt.
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt("terminated")
 
 
 class _XdistHooks:

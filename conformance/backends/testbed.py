@@ -36,12 +36,18 @@ def _run(cmd: list[str], what: str, timeout: float) -> subprocess.CompletedProce
     return proc
 
 
-def helm_binary() -> str:
+# Helm 4 supports Kubernetes 1.32 and newer (Helm's version skew policy: n-3); older clusters get Helm 3.
+HELM4_FROM_MINOR = 32
+
+
+def helm_binary(minor: str | None = None) -> str:
+    """The helm for a cluster of ``minor``: Helm 3 below 1.32, else the newest cached."""
     from testbed.clients import helm_path, helm_skip_reason
 
-    path = helm_path()
+    major = 3 if minor is not None and int(minor.split(".")[1]) < HELM4_FROM_MINOR else None
+    path = helm_path(major=major) or (helm_path() if major is None else None)
     if path is None:
-        raise BackendError(f"the testbed backend installs the stack with helm, and {helm_skip_reason()}")
+        raise BackendError(f"the testbed backend installs the stack with helm, and {helm_skip_reason(major)}")
     return str(path)
 
 
@@ -93,7 +99,7 @@ class TestbedBackend:
                 f"cannot deploy HAMi on the testbed: the chart {CHART.relative_to(REPO)} "
                 "is not in this checkout"
             )
-        helm = helm_binary()
+        helm = helm_binary(minor)
         data_dir = Path(tempfile.mkdtemp(prefix=f"hami-conformance-{minor}-"))
         info = ClusterInfo(
             backend=self.name,

@@ -488,6 +488,22 @@ class APIServer:
         )
         return _raw(head + b",".join(present(e) for e in items) + b"]}")
 
+    def _check_watch_list_options(self, q: Any) -> None:
+        """ListOptions validation of a watch, as each minor's server does it.
+
+        ``resourceVersionMatch`` exists from 1.19; a watch may carry it only as part of a watch-list
+        request (``sendInitialEvents``, 1.27+). Clients that try a watch-list first (client-go 1.3x,
+        helm 4) fall back to list-then-watch on this error; a 1.18 server does not know the field.
+        """
+        match = q.get("resourceVersionMatch")
+        if not match or self.profile.minor < 19:
+            return
+        if self.profile.minor < 27 or q.get("sendInitialEvents") is None:
+            why = ("resourceVersionMatch is forbidden for watch" if self.profile.minor < 27 else
+                   "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided")
+            cause = errors.forbidden_field("resourceVersionMatch", why)
+            raise errors.invalid("meta.k8s.io", "ListOptions", "", [cause])
+
     async def _watch(self, request: web.Request, ri: RequestInfo, t: Target) -> web.StreamResponse:
         q = request.query
         match, _fs = self._matcher(request, t, name=t.name)
@@ -501,6 +517,7 @@ class APIServer:
                 raise errors.bad_request(f'invalid resource version: "{rv_text}"') from exc
         send_initial = since is None
         initial_end = False
+        self._check_watch_list_options(q)
         if send_initial_param is not None and self.profile.minor >= 27:
             send_initial = _bool_param(q, "sendInitialEvents")
             initial_end = send_initial and _bool_param(q, "allowWatchBookmarks")

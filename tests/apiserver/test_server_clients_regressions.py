@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import json
 
+import pytest
+
 from testbed.apiserver.protobuf import MEDIA_TYPE, encode_field, envelope
 
 from .helpers import raw
@@ -142,3 +144,17 @@ def test_unknown_kind_or_field_is_415_and_garbage_is_400(testbed, ns) -> None:
     assert code == 400 and obj["reason"] == "BadRequest"
     code, _, obj = _post(testbed, f"/api/v1/namespaces/{ns}/configmaps", b'{"not": "protobuf"}')
     assert code == 400
+
+
+@pytest.mark.parametrize("minor,code", [(18, 200), (22, 422), (27, 422)])
+def test_watch_with_resource_version_match_is_validated_per_minor(minor: int, code: int) -> None:
+    """client-go 1.3x (helm 4) tries a watch-list first and falls back to list-then-watch only
+    when the server rejects resourceVersionMatch on a plain watch; 1.18 has no such field."""
+    from testbed.embedded import EmbeddedTestbed
+
+    with EmbeddedTestbed(minor) as tb:
+        got, _, body = raw(tb, "GET", "/api/v1/namespaces/default/configmaps?watch=1"
+                           "&resourceVersionMatch=NotOlderThan&timeoutSeconds=1")
+        assert got == code
+        if code == 422:
+            assert b"resourceVersionMatch is forbidden for watch" in body

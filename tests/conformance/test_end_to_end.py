@@ -56,3 +56,36 @@ def test_a_plugin_giving_the_wrong_memory_limit_fails_the_memory_rules(tmp_path:
     assert "[ALLOC-ENV-1] CUDA_DEVICE_MEMORY_LIMIT_0='3512m', want '3000m'" in failed["ALLOC-ENV-1"]
     # nothing outside memory limits breaks
     assert all(r.startswith(("ALLOC-", "ENF-MEM", "MET-MON")) for r in failed), failed
+
+
+def test_a_terminated_run_tears_its_cluster_down(tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+
+    from testbed.procutil import pid_alive
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conformance", "run", "--k8s", "1.33", "--out", str(tmp_path / "out")],
+        cwd=REPO, env={**os.environ, "TMPDIR": str(scratch)}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        states: list[Path] = []
+        while not states and time.monotonic() < deadline:
+            states = list(scratch.glob("hami-conformance-1.33-*/state.json"))
+            time.sleep(0.2)
+        assert states, "the testbed never came up"
+        pid = json.loads(states[0].read_text())["pid"]
+        assert pid_alive(pid)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(120)
+        deadline = time.monotonic() + 30
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not pid_alive(pid), "the testbed outlived the terminated run"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
