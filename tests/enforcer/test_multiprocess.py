@@ -29,14 +29,15 @@ def test_concurrent_fill_never_exceeds_the_limit(node, shim: Path, probe_bin: Pa
             [str(probe_bin), "dlsym", "fill", str(CHUNK), "sleep", "1"],
             env=env,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             text=True,
         )
         for _ in range(8)
     ]
-    outs = [p.communicate(timeout=60)[0] for p in procs]
+    results = [(p.communicate(timeout=60), p.returncode) for p in procs]
     ok = []
-    for out in outs:
+    for (out, err), rc in results:
+        assert rc == 0, f"probe exited {rc}: {err[-2000:]}"
         fill = next(ln for ln in out.splitlines() if ln.startswith("fill "))
         fields = dict(kv.split("=") for kv in fill.split()[1:])
         assert fields["rc"] == "2"  # each process ends on OOM, never on another error

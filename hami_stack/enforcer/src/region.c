@@ -202,13 +202,11 @@ static void on_exit_release(void) {
 
 void vgpu_region_open(void) {
     const char *path = vgpu_cfg.cache_path;
-    int created = 0;
     int fd = open(path, O_RDWR | O_CLOEXEC);
     if (fd < 0 && errno == ENOENT) {
         mode_t old = umask(0);
         fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
         umask(old);
-        created = fd >= 0;
     }
     if (fd < 0) {
         char why[128];
@@ -225,7 +223,10 @@ void vgpu_region_open(void) {
         if (!bad && st.st_size > 0 && pread(fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) &&
             st.st_size >= (off_t)sizeof(hdr))
             bad = "unreadable header";
-        int fresh = created || st.st_size == 0;
+        /* Decided under the lock from the file itself: two processes can both "create" the file
+         * (O_CREAT without O_EXCL), and the second must not re-initialise a region, and its mutex,
+         * that the first is already using. */
+        int fresh = st.st_size == 0;
         if (!bad && !fresh) {
             if (hdr[0] == VGPU_REGION_MAGIC) {
                 uint32_t major = (uint32_t)(hdr[1] & 0xffffffffu);
