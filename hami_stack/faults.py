@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 
+from .protocol.hamicore import MEMORY_LIMIT_ENV_PREFIX
+
 WEBHOOK_SKIP_SCHEDULER_NAME = "HAMI_FAULT_WEBHOOK_SKIP_SCHEDULER_NAME"
 MEMORY_LIMIT_SKEW_MIB = "HAMI_FAULT_MEMORY_LIMIT_SKEW_MIB"
 
@@ -33,5 +35,5 @@ def skew_memory_limits(envs: dict[str, str], skew_mib: int) -> None:
     if not skew_mib:
         return
     for key, value in list(envs.items()):
-        if key.startswith("CUDA_DEVICE_MEMORY_LIMIT_") and value.endswith("m") and value[:-1].isdigit():
+        if key.startswith(MEMORY_LIMIT_ENV_PREFIX) and value.endswith("m") and value[:-1].isdigit():
             envs[key] = f"{max(int(value[:-1]) + skew_mib, 0)}m"

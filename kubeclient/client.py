@@ -110,12 +110,9 @@ class Kube:
         buf = b""
         try:
             for chunk in resp.stream(65536, decode_content=False):
-                buf += chunk
-                while True:
-                    nl = buf.find(b"\n")
-                    if nl < 0:
-                        break
-                    line, buf = buf[:nl], buf[nl + 1:]
+                # One split per chunk: slicing the buffer per line would copy the rest of it each time.
+                *lines, buf = (buf + chunk).split(b"\n")
+                for line in lines:
                     if line.strip():
                         yield orjson.loads(line)
         finally:

@@ -76,6 +76,12 @@ def _read_state(data_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+def _live_state(data_dir: Path) -> dict[str, Any] | None:
+    """The state file of a testbed whose process is still alive, if any."""
+    st = _read_state(data_dir)
+    return st if st and pid_alive(int(st["pid"])) else None
+
+
 async def _serve(args: argparse.Namespace, data_dir: Path) -> int:
     from .apiserver.server import APIServer, ServerConfig
 
@@ -183,8 +189,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         except OSError as e:
             raise CLIError(f"cannot read node inventory {args.nodes}: {e.strerror or e}", code=2) from e
         args.node_inventory = Path(args.nodes).resolve()
-    st = _read_state(data_dir)
-    if st and pid_alive(int(st["pid"])):
+    st = _live_state(data_dir)
+    if st:
         raise CLIError(
             f"a testbed is already running from {data_dir} (pid {st['pid']}, {st['url']}); "
             "run `python -m testbed down` first"
@@ -235,8 +241,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).expanduser().resolve()
-    st = _read_state(data_dir)
-    if not st or not pid_alive(int(st["pid"])):
+    st = _live_state(data_dir)
+    if not st:
         print(f"no testbed running from {data_dir}")
         return 3
     print(f"testbed {st['gitVersion']} running at {st['url']} (pid {st['pid']})")
@@ -246,8 +252,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_down(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).expanduser().resolve()
-    st = _read_state(data_dir)
-    if not st or not pid_alive(int(st["pid"])):
+    st = _live_state(data_dir)
+    if not st:
         print(f"no testbed running from {data_dir}")
         return 0
     pid = int(st["pid"])

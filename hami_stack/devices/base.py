@@ -27,7 +27,7 @@ import abc
 import datetime as dt
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..protocol import events as ev
@@ -97,9 +97,6 @@ class DeviceUsage:
             mode=d.mode or MODE_HAMI_CORE,
             custom_info=dict(d.custom_info),
         )
-
-    def copy(self) -> DeviceUsage:
-        return replace(self, custom_info=dict(self.custom_info))
 
 
 def add_usage(devices: Sequence[DeviceUsage], picked: Sequence[ContainerDevice]) -> None:

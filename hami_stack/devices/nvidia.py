@@ -29,6 +29,7 @@ from collections.abc import Sequence
 
 from ..protocol import annotations as ann
 from ..protocol import events as ev
+from ..protocol import hamicore as hc
 from ..protocol.errors import ProtocolError
 from ..protocol.handshake import HealthResult, check_nvidia
 from ..protocol.register import MODE_HAMI_CORE, MODE_MIG, DeviceInfo, decode_register, decode_topology_scores
@@ -249,7 +250,7 @@ class NvidiaFamily(DeviceFamily):
                 "must be an integer between 0 and 100"
             )
         if self.priority_resource in limits:
-            append_env(container, "CUDA_TASK_PRIORITY", str(limits[self.priority_resource]))
+            append_env(container, hc.TASK_PRIORITY_ENV, str(limits[self.priority_resource]))
         if self.config.gpu_core_policy and self.config.gpu_core_policy != "default":
             append_env(container, "GPU_CORE_UTILIZATION_POLICY", self.config.gpu_core_policy)
         claimed = False
@@ -287,21 +288,21 @@ class NvidiaFamily(DeviceFamily):
         else:
             out.envs["NVIDIA_VISIBLE_DEVICES"] = ",".join(uuids)
         for i, d in enumerate(req.devices):
-            out.envs[f"CUDA_DEVICE_MEMORY_LIMIT_{i}"] = f"{d.usedmem}m"
-        out.envs["CUDA_DEVICE_SM_LIMIT"] = str(req.devices[0].usedcores if req.devices else 0)
-        out.envs["CUDA_DEVICE_MEMORY_SHARED_CACHE"] = f"{vgpu}/{req.cache_id}.cache"
+            out.envs[hc.memory_limit_env(i)] = f"{d.usedmem}m"
+        out.envs[hc.SM_LIMIT_ENV] = str(req.devices[0].usedcores if req.devices else 0)
+        out.envs[hc.SHARED_CACHE_ENV] = f"{vgpu}/{req.cache_id}.cache"
         if self.config.device_memory_scaling > 1:
-            out.envs["CUDA_OVERSUBSCRIBE"] = "true"
+            out.envs[hc.OVERSUBSCRIBE_ENV] = "true"
         if self.config.lib_cuda_log_level:
-            out.envs["LIBCUDA_LOG_LEVEL"] = str(self.config.lib_cuda_log_level)
+            out.envs[hc.LOG_LEVEL_ENV] = str(self.config.lib_cuda_log_level)
         if self.config.disable_core_limit:
-            out.envs["GPU_CORE_UTILIZATION_POLICY"] = "disable"
-        container_dir = f"{vgpu}/containers/{req.pod_uid}_{req.container_name}"
+            out.envs[hc.CORE_UTILIZATION_POLICY_ENV] = "disable"
+        container_dir = f"{vgpu}/containers/{hc.container_dir_name(req.pod_uid, req.container_name)}"
         out.host_dirs.append(container_dir)
         out.mounts.append(Mount(f"{vgpu}/libvgpu.so", f"{vgpu}/{req.libvgpu_name}", True))
         out.mounts.append(Mount(vgpu, container_dir, False))
         out.mounts.append(Mount("/tmp/vgpulock", "/tmp/vgpulock", False))
-        if req.container_env.get("CUDA_DISABLE_CONTROL", "").lower() != "true":
+        if req.container_env.get(hc.DISABLE_CONTROL_ENV, "").lower() != "true":
             out.mounts.append(Mount("/etc/ld.so.preload", f"{vgpu}/ld.so.preload", True))
         if req.license_present:
             out.mounts.append(Mount("/tmp/license", f"{vgpu}/license", True))

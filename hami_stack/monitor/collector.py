@@ -18,6 +18,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from hami_stack.monitor.region import RegionError, RegionSnapshot, read_region
+from hami_stack.protocol.hamicore import split_container_dir_name
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +34,11 @@ class ContainerRegion:
     snapshot: RegionSnapshot
 
 
-def split_dir_name(name: str) -> tuple[str, str] | None:
-    """``<podUID>_<container>``: a pod UID never holds '_', a container name may not either."""
-    uid, sep, ctr = name.partition("_")
-    return (uid, ctr) if sep and uid and ctr else None
-
-
 def scan(containers_dir: Path) -> Iterator[ContainerRegion]:
     if not containers_dir.is_dir():
         return
     for d in sorted(containers_dir.iterdir()):
-        parts = split_dir_name(d.name) if d.is_dir() else None
+        parts = split_container_dir_name(d.name) if d.is_dir() else None
         if parts is None:
             continue
         for cache in sorted(d.glob("*.cache")):

@@ -11,6 +11,7 @@ Modules (each documents its rules):
 * :mod:`.events` - bind phases, fit reasons, event reasons and message shapes.
 * :mod:`.policy` - node/GPU policies and device-scoring weights.
 * :mod:`.quantity` - exact integer value of a resource quantity (``AsInt64`` semantics).
+* :mod:`.hamicore` - Allocate's env names for HAMi-core and the per-container host directory name.
 
 Every decoder returns a whole value or raises :class:`ProtocolError` - never a partial one.
 Nothing here does I/O; callers (scheduler, device plugin, webhook) apply the results.

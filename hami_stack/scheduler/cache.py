@@ -72,6 +72,10 @@ class NodeEntry:
     def all_devices(self) -> list[DeviceUsage]:
         return [d for devs in self.families.values() for d in devs]
 
+    def snapshot(self) -> dict[str, list[DeviceUsage]]:
+        """A private working copy of the node's devices with their usage (callers hold the cache lock)."""
+        return {cw: [clone(d) for d in devs] for cw, devs in self.families.items()}
+
 
 def clone(d: DeviceUsage) -> DeviceUsage:
     """A shallow copy of a device for a private working snapshot (``custom_info`` is never mutated).
@@ -82,6 +86,17 @@ def clone(d: DeviceUsage) -> DeviceUsage:
     new = object.__new__(DeviceUsage)
     new.__dict__.update(d.__dict__)
     return new
+
+
+def apply_charges(families: dict[str, list[DeviceUsage]], charges: Iterable[DeviceCharge], sign: int) -> None:
+    """Add (``sign`` 1) or take back (-1) a pod's collapsed usage on a node's devices."""
+    for c in charges:
+        for d in families.get(c.family, ()):
+            if d.id == c.device:
+                d.used += sign * c.slots
+                d.usedmem += sign * c.mem
+                d.usedcores += sign * c.cores
+                break
 
 
 def collapse(devices: dict[str, PodDevices], n_init: int, init_done: bool) -> list[DeviceCharge]:
@@ -207,19 +222,9 @@ class UsageCache:
             for d in devs:
                 d.used = d.usedmem = d.usedcores = 0
         for uid in self._by_node.get(entry.name, ()):
-            self._apply(entry, self.pods[uid].charges, 1)
+            apply_charges(entry.families, self.pods[uid].charges, 1)
         entry.bump()
         self.version += 1
-
-    @staticmethod
-    def _apply(entry: NodeEntry, charges: Iterable[DeviceCharge], sign: int) -> None:
-        for c in charges:
-            for d in entry.families.get(c.family, ()):
-                if d.id == c.device:
-                    d.used += sign * c.slots
-                    d.usedmem += sign * c.mem
-                    d.usedcores += sign * c.cores
-                    break
 
     def snapshot(self, name: str) -> dict[str, list[DeviceUsage]] | None:
         """A private copy of a registered node's devices with their usage (None when unregistered)."""
@@ -227,7 +232,7 @@ class UsageCache:
             entry = self.nodes.get(name)
             if entry is None:
                 return None
-            return {cw: [clone(d) for d in devs] for cw, devs in entry.families.items()}
+            return entry.snapshot()
 
     # --- pods ------------------------------------------------------------------------------
     def on_pod(self, kind: str, pod: Obj) -> None:
@@ -283,7 +288,7 @@ class UsageCache:
         self._by_node.setdefault(entry.node, set()).add(entry.uid)
         node = self.nodes.get(entry.node)
         if node is not None:
-            self._apply(node, entry.charges, 1)
+            apply_charges(node.families, entry.charges, 1)
             node.bump()
         self._ns_apply(entry, 1)
         self.version += 1
@@ -296,7 +301,7 @@ class UsageCache:
             self._by_node.get(entry.node, set()).discard(uid)
             node = self.nodes.get(entry.node)
             if node is not None:
-                self._apply(node, entry.charges, -1)
+                apply_charges(node.families, entry.charges, -1)
                 node.bump()
             self._ns_apply(entry, -1)
             self.version += 1

@@ -15,7 +15,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..devices.base import ContainerDeviceRequest, DeviceFamily, DeviceUsage, FitContext, add_usage
+from ..devices.base import (
+    ContainerDeviceRequest,
+    DeviceFamily,
+    DeviceUsage,
+    FitContext,
+    add_usage,
+    containers,
+)
 from ..devices.scoring import best_node, node_score, order_devices
 from ..protocol import annotations as ann
 from ..protocol import events as ev
@@ -55,9 +62,7 @@ def plan_pod(
     pod: Obj, families: Sequence[DeviceFamily], default_node_policy: str, default_gpu_policy: str
 ) -> PodPlan:
     """Resolve requests and policies; raises ProtocolError on invalid scoring weights."""
-    spec = pod.get("spec") or {}
-    init = spec.get("initContainers") or []
-    ctrs = list(init) + list(spec.get("containers") or [])
+    ctrs = containers(pod)
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
     requests = []
     for f in families:
@@ -68,7 +73,7 @@ def plan_pod(
     weights = scoring_weights(annotations.get(ann.DEVICE_SCORING_WEIGHTS)) if requests else ScoringWeights()
     return PodPlan(
         tuple(requests),
-        len(init),
+        len((pod.get("spec") or {}).get("initContainers") or []),
         len(ctrs),
         node_policy(annotations.get(ann.NODE_SCHEDULER_POLICY), default_node_policy),
         gpu_policy(annotations.get(ann.GPU_SCHEDULER_POLICY), default_gpu_policy, numa_bind),

@@ -33,7 +33,7 @@ from ..protocol.errors import ProtocolError
 from ..protocol.nodelock import DEFAULT_TIMEOUT, NodeLockContention
 from ..protocol.policy import BINPACK, SPREAD
 from . import nodelock
-from .cache import UsageCache, clone
+from .cache import UsageCache, apply_charges
 from .decide import FilterOutcome, NodeFit, PodPlan, choose, fit_node, plan_pod
 from .quota import QuotaCache
 from .recorder import EventRecorder
@@ -135,8 +135,7 @@ class Extender:
                 continue
             result = entry.fit_memo.get(signature) if signature is not None else None
             if result is None:
-                snapshot = {cw: [clone(d) for d in devs] for cw, devs in entry.families.items()}
-                result = fit_node(pod, plan, self.cache.node_objs.get(name), snapshot, quota_fits)
+                result = fit_node(pod, plan, self.cache.node_objs.get(name), entry.snapshot(), quota_fits)
                 if signature is not None:
                     if len(entry.fit_memo) >= MEMO_LIMIT:
                         entry.fit_memo.clear()
@@ -170,8 +169,9 @@ class Extender:
         fits: dict[str, NodeFit] = {}
         failed: dict[str, str] = {}
         types: dict[str, tuple[str, ...]] = {}
-        namespace = (pod.get("metadata") or {}).get("namespace") or "default"
-        quota_fits = self.quotas.fits if self.quotas.limits(namespace) else None
+        meta = pod.get("metadata") or {}
+        uid = meta.get("uid", "")
+        quota_fits = self.quotas.fits if self.quotas.limits(meta.get("namespace") or "default") else None
         for name, node in by_name.items():
             devices: dict[str, list[DeviceUsage]] = {}
             try:
@@ -185,17 +185,9 @@ class Extender:
             if not devices:
                 failed[name], types[name] = ev.NODE_UNREGISTERED, (ev.NODE_UNREGISTERED,)
                 continue
-            uid = (pod.get("metadata") or {}).get("uid", "")
             for entry in self.cache.pods_on(name):
-                if entry.uid == uid:
-                    continue
-                for c in entry.charges:
-                    for d in devices.get(c.family, ()):
-                        if d.id == c.device:
-                            d.used += c.slots
-                            d.usedmem += c.mem
-                            d.usedcores += c.cores
-                            break
+                if entry.uid != uid:
+                    apply_charges(devices, entry.charges, 1)
             result = fit_node(pod, plan, node, devices, quota_fits)
             if result.ok:
                 fits[name] = result

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..devices.base import ContainerDeviceRequest, DeviceFamily, containers
+from ..devices.base import ContainerDeviceRequest, DeviceFamily
 from ..protocol.quantity import quantity_int
 from ..protocol.resources import QUOTA_LIMITS_PREFIX
 from .cache import UsageCache
@@ -107,8 +107,7 @@ class QuotaCache:
             return True
         n_init = len((pod.get("spec") or {}).get("initContainers") or [])
         for f in self.families:
-            reqs = [f.container_request(c) for c in containers(pod)]
-            mem, cores = _pod_totals(reqs, n_init)
+            mem, cores = _pod_totals(f.pod_requests(pod), n_init)
             if not self.fits(namespace, f, mem, cores):
                 return False
         return True

@@ -33,7 +33,7 @@ import jsonpatch
 from ..devices.base import AdmissionError, DeviceFamily, containers
 from ..devices.config import DeviceConfig
 from ..devices.registry import build_families
-from ..protocol.annotations import is_scheduler_owned
+from ..protocol.annotations import VGPU_NODE, is_scheduler_owned
 
 DEFAULT_SCHEDULER = "default-scheduler"
 MSG_NO_CONTAINERS = "pod has no containers"
@@ -94,7 +94,7 @@ def forged_keys(pod: Obj) -> list[str]:
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
     labels = (pod.get("metadata") or {}).get("labels") or {}
     keys = {k for k in annotations if is_scheduler_owned(k)}
-    keys |= {k for k in labels if k == "hami.io/vgpu-node"}
+    keys |= {k for k in labels if k == VGPU_NODE}
     return sorted(keys)
 
 

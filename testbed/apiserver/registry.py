@@ -48,6 +48,14 @@ AfterWrite = Callable[
 ]
 
 
+def _require_field_manager(field_manager: str) -> None:
+    if not field_manager:
+        raise errors.bad_request(
+            'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is required '
+            "for apply patch"
+        )
+
+
 def _status_only(rt: ResourceType) -> bool:
     return "status" in rt.subresources
 
@@ -404,11 +412,7 @@ class Registry:
             current = self.store.get_entry(store_key, t.namespace, t.name)
             if current is None:
                 if kind == "apply":
-                    if not field_manager:
-                        raise errors.bad_request(
-                            'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is '
-                            "required for apply patch"
-                        )
+                    _require_field_manager(field_manager)
                     applied = patch.apply_server_side(
                         None, body, t.group, t.kind, field_manager, force, version=t.version
                     )
@@ -424,11 +428,7 @@ class Registry:
                     raise errors.unsupported_media_type(content_type, strategic=False)
                 patched = patch.apply_strategic_merge_patch(seen, body, t.group, t.kind)
             else:
-                if not field_manager:
-                    raise errors.bad_request(
-                        'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is required '
-                        "for apply patch"
-                    )
+                _require_field_manager(field_manager)
                 patched = patch.apply_server_side(
                     seen, body, t.group, t.kind, field_manager, force, version=t.version
                 )
@@ -520,19 +520,14 @@ class Registry:
                     new["metadata"]["deletionGracePeriodSeconds"] = grace
                 graceful = True
         ns_finalizers = (obj.get("spec") or {}).get("finalizers") or meta.get("finalizers")
-        if t.rtype.plural == "namespaces" and ns_finalizers:
+        if (t.rtype.plural == "namespaces" and ns_finalizers) or (meta.get("finalizers") and not graceful):
             graceful = True
             if not meta.get("deletionTimestamp"):
                 new = copy.deepcopy(obj)
                 new["metadata"]["deletionTimestamp"] = now_rfc3339()
                 new["metadata"]["deletionGracePeriodSeconds"] = 0
-                new.setdefault("status", {})["phase"] = "Terminating"
-        if meta.get("finalizers") and not graceful:
-            graceful = True
-            if not meta.get("deletionTimestamp"):
-                new = copy.deepcopy(obj)
-                new["metadata"]["deletionTimestamp"] = now_rfc3339()
-                new["metadata"]["deletionGracePeriodSeconds"] = 0
+                if t.rtype.plural == "namespaces":
+                    new.setdefault("status", {})["phase"] = "Terminating"
         policy = options.get("propagationPolicy") or (
             "Orphan" if options.get("orphanDependents") else "Background"
         )

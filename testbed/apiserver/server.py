@@ -7,9 +7,11 @@ import base64
 import binascii
 import contextlib
 import copy
+import functools
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +81,10 @@ def _bool_param(q: Any, name: str) -> bool:
     if v in ("0", "f", "F", "false", "FALSE", "False"):
         return False
     raise errors.bad_request(f'strconv.ParseBool: parsing "{v}": invalid syntax')
+
+
+def _table_version(accept: str) -> str:
+    return "v1" if "v=v1;" in accept or accept.rstrip().endswith("v=v1") else "v1beta1"
 
 
 def _dry_run(q: Any) -> bool:
@@ -271,8 +277,6 @@ class APIServer:
             return self._nonresource(request, ri)
         assert ri.rtype is not None
         t = Target(ri.rtype, ri.version, ri.namespace if ri.rtype.namespaced else "", ri.name, ri.subresource)
-        if ri.rtype.plural == "namespaces":
-            t = Target(ri.rtype, ri.version, "", ri.name, ri.subresource)
         if ri.verb not in ri.rtype.verbs and not ri.subresource and ri.verb not in ("watch",):
             raise errors.method_not_allowed()
         sub = ri.subresource
@@ -352,19 +356,17 @@ class APIServer:
             return self._entry_response(t, res, status)
         return _json(self.registry.present(t, res), status=status)
 
+    def _entry_bytes(self, t: Target, e: Entry) -> bytes:
+        """The stored encoding when the client speaks the stored version; a conversion otherwise."""
+        if e.obj.get("apiVersion") == t.api_version and t.rtype.store_key != "events":
+            return e.raw
+        return orjson.dumps(self.registry.present(t, e.obj))
+
     def _entry_response(self, t: Target, e: Entry, status: int = 200) -> web.Response:
-        stored_av = e.obj.get("apiVersion", "")
-        if stored_av == t.api_version and t.rtype.store_key != "events":
-            return _raw(e.raw, status)
-        return _json(self.registry.present(t, e.obj), status)
+        return _raw(self._entry_bytes(t, e), status)
 
-    def _present_raw(self, t: Target):  # type: ignore[no-untyped-def]
-        def present(e: Entry) -> bytes:
-            if e.obj.get("apiVersion") == t.api_version and t.rtype.store_key != "events":
-                return e.raw
-            return orjson.dumps(self.registry.present(t, e.obj))
-
-        return present
+    def _present_raw(self, t: Target) -> Callable[[Entry], bytes]:
+        return functools.partial(self._entry_bytes, t)
 
     # -- reads -------------------------------------------------------------------------------
     def _get(self, request: web.Request, ri: RequestInfo, t: Target) -> web.Response:
@@ -373,7 +375,7 @@ class APIServer:
             raise errors.not_found(t.group, t.rtype.plural, t.name)
         accept = request.headers.get("Accept", "")
         if "as=Table" in accept:
-            tv = "v1" if "v=v1;" in accept or accept.rstrip().endswith("v=v1") else "v1beta1"
+            tv = _table_version(accept)
             obj = self.registry.present(t, e.obj)
             return _json(
                 tables.table(
@@ -455,7 +457,7 @@ class APIServer:
             list_meta["remainingItemCount"] = remaining
         accept = request.headers.get("Accept", "")
         if "as=Table" in accept:
-            tv = "v1" if "v=v1;" in accept or accept.rstrip().endswith("v=v1") else "v1beta1"
+            tv = _table_version(accept)
             objs = [self.registry.present(t, e.obj) for e in items]
             return _json(
                 tables.table(t.rtype.store_key, objs, list_meta, q.get("includeObject", "Metadata"), tv)
@@ -551,10 +553,9 @@ class APIServer:
         for _key, e in self.store.sorted_entries(t.rtype.store_key, ns):
             if match is not None and not match(e.obj):
                 continue
+            meta = e.obj["metadata"]
             obj, _ = await self.registry.delete(
-                t.named(e.obj["metadata"]["name"]).__class__(
-                    t.rtype, t.version, e.obj["metadata"].get("namespace", ""), e.obj["metadata"]["name"]
-                ),
+                Target(t.rtype, t.version, meta.get("namespace", ""), meta["name"]),
                 opts,
                 user,
                 dry_run=_dry_run(request.query),
@@ -642,17 +643,19 @@ class APIServer:
                 {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201
             )
         if plural == "selfsubjectaccessreviews":
-            out["status"] = rbac.access_review(self.store, body.get("spec") or {}, user)
+            out["status"] = rbac.access_review(
+                self.store, body.get("spec") or {}, user, revision=self._rbac_revision()
+            )
         elif plural in ("subjectaccessreviews", "localsubjectaccessreviews"):
             spec = dict(body.get("spec") or {})
             if plural == "localsubjectaccessreviews":
                 ra = dict(spec.get("resourceAttributes") or {})
                 ra["namespace"] = t.namespace
                 spec["resourceAttributes"] = ra
-            out["status"] = rbac.access_review(self.store, spec, None)
+            out["status"] = rbac.access_review(self.store, spec, None, revision=self._rbac_revision())
         elif plural == "selfsubjectrulesreviews":
             ns = (body.get("spec") or {}).get("namespace", "")
-            out["status"] = rbac.rules_review(self.store, user, ns)
+            out["status"] = rbac.rules_review(self.store, user, ns, revision=self._rbac_revision())
         elif plural == "tokenreviews":
             from .auth import token_review
 

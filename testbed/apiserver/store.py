@@ -171,7 +171,8 @@ class Store:
                 try:
                     w.queue.put_nowait(None)
                 except asyncio.QueueFull:
-                    pass
+                    # No room for the sentinel: the overflow flag ends the stream once it is drained.
+                    w.overflowed = True
             ws.clear()
 
     def store_keys(self) -> Iterable[str]:

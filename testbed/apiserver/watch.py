@@ -11,7 +11,6 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from . import errors
 from .errors import APIError
 from .store import Entry, Event, Store
 
@@ -60,8 +59,8 @@ async def serve_watch(
                     await resp.write(_frame("ADDED", present(e)))
             if initial_end_bookmark:
                 await resp.write(_bookmark(store.resource_version, bookmark_kind, initial_end=True))
-        for ev in backlog:
-            frame = _event_frame(ev, match, present)
+        for past in backlog:
+            frame = _event_frame(past, match, present)
             if frame:
                 await resp.write(frame)
         if timeout_s is None:
@@ -81,22 +80,17 @@ async def serve_watch(
                 if allow_bookmarks and loop.time() < deadline:
                     await resp.write(_bookmark(max(last_rv, store.resource_version), bookmark_kind))
                 continue
-            if ev is None:
-                break
-            last_rv = ev.rv
-            frame = _event_frame(ev, match, present)
-            if frame:
-                await resp.write(frame)
-            # Drain what is already queued without yielding per event.
-            while not watcher.queue.empty():
-                nxt = watcher.queue.get_nowait()
-                if nxt is None:
-                    break
-                last_rv = nxt.rv
-                frame = _event_frame(nxt, match, present)
+            # Also handle what is already queued, without a wait_for per event. ``None`` is the
+            # shutdown sentinel wherever it turns up: it ends the stream.
+            while ev is not None:
+                last_rv = ev.rv
+                frame = _event_frame(ev, match, present)
                 if frame:
                     await resp.write(frame)
-            if watcher.overflowed:
+                if watcher.queue.empty():
+                    break
+                ev = watcher.queue.get_nowait()
+            if ev is None or watcher.overflowed:
                 break
         with contextlib.suppress(ConnectionResetError, RuntimeError):
             await resp.write_eof()
@@ -127,4 +121,4 @@ def _bookmark(rv: int, kind: tuple[str, str], initial_end: bool = False) -> byte
     return _frame("BOOKMARK", orjson.dumps(obj))
 
 
-__all__ = ["errors", "serve_watch"]
+__all__ = ["serve_watch"]

@@ -22,6 +22,8 @@ DS_PATH = "/apis/apps/v1/daemonsets"
 CR_PATH = "/apis/apps/v1/controllerrevisions"
 HASH_LABEL = "controller-revision-hash"
 GENERATION_LABEL = "pod-template-generation"
+# node name -> should_run(ds, node), computed once per sync
+Fit = dict[str, tuple[bool, bool]]
 
 
 def daemon_tolerations(spec: Obj) -> list[Obj]:
@@ -94,7 +96,11 @@ class DaemonSetController(Controller):
         self.by_owner = self.ctx.pods_by_owner()
         self.ctx.pods().add_handler(self._on_pod)
 
-    def _on_node(self, _kind: str, _node: Obj, _old: Obj | None) -> None:
+    def _on_node(self, kind: str, node: Obj, old: Obj | None) -> None:
+        # should_run reads only the node's name, labels and taints: a status heartbeat changes nothing
+        if (kind == "MODIFIED" and old is not None and node.get("spec") == old.get("spec")
+                and util.meta(node).get("labels") == util.meta(old).get("labels")):
+            return
         for ds in self.ds.items():
             self.enqueue(ds)
 
@@ -190,15 +196,12 @@ class DaemonSetController(Controller):
         m = util.meta(ds)
         h, _rev = self._current_revision(ds)
         pods = self.expect.merge(m["uid"], [p for p in self.by_owner.get(m["uid"]) if not util.deleting(p)])
-        by_node: dict[str, list[Obj]] = {}
-        for p in pods:
-            node = (p.get("spec") or {}).get("nodeName") or self._pinned_node(p)
-            by_node.setdefault(node, []).append(p)
+        by_node = self._by_node(pods)
         nodes = {util.meta(n)["name"]: n for n in self.nodes.items()}
+        fit = {name: should_run(ds, node) for name, node in nodes.items()}  # the one predicate pass
         create: list[str] = []
         delete: list[Obj] = []
-        for name, node in nodes.items():
-            run, keep = should_run(ds, node)
+        for name, (run, keep) in fit.items():
             have = by_node.get(name, [])
             failed = [p for p in have if util.pod_phase(p) == "Failed"]
             delete.extend(failed)  # the real controller replaces failed daemon pods
@@ -218,8 +221,16 @@ class DaemonSetController(Controller):
             self._delete(ds, p)
         for name in create:
             self._create(ds, nodes[name], h)
-        again = self._rolling_update(ds, h, nodes, by_node, {key_of(p) for p in delete})
-        return self._status(ds, h, nodes, again)
+        again = self._rolling_update(ds, h, fit, by_node, {key_of(p) for p in delete})
+        return self._status(ds, h, fit, again)
+
+    @classmethod
+    def _by_node(cls, pods: list[Obj]) -> dict[str, list[Obj]]:
+        """Daemon pods grouped by their node: the bound one, else the one their affinity pins."""
+        out: dict[str, list[Obj]] = {}
+        for p in pods:
+            out.setdefault((p.get("spec") or {}).get("nodeName") or cls._pinned_node(p), []).append(p)
+        return out
 
     @staticmethod
     def _pinned_node(pod: Obj) -> str:
@@ -263,7 +274,7 @@ class DaemonSetController(Controller):
         self.event(ds, "Normal", "SuccessfulDelete", f"Deleted pod: {pm['name']}")
 
     def _rolling_update(
-        self, ds: Obj, h: str, nodes: dict[str, Obj], by_node: dict[str, list[Obj]], gone: set[str]
+        self, ds: Obj, h: str, fit: Fit, by_node: dict[str, list[Obj]], gone: set[str]
     ) -> float | None:
         """Replace old-hash pods, at most maxUnavailable nodes without an available pod at a time."""
         spec = ds.get("spec") or {}
@@ -272,7 +283,7 @@ class DaemonSetController(Controller):
             return None
         min_ready = int(spec.get("minReadySeconds") or 0)
         at = time.time()
-        desired = [n for n, node in nodes.items() if should_run(ds, node)[0]]
+        desired = [n for n, (run, _keep) in fit.items() if run]
         max_unavailable = (
             util.scaled((strategy.get("rollingUpdate") or {}).get("maxUnavailable", 1), len(desired), True)
             or 1
@@ -299,19 +310,14 @@ class DaemonSetController(Controller):
             unavailable += 1
         return 1.0 if old_available else None
 
-    def _status(self, ds: Obj, h: str, nodes: dict[str, Obj], again: float | None) -> float | None:
+    def _status(self, ds: Obj, h: str, fit: Fit, again: float | None) -> float | None:
         m = util.meta(ds)
         min_ready = int((ds.get("spec") or {}).get("minReadySeconds") or 0)
         at = time.time()
-        pods = [p for p in self.by_owner.get(m["uid"]) if not util.deleting(p)]
-        by_node: dict[str, list[Obj]] = {}
-        for p in pods:
-            node = (p.get("spec") or {}).get("nodeName") or self._pinned_node(p)
-            by_node.setdefault(node, []).append(p)
+        by_node = self._by_node([p for p in self.by_owner.get(m["uid"]) if not util.deleting(p)])
         desired = current = misscheduled = ready = updated = available = 0
         waits: list[float] = []
-        for name, node in nodes.items():
-            run, _keep = should_run(ds, node)
+        for name, (run, _keep) in fit.items():
             have = [p for p in by_node.get(name, []) if not util.pod_terminated(p)]
             if run:
                 desired += 1

@@ -11,6 +11,10 @@ import orjson
 
 from testbed.apiserver.selectors import label_selector_from_object
 
+# the scheduler's predicates are the one implementation; the daemonset and node lifecycle reuse them
+from testbed.k8s.scheduling import node_selector_term_matches as _term_matches
+from testbed.k8s.scheduling import toleration_tolerates as _tolerates
+
 Obj = dict[str, Any]
 
 # -- time ----------------------------------------------------------------------------------------
@@ -173,40 +177,8 @@ def node_condition(node: Obj, ctype: str) -> Obj | None:
     return None
 
 
-def _requirement_matches(req: Obj, value: str | None) -> bool:
-    op = req.get("operator")
-    values = req.get("values") or []
-    if op == "In":
-        return value is not None and value in values
-    if op == "NotIn":
-        return value is None or value not in values
-    if op == "Exists":
-        return value is not None
-    if op == "DoesNotExist":
-        return value is None
-    if op in ("Gt", "Lt"):
-        try:
-            have, want = int(value or ""), int(values[0])
-        except (ValueError, IndexError):
-            return False
-        return have > want if op == "Gt" else have < want
-    return False
-
-
 def node_selector_term_matches(term: Obj, node: Obj) -> bool:
-    exprs = term.get("matchExpressions") or []
-    fields = term.get("matchFields") or []
-    if not exprs and not fields:
-        return False  # an empty term selects no node
-    labels = meta(node).get("labels") or {}
-    for req in exprs:
-        if not _requirement_matches(req, labels.get(req.get("key", ""))):
-            return False
-    for req in fields:
-        value = meta(node).get("name") if req.get("key") == "metadata.name" else None
-        if not _requirement_matches(req, value):
-            return False
-    return True
+    return _term_matches(term, meta(node).get("labels") or {}, meta(node).get("name") or "")
 
 
 def node_matches_pod(spec: Obj, node: Obj) -> bool:
@@ -226,14 +198,7 @@ def node_matches_pod(spec: Obj, node: Obj) -> bool:
 
 
 def toleration_tolerates(tol: Obj, taint: Obj) -> bool:
-    if tol.get("effect") and tol.get("effect") != taint.get("effect"):
-        return False
-    if tol.get("key") and tol.get("key") != taint.get("key"):
-        return False
-    op = tol.get("operator") or "Equal"
-    if op == "Exists":
-        return not tol.get("key") or tol.get("key") == taint.get("key")
-    return tol.get("key", "") == taint.get("key", "") and tol.get("value", "") == taint.get("value", "")
+    return _tolerates(tol, taint.get("key") or "", taint.get("value") or "", taint.get("effect") or "")
 
 
 def untolerated_taints(tolerations: list[Obj], taints: list[Obj], effects: tuple[str, ...]) -> list[Obj]:

@@ -17,11 +17,13 @@ import asyncio
 import base64
 import concurrent.futures
 import datetime as dt
+import functools
 import logging
 import os
 import platform
 import ssl
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +41,7 @@ from .events import Recorder
 from .inventory import NodeSpec, node_address
 from .kubelet_server import serve
 from .runtime import PodRuntime, ensure_dirs
+from .runtime import now as _now
 
 log = logging.getLogger("testbed.node")
 
@@ -61,15 +64,12 @@ class AgentOptions:
     kubelet_server: bool = True
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _micro_now() -> str:
     t = dt.datetime.now(dt.UTC)
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond:06d}Z"
 
 
+@functools.cache  # node_status runs on every lease tick; the OS does not change under us
 def _os_image() -> str:
     try:
         for line in Path("/etc/os-release").read_text().splitlines():
@@ -80,6 +80,7 @@ def _os_image() -> str:
     return "Linux"
 
 
+@functools.cache
 def _arch() -> str:
     m = platform.machine()
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(m, m)
@@ -265,12 +266,12 @@ class NodeAgent:
                 raise
             # re-registration after an agent restart: the kubelet reconciles labels and status
             self.kube.patch(f"/api/v1/nodes/{self.name}", {"metadata": {"labels": labels}}, kind="merge")
-        self.post_status(force=True)
+        self.post_status()
         self.ensure_lease()
         self.recorder.node_event("Normal", "Starting", "Starting kubelet.")
         self.recorder.node_event("Normal", "NodeReady", f"Node {self.name} status is now: NodeReady")
 
-    def post_status(self, force: bool = False) -> None:
+    def post_status(self) -> None:
         self._hb = _now()
         st = self.node_status()
         self.kube.patch(f"/api/v1/nodes/{self.name}/status", {"status": st}, kind="merge")
@@ -352,8 +353,6 @@ class NodeAgent:
 
 
 def _mono() -> float:
-    import time
-
     return time.monotonic()
 
 
@@ -434,8 +433,6 @@ class NodeAgents:
     def _register(self, a: NodeAgent) -> None:
         delay = a.spec.simulate.node_ready_seconds if a.spec.simulated else 0
         if delay:
-            import time
-
             time.sleep(delay)
         a.register()
         self._schedule_lease(a)

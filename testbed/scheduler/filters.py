@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from testbed.k8s.scheduling import node_selector_term_matches, tolerates
+
 from .nodeinfo import CPU, MEMORY, PODS, NodeInfo, PodRequest
 
 Obj = dict[str, Any]
@@ -47,55 +49,6 @@ class Messages:
 # (reasons, unresolvable) -- unresolvable statuses are the ones preemption cannot help with
 Failure = tuple[list[str], bool]
 
-
-def tolerates(tolerations: list[Obj], key: str, value: str, effect: str) -> bool:
-    for t in tolerations:
-        te = t.get("effect") or ""
-        if te and te != effect:
-            continue
-        tk = t.get("key") or ""
-        op = t.get("operator") or "Equal"
-        if not tk:
-            if op == "Exists":
-                return True
-            continue
-        if tk != key:
-            continue
-        if op == "Exists" or (t.get("value") or "") == value:
-            return True
-    return False
-
-
-def _match_expr(expr: Obj, labels: dict[str, str]) -> bool:
-    key, op, values = expr.get("key", ""), expr.get("operator", ""), expr.get("values") or []
-    has = key in labels
-    if op == "In":
-        return has and labels[key] in values
-    if op == "NotIn":
-        return not has or labels[key] not in values
-    if op == "Exists":
-        return has
-    if op == "DoesNotExist":
-        return not has
-    if op in ("Gt", "Lt"):
-        if not has or len(values) != 1:
-            return False
-        try:
-            lv, rv = int(labels[key]), int(values[0])
-        except ValueError:
-            return False
-        return lv > rv if op == "Gt" else lv < rv
-    return False
-
-
-def _match_term(term: Obj, info: NodeInfo) -> bool:
-    exprs, fields = term.get("matchExpressions") or [], term.get("matchFields") or []
-    if not exprs and not fields:
-        return False  # an empty term matches nothing
-    if not all(_match_expr(e, info.labels) for e in exprs):
-        return False
-    return all(f.get("key") == "metadata.name" and _match_expr(f, {"metadata.name": info.name})
-               for f in fields)
 
 
 @dataclass
@@ -146,7 +99,8 @@ def make_filter(msgs: Messages, ignored: set[str], ignored_groups: set[str]
         for k, v in p.node_selector.items():
             if labels.get(k) != v:
                 return [msgs.affinity], True
-        if p.required_terms is not None and not any(_match_term(t, n) for t in p.required_terms):
+        if p.required_terms is not None and not any(
+                node_selector_term_matches(t, labels, n.name) for t in p.required_terms):
             return [msgs.affinity], True
         return None
 

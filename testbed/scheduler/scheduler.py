@@ -31,6 +31,7 @@ Obj = dict[str, Any]
 
 MIN_FEASIBLE_NODES = 100
 TERMINAL = ("Succeeded", "Failed")
+EVENT_DEDUP_S = 360.0
 
 
 class FitError(Exception):
@@ -335,12 +336,9 @@ class Scheduler:
                     "metadata": {"name": name, "namespace": ns, "uid": meta.get("uid")},
                     "target": {"apiVersion": "v1", "kind": "Node", "name": host}})
         except (ApiError, ExtenderError, OSError) as e:
-            with self._lock:
+            with self._lock:  # undo the assume unless an informer event has since moved the pod
                 if self._bound.get(qp.uid) == host:
-                    self._bound.pop(qp.uid, None)
-                    info = self._nodes.get(host)
-                    if info is not None:
-                        info.remove_pod(qp.uid)
+                    self._forget(qp.uid)
             text = str(e)
             if self.minor <= 26:
                 msg = f"binding rejected: {text}"
@@ -387,8 +385,11 @@ class Scheduler:
         now = time.monotonic()
         k = (uid, reason, note)
         # isomorphic events within 6 minutes only bump a series in the real recorder
-        if now - self._recent_events.get(k, -1e9) < 360:
+        if now - self._recent_events.get(k, -1e9) < EVENT_DEDUP_S:
             return
+        if len(self._recent_events) >= 4096:  # keep the dedup window from growing without bound
+            self._recent_events = {key: t for key, t in self._recent_events.items()
+                                   if now - t < EVENT_DEDUP_S}
         self._recent_events[k] = now
         ns = meta.get("namespace", "default")
         ev = {

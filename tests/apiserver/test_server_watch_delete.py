@@ -203,3 +203,41 @@ def test_garbage_collection_of_dependents(core, ns):
         return False
 
     wait_for(child_gone)
+
+
+def test_watch_ends_when_shutdown_sentinel_is_queued_behind_events():
+    """Events and the shutdown sentinel queued together: the stream delivers them and then ends."""
+    import asyncio
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from testbed.apiserver.store import Store
+    from testbed.apiserver.watch import serve_watch
+
+    async def scenario() -> list[bytes]:
+        store = Store()
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return await serve_watch(
+                request, store, "configmaps", None, since=None, send_initial=False,
+                initial_end_bookmark=False, match=lambda _o: True, present=lambda e: e.raw,
+                bookmark_kind=("v1", "ConfigMap"), allow_bookmarks=False, timeout_s=60,
+                bookmark_interval=5.0,
+            )
+
+        app = web.Application()
+        app.router.add_get("/watch", handler)
+        async with TestClient(TestServer(app, host="127.0.0.1")) as tc:
+            resp = await tc.get("/watch")
+            while store.watcher_count() == 0:
+                await asyncio.sleep(0.01)
+            # Same loop tick: the handler wakes on the first event and finds the rest already queued.
+            store.put("configmaps", {"metadata": {"name": "a", "namespace": "d"}}, event="ADDED")
+            store.put("configmaps", {"metadata": {"name": "b", "namespace": "d"}}, event="ADDED")
+            store.close_watchers()
+            body = await asyncio.wait_for(resp.read(), 10)
+        return body.splitlines()
+
+    lines = asyncio.run(scenario())
+    assert [json.loads(x)["object"]["metadata"]["name"] for x in lines] == ["a", "b"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from kubeclient.client import Kube
-from testbed.controllers.daemonset import HASH_LABEL
+from testbed.controllers import util
+from testbed.controllers.daemonset import HASH_LABEL, should_run
 
 from .conftest import FakeNodes, wait_for
 
@@ -145,3 +146,26 @@ def test_daemonset_nodes_taints_and_update(kube: Kube, nodes: FakeNodes, manager
         ),
         what="pod leaves relabelled node",
     )
+
+
+def test_should_run_uses_the_scheduler_predicates() -> None:
+    """The daemon-pod predicate shares the scheduler's toleration and node-affinity rules."""
+    node: Obj = {"metadata": {"name": "n1", "labels": {"zone": "a", "gpus": "4"}},
+                 "spec": {"taints": [{"key": "gpu", "value": "yes", "effect": "NoSchedule"}]}}
+    ds = daemonset("d")
+    assert should_run(ds, node) == (False, True)  # untolerated NoSchedule: keep, never start
+    tmpl = ds["spec"]["template"]["spec"]
+    tmpl["tolerations"] = [{"key": "gpu", "operator": "Equal", "value": "no", "effect": "NoSchedule"}]
+    assert should_run(ds, node) == (False, True)  # value differs
+    tmpl["tolerations"] = [{"operator": "Exists"}]
+    assert should_run(ds, node) == (True, True)
+    term = {"matchExpressions": [{"key": "gpus", "operator": "Gt", "values": ["2"]}],
+            "matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}
+    tmpl["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [term]}}}
+    assert should_run(ds, node) == (True, True)
+    term["matchFields"] = [{"key": "metadata.namespace", "operator": "NotIn", "values": ["x"]}]
+    assert should_run(ds, node) == (False, False)  # only metadata.name is a node field
+    assert util.toleration_tolerates({"key": "gpu", "operator": "Exists"}, node["spec"]["taints"][0])
+    assert not util.toleration_tolerates({"key": "gpu", "effect": "NoExecute", "operator": "Exists"},
+                                         node["spec"]["taints"][0])

@@ -417,3 +417,13 @@ def test_annotation_keys() -> None:
 )
 def test_quantity_int(text: object, value: int | None) -> None:
     assert quantity_int(text) == value
+
+
+def test_hamicore_container_dir_name_round_trips() -> None:
+    from hami_stack.protocol import hamicore
+
+    name = hamicore.container_dir_name("3f2a-uid", "main")
+    assert name == "3f2a-uid_main"
+    assert hamicore.split_container_dir_name(name) == ("3f2a-uid", "main")
+    assert hamicore.split_container_dir_name("no-separator") is None
+    assert hamicore.memory_limit_env(1) == "CUDA_DEVICE_MEMORY_LIMIT_1"
