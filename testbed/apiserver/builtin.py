@@ -16,10 +16,12 @@ import ipaddress
 import logging
 from typing import TYPE_CHECKING, Any
 
+from testbed.k8s.timefmt import now as now_rfc3339
+
 from . import defaults, errors, quota
 from .auth import TokenAuthority
 from .errors import APIError
-from .meta import new_uid, now_rfc3339, random_suffix
+from .meta import new_uid, random_suffix
 from .registry import SYSTEM_USER
 from .resources import RESOURCES, ResourceType
 from .target import Target

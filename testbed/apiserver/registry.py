@@ -13,10 +13,12 @@ import datetime as dt
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from testbed.k8s.timefmt import now as now_rfc3339
+
 from . import convert, defaults, errors, patch, quota, validation
 from .auth import UserInfo
 from .errors import APIError
-from .meta import new_uid, now_rfc3339, random_suffix
+from .meta import new_uid, random_suffix
 from .resources import ResourceType, lookup
 from .store import Entry, Store
 from .target import Target

@@ -20,13 +20,14 @@ import orjson
 import yaml
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 
+from testbed.k8s.timefmt import now as now_rfc3339
+
 from .. import pki
 from . import discovery, errors, openapi, paths, protobuf, rbac, selectors, tables
 from .auth import TokenAuthority, UserInfo, authenticate
 from .builtin import BuiltIns, bootstrap_objects, stamp
 from .errors import APIError
 from .meta import api_version as make_api_version
-from .meta import now_rfc3339
 from .paths import RequestInfo
 from .registry import SYSTEM_USER, Registry
 from .store import Entry, Store

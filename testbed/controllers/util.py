@@ -14,18 +14,12 @@ from testbed.apiserver.selectors import label_selector_from_object
 # the scheduler's predicates are the one implementation; the daemonset and node lifecycle reuse them
 from testbed.k8s.scheduling import node_selector_term_matches as _term_matches
 from testbed.k8s.scheduling import toleration_tolerates as _tolerates
+from testbed.k8s.timefmt import now as now
+from testbed.k8s.timefmt import now_micro as now_micro
 
 Obj = dict[str, Any]
 
 # -- time ----------------------------------------------------------------------------------------
-
-
-def now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def now_micro() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_time(text: str | None) -> float | None:

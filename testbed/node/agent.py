@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
-import datetime as dt
 import functools
 import logging
 import os
@@ -34,6 +33,7 @@ from urllib.parse import urlparse
 from kubeclient.client import ApiError, Kube
 from kubeclient.informer import Informer
 from testbed import pki
+from testbed.k8s.timefmt import now_micro as _micro_now
 
 from . import netns
 from .devices_api import DeviceManager, NullDeviceManager
@@ -62,11 +62,6 @@ class AgentOptions:
     use_mount_ns: bool = os.geteuid() == 0
     create_hardware: bool = True
     kubelet_server: bool = True
-
-
-def _micro_now() -> str:
-    t = dt.datetime.now(dt.UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond:06d}Z"
 
 
 @functools.cache  # node_status runs on every lease tick; the OS does not change under us

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import secrets
 from typing import Any
 
 from kubeclient.client import ApiError, Kube
+from testbed.k8s.timefmt import now
 
 log = logging.getLogger("testbed.node.events")
-
-
-def now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Recorder:

@@ -8,7 +8,6 @@ Succeeded) after the node's configured delay, as KWOK stages do.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import signal
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from kubeclient.client import ApiError
 from testbed.k8s.quantity import Quantity
+from testbed.k8s.timefmt import now
 
 from . import images, netns, podspec, probes, toolkit
 from .container import LaunchSpec, Process, StartError
@@ -33,10 +33,6 @@ log = logging.getLogger("testbed.node.runtime")
 
 SIMULATE_ANNOTATION = "testbed.hami.io/simulate"
 NATIVE = {"cpu", "memory", "ephemeral-storage", "pods", "storage"}
-
-
-def now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def is_extended(name: str) -> bool:

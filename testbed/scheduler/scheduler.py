@@ -8,7 +8,6 @@ scheduler binds in a goroutine after "assuming" the pod into its cache).
 from __future__ import annotations
 
 import concurrent.futures
-import datetime as dt
 import logging
 import random
 import socket
@@ -18,6 +17,8 @@ from typing import Any
 
 from kubeclient.client import ApiError, Kube
 from kubeclient.informer import Informer
+from testbed.k8s.timefmt import now as _sec_now
+from testbed.k8s.timefmt import now_micro as _micro_now
 
 from .config import SchedulerConfig
 from .extender import ExtenderError, HTTPExtender
@@ -67,14 +68,6 @@ class FitError(Exception):
             post = f"preemption: 0/{n} nodes are available: {self._histogram(pre)}."
         # 1.27+ formats each part with " %v." (so a part ending in "." gets a second one)
         return f"{base} {post}." if minor >= 27 else f"{base} {post}"
-
-
-def _micro_now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _sec_now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Scheduler:
