@@ -145,9 +145,19 @@ class Registry:
         ns: dict[str, Any] | None,
         options: dict[str, Any] | None = None,
     ) -> dict[str, Any] | None:
-        """Mutating webhooks; returns the possibly mutated object."""
+        """Mutating webhooks; returns the possibly mutated object, defaulted again after each patch."""
         info = self._request_info(op, t, obj, old, user, dry_run, ns, options)
-        return await self.webhooks.mutate(info) if obj is not None else obj
+        if obj is None:
+            return obj
+        create = op == "CREATE"
+
+        def default(mutated: dict[str, Any]) -> None:
+            # the webhooks saw (and patched) the client's version: default in that version
+            defaults.apply_defaults(
+                self.profile, t.group, t.kind, mutated, api_version=t.api_version, create=create
+            )
+
+        return await self.webhooks.mutate(info, default)
 
     def _request_info(
         self,

@@ -566,8 +566,14 @@ class WebhookDispatcher:
 
     # public -----------------------------------------------------------------------------
 
-    async def mutate(self, req: AdmissionRequestInfo) -> dict[str, Any] | None:
-        """Run the matching mutating webhooks; the object after their patches (req.obj if none applied)."""
+    async def mutate(
+        self, req: AdmissionRequestInfo, default: Callable[[dict[str, Any]], None] | None = None
+    ) -> dict[str, Any] | None:
+        """Run the matching mutating webhooks; the object after their patches (req.obj if none applied).
+
+        ``default`` fills the version's defaults in place; like kube-apiserver, it runs again on the
+        object after every webhook patch that changed it (a limit a webhook adds gets its request), so
+        a later update that defaults the stored object finds nothing left to change."""
         if (req.group, req.resource) in EXEMPT_RESOURCES:
             return req.obj
         hooks = self.webhooks(MUTATING_CONFIGS)
@@ -586,6 +592,8 @@ class WebhookDispatcher:
                 reinvoke |= invoked_reinvocable
                 invoked_reinvocable = set()
                 changed_any = True
+                if default is not None:
+                    default(patched)
             if patched is not None:
                 obj = patched
             if hook.reinvoke:
@@ -596,6 +604,8 @@ class WebhookDispatcher:
                     continue
                 patched = await self._invoke(hook, req, obj, True)
                 if patched is not None:
+                    if default is not None and patched != obj:
+                        default(patched)
                     obj = patched
         return obj
 
