@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from conformance.probe.ops import parse_op
 from conformance.probe.run import run_probe
 
 DESCRIPTION = """Print ONE JSON document: the relevant environment, /etc/ld.so.preload, the devices
@@ -26,14 +27,27 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m conformance.p
     p.add_argument(
         "--hold-seconds", type=float, default=0.0, help="stay alive this long after printing (metrics tests)"
     )
+    p.add_argument(
+        "--op",
+        action="append",
+        default=[],
+        metavar="OP",
+        help="after the allocation, in order: PATH:MIB, PATH:MIBxN, proc:PATH:MIB, meminfo, free "
+        "(paths: mem managed pitch async pool vmm; see conformance/probe/ops.py)",
+    )
     p.add_argument("--compact", action="store_true", help="one line of JSON instead of indented")
     args = p.parse_args(argv)
+    try:
+        ops = [parse_op(o) for o in args.op]
+    except ValueError as e:
+        p.error(str(e))
     doc = run_probe(
         args.alloc_mib,
         args.kernel_seconds,
         args.device,
         load_seconds=args.load_seconds,
         slice_ms=args.slice_ms,
+        ops=ops,
     )
     print(json.dumps(doc, indent=None if args.compact else 2, sort_keys=False), flush=True)
     if args.hold_seconds > 0:

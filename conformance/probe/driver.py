@@ -199,3 +199,175 @@ class Cuda:
         free, total = ctypes.c_size_t(), ctypes.c_size_t()
         self.check("cuMemGetInfo_v2", self.lib.cuMemGetInfo_v2(ctypes.byref(free), ctypes.byref(total)))
         return {"free": free.value, "total": total.value}
+
+
+# --- allocation paths and the operation list (``--op``) ----------------------------------------------
+# Every path HAMi-core hooks, so a suite can check each one is charged against the container's limit.
+ALLOC_PATHS = ("mem", "managed", "pitch", "async", "pool", "vmm")
+CU_MEM_ATTACH_GLOBAL = 1
+CU_MEM_ALLOCATION_TYPE_PINNED = 1
+CU_MEM_LOCATION_TYPE_DEVICE = 1
+CU_MEM_ACCESS_FLAGS_PROT_READWRITE = 3
+PITCH_ROW = MIB  # pitched allocations: rows of 1 MiB (already 512-byte aligned), one row per MiB
+
+
+class MemLocation(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_int), ("id", ctypes.c_int)]
+
+
+class MemAllocFlags(ctypes.Structure):
+    _fields_ = [
+        ("compressionType", ctypes.c_ubyte),
+        ("gpuDirectRDMACapable", ctypes.c_ubyte),
+        ("usage", ctypes.c_ushort),
+        ("reserved", ctypes.c_ubyte * 4),
+    ]
+
+
+class MemAllocationProp(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("requestedHandleTypes", ctypes.c_int),
+        ("location", MemLocation),
+        ("win32HandleMetaData", ctypes.c_void_p),
+        ("allocFlags", MemAllocFlags),
+    ]
+
+
+class MemAccessDesc(ctypes.Structure):
+    _fields_ = [("location", MemLocation), ("flags", ctypes.c_int)]
+
+
+class Unsupported(Exception):
+    """The driver does not export an entry point a path needs (reported, not a failure of the limit)."""
+
+
+class Allocations:
+    """Device memory taken through one of :data:`ALLOC_PATHS`, all kept until :meth:`release`.
+
+    Each call returns an outcome dict; a refusal is an outcome (``ok: false`` with the CUDA error
+    name and the step that failed), not an exception."""
+
+    def __init__(self, cuda: Cuda, device: int) -> None:
+        self.cuda, self.lib, self.device = cuda, cuda.lib, device
+        self._frees: list[Any] = []
+        self._stream: ctypes.c_void_p | None = None
+
+    def _fn(self, name: str) -> Any:
+        try:
+            return getattr(self.lib, name)
+        except AttributeError:
+            raise Unsupported(f"the driver has no {name}") from None
+
+    def _stream_handle(self) -> ctypes.c_void_p:
+        if self._stream is None:
+            s = ctypes.c_void_p()
+            self.cuda.check("cuStreamCreate", self._fn("cuStreamCreate")(ctypes.byref(s), 0))
+            self._stream = s
+        return self._stream
+
+    def alloc(self, path: str, nbytes: int) -> dict[str, Any]:
+        if path not in ALLOC_PATHS:
+            raise ValueError(f"unknown allocation path {path!r} (one of {', '.join(ALLOC_PATHS)})")
+        out: dict[str, Any] = {"path": path, "bytes": nbytes}
+        try:
+            step, rc = getattr(self, f"_alloc_{path}")(nbytes)
+        except Unsupported as e:
+            out.update(ok=False, unsupported=True, error_name="", step="", detail=str(e))
+            return out
+        except ProbeError as e:  # a setup call (stream, pool, granularity) failed
+            out.update(ok=False, code=e.code, error_name=e.name, step=e.call)
+            return out
+        out.update(
+            ok=rc == CUDA_SUCCESS, code=rc, error_name="" if rc == 0 else self.cuda.error_name(rc), step=step
+        )
+        return out
+
+    def _alloc_mem(self, n: int) -> tuple[str, int]:
+        ptr = ctypes.c_uint64()
+        rc = self._fn("cuMemAlloc_v2")(ctypes.byref(ptr), ctypes.c_size_t(n))
+        if rc == 0:
+            self._frees.append(lambda: self.lib.cuMemFree_v2(ptr))
+        return "cuMemAlloc_v2", rc
+
+    def _alloc_managed(self, n: int) -> tuple[str, int]:
+        ptr = ctypes.c_uint64()
+        rc = self._fn("cuMemAllocManaged")(ctypes.byref(ptr), ctypes.c_size_t(n), CU_MEM_ATTACH_GLOBAL)
+        if rc == 0:
+            self._frees.append(lambda: self.lib.cuMemFree_v2(ptr))
+        return "cuMemAllocManaged", rc
+
+    def _alloc_pitch(self, n: int) -> tuple[str, int]:
+        ptr, pitch = ctypes.c_uint64(), ctypes.c_size_t()
+        rows = max(1, -(-n // PITCH_ROW))
+        rc = self._fn("cuMemAllocPitch_v2")(
+            ctypes.byref(ptr), ctypes.byref(pitch), ctypes.c_size_t(PITCH_ROW), ctypes.c_size_t(rows), 4
+        )
+        if rc == 0:
+            self._frees.append(lambda: self.lib.cuMemFree_v2(ptr))
+        return "cuMemAllocPitch_v2", rc
+
+    def _alloc_async(self, n: int) -> tuple[str, int]:
+        s = self._stream_handle()
+        ptr = ctypes.c_uint64()
+        rc = self._fn("cuMemAllocAsync")(ctypes.byref(ptr), ctypes.c_size_t(n), s)
+        if rc == 0:
+            self.cuda.check("cuStreamSynchronize", self._fn("cuStreamSynchronize")(s))
+            self._frees.append(lambda: self.lib.cuMemFreeAsync(ptr, s) or self.lib.cuStreamSynchronize(s))
+        return "cuMemAllocAsync", rc
+
+    def _alloc_pool(self, n: int) -> tuple[str, int]:
+        s = self._stream_handle()
+        pool = ctypes.c_void_p()
+        dev = ctypes.c_int()
+        self.cuda.check("cuDeviceGet", self.lib.cuDeviceGet(ctypes.byref(dev), self.device))
+        self.cuda.check(
+            "cuDeviceGetDefaultMemPool", self._fn("cuDeviceGetDefaultMemPool")(ctypes.byref(pool), dev)
+        )
+        ptr = ctypes.c_uint64()
+        rc = self._fn("cuMemAllocFromPoolAsync")(ctypes.byref(ptr), ctypes.c_size_t(n), pool, s)
+        if rc == 0:
+            self.cuda.check("cuStreamSynchronize", self._fn("cuStreamSynchronize")(s))
+            self._frees.append(lambda: self.lib.cuMemFreeAsync(ptr, s) or self.lib.cuStreamSynchronize(s))
+        return "cuMemAllocFromPoolAsync", rc
+
+    def _alloc_vmm(self, n: int) -> tuple[str, int]:
+        """cuMemCreate, then reserve, map and enable access: usable memory, as an application does it."""
+        prop = MemAllocationProp()
+        prop.type = CU_MEM_ALLOCATION_TYPE_PINNED
+        prop.location = MemLocation(CU_MEM_LOCATION_TYPE_DEVICE, self.device)
+        gran = ctypes.c_size_t()
+        self.cuda.check(
+            "cuMemGetAllocationGranularity",
+            self._fn("cuMemGetAllocationGranularity")(ctypes.byref(gran), ctypes.byref(prop), 0),
+        )
+        g = gran.value or 2 * MIB
+        size = -(-n // g) * g
+        handle = ctypes.c_uint64()
+        rc = self._fn("cuMemCreate")(ctypes.byref(handle), ctypes.c_size_t(size), ctypes.byref(prop), 0)
+        if rc != 0:
+            return "cuMemCreate", rc
+        self._frees.append(lambda: self.lib.cuMemRelease(handle))
+        ptr = ctypes.c_uint64()
+        rc = self._fn("cuMemAddressReserve")(
+            ctypes.byref(ptr), ctypes.c_size_t(size), ctypes.c_size_t(0), 0, 0
+        )
+        if rc != 0:
+            return "cuMemAddressReserve", rc
+        self._frees.append(lambda: self.lib.cuMemAddressFree(ptr, ctypes.c_size_t(size)))
+        rc = self._fn("cuMemMap")(ptr, ctypes.c_size_t(size), ctypes.c_size_t(0), handle, 0)
+        if rc != 0:
+            return "cuMemMap", rc
+        self._frees.append(lambda: self.lib.cuMemUnmap(ptr, ctypes.c_size_t(size)))
+        desc = MemAccessDesc(
+            MemLocation(CU_MEM_LOCATION_TYPE_DEVICE, self.device), CU_MEM_ACCESS_FLAGS_PROT_READWRITE
+        )
+        return "cuMemSetAccess", self._fn("cuMemSetAccess")(ptr, ctypes.c_size_t(size), ctypes.byref(desc), 1)
+
+    def release(self) -> None:
+        """Free in reverse order (unmap before release for VMM)."""
+        while self._frees:
+            self._frees.pop()()
+        if self._stream is not None:
+            self.lib.cuStreamDestroy_v2(self._stream)
+            self._stream = None

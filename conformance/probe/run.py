@@ -11,11 +11,12 @@ import ctypes
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from conformance.probe.driver import KERNEL_IMAGE, MIB, Cuda, Nvml, ProbeError
+from conformance.probe.ops import Op, Runner
 
 PROBE_VERSION = "1"
 # Only what tells a reader how the container was wired; never the whole environment (secrets).
@@ -41,6 +42,7 @@ class Actions:
     load_seconds: float = 0.0  # back-to-back kernels for this long; reports achieved utilisation
     slice_ms: float = 20.0  # length of one kernel of the load loop
     device: int = 0
+    ops: list[Op] = field(default_factory=list)  # --op operations, run after the allocation
 
 
 def relevant_env(environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -63,9 +65,10 @@ def run_probe(
     *,
     load_seconds: float = 0.0,
     slice_ms: float = 20.0,
+    ops: list[Op] | None = None,
 ) -> dict[str, Any]:
     """The whole probe document as a dict; errors are captured, not raised."""
-    actions = Actions(alloc_mib, kernel_seconds, load_seconds, slice_ms, device)
+    actions = Actions(alloc_mib, kernel_seconds, load_seconds, slice_ms, device, list(ops or []))
     result: dict[str, Any] = {
         "probe": {"version": PROBE_VERSION, "hostname": socket.gethostname(), "pid": os.getpid()},
         "env": relevant_env(),
@@ -123,10 +126,15 @@ def _cuda_part(cuda: Cuda, nvml: Nvml | None, actions: Actions) -> dict[str, Any
             cuda.check("cuMemcpyHtoD_v2", lib.cuMemcpyHtoD_v2(ptr, src, ctypes.c_size_t(n)))
             cuda.check("cuMemcpyDtoH_v2", lib.cuMemcpyDtoH_v2(dst, ptr, ctypes.c_size_t(n)))
             out["copy_roundtrip_ok"] = bytes(dst) == bytes(src)
+        runner = Runner(cuda, nvml, device, uuid) if actions.ops else None
+        if runner is not None:
+            out["ops"] = runner.run(actions.ops)  # held through the kernel and load below
         if actions.kernel_seconds > 0:
             out["kernel"] = _run_kernel(cuda, nvml, uuid, actions.kernel_seconds)
         if actions.load_seconds > 0:
             out["load"] = _run_load(cuda, nvml, uuid, actions.load_seconds, actions.slice_ms)
+        if runner is not None:
+            runner.close()
         if rc == 0 and nbytes:
             cuda.check("cuMemFree_v2", lib.cuMemFree_v2(ptr))
             out["mem_after_free"] = cuda.mem_info()
