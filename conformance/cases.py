@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from contextvars import ContextVar, Token
 from typing import Any, NoReturn, TypeVar
 
 import pytest
@@ -84,6 +85,39 @@ def unknown(reason: str) -> NoReturn:
 def violated(rule_id: str, detail: str) -> str:
     """An assertion message that names the rule, so a failure reads back to the contract."""
     return f"[{rule_id}] {detail}"
+
+
+# The rule of the case running now. The plugin sets it around each case (from its rule marker), so
+# helpers that fail on their own (a wait that times out, a probe without a result) name the rule
+# of the case they serve without every call site passing it down.
+_CURRENT_RULE: ContextVar[str | None] = ContextVar("hami_conformance_rule", default=None)
+
+
+def current_rule() -> str | None:
+    """Rule id of the running conformance case; None outside one."""
+    return _CURRENT_RULE.get()
+
+
+def set_current_rule(rule_id: str | None) -> Token[str | None]:
+    return _CURRENT_RULE.set(rule_id)
+
+
+def reset_current_rule(token: Token[str | None]) -> None:
+    _CURRENT_RULE.reset(token)
+
+
+def with_rule(message: str, rule_id: str | None = None) -> str:
+    """``message`` prefixed with ``[RULE-ID]`` (the given one, else the running case's) unless it
+    already names that rule; unchanged when there is no rule to name."""
+    rid = rule_id or current_rule()
+    if not rid or f"[{rid}]" in message:
+        return message
+    return f"[{rid}] {message}"
+
+
+def fail(detail: str, rule_id: str | None = None) -> NoReturn:
+    """Fail the running case with ``detail`` under its rule (or ``rule_id``)."""
+    raise AssertionError(with_rule(detail, rule_id))
 
 
 def map_outcome(phases: dict[str, str], skip_message: str = "") -> str:

@@ -6,44 +6,114 @@ client's transport), so the suites run unchanged against the testbed, k3s or a r
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from conformance import contract as C
-from conformance.cases import violated
+from conformance.cases import current_rule, violated, with_rule
+from conformance.probe.result import MARKER, find_result
 from kubeclient.client import ApiError, Kube
 
 PROBE_IMAGE = "ghcr.io/hami-conformance/hami-conformance-probe:0.1.0"
 CASE_LABEL = "conformance.hami.io/case"
 Pod = dict[str, Any]
+T = TypeVar("T")
 
 
 class WaitTimeout(AssertionError):
-    """A condition did not hold in time; the message says what was awaited and what was seen."""
+    """A condition did not hold in time. The message names the rule of the running case, what was
+    awaited and what was seen last: ``[RULE-ID] timed out after Ns waiting for <what>; last seen: ...``."""
 
 
-def wait_for(what: str, fn: Callable[[], Any], timeout: float, interval: float = 0.25) -> Any:
-    """Poll ``fn`` until it returns a truthy value; raise with ``what`` and the last value seen."""
+def timeout_message(rule_id: str | None, seconds: float, what: str, last_seen: str) -> str:
+    return with_rule(f"timed out after {seconds:.0f}s waiting for {what}; last seen: {last_seen}", rule_id)
+
+
+def poll(
+    what: str,
+    observe: Callable[[], T],
+    done: Callable[[T], bool],
+    timeout: float,
+    *,
+    describe: Callable[[T | None], str] | None = None,
+    interval: float = 0.25,
+    rule_id: str | None = None,
+) -> T:
+    """Observe until ``done(observation)``; return that observation.
+
+    On timeout raise :class:`WaitTimeout` naming the rule (``rule_id`` or the running case's),
+    ``what`` and ``describe(last observation)``. An API error while polling is not fatal (the
+    condition may still come true); the last one is reported if the wait times out.
+    """
+    rule_id = rule_id or current_rule()
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: T | None = None
+    seen_any = False
+    error: ApiError | None = None
     while True:
-        last = fn()
-        if last:
-            return last
+        try:
+            obs = observe()
+        except ApiError as e:
+            error = e
+        else:
+            error = None
+            if done(obs):
+                return obs
+            last, seen_any = obs, True
         if time.monotonic() >= deadline:
-            raise WaitTimeout(
-                f"timed out after {timeout:.0f}s waiting for {what} (last seen: {_short(last)})"
-            )
+            if seen_any:
+                text = describe(last) if describe is not None else _short(last)
+            else:
+                text = "nothing (no observation succeeded)"
+            if error is not None:
+                text += f"; last API error: {_short(str(error), 200)}"
+            raise WaitTimeout(timeout_message(rule_id, timeout, what, text))
         time.sleep(interval)
 
 
+def wait_for(
+    what: str,
+    fn: Callable[[], Any],
+    timeout: float,
+    interval: float = 0.25,
+    *,
+    describe: Callable[[Any], str] | None = None,
+    rule_id: str | None = None,
+) -> Any:
+    """Poll ``fn`` until it returns a truthy value (see :func:`poll` for the failure message)."""
+    return poll(what, fn, bool, timeout, describe=describe, interval=interval, rule_id=rule_id)
+
+
 def _short(value: Any, limit: int = 300) -> str:
-    text = repr(value)
+    text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def describe_pod(pod: Pod | None) -> str:
+    """One line of what a pod looks like now: phase, node, scheduling condition, container states
+    and HAMi's allocation annotations (what a reader needs to see why a wait did not end)."""
+    if not pod:
+        return "no pod"
+    status = pod.get("status") or {}
+    parts = [f"phase={status.get('phase') or '-'}", f"node={(pod.get('spec') or {}).get('nodeName') or '-'}"]
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") != "True":
+            parts.append(f"PodScheduled={cond.get('status')} ({cond.get('reason')}: {cond.get('message')})")
+    for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+        state = cs.get("state") or {}
+        for kind, detail in state.items():
+            why = (detail or {}).get("reason") or ""
+            code = (detail or {}).get("exitCode")
+            parts.append(f"{cs.get('name')} {kind}" + (f" ({why})" if why else "")
+                         + (f" exit {code}" if code is not None else ""))
+    ann = (pod.get("metadata") or {}).get("annotations") or {}
+    for key in (C.VGPU_NODE, C.BIND_PHASE, C.NVIDIA_ALLOCATED):
+        if key in ann:
+            parts.append(f"{key}={_short(ann[key], 120)}")
+    return ", ".join(parts)
 
 
 def unique_name(prefix: str) -> str:
@@ -134,15 +204,23 @@ def gpu_pod(
 
 
 class Workloads:
-    """Pods in one test's namespace, with the waits and reads the cases need."""
+    """Pods in one test's namespace, with the waits and reads the cases need.
+
+    Every wait that times out names the running case's rule, what it waited for and the pod's last
+    state (phase, node, scheduling condition, containers, HAMi annotations, events). Logs read
+    from probes are kept (``logs``) so a failed case can attach them raw.
+    """
 
     def __init__(self, kube: Kube, namespace: str, *, timeout: float = 60.0,
-                 scheduler_name: str = C.DEFAULT_SCHEDULER_NAME) -> None:
+                 scheduler_name: str = C.DEFAULT_SCHEDULER_NAME,
+                 attach: Callable[[str, str], Any] | None = None) -> None:
         self.kube = kube
         self.ns = namespace
         self.timeout = timeout
         self.scheduler_name = scheduler_name
         self.created: list[str] = []
+        self.attach = attach  # attach(name, text): evidence of the running case
+        self.logs: dict[tuple[str, str], str] = {}  # (pod, container) -> last log read
 
     @property
     def pods_path(self) -> str:
@@ -161,9 +239,9 @@ class Workloads:
             return
         got = stored.get("spec", {}).get("schedulerName", "")
         if got != self.scheduler_name:
-            raise AssertionError(violated(
+            raise AssertionError(with_rule(violated(
                 "ADM-SCHED-1", f"pod {self.ns}/{sent['metadata']['name']} requests devices but was admitted "
-                f"with schedulerName {got!r}, not {self.scheduler_name!r}; this case cannot run"))
+                f"with schedulerName {got!r}, not {self.scheduler_name!r}; this case cannot run")))
 
     def try_create(self, pod: Pod) -> tuple[Pod | None, ApiError | None]:
         """Create, returning the admission error instead of raising it (denial cases)."""
@@ -182,25 +260,29 @@ class Workloads:
             if e.status != 404:
                 raise
 
-    def wait_scheduled(self, name: str, timeout: float | None = None) -> Pod:
-        return wait_for(  # type: ignore[no-any-return]
-            f"pod {self.ns}/{name} to be bound to a node",
-            lambda: p if (p := self.get(name))["spec"].get("nodeName") else None,
+    def describe(self, name: str, pod: Pod | None = None) -> str:
+        """The pod's state and its recent events, for a failure message."""
+        return f"{describe_pod(pod)}; events: {self.event_summary(name)}"
+
+    def wait_pod(
+        self, name: str, what: str, done: Callable[[Pod], bool], timeout: float | None = None
+    ) -> Pod:
+        """Poll pod ``name`` until ``done(pod)``; ``what`` completes "waiting for pod ns/name to ..."."""
+        return poll(
+            f"pod {self.ns}/{name} {what}",
+            lambda: self.get(name),
+            done,
             timeout or self.timeout,
+            describe=lambda pod: self.describe(name, pod),
         )
 
+    def wait_scheduled(self, name: str, timeout: float | None = None) -> Pod:
+        return self.wait_pod(name, "to be bound to a node",
+                             lambda p: bool((p.get("spec") or {}).get("nodeName")), timeout)
+
     def wait_phase(self, name: str, phases: tuple[str, ...], timeout: float | None = None) -> Pod:
-        seen: dict[str, Any] = {}
-
-        def check() -> Pod | None:
-            p = self.get(name)
-            seen["phase"] = p.get("status", {}).get("phase")
-            return p if seen["phase"] in phases else None
-
-        try:
-            return wait_for(f"pod {self.ns}/{name} phase in {phases}", check, timeout or self.timeout)  # type: ignore[no-any-return]
-        except WaitTimeout as e:
-            raise WaitTimeout(f"{e}; events: {self.event_summary(name)}") from None
+        return self.wait_pod(name, f"to reach phase {' or '.join(phases)}",
+                             lambda p: (p.get("status") or {}).get("phase") in phases, timeout)
 
     def wait_running(self, name: str, timeout: float | None = None) -> Pod:
         return self.wait_phase(name, ("Running", "Succeeded"), timeout)
@@ -220,57 +302,86 @@ class Workloads:
             evs = self.events(name)
         except ApiError as e:
             return f"(events unavailable: {e})"
-        return "; ".join(f"{e.get('reason')}: {e.get('message')}" for e in evs[-8:]) or "(none)"
+        return summarize_events(evs)
 
     def wait_event(self, name: str, reason: str, timeout: float | None = None) -> dict[str, Any]:
-        return wait_for(  # type: ignore[no-any-return]
+        def pod_state(_evs: list[dict[str, Any]] | None) -> str:
+            try:
+                pod: Pod | None = self.get(name)
+            except ApiError:
+                pod = None
+            return f"{describe_pod(pod)}; events: {summarize_events(_evs or [])}"
+
+        evs = poll(
             f"event {reason} on pod {self.ns}/{name}",
-            lambda: next((e for e in self.events(name) if e.get("reason") == reason), None),
+            lambda: self.events(name),
+            lambda items: any(e.get("reason") == reason for e in items),
             timeout or self.timeout,
+            describe=pod_state,
         )
+        return next(e for e in evs if e.get("reason") == reason)
 
     def log(self, name: str, container: str = "main") -> str:
-        return self.kube.text(f"{self.pods_path}/{name}/log", container=container)
+        text = self.kube.text(f"{self.pods_path}/{name}/log", container=container)
+        self.logs[(name, container)] = text
+        return text  # type: ignore[no-any-return]
+
+    def _attach_log(self, name: str, container: str, text: str) -> str:
+        file = f"log-{name}-{container}.txt"
+        if self.attach is not None:
+            self.attach(file, text)
+        return file
 
     def probe(self, name: str, container: str = "main", timeout: float | None = None) -> dict[str, Any]:
-        """Wait for the probe container to finish and return its JSON document."""
+        """Wait for the probe container to finish and return its result document.
+
+        No result line in the log fails the running case's rule, with the log attached raw."""
         pod = self.wait_phase(name, ("Succeeded", "Failed"), timeout)
         text = self.log(name, container)
         doc = parse_probe_output(text)
         if doc is None:
-            raise AssertionError(
-                f"probe in {self.ns}/{name} printed no JSON document (phase {pod['status'].get('phase')}); "
-                f"log tail: {text[-500:]!r}; events: {self.event_summary(name)}"
-            )
+            file = self._attach_log(name, container, text)
+            raise AssertionError(with_rule(
+                f"probe {self.ns}/{name} container {container} printed no {MARKER} result "
+                f"({describe_pod(pod)}); raw log attached as {file}; log tail: {text[-400:]!r}; "
+                f"events: {self.event_summary(name)}"
+            ))
         return doc
 
     def probe_running(
         self, name: str, container: str = "main", timeout: float | None = None
     ) -> dict[str, Any]:
-        """For a probe that holds after printing: wait until its document is in the log."""
+        """For a probe that holds after printing: wait until its result is in the log."""
+        seen: dict[str, str] = {}
 
         def read() -> dict[str, Any] | None:
-            try:
-                return parse_probe_output(self.log(name, container))
-            except ApiError:
-                return None
+            seen["log"] = self.log(name, container)
+            return parse_probe_output(seen["log"])
 
-        return wait_for(f"probe output of {self.ns}/{name}", read, timeout or self.timeout)  # type: ignore[no-any-return]
+        def last(_doc: Any) -> str:
+            try:
+                pod: Pod | None = self.get(name)
+            except ApiError:
+                pod = None
+            file = self._attach_log(name, container, seen.get("log", ""))
+            return f"{self.describe(name, pod)}; log tail {seen.get('log', '')[-300:]!r} (raw log: {file})"
+
+        return poll(  # type: ignore[no-any-return]
+            f"the {MARKER} line of probe {self.ns}/{name} container {container}",
+            read,
+            lambda doc: doc is not None,
+            timeout or self.timeout,
+            describe=last,
+        )
+
+
+def summarize_events(events: list[dict[str, Any]], last: int = 8) -> str:
+    return "; ".join(f"{e.get('reason')}: {e.get('message')}" for e in events[-last:]) or "(none)"
 
 
 def parse_probe_output(text: str) -> dict[str, Any] | None:
-    """The probe prints one JSON document (indented or compact); anything before it is ignored."""
-    start = text.find("{")
-    while start >= 0:
-        try:
-            doc, _ = json.JSONDecoder().raw_decode(text[start:])
-        except json.JSONDecodeError:
-            start = text.find("{", start + 1)
-            continue
-        if isinstance(doc, dict) and "probe" in doc:
-            return doc
-        start = text.find("{", start + 1)
-    return None
+    """The probe's result document in a container log (see :mod:`conformance.probe.result`)."""
+    return find_result(text)
 
 
 def allocated(pod: Pod) -> list[list[C.AssignedDevice]]:

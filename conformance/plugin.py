@@ -480,15 +480,38 @@ def workloads(
 ) -> Iterator[Any]:
     from conformance.kube import Workloads
 
-    w = Workloads(kube, namespace, scheduler_name=cluster.scheduler_name)
+    w = Workloads(kube, namespace, scheduler_name=cluster.scheduler_name,
+                  attach=lambda name, text: attach_text(request, name, text))
     yield w
     rep = getattr(request.node, "rep_call", None)
     if rep is not None and rep.failed:
-        # evidence for the report: the pods' events and last log lines
-        lines = []
-        for name in w.created:
-            lines.append(f"== pod {name}: {w.event_summary(name)}")
-        attach_text(request, "events.txt", "\n".join(lines))
+        _attach_failure_evidence(request, w)
+
+
+def _attach_failure_evidence(request: pytest.FixtureRequest, w: Any) -> None:
+    """A failed case keeps its pods' state and events, and every container log raw (probe output
+    included): the failure message quotes a tail, the attachment holds everything."""
+    from conformance.kube import describe_pod
+    from kubeclient.client import ApiError
+
+    lines = []
+    for name in w.created:
+        try:
+            pod = w.get(name)
+        except ApiError as e:
+            lines.append(f"== pod {name}: unavailable ({e})")
+            continue
+        lines.append(f"== pod {name}: {describe_pod(pod)}\n   events: {w.event_summary(name)}")
+        spec = pod.get("spec") or {}
+        for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+            key = (name, c["name"])
+            try:
+                text = w.log(name, c["name"])
+            except ApiError:
+                text = w.logs.get(key)
+            if text:
+                attach_text(request, f"log-{name}-{c['name']}.txt", text)
+    attach_text(request, "events.txt", "\n".join(lines))
 
 
 @pytest.fixture
@@ -513,6 +536,18 @@ def attach_text(request: pytest.FixtureRequest, name: str, text: str) -> Path | 
     except ImportError:
         pass
     return path
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """The case's rule id is current while it runs (setup, call, teardown), so helpers that fail
+    on their own (waits, probe parsing) name it."""
+    mark = item.get_closest_marker("rule")
+    token = cases.set_current_rule(str(mark.args[0]) if mark is not None and mark.args else None)
+    try:
+        yield
+    finally:
+        cases.reset_current_rule(token)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conformance.cases import map_outcome
+from conformance.cases import map_outcome, with_rule
 from reports.model import CaseResult, DeviceInfo, Environment, NodeInfo
 from reports.runio import RunWriter
 
@@ -77,7 +77,8 @@ class Recorder:
             if a not in p.attachments:
                 p.attachments.append(a)
         if report.outcome == "failed":
-            p.messages.append(failure_text(report))
+            # every failure names its case's rule, whatever raised it (an API error, a KeyError)
+            p.messages.append(with_rule(failure_text(report), identity.rule_id))
         elif report.outcome == "skipped":
             p.skip_message = skip_text(report.longrepr)
         if report.when != "teardown":

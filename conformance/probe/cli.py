@@ -9,12 +9,15 @@ import time
 from collections.abc import Sequence
 
 from conformance.probe.ops import parse_op
+from conformance.probe.result import MARKER, result_line
 from conformance.probe.run import run_probe
 
-DESCRIPTION = """Print ONE JSON document: the relevant environment, /etc/ld.so.preload, the devices
-NVML lists, the CUDA view (devices, cuMemGetInfo_v2 before/after an allocation, a copy round trip),
-and the requested actions: allocate N MiB (a refusal is reported, not raised), one timed kernel with
-NVML utilisation sampled, and optionally full load for T seconds with the achieved utilisation."""
+DESCRIPTION = f"""Print ONE line of compact JSON whose first member is "marker": "{MARKER}" (so a
+test finds it in a log whatever else the container wrote): the relevant environment,
+/etc/ld.so.preload, the devices NVML lists, the CUDA view (devices, cuMemGetInfo_v2 before/after an
+allocation, a copy round trip), and the requested actions: allocate N MiB (a refusal is reported,
+not raised), one timed kernel with NVML utilisation sampled, and optionally full load for T seconds
+with the achieved utilisation."""
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m conformance.probe") -> int:
@@ -27,6 +30,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m conformance.p
     p.add_argument(
         "--hold-seconds", type=float, default=0.0, help="stay alive this long after printing (metrics tests)"
     )
+    p.add_argument("--compact", action="store_true", help="accepted for compatibility (always compact)")
     p.add_argument(
         "--op",
         action="append",
@@ -35,7 +39,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m conformance.p
         help="after the allocation, in order: PATH:MIB, PATH:MIBxN, proc:PATH:MIB, meminfo, free "
         "(paths: mem managed pitch async pool vmm; see conformance/probe/ops.py)",
     )
-    p.add_argument("--compact", action="store_true", help="one line of JSON instead of indented")
+    p.add_argument("--pretty", action="store_true", help="indented JSON for a human (no longer one line)")
     args = p.parse_args(argv)
     try:
         ops = [parse_op(o) for o in args.op]
@@ -49,7 +53,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m conformance.p
         slice_ms=args.slice_ms,
         ops=ops,
     )
-    print(json.dumps(doc, indent=None if args.compact else 2, sort_keys=False), flush=True)
+    sys.stderr.flush()  # whatever went to stderr lands before the result, not inside it
+    text = json.dumps(doc, indent=2) if args.pretty else result_line(doc)
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
     if args.hold_seconds > 0:
         time.sleep(args.hold_seconds)
     return 0
