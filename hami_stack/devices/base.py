@@ -324,6 +324,37 @@ class DeviceFamily(abc.ABC):
 CheckDevice = Callable[[DeviceUsage], str | None]
 
 
+def pod_quota_usage(
+    previous: PodDevices, current: Sequence[ContainerDevice], n_init: int, cw: str
+) -> tuple[int, int]:
+    """The pod's collapsed memory and cores of family ``cw`` if ``current`` joined ``previous``.
+
+    ``previous`` holds the earlier containers' picks at their positions (init containers first),
+    ``current`` the picks of the container being fitted, at position ``len(previous)``. Per device,
+    init containers count by their peak and app containers add up; devices add up (section 5.6,
+    the same collapse the usage cache and the quota usage apply once the pod is placed).
+    """
+    init_peak: dict[str, tuple[int, int]] = {}
+    app_sum: dict[str, tuple[int, int]] = {}
+    for pos, ctr in enumerate([*previous, list(current)]):
+        for d in ctr:
+            if d.type != cw:
+                continue
+            if pos < n_init:
+                m, c = init_peak.get(d.uuid, (0, 0))
+                init_peak[d.uuid] = (max(m, d.usedmem), max(c, d.usedcores))
+            else:
+                m, c = app_sum.get(d.uuid, (0, 0))
+                app_sum[d.uuid] = (m + d.usedmem, c + d.usedcores)
+    mem = cores = 0
+    for uuid in init_peak.keys() | app_sum.keys():
+        im, ic = init_peak.get(uuid, (0, 0))
+        am, ac = app_sum.get(uuid, (0, 0))
+        mem += max(im, am)
+        cores += max(ic, ac)
+    return mem, cores
+
+
 def fit_walk(
     family: DeviceFamily,
     devices: Sequence[DeviceUsage],
@@ -340,16 +371,20 @@ def fit_walk(
     (health, cordon, type); UUID selection, slots, mutex, memory, quota and cores follow here.
     Returns (picks with their device, reason counts, candidate count). With ``collect_all`` every
     fitting device is returned (topology-aware selection chooses among them afterwards).
+
+    As in HAMi, a node with fewer devices than asked is refused before ``fit`` (by the scheduler,
+    bare ``NodeInsufficientDevice``); here the walk simply ends short. A short walk adds
+    ``AllocatedCardsInsufficientRequest`` counted as the devices it did pick (none: not added).
+    The quota check adds up the whole pod: earlier containers' picks, this container's picks so
+    far and the candidate, collapsed as the pod's usage will be once placed.
     """
     candidates = [d for d in devices if family.matches_type(d)]
     reasons: Counter[str] = Counter()
     need = request.nums
-    if need > len(candidates):
-        reasons[ev.NODE_INSUFFICIENT_DEVICE] += need
-        return [], reasons, len(candidates)
     annotations = ctx.pod_annotations
     use_uuid = split_list(annotations.get(family.keys.use_uuid)) if family.keys.use_uuid else []
     nouse_uuid = split_list(annotations.get(family.keys.nouse_uuid)) if family.keys.nouse_uuid else []
+    n_init = len((ctx.pod.get("spec") or {}).get("initContainers") or [])
     picked: list[tuple[DeviceUsage, ContainerDevice]] = []
     prev_numa: int | None = None
     for dev in reversed(candidates):
@@ -357,9 +392,10 @@ def fit_walk(
         if reason is not None:
             reasons[reason] += 1
             continue
-        if numa_bind and prev_numa is not None and dev.numa != prev_numa and len(picked) < need:
+        if numa_bind and prev_numa is not None and dev.numa != prev_numa:
             # one container's devices must share a NUMA node: start over on the new node
-            reasons[ev.NUMA_NOT_FIT] += max(1, len(picked))
+            if picked and not collect_all:
+                reasons[ev.NUMA_NOT_FIT] += len(picked)
             picked = []
         prev_numa = dev.numa
         if (use_uuid and dev.id not in use_uuid) or dev.id in nouse_uuid:
@@ -373,9 +409,14 @@ def fit_walk(
             continue
         cores = min(request.coresreq, 100)
         mem = request.memory_on(dev.totalmem)
-        if ctx.quota_fits is not None and not ctx.quota_fits(ctx.namespace, family, mem, cores):
-            reasons[ev.RESOURCE_QUOTA_NOT_FIT] += 1
-            continue
+        if ctx.quota_fits is not None:
+            candidate = ContainerDevice(dev.id, family.common_word, mem, cores)
+            pod_mem, pod_cores = pod_quota_usage(
+                ctx.previous, [cd for _, cd in picked] + [candidate], n_init, family.common_word
+            )
+            if not ctx.quota_fits(ctx.namespace, family, pod_mem, pod_cores):
+                reasons[ev.RESOURCE_QUOTA_NOT_FIT] += 1
+                continue
         if dev.totalmem - dev.usedmem < mem:
             reasons[ev.CARD_INSUFFICIENT_MEMORY] += 1
             continue
@@ -391,6 +432,6 @@ def fit_walk(
         picked.append((dev, ContainerDevice(dev.id, family.common_word, mem, cores)))
         if len(picked) == need and not collect_all:
             break
-    if len(picked) < need:
-        reasons[ev.ALLOCATED_CARDS_INSUFFICIENT_REQUEST] += need - len(picked)
+    if picked and len(picked) < need:
+        reasons[ev.ALLOCATED_CARDS_INSUFFICIENT_REQUEST] = len(picked)
     return picked, reasons, len(candidates)

@@ -32,6 +32,7 @@ from ..protocol import events as ev
 from ..protocol import hamicore as hc
 from ..protocol.errors import ProtocolError
 from ..protocol.handshake import HealthResult, check_nvidia
+from ..protocol.policy import numa_bind_requested
 from ..protocol.register import MODE_HAMI_CORE, MODE_MIG, DeviceInfo, decode_register, decode_topology_scores
 from ..protocol.resources import MEM_PERCENTAGE_UNSET
 from .base import (
@@ -193,7 +194,7 @@ class NvidiaFamily(DeviceFamily):
         use_types = [t.lower() for t in split_list(pod_ann.get(ann.NVIDIA_USE_GPUTYPE))]
         nouse_types = [t.lower() for t in split_list(pod_ann.get(ann.NVIDIA_NOUSE_GPUTYPE))]
         mode_filter = pod_ann.get(ann.NVIDIA_VGPU_MODE)
-        numa_bind = pod_ann.get(ann.NVIDIA_NUMA_BIND, "").strip().lower() == "true"
+        numa_bind = numa_bind_requested(pod_ann.get(ann.NVIDIA_NUMA_BIND))
 
         def selection(dev: DeviceUsage) -> str | None:
             if not dev.health:

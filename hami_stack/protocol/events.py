@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
@@ -44,6 +45,22 @@ DEVICE_TYPE_NOT_FOUND: Final = "Device type not found"
 def fit_reason(counts: Mapping[str, int], total_devices: int) -> str:
     """A node's failure reason: ``"<count>/<total> <Reason>"`` per reason, sorted, joined by ``", "``."""
     return ", ".join(sorted(f"{n}/{total_devices} {reason}" for reason, n in counts.items() if n > 0))
+
+
+_REASON_PART = re.compile(r"\s*([+-]?\d+)/([+-]?\d+)\s+(\S+)")
+
+
+def parse_reason(reason: str) -> dict[str, int]:
+    """HAMi's ParseReason: ``"<count>/<total> <Reason>"`` parts (split on ``", "``) to {reason: count}.
+
+    Parts that do not have that shape are skipped; a repeated reason keeps its last count.
+    """
+    out: dict[str, int] = {}
+    for part in reason.split(", "):
+        m = _REASON_PART.match(part)
+        if m:
+            out[m.group(3)] = int(m.group(1))
+    return out
 
 
 def filter_success_message(best: str, failed_count: int, fits: Sequence[tuple[str, float]]) -> str:

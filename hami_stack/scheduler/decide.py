@@ -10,7 +10,6 @@ the highest score under binpack, the lowest under spread.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +26,14 @@ from ..devices.scoring import best_node, node_score, order_devices
 from ..protocol import annotations as ann
 from ..protocol import events as ev
 from ..protocol.assignment import PodDevices
-from ..protocol.policy import GpuPolicy, ScoringWeights, gpu_policy, node_policy, scoring_weights
+from ..protocol.policy import (
+    GpuPolicy,
+    ScoringWeights,
+    gpu_policy,
+    node_policy,
+    numa_bind_requested,
+    scoring_weights,
+)
 from .cache import clone
 
 Obj = dict[str, Any]
@@ -69,14 +75,23 @@ def plan_pod(
         reqs = tuple(f.container_request(c) for c in ctrs)
         if any(r is not None for r in reqs):
             requests.append((f, reqs))
-    numa_bind = annotations.get(ann.NVIDIA_NUMA_BIND, "").strip().lower() == "true"
+    numa_bind = numa_bind_requested(annotations.get(ann.NVIDIA_NUMA_BIND))
     weights = scoring_weights(annotations.get(ann.DEVICE_SCORING_WEIGHTS)) if requests else ScoringWeights()
     return PodPlan(
         tuple(requests),
         len((pod.get("spec") or {}).get("initContainers") or []),
         len(ctrs),
-        node_policy(annotations.get(ann.NODE_SCHEDULER_POLICY), default_node_policy),
-        gpu_policy(annotations.get(ann.GPU_SCHEDULER_POLICY), default_gpu_policy, numa_bind),
+        # the annotation verbatim when present, even empty (HAMi: "" is a non-spread node policy
+        # and a single, spread-sorting GPU policy)
+        node_policy(
+            annotations.get(ann.NODE_SCHEDULER_POLICY, default_node_policy),
+            default_node_policy,
+        ),
+        gpu_policy(
+            annotations.get(ann.GPU_SCHEDULER_POLICY, default_gpu_policy),
+            default_gpu_policy,
+            numa_bind,
+        ),
         weights,
     )
 
@@ -90,12 +105,10 @@ class NodeFit:
     reason_types: tuple[str, ...] = ()  # the reason words, for the event summary
 
 
-_COUNT_PREFIX = re.compile(r"^\d+/\d+ ")
-
-
 def _fail(reason: str) -> NodeFit:
-    types = tuple(sorted({_COUNT_PREFIX.sub("", part) for part in reason.split(", ")})) if reason else ()
-    return NodeFit(False, reason=reason, reason_types=types)
+    # only "<n>/<m> <Reason>" parts name a reason type (HAMi's ParseReason): a bare reason such
+    # as NodeInsufficientDevice fails the node without a per-reason event
+    return NodeFit(False, reason=reason, reason_types=tuple(sorted(ev.parse_reason(reason))))
 
 
 def fit_node(
@@ -120,18 +133,21 @@ def fit_node(
             if app_usage is None:
                 app_usage = devices  # the caller's copy is ours to accumulate on
             usage = app_usage
+        ctr_reqs = [reqs[ci] for _, reqs in plan.requests if reqs[ci] is not None]
         for family, reqs in plan.requests:
             req = reqs[ci]
             if req is None:
                 continue
-            fam_devices = usage.get(family.common_word)
-            if not fam_devices:
-                return _fail(ev.DEVICE_TYPE_NOT_FOUND)
+            fam_devices = usage.get(family.common_word) or []
+            # HAMi refuses a node with fewer devices of the type than asked before fitting
+            if req.nums > sum(1 for d in fam_devices if family.matches_type(d)):
+                return _fail(ev.NODE_INSUFFICIENT_DEVICE)
             ctx = FitContext(
                 pod, node, plan.gpu_policy, plan.weights, quota_fits, picks[family.common_word][:ci]
             )
-            ordered = order_devices(fam_devices, req, plan.gpu_policy, plan.weights)
-            result = family.fit(ordered, req, ctx)
+            # sorted in place: like HAMi's node copy, the next app container starts from this order
+            fam_devices[:] = order_devices(fam_devices, ctr_reqs, plan.gpu_policy, plan.weights)
+            result = family.fit(fam_devices, req, ctx)
             if not result.ok:
                 return _fail(result.reason)
             add_usage(fam_devices, result.devices)
@@ -155,10 +171,14 @@ class FilterOutcome:
         ranked = sorted(((n, f.score) for n, f in self.fits.items()), key=lambda x: x[0])
         return ev.filter_success_message(self.best, len(self.failed), ranked)
 
+    def failure_messages(self) -> list[str]:
+        """The FilteringFailed event messages, in HAMi's order: one per reason type
+        (``<n> nodes <Reason>(<nodes>)``), then ``no available node, <N> nodes do not meet``."""
+        return [*ev.reason_type_messages(self.failed_types), ev.filter_failure_message(len(self.failed))]
+
     def failure_message(self) -> str:
-        parts = [ev.filter_failure_message(len(self.failed))]
-        parts += ev.reason_type_messages(self.failed_types)
-        return "; ".join(parts)
+        """All of :meth:`failure_messages` in one line (logs, errors)."""
+        return "; ".join(self.failure_messages())
 
 
 def choose(

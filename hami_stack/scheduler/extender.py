@@ -104,7 +104,8 @@ class Extender:
                 self.cache.reserve(pod, outcome.best, outcome.fits[outcome.best].devices)
         self.filter_count += 1
         if outcome.best is None:
-            self._event(pod, "Warning", ev.FILTERING_FAILED, outcome.failure_message())
+            for message in outcome.failure_messages():  # one event per reason, as HAMi
+                self._event(pod, "Warning", ev.FILTERING_FAILED, message)
             return filter_result(node_names=None, failed=outcome.failed)
         best = outcome.best
         try:

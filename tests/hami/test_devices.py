@@ -172,7 +172,15 @@ def test_fit_reasons(
     ctx = FitContext(pod(annotations=annotations), node={"metadata": {"annotations": node_ann}})
     r = NV.fit([device], request_, ctx)
     assert not r.ok and r.devices == []
-    assert r.reason == f"1/1 {ev.ALLOCATED_CARDS_INSUFFICIENT_REQUEST}, 1/1 {reason}"
+    # nothing picked: no AllocatedCardsInsufficientRequest (HAMi adds it only on partial picks)
+    assert r.reason == f"1/1 {reason}"
+
+
+def test_fit_partial_pick_counts_picked_devices() -> None:
+    r = NV.fit([gpu(0, usedmem=15500), gpu(1), gpu(2)], req(nums=3), FitContext(pod()))
+    assert not r.ok and r.reason == (
+        f"1/3 {ev.CARD_INSUFFICIENT_MEMORY}, 2/3 {ev.ALLOCATED_CARDS_INSUFFICIENT_REQUEST}"
+    )
 
 
 def test_fit_selection_accepts() -> None:
@@ -180,9 +188,11 @@ def test_fit_selection_accepts() -> None:
     assert NV.fit([gpu(0), gpu(1)], req(), ctx).devices[0].uuid == "GPU-0"
 
 
-def test_fit_node_insufficient_device_and_other_types_ignored() -> None:
+def test_fit_more_than_the_node_has_ends_short_and_other_types_ignored() -> None:
+    # the scheduler refuses such a node before fit (bare NodeInsufficientDevice, see
+    # test_extender_filter); fit itself just ends short, counting what it picked
     r = NV.fit([gpu(0), gpu(1, type_="Ascend910B3")], req(nums=2), FitContext(pod()))
-    assert not r.ok and r.reason == "2/1 NodeInsufficientDevice"
+    assert not r.ok and r.reason == f"1/1 {ev.ALLOCATED_CARDS_INSUFFICIENT_REQUEST}"
 
 
 def test_fit_mutex_policy() -> None:
@@ -237,11 +247,17 @@ def test_fit_topology_aware() -> None:
 
 
 def test_device_score_formula() -> None:
-    d = gpu(0, used=1, usedmem=4000, usedcores=20)
+    d = gpu(0, used=1, usedmem=4000, usedcores=20, type_="NVIDIA")
     s = device_score(d, req(mem=4000, cores=30), ScoringWeights())
     assert s == pytest.approx(10 * (2 / 10 + 50 / 100 + 8000 / 16000))
     s3 = device_score(d, req(mem=4000, cores=30), ScoringWeights(1, 1, 3))
     assert s3 == pytest.approx(10 * (2 / 10 + 50 / 100 + 3 * 8000 / 16000))
+    # HAMi counts a request only when its type equals the device type verbatim: a registered
+    # "NVIDIA-<model>" device is scored on its usage alone
+    named = gpu(0, used=1, usedmem=4000, usedcores=20)
+    assert device_score(named, req(mem=4000, cores=30), ScoringWeights()) == pytest.approx(
+        10 * (1 / 10 + 20 / 100 + 4000 / 16000)
+    )
     assert device_score(gpu(0, mem=0), req(), ScoringWeights()) == 0
 
 
@@ -254,9 +270,13 @@ def test_binpack_and_spread_order() -> None:
     assert NV.fit(binpack, req(), FitContext(pod())).devices[0].uuid == "GPU-0"
     assert NV.fit(spread, req(), FitContext(pod())).devices[0].uuid == "GPU-1"
     tie = order_devices([gpu(0), gpu(1), gpu(2)], req(), gpu_policy("spread"))
-    assert tie[-1].id == "GPU-0"  # ties: lower index taken first
-    mutex = order_devices([idle, busy], req(), gpu_policy("binpack,mutex"))
+    assert tie[-1].id == "GPU-2"  # ties keep the list order (stable), so the last is taken first
+    numa = order_devices([gpu(0, numa=1), gpu(1, numa=0)], req(), gpu_policy("spread"))
+    assert numa[-1].id == "GPU-0"  # equal scores: NUMA ascending, so the NUMA-1 GPU is taken first
+    mutex = order_devices([idle, busy], req(), gpu_policy("mutex"))
     assert mutex[-1] is idle
+    chained = order_devices([busy, idle], req(), gpu_policy("binpack,mutex"))
+    assert chained[-1] is busy  # in a chain mutex is only a fit filter, not a sort key
 
 
 def test_node_score_and_best_node() -> None:
@@ -452,13 +472,13 @@ def test_counted_family_through_the_same_interface() -> None:
     }
     devs = [DeviceUsage.from_info(d) for d in fam.node_devices(node)]
     fit = fam.fit(order_devices(devs, r, gpu_policy(None)), r, FitContext(pod(c)))
-    assert fit.ok and sorted(d.uuid for d in fit.devices) == ["VA-0", "VA-1"]
+    assert fit.ok and [d.uuid for d in fit.devices] == ["VA-1", "VA-0"]  # equal: the last first
     assert all(d.type == "Vastai" and d.usedcores == 100 for d in fit.devices)
     add_usage(devs, fit.devices)
     again = fam.fit(devs, r, FitContext(pod(c)))
     assert not again.ok and "CardTimeSlicingExhausted" in again.reason
     annotations = fam.pod_annotations([[], fit.devices])
-    value = ";VA-0,Vastai,16384,100:VA-1,Vastai,16384,100:;"
+    value = ";VA-1,Vastai,16384,100:VA-0,Vastai,16384,100:;"
     assert annotations == {
         "hami.io/Vastai-devices-to-allocate": value,
         "hami.io/Vastai-devices-allocated": value,

@@ -48,8 +48,8 @@ def test_reject_reasons_per_node() -> None:
     res = filt(ext, pod, ["small", "one", "ghost"])
     assert res["NodeNames"] is None
     assert res["FailedNodes"] == {
-        "small": "2/2 AllocatedCardsInsufficientRequest, 2/2 CardInsufficientMemory",
-        "one": "2/1 NodeInsufficientDevice",
+        "small": "2/2 CardInsufficientMemory",  # nothing picked: no AllocatedCardsInsufficientRequest
+        "one": "NodeInsufficientDevice",  # fewer GPUs than asked: refused before fit, bare
         "ghost": "node unregistered",
     }
 
@@ -91,7 +91,7 @@ def test_type_and_uuid_selection() -> None:
     pod = make_pod(gpu_limits(1, mem=1000), annotations={ann.NVIDIA_USE_GPUTYPE: "T4"})
     res = filt(ext, pod, ["a100", "t4"])
     assert res["NodeNames"] == ["t4"]
-    assert res["FailedNodes"]["a100"] == "1/2 AllocatedCardsInsufficientRequest, 2/2 CardTypeMismatch"
+    assert res["FailedNodes"]["a100"] == "2/2 CardTypeMismatch"
     pod = make_pod(gpu_limits(1, mem=1000), annotations={ann.NVIDIA_USE_GPUUUID: "GPU-a100-1"})
     assert filt(ext, pod, ["a100", "t4"])["NodeNames"] == ["a100"]
     assert picked(ext, pod)[0][0].uuid == "GPU-a100-1"
@@ -103,7 +103,7 @@ def test_cordoned_device_is_skipped() -> None:
     ext = extender()
     add_node(ext.cache, "n", gpus("n"), {ann.DEVICE_CORDON: "GPU-n-0,GPU-n-1"})
     res = filt(ext, make_pod(gpu_limits(1, mem=10)), ["n"])
-    assert res["FailedNodes"]["n"] == "1/2 AllocatedCardsInsufficientRequest, 2/2 CardCordoned"
+    assert res["FailedNodes"]["n"] == "2/2 CardCordoned"
     # un-cordoning through a Node update is picked up (the node's memo is invalidated)
     ext.cache.on_node("MODIFIED", node_obj("n", gpus("n"), {ann.DEVICE_CORDON: "GPU-n-0"}))
     pod = make_pod(gpu_limits(1, mem=10))
@@ -147,10 +147,7 @@ def test_exclusive_whole_gpu_and_mutex() -> None:
     ext.cache.reserve(make_pod(gpu_limits(1, mem=100)), "n", {"NVIDIA": [[_cd("GPU-n-0", 100)]]})
     whole = make_pod(gpu_limits(1, mem=100, cores=100))
     res = filt(ext, whole, ["n"])
-    assert (
-        res["FailedNodes"]["n"]
-        == "1/1 AllocatedCardsInsufficientRequest, 1/1 ExclusiveDeviceAllocateConflict"
-    )
+    assert res["FailedNodes"]["n"] == "1/1 ExclusiveDeviceAllocateConflict"
     mutex = make_pod(gpu_limits(1, mem=10), annotations={ann.GPU_SCHEDULER_POLICY: "mutex"})
     assert "ExclusiveDeviceAllocateConflict" in filt(ext, mutex, ["n"])["FailedNodes"]["n"]
 
@@ -160,9 +157,11 @@ def test_over_commit_and_invalid_weights() -> None:
     add_node(ext.cache, "n", gpus("n", n=1, mem=4000))
     assert filt(ext, make_pod(gpu_limits(1, mem=3000)), ["n"])["NodeNames"] == ["n"]
     res = filt(ext, make_pod(gpu_limits(1, mem=3000)), ["n"])
-    assert res["FailedNodes"]["n"] == "1/1 AllocatedCardsInsufficientRequest, 1/1 CardInsufficientMemory"
+    assert res["FailedNodes"]["n"] == "1/1 CardInsufficientMemory"
     bad = make_pod(gpu_limits(1, mem=1), annotations={ann.DEVICE_SCORING_WEIGHTS: "slot=1"})
-    assert "invalid device scoring weights" in filt(ext, bad, ["n"])["Error"]
+    assert "invalid hami.io/device-scoring-weights annotation" in filt(ext, bad, ["n"])["Error"]
+    empty = make_pod(gpu_limits(1, mem=1), annotations={ann.DEVICE_SCORING_WEIGHTS: ""})
+    assert "expected slot, core, and memory weights" in filt(ext, empty, ["n"])["Error"]
 
 
 def test_refilter_drops_the_pods_earlier_decision() -> None:
@@ -279,3 +278,95 @@ def test_legacy_metrics_names_and_labels() -> None:
         'deviceuuid="GPU-n-0",nodeid="n",zone="vGPU"} 1.048576e+09'
     ) in old
     assert 'vGPUMemoryAllocated{containeridx="0",deviceuuid="GPU-n-0",nodename="n",podname=' in old
+
+
+# --- parity with HAMi (issue 12): quota over a pod's devices, events, NUMA ties ---------------
+
+
+def _team_quota(ext, hard: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    ext.quotas.on_quota("ADDED", {"metadata": {"name": "q", "namespace": "team"}, "spec": {"hard": hard}})
+
+
+def test_quota_adds_up_several_devices_of_one_container() -> None:
+    # HAMi's fitQuota sums the container's picks so far plus the candidate: 2 x 3000 > 5000
+    ext = extender()
+    add_node(ext.cache, "n", gpus("n", n=2))
+    _team_quota(ext, {"limits.nvidia.com/gpumem": "5000"})
+    res = filt(ext, make_pod(gpu_limits(2, mem=3000), namespace="team"), ["n"])
+    assert res["NodeNames"] is None
+    assert res["FailedNodes"]["n"] == "1/2 AllocatedCardsInsufficientRequest, 1/2 ResourceQuotaNotFit"
+    assert filt(ext, make_pod(gpu_limits(2, mem=2500), namespace="team"), ["n"])["NodeNames"] == ["n"]
+
+
+def test_quota_adds_up_containers_and_collapses_init_containers() -> None:
+    ext = extender()
+    add_node(ext.cache, "n", gpus("n", n=2))
+    _team_quota(ext, {"limits.nvidia.com/gpucores": "100"})
+    two = make_pod(gpu_limits(1, mem=100, cores=60), gpu_limits(1, mem=100, cores=60), namespace="team")
+    assert "ResourceQuotaNotFit" in filt(ext, two, ["n"])["FailedNodes"]["n"]
+    # an init container runs before the app containers: per device its peak counts, not a sum
+    init = make_pod(
+        gpu_limits(1, mem=100, cores=60), init=(gpu_limits(1, mem=100, cores=60),), namespace="team"
+    )
+    assert filt(ext, init, ["n"])["NodeNames"] == ["n"]
+
+
+class _Events:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str]] = []
+
+    def pod_event(self, pod: dict, etype: str, reason: str, message: str) -> None:
+        self.seen.append((etype, reason, message))
+
+
+def test_filtering_failed_one_event_per_reason_then_summary() -> None:
+    ext = extender()
+    events = _Events()
+    ext.recorder = events  # type: ignore[assignment]
+    add_node(ext.cache, "a", gpus("a", n=1, mem=1000))
+    add_node(ext.cache, "b", gpus("b", n=1, mem=1000))
+    add_node(ext.cache, "c", gpus("c", n=1, mem=8000), {ann.DEVICE_CORDON: "GPU-c-0"})
+    add_node(ext.cache, "d", gpus("d", n=1))
+    res = filt(ext, make_pod(gpu_limits(1, mem=4000), gpu_limits(2, mem=10)), ["a", "b", "c", "d"])
+    assert res["NodeNames"] is None and res["FailedNodes"]["d"] == "NodeInsufficientDevice"
+    assert events.seen == [
+        ("Warning", "FilteringFailed", "1 nodes CardCordoned(c)"),
+        ("Warning", "FilteringFailed", "2 nodes CardInsufficientMemory(a,b)"),
+        ("Warning", "FilteringFailed", "no available node, 4 nodes do not meet"),
+    ]
+
+
+def test_equal_gpus_numa_one_first_and_numa_chains() -> None:
+    def first_pick(policy: str, numa_bind: str | None = None, nums: int = 1) -> list[str]:
+        ext = extender(gpu_policy=policy)
+        add_node(ext.cache, "n", gpus("n", n=4, numa=(0, 0, 1, 1)))
+        annotations = {ann.NVIDIA_NUMA_BIND: numa_bind} if numa_bind is not None else {}
+        pod = make_pod(gpu_limits(nums, mem=1000), annotations=annotations)
+        assert filt(ext, pod, ["n"])["NodeNames"] == ["n"]
+        return [d.uuid for d in picked(ext, pod)[0]]
+
+    # single policies: equal scores -> NUMA ascending in the list, the walk from the end takes NUMA 1
+    assert first_pick("spread") == ["GPU-n-3"]
+    assert first_pick("binpack") == ["GPU-n-3"]
+    # a chain (or bare numa): NUMA ascending, then index ascending; the last is taken first
+    assert first_pick("numa") == ["GPU-n-3"]
+    assert first_pick("binpack,numa") == ["GPU-n-3"]
+    # spread + numa-bind: NUMA ascending then score; binpack + numa-bind: NUMA descending
+    assert first_pick("spread", "true", nums=2) == ["GPU-n-3", "GPU-n-2"]
+    assert first_pick("binpack", "T", nums=2) == ["GPU-n-1", "GPU-n-0"]
+
+
+def test_numa_bind_go_parse_bool() -> None:
+    from hami_stack.protocol.policy import numa_bind_requested
+
+    for v in ("1", "t", "T", "TRUE", "true", "True"):
+        assert numa_bind_requested(v), v
+    for v in ("0", "f", "F", "FALSE", "false", "False", "yes", " true", "tRUE", "", None):
+        assert not numa_bind_requested(v), v
+    # a bound 2-GPU request never spans NUMA nodes
+    ext = extender()
+    add_node(ext.cache, "n", gpus("n", n=3, numa=(0, 1, 1)))
+    ext.cache.reserve(make_pod(gpu_limits(1, mem=100)), "n", {"NVIDIA": [[_cd("GPU-n-2", 16000)]]})
+    pod = make_pod(gpu_limits(2, mem=1000), annotations={ann.NVIDIA_NUMA_BIND: "1"})
+    res = filt(ext, pod, ["n"])
+    assert res["NodeNames"] is None and "NumaNotFit" in res["FailedNodes"]["n"]

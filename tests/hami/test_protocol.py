@@ -373,8 +373,10 @@ def test_scoring_weights() -> None:
         "slot=1,core=1,mem=1",
         "slot=1,slot=1,core=1",
         "slot=1.5,core=1,memory=1",
+        "",
+        " ",
     ):
-        with pytest.raises(ProtocolError, match="invalid device scoring weights"):
+        with pytest.raises(ProtocolError, match=r"invalid hami\.io/device-scoring-weights annotation"):
             pol.scoring_weights(bad)
 
 
