@@ -2,23 +2,37 @@
 
 The scheduler's ``/bind`` locks the node (``hami.io/mutex.lock`` names the pod), marks the pod
 ``hami.io/bind-phase: allocating`` and binds it; the kubelet then calls Allocate, which carries only
-anonymous virtual device IDs. So Allocate:
+anonymous virtual device IDs. Pod annotations are tenant-writable (with the webhook's opt-out label,
+an UPDATE, ``spec.nodeName`` set directly or the webhook down), but Node objects are not: the node
+lock is the extender's signature. So Allocate hands out devices only for the allocation the lock
+vouches for:
 
-1. finds *the* pending pod: the one the node lock names, else the first pod on this node that is
-   Pending, has ``hami.io/bind-time``, a bind phase of ``allocating``/``success`` and
-   ``hami.io/vgpu-node`` = this node (and still has devices to allocate);
-2. for each container request pops the first non-empty segment of the to-allocate annotation
-   (init containers first) and checks its device count against the kubelet's;
-3. answers with the family's env and mounts, writes the emptied to-allocate value back, and when no
-   segment names NVIDIA any more sets ``bind-phase: success`` and releases the lock. Any failure sets
-   ``bind-phase: failed`` and releases the lock; the kubelet then reports ``UnexpectedAdmissionError``.
+1. the node lock names a pod (``<time>,<ns>,<name>``), is younger than the lock timeout (5 min), and
+   that pod is Pending on this node with ``bind-phase: allocating``, a ``bind-time``,
+   ``vgpu-node`` = this node and devices left to allocate. Anything else is refused
+   (:class:`AllocateRefused`): no lock, a legacy or expired lock, a holder that is gone or elsewhere;
+   upstream's fallback "first pending pod on the node" is gone, since it trusts annotations;
+2. no *other* pod on the node is waiting for this resource (Pending, not yet admitted by the kubelet
+   according to its status, not served by us). The kubelet does not say which pod an Allocate is for;
+   with such a pod present the request may be that pod's, and serving the lock holder's allocation to
+   it would hand the holder's devices to a pod the scheduler never placed. Refused too (fail closed);
+3. for each container request pop the first non-empty segment of the to-allocate annotation (init
+   containers first); its devices must be the ones the kubelet asked for (same count, and the same
+   GPUs unless the pod's init containers use this resource: the kubelet reuses their devices);
+4. answer with the family's env and mounts, write the emptied to-allocate value back, and when no
+   segment names NVIDIA any more set ``bind-phase: success`` and release the lock. A failure while
+   serving the holder sets ``bind-phase: failed`` and releases the lock, as upstream does; a refusal
+   touches neither the holder nor the lock (the request may not have been the holder's). Both fail
+   Allocate with the reason (the kubelet reports ``UnexpectedAdmissionError``) and put a Warning event
+   on the pods concerned.
 
-GetPreferredAllocation uses the same pod, without popping, to steer the kubelet to virtual IDs of the
-GPUs the scheduler chose.
+GetPreferredAllocation uses the lock holder, without popping, to steer the kubelet to virtual IDs of
+the GPUs the scheduler chose.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import shutil
 import threading
@@ -35,6 +49,7 @@ from ..devices.base import AllocateInput, ContainerAllocation, containers
 from ..devices.nvidia import NvidiaFamily, physical_uuid
 from ..protocol import annotations as ann
 from ..protocol import events as ev
+from ..protocol import hamicore
 from ..protocol.assignment import (
     ContainerDevices,
     decode_pod_devices,
@@ -43,13 +58,24 @@ from ..protocol.assignment import (
     pop_first_nonempty,
 )
 from ..protocol.errors import ProtocolError
-from ..protocol.nodelock import may_release, parse_lock
+from ..protocol.nodelock import DEFAULT_TIMEOUT, may_release, parse_lock
 from .server import AllocateFailed
 
 log = logging.getLogger("hami.device-plugin.allocate")
 
 DEVICE_NUMBER_MISMATCH = "device number not matched"
-_PENDING_PHASES = (ev.PHASE_ALLOCATING, ev.PHASE_SUCCESS)
+REFUSED_REASON = "AllocationRefused"  # Warning event on a pod whose devices were not handed out
+FAILED_REASON = "AllocationFailed"  # Warning event on the lock holder whose Allocate failed
+
+EventSink = Callable[[dict[str, Any], str, str, str], None]  # (pod, type, reason, message)
+
+
+class AllocateRefused(AllocateFailed):
+    """No allocation made by the scheduler vouches for this request; ``pods`` are the pods it may be for."""
+
+    def __init__(self, message: str, pods: Sequence[dict[str, Any]] = ()) -> None:
+        super().__init__(message)
+        self.pods = list(pods)
 
 
 def no_binding_pod_message(node: str) -> str:
@@ -58,6 +84,43 @@ def no_binding_pod_message(node: str) -> str:
 
 def _annotations(obj: dict[str, Any] | None) -> dict[str, str]:
     return ((obj or {}).get("metadata") or {}).get("annotations") or {}
+
+
+def _ref(pod: dict[str, Any]) -> str:
+    meta = pod.get("metadata") or {}
+    return f"{meta.get('namespace', 'default')}/{meta.get('name', '')}"
+
+
+def _uid(pod: dict[str, Any] | None) -> str:
+    return str(((pod or {}).get("metadata") or {}).get("uid", ""))
+
+
+def requests_resource(pod: dict[str, Any], resource: str) -> bool:
+    """Whether any container (init or app) asks for ``resource`` (limits or requests, non-zero)."""
+    for c in containers(pod):
+        res = c.get("resources") or {}
+        for part in ("limits", "requests"):
+            value = str((res.get(part) or {}).get(resource, "0")).strip()
+            if value not in ("", "0"):
+                return True
+    return False
+
+
+def _init_containers_use(pod: dict[str, Any], resource: str) -> bool:
+    init = {"spec": {"initContainers": (pod.get("spec") or {}).get("initContainers") or []}}
+    return requests_resource(init, resource)
+
+
+def awaiting_admission(pod: dict[str, Any]) -> bool:
+    """Pending and not yet admitted by the kubelet, judged by what only the kubelet writes (status)."""
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    return (
+        not meta.get("deletionTimestamp")
+        and status.get("phase", "Pending") == "Pending"
+        and not status.get("containerStatuses")
+        and not status.get("initContainerStatuses")
+    )
 
 
 class Allocator:
@@ -74,16 +137,24 @@ class Allocator:
         minors: Callable[[], dict[str, int]] = dict,
         cache_id: Callable[[], str] = lambda: str(uuidlib.uuid4()),
         memory_skew_mib: int | None = None,
+        events: EventSink | None = None,
+        lock_timeout: dt.timedelta = DEFAULT_TIMEOUT,
+        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self.memory_skew_mib = faults.memory_limit_skew_mib() if memory_skew_mib is None else memory_skew_mib
         self.kube = kube
         self.node = node
         self.family = family
         self.keys = family.keys
+        self.resource = family.count_resource
         self.hook_path = hook_path
         self.pass_device_specs = pass_device_specs
         self.minors = minors
         self.cache_id = cache_id
+        self.events = events
+        self.lock_timeout = lock_timeout
+        self.now = now
+        self.served: set[str] = set()  # UIDs of pods whose allocation we completed (not forgeable)
         self._lock = threading.Lock()  # one Allocate at a time: they share the pod's annotation
 
     # --- finding the pod ---------------------------------------------------------------------------
@@ -96,35 +167,83 @@ class Allocator:
                 return None
             raise
 
-    def _candidate(self, pod: dict[str, Any] | None) -> bool:
+    def _node_pods(self) -> list[dict[str, Any]]:
+        pods = self.kube.get("/api/v1/pods", fieldSelector=f"spec.nodeName={self.node}")
+        return list(pods.get("items") or [])
+
+    def _waiting(self, pods: Sequence[dict[str, Any]], holder_uid: str = "") -> list[dict[str, Any]]:
+        """Pods on this node that wait for this resource and are neither the lock holder nor served."""
+        return [
+            p
+            for p in pods
+            if _uid(p) != holder_uid
+            and _uid(p) not in self.served
+            and awaiting_admission(p)
+            and requests_resource(p, self.resource)
+        ]
+
+    def _holder_problem(self, pod: dict[str, Any] | None, ref: str) -> str | None:
+        """Why the lock holder cannot be served (None when it can)."""
         if pod is None:
-            return False
+            return f"the node lock holder {ref} does not exist"
         a = _annotations(pod)
-        return (
-            (pod.get("status") or {}).get("phase", "Pending") == "Pending"
-            and bool(a.get(ann.BIND_TIME))
-            and a.get(ann.BIND_PHASE) in _PENDING_PHASES
-            and a.get(ann.VGPU_NODE) == self.node
-            and has_devices(a.get(self.keys.to_allocate, ""), [self.family.common_word])
+        phase = (pod.get("status") or {}).get("phase", "Pending")
+        checks = (
+            ((pod.get("spec") or {}).get("nodeName") == self.node, f"is not bound to node {self.node}"),
+            (phase == "Pending", f"is {phase}, not Pending"),
+            (
+                a.get(ann.BIND_PHASE) == ev.PHASE_ALLOCATING,
+                f"has {ann.BIND_PHASE}={a.get(ann.BIND_PHASE)!r}, not {ev.PHASE_ALLOCATING!r}",
+            ),
+            (bool(a.get(ann.BIND_TIME)), f"has no {ann.BIND_TIME}"),
+            (a.get(ann.VGPU_NODE) == self.node, f"has {ann.VGPU_NODE}={a.get(ann.VGPU_NODE)!r}"),
+            (
+                has_devices(a.get(self.keys.to_allocate, ""), [self.family.common_word]),
+                f"has no {self.family.common_word} devices left in {self.keys.to_allocate}",
+            ),
         )
+        for ok, why in checks:
+            if not ok:
+                return f"the node lock holder {ref} {why}"
+        return None
 
     def pending_pod(self) -> dict[str, Any]:
+        """The pod the scheduler's node lock vouches for, or :class:`AllocateRefused`."""
         node = self.kube.get(f"/api/v1/nodes/{self.node}")
-        lock = _annotations(node).get(ann.NODE_LOCK)
-        if lock:
+        value = _annotations(node).get(ann.NODE_LOCK)
+        problem: str | None
+        pod: dict[str, Any] | None = None
+        if not value:
+            problem = f"node {self.node} has no {ann.NODE_LOCK}: the HAMi scheduler bound no pod here"
+        else:
             try:
-                held = parse_lock(lock)
-            except ProtocolError:
-                held = None
-            if held is not None and not held.legacy:
-                pod = self._pod(held.namespace, held.name)
-                if self._candidate(pod):
-                    return pod  # type: ignore[return-value]
-        pods = self.kube.get("/api/v1/pods", fieldSelector=f"spec.nodeName={self.node}")
-        for pod in pods.get("items") or []:
-            if self._candidate(pod):
-                return pod
-        raise AllocateFailed(no_binding_pod_message(self.node))
+                held = parse_lock(value)
+            except ProtocolError as e:
+                held, problem = None, f"node {self.node}: {e}"
+            if held is not None and held.legacy:
+                problem = f"node {self.node}: {ann.NODE_LOCK} {value!r} names no pod"
+            elif held is not None:
+                ref = f"{held.namespace}/{held.name}"
+                age = self.now() - held.time
+                if age > self.lock_timeout:
+                    problem = f"node {self.node}: the lock of {ref} expired ({int(age.total_seconds())}s old)"
+                else:
+                    pod = self._pod(held.namespace, held.name)
+                    problem = self._holder_problem(pod, ref)
+        if problem is not None:
+            waiting = self._waiting(self._node_pods())
+            raise AllocateRefused(f"{no_binding_pod_message(self.node)}: {problem}", waiting)
+        assert pod is not None
+        others = self._waiting(self._node_pods(), _uid(pod))
+        if others:
+            names = ", ".join(_ref(p) for p in others)
+            raise AllocateRefused(
+                f"refusing {self.resource} on node {self.node}: pod(s) {names} also wait for it without "
+                f"an allocation by the HAMi scheduler, and the request cannot be told apart from the "
+                f"lock holder {_ref(pod)}'s",
+                others,
+            )
+        return pod
 
     # --- GetPreferredAllocation ----------------------------------------------------------------------
 
@@ -155,12 +274,25 @@ class Allocator:
 
     # --- Allocate ------------------------------------------------------------------------------------
 
+    def _warn(self, pod: dict[str, Any], reason: str, message: str) -> None:
+        if self.events is None:
+            return
+        try:
+            self.events(pod, "Warning", reason, message)
+        except Exception as e:  # an event must never change Allocate's answer
+            log.warning("cannot record event %s on %s: %s", reason, _ref(pod), e)
+
     def allocate(self, requests: Sequence[Sequence[str]]) -> list[api.ContainerAllocateResponse]:
         with self._lock:
             try:
                 pod = self.pending_pod()
+            except AllocateRefused as e:
+                log.error("Allocate refused: %s", e)
+                for p in e.pods:
+                    self._warn(p, REFUSED_REASON, f"devices not handed out: {e}")
+                raise
             except ApiError as e:
-                raise AllocateFailed(f"cannot read pods of node {self.node}: {e}") from e
+                raise AllocateFailed(f"cannot read the node lock or pods of node {self.node}: {e}") from e
             meta = pod.get("metadata") or {}
             ns, name = meta.get("namespace", "default"), meta.get("name", "")
             try:
@@ -168,11 +300,13 @@ class Allocator:
                 self._patch_pod(ns, name, {self.keys.to_allocate: remaining})
                 if not has_devices(remaining, [self.family.common_word]):
                     self._patch_pod(ns, name, {ann.BIND_PHASE: ev.PHASE_SUCCESS})
+                    self.served.add(_uid(pod))
                     self.release_lock(ns, name)
                 log.info("Allocate for pod %s/%s: %d container(s)", ns, name, len(responses))
                 return responses
             except (AllocateFailed, ProtocolError, ApiError, OSError) as e:
                 log.error("Allocate for pod %s/%s failed: %s", ns, name, e)
+                self._warn(pod, FAILED_REASON, f"Allocate on node {self.node} failed: {e}")
                 try:
                     self._patch_pod(ns, name, {ann.BIND_PHASE: ev.PHASE_FAILED})
                 except ApiError as pe:
@@ -182,6 +316,19 @@ class Allocator:
                 except ApiError as le:
                     log.error("cannot release the lock of node %s: %s", self.node, le)
                 raise AllocateFailed(str(e)) from e
+
+    def _check_devices(self, pod: dict[str, Any], devices: ContainerDevices, ids: Sequence[str]) -> None:
+        if len(devices) != len(ids):
+            raise AllocateFailed(DEVICE_NUMBER_MISMATCH)
+        if _init_containers_use(pod, self.resource):
+            return  # the kubelet hands init containers' devices on to app containers: only counts match
+        asked = sorted(physical_uuid(i) for i in ids)
+        allocated = sorted(d.uuid for d in devices)
+        if asked != allocated:
+            raise AllocateFailed(
+                f"the kubelet asked for devices {list(ids)} (GPUs {asked}), but the scheduler allocated "
+                f"GPUs {allocated} in {self.keys.to_allocate}"
+            )
 
     def _allocate_pod(
         self, pod: dict[str, Any], requests: Sequence[Sequence[str]]
@@ -193,8 +340,7 @@ class Allocator:
         out = []
         for ids in requests:
             index, devices, pod_devices = pop_first_nonempty(pod_devices)
-            if len(devices) != len(ids):
-                raise AllocateFailed(DEVICE_NUMBER_MISMATCH)
+            self._check_devices(pod, devices, ids)
             spec = specs[index] if index < len(specs) else {}
             env = {e["name"]: str(e.get("value", "")) for e in spec.get("env") or [] if "name" in e}
             alloc = self.family.allocate_response(
@@ -210,6 +356,8 @@ class Allocator:
                 )
             )
             faults.skew_memory_limits(alloc.envs, self.memory_skew_mib)
+            if faults.active():
+                _fault_allocation(alloc)
             if self.pass_device_specs:
                 minors = self.minors()
                 alloc.devices.extend(
@@ -242,6 +390,8 @@ class Allocator:
 
     def release_lock(self, ns: str, name: str, attempts: int = 5) -> bool:
         """Delete the node lock if ``ns/name`` holds it (guarded by resourceVersion, retried on conflict)."""
+        if faults.on("nodelock-never-released"):
+            return False
         for _ in range(attempts):
             node = self.kube.get(f"/api/v1/nodes/{self.node}")
             current = _annotations(node).get(ann.NODE_LOCK)
@@ -260,6 +410,21 @@ class Allocator:
                 if e.status != 409:
                     raise
         return False
+
+
+def _fault_allocation(alloc: ContainerAllocation) -> None:
+    """The device-plugin faults that make Allocate answer a wrong container environment."""
+    if faults.on("plugin-no-core-limit"):
+        alloc.envs[hamicore.SM_LIMIT_ENV] = "0"
+    visible = alloc.envs.get("NVIDIA_VISIBLE_DEVICES", "")
+    if faults.on("plugin-visible-all-devices"):
+        alloc.envs["NVIDIA_VISIBLE_DEVICES"] = "all"
+    elif faults.on("plugin-visible-first-device-only") and "," in visible:
+        alloc.envs["NVIDIA_VISIBLE_DEVICES"] = visible.split(",")[0]
+    if faults.on("plugin-no-preload-mount"):
+        alloc.mounts[:] = [m for m in alloc.mounts if m.container_path != "/etc/ld.so.preload"]
+    if faults.on("plugin-no-region-mount"):
+        alloc.mounts[:] = [m for m in alloc.mounts if "/containers/" not in m.host_path]
 
 
 def to_proto(alloc: ContainerAllocation) -> api.ContainerAllocateResponse:

@@ -1,12 +1,18 @@
 """GPU discovery and health through NVML (``pynvml`` from ``nvidia-ml-py``).
 
 Only public NVML calls are used, so the same code runs on a real driver and on any library that
-implements the NVML ABI. Health has two sources, as in NVIDIA's plugin:
+implements the NVML ABI. Health has two sources:
 
-* queries: a GPU whose handle or basic queries fail (e.g. ``GPU_IS_LOST``) is unhealthy on that pass;
-* Xid events: a critical Xid marks the GPU unhealthy until the plugin restarts, except the
+* a poll (:func:`probe`, every few seconds): a GPU whose handle can no longer be obtained by its UUID
+  (``GPU_IS_LOST``, or gone from the device list) is lost; one whose memory query fails, or whose
+  memory reports an unrepaired uncorrectable error (``nvmlDeviceGetRemappedRows``: remapping pending
+  or failed, Ampere and later; ``nvmlDeviceGetRetiredPagesPendingStatus`` on older GPUs) is unhealthy.
+  Queries a driver does not support say nothing;
+* Xid events, as in NVIDIA's plugin: a critical Xid marks its GPU unhealthy at once, except the
   application-level Xids that say nothing about the device (13, 31, 43, 45, 68, 109), and those listed
-  in ``DP_DISABLE_HEALTHCHECKS`` (``all`` turns event health checks off).
+  in ``DP_DISABLE_HEALTHCHECKS`` (``all`` turns event health checks off). The event names the GPU by
+  its handle; a lost GPU no longer answers a UUID query, so handles are mapped to UUIDs when the
+  watcher registers them, and an Xid is never blamed on every GPU of the node.
 """
 
 from __future__ import annotations
@@ -80,6 +86,10 @@ def _numa(handle: object, bus_id: str) -> int:
         return 0
 
 
+def device_count() -> int:
+    return int(pynvml.nvmlDeviceGetCount())
+
+
 def discover() -> list[Gpu]:
     """Every GPU NVML shows this process; one that fails its queries is listed unhealthy when its
     UUID is still known, and skipped otherwise."""
@@ -112,6 +122,54 @@ def discover() -> list[Gpu]:
     return out
 
 
+@dataclass(frozen=True)
+class Probe:
+    """One health poll of one GPU."""
+
+    present: bool  # a handle could be obtained by its UUID
+    reason: str = ""  # empty: healthy
+
+    @property
+    def healthy(self) -> bool:
+        return self.present and not self.reason
+
+
+_UNSUPPORTED = (pynvml.NVMLError_NotSupported, pynvml.NVMLError_FunctionNotFound)
+
+
+def probe(uuid: str) -> Probe:
+    """Poll one GPU's health by UUID (UUIDs stay stable when indexes shift)."""
+    try:
+        handle = pynvml.nvmlDeviceGetHandleByUUID(uuid)
+    except pynvml.NVMLError as e:
+        return Probe(False, f"handle not obtainable: {e}")
+    try:
+        pynvml.nvmlDeviceGetMemoryInfo(handle)
+    except _UNSUPPORTED:
+        pass
+    except pynvml.NVMLError as e:
+        return Probe(True, f"memory query failed: {e}")
+    try:
+        _, _, pending, failed = pynvml.nvmlDeviceGetRemappedRows(handle)
+        if failed:
+            return Probe(True, "row remapping failed (uncorrectable memory error)")
+        if pending:
+            return Probe(True, "row remapping pending (GPU reset required)")
+        return Probe(True)
+    except _UNSUPPORTED:
+        pass  # before Ampere: page retirement instead
+    except pynvml.NVMLError as e:
+        return Probe(True, f"remapped rows query failed: {e}")
+    try:
+        if pynvml.nvmlDeviceGetRetiredPagesPendingStatus(handle) == pynvml.NVML_FEATURE_ENABLED:
+            return Probe(True, "retired pages pending (GPU reset required)")
+    except _UNSUPPORTED:
+        pass
+    except pynvml.NVMLError as e:
+        return Probe(True, f"retired pages query failed: {e}")
+    return Probe(True)
+
+
 def disabled_xids(env: dict[str, str] | None = None) -> frozenset[int] | None:
     """Xids ignored on top of the application ones; None means event health checks are off."""
     raw = (env if env is not None else os.environ).get("DP_DISABLE_HEALTHCHECKS", "")
@@ -135,7 +193,7 @@ class XidWatcher:
         self.ignored = APPLICATION_XIDS | ignored
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._uuids: dict[int, str] = {}
+        self._uuids: dict[int, str] = {}  # handle address -> UUID, taken while the GPU answered
 
     def start(self) -> None:
         event_set = pynvml.nvmlEventSetCreate()
@@ -147,7 +205,9 @@ class XidWatcher:
             except pynvml.NVMLError as e:
                 log.warning("GPU %d: cannot watch Xid events: %s", i, e)
                 continue
-            self._uuids[i] = uuid
+            addr = _addr(handle)
+            if addr is not None:
+                self._uuids[addr] = uuid
         self._thread = threading.Thread(target=self._run, args=(event_set,), name="xid-watch", daemon=True)
         self._thread.start()
 
@@ -157,16 +217,12 @@ class XidWatcher:
             self._thread.join(timeout=EVENT_WAIT_MS / 1000 + 2)
 
     def _uuid_of(self, handle: object) -> str:
+        addr = _addr(handle)
+        if addr is not None and addr in self._uuids:
+            return self._uuids[addr]  # also for a lost GPU, which no longer answers a UUID query
         try:
             return _text(pynvml.nvmlDeviceGetUUID(handle))
         except pynvml.NVMLError:
-            # a lost GPU no longer answers: find it by comparing handles
-            for i, uuid in self._uuids.items():
-                try:
-                    if _addr(pynvml.nvmlDeviceGetHandleByIndex(i)) == _addr(handle):
-                        return uuid
-                except pynvml.NVMLError:
-                    continue
             return ""
 
     def _run(self, event_set: object) -> None:
@@ -187,7 +243,12 @@ class XidWatcher:
                     log.info("ignoring application Xid %d", xid)
                     continue
                 uuid = self._uuid_of(data.device)
-                log.warning("Xid %d on GPU %s: marking it unhealthy", xid, uuid or "<all>")
+                if not uuid:
+                    # blaming every GPU would take the whole node out for one card: the health poll
+                    # finds the card that failed
+                    log.warning("Xid %d on a GPU that cannot be identified; left to the health poll", xid)
+                    continue
+                log.warning("Xid %d on GPU %s: marking it unhealthy", xid, uuid)
                 self.on_unhealthy(uuid, xid)
         finally:
             try:

@@ -68,6 +68,8 @@ class PluginOptions:
     fail_on_init_error: bool = True
     register_interval_s: float = 30.0
     register_retry_s: float = 5.0
+    health_interval_s: float = 5.0  # NVML health poll (on top of the Xid event wait)
+    xid_recovery_s: float = 60.0  # a GPU hit by a critical Xid must poll healthy this long after it
     verbosity: int = 0
 
     @property
@@ -121,6 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kubelet-socket", default=None, help=f"default {DEFAULT_KUBELET_SOCKET}")
     p.add_argument("--kubeconfig", default=None, help="kubeconfig (default: in-cluster credentials)")
     p.add_argument("--register-interval", type=float, default=30.0, help="seconds between node registrations")
+    p.add_argument(
+        "--health-interval",
+        default=None,
+        help="seconds between NVML health polls of every GPU (env HEALTH_INTERVAL, default 5)",
+    )
+    p.add_argument(
+        "--xid-recovery",
+        default=None,
+        help="seconds after a critical Xid before a GPU that polls healthy is healthy again "
+        "(env XID_RECOVERY, default 60)",
+    )
     p.add_argument("-v", "--v", dest="v", type=int, default=0, help="log verbosity")
     return p
 
@@ -227,6 +240,18 @@ def _apply_node_entry(
     return dataclasses.replace(cfg, **changes)
 
 
+def _seconds(where: str, value: Any, default: float, minimum: float) -> float:
+    if value is None:
+        return default
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise OptionsError(f"{where}: invalid number of seconds {value!r}") from None
+    if not minimum <= out < float("inf"):  # also refuses NaN
+        raise OptionsError(f"{where}: must be at least {minimum} seconds, got {value!r}")
+    return float(out)
+
+
 def resolve(argv: Sequence[str], env: Mapping[str, str] | None = None) -> PluginOptions:
     """Parse flags and read the config files (raises :class:`OptionsError`; argparse exits on bad syntax)."""
     env = os.environ if env is None else env
@@ -288,6 +313,10 @@ def resolve(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Plugin
             "--fail-on-init-error", str(_pick(a.fail_on_init_error, env, "FAIL_ON_INIT_ERROR") or "true")
         ),
         register_interval_s=a.register_interval,
+        health_interval_s=_seconds(
+            "--health-interval", _pick(a.health_interval, env, "HEALTH_INTERVAL"), 5.0, 0.1
+        ),
+        xid_recovery_s=_seconds("--xid-recovery", _pick(a.xid_recovery, env, "XID_RECOVERY"), 60.0, 0.0),
         verbosity=a.v,
         **extra,
     )

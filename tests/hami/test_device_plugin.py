@@ -138,6 +138,8 @@ def plugin(
             f"--config-file={cfg / 'device-config.yaml'}",
             f"--node-config-file={cfg / 'config.json'}",
             "--register-interval=1",
+            "--health-interval=0.2",
+            "--xid-recovery=0.5",
         ],
         cwd=REPO,
         env=env,
@@ -318,15 +320,151 @@ def test_allocate_without_a_binding_pod(stub: Any, kube: Kube, state: Any) -> No
         stub.Allocate(
             api.AllocateRequest(container_requests=[{"devices_ids": [f"{state.gpus[0].uuid}-0"]}]), timeout=10
         )
-    assert err.value.details() == f"no binding pod found on node {NODE}"
+    assert err.value.details().startswith(f"no binding pod found on node {NODE}: ")
+    assert ann.NODE_LOCK in err.value.details()
 
 
-def test_allocate_finds_the_pod_without_a_lock(stub: Any, kube: Kube, state: Any) -> None:
+def _forged_pod(kube: Kube, name: str, to_allocate: str | None) -> dict[str, Any]:
+    """A tenant's pod: the webhook's opt-out label, ``nodeName`` set directly, and (unless None) every
+    annotation of a bound pod written by the tenant itself."""
+    annotations = {}
+    if to_allocate is not None:
+        annotations = {
+            ann.BIND_PHASE: "allocating",
+            ann.BIND_TIME: str(int(time.time())),
+            ann.VGPU_NODE: NODE,
+            ann.NVIDIA_KEYS.to_allocate: to_allocate,
+            ann.NVIDIA_KEYS.allocated: to_allocate,
+        }
+    meta = {
+        "name": name,
+        "namespace": NS,
+        "labels": {"hami.io/webhook": "ignore"},
+        "annotations": annotations,
+    }
+    limits = {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "81920"}
+    spec = {
+        "nodeName": NODE,
+        "containers": [{"name": "main", "image": "busybox", "resources": {"limits": limits}}],
+    }
+    return kube.create(
+        f"/api/v1/namespaces/{NS}/pods", {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
+    )
+
+
+def _delete_pod(kube: Kube, name: str) -> None:
+    kube.delete(f"/api/v1/namespaces/{NS}/pods/{name}", gracePeriodSeconds=0)
+
+
+def _set_lock(kube: Kube, value: str | None) -> None:
+    kube.patch(f"/api/v1/nodes/{NODE}", {"metadata": {"annotations": {ann.NODE_LOCK: value}}}, "merge")
+
+
+def _warnings(kube: Kube, pod: str, reason: str) -> list[dict[str, Any]]:
+    items = kube.get(f"/api/v1/namespaces/{NS}/events").get("items") or []
+    return [
+        e
+        for e in items
+        if (e.get("involvedObject") or {}).get("name") == pod
+        and e.get("reason") == reason
+        and e.get("type") == "Warning"
+    ]
+
+
+def _refused(stub: Any, ids: list[str]) -> str:
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Allocate(api.AllocateRequest(container_requests=[{"devices_ids": ids}]), timeout=10)
+    return str(err.value.details())
+
+
+def test_forged_allocation_with_the_opt_out_label_gets_no_devices(stub: Any, kube: Kube, state: Any) -> None:
+    # finding 3a: webhook opt-out label, nodeName, forged to-allocate for a whole 80 GiB GPU; no lock
+    a = state.gpus[0].uuid
+    _forged_pod(kube, "forged", f"{a},NVIDIA,81920,0:;")
+    details = _refused(stub, [f"{a}-0"])
+    assert details == (
+        f"no binding pod found on node {NODE}: node {NODE} has no {ann.NODE_LOCK}: "
+        "the HAMi scheduler bound no pod here"
+    )
+    # nothing written for the forged pod: it is neither finished nor given a lock
+    assert _pod_ann(kube, "forged")[ann.NVIDIA_KEYS.to_allocate] == f"{a},NVIDIA,81920,0:;"
+    assert ann.NODE_LOCK not in _node_ann(kube)
+    ev = wait_for(lambda: _warnings(kube, "forged", "AllocationRefused"), what="Warning event on the pod")
+    assert "devices not handed out" in ev[0]["message"] and ann.NODE_LOCK in ev[0]["message"]
+    _delete_pod(kube, "forged")
+
+
+def test_a_pod_placed_beside_the_lock_holder_cannot_take_its_allocation(
+    stub: Any, kube: Kube, state: Any
+) -> None:
+    # the kubelet does not say which pod an Allocate is for: while a pod the scheduler never placed
+    # waits on the node, the holder's allocation is not handed out (it could go to that pod)
     b = state.gpus[1].uuid
-    _bound_pod(kube, "alloc-nolock", f"{b},NVIDIA,500,10:;", lock=False)
-    resp = stub.Allocate(api.AllocateRequest(container_requests=[{"devices_ids": [f"{b}-3"]}]), timeout=10)
-    assert resp.container_responses[0].envs["CUDA_DEVICE_MEMORY_LIMIT_0"] == "500m"
-    assert _pod_ann(kube, "alloc-nolock")[ann.BIND_PHASE] == "success"
+    _bound_pod(kube, "holder", f"{b},NVIDIA,1000,0:;")
+    _forged_pod(kube, "sneaky", None)  # no annotations at all: only nodeName and a GPU request
+    details = _refused(stub, [f"{b}-0"])
+    assert f"pod(s) {NS}/sneaky also wait for it" in details and f"lock holder {NS}/holder" in details
+    # the holder is untouched: its allocation is still pending and the node still locked for it
+    assert _pod_ann(kube, "holder")[ann.BIND_PHASE] == "allocating"
+    assert _node_ann(kube)[ann.NODE_LOCK].endswith(f",{NS},holder")
+    wait_for(lambda: _warnings(kube, "sneaky", "AllocationRefused"), what="Warning event on the other pod")
+    _delete_pod(kube, "sneaky")
+    resp = stub.Allocate(api.AllocateRequest(container_requests=[{"devices_ids": [f"{b}-0"]}]), timeout=10)
+    assert resp.container_responses[0].envs["CUDA_DEVICE_MEMORY_LIMIT_0"] == "1000m"
+    assert _pod_ann(kube, "holder")[ann.BIND_PHASE] == "success"
+    assert ann.NODE_LOCK not in _node_ann(kube)
+
+
+@pytest.mark.parametrize(
+    ("case", "expect"),
+    [
+        ("expired", "expired"),
+        ("legacy", "names no pod"),
+        ("other-node", "has hami.io/vgpu-node='elsewhere'"),
+        ("not-allocating", "has hami.io/bind-phase='success', not 'allocating'"),
+        ("no-bind-time", "has no hami.io/bind-time"),
+        ("gone", "does not exist"),
+    ],
+)
+def test_the_lock_must_vouch_for_a_live_allocating_holder(
+    stub: Any, kube: Kube, state: Any, case: str, expect: str
+) -> None:
+    a = state.gpus[0].uuid
+    name = f"vouch-{case}"
+    _bound_pod(kube, name, f"{a},NVIDIA,1000,0:;")
+    now = dt.datetime.now(dt.UTC)
+    if case == "expired":
+        _set_lock(kube, format_lock(now - dt.timedelta(minutes=6), NS, name))
+    elif case == "legacy":
+        _set_lock(kube, now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    elif case == "gone":
+        _delete_pod(kube, name)
+    else:
+        change = {
+            "other-node": {ann.VGPU_NODE: "elsewhere"},
+            "not-allocating": {ann.BIND_PHASE: "success"},
+            "no-bind-time": {ann.BIND_TIME: None},
+        }[case]
+        kube.patch(f"/api/v1/namespaces/{NS}/pods/{name}", {"metadata": {"annotations": change}}, "merge")
+    details = _refused(stub, [f"{a}-0"])
+    assert details.startswith(f"no binding pod found on node {NODE}: ") and expect in details, details
+    assert ann.NODE_LOCK in _node_ann(kube)  # a refusal releases nothing
+    _set_lock(kube, None)
+    if case != "gone":
+        _delete_pod(kube, name)
+
+
+def test_allocate_of_other_gpus_than_scheduled_fails_the_bind(stub: Any, kube: Kube, state: Any) -> None:
+    a, b = state.gpus[0].uuid, state.gpus[1].uuid
+    _bound_pod(kube, "wrong-gpu", f"{a},NVIDIA,1000,0:;")
+    details = _refused(stub, [f"{b}-1"])
+    assert details == (
+        f"the kubelet asked for devices ['{b}-1'] (GPUs ['{b}']), but the scheduler allocated "
+        f"GPUs ['{a}'] in {ann.NVIDIA_KEYS.to_allocate}"
+    )
+    assert _pod_ann(kube, "wrong-gpu")[ann.BIND_PHASE] == "failed"
+    assert ann.NODE_LOCK not in _node_ann(kube)
+    wait_for(lambda: _warnings(kube, "wrong-gpu", "AllocationFailed"), what="Warning event on the holder")
 
 
 def test_preferred_allocation_steers_to_the_scheduled_gpu(stub: Any, kube: Kube, state: Any) -> None:
@@ -351,26 +489,36 @@ def test_reregisters_after_a_kubelet_restart(plugin: Any, kubelet: FakeKubelet) 
     assert kubelet.requests[-1].endpoint == "nvidia-gpu.sock"
 
 
-def test_xid_marks_the_gpu_unhealthy(stub: Any, kube: Kube, state: Any, env_dirs: dict[str, Path]) -> None:
-    # runs last in this module: the GPU stays unhealthy until the plugin restarts
-    target = state.gpus[1].uuid
-    stream = stub.ListAndWatch(api.Empty(), timeout=20)
+def _health_by_gpu(resp: api.ListAndWatchResponse) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for d in resp.devices:
+        out.setdefault(d.ID.rsplit("-", 1)[0], set()).add(d.health)
+    return out
+
+
+def test_xid_marks_the_gpu_unhealthy_until_it_recovers(
+    stub: Any, kube: Kube, state: Any, env_dirs: dict[str, Path]
+) -> None:
+    target, other = state.gpus[1].uuid, state.gpus[0].uuid
+    stream = stub.ListAndWatch(api.Empty(), timeout=30)
     assert {d.health for d in next(stream).devices} == {"Healthy"}
     state.raise_xid(1, 48)  # double-bit ECC: a device error, not an application one
-    seen: dict[str, str] = {}
     for resp in stream:
-        seen = {d.ID: d.health for d in resp.devices}
-        if seen.get(f"{target}-0") == "Unhealthy":
+        seen = _health_by_gpu(resp)
+        if seen[target] == {"Unhealthy"}:
+            break
+    assert seen[other] == {"Healthy"}
+
+    def register_health() -> list[bool]:
+        return [d.health for d in decode_register_json(_node_ann(kube)[ann.NVIDIA_KEYS.register])]
+
+    wait_for(lambda: register_health() == [True, False], what="unhealthy GPU in the register annotation")
+    state.clear_faults(1)  # the card is repaired: the health poll sees it well after --xid-recovery
+    for resp in stream:
+        if _health_by_gpu(resp)[target] == {"Healthy"}:
             break
     stream.cancel()
-    assert {h for i, h in seen.items() if i.startswith(target)} == {"Unhealthy"}
-    assert {h for i, h in seen.items() if not i.startswith(target)} == {"Healthy"}
-
-    def unhealthy_in_annotation() -> bool:
-        devs = decode_register_json(_node_ann(kube)[ann.NVIDIA_KEYS.register])
-        return [d.health for d in devs] == [True, False]
-
-    wait_for(unhealthy_in_annotation, what="unhealthy GPU in the register annotation")
+    wait_for(lambda: register_health() == [True, True], what="healthy GPU in the register annotation")
 
 
 def test_plugin_is_still_running(plugin: subprocess.Popen[bytes], env_dirs: dict[str, Path]) -> None:

@@ -390,6 +390,32 @@ API nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t device, nvmlMemory_v2_t
     return NVML_SUCCESS;
 }
 
+/* Memory health, the queries a health checker polls. An unhealthy card (fault "unhealthy", or a device
+ * Xid) reports what a real one does after an uncorrectable ECC error it could not repair: a row
+ * remapping that is pending and failed (Ampere and later, compute capability >= 8), or pending retired
+ * pages (older cards, where row remapping is NOT_SUPPORTED; page retirement is NOT_SUPPORTED on cards
+ * that remap rows). A healthy card reports neither. */
+API nvmlReturn_t nvmlDeviceGetRemappedRows(nvmlDevice_t device, unsigned int *corrRows, unsigned int *uncRows,
+                                           unsigned int *isPending, unsigned int *failureOccurred) {
+    DEVICE_ENTER(device, phys);
+    if (!corrRows || !uncRows || !isPending || !failureOccurred) return NVML_ERROR_INVALID_ARGUMENT;
+    if (info(phys)->cc_major < 8) return NVML_ERROR_NOT_SUPPORTED;
+    unsigned bad = shared_gpu(phys)->health != HAMI_EMU_HEALTHY;
+    *corrRows = 0;
+    *uncRows = bad;
+    *isPending = bad;
+    *failureOccurred = bad;
+    return NVML_SUCCESS;
+}
+
+API nvmlReturn_t nvmlDeviceGetRetiredPagesPendingStatus(nvmlDevice_t device, nvmlEnableState_t *isPending) {
+    DEVICE_ENTER(device, phys);
+    if (!isPending) return NVML_ERROR_INVALID_ARGUMENT;
+    if (info(phys)->cc_major >= 8) return NVML_ERROR_NOT_SUPPORTED;
+    *isPending = shared_gpu(phys)->health != HAMI_EMU_HEALTHY ? NVML_FEATURE_ENABLED : NVML_FEATURE_DISABLED;
+    return NVML_SUCCESS;
+}
+
 static int64_t util_window_ns(void) {
     const char *w = getenv("HAMI_EMU_UTIL_WINDOW_MS");
     long ms = w ? strtol(w, NULL, 10) : 0;
