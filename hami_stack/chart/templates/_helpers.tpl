@@ -23,6 +23,8 @@
 {{- define "hami.scheduler" -}}{{ include "hami.fullname" . }}-scheduler{{- end -}}
 {{- define "hami.device-plugin" -}}{{ include "hami.fullname" . }}-device-plugin{{- end -}}
 {{- define "hami.tls-secret" -}}{{ default (printf "%s-tls" (include "hami.scheduler" .)) .Values.scheduler.tls.existingSecret }}{{- end -}}
+{{/* The chart makes the TLS Secret unless one is brought (tls.existingSecret, or patch.enabled false). */}}
+{{- define "hami.tls-generated" -}}{{ if and .Values.scheduler.patch.enabled (not .Values.scheduler.tls.existingSecret) }}true{{ end }}{{- end -}}
 
 {{- define "hami.labels" -}}
 app.kubernetes.io/name: {{ include "hami.name" . }}
@@ -49,25 +51,89 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default (regexFind "v[0-9]+\\.[0-9]+\\.[0-9]+" .Capabilities.KubeVersion.Version) .Values.scheduler.kubeScheduler.image.tag -}}
 {{- end -}}
 
-{{- define "hami.image" -}}
-{{- $tag := default .Values.global.imageTag .Values.image.tag -}}
-{{- if .Values.global.imageRegistry -}}
-{{ .Values.global.imageRegistry }}/{{ .Values.image.repository }}:{{ $tag }}
+{{/*
+An image reference, as upstream composes it: global.imageRegistry (when set) wins over the image's own
+registry; the image's tag, else .tag (global.imageTag for the stack images, the cluster version for
+kube-scheduler). Call with (dict "image" <image values> "global" .Values.global "tag" <default tag>).
+*/}}
+{{- define "hami.imageRef" -}}
+{{- $registry := .global.imageRegistry | default .image.registry -}}
+{{- $tag := .image.tag | default .tag | toString | trim -}}
+{{- if $registry -}}
+{{ $registry }}/{{ .image.repository }}:{{ $tag }}
 {{- else -}}
-{{ .Values.image.repository }}:{{ $tag }}
+{{ .image.repository }}:{{ $tag }}
 {{- end -}}
+{{- end -}}
+
+{{- define "hami.stackImage" -}}
+{{- include "hami.imageRef" (dict "image" .image "global" .root.Values.global "tag" .root.Values.global.imageTag) -}}
+{{- end -}}
+
+{{/* imagePullSecrets of a pod: global ones, then each image's pullSecrets (names), without repeats. */}}
+{{- define "hami.pullSecrets" -}}
+{{- $names := list -}}
+{{- $lists := list .root.Values.global.imagePullSecrets -}}
+{{- range .images }}{{ $lists = append $lists .pullSecrets }}{{ end -}}
+{{- range $lists -}}
+{{- range . -}}
+{{- if kindIs "map" . }}{{ $names = append $names .name }}{{ else }}{{ $names = append $names . }}{{ end -}}
+{{- end -}}
+{{- end -}}
+{{- with uniq $names }}
+imagePullSecrets:
+{{- range . }}
+  - name: {{ . }}
+{{- end }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Arguments from a user list, after the flags the chart owns: an entry equal to one of .owned is not
+repeated; another value for an owned flag (same name before "=") fails the render, naming the key.
+*/}}
+{{- define "hami.extraArgs" -}}
+{{- $owned := .owned -}}
+{{- $out := list -}}
+{{- range .args -}}
+{{- $arg := toString . -}}
+{{- $name := regexReplaceAll "=.*$" $arg "" -}}
+{{- $clash := false -}}
+{{- range $owned -}}
+{{- if and (ne $arg .) (eq $name (regexReplaceAll "=.*$" . "")) -}}{{ $clash = true }}{{- end -}}
+{{- end -}}
+{{- if $clash -}}
+{{- fail (printf "%s: %q conflicts with the chart's own %s (the chart mounts and passes its config itself)" $.key $arg $name) -}}
+{{- end -}}
+{{- if not (has $arg $owned) -}}{{- $out = append $out $arg -}}{{- end -}}
+{{- end -}}
+{{- toJson $out -}}
 {{- end -}}
 
 {{/* Every resource the extender manages; kube-scheduler must ignore them (ignoredByScheduler). */}}
 {{- define "hami.managedResources" -}}
-{{- $names := list .Values.resourceName .Values.resourceMem .Values.resourceMemPercentage .Values.resourceCores .Values.resourcePriority .Values.mluResourceName .Values.dcuResourceName .Values.dcuResourceMem .Values.dcuResourceCores "metax-tech.com/gpu" .Values.metaxResourceName .Values.metaxResourceCore .Values.metaxResourceMem -}}
-{{- if .Values.devices.ascend.enabled }}{{ $names = concat $names .Values.devices.ascend.customresources }}{{ end -}}
-{{- $names = concat $names .Values.devices.mthreads.customresources .Values.devices.enflame.customresources .Values.devices.kunlun.customresources .Values.devices.awsneuron.customresources -}}
-{{- if .Values.devices.iluvatar.enabled }}{{ $names = concat $names .Values.devices.iluvatar.customresources }}{{ end -}}
-{{- $names = concat $names .Values.devices.vastai.customresources .Values.devices.biren.customresources .Values.devices.amd.customresources -}}
+{{- $v := .Values -}}
+{{- $names := list $v.resourceName $v.resourceMem $v.resourceCores $v.resourceMemPercentage $v.resourcePriority $v.mluResourceName $v.dcuResourceName $v.dcuResourceMem $v.dcuResourceCores "metax-tech.com/gpu" $v.metaxResourceName $v.metaxResourceCore $v.metaxResourceMem -}}
+{{- if $v.devices.ascend.enabled }}{{ $names = concat $names $v.devices.ascend.customresources }}{{ end -}}
+{{- range list "mthreads" "enflame" "kunlun" -}}
+{{- $d := index $v.devices . -}}
+{{- if $d.enabled }}{{ $names = concat $names $d.customresources }}{{ end -}}
+{{- end -}}
+{{- $names = concat $names $v.devices.awsneuron.customresources -}}
+{{- if $v.devices.iluvatar.enabled }}{{ $names = concat $names $v.devices.iluvatar.customresources }}{{ end -}}
+{{- range list "vastai" "biren" -}}
+{{- $d := index $v.devices . -}}
+{{- if $d.enabled }}{{ $names = concat $names $d.customresources }}{{ end -}}
+{{- end -}}
+{{- $names = concat $names $v.devices.amd.customresources -}}
 {{- toJson (uniq $names) -}}
 {{- end -}}
 
+{{/* The names the extender's serving certificate is valid for; serverName of the scheduler's tlsConfig. */}}
+{{- define "hami.servingName" -}}
+{{ include "hami.scheduler" . }}.{{ include "hami.namespace" . }}.svc
+{{- end -}}
+
 {{- define "hami.extenderURL" -}}
-{{- if .Values.scheduler.admissionWebhook.enabled -}}https://127.0.0.1:{{ .Values.scheduler.service.httpTargetPort }}{{- else -}}http://127.0.0.1:80{{- end -}}
+https://127.0.0.1:{{ .Values.scheduler.service.httpTargetPort }}
 {{- end -}}
