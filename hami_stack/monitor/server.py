@@ -42,7 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     # HAMi's chart passes klog's -v=4 to vGPUmonitor; 4 and above mean debug logging here
     ap.add_argument("-v", "--v", dest="verbosity", type=lambda t: int(t.lstrip("=")), default=0)
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbosity >= 4 else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbosity >= 4 else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     resolver = pods_file_resolver(args.pods_file) if args.pods_file else None
     if resolver is None and args.node_name:
         from kubeclient.client import Kube
