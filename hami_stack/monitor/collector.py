@@ -7,16 +7,19 @@ resolver (pod UID -> (namespace, name)); without one the pod label is the UID an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from hami_stack import faults
 from hami_stack.monitor.region import RegionError, RegionSnapshot, read_region
 from hami_stack.protocol.hamicore import split_container_dir_name
 
@@ -62,9 +65,21 @@ def pods_file_resolver(path: Path) -> PodResolver:
     return resolve
 
 
+def _fault_view(dev: Any) -> Any:
+    """The monitor faults: what a broken monitor would report for one device of a container."""
+    if faults.on("monitor-memory-used-zero"):
+        dev = dataclasses.replace(dev, used=0)
+    if faults.on("monitor-utilization-zero"):
+        dev = dataclasses.replace(dev, sm_util=0)
+    if faults.on("monitor-limit-halved"):
+        dev = dataclasses.replace(dev, limit=dev.limit // 2)
+    return dev
+
+
 class VGPUCollector(Collector):
     def __init__(self, containers_dir: Path, resolver: PodResolver | None = None,
                  clock: Callable[[], float] = time.time) -> None:
+        faults.active()  # an unknown name in HAMI_FAULTS stops the monitor as it starts
         self.containers_dir = containers_dir
         self.resolver = resolver
         self.clock = clock
@@ -90,6 +105,8 @@ class VGPUCollector(Collector):
         for cr in scan(self.containers_dir):
             for dev in cr.snapshot.devices:
                 labels = [*self._labels(cr, dev.index, dev.uuid), "vGPU"]
+                if faults.active():
+                    dev = _fault_view(dev)
                 used.add_metric(labels, dev.used)
                 limit.add_metric(labels, dev.limit)
                 ctr_mem.add_metric(labels, dev.used)

@@ -31,6 +31,7 @@ from ..protocol.assignment import PodDevices, decode_pod_devices
 from ..protocol.errors import ProtocolError
 from ..protocol.register import DeviceInfo
 
+from .. import faults
 log = logging.getLogger("hami.scheduler.cache")
 Obj = dict[str, Any]
 TERMINAL_PHASES = ("Succeeded", "Failed")
@@ -239,7 +240,7 @@ class UsageCache:
         meta = pod.get("metadata") or {}
         uid = meta.get("uid", "")
         phase = (pod.get("status") or {}).get("phase")
-        if kind == "DELETED" or phase in TERMINAL_PHASES:
+        if (kind == "DELETED" or phase in TERMINAL_PHASES) and not faults.on("scheduler-leaks-deleted-pods"):
             with self._lock:
                 self._released.discard(uid)
                 self.remove_pod(uid)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import faults
 from ..devices.base import (
     ContainerDeviceRequest,
     DeviceFamily,
@@ -76,6 +77,7 @@ def plan_pod(
         if any(r is not None for r in reqs):
             requests.append((f, reqs))
     numa_bind = numa_bind_requested(annotations.get(ann.NVIDIA_NUMA_BIND))
+    numa_bind = numa_bind and not faults.on("scheduler-ignores-numa-bind")
     weights = scoring_weights(annotations.get(ann.DEVICE_SCORING_WEIGHTS)) if requests else ScoringWeights()
     return PodPlan(
         tuple(requests),
@@ -84,11 +86,16 @@ def plan_pod(
         # the annotation verbatim when present, even empty (HAMi: "" is a non-spread node policy
         # and a single, spread-sorting GPU policy)
         node_policy(
-            annotations.get(ann.NODE_SCHEDULER_POLICY, default_node_policy),
+            _fault_swap(
+                "scheduler-node-policy-swapped",
+                annotations.get(ann.NODE_SCHEDULER_POLICY, default_node_policy),
+            ),
             default_node_policy,
         ),
         gpu_policy(
-            annotations.get(ann.GPU_SCHEDULER_POLICY, default_gpu_policy),
+            _fault_swap(
+                "scheduler-gpu-policy-swapped", annotations.get(ann.GPU_SCHEDULER_POLICY, default_gpu_policy)
+            ),
             default_gpu_policy,
             numa_bind,
         ),
@@ -119,6 +126,8 @@ def fit_node(
     quota_fits: QuotaFits | None,
 ) -> NodeFit:
     """Fit ``pod`` on one node whose ``devices`` (family -> usage) are a private copy (mutated here)."""
+    if faults.active():
+        pod, node = _fault_view(pod, node, devices)
     score = node_score(d for devs in devices.values() for d in devs)
     picks: dict[str, PodDevices] = {
         f.common_word: [[] for _ in range(plan.n_containers)] for f, _ in plan.requests
@@ -152,11 +161,51 @@ def fit_node(
                 return _fail(result.reason)
             add_usage(fam_devices, result.devices)
             picks[family.common_word][ci] = list(result.devices)
+            if faults.on("scheduler-multi-gpu-one-segment"):
+                picks[family.common_word][ci] = picks[family.common_word][ci][:1]
     for family, _ in plan.requests:
         score += family.score_node(
             node or {}, devices.get(family.common_word, []), picks[family.common_word], plan.node_policy
         )
     return NodeFit(True, score, picks)
+
+
+def _fault_swap(fault: str, policy: str) -> str:
+    """Faults ``scheduler-*-policy-swapped``: binpack and spread trade places."""
+    if not faults.on(fault):
+        return policy
+    swap = {"binpack": "spread", "spread": "binpack"}
+    return ",".join(swap.get(w.strip(), w.strip()) for w in policy.split(","))
+
+
+def _fault_view(
+    pod: Obj, node: Obj | None, devices: Mapping[str, list[DeviceUsage]]
+) -> tuple[Obj, Obj | None]:
+    """The scheduler faults that make the filter look at less than it must (a private view)."""
+    for devs in devices.values():
+        for d in devs:
+            if faults.on("scheduler-ignores-used-memory"):
+                d.usedmem = 0
+            if faults.on("scheduler-ignores-used-cores"):
+                d.usedcores = 0
+            if faults.on("scheduler-ignores-slot-count"):
+                d.used = 0
+            if faults.on("scheduler-ignores-memory-fit"):
+                d.totalmem = 1 << 40
+    drop = set()
+    if faults.on("scheduler-ignores-gputype"):
+        drop |= {ann.NVIDIA_USE_GPUTYPE, ann.NVIDIA_NOUSE_GPUTYPE}
+    if faults.on("scheduler-ignores-gpuuuid"):
+        drop |= {ann.NVIDIA_USE_GPUUUID, ann.NVIDIA_NOUSE_GPUUUID}
+    meta = pod.get("metadata") or {}
+    if drop & set(meta.get("annotations") or {}):
+        kept = {k: v for k, v in (meta.get("annotations") or {}).items() if k not in drop}
+        pod = {**pod, "metadata": {**meta, "annotations": kept}}
+    if node is not None and faults.on("scheduler-ignores-cordon"):
+        nmeta = node.get("metadata") or {}
+        kept = {k: v for k, v in (nmeta.get("annotations") or {}).items() if k != ann.DEVICE_CORDON}
+        node = {**node, "metadata": {**nmeta, "annotations": kept}}
+    return pod, node
 
 
 @dataclass

@@ -30,6 +30,7 @@ from ..devices.base import DeviceFamily, DeviceUsage
 from ..protocol import annotations as ann
 from ..protocol import events as ev
 from ..protocol.errors import ProtocolError
+from .. import faults
 from ..protocol.nodelock import DEFAULT_TIMEOUT, NodeLockContention
 from ..protocol.policy import BINPACK, SPREAD
 from . import nodelock
@@ -121,7 +122,8 @@ class Extender:
 
     def _decide(self, pod: Obj, plan: PodPlan, names: Sequence[str]) -> FilterOutcome:
         namespace = (pod.get("metadata") or {}).get("namespace") or "default"
-        has_quota = bool(self.quotas.limits(namespace))
+        has_quota = bool(self.quotas.limits(namespace)) and not faults.on("scheduler-ignores-quota")
+
         quota_fits = self.quotas.fits if has_quota else None
         signature = None if has_quota else plan.signature(pod)
         fits: dict[str, NodeFit] = {}
@@ -313,3 +315,11 @@ def _in_pod_group(pod: Obj) -> bool:
     labels = (pod.get("metadata") or {}).get("labels") or {}
     group = ((pod.get("spec") or {}).get("schedulingGroup") or {}).get("podGroupName")
     return bool(labels.get(ann.POD_GROUP_LABEL) or group)
+                if faults.on("nodelock-never-expires"):  # a lock is held forever, even by a gone pod
+                    nodelock.acquire(self._kube(), node, ns, name, lambda _ns, _n: True,
+                                     timeout=dt.timedelta(days=3650))
+                    return
+        if reason == ev.FILTERING_FAILED and faults.on("scheduler-no-failure-events"):
+            return
+        if reason in (ev.FILTERING_SUCCEED, ev.BINDING_SUCCEED) and faults.on("scheduler-no-success-events"):
+            return

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .. import faults
 from .cache import UsageCache
 from .quota import QuotaCache
 
@@ -163,6 +164,8 @@ class SchedulerCollector(Collector):
         yield bi
         families = self._families()
         data = self.samples()
+        if faults.on("scheduler-metrics-memory-zero"):
+            data = {k: [(lab, 0) for lab, _ in v] if "memory_allocated" in k else v for k, v in data.items()}
         for name, (doc, labels) in families.items():
             fam = GaugeMetricFamily(name, doc, labels=[*labels, "zone"])
             for lab, value in data[name]:

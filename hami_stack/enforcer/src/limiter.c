@@ -99,6 +99,9 @@ static void detect_hostpid(nvmlDevice_t h) {
 }
 
 static int limiter_active(int d, unsigned others) {
+#ifdef VGPU_FAULT_LIMITER_OFF /* deliberate fault build only (hami_stack/faults) */
+    return 0;
+#endif
     if (!vgpu_cfg.sm_limit[d] || vgpu_cfg.policy == VGPU_POLICY_DISABLE) return 0;
     if (vgpu_cfg.policy == VGPU_POLICY_FORCE) return 1;
     return others > 0;

@@ -134,6 +134,9 @@ VGPU_API CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize) {
     if (vgpu_depth || !dptr || !bytesize) return vgpu_real.cuMemAlloc_v2(dptr, bytesize);
     int d = vgpu_current_index();
     if (d < 0) return vgpu_real.cuMemAlloc_v2(dptr, bytesize); /* no context: the driver reports it */
+#ifdef VGPU_FAULT_ALLOC_UNLIMITED /* deliberate fault build only (hami_stack/faults) */
+    return vgpu_real.cuMemAlloc_v2(dptr, bytesize);
+#endif
     CHARGED_ALLOC(d, bytesize, CLS_PTR, vgpu_real.cuMemAlloc_v2(dptr, bytesize), *dptr);
 }
 
@@ -144,6 +147,9 @@ VGPU_API CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytesize, unsigned
     if (vgpu_depth || !dptr || !bytesize) return vgpu_real.cuMemAllocManaged(dptr, bytesize, flags);
     int d = vgpu_current_index();
     if (d < 0) return vgpu_real.cuMemAllocManaged(dptr, bytesize, flags);
+#ifdef VGPU_FAULT_MANAGED_UNLIMITED /* deliberate fault build only (hami_stack/faults) */
+    return vgpu_real.cuMemAllocManaged(dptr, bytesize, flags);
+#endif
     CHARGED_ALLOC(d, bytesize, CLS_PTR, vgpu_real.cuMemAllocManaged(dptr, bytesize, flags), *dptr);
 }
 
@@ -156,6 +162,9 @@ VGPU_API CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pPitch, size_t W
         return vgpu_real.cuMemAllocPitch_v2(dptr, pPitch, WidthInBytes, Height, ElementSizeBytes);
     int d = vgpu_current_index();
     if (d < 0) return vgpu_real.cuMemAllocPitch_v2(dptr, pPitch, WidthInBytes, Height, ElementSizeBytes);
+#ifdef VGPU_FAULT_PITCH_UNLIMITED /* deliberate fault build only (hami_stack/faults) */
+    return vgpu_real.cuMemAllocPitch_v2(dptr, pPitch, WidthInBytes, Height, ElementSizeBytes);
+#endif
     uint64_t w = ((uint64_t)WidthInBytes + 511) & ~511ULL;
     if (Height > UINT64_MAX / w) return CUDA_ERROR_OUT_OF_MEMORY;
     uint64_t est = w * Height;
@@ -210,6 +219,9 @@ static CUresult alloc_async(CUresult (*real)(CUdeviceptr *, size_t, CUstream), C
     if (vgpu_depth || !dptr || !bytesize) return real(dptr, bytesize, s);
     int d = vgpu_current_index();
     if (d < 0) return real(dptr, bytesize, s);
+#ifdef VGPU_FAULT_ASYNC_UNLIMITED /* deliberate fault build only (hami_stack/faults) */
+    return real(dptr, bytesize, s);
+#endif
     CHARGED_ALLOC(d, bytesize, CLS_PTR, real(dptr, bytesize, s), *dptr);
 }
 
@@ -228,6 +240,9 @@ static CUresult alloc_pool(CUresult (*real)(CUdeviceptr *, size_t, CUmemoryPool,
     if (vgpu_depth || !dptr || !bytesize) return real(dptr, bytesize, pool, s);
     int d = vgpu_current_index();
     if (d < 0) return real(dptr, bytesize, pool, s);
+#ifdef VGPU_FAULT_ASYNC_UNLIMITED /* deliberate fault build only (hami_stack/faults) */
+    return real(dptr, bytesize, pool, s);
+#endif
     CHARGED_ALLOC(d, bytesize, CLS_PTR, real(dptr, bytesize, pool, s), *dptr);
 }
 
@@ -263,6 +278,9 @@ VGPU_API CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size,
         return vgpu_real.cuMemCreate(handle, size, prop, flags);
     int d = vgpu_container_index(prop->location.id);
     if (d < 0) return vgpu_real.cuMemCreate(handle, size, prop, flags);
+#ifdef VGPU_FAULT_VMM_UNLIMITED /* deliberate fault build only (hami_stack/faults) */
+    return vgpu_real.cuMemCreate(handle, size, prop, flags);
+#endif
     CHARGED_ALLOC(d, size, CLS_VMM, vgpu_real.cuMemCreate(handle, size, prop, flags), *handle);
 }
 
@@ -290,6 +308,9 @@ VGPU_API CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total) {
     if (rc != CUDA_SUCCESS || vgpu_depth || !free_bytes || !total) return rc;
     int d = vgpu_current_index();
     uint64_t lim = limit_of(d);
+#ifdef VGPU_FAULT_CUDA_TOTAL_UNCLAMPED /* deliberate fault build only (hami_stack/faults) */
+    lim = 0;
+#endif
     if (!lim) return rc;
     uint64_t t = lim < *total ? lim : *total; /* never report more than the hardware has */
     uint64_t used = vgpu_used(d);
@@ -308,6 +329,9 @@ VGPU_API CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice dev) {
     vgpu_depth--;
     if (rc != CUDA_SUCCESS || vgpu_depth || !bytes) return rc;
     uint64_t lim = limit_of(vgpu_container_index(dev));
+#ifdef VGPU_FAULT_CUDA_TOTAL_UNCLAMPED /* deliberate fault build only (hami_stack/faults) */
+    lim = 0;
+#endif
     if (lim && lim < *bytes) *bytes = (size_t)lim;
     return rc;
 }

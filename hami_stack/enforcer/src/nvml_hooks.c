@@ -18,6 +18,9 @@ static int nvml_index(nvmlDevice_t device) {
 
 static void clamp(int d, unsigned long long *total, unsigned long long *used, unsigned long long *free_b) {
     uint64_t lim = vgpu_cfg.mem_limit[d];
+#ifdef VGPU_FAULT_NVML_TOTAL_UNCLAMPED /* deliberate fault build only (hami_stack/faults) */
+    lim = *total;
+#endif
     uint64_t t = lim < *total ? lim : *total;
     uint64_t u = vgpu_used(d);
     *total = t;

@@ -280,6 +280,17 @@ void vgpu_region_after_fork_child(void) {
     vgpu_region_unlock();
 }
 
+/* What the limit is checked against: the container's cumulative use across every process, except in
+ * the deliberate fault builds (hami_stack/faults) that check each call alone or each process alone. */
+#if defined(VGPU_FAULT_PER_CALL_LIMIT)
+static inline uint64_t fault_per_call(uint64_t used) { return used & 0; }
+#define CHECKED_USE(d, used) fault_per_call(used)
+#elif defined(VGPU_FAULT_PER_PROCESS_LIMIT)
+#define CHECKED_USE(d, used) (vgpu_slot >= 0 ? vgpu_region->slots[vgpu_slot].used[d] : (used))
+#else
+#define CHECKED_USE(d, used) (used)
+#endif
+
 CUresult vgpu_charge(int d, uint64_t bytes, uint64_t limit) {
     if (d < 0 || d >= VGPU_MAX_DEVICES) return CUDA_SUCCESS;
     if (vgpu_cfg.mem_blocked[d]) {
@@ -289,11 +300,11 @@ CUresult vgpu_charge(int d, uint64_t bytes, uint64_t limit) {
     }
     vgpu_region_lock();
     uint64_t used = vgpu_region->used[d];
-    if (limit && (bytes > limit || used > limit - bytes)) {
+    if (limit && (bytes > limit || CHECKED_USE(d, used) > limit - bytes)) {
         /* a neighbour that died without cleaning up must not cause a false OOM */
         vgpu_sweep_dead_locked();
         used = vgpu_region->used[d];
-        if (bytes > limit || used > limit - bytes) {
+        if (bytes > limit || CHECKED_USE(d, used) > limit - bytes) {
             vgpu_region_unlock();
             LOG_ERROR("device %d: out of memory: container usage %llu + request %llu exceeds limit %llu", d,
                       (unsigned long long)used, (unsigned long long)bytes, (unsigned long long)limit);
