@@ -4,7 +4,8 @@ A *family* is one entry of HAMi's device map, keyed by its common word (CW, e.g.
 scheduler, webhook and device plugin only ever talk to :class:`DeviceFamily`; adding a vendor
 means adding a family, never changing them. The call sites:
 
-* **webhook**: :meth:`DeviceFamily.mutate_admission` for every init and app container (may edit the
+* **webhook**: :meth:`DeviceFamily.admission_problem` (values out of range), then
+  :meth:`DeviceFamily.mutate_admission` for every init and app container (may edit the
   container/pod in place, returns whether it claimed a device, raises :class:`AdmissionError`).
 * **scheduler, registration loop**: :meth:`node_devices` (decode the node's register annotation, or
   synthesise devices from capacity) and :meth:`check_health` (handshake / capacity rule).
@@ -35,7 +36,7 @@ from ..protocol.annotations import VendorKeys
 from ..protocol.assignment import ContainerDevice, PodDevices, encode_pod_devices
 from ..protocol.handshake import HealthResult, check_handshake
 from ..protocol.policy import GpuPolicy, ScoringWeights, gpu_policy
-from ..protocol.quantity import quantity_int
+from ..protocol.quantity import INT32_MAX, parse_quantity, quantity_int
 from ..protocol.register import MODE_HAMI_CORE, DeviceInfo
 from ..protocol.resources import MEM_PERCENTAGE_UNSET
 
@@ -43,7 +44,7 @@ Obj = dict[str, Any]
 
 
 class AdmissionError(Exception):
-    """A family refuses a container at admission; the webhook answers 500 with this message."""
+    """A family refuses a container at admission; the webhook answers 400 with this message."""
 
 
 @dataclass(frozen=True)
@@ -220,6 +221,51 @@ def resource_int(container: Obj, name: str) -> int | None:
     return quantity_int(raw) if present else None
 
 
+# The most devices one container may ask: no node has more, and a larger count is a typo (``1Gi``
+# GPUs) that would otherwise only be reported as insufficient devices on every node.
+MAX_DEVICES_PER_CONTAINER = 1024
+
+
+def check_quantity(
+    container: Obj, name: str, *, low: int = 0, high: int = INT32_MAX, mib_per_unit: int = 0
+) -> str | None:
+    """Admission check of one resource in limits and requests: why it is refused, or None.
+
+    The value must be a whole number in ``low..high``. ``mib_per_unit`` > 0 marks a memory resource
+    counted in that many MiB: a value written with a binary suffix (``1Gi``) is a byte count the
+    user meant, so it is refused with the number to write instead (HAMi would read ``1Gi`` as
+    1,073,741,824 units and report only that no device has that much memory).
+    """
+    if not name:
+        return None
+    where = f"in container {container.get('name', '')}"
+    res = container.get("resources") or {}
+    for part in ("limits", "requests"):
+        values = res.get(part) or {}
+        if name not in values:
+            continue
+        raw = values[name]
+        q = parse_quantity(raw)
+        if q is None:
+            return f"{name} must be a whole number, got {raw!r} {where}"
+        if q.binary and mib_per_unit > 0:
+            unit = "MiB" if mib_per_unit == 1 else f"units of {mib_per_unit} MiB"
+            units = q.value / (mib_per_unit << 20)
+            hint = (
+                f"write {units.numerator} for {raw}"
+                if units.denominator == 1
+                else f"write the count of {unit}"
+            )
+            return f"{name} is in {unit}, not a quantity with a unit: got {raw} {where}; {hint}"
+        if not q.is_integer:
+            return f"{name} must be a whole number, got {raw} {where}"
+        if q.value < 0:
+            return f"{name} must not be negative, got {raw} {where}"
+        if not low <= q.value <= high:
+            return f"{name} must be an integer between {low} and {high}, got {raw} {where}"
+    return None
+
+
 def node_quantity(node: Obj | None, field_name: str, resource: str) -> int:
     """``status.<field_name>[resource]`` as an integer (0 when absent or fractional)."""
     raw = (((node or {}).get("status") or {}).get(field_name) or {}).get(resource)
@@ -227,7 +273,9 @@ def node_quantity(node: Obj | None, field_name: str, resource: str) -> int:
 
 
 def append_env(container: Obj, name: str, value: str) -> None:
-    container.setdefault("env", []).append({"name": name, "value": value})
+    env = container.get("env") or []  # absent or null
+    env.append({"name": name, "value": value})
+    container["env"] = env
 
 
 def split_list(value: str | None) -> list[str]:
@@ -265,6 +313,22 @@ class DeviceFamily(abc.ABC):
     def quota_resources(self) -> tuple[str, str]:
         """(memory, core) resource names whose ``limits.<name>`` quota keys this family honours."""
         return self.memory_resource, self.core_resource
+
+    # MiB in one unit of the memory resource, for admission's "not a quantity with a unit" message
+    memory_unit_mib: int = 1
+
+    def admission_problem(self, container: Obj) -> str | None:
+        """Why admission refuses ``container``'s values for this family, or None.
+
+        The webhook asks this before :meth:`mutate_admission`; a message is answered 400 with it.
+        The default checks that count, memory and core are whole numbers in int32 range and that
+        memory carries no byte unit; families with tighter ranges override it.
+        """
+        return (
+            check_quantity(container, self.count_resource, high=MAX_DEVICES_PER_CONTAINER)
+            or check_quantity(container, self.memory_resource, mib_per_unit=self.memory_unit_mib)
+            or check_quantity(container, self.core_resource)
+        )
 
     # --- node side ---------------------------------------------------------------------------
     @abc.abstractmethod

@@ -80,6 +80,7 @@ class CountedFamily(DeviceFamily):
         self.core_resource = str(section.get("resourceCoreName") or spec.core_resource)
         factor = section.get("memoryFactor")
         self.memory_factor = factor if isinstance(factor, int) and factor > 1 else 1
+        self.memory_unit_mib = spec.memory_unit_mib * self.memory_factor
         self.uses_node_lock = spec.uses_node_lock
 
     def container_request(self, container: Obj) -> ContainerDeviceRequest | None:
@@ -147,7 +148,8 @@ class CountedFamily(DeviceFamily):
 
     def mutate_admission(self, container: Obj, pod: Obj) -> bool:
         limits = (container.get("resources") or {}).get("limits") or {}
-        return self.count_resource in limits
+        # a count of 0 asks no device (admission_problem has already refused non-integers)
+        return self.count_resource in limits and resource_int(container, self.count_resource) != 0
 
     def allocate_response(self, req: AllocateInput) -> ContainerAllocation:
         out = ContainerAllocation()

@@ -326,3 +326,43 @@ class UsageCache:
     def pod(self, uid: str) -> PodEntry | None:
         with self._lock:
             return self.pods.get(uid)
+    def check_bind(self, uid: str, node: str) -> str | None:
+        """Why binding pod ``uid`` to ``node`` must be refused, or None when its decision still fits.
+
+        The pod's own decision must be counted on ``node``, and every device it charges must be
+        within capacity with everything else counted there (slots, memory and cores).
+        """
+        with self._lock:
+            entry = self.pods.get(uid)
+            if entry is None:
+                return "it has no filter decision (it was not filtered, or its decision was withdrawn)"
+            if entry.node != node:
+                return f"its filter decision is node {entry.node}, not {node}"
+            node_entry = self.nodes.get(node)
+            if node_entry is None:
+                return f"node {node} is not registered"
+            for c in entry.charges:
+                dev = next((d for d in node_entry.families.get(c.family, ()) if d.id == c.device), None)
+                if dev is None:
+                    return f"device {c.device} ({c.family}) is not registered on node {node}"
+                for what, used, total, unit in (
+                    ("slots", dev.used, dev.count, ""),
+                    ("memory", dev.usedmem, dev.totalmem, " MiB"),
+                    ("cores", dev.usedcores, dev.totalcore, "%"),
+                ):
+                    if used > total and not _fault_ignores(what):
+                        return (
+                            f"device {c.device} on node {node} would be over-committed: "
+                            f"{what} {used}/{total}{unit}"
+                        )
+            return None
+
+
+
+def _fault_ignores(what: str) -> bool:
+    """The scheduler faults that stop the bind-time re-check from seeing an over-commit (hami_stack/faults)."""
+    if what == "slots":
+        return faults.on("scheduler-ignores-slot-count")
+    if what == "memory":
+        return faults.on("scheduler-ignores-used-memory") or faults.on("scheduler-ignores-memory-fit")
+    return faults.on("scheduler-ignores-used-cores")

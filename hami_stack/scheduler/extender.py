@@ -215,16 +215,21 @@ class Extender:
             return bind_result(msg)
         locked = False
         try:
-            for family in self.families:
-                if family.needs_lock(pod):
-                    self._lock_node(pod, node)
-                    locked = True
+            if any(family.needs_lock(pod) for family in self.families) and not faults.on("nodelock-not-taken"):
+                self._lock_node(pod, node)
+                locked = True
+            if needs_devices:
+                with self.cache.lock:  # the fit against current usage, with the node lock held
+                    problem = self.cache.check_bind(uid, node)
+                if problem:
+                    raise _Refused(f"pod {ns}/{name} cannot be bound to node {node}: {problem}")
             self._patch_bind_phase(ns, name)
-            self._create_binding(ns, name, uid, node)
-        except (ApiError, nodelock.LockError, NodeLockContention, OSError) as e:
+            if not faults.on("scheduler-bind-drops-binding"):
+                self._create_binding(ns, name, uid, node)
+        except (ApiError, nodelock.LockError, NodeLockContention, OSError, _Refused) as e:
             msg = str(e)
             log.warning("bind %s/%s to %s failed: %s", ns, name, node, msg)
-            if locked:
+            if locked and not faults.on("nodelock-never-released"):
                 try:
                     nodelock.release(self._kube(), node, ns, name)
                 except (nodelock.LockError, ApiError, OSError) as re:

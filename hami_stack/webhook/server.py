@@ -6,7 +6,9 @@ on its own HTTPS port, as HAMi does), or run it alone with :class:`WebhookServer
 Transport rules (as controller-runtime's admission handler): the answer is always HTTP 200 with an
 AdmissionReview, also for unreadable bodies (then ``allowed: false`` with code 400); the response
 carries the request's ``uid``; a non-empty patch goes base64-encoded with ``patchType: JSONPatch``.
-Bodies over 1 MiB are refused. Certificate and key files are re-read when they change on disk.
+Bodies over 1 MiB or nested deeper than 64 levels are answered 400 before any parsing
+(:mod:`hami_stack.jsonguard`); fields of the wrong type are answered 400 naming the field
+(:mod:`.shape`). Certificate and key files are re-read when they change on disk.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from typing import Any
 
 from aiohttp import web
 
+from .. import jsonguard
 from ..tls import ReloadingCertificate
 from .admit import AdmissionResponse, WebhookConfig, admit, errored
+from .shape import json_type
 
 log = logging.getLogger(__name__)
 
@@ -40,27 +44,38 @@ def review_response(api_version: str, uid: str, resp: AdmissionResponse) -> dict
 
 
 def handle_review(raw: bytes, config: WebhookConfig) -> dict[str, Any]:
-    """One AdmissionReview body -> the AdmissionReview to answer."""
+    """One AdmissionReview body -> the AdmissionReview to answer (never raises)."""
     try:
-        review = json.loads(raw)
-    except ValueError as e:
+        review = jsonguard.loads(raw, max_bytes=MAX_BODY)
+    except ValueError as e:  # bad JSON, or over the size or nesting limit
         return review_response(REVIEW_VERSIONS[0], "", errored(400, f"couldn't decode AdmissionReview: {e}"))
     if not isinstance(review, dict):
-        return review_response(REVIEW_VERSIONS[0], "", errored(400, "AdmissionReview must be an object"))
+        message = f"AdmissionReview: expected an object, got {json_type(review)}"
+        return review_response(REVIEW_VERSIONS[0], "", errored(400, message))
     api_version = review.get("apiVersion")
     request = review.get("request")
-    uid = str(request.get("uid", "")) if isinstance(request, dict) else ""
+    uid = request.get("uid") if isinstance(request, dict) else ""
+    uid = uid if isinstance(uid, str) else ""
     if api_version not in REVIEW_VERSIONS or review.get("kind") != "AdmissionReview":
         got = f"{api_version}, Kind={review.get('kind')}"
         return review_response(REVIEW_VERSIONS[0], uid, errored(400, f"unsupported AdmissionReview: {got}"))
+    if request is None:
+        return review_response(api_version, uid, errored(400, "request: missing"))
     if not isinstance(request, dict):
-        return review_response(api_version, uid, errored(400, "AdmissionReview has no request"))
-    resp = admit(request, config)
-    meta = (
-        (request.get("object") or {}).get("metadata") or {} if isinstance(request.get("object"), dict) else {}
-    )
+        return review_response(
+            api_version, uid, errored(400, f"request: expected an object, got {json_type(request)}")
+        )
+    try:
+        resp = admit(request, config)
+    except Exception as e:  # a bug, not the caller's fault: answer it, keep serving
+        log.exception("admission of request %s failed", uid)
+        resp = errored(500, f"internal error: {type(e).__name__}: {e}")
+    obj = request.get("object")
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    meta = meta if isinstance(meta, dict) else {}
     log.info(
-        "admission %s/%s: allowed=%s %s",
+        "admission %s %s/%s: allowed=%s %s",
+        request.get("operation", ""),
         request.get("namespace", ""),
         meta.get("name") or meta.get("generateName", ""),
         resp.allowed,

@@ -136,11 +136,12 @@ def test_privileged_without_device_is_allowed() -> None:
 
 
 def test_percentage_out_of_range_is_an_error() -> None:
+    # HAMi answers 500 with "between 0 and 100"; a user's value is a 400, and 0 is refused too
     resp, _ = run(pod(ctr({"nvidia.com/gpu": "1", "nvidia.com/gpumem-percentage": "120"}, name="main")))
-    assert not resp.allowed and resp.code == 500
+    assert not resp.allowed and resp.code == 400
     assert resp.message == (
         "invalid nvidia.com/gpumem-percentage value 120 in container main: "
-        "must be an integer between 0 and 100"
+        "must be an integer between 1 and 100"
     )
 
 
@@ -195,9 +196,10 @@ def test_forged_allocation_denied(key: str) -> None:
 
 
 def test_non_create_and_undecodable() -> None:
-    assert admit({"operation": "UPDATE", "object": pod(ctr({}))}, CFG).allowed
+    assert admit({"operation": "UPDATE", "object": pod(ctr({})), "oldObject": pod(ctr({}))}, CFG).allowed
+    assert admit({"operation": "DELETE", "object": None, "oldObject": pod(ctr({}))}, CFG).allowed
     bad = admit({"operation": "CREATE", "object": {"kind": "Service", "spec": {}}}, CFG)
-    assert not bad.allowed and bad.code == 400
+    assert not bad.allowed and bad.code == 400 and bad.message == "request.object.kind: expected Pod, got Service"
 
 
 @pytest.mark.parametrize("version", ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"])

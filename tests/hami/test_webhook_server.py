@@ -131,18 +131,13 @@ def test_registered_with_testbed_apiserver(served: Served) -> None:
                         },
                         "rules": [
                             {
-                                "operations": ["CREATE"],
+                                "operations": ["CREATE", "UPDATE"],
                                 "apiGroups": [""],
                                 "apiVersions": ["v1"],
                                 "resources": ["pods"],
                                 "scope": "*",
                             }
                         ],
-                        "objectSelector": {
-                            "matchExpressions": [
-                                {"key": "hami.io/webhook", "operator": "NotIn", "values": ["ignore"]}
-                            ]
-                        },
                     }
                 ],
             }
@@ -166,3 +161,40 @@ def test_registered_with_testbed_apiserver(served: Served) -> None:
             "gpu", {"metadata": {"name": "plain"}, "spec": {"containers": [{"name": "c", "image": "x"}]}}
         )
         assert plain.spec.scheduler_name == "default-scheduler"
+        # issue 12 (3b): `kubectl annotate --overwrite hami.io/vgpu-devices-allocated=...` is an UPDATE
+        with pytest.raises(ApiException) as e:
+            core.patch_namespaced_pod(
+                "gpu-pod",
+                "gpu",
+                {"metadata": {"annotations": {"hami.io/vgpu-devices-allocated": "GPU-x,NVIDIA,1,0:;"}}},
+            )
+        assert e.value.status == 403
+        message = json.loads(e.value.body)["message"]
+        assert "may not set, change or remove hami.io/vgpu-devices-allocated" in message
+        relabelled = core.patch_namespaced_pod("gpu-pod", "gpu", {"metadata": {"labels": {"team": "a"}}})
+        assert relabelled.metadata.labels == {"team": "a"}
+        # a bare pod keeps HAMi annotations it was saved with (get -o yaml | create)
+        restored = core.create_namespaced_pod(
+            "gpu",
+            {
+                "metadata": {"name": "restored", "annotations": {"hami.io/bind-phase": "success"}},
+                "spec": {"containers": [{"name": "c", "image": "x"}]},
+            },
+        )
+        assert restored.metadata.annotations == {"hami.io/bind-phase": "success"}
+        # the opt-out label cannot carry a device request past the webhook (the chart no longer
+        # excludes labelled pods by objectSelector, so the webhook sees them)
+        opted_out = _pod("opted-out")
+        opted_out["metadata"]["labels"] = {"hami.io/webhook": "ignore"}
+        with pytest.raises(ApiException) as e:
+            core.create_namespaced_pod("gpu", opted_out)
+        assert e.value.status == 403
+        assert (
+            "pod is labelled hami.io/webhook=ignore but requests devices"
+            in json.loads(e.value.body)["message"]
+        )
+        bare = {
+            "metadata": {"name": "bare", "labels": {"hami.io/webhook": "ignore"}},
+            "spec": {"containers": [{"name": "c", "image": "x"}]},
+        }
+        assert core.create_namespaced_pod("gpu", bare).metadata.labels == {"hami.io/webhook": "ignore"}
