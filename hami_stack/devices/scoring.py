@@ -21,7 +21,7 @@ Node selection: binpack picks the highest :func:`node_score`, spread the lowest.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from ..protocol.policy import BINPACK, MUTEX, NUMA, SPREAD, GpuPolicy, ScoringWeights
 from ..protocol.resources import MEM_PERCENTAGE_UNSET
@@ -75,6 +75,33 @@ def device_score(
     return f32(WEIGHT * total)
 
 
+def order_key(policy: GpuPolicy) -> Callable[[DeviceUsage, float], tuple[float, ...]]:
+    """HAMi's device comparison as a sort key over (device, its score): ``a`` sorts before ``b``
+    exactly when HAMi's ``Less(a, b)`` holds."""
+
+    def chain_key(d: DeviceUsage, score: float) -> tuple[float, ...]:
+        parts: list[float] = []
+        for k in policy.sort_keys:
+            if k == BINPACK:
+                parts.append(score)
+            elif k == SPREAD:
+                parts.append(-score)
+            elif k == NUMA:
+                parts.append(d.numa)
+        parts.append(d.index)
+        return tuple(parts)
+
+    def single_key(d: DeviceUsage, score: float) -> tuple[float, ...]:
+        if policy.text == MUTEX:
+            return (-d.used, d.numa)
+        binpack = policy.text == BINPACK
+        if policy.numa_bind:
+            return (-d.numa, score) if binpack else (d.numa, -score)
+        return (score, d.numa) if binpack else (-score, d.numa)
+
+    return chain_key if policy.is_chain else single_key
+
+
 def order_devices(
     devices: Sequence[DeviceUsage],
     request: ContainerDeviceRequest | Sequence[ContainerDeviceRequest] | None,
@@ -83,30 +110,8 @@ def order_devices(
 ) -> list[DeviceUsage]:
     """The node's devices in the order ``fit`` expects (the walk takes from the end); stable."""
     w = weights or ScoringWeights()
-    scores = {id(d): device_score(d, request, w) for d in devices}
-
-    def chain_key(d: DeviceUsage) -> tuple[float, ...]:
-        parts: list[float] = []
-        for k in policy.sort_keys:
-            if k == BINPACK:
-                parts.append(scores[id(d)])
-            elif k == SPREAD:
-                parts.append(-scores[id(d)])
-            elif k == NUMA:
-                parts.append(d.numa)
-        parts.append(d.index)
-        return tuple(parts)
-
-    def single_key(d: DeviceUsage) -> tuple[float, ...]:
-        score = scores[id(d)]
-        if policy.text == MUTEX:
-            return (-d.used, d.numa)
-        binpack = policy.text == BINPACK
-        if policy.numa_bind:
-            return (-d.numa, score) if binpack else (d.numa, -score)
-        return (score, d.numa) if binpack else (-score, d.numa)
-
-    return sorted(devices, key=chain_key if policy.is_chain else single_key)
+    key = order_key(policy)
+    return sorted(devices, key=lambda d: key(d, device_score(d, request, w)))
 
 
 def node_score(devices: Iterable[DeviceUsage]) -> float:

@@ -1,0 +1,173 @@
+"""Tables from upstream pkg/device/nvidia/device_test.go (inputs and expected outputs)."""
+
+from .rows import D, R
+
+# TestDevices_Fit (pkg/device/nvidia): one container request against a device list.
+# (name, devices, request, pod annotations, fits, picked ids, reason)
+FIT_CASES = [
+    (
+        "fit success",
+        [
+            D("dev-0", count=100, totalmem=128, totalcore=100, type="NVIDIA", health=True),
+            D("dev-1", count=100, totalmem=128, totalcore=100, type="NVIDIA", health=True),
+        ],
+        R(nums=1, mem=64, cores=50, type="NVIDIA"),
+        {},
+        True,
+        ["dev-1"],
+        "",
+    ),
+    (
+        "fit fail: memory not enough",
+        [D("dev-0", count=100, totalmem=128, totalcore=100, type="NVIDIA", health=True)],
+        R(nums=1, mem=512, cores=50, type="NVIDIA"),
+        {},
+        False,
+        [],
+        "1/1 CardInsufficientMemory",
+    ),
+    (
+        "fit fail: core not enough",
+        [D("dev-0", count=100, totalmem=1024, totalcore=100, usedcores=100, type="NVIDIA", health=True)],
+        R(nums=1, mem=512, cores=50, type="NVIDIA"),
+        {},
+        False,
+        [],
+        "1/1 CardInsufficientCore",
+    ),
+    (
+        "fit fail: type mismatch",
+        [D("dev-0", count=100, totalmem=128, totalcore=100, health=True, type="NVIDIA")],
+        R(nums=1, type="OtherType", mem=512, cores=50),
+        {},
+        False,
+        [],
+        "1/1 CardTypeMismatch",
+    ),
+    (
+        "fit fail: user assign use uuid mismatch",
+        [D("dev-1", count=100, totalmem=1280, totalcore=100, type="NVIDIA", health=True)],
+        R(nums=2, mem=512, cores=50, type="NVIDIA"),
+        {"nvidia.com/use-gpuuuid": "dev-0"},
+        False,
+        [],
+        "1/1 CardUuidMismatch",
+    ),
+    (
+        "fit fail: user assign no use uuid match",
+        [D("dev-0", count=100, totalmem=1280, totalcore=100, type="NVIDIA", health=True)],
+        R(nums=2, mem=512, cores=50, type="NVIDIA"),
+        {"nvidia.com/nouse-gpuuuid": "dev-0"},
+        False,
+        [],
+        "1/1 CardUuidMismatch",
+    ),
+    (
+        "fit fail: card overused",
+        [D("dev-0", used=100, count=100, totalmem=1280, totalcore=100, type="NVIDIA", health=True)],
+        R(nums=1, mem=512, cores=50, type="NVIDIA"),
+        {},
+        False,
+        [],
+        "1/1 CardTimeSlicingExhausted",
+    ),
+    (
+        "fit success: but core limit can't exceed 100",
+        [D("dev-0", count=100, totalmem=1280, totalcore=100, type="NVIDIA", health=True)],
+        R(nums=1, mem=512, cores=120, type="NVIDIA"),
+        {},
+        True,
+        ["dev-0"],
+        "",
+    ),
+    (
+        "fit fail:  card exclusively",
+        [D("dev-0", used=20, count=100, totalmem=1280, totalcore=100, type="NVIDIA", health=True)],
+        R(nums=1, mem=512, cores=100, type="NVIDIA"),
+        {},
+        False,
+        [],
+        "1/1 ExclusiveDeviceAllocateConflict",
+    ),
+    (
+        "fit fail:  CardComputeUnitsExhausted",
+        [
+            D(
+                "dev-0",
+                used=20,
+                count=100,
+                totalmem=1280,
+                totalcore=100,
+                usedcores=100,
+                type="NVIDIA",
+                health=True,
+            )
+        ],
+        R(nums=1, mem=512, type="NVIDIA"),
+        {},
+        False,
+        [],
+        "1/1 CardComputeUnitsExhausted",
+    ),
+    (
+        "fit fail:  AllocatedCardsInsufficientRequest",
+        [
+            D(
+                "dev-0",
+                used=20,
+                count=100,
+                totalmem=1280,
+                totalcore=100,
+                usedcores=10,
+                type="NVIDIA",
+                health=True,
+            )
+        ],
+        R(nums=2, mem=512, cores=20, type="NVIDIA"),
+        {},
+        False,
+        [],
+        "1/1 AllocatedCardsInsufficientRequest",
+    ),
+    (
+        "fit fail: partial allocation AllocatedCardsInsufficientRequest for multiple cards",
+        [
+            D("dev-0", count=100, totalmem=1280, totalcore=100, type="NVIDIA", health=True),
+            D("dev-1", index=1, count=100, totalmem=1280, totalcore=100, type="NVIDIA", health=True),
+        ],
+        R(nums=3, mem=512, cores=20, type="NVIDIA"),
+        {},
+        False,
+        [],
+        "2/2 AllocatedCardsInsufficientRequest",
+    ),
+    (
+        "fit success:  memory percentage",
+        [
+            D(
+                "dev-0",
+                used=20,
+                count=100,
+                totalmem=1280,
+                totalcore=100,
+                usedcores=10,
+                type="NVIDIA",
+                health=True,
+            )
+        ],
+        R(nums=1, pct=10, cores=20, type="NVIDIA"),
+        {},
+        True,
+        ["dev-0"],
+        "",
+    ),
+    (
+        "fit fail:  CardNotHealth",
+        [D("dev-0", used=20, count=100, totalmem=1280, totalcore=100, usedcores=10, type="NVIDIA")],
+        R(nums=1, pct=10, cores=20, type="NVIDIA"),
+        {},
+        False,
+        [],
+        "1/1 CardNotHealth",
+    ),
+]
