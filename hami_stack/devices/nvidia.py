@@ -33,10 +33,11 @@ from ..protocol import hamicore as hc
 from ..protocol.errors import ProtocolError
 from ..protocol.handshake import HealthResult, check_nvidia
 from ..protocol.policy import numa_bind_requested
+from ..protocol.quantity import INT32_MAX, quantity_int
 from ..protocol.register import MODE_HAMI_CORE, MODE_MIG, DeviceInfo, decode_register, decode_topology_scores
 from ..protocol.resources import MEM_PERCENTAGE_UNSET
 from .base import (
-    AdmissionError,
+    MAX_DEVICES_PER_CONTAINER,
     AllocateInput,
     ContainerAllocation,
     ContainerDeviceRequest,
@@ -49,6 +50,7 @@ from .base import (
     Mount,
     Obj,
     append_env,
+    check_quantity,
     fit_walk,
     resource_int,
     resource_value,
@@ -241,42 +243,86 @@ class NvidiaFamily(DeviceFamily):
         return [picks[i] for i in best_combo]
 
     # --- admission ---------------------------------------------------------------------------
-    def mutate_admission(self, container: Obj, pod: Obj) -> bool:
+    def admission_problem(self, container: Obj) -> str | None:
+        """Values HAMi would misread, refused with the resource and container named.
+
+        ``gpu`` 0..1024; ``gpumem`` MiB (x ``memoryFactor``) with no byte unit and within int32
+        after the factor; ``gpucores`` 0..100 (HAMi admits 101 and schedules it as 100);
+        ``gpumem-percentage`` 1..100 (HAMi takes 0 as "not asked"); ``priority`` 0..int32. A count
+        of 0 asks no GPU, so memory or cores beside it are refused rather than silently dropped.
+        """
         name = container.get("name", "")
-        resources = container.setdefault("resources", {})
+        factor = max(self.config.memory_factor, 1)
+        problem = (
+            check_quantity(container, self.count_resource, high=MAX_DEVICES_PER_CONTAINER)
+            or check_quantity(container, self.memory_resource, high=INT32_MAX // factor, mib_per_unit=factor)
+            or check_quantity(container, self.core_resource, high=100)
+            or check_quantity(container, self.priority_resource)
+        )
+        if problem:
+            return problem
+        res = container.get("resources") or {}
+        for part in ("limits", "requests"):
+            values = res.get(part) or {}
+            if self.percentage_resource in values:
+                raw = values[self.percentage_resource]
+                pct = quantity_int(raw)
+                if pct is None or not 1 <= pct <= 100:
+                    return (
+                        f"invalid {self.percentage_resource} value {raw} in container {name}: "
+                        "must be an integer between 1 and 100"
+                    )
+        if resource_int(container, self.count_resource) == 0:
+            for other in (self.memory_resource, self.core_resource, self.percentage_resource):
+                if resource_int(container, other):
+                    return (
+                        f"{self.count_resource} is 0 in container {name} but {other} is set: a container "
+                        f"that asks no GPU cannot ask GPU memory or cores; remove {other} or ask "
+                        f"{self.count_resource} of at least 1"
+                    )
+        return None
+
+    def mutate_admission(self, container: Obj, pod: Obj) -> bool:
+        resources = container.get("resources") or {}
         limits = resources.get("limits") or {}
-        raw_pct, has_pct = resource_value(container, self.percentage_resource)
-        pct = resource_int(container, self.percentage_resource) if has_pct else None
-        if has_pct and (pct is None or not 0 <= pct <= 100):
-            raise AdmissionError(
-                f"invalid {self.percentage_resource} value {raw_pct} in container {name}: "
-                "must be an integer between 0 and 100"
-            )
         if self.priority_resource in limits:
             append_env(container, hc.TASK_PRIORITY_ENV, str(limits[self.priority_resource]))
         if self.config.gpu_core_policy and self.config.gpu_core_policy != "default":
             append_env(container, "GPU_CORE_UTILIZATION_POLICY", self.config.gpu_core_policy)
+        _, has_count = resource_value(container, self.count_resource)
         claimed = False
         if self.count_resource in limits:
-            claimed = True
+            # ``nvidia.com/gpu: 0`` asks no GPU: the pod is left to its own scheduler (HAMi claims it
+            # and then never places it, since the scheduler sees no request)
+            claimed = resource_int(container, self.count_resource) != 0
         elif (
-            any(r in limits for r in (self.core_resource, self.memory_resource, self.percentage_resource))
+            not has_count
+            and any(r in limits for r in (self.core_resource, self.memory_resource, self.percentage_resource))
             and self.config.default_gpu_num > 0
         ):
-            limits = resources.setdefault("limits", {})
             limits[self.count_resource] = str(self.config.default_gpu_num)
+            resources["limits"], container["resources"] = limits, resources
+            has_count = claimed = True
+        asks_gpu = has_count and resource_int(container, self.count_resource) != 0
+        if asks_gpu and self._exclusive_by_default(container):
+            # HAMi since v2.7: a GPU asked with no cores and no partial memory is a whole card
+            limits[self.core_resource] = "100"
+            resources["limits"], container["resources"] = limits, resources
             claimed = True
-        if self.count_resource in limits and self.core_resource not in limits:
-            has_mem = self.memory_resource in limits
-            has_limit_pct = self.percentage_resource in limits
-            if (has_limit_pct and pct == 100) or (not has_mem and not has_limit_pct):
-                resources.setdefault("limits", {})[self.core_resource] = "100"
         spec = pod.setdefault("spec", {})
         if claimed and self.config.runtime_class_name and not spec.get("runtimeClassName"):
             spec["runtimeClassName"] = self.config.runtime_class_name
         if not claimed and self.config.overwrite_env:
             append_env(container, "NVIDIA_VISIBLE_DEVICES", "none")
         return claimed
+
+    def _exclusive_by_default(self, container: Obj) -> bool:
+        """No cores asked (limits or requests), and memory asked as 100 % or not at all."""
+        if not self.core_resource or resource_value(container, self.core_resource)[1]:
+            return False
+        if resource_value(container, self.percentage_resource)[1]:
+            return resource_int(container, self.percentage_resource) == 100
+        return not self.memory_resource or not resource_value(container, self.memory_resource)[1]
 
     # --- allocate ----------------------------------------------------------------------------
     def allocate_response(self, req: AllocateInput) -> ContainerAllocation:
