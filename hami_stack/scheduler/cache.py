@@ -6,9 +6,15 @@ Fed incrementally (informer handlers and the registration loop call in; nothing 
   and drops them (:meth:`drop_node_family`); the latest Node object is kept for fit-time
   annotations (``hami.io/device-cordon``, topology scores).
 * pods: a non-terminal pod carrying ``hami.io/vgpu-node`` and a family's allocated (else to-allocate)
-  annotation counts on that node (:meth:`on_pod`). ``/filter`` reserves its decision under the pod
-  UID before answering (:meth:`reserve`); the informer's copy of the same pod then replaces the
-  reservation with identical usage, so a pod is never counted twice.
+  annotation counts on that node (:meth:`on_pod`), bound or not: usage is derived from what the
+  apiserver holds, so rebuilding the cache from a list of pods gives the same counts. ``/filter``
+  reserves its decision under the pod UID before answering (:meth:`reserve`, *pending* while its
+  patch is in flight, then :meth:`confirm`-ed with the patched resourceVersion); the informer's copy
+  of the same pod then replaces the reservation with identical usage, so a pod is never counted
+  twice. Events older than what an entry already reflects (by resourceVersion) are ignored, so a
+  lagging informer cannot put back a decision that was replaced or withdrawn.
+* a failed bind of a pod that is *not* bound withdraws its usage (:meth:`release`); a pod the
+  apiserver shows bound is never withdrawn on an error path.
 * per-pod usage is collapsed as section 5.6 says: per device, memory and cores are
   ``max(peak over init containers, sum over app containers)`` and slots ``max(1 if an init
   container uses it, app occurrences)``; once every init container exited 0 only app usage counts.
@@ -25,13 +31,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import faults
 from ..devices.base import DeviceFamily, DeviceUsage
 from ..protocol import annotations as ann
 from ..protocol.assignment import PodDevices, decode_pod_devices
 from ..protocol.errors import ProtocolError
 from ..protocol.register import DeviceInfo
 
-from .. import faults
 log = logging.getLogger("hami.scheduler.cache")
 Obj = dict[str, Any]
 TERMINAL_PHASES = ("Succeeded", "Failed")
@@ -57,6 +63,8 @@ class PodEntry:
     devices: dict[str, PodDevices]  # family -> raw per-container assignment (init first)
     charges: list[DeviceCharge]
     reserved: bool = False  # written by this scheduler's /filter, not yet seen with annotations
+    pending: bool = False  # reserved and its annotation patch not answered yet: ignore pod events
+    rv: int | None = None  # resourceVersion this entry reflects (None: unknown, any event applies)
 
 
 @dataclass
@@ -143,6 +151,27 @@ def init_containers_done(pod: Obj) -> bool:
     return True
 
 
+def resource_version(obj: Obj) -> int | None:
+    """An object's resourceVersion as a number (etcd revisions are), None when absent or opaque."""
+    rv = (obj.get("metadata") or {}).get("resourceVersion")
+    return int(rv) if isinstance(rv, str) and rv.isdigit() else None
+
+
+def pod_charges(pod: Obj, families: Sequence[DeviceFamily]) -> list[DeviceCharge] | None:
+    """The pod's usage as its annotations give it (init containers counted); None when malformed."""
+    devices = pod_devices_from_annotations(pod, families)
+    if devices is None:
+        return None
+    return collapse(devices, len((pod.get("spec") or {}).get("initContainers") or []), False)
+
+
+def same_charges(a: Iterable[DeviceCharge], b: Iterable[DeviceCharge]) -> bool:
+    def key(c: DeviceCharge) -> tuple[str, str, int, int, int]:
+        return (c.family, c.device, c.slots, c.mem, c.cores)
+
+    return sorted(a, key=key) == sorted(b, key=key)
+
+
 def pod_devices_from_annotations(pod: Obj, families: Sequence[DeviceFamily]) -> dict[str, PodDevices] | None:
     """The families' assignments on a pod; None when any value is malformed (the pod is skipped whole)."""
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
@@ -161,6 +190,13 @@ def pod_devices_from_annotations(pod: Obj, families: Sequence[DeviceFamily]) -> 
             )
             return None
     return out
+
+
+def _stale(entry: PodEntry, rv: int | None) -> bool:
+    """An event that must not replace ``entry``: it predates what the entry reflects."""
+    if entry.pending:
+        return True
+    return entry.rv is not None and (rv is None or rv < entry.rv)
 
 
 class UsageCache:
@@ -245,28 +281,39 @@ class UsageCache:
                 self._released.discard(uid)
                 self.remove_pod(uid)
             return
+        rv = resource_version(pod)
+        bound = bool((pod.get("spec") or {}).get("nodeName"))
         annotations = meta.get("annotations") or {}
         node = annotations.get(ann.VGPU_NODE)
-        if not node:
-            return
-        with self._lock:
-            if uid in self._released and not (pod.get("spec") or {}).get("nodeName"):
-                return
-        devices = pod_devices_from_annotations(pod, self.families)
-        if devices is None:
-            with self._lock:
-                self.remove_pod(uid)
-            return
-        n_init = len((pod.get("spec") or {}).get("initContainers") or [])
-        charges = collapse(devices, n_init, init_containers_done(pod))
+        devices = pod_devices_from_annotations(pod, self.families) if node else None
+        charges: list[DeviceCharge] = []
+        if devices is not None:
+            n_init = len((pod.get("spec") or {}).get("initContainers") or [])
+            charges = collapse(devices, n_init, init_containers_done(pod))
         with self._lock:
             old = self.pods.get(uid)
-            if old is not None and not old.reserved and old.node == node and old.charges == charges:
+            if old is not None and _stale(old, rv):
                 return
-            self._put(PodEntry(uid, meta.get("namespace", ""), meta.get("name", ""), node, devices, charges))
+            if uid in self._released and not bound:
+                return  # a failed bind withdrew it; stale annotations until the cleanup lands
+            if not node or devices is None:
+                # no decision (any more), or a malformed one: the pod holds nothing
+                if old is not None:
+                    self.remove_pod(uid)
+                return
+            if old is not None and old.node == node and old.charges == charges:
+                old.reserved, old.rv = False, rv
+                return
+            self._put(
+                PodEntry(uid, meta.get("namespace", ""), meta.get("name", ""), node, devices, charges, rv=rv)
+            )
 
     def reserve(self, pod: Obj, node: str, devices: dict[str, PodDevices]) -> None:
-        """Count a /filter decision immediately, before the pod's annotations come back."""
+        """Count a /filter decision immediately, before the pod's annotations come back.
+
+        The entry stays *pending* (pod events ignored) until :meth:`confirm` gives the resourceVersion
+        the annotation patch produced; events older than that cannot replace the decision.
+        """
         meta = pod.get("metadata") or {}
         n_init = len((pod.get("spec") or {}).get("initContainers") or [])
         charges = collapse(devices, n_init, False)
@@ -274,14 +321,59 @@ class UsageCache:
             uid = meta.get("uid", "")
             self._released.discard(uid)
             self._put(
-                PodEntry(uid, meta.get("namespace", ""), meta.get("name", ""), node, devices, charges, True)
+                PodEntry(
+                    uid, meta.get("namespace", ""), meta.get("name", ""), node, devices, charges, True, True
+                )
             )
 
+    def confirm(self, uid: str, rv: int | None) -> None:
+        """The reservation's annotations are written (at ``rv``, when known): pod events apply again."""
+        with self._lock:
+            entry = self.pods.get(uid)
+            if entry is not None and entry.pending:
+                entry.pending = False
+                entry.rv = rv
+
     def release(self, uid: str) -> None:
-        """Forget a pod's usage after a failed bind; its annotations are ignored until it is bound."""
+        """Withdraw a pod's usage after a failed bind of an *unbound* pod.
+
+        Its annotations are ignored until it is bound, deleted or filtered again (the extender also
+        removes them from the pod). Never call this for a pod the apiserver shows bound.
+        """
         with self._lock:
             self._released.add(uid)
             self.remove_pod(uid)
+
+    def check_bind(self, uid: str, node: str) -> str | None:
+        """Why binding pod ``uid`` to ``node`` must be refused, or None when its decision still fits.
+
+        The pod's own decision must be counted on ``node``, and every device it charges must be
+        within capacity with everything else counted there (slots, memory and cores).
+        """
+        with self._lock:
+            entry = self.pods.get(uid)
+            if entry is None:
+                return "it has no filter decision (it was not filtered, or its decision was withdrawn)"
+            if entry.node != node:
+                return f"its filter decision is node {entry.node}, not {node}"
+            node_entry = self.nodes.get(node)
+            if node_entry is None:
+                return f"node {node} is not registered"
+            for c in entry.charges:
+                dev = next((d for d in node_entry.families.get(c.family, ()) if d.id == c.device), None)
+                if dev is None:
+                    return f"device {c.device} ({c.family}) is not registered on node {node}"
+                for what, used, total, unit in (
+                    ("slots", dev.used, dev.count, ""),
+                    ("memory", dev.usedmem, dev.totalmem, " MiB"),
+                    ("cores", dev.usedcores, dev.totalcore, "%"),
+                ):
+                    if used > total and not _fault_ignores(what):
+                        return (
+                            f"device {c.device} on node {node} would be over-committed: "
+                            f"{what} {used}/{total}{unit}"
+                        )
+            return None
 
     def _put(self, entry: PodEntry) -> None:
         self.remove_pod(entry.uid)
@@ -326,41 +418,10 @@ class UsageCache:
     def pod(self, uid: str) -> PodEntry | None:
         with self._lock:
             return self.pods.get(uid)
-    def check_bind(self, uid: str, node: str) -> str | None:
-        """Why binding pod ``uid`` to ``node`` must be refused, or None when its decision still fits.
-
-        The pod's own decision must be counted on ``node``, and every device it charges must be
-        within capacity with everything else counted there (slots, memory and cores).
-        """
-        with self._lock:
-            entry = self.pods.get(uid)
-            if entry is None:
-                return "it has no filter decision (it was not filtered, or its decision was withdrawn)"
-            if entry.node != node:
-                return f"its filter decision is node {entry.node}, not {node}"
-            node_entry = self.nodes.get(node)
-            if node_entry is None:
-                return f"node {node} is not registered"
-            for c in entry.charges:
-                dev = next((d for d in node_entry.families.get(c.family, ()) if d.id == c.device), None)
-                if dev is None:
-                    return f"device {c.device} ({c.family}) is not registered on node {node}"
-                for what, used, total, unit in (
-                    ("slots", dev.used, dev.count, ""),
-                    ("memory", dev.usedmem, dev.totalmem, " MiB"),
-                    ("cores", dev.usedcores, dev.totalcore, "%"),
-                ):
-                    if used > total and not _fault_ignores(what):
-                        return (
-                            f"device {c.device} on node {node} would be over-committed: "
-                            f"{what} {used}/{total}{unit}"
-                        )
-            return None
-
 
 
 def _fault_ignores(what: str) -> bool:
-    """The scheduler faults that stop the bind-time re-check from seeing an over-commit (hami_stack/faults)."""
+    """Scheduler faults that stop the bind-time re-check from seeing an over-commit (hami_stack/faults)."""
     if what == "slots":
         return faults.on("scheduler-ignores-slot-count")
     if what == "memory":

@@ -46,6 +46,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--http_bind", default="127.0.0.1:8080", help="address of the extender's HTTP(S) server")
     p.add_argument("--cert_file", default="", help="TLS certificate; with --key_file the server is HTTPS")
     p.add_argument("--key_file", default="", help="TLS private key")
+    p.add_argument(
+        "--client-ca-file",
+        default="",
+        help="CA that signs the kube-scheduler's client certificate: /filter and /bind then answer 403 "
+        "to any caller without a certificate verified by it (mutual TLS; needs --cert_file/--key_file). "
+        "/webhook and /healthz stay reachable without a client certificate",
+    )
+    p.add_argument(
+        "--client-cn",
+        default="",
+        help="with --client-ca-file: the client certificate's subject CN must be exactly this "
+        "(default: empty = any certificate signed by the client CA)",
+    )
+    p.add_argument(
+        "--allow-unauthenticated-extender",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="without --client-ca-file, let ANY caller use /filter and /bind (which patch pods and bind "
+        "them). For local development only; without this flag and without --client-ca-file both "
+        "routes answer 403 (fail closed)",
+    )
     p.add_argument("--scheduler-name", default="", help="schedulerName the webhook writes into pods")
     p.add_argument("--device-config-file", default="", help="device-config.yaml")
     p.add_argument("--metrics-bind-address", default=":9395", help="address of the metrics server")
@@ -70,6 +93,9 @@ def service_config(ns: argparse.Namespace) -> ServiceConfig:
         cert_file=ns.cert_file,
         key_file=ns.key_file,
         metrics_bind=ns.metrics_bind_address,
+        client_ca_file=ns.client_ca_file,
+        client_cn=ns.client_cn,
+        allow_unauthenticated=ns.allow_unauthenticated_extender,
         legacy_metrics=ns.legacy_metrics,
         leader_elect=ns.leader_elect,
         lease_name=ns.leader_elect_resource_name,
@@ -113,6 +139,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..devices.config import DeviceConfig
 
     families = build_families(config or DeviceConfig())
+    service = service_config(ns)
+    try:
+        service.check()
+    except ValueError as e:
+        log.error("%s", e)
+        return 2
     kube = Kube.from_config(ns.kubeconfig or None, user_agent="hami-scheduler")
-    asyncio.run(_serve(SchedulerService(kube, families, service_config(ns))))
+    asyncio.run(_serve(SchedulerService(kube, families, service)))
     return 0

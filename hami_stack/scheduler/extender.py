@@ -1,6 +1,8 @@
 """``/filter`` and ``/bind`` (sections 4.1, 4.3, 5.1): decisions against the usage cache, then the writes.
 
-Filter (nodeCacheCapable path, ``NodeNames`` given): under the cache lock, drop the pod's own
+Filter (nodeCacheCapable path, ``NodeNames`` given): first the pod named in the request must be the
+pod being scheduled (it exists in the apiserver with that UID, unbound, not terminating, for this
+scheduler name), else the answer is ``Error`` and nothing is written. Under the cache lock, drop the pod's own
 earlier allocation, fit every candidate (memoised per node generation and pod signature), pick
 the best node and *reserve* the decision under the pod UID, so a concurrent filter for another
 pod already sees it. Then, outside the lock, merge-patch the pod (``hami.io/vgpu-node`` label and
@@ -9,10 +11,12 @@ annotation, ``hami.io/vgpu-time``, each family's to-allocate/allocated value,
 the reservation and answers ``Error``. Full ``Nodes`` in the request is the simulation path
 (cluster-autoscaler): devices come from those Node objects, nothing is written or reserved.
 
-Bind: lock the node for every lock-using family the pod asks (sorted by common word; PodGroup
-members retry contention every 100 ms up to ``node_lock_retry``), patch ``bind-phase``/``bind-time``,
-create the Binding. Any failure releases the lock and the reservation and answers ``Error``.
-Both answer HTTP 200; events go out in the background.
+Bind: read the pod from the apiserver; refuse a bound, foreign, terminating or undecided pod (see
+:meth:`Extender.bind`); lock the node for the lock-using families (PodGroup members retry contention
+every 100 ms up to ``node_lock_retry``); re-check under that lock that the decision still fits the
+current usage; patch ``bind-phase``/``bind-time``; create the Binding. A failure releases the lock;
+an unbound pod's decision is then withdrawn (cache and annotations), a bound pod keeps counting.
+Both answer HTTP 200 (the server answers 4xx for malformed bodies); events go out in the background.
 """
 
 from __future__ import annotations
@@ -26,15 +30,15 @@ from typing import Any
 
 from kubeclient.client import ApiError, Kube
 
+from .. import faults
 from ..devices.base import DeviceFamily, DeviceUsage
 from ..protocol import annotations as ann
 from ..protocol import events as ev
 from ..protocol.errors import ProtocolError
-from .. import faults
 from ..protocol.nodelock import DEFAULT_TIMEOUT, NodeLockContention
 from ..protocol.policy import BINPACK, SPREAD
 from . import nodelock
-from .cache import UsageCache, apply_charges
+from .cache import UsageCache, apply_charges, pod_charges, resource_version, same_charges
 from .decide import FilterOutcome, NodeFit, PodPlan, choose, fit_node, plan_pod
 from .quota import QuotaCache
 from .recorder import EventRecorder
@@ -98,6 +102,10 @@ class Extender:
         names = args.node_names or []
         meta = pod.get("metadata") or {}
         uid = meta.get("uid", "")
+        # only the pod being scheduled is ever patched: it must exist with this UID, unbound
+        live, problem = self._schedulable(pod)
+        if problem:
+            return filter_result(error=problem)
         with self.cache.lock:
             self.cache.remove_pod(uid)  # a re-scheduled pod no longer holds its old decision
             outcome = self._decide(pod, plan, names)
@@ -107,10 +115,13 @@ class Extender:
         if outcome.best is None:
             for message in outcome.failure_messages():  # one event per reason, as HAMi
                 self._event(pod, "Warning", ev.FILTERING_FAILED, message)
+            if live is not None and _carries_decision(live):
+                self._withdraw(live)  # an earlier decision must not keep counting, nor stay on the pod
             return filter_result(node_names=None, failed=outcome.failed)
         best = outcome.best
         try:
-            self._patch_decision(pod, plan, best, outcome.fits[best])
+            patched = self._patch_decision(pod, plan, best, outcome.fits[best], live)
+            self.cache.confirm(uid, resource_version(patched) if patched else None)
         except ApiError as e:
             self.cache.remove_pod(uid)
             self._event(pod, "Warning", ev.FILTERING_FAILED, f"patch pod annotations failed: {e}")
@@ -150,7 +161,42 @@ class Extender:
                 failed_types[name] = result.reason_types
         return choose(fits, failed, failed_types, plan.node_policy)
 
-    def _patch_decision(self, pod: Obj, plan: PodPlan, node: str, fit: NodeFit) -> None:
+    def _schedulable(self, pod: Obj) -> tuple[Obj | None, str]:
+        """The apiserver's copy of the pod /filter was asked about, or why it must not be patched.
+
+        Without any apiserver (decision-only use in tests and the benchmark) there is nothing to
+        patch and the request's pod is taken as it is.
+        """
+        if self.kube is None and self._pod_getter is None:
+            return None, ""
+        meta = pod.get("metadata") or {}
+        ns, name, uid = meta.get("namespace") or "default", meta.get("name") or "", meta.get("uid") or ""
+        try:
+            live = self._live_pod(ns, name)
+        except (ApiError, OSError) as e:
+            return None, f"get pod {ns}/{name}: {e}"
+        if live is None:
+            return None, f"pod {ns}/{name} does not exist; nothing was patched"
+        problem = self._not_schedulable(live, uid)
+        return (None, problem) if problem else (live, "")
+
+    def _not_schedulable(self, live: Obj, uid: str) -> str:
+        meta, spec = live.get("metadata") or {}, live.get("spec") or {}
+        ns, name = meta.get("namespace") or "default", meta.get("name") or ""
+        if uid != (meta.get("uid") or ""):
+            return f"pod {ns}/{name} has UID {meta.get('uid')!r} in the apiserver, the request names {uid!r}"
+        if spec.get("nodeName"):
+            return f"pod {ns}/{name} is already bound to node {spec['nodeName']}"
+        if meta.get("deletionTimestamp"):
+            return f"pod {ns}/{name} is terminating"
+        want = self.options.scheduler_name
+        if want and spec.get("schedulerName") != want:
+            return f"pod {ns}/{name} has schedulerName {spec.get('schedulerName')!r}, not {want!r}"
+        return ""
+
+    def _patch_decision(
+        self, pod: Obj, plan: PodPlan, node: str, fit: NodeFit, live: Obj | None
+    ) -> Obj | None:
         annotations: dict[str, str] = {
             ann.VGPU_NODE: node,
             ann.VGPU_TIME: str(int(time.time())),
@@ -159,13 +205,27 @@ class Extender:
         for family, _ in plan.requests:
             annotations.update(family.pod_annotations(fit.devices[family.common_word]))
         if self.kube is None:
-            return
+            return None
         meta = pod.get("metadata") or {}
-        self.kube.patch(
-            f"/api/v1/namespaces/{meta.get('namespace')}/pods/{meta.get('name')}",
-            {"metadata": {"labels": {ann.VGPU_NODE: node}, "annotations": annotations}},
-            "merge",
-        )
+        path = f"/api/v1/namespaces/{meta.get('namespace') or 'default'}/pods/{meta.get('name')}"
+        for attempt in range(3):
+            body: Obj = {"labels": {ann.VGPU_NODE: node}, "annotations": annotations}
+            if live is not None:
+                # precondition: the very pod that was checked (not bound, not replaced) in the meantime
+                body["resourceVersion"] = (live.get("metadata") or {}).get("resourceVersion")
+            try:
+                patched: Obj = self.kube.patch(path, {"metadata": body}, "merge")
+                return patched
+            except ApiError as e:
+                if e.status != 409 or live is None or attempt == 2:
+                    raise
+            fresh = self._live_pod(meta.get("namespace") or "default", meta.get("name") or "")
+            uid = meta.get("uid") or ""
+            problem = "pod was deleted" if fresh is None else self._not_schedulable(fresh, uid)
+            if problem:
+                raise ApiError(409, None, problem)
+            live = fresh
+        return None
 
     def _simulate(self, pod: Obj, plan: PodPlan, nodes: list[Obj]) -> Obj:
         by_name = {(n.get("metadata") or {}).get("name", ""): n for n in nodes}
@@ -203,19 +263,51 @@ class Extender:
 
     # --- bind ------------------------------------------------------------------------------
     def bind(self, args: BindArgs) -> Obj:
-        ns, name, node = args.pod_namespace, args.pod_name, args.node
-        pod = self._get_pod(ns, name)
+        """Bind after re-checking, under the node lock, that the pod's filter decision still fits.
+
+        Refused (answer ``Error``, ``BindingFailed`` event): a pod that does not exist or has another
+        UID, one already bound (its usage keeps counting: the apiserver's word wins over this call),
+        a terminating pod or one for another scheduler, a device pod without a filter decision for
+        this node or whose annotations no longer match it, and a decision that would over-commit a
+        device. After any failure an *unbound* pod's decision is withdrawn from the cache and from
+        the pod (label, allocation annotations, bind-phase); a bound pod is never forgotten.
+        """
+        ns, name, node = args.pod_namespace or "default", args.pod_name, args.node
+        try:
+            pod = self._live_pod(ns, name)
+        except (ApiError, OSError) as e:
+            return bind_result(f"get pod {ns}/{name}: {e}")
         if pod is None:
             return bind_result(f"pod {ns}/{name} not found")
-        uid = args.pod_uid or (pod.get("metadata") or {}).get("uid", "")
+        meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+        uid = meta.get("uid") or args.pod_uid
+        if args.pod_uid and meta.get("uid") and args.pod_uid != meta["uid"]:
+            msg = f"pod {ns}/{name} has UID {meta['uid']}, the binding names {args.pod_uid}"
+            return self._bind_failed(pod, msg, withdraw=False)
+        if spec.get("nodeName"):
+            self.cache.on_pod("MODIFIED", pod)  # bound: it counts, whatever this call asked
+            return self._bind_failed(
+                pod, f"pod {ns}/{name} is already bound to node {spec['nodeName']}", withdraw=False
+            )
+        problem = self._not_schedulable(pod, meta.get("uid") or "")
+        if problem:
+            return self._bind_failed(pod, problem)
+        try:
+            needs_devices = not plan_pod(
+                pod, self.families, self.options.node_policy, self.options.gpu_policy
+            ).empty
+        except ProtocolError as e:
+            return self._bind_failed(pod, f"pod {ns}/{name}: {e}")
         if node not in self.cache.nodes:
-            msg = f"node {node} not found in the scheduler's node cache"
-            self._event(pod, "Warning", ev.BINDING_FAILED, msg)
-            self.cache.release(uid)
-            return bind_result(msg)
+            return self._bind_failed(pod, f"node {node} not found in the scheduler's node cache")
+        if needs_devices:
+            problem = self._decision_problem(pod, uid, node)
+            if problem:
+                return self._bind_failed(pod, f"pod {ns}/{name} cannot be bound to node {node}: {problem}")
         locked = False
         try:
-            if any(family.needs_lock(pod) for family in self.families) and not faults.on("nodelock-not-taken"):
+            needs_lock = any(family.needs_lock(pod) for family in self.families)
+            if needs_lock and not faults.on("nodelock-not-taken"):
                 self._lock_node(pod, node)
                 locked = True
             if needs_devices:
@@ -234,12 +326,89 @@ class Extender:
                     nodelock.release(self._kube(), node, ns, name)
                 except (nodelock.LockError, ApiError, OSError) as re:
                     log.warning("release lock on %s: %s", node, re)
-            self.cache.release(uid)
+            self._after_failed_bind(ns, name, uid)
             self._event(pod, "Warning", ev.BINDING_FAILED, msg)
             return bind_result(msg)
         self.bind_count += 1
         self._event(pod, "Normal", ev.BINDING_SUCCEED, ev.binding_success_message(node, ns, name))
         return bind_result()
+
+    def _decision_problem(self, pod: Obj, uid: str, node: str) -> str:
+        """Why the pod's counted decision is not the one its annotations (what the plugin reads) hold."""
+        entry = self.cache.pod(uid)
+        if entry is None:
+            return "it has no filter decision (it was not filtered, or its decision was withdrawn)"
+        if entry.node != node:
+            return f"its filter decision is node {entry.node}, not {node}"
+        annotations = (pod.get("metadata") or {}).get("annotations") or {}
+        if annotations.get(ann.VGPU_NODE) != node:
+            return f"its {ann.VGPU_NODE} annotation is {annotations.get(ann.VGPU_NODE)!r}, not {node!r}"
+        charges = pod_charges(pod, self.families)
+        if charges is None or not same_charges(charges, entry.charges):
+            return "its allocation annotations differ from the filter decision"
+        return ""
+
+    def _bind_failed(self, pod: Obj, msg: str, *, withdraw: bool = True) -> Obj:
+        meta = pod.get("metadata") or {}
+        log.warning("bind %s/%s refused: %s", meta.get("namespace"), meta.get("name"), msg)
+        if withdraw:
+            self._withdraw(pod)
+        self._event(pod, "Warning", ev.BINDING_FAILED, msg)
+        return bind_result(msg)
+
+    def _after_failed_bind(self, ns: str, name: str, uid: str) -> None:
+        """Reconcile with the apiserver: a bound pod keeps counting, an unbound one is withdrawn."""
+        try:
+            fresh = self._live_pod(ns, name)
+        except (ApiError, OSError) as e:
+            log.warning("pod %s/%s after a failed bind: %s; its usage keeps counting", ns, name, e)
+            return
+        if fresh is None or (fresh.get("metadata") or {}).get("uid") != uid:
+            self.cache.remove_pod(uid)  # deleted (or replaced): it holds nothing any more
+            return
+        if (fresh.get("spec") or {}).get("nodeName"):
+            self.cache.on_pod("MODIFIED", fresh)  # bound after all (a concurrent or earlier bind)
+            return
+        self._withdraw(fresh)
+
+    def _withdraw(self, pod: Obj) -> None:
+        """Forget an *unbound* pod's decision and remove it from the pod, so nothing stale remains."""
+        meta = pod.get("metadata") or {}
+        ns, name, uid = meta.get("namespace") or "default", meta.get("name") or "", meta.get("uid") or ""
+        if (pod.get("spec") or {}).get("nodeName"):
+            return
+        self.cache.release(uid)
+        if self.kube is None or not _carries_decision(pod):
+            return
+        path = f"/api/v1/namespaces/{ns}/pods/{name}"
+        current = pod
+        for _ in range(3):
+            cmeta = current.get("metadata") or {}
+            annotations = cmeta.get("annotations") or {}
+            drop: dict[str, None] = {k: None for k in annotations if ann.is_scheduler_owned(k)}
+            patch: Obj = {"annotations": drop, "resourceVersion": cmeta.get("resourceVersion")}
+            if ann.VGPU_NODE in (cmeta.get("labels") or {}):
+                patch["labels"] = {ann.VGPU_NODE: None}
+            try:
+                self.kube.patch(path, {"metadata": patch}, "merge")
+                return
+            except ApiError as e:
+                if e.status == 404:
+                    return
+                if e.status != 409:
+                    log.warning("remove the withdrawn decision from %s/%s: %s", ns, name, e)
+                    return
+            try:  # changed meanwhile: clean only while it is still this pod and still unbound
+                fresh = self._live_pod(ns, name)
+            except (ApiError, OSError) as e:
+                log.warning("remove the withdrawn decision from %s/%s: %s", ns, name, e)
+                return
+            if fresh is None or (fresh.get("metadata") or {}).get("uid") != uid:
+                return
+            if (fresh.get("spec") or {}).get("nodeName"):
+                self.cache.on_pod("MODIFIED", fresh)
+                return
+            current = fresh
 
     def _lock_node(self, pod: Obj, node: str) -> None:
         meta = pod.get("metadata") or {}
@@ -247,6 +416,10 @@ class Extender:
         deadline = time.monotonic() + (self.options.node_lock_retry if _in_pod_group(pod) else 0)
         while True:
             try:
+                if faults.on("nodelock-never-expires"):  # a lock is held forever, even by a gone pod
+                    nodelock.acquire(self._kube(), node, ns, name, lambda _ns, _n: True,
+                                     timeout=dt.timedelta(days=3650))
+                    return
                 nodelock.acquire(
                     self._kube(), node, ns, name, self._holder_exists, timeout=self.options.node_lock_timeout
                 )
@@ -287,6 +460,18 @@ class Extender:
             raise OSError("no Kubernetes client configured")
         return self.kube
 
+    def _live_pod(self, ns: str, name: str) -> Obj | None:
+        """The pod as the apiserver holds it now (the informer's copy only without a client)."""
+        if self.kube is None:
+            return self._pod_getter(ns, name) if self._pod_getter is not None else None
+        try:
+            pod: Obj = self.kube.get(f"/api/v1/namespaces/{ns}/pods/{name}")
+            return pod
+        except ApiError as e:
+            if e.status == 404:
+                return None
+            raise
+
     def _get_pod(self, ns: str, name: str) -> Obj | None:
         if self._pod_getter is not None:
             pod = self._pod_getter(ns, name)
@@ -308,6 +493,10 @@ class Extender:
             return True  # unknown: do not steal the lock
 
     def _event(self, pod: Obj, etype: str, reason: str, message: str) -> None:
+        if reason == ev.FILTERING_FAILED and faults.on("scheduler-no-failure-events"):
+            return
+        if reason in (ev.FILTERING_SUCCEED, ev.BINDING_SUCCEED) and faults.on("scheduler-no-success-events"):
+            return
         if self.recorder is not None:
             self.recorder.pod_event(pod, etype, reason, message)
 
@@ -316,15 +505,18 @@ class Extender:
         return self.quotas.pod_fits(pod)
 
 
+class _Refused(Exception):
+    """A bind refused by the extender's own checks."""
+
+
+def _carries_decision(pod: Obj) -> bool:
+    meta = pod.get("metadata") or {}
+    return ann.VGPU_NODE in (meta.get("labels") or {}) or any(
+        ann.is_scheduler_owned(k) for k in meta.get("annotations") or {}
+    )
+
+
 def _in_pod_group(pod: Obj) -> bool:
     labels = (pod.get("metadata") or {}).get("labels") or {}
     group = ((pod.get("spec") or {}).get("schedulingGroup") or {}).get("podGroupName")
     return bool(labels.get(ann.POD_GROUP_LABEL) or group)
-                if faults.on("nodelock-never-expires"):  # a lock is held forever, even by a gone pod
-                    nodelock.acquire(self._kube(), node, ns, name, lambda _ns, _n: True,
-                                     timeout=dt.timedelta(days=3650))
-                    return
-        if reason == ev.FILTERING_FAILED and faults.on("scheduler-no-failure-events"):
-            return
-        if reason in (ev.FILTERING_SUCCEED, ev.BINDING_SUCCEED) and faults.on("scheduler-no-success-events"):
-            return

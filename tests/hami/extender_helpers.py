@@ -123,10 +123,19 @@ def filt(ext: Extender, pod: dict[str, Any], nodes: list[str]) -> dict[str, Any]
     return ext.filter(FilterArgs(pod, None, nodes))
 
 
-class RunningService:
-    """A :class:`SchedulerService` on loopback HTTPS (CA from ``testbed.pki``), on its own loop thread."""
+CLIENT_CN = "hami-scheduler-extender-client"
 
-    def __init__(self, kube: Any, tmp: Any, **config: Any) -> None:
+
+class RunningService:
+    """A :class:`SchedulerService` on loopback HTTPS (CA from ``testbed.pki``), on its own loop thread.
+
+    Mutual TLS as the chart sets it up: the service trusts ``ca`` for client certificates with CN
+    ``hami-scheduler-extender-client``; :meth:`post`/:meth:`get` present such a certificate
+    (``client_tls`` is the context, ``client_cert``/``client_key`` its files for a scheduler config).
+    ``mtls=False`` runs it without a client CA (then pass ``allow_unauthenticated`` as needed).
+    """
+
+    def __init__(self, kube: Any, tmp: Any, *, mtls: bool = True, **config: Any) -> None:
         import asyncio
         import ssl
         import threading
@@ -134,9 +143,17 @@ class RunningService:
         from hami_stack.scheduler.server import SchedulerService, ServiceConfig
         from testbed import pki
 
+        self.tmp = tmp
         self.ca = pki.make_ca()
         cert = pki.make_serving_cert(self.ca, "hami-scheduler", ["127.0.0.1"])
         cert.write(tmp / "tls.crt", tmp / "tls.key")
+        (tmp / "ca.crt").write_bytes(self.ca.cert_pem)
+        client = pki.make_serving_cert(self.ca, CLIENT_CN, [], client=True)
+        self.client_cert, self.client_key = tmp / "client.crt", tmp / "client.key"
+        client.write(self.client_cert, self.client_key)
+        if mtls:
+            config.setdefault("client_ca_file", str(tmp / "ca.crt"))
+            config.setdefault("client_cn", CLIENT_CN)
         cfg = ServiceConfig(
             http_bind="127.0.0.1:0",
             cert_file=str(tmp / "tls.crt"),
@@ -151,14 +168,18 @@ class RunningService:
         self._thread.start()
         self.service.start_background()
         self.port = asyncio.run_coroutine_threadsafe(self.service.start_http(), self.loop).result(10)
+        self.ssl_anonymous = ssl.create_default_context(cadata=self.ca.cert_pem.decode())
         self.ssl = ssl.create_default_context(cadata=self.ca.cert_pem.decode())
+        self.ssl.load_cert_chain(str(self.client_cert), str(self.client_key))
 
-    def post(self, path: str, body: Any, raw: bytes | None = None) -> tuple[int, Any]:
+    def post(
+        self, path: str, body: Any, raw: bytes | None = None, context: Any = None
+    ) -> tuple[int, Any]:
         import http.client
 
         import orjson
 
-        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ssl, timeout=30)
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=context or self.ssl, timeout=30)
         try:
             conn.request(
                 "POST",
@@ -168,7 +189,8 @@ class RunningService:
             )
             resp = conn.getresponse()
             data = resp.read()
-            return resp.status, (orjson.loads(data) if data and resp.status == 200 else data)
+            is_json = resp.getheader("Content-Type", "").startswith("application/json")
+            return resp.status, (orjson.loads(data) if data and is_json else data)
         finally:
             conn.close()
 

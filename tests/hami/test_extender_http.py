@@ -104,6 +104,10 @@ def test_filter_then_bind_over_https(svc: RunningService, kube: Kube) -> None:
     res = _bind(svc, other, node)
     assert res["Error"] == f"node {node} has been locked within 5m0s: node lock contention"
     assert svc.service.cache.pod(other["metadata"]["uid"]) is None
+    # ...and the unbound pod no longer carries the withdrawn decision
+    left = _pod_get(kube, "web-2")["metadata"]
+    assert not [k for k in left.get("annotations") or {} if ann.is_scheduler_owned(k)]
+    assert ann.VGPU_NODE not in (left.get("labels") or {})
     assert wait_for(lambda: events(kube, "web-2", "BindingFailed"))
     assert kube.get(f"/api/v1/nodes/{node}")["metadata"]["annotations"][ann.NODE_LOCK].endswith(
         ",default,web-1"
@@ -116,7 +120,7 @@ def test_lowercase_keys_and_bad_bodies(svc: RunningService, kube: Kube) -> None:
     status, res = svc.post("/filter", {"pod": pod, "nodenames": ["h2"]})
     assert status == 200 and res["NodeNames"] == ["h2"]
     status, res = svc.post("/filter", None, raw=b"{not json")
-    assert status == 200 and res["Error"].startswith("decode ExtenderArgs")
+    assert status == 400 and res["Error"].startswith("decode ExtenderArgs")
     status, res = svc.post("/bind", {"podname": "missing", "podnamespace": "default", "node": "h2"})
     assert res == {"Error": "pod default/missing not found"}
     status, _ = svc.post("/filter", None, raw=b"x" * ((1 << 20) + 10))
@@ -127,9 +131,13 @@ def test_over_commit_gets_filtering_failed(svc: RunningService, kube: Kube) -> N
     pod = api_pod(kube, "huge", gpu_limits(3, mem=1000))
     res = _filter(svc, pod, ["h1", "h2"])
     assert res["NodeNames"] is None
-    assert res["FailedNodes"] == {"h1": "3/2 NodeInsufficientDevice", "h2": "3/2 NodeInsufficientDevice"}
-    msg = wait_for(lambda: events(kube, "huge", "FilteringFailed"))[0]["message"]
-    assert msg == "no available node, 2 nodes do not meet; 2 nodes NodeInsufficientDevice(h1,h2)"
+    # more GPUs than a node has: a bare NodeInsufficientDevice, as upstream (checked before the fit)
+    assert res["FailedNodes"] == {"h1": "NodeInsufficientDevice", "h2": "NodeInsufficientDevice"}
+    # FilteringFailed events: one per reason (decide.py's part), then this summary
+    assert wait_for(
+        lambda: "no available node, 2 nodes do not meet"
+        in {e["message"] for e in events(kube, "huge", "FilteringFailed")}
+    )
 
 
 def test_lock_expiry_and_dangling_holder(svc: RunningService, kube: Kube) -> None:
