@@ -1,0 +1,168 @@
+"""What several suites share: holding pods, finding an idle GPU, expecting a filter failure.
+
+Not a test module (pytest collects ``test_*.py`` only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from conformance import contract as C
+from conformance.cases import violated
+from conformance.kube import (
+    ContainerSpec,
+    Pod,
+    Workloads,
+    gpu_nodes,
+    pod_manifest,
+    poll,
+    registered_devices,
+)
+
+# A probe that touches nothing and stays Running: its allocation counts on the GPU while it lives.
+HOLD = ["--alloc-mib", "0", "--kernel-seconds", "0", "--hold-seconds", "180"]
+QUICK = ["--alloc-mib", "0", "--kernel-seconds", "0"]
+MIB = 1 << 20
+LIVE_PHASES = ("Pending", "Running")
+
+
+@dataclass(frozen=True)
+class Gpu:
+    node: str
+    uuid: str
+    devmem: int  # MiB
+    devcore: int
+    count: int  # split slots
+    type: str
+
+
+def all_gpus(kube: Any) -> list[Gpu]:
+    out = []
+    for n in gpu_nodes(kube):
+        for d in registered_devices(n):
+            out.append(Gpu(n["metadata"]["name"], d.id, d.devmem, d.devcore, d.count, d.type))
+    return sorted(out, key=lambda g: (g.node, g.uuid))
+
+
+def _busy_uuids(kube: Any) -> set[str]:
+    """GPUs some live pod (anywhere in the cluster) holds an allocation on."""
+    busy: set[str] = set()
+    for pod in kube.get("/api/v1/pods").get("items") or []:
+        if (pod.get("status") or {}).get("phase") not in LIVE_PHASES:
+            continue
+        value = ((pod.get("metadata") or {}).get("annotations") or {}).get(C.NVIDIA_ALLOCATED)
+        if not value:
+            continue
+        try:
+            for seg in C.decode_assignment(value):
+                busy.update(d.uuid for d in seg)
+        except C.ContractError:
+            continue
+    return busy
+
+
+def idle_gpu(kube: Any, *, node: str | None = None, timeout: float = 90) -> Gpu:
+    """A GPU no live pod holds (earlier cases' namespaces may still be going away: wait for one).
+
+    Capacity cases fill one GPU and must start from an empty one, or leftovers decide the outcome."""
+
+    def pick(busy: set[str]) -> Gpu | None:
+        for g in reversed(all_gpus(kube)):
+            if g.uuid not in busy and (node is None or g.node == node):
+                return g
+        return None
+
+    busy = poll(
+        f"an NVIDIA GPU{' on ' + node if node else ''} that no live pod holds",
+        lambda: _busy_uuids(kube),
+        lambda b: pick(b) is not None,
+        timeout,
+        interval=1,
+        describe=lambda b: f"busy GPUs {sorted(b or ())}",
+    )
+    gpu = pick(busy)
+    assert gpu is not None
+    return gpu
+
+
+def idle_node_gpus(kube: Any, node: str, timeout: float = 90) -> None:
+    """Wait until no live pod holds any GPU of ``node``."""
+    uuids = {g.uuid for g in all_gpus(kube) if g.node == node}
+    poll(
+        f"no live GPU pod on node {node}",
+        lambda: _busy_uuids(kube) & uuids,
+        lambda busy: not busy,
+        timeout,
+        interval=1,
+        describe=lambda b: f"busy GPUs of {node}: {sorted(b or ())}",
+    )
+
+
+def on_gpu(
+    name: str,
+    uuid: str,
+    *,
+    mem: int | None = None,
+    cores: int | None = None,
+    mem_pct: int | None = None,
+    gpus: int = 1,
+    containers: int = 1,
+    args: list[str] | None = None,
+    annotations: dict[str, str] | None = None,
+) -> Pod:
+    """A pod pinned to one GPU by ``nvidia.com/use-gpuuuid`` (no nodeSelector), holding by default."""
+    specs = [
+        ContainerSpec(
+            name="main" if i == 0 else f"c{i}",
+            gpus=gpus,
+            mem=mem,
+            cores=cores,
+            mem_pct=mem_pct,
+            args=list(args if args is not None else HOLD),
+        )
+        for i in range(containers)
+    ]
+    return pod_manifest(name, specs, annotations={C.USE_GPUUUID: uuid, **(annotations or {})})
+
+
+def expect_filter_failure(w: Workloads, name: str, reason: str, rule_id: str) -> dict[str, Any]:
+    """The pod gets a FilteringFailed event naming ``reason`` and stays unbound."""
+    ev = w.wait_event(name, C.FILTERING_FAILED)
+    msgs = [e.get("message") or "" for e in w.events(name) if e.get("reason") == C.FILTERING_FAILED]
+    assert any(reason in m for m in msgs), violated(
+        rule_id, f"FilteringFailed messages {msgs!r} do not name {reason}"
+    )
+    pod = w.get(name)
+    assert not pod["spec"].get("nodeName"), violated(
+        rule_id, f"pod {name} was bound to {pod['spec'].get('nodeName')} although it does not fit"
+    )
+    return ev
+
+
+def expect_bound_to(w: Workloads, name: str, uuid: str, rule_id: str) -> Pod:
+    """The pod is bound and every device of its assignment is ``uuid``."""
+    pod = w.wait_scheduled(name)
+    value = (pod["metadata"].get("annotations") or {}).get(C.NVIDIA_ALLOCATED, "")
+    got = {d.uuid for seg in C.decode_assignment(value) for d in seg} if value else set()
+    assert got == {uuid}, violated(rule_id, f"pod {name} was assigned {sorted(got)} ({value!r}), want {uuid}")
+    return pod
+
+
+def probe_limit_mib(doc: dict[str, Any], index: int = 0) -> int | None:
+    """The container's CUDA_DEVICE_MEMORY_LIMIT_<index> in MiB (``<n>m``), None when unset."""
+    value = (doc.get("env") or {}).get(f"CUDA_DEVICE_MEMORY_LIMIT_{index}")
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    factor = {"g": 1024, "m": 1, "k": 1 / 1024}.get(text[-1:], 1 / MIB)
+    digits = text[:-1] if text[-1:] in "gmk" else text
+    return int(int(digits) * factor)
+
+
+def cuda_devices(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return list((doc.get("cuda") or {}).get("devices") or [])
+
+
+def nvml_devices(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return list((doc.get("nvml") or {}).get("devices") or [])
