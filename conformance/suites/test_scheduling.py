@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,7 +18,17 @@ from conformance.kube import (
     gpu_nodes,
     gpu_pod,
     pod_manifest,
+    poll,
     registered_devices,
+)
+from conformance.suites.common import (
+    HOLD,
+    all_gpus,
+    expect_bound_to,
+    expect_filter_failure,
+    idle_gpu,
+    idle_node_gpus,
+    on_gpu,
 )
 
 pytestmark = [pytest.mark.nvidia, pytest.mark.scheduling]
@@ -224,3 +237,380 @@ def test_quota(workloads: Workloads, kube: Any) -> None:
         assert C.DENY_QUOTA in str(err), violated("SCHED-QUOTA-1", f"denied, but with {str(err)!r}")
         return
     _expect_filter_failure(workloads, "overquota", "ResourceQuotaNotFit", "SCHED-QUOTA-1")
+
+
+# --- against what is already allocated ------------------------------------------------------------
+# Each capacity case starts from a GPU no live pod holds and pins its pods to it with
+# nvidia.com/use-gpuuuid (never a nodeSelector), so what decides is the usage HAMi tracks.
+# --- memory -----------------------------------------------------------------------------------------
+@rule(
+    "SCHED-USEDMEM-1",
+    "A pod asking 1 MiB more than a GPU has left after another pod's allocation is refused there: "
+    "CardInsufficientMemory",
+)
+def test_memory_left_refused(workloads: Workloads, kube: Any) -> None:
+    gpu = idle_gpu(kube)
+    workloads.create(on_gpu("filler", gpu.uuid, mem=gpu.devmem - 1000))
+    expect_bound_to(workloads, "filler", gpu.uuid, "SCHED-USEDMEM-1")
+    workloads.create(on_gpu("over", gpu.uuid, mem=1001))
+    expect_filter_failure(workloads, "over", "CardInsufficientMemory", "SCHED-USEDMEM-1")
+
+
+@rule("SCHED-USEDMEM-2", "A pod asking exactly the memory a GPU has left is placed on it")
+def test_memory_left_exact_fit(workloads: Workloads, kube: Any) -> None:
+    gpu = idle_gpu(kube)
+    workloads.create(on_gpu("filler", gpu.uuid, mem=gpu.devmem - 1000))
+    expect_bound_to(workloads, "filler", gpu.uuid, "SCHED-USEDMEM-2")
+    workloads.create(on_gpu("exact", gpu.uuid, mem=1000))
+    expect_bound_to(workloads, "exact", gpu.uuid, "SCHED-USEDMEM-2")
+
+
+@rule(
+    "SCHED-USEDMEM-3",
+    "Memory of several pods on one GPU adds up: four quarter-GPU pods fill it, a fifth pod is refused",
+)
+def test_memory_sums_over_pods(workloads: Workloads, kube: Any) -> None:
+    gpu = idle_gpu(kube)
+    quarter = gpu.devmem // 4
+    for i in range(4):
+        workloads.create(on_gpu(f"q{i}", gpu.uuid, mem=quarter))
+        expect_bound_to(workloads, f"q{i}", gpu.uuid, "SCHED-USEDMEM-3")
+    workloads.create(on_gpu("fifth", gpu.uuid, mem=gpu.devmem - 4 * quarter + 100))
+    expect_filter_failure(workloads, "fifth", "CardInsufficientMemory", "SCHED-USEDMEM-3")
+
+
+@rule(
+    "SCHED-USEDMEM-4",
+    "Memory of a pod's containers on one GPU adds up: two containers of just over half a GPU each "
+    "do not fit on it",
+)
+def test_memory_sums_over_containers(workloads: Workloads, kube: Any) -> None:
+    gpu = idle_gpu(kube)
+    half = gpu.devmem // 2 + 1
+    workloads.create(on_gpu("halves", gpu.uuid, mem=half, containers=2))
+    expect_filter_failure(workloads, "halves", "CardInsufficientMemory", "SCHED-USEDMEM-4")
+
+
+@rule(
+    "SCHED-USEDMEM-5",
+    "nvidia.com/gpumem-percentage counts as used memory: a 60 % pod leaves no room for a second 60 % pod",
+)
+def test_memory_percentage_counts(workloads: Workloads, kube: Any) -> None:
+    gpu = idle_gpu(kube)
+    workloads.create(on_gpu("pct-a", gpu.uuid, mem_pct=60))
+    pod = expect_bound_to(workloads, "pct-a", gpu.uuid, "SCHED-USEDMEM-5")
+    mem = allocated(pod)[0][0].mem_mib
+    assert mem == gpu.devmem * 60 // 100, violated(
+        "SCHED-USEDMEM-5", f"60 % of {gpu.devmem} MiB was assigned as {mem} MiB"
+    )
+    workloads.create(on_gpu("pct-b", gpu.uuid, mem_pct=60))
+    expect_filter_failure(workloads, "pct-b", "CardInsufficientMemory", "SCHED-USEDMEM-5")
+
+
+# --- cores ------------------------------------------------------------------------------------------
+@rule(
+    "SCHED-USEDCORE-1",
+    "Cores of pods on one GPU add up: after 60 cores, 60 more are refused (CardInsufficientCore), 40 fit",
+)
+def test_cores_left(workloads: Workloads, kube: Any) -> None:
+    gpu = idle_gpu(kube)
+    workloads.create(on_gpu("c60", gpu.uuid, mem=1000, cores=60))
+    expect_bound_to(workloads, "c60", gpu.uuid, "SCHED-USEDCORE-1")
+    workloads.create(on_gpu("c60-more", gpu.uuid, mem=1000, cores=60))
+    expect_filter_failure(workloads, "c60-more", "CardInsufficientCore", "SCHED-USEDCORE-1")
+    workloads.create(on_gpu("c40", gpu.uuid, mem=1000, cores=40))
+    expect_bound_to(workloads, "c40", gpu.uuid, "SCHED-USEDCORE-1")
+
+
+@rule(
+    "SCHED-USEDCORE-2",
+    "Cores of a pod's containers on one GPU add up: two 60-core containers do not fit on one GPU",
+)
+def test_cores_sum_over_containers(workloads: Workloads, kube: Any) -> None:
+    gpu = idle_gpu(kube)
+    workloads.create(on_gpu("two60", gpu.uuid, mem=1000, cores=60, containers=2))
+    expect_filter_failure(workloads, "two60", "CardInsufficientCore", "SCHED-USEDCORE-2")
+
+
+@rule(
+    "SCHED-USEDCORE-3",
+    "A GPU whose cores are all allocated takes no pod without cores: CardComputeUnitsExhausted",
+)
+def test_cores_exhausted(workloads: Workloads, kube: Any) -> None:
+    gpu = idle_gpu(kube)
+    workloads.create(on_gpu("allcores", gpu.uuid, mem=1000, cores=100))
+    expect_bound_to(workloads, "allcores", gpu.uuid, "SCHED-USEDCORE-3")
+    workloads.create(on_gpu("coreless", gpu.uuid, mem=1000))
+    expect_filter_failure(workloads, "coreless", "CardComputeUnitsExhausted", "SCHED-USEDCORE-3")
+
+
+# --- slots ------------------------------------------------------------------------------------------
+@rule(
+    "SCHED-SLOTS-1",
+    "A GPU shared by as many pods as its registered split count takes no further pod: "
+    "CardTimeSlicingExhausted",
+)
+def test_slots_filled_by_pods(workloads: Workloads, kube: Any) -> None:
+    gpu = idle_gpu(kube)
+    for i in range(gpu.count):
+        workloads.create(on_gpu(f"s{i}", gpu.uuid, mem=100))
+    for i in range(gpu.count):
+        expect_bound_to(workloads, f"s{i}", gpu.uuid, "SCHED-SLOTS-1")
+    workloads.create(on_gpu("extra", gpu.uuid, mem=100))
+    expect_filter_failure(workloads, "extra", "CardTimeSlicingExhausted", "SCHED-SLOTS-1")
+
+
+@rule(
+    "SCHED-SLOTS-2",
+    "Each container takes a slot: a pod with split-count containers on one GPU fills it for the next pod",
+)
+def test_slots_filled_by_containers(workloads: Workloads, kube: Any) -> None:
+    gpu = idle_gpu(kube)
+    workloads.create(on_gpu("many", gpu.uuid, mem=100, containers=gpu.count))
+    expect_bound_to(workloads, "many", gpu.uuid, "SCHED-SLOTS-2")
+    workloads.create(on_gpu("extra", gpu.uuid, mem=100))
+    expect_filter_failure(workloads, "extra", "CardTimeSlicingExhausted", "SCHED-SLOTS-2")
+
+
+# --- node policy between two candidate nodes (no nodeSelector) ----------------------------------------
+def _two_idle_nodes(kube: Any, rule_id: str) -> list[str]:
+    """Two or more GPU nodes, with no live GPU pod left on any (so only this case's pods score them)."""
+    gpus = all_gpus(kube)
+    nodes = sorted({g.node for g in gpus})
+    assert len(nodes) >= 2, violated(rule_id, f"node policies need two GPU nodes; registered: {nodes}")
+    for node in nodes:
+        idle_node_gpus(kube, node)
+    return nodes
+
+
+@rule(
+    "SCHED-NODEPOLICY-1",
+    "hami.io/node-scheduler-policy binpack puts a second pod on the node the first one made busier, "
+    "with two candidate nodes",
+)
+def test_node_binpack(workloads: Workloads, kube: Any) -> None:
+    _two_idle_nodes(kube, "SCHED-NODEPOLICY-1")
+    ann = {C.NODE_POLICY: "binpack", C.GPU_POLICY: "spread"}
+    big = pod_manifest("big", [ContainerSpec(gpus=2, mem=20000, cores=50, args=HOLD)], annotations=ann)
+    workloads.create(big)
+    first = workloads.wait_scheduled("big")["spec"]["nodeName"]
+    workloads.create(pod_manifest("small", [ContainerSpec(gpus=1, mem=1000, args=HOLD)], annotations=ann))
+    second = workloads.wait_scheduled("small")["spec"]["nodeName"]
+    assert second == first, violated(
+        "SCHED-NODEPOLICY-1", f"binpack placed the first pod on {first} and the second on {second}"
+    )
+
+
+@rule(
+    "SCHED-NODEPOLICY-2",
+    "hami.io/node-scheduler-policy spread puts a second pod on the other node, with two candidate nodes",
+)
+def test_node_spread(workloads: Workloads, kube: Any) -> None:
+    _two_idle_nodes(kube, "SCHED-NODEPOLICY-2")
+    ann = {C.NODE_POLICY: "spread", C.GPU_POLICY: "spread"}
+    # the first pod makes its node far busier than anything a finished case can leave behind
+    big = pod_manifest("big", [ContainerSpec(gpus=3, mem=60000, cores=80, args=HOLD)], annotations=ann)
+    workloads.create(big)
+    first = workloads.wait_scheduled("big")["spec"]["nodeName"]
+    workloads.create(pod_manifest("small", [ContainerSpec(gpus=1, mem=1000, args=HOLD)], annotations=ann))
+    second = workloads.wait_scheduled("small")["spec"]["nodeName"]
+    assert second != first, violated(
+        "SCHED-NODEPOLICY-2", f"spread placed both pods on {first} although another node was emptier"
+    )
+
+
+# --- selection by exclusion -------------------------------------------------------------------------
+@rule("SCHED-NOUUID-1", "nvidia.com/nouse-gpuuuid keeps a pod off every GPU it lists")
+def test_nouse_uuid(workloads: Workloads, kube: Any) -> None:
+    gpus = all_gpus(kube)
+    keep = idle_gpu(kube)
+    excluded = ",".join(g.uuid for g in gpus if g.uuid != keep.uuid)
+    workloads.create(
+        pod_manifest(
+            "avoid", [ContainerSpec(gpus=1, mem=1000, args=HOLD)], annotations={C.NOUSE_GPUUUID: excluded}
+        )
+    )
+    pod = expect_bound_to(workloads, "avoid", keep.uuid, "SCHED-NOUUID-1")
+    assert pod["spec"]["nodeName"] == keep.node, violated(
+        "SCHED-NOUUID-1", f"bound to {pod['spec']['nodeName']}, the only allowed GPU is on {keep.node}"
+    )
+
+
+# --- events -----------------------------------------------------------------------------------------
+@rule("SCHED-EVENT-1", "A scheduled pod gets a FilteringSucceed event naming the node it was bound to")
+def test_filtering_succeed_event(workloads: Workloads) -> None:
+    workloads.create(pod_manifest("evented", [ContainerSpec(gpus=1, mem=1000)]))
+    node = workloads.wait_scheduled("evented")["spec"]["nodeName"]
+    ev = workloads.wait_event("evented", C.FILTERING_SUCCEED)
+    assert node in (ev.get("message") or ""), violated(
+        "SCHED-EVENT-1", f"FilteringSucceed message {ev.get('message')!r} does not name node {node}"
+    )
+
+
+@rule("SCHED-EVENT-2", "A bound pod gets a BindingSucceed event naming its node and the pod")
+def test_binding_succeed_event(workloads: Workloads) -> None:
+    workloads.create(pod_manifest("evt-bind", [ContainerSpec(gpus=1, mem=1000)]))
+    node = workloads.wait_scheduled("evt-bind")["spec"]["nodeName"]
+    ev = workloads.wait_event("evt-bind", C.BINDING_SUCCEED)
+    msg = ev.get("message") or ""
+    assert node in msg and "evt-bind" in msg, violated(
+        "SCHED-EVENT-2", f"BindingSucceed message {msg!r} does not name node {node} and pod evt-bind"
+    )
+
+
+# --- the node lock (hami.io/mutex.lock on the Node) ---------------------------------------------------
+# Taken for a pod while it is bound, released once its devices are allocated, honoured while another
+# live pod holds it, taken over once expired. The cases write the annotation themselves to stage a
+# held or an expired lock, and remove what they staged.
+EXPIRED_AGE = timedelta(minutes=30)  # well past HAMi's 5-minute default lock timeout
+BLOCKED_FOR_S = 8  # how long a pod must stay unbound while another live pod holds the lock
+
+
+def _rfc3339(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _lock_of(node: dict[str, Any]) -> str | None:
+    return (node["metadata"].get("annotations") or {}).get(C.NODE_LOCK)
+
+
+def _set_lock(kube: Any, node: str, value: str | None) -> None:
+    kube.patch(f"/api/v1/nodes/{node}", {"metadata": {"annotations": {C.NODE_LOCK: value}}}, kind="merge")
+
+
+def _holder(workloads: Workloads, name: str = "holder") -> str:
+    """A live pod without devices, to name as the lock's holder."""
+    workloads.create(pod_manifest(name, [ContainerSpec(args=HOLD)]))
+    workloads.wait_phase(name, ("Running",))
+    return name
+
+
+class _LockWatch:
+    """Every value the node's lock annotation takes while the watch runs (None = absent)."""
+
+    def __init__(self, kube: Any, node: str) -> None:
+        self.values: list[str | None] = []
+        current = kube.get(f"/api/v1/nodes/{node}")
+        self.values.append(_lock_of(current))
+        rv = current["metadata"]["resourceVersion"]
+        self._thread = threading.Thread(target=self._run, args=(kube, node, rv), daemon=True)
+        self._thread.start()
+
+    def _run(self, kube: Any, node: str, rv: str) -> None:
+        try:
+            for ev in kube.watch(
+                "/api/v1/nodes",
+                resource_version=rv,
+                timeout_seconds=90,
+                fieldSelector=f"metadata.name={node}",
+            ):
+                obj = ev.get("object") or {}
+                if ev.get("type") in ("ADDED", "MODIFIED") and obj.get("metadata"):
+                    value = _lock_of(obj)
+                    if not self.values or self.values[-1] != value:
+                        self.values.append(value)
+        except Exception as e:  # the watch is evidence only; its end is not the case's failure
+            self.values.append(f"<watch ended: {e}>")
+
+
+@rule(
+    "SCHED-LOCK-1",
+    "Binding a pod takes the node lock naming <namespace>,<pod> and allocation releases it afterwards",
+)
+def test_lock_taken_and_released(workloads: Workloads, kube: Any) -> None:
+    gpu = idle_gpu(kube)
+    watch = _LockWatch(kube, gpu.node)
+    workloads.create(on_gpu("locker", gpu.uuid, mem=1000))
+    workloads.wait_phase("locker", ("Running",))
+    suffix = f",{workloads.ns},locker"
+    final = poll(
+        f"the node lock on {gpu.node} to stop naming {workloads.ns}/locker after the pod started",
+        lambda: _lock_of(kube.get(f"/api/v1/nodes/{gpu.node}")) or "",
+        lambda v: not v.endswith(suffix),
+        20,
+        describe=lambda v: f"{C.NODE_LOCK}={v!r}",
+    )
+    time.sleep(0.5)  # let the watch deliver the release it has seen
+    held = [v for v in watch.values if v and v.endswith(suffix)]
+    assert held, violated(
+        "SCHED-LOCK-1",
+        f"{C.NODE_LOCK} on {gpu.node} never named {workloads.ns}/locker during the bind "
+        f"(values seen: {watch.values})",
+    )
+    stamp = held[0].split(",", 1)[0]
+    try:
+        datetime.strptime(stamp.replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S%z")
+    except ValueError:
+        pytest.fail(violated("SCHED-LOCK-1", f"lock value {held[0]!r} does not start with an RFC3339 time"))
+    assert not (final or "").endswith(suffix), violated("SCHED-LOCK-1", f"lock still held: {final!r}")
+
+
+def _staged(kube: Any, node: str, value: str) -> str | None:
+    before = _lock_of(kube.get(f"/api/v1/nodes/{node}"))
+    _set_lock(kube, node, value)
+    return before
+
+
+@rule(
+    "SCHED-LOCK-2",
+    "An expired node lock naming a pod that does not exist does not stop a new pod from binding and running",
+)
+def test_expired_lock_of_missing_pod(workloads: Workloads, kube: Any) -> None:
+    gpu = idle_gpu(kube)
+    old = _rfc3339(datetime.now(UTC) - EXPIRED_AGE)
+    _staged(kube, gpu.node, f"{old},{workloads.ns},no-such-pod")
+    try:
+        workloads.create(on_gpu("after-expiry", gpu.uuid, mem=1000))
+        expect_bound_to(workloads, "after-expiry", gpu.uuid, "SCHED-LOCK-2")
+        workloads.wait_phase("after-expiry", ("Running",))
+    finally:
+        _release_if(kube, gpu.node, f",{workloads.ns},no-such-pod")
+
+
+@rule(
+    "SCHED-LOCK-3",
+    "An expired node lock is taken over even while the pod it names still exists",
+)
+def test_expired_lock_of_live_pod(workloads: Workloads, kube: Any) -> None:
+    gpu = idle_gpu(kube)
+    holder = _holder(workloads)
+    old = _rfc3339(datetime.now(UTC) - EXPIRED_AGE)
+    _staged(kube, gpu.node, f"{old},{workloads.ns},{holder}")
+    try:
+        workloads.create(on_gpu("takeover", gpu.uuid, mem=1000))
+        expect_bound_to(workloads, "takeover", gpu.uuid, "SCHED-LOCK-3")
+        workloads.wait_phase("takeover", ("Running",))
+    finally:
+        _release_if(kube, gpu.node, f",{workloads.ns},{holder}")
+
+
+@rule(
+    "SCHED-LOCK-4",
+    "A fresh node lock held by another live pod keeps a new pod off that node until it is released",
+)
+def test_fresh_lock_blocks(workloads: Workloads, kube: Any) -> None:
+    gpu = idle_gpu(kube)
+    holder = _holder(workloads)
+    _staged(kube, gpu.node, f"{_rfc3339(datetime.now(UTC))},{workloads.ns},{holder}")
+    try:
+        workloads.create(on_gpu("waiter", gpu.uuid, mem=1000))
+        deadline = time.monotonic() + BLOCKED_FOR_S
+        while time.monotonic() < deadline:
+            node = workloads.get("waiter")["spec"].get("nodeName")
+            assert not node, violated(
+                "SCHED-LOCK-4",
+                f"pod waiter was bound to {node} while {workloads.ns}/{holder} held its node lock "
+                f"(events: {workloads.event_summary('waiter')})",
+            )
+            time.sleep(0.5)
+    finally:
+        _release_if(kube, gpu.node, f",{workloads.ns},{holder}")
+    # released: the pod goes on (kube-scheduler retries after its backoff)
+    expect_bound_to(workloads, "waiter", gpu.uuid, "SCHED-LOCK-4")
+
+
+def _release_if(kube: Any, node: str, suffix: str) -> None:
+    """Remove a lock this case staged (only if it still names the staged holder)."""
+    value = _lock_of(kube.get(f"/api/v1/nodes/{node}"))
+    if value and value.endswith(suffix):
+        _set_lock(kube, node, None)
