@@ -8,8 +8,8 @@
 
 Each cell is one ``pytest conformance/suites`` session (its own cluster, run directory and bundle
 under ``reports/out/<run id>/``); progress is shown with ``rich`` and a vendor x minor table closes
-the run. Exit code: 0 all cells passed, 1 some case failed, 4 bad input (as pytest and
-``reports.cli`` use).
+the run. The table, the exit code, the bundle's summary.md and results.json and ``verify`` all show
+one verdict, decided by ``reports.summary.decide`` (see ``EXIT_HELP`` for the exit codes).
 """
 
 from __future__ import annotations
@@ -27,9 +27,22 @@ from typing import NoReturn
 
 from conformance.backends import MINORS, NEWEST_MINOR, BackendError, check_minor
 from conformance.cases import VENDORS
+from reports.summary import EXIT_BAD_INPUT, EXIT_CODES, EXIT_NO_VERDICT, VERDICTS
 
 REPO = Path(__file__).resolve().parents[1]
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 4
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = EXIT_CODES["PASSED"], EXIT_CODES["FAILED"], EXIT_BAD_INPUT
+BAD_INPUT, ERROR = "BAD INPUT", "ERROR"
+EXIT_HELP = f"""exit codes (run: the worst cell decides; the same verdict is in each bundle):
+  {EXIT_CODES["PASSED"]}  PASSED      every required rule of the profile ran and passed
+  {EXIT_CODES["FAILED"]}  FAILED      a required rule failed (verify: the bundle does not verify)
+  {EXIT_CODES["INCOMPLETE"]}  INCOMPLETE  a required rule did not run: filtered (-k, -m, node ids),
+                deselected, interrupted or unfinished; the bundle lists what did not run
+  {EXIT_CODES["WARNED"]}  WARNED      all required rules passed; an optional rule failed or a case
+                could not apply
+  {EXIT_BAD_INPUT}  bad input   unknown minor, profile, vendor or backend; unreachable cluster; a
+                --sensitivity file of another commit; nothing runs, no bundle is written
+  {EXIT_NO_VERDICT}  ERROR       a cell ended without a bundle (provisioning or harness error)
+"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,24 +62,46 @@ def parse_minors(text: str) -> list[str]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="hami-conformance", description="HAMi conformance: run the suites, verify bundles.")
+    p = _Parser(
+        prog="hami-conformance",
+        description="HAMi conformance: run the suites, verify bundles.",
+        epilog=EXIT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    r = sub.add_parser("run", help="provision, deploy, run the suites and write the bundle(s)")
+    r = sub.add_parser(
+        "run",
+        help="provision, deploy, run the suites and write the bundle(s)",
+        epilog=EXIT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     r.add_argument("--vendor", default="nvidia", choices=VENDORS)
     r.add_argument(
         "--k8s", default=NEWEST_MINOR, help="minor, comma list or 'all' (testbed/k3s; default 1.33)"
     )
     r.add_argument("--cluster", default="testbed", choices=("testbed", "kubeconfig", "k3s"))
     r.add_argument("--kubeconfig", help="kubeconfig for --cluster kubeconfig")
-    r.add_argument("--profile", help="profile name or YAML path (default: the vendor's)")
+    r.add_argument(
+        "--profile",
+        help="profile name or YAML path (default: the vendor's; nvidia-scheduling-only certifies "
+        "without enforcement and monitor rules)",
+    )
     r.add_argument("--hami-namespace", default="hami-system")
     r.add_argument("--signing-key", help="Ed25519 private key (PEM) to sign each bundle")
     r.add_argument("--out", default=str(REPO / "reports" / "out"), help="parent of the per-run folders")
     r.add_argument("--workers", default="0", help="pytest-xdist workers per cell (default 0: serial)")
     r.add_argument("--keep-cluster", action="store_true")
     r.add_argument("--chart-set", action="append", default=[], metavar="KEY=VALUE")
+    r.add_argument(
+        "--sensitivity",
+        metavar="FILE",
+        help="the self-test's sensitivity.json to carry in each bundle (refused, exit 4, if it is "
+        "not of this checkout's commit)",
+    )
     r.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
-    v = sub.add_parser("verify", help="check a bundle's manifest, statement and signature")
+    v = sub.add_parser(
+        "verify", help="check a bundle's manifest, statement, signature and that one verdict is everywhere"
+    )
     v.add_argument("bundle")
     v.add_argument("--key", help="the signer's public key (PEM); default: the bundled one")
     return p
@@ -81,6 +116,7 @@ class Cell:
     run_dir: Path | None = None
     counts: dict[str, int] = field(default_factory=dict)
     note: str = ""
+    verdict: str = ""  # the bundle's verdict; BAD INPUT or ERROR when the cell wrote no bundle
 
 
 def cell_command(args: argparse.Namespace, minor: str, out_dir: Path) -> list[str]:
@@ -115,18 +151,44 @@ def cell_command(args: argparse.Namespace, minor: str, out_dir: Path) -> list[st
         cmd.append("--keep-cluster")
     for kv in args.chart_set:
         cmd += ["--chart-set", kv]
+    if getattr(args, "sensitivity", None):
+        cmd += ["--sensitivity", str(Path(args.sensitivity).resolve())]
     if args.workers not in ("0", ""):
         cmd += ["-n", args.workers]
     return cmd + list(args.pytest_args)
 
 
-def _counts(run_dir: Path) -> dict[str, int]:
-    path = run_dir / "bundle" / "results.json"
+def _results(run_dir: Path) -> dict[str, object]:
     try:
-        summary = json.loads(path.read_text()).get("summary") or {}
+        doc = json.loads((run_dir / "bundle" / "results.json").read_text())
     except (OSError, ValueError):
         return {}
-    return {k: int(v) for k, v in summary.items() if isinstance(v, int)}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _counts(run_dir: Path) -> dict[str, int]:
+    summary = _results(run_dir).get("summary") or {}
+    return {k: int(v) for k, v in summary.items() if isinstance(v, int)}  # type: ignore[union-attr]
+
+
+def cell_verdict(cell: Cell) -> str:
+    """The cell's verdict as its bundle states it; BAD INPUT / ERROR when there is no bundle."""
+    if cell.run_dir is not None:
+        verdict = _results(cell.run_dir).get("verdict")
+        if isinstance(verdict, str) and verdict in VERDICTS:
+            return verdict
+    return BAD_INPUT if cell.exit_code == EXIT_BAD_INPUT else ERROR
+
+
+def exit_code(cells: list[Cell]) -> int:
+    """The run's exit code: that of the worst cell (FAILED > ERROR > INCOMPLETE > WARNED > PASSED);
+    bad input only when no cell ran."""
+    verdicts = [c.verdict or cell_verdict(c) for c in cells]
+    if verdicts and all(v == BAD_INPUT for v in verdicts):
+        return EXIT_BAD_INPUT
+    order = ["PASSED", "WARNED", "INCOMPLETE", ERROR, "FAILED"]
+    worst = max((v if v in order else ERROR for v in verdicts), key=order.index, default=ERROR)
+    return EXIT_NO_VERDICT if worst == ERROR else EXIT_CODES[worst]
 
 
 def _run_cell(cmd: list[str]) -> subprocess.CompletedProcess[str]:
@@ -166,9 +228,14 @@ def run_cells(args: argparse.Namespace, minors: list[str]) -> list[Cell]:
             cell.exit_code = proc.returncode
             cell.run_dir = out_dir
             cell.counts = _counts(out_dir)
-            if proc.returncode not in (0, 1):
+            cell.verdict = cell_verdict(cell)
+            if cell.verdict in (BAD_INPUT, ERROR):
                 tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-3:]
                 cell.note = " | ".join(tail)
+            elif proc.returncode != EXIT_CODES[cell.verdict]:
+                # the session's exit code is derived from the same verdict; a mismatch is a harness bug
+                cell.note = f"pytest exit {proc.returncode} disagrees with the bundle's {cell.verdict}"
+                cell.verdict = ERROR
             if out_dir.exists():
                 (out_dir / "pytest.log").write_text(proc.stdout + proc.stderr)
             progress.advance(task)
@@ -179,10 +246,10 @@ def summary_table(cells: list[Cell]) -> object:
     from rich.table import Table
 
     table = Table(title="HAMi conformance")
-    for col in ("vendor", "minor", "passed", "failed", "unknown", "skipped", "wall s", "result"):
+    for col in ("vendor", "minor", "passed", "failed", "unknown", "skipped", "wall s", "verdict"):
         table.add_column(col)
     for c in cells:
-        result = {0: "PASS", 1: "FAIL", 4: "BAD INPUT"}.get(c.exit_code, f"ERROR {c.exit_code}")
+        result = c.verdict or cell_verdict(c)
         table.add_row(
             c.vendor,
             c.minor,
@@ -191,6 +258,19 @@ def summary_table(cells: list[Cell]) -> object:
             result + (f" ({c.note})" if c.note else ""),
         )
     return table
+
+
+def check_sensitivity(path: str) -> str | None:
+    """None when ``path`` is a valid sensitivity document of this checkout's commit, else why not."""
+    from conformance.recording import project_commit
+    from reports import sensitivity
+    from reports.model import RunInputError
+
+    try:
+        sensitivity.load(path, commit=project_commit(REPO))
+    except RunInputError as e:
+        return f"--sensitivity: {e}"
+    return None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -204,18 +284,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.cluster == "kubeconfig" and not args.kubeconfig:
         print("hami-conformance: error: --cluster kubeconfig needs --kubeconfig", file=sys.stderr)
         return EXIT_USAGE
+    if args.sensitivity and (problem := check_sensitivity(args.sensitivity)):
+        print(f"hami-conformance: error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     cells = run_cells(args, minors)
     console = Console()
     console.print(summary_table(cells))
     for c in cells:
         if c.run_dir is not None and (c.run_dir / "bundle").is_dir():
             console.print(f"bundle: {c.run_dir / 'bundle'}")
-    codes = {c.exit_code for c in cells}
-    if codes == {0}:
-        return EXIT_OK
-    if codes <= {0, 4} and 4 in codes and len(cells) == 1:
-        return EXIT_USAGE
-    return EXIT_FAILED
+    return exit_code(cells)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

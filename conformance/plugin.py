@@ -36,7 +36,14 @@ from conformance.backends import (
     check_minor,
     get_backend,
 )
-from conformance.recording import PROP, CaseIdentity, Recorder, capture_environment, project_commit
+from conformance.recording import (
+    PROP,
+    CaseIdentity,
+    Recorder,
+    capture_environment,
+    project_commit,
+    system_under_test,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SUITES = REPO / "conformance" / "suites"
@@ -59,6 +66,9 @@ class HarnessState:
         self.run_id = ""
         self.bundle: Path | None = None
         self.started = time.monotonic()
+        self.sensitivity: dict[str, Any] | None = None
+        self.user_deselected = 0  # this vendor's cases deselected by -k, -m or another plugin
+        self.verdict = ""
 
 
 # --- options and markers -----------------------------------------------------------------------
@@ -112,6 +122,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="extra helm --set for the testbed backend (repeatable)",
     )
     g.addoption("--node-inventory", default=None, help="node inventory for the testbed backend")
+    g.addoption(
+        "--sensitivity",
+        default=None,
+        metavar="FILE",
+        help="the self-test's sensitivity.json to carry in the bundle (must be of this checkout's commit)",
+    )
     g.addoption(
         "--cluster-timeout",
         type=float,
@@ -176,7 +192,17 @@ def validate(config: pytest.Config) -> HarnessState:
     key = config.getoption("--signing-key")
     if key and not Path(key).is_file():
         raise pytest.UsageError(f"--signing-key {key}: no such file")
-    return HarnessState(opts, profile)
+    state = HarnessState(opts, profile)
+    sens_file = config.getoption("--sensitivity")
+    if sens_file:
+        from reports import sensitivity
+        from reports.model import RunInputError
+
+        try:
+            state.sensitivity = sensitivity.load(sens_file, commit=project_commit(REPO))
+        except RunInputError as e:
+            raise pytest.UsageError(f"--sensitivity: {e}") from None
+    return state
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -283,6 +309,8 @@ def _start_recording(config: pytest.Config, state: HarnessState) -> None:
         profile_version=state.profile.version,
         url=os.environ.get("HAMI_CONFORMANCE_RUN_URL", ""),
         product={"platformName": "HAMi", "vendorName": state.opts.vendor},
+        required_rules=state.profile.required_rules(cluster.minor),
+        system_under_test=system_under_test(REPO, cluster.system, cluster.chart_values),
     )
     writer = RunWriter(state.run_dir, meta)
     kube = Kube.from_config(cluster.kubeconfig, user_agent="hami-conformance")
@@ -341,28 +369,106 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _CURRENT.pop("state", None)
     try:
         if state.recorder is not None and exitstatus != pytest.ExitCode.USAGE_ERROR:
+            state.recorder.writer.metadata.selection = selection(session, state, int(exitstatus))
             _finish_bundle(session.config, state)
+            if state.verdict:
+                # one verdict everywhere: the session's exit code is the bundle's verdict's
+                from reports.summary import EXIT_CODES
+
+                session.exitstatus = EXIT_CODES[state.verdict]
     finally:
         _teardown(state)
+
+
+def selection(session: pytest.Session, state: HarnessState, exitstatus: int) -> dict[str, Any]:
+    """How the cases were chosen and whether the session ran to its end (the run's ``selection``).
+
+    Filtered: a ``-k`` expression, a ``-m`` expression other than the vendor's own marker, cases of
+    this vendor deselected by anything, or paths/node ids narrower than the whole suites folder.
+    Interrupted: Ctrl-C or SIGTERM, ``-x``/``--maxfail`` stopping early, or a collection error.
+    """
+    config = session.config
+    keyword = str(config.getoption("keyword", "") or "")
+    markexpr = str(config.getoption("markexpr", "") or "")
+    reasons = []
+    if keyword:
+        reasons.append(f"-k {keyword!r}")
+    if markexpr and markexpr.strip() != state.opts.vendor:
+        reasons.append(f"-m {markexpr!r}")
+    if state.user_deselected:
+        reasons.append(f"{state.user_deselected} case(s) deselected")
+    narrower = [a for a in config.args if not _whole_suites(config, a)]
+    if narrower:
+        reasons.append(f"only {', '.join(map(str, narrower))} selected")
+    interrupted_by = ""
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        interrupted_by = "interrupted (Ctrl-C or SIGTERM)"
+    elif session.shouldstop:
+        interrupted_by = f"stopped early: {session.shouldstop}"
+    elif session.shouldfail:
+        interrupted_by = f"stopped early: {session.shouldfail}"
+    elif exitstatus == pytest.ExitCode.INTERNAL_ERROR:
+        interrupted_by = "internal error"
+    if getattr(session, "testsfailed", 0) and exitstatus not in (0, 1):
+        interrupted_by = interrupted_by or f"pytest exit status {exitstatus}"
+    return {
+        "filtered": bool(reasons),
+        "reasons": reasons,
+        "keyword": keyword,
+        "markexpr": markexpr,
+        "args": [str(a) for a in config.args],
+        "deselected": state.user_deselected,
+        "interrupted": bool(interrupted_by),
+        "interruptedBy": interrupted_by,
+        "pytestExitStatus": exitstatus,
+    }
+
+
+def _whole_suites(config: pytest.Config, arg: Any) -> bool:
+    path = Path(str(arg).split("::", 1)[0])
+    path = (Path(config.invocation_params.dir) / path).resolve() if not path.is_absolute() else path
+    return "::" not in str(arg) and path in (SUITES, SUITES.parent, REPO)
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    state = _CURRENT.get("state")
+    if state is None:
+        return
+    state.user_deselected += sum(
+        1
+        for item in items
+        if item.get_closest_marker("rule") is not None
+        and item.get_closest_marker(state.opts.vendor) is not None
+    )
 
 
 def _finish_bundle(config: pytest.Config, state: HarnessState) -> None:
     from reports.bundle import BundleError, build
     from reports.model import RunInputError
+    from reports.summary import decide
 
     assert state.recorder is not None and state.out_dir is not None
     run = state.recorder.writer.finalise()
     key = config.getoption("--signing-key")
     try:
-        state.bundle = build(run, state.out_dir / "bundle", signing_key=Path(key) if key else None)
+        state.bundle = build(
+            run,
+            state.out_dir / "bundle",
+            signing_key=Path(key) if key else None,
+            sensitivity=state.sensitivity,
+        )
     except (RunInputError, BundleError, ValueError) as e:
         _progress(config, f"hami-conformance: no bundle written: {e}")
         return
+    decision = decide(run)
+    state.verdict = decision.verdict
     counts: dict[str, int] = {}
     for c in run.cases:
         counts[c.outcome] = counts.get(c.outcome, 0) + 1
     summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no cases"
-    _progress(config, f"hami-conformance: {summary}; bundle written: {state.bundle}")
+    why = "; ".join(decision.reasons)
+    _progress(config, f"hami-conformance: {summary}; verdict {decision.verdict}: {why}")
+    _progress(config, f"hami-conformance: bundle written: {state.bundle}")
 
 
 def _teardown(state: HarnessState) -> None:

@@ -7,6 +7,8 @@ is reported, so a crash leaves every finished case on disk.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +121,65 @@ def project_commit(repo: Path) -> str:
     except OSError:
         return "unknown"
     return out.stdout.strip() or "unknown"
+
+
+STACK_PATHS = ("hami_stack",)  # untracked files here are part of the system under test
+MAX_DIRTY_FILES = 200
+
+
+def _git(repo: Path, *args: str) -> bytes | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=repo, capture_output=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def working_tree(repo: Path, stack_paths: tuple[str, ...] = STACK_PATHS) -> dict[str, Any]:
+    """The checkout as it is, not as its commit says: ``commit``, ``dirty``, ``diffSha256`` (of
+    ``git diff HEAD --binary`` plus every untracked, not ignored file under ``stack_paths``, by
+    path and content) and the files that differ. A bundle from a modified checkout says so."""
+    commit = project_commit(repo)
+    diff = _git(repo, "diff", "HEAD", "--binary")
+    if diff is None:
+        return {"commit": commit, "dirty": None, "diffSha256": "", "dirtyFiles": [],
+                "note": "not a git checkout (or git unavailable): the tree could not be checked"}
+    changed = (_git(repo, "diff", "HEAD", "--name-only", "-z") or b"").split(b"\0")
+    untracked = (_git(repo, "ls-files", "--others", "--exclude-standard", "-z", "--", *stack_paths)
+                 or b"").split(b"\0")
+    untracked = sorted(u for u in untracked if u)
+    h = hashlib.sha256(diff)
+    for rel in untracked:
+        path = repo / rel.decode(errors="surrogateescape")
+        try:
+            content = hashlib.sha256(path.read_bytes()).hexdigest().encode()
+        except OSError:
+            content = b"unreadable"
+        h.update(b"\0untracked\0" + rel + b"\0" + content)
+    names = {c.decode(errors="replace") for c in changed if c}
+    files = sorted(names | {u.decode(errors="replace") for u in untracked})
+    dirty = bool(diff) or bool(untracked)
+    return {
+        "commit": commit,
+        "dirty": dirty,
+        "diffSha256": h.hexdigest() if dirty else "",
+        "dirtyFiles": files[:MAX_DIRTY_FILES],
+        "dirtyFileCount": len(files),
+    }
+
+
+def system_under_test(
+    repo: Path, cluster_system: dict[str, Any], chart_values: dict[str, Any]
+) -> dict[str, Any]:
+    """The run's ``systemUnderTest`` record: the working tree, then what the backend knows about
+    the installed stack; without a backend digest, the chart values as given are digested."""
+    out = working_tree(repo)
+    out.update(cluster_system)
+    if "chartValuesSha256" not in out:
+        canonical = json.dumps(chart_values, sort_keys=True, separators=(",", ":")).encode()
+        out["chartValuesSha256"] = hashlib.sha256(canonical).hexdigest()
+        out["chartValuesSource"] = "as given to the backend (the installed defaults are not known)"
+    return out
 
 
 def capture_environment(kube: Any, version: dict[str, Any], extra: dict[str, Any]) -> Environment:

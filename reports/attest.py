@@ -30,15 +30,27 @@ class KeyFileError(ValueError):
     """A key file that cannot be used (missing, not PEM, not Ed25519)."""
 
 
-def statement(run: Run, subjects: dict[str, str], *, environment_digest: str) -> dict[str, Any]:
+def statement(
+    run: Run,
+    subjects: dict[str, str],
+    *,
+    environment_digest: str,
+    sensitivity: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """``subjects`` maps bundle-relative path to sha256 hex."""
     passed, warned, failed = outcome_lists(run)
     meta = run.metadata
+    sut = meta.system_under_test or {}
     configuration: list[dict[str, Any]] = [
         {
             "name": "hami-conformance",
             "digest": {"gitCommit": meta.project_commit},
-            "annotations": {"toolVersion": meta.tool_version},
+            "annotations": {
+                "toolVersion": meta.tool_version,
+                # a modified checkout is not the commit: say so, and pin what was different
+                "dirty": str(bool(sut.get("dirty"))).lower() if sut else "unknown",
+                **({"diffSha256": str(sut["diffSha256"])} if sut.get("diffSha256") else {}),
+            },
         },
         {
             "name": "environment.json",
@@ -47,9 +59,18 @@ def statement(run: Run, subjects: dict[str, str], *, environment_digest: str) ->
         },
         {
             "name": "chart-values",
-            "digest": {"sha256": hashlib.sha256(canonical_json(meta.chart_values)).hexdigest()},
+            "digest": {
+                "sha256": str(
+                    sut.get("chartValuesSha256")
+                    or hashlib.sha256(canonical_json(meta.chart_values)).hexdigest()
+                )
+            },
         },
     ]
+    for image, digest in sorted((sut.get("imageDigests") or {}).items()):
+        configuration.append({"name": f"image/{image}", "digest": {"sha256": str(digest)}})
+    if sut.get("shimSha256"):
+        configuration.append({"name": "libvgpu.so", "digest": {"sha256": str(sut["shimSha256"])}})
     if meta.profile:
         configuration.append(
             {
@@ -67,6 +88,14 @@ def statement(run: Run, subjects: dict[str, str], *, environment_digest: str) ->
     }
     if meta.url:
         predicate["url"] = meta.url
+    if sensitivity is not None:
+        # the score of the suites at this commit; sensitivity.json itself is a subject
+        predicate["configuration"].append(
+            {
+                "name": "sensitivity.json",
+                "annotations": {k: str(v) for k, v in sensitivity.items() if k != "file"},
+            }
+        )
     return {
         "_type": STATEMENT_TYPE,
         "subject": [

@@ -6,6 +6,7 @@ in-toto subject)::
     summary.md  summary.html  matrix.svg       human views
     results.json  environment.json  run.json   machine views; run.json is the validated input
     self-assessment.yaml                        CNCF AI conformance checklist, filled in
+    sensitivity.json                            the self-test's score at this commit, when given
     attachments/<vendor>/<minor>/<case>/<file>  probe JSON, pod events, component logs
     statement.intoto.json                       in-toto Statement v1, test-result predicate
     statement.intoto.dsse.json  signing-key.pub.pem   only when a signing key is given
@@ -24,15 +25,17 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from reports import attest, manifest, render, selfassess
+from reports import sensitivity as sens
 from reports.model import Run, RunInputError
 from reports.runio import load_run
-from reports.summary import ai_requirements_of, count, matrix, verdict
+from reports.summary import ai_requirements_of, count, decide, matrix
 
 STATEMENT = "statement.intoto.json"
 ENVELOPE = "statement.intoto.dsse.json"
@@ -89,10 +92,13 @@ def plan_attachments(run: Run) -> dict[CaseKey, list[tuple[Path, str]]]:
     return plan
 
 
-def results_document(run: Run, attachments: dict[CaseKey, list[str]]) -> dict[str, Any]:
+def results_document(
+    run: Run, attachments: dict[CaseKey, list[str]], sensitivity: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     meta = run.metadata
     cells = matrix(run)
-    return {
+    decision = decide(run)
+    doc = {
         "apiVersion": RESULTS_API,
         "run": {
             "runId": meta.run_id,
@@ -104,8 +110,12 @@ def results_document(run: Run, attachments: dict[CaseKey, list[str]]) -> dict[st
             "backend": meta.backend,
             "profile": meta.profile,
             "profileVersion": meta.profile_version,
+            "requiredRules": meta.required_rules,
+            "selection": meta.selection,
+            "systemUnderTest": meta.system_under_test,
         },
-        "verdict": verdict(run),
+        "verdict": decision.verdict,
+        "decision": decision.to_dict(),
         "summary": count(run.cases).to_dict(),
         "matrix": [
             {"vendor": v, "minor": m, **cells[(v, m)].to_dict()}
@@ -132,6 +142,9 @@ def results_document(run: Run, attachments: dict[CaseKey, list[str]]) -> dict[st
             for c in run.cases
         ],
     }
+    if sensitivity is not None:
+        doc["sensitivity"] = sens.summary(sensitivity)
+    return doc
 
 
 def _json(obj: Any) -> bytes:
@@ -139,7 +152,11 @@ def _json(obj: Any) -> bytes:
 
 
 def _write_bundle(
-    run: Run, root: Path, plan: dict[CaseKey, list[tuple[Path, str]]], key: Ed25519PrivateKey | None
+    run: Run,
+    root: Path,
+    plan: dict[CaseKey, list[tuple[Path, str]]],
+    key: Ed25519PrivateKey | None,
+    sensitivity: Mapping[str, Any] | None = None,
 ) -> None:
     attachments: dict[CaseKey, list[str]] = {}
     for case_key, entries in plan.items():
@@ -157,22 +174,30 @@ def _write_bundle(
         "backend": meta.backend,
         "hamiNamespace": meta.hami_namespace,
         "chartValues": meta.chart_values,
+        "systemUnderTest": meta.system_under_test,
         **run.environment.to_dict(),
     }
     files: dict[str, bytes] = {
         "run.json": _json(run.to_dict()),
         "environment.json": _json(env_doc),
-        "results.json": _json(results_document(run, attachments)),
+        "results.json": _json(results_document(run, attachments, sensitivity)),
         "matrix.svg": (render.heatmap_svg(run) + "\n").encode(),
-        "summary.md": render.summary_markdown(run, attachments=attachments).encode(),
-        "summary.html": render.summary_html(run, attachments=attachments).encode(),
+        "summary.md": render.summary_markdown(run, attachments=attachments, sensitivity=sensitivity).encode(),
+        "summary.html": render.summary_html(run, attachments=attachments, sensitivity=sensitivity).encode(),
         "self-assessment.yaml": selfassess.render(run, attachments=attachments).encode(),
     }
+    if sensitivity is not None:
+        files[sens.FILE] = _json(sensitivity)
     for name, data in files.items():
         (root / name).write_bytes(data)
 
     subjects = {rel: manifest.sha256_file(root / rel) for rel in manifest.walk(root)[0]}
-    statement = attest.statement(run, subjects, environment_digest=subjects["environment.json"])
+    statement = attest.statement(
+        run,
+        subjects,
+        environment_digest=subjects["environment.json"],
+        sensitivity=sens.summary(sensitivity) if sensitivity is not None else None,
+    )
     payload = _json(statement)
     (root / STATEMENT).write_bytes(payload)
     if key is not None:
@@ -190,16 +215,24 @@ def build(
     signing_key: Path | None = None,
     overwrite: bool = False,
     allow_unfinished: bool = False,
+    sensitivity: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the bundle of ``run`` (a ``Run`` or a run directory) at ``out_dir`` and return its path.
 
-    Raises ``RunInputError`` for bad input, ``attest.KeyFileError`` for an unusable key and
-    ``BundleError`` when ``out_dir`` is taken; in every case nothing is left at ``out_dir``.
+    ``sensitivity`` (the self-test's document, see :mod:`reports.sensitivity`) is checked against
+    the run's commit and written as ``sensitivity.json``, covered like every other artifact.
+
+    Raises ``RunInputError`` for bad input (a sensitivity document included),
+    ``attest.KeyFileError`` for an unusable key and ``BundleError`` when ``out_dir`` is taken; in
+    every case nothing is left at ``out_dir``.
     """
     if not isinstance(run, Run):
         run = load_run(Path(run), allow_unfinished=allow_unfinished)
     key = attest.load_private_key(signing_key) if signing_key is not None else None
     plan = plan_attachments(run)
+    checked = None
+    if sensitivity is not None:
+        checked = sens.validate(sensitivity, commit=run.metadata.project_commit)
 
     out = Path(out_dir).absolute()
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
@@ -209,7 +242,7 @@ def build(
     created = _make_parents(out.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
     try:
-        _write_bundle(run, tmp, plan, key)
+        _write_bundle(run, tmp, plan, key, checked)
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a bundle is meant to be shared
         if out.exists() and any(out.iterdir()):
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))

@@ -193,6 +193,16 @@ def _plain_str(value: Any) -> str:
     return value
 
 
+def _rule_list(obj: Mapping[str, Any], key: str) -> list[str] | None:
+    if obj.get(key) is None:
+        return None
+    rules = _list(obj, key, _plain_str)
+    for i, rule_id in enumerate(rules):
+        if not RULE_ID_RE.match(rule_id):
+            raise RunInputError(f"{key}[{i}]", f'Invalid value: "{rule_id}": must look like "SCHED-FIT-1"')
+    return rules
+
+
 def _drop_empty(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
 
@@ -217,6 +227,15 @@ class RunMetadata:
     url: str = ""  # link to the CI run, if any (in-toto predicate "url")
     # Product facts for the self-assessment metadata (platformName, vendorName, ...).
     product: dict[str, str] = field(default_factory=dict)
+    # Rule ids the profile requires in this cell; None for runs recorded before it was kept (then
+    # only the cases' own requirements count).
+    required_rules: list[str] | None = None
+    # How the cases were chosen and whether the session ran to its end: {"filtered": bool,
+    # "interrupted": bool, "reasons": [...], "keyword", "markexpr", "args", "deselected"}.
+    selection: dict[str, Any] = field(default_factory=dict)
+    # What was tested: {"commit", "dirty", "diffSha256", "dirtyFiles", "chartValuesSha256",
+    # "imageDigests", "shimSha256", ...}; see conformance.recording.system_under_test.
+    system_under_test: dict[str, Any] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -238,6 +257,9 @@ class RunMetadata:
             profile_version=_str(obj, "profileVersion", required=False),
             url=_str(obj, "url", required=False),
             product=_str_map(obj, "product"),
+            required_rules=_rule_list(obj, "requiredRules"),
+            selection=_mapping(obj, "selection"),
+            system_under_test=_mapping(obj, "systemUnderTest"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -254,6 +276,9 @@ class RunMetadata:
             "profileVersion": self.profile_version,
             "url": self.url,
             "product": self.product,
+            "requiredRules": self.required_rules,
+            "selection": self.selection,
+            "systemUnderTest": self.system_under_test,
         }
 
 

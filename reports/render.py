@@ -7,10 +7,12 @@ escaped fragments, and the page is self-contained (inline CSS and SVG) so it sur
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from html import escape
+from typing import Any
 
 from reports.model import AI_REQUIREMENTS, CaseResult, Run
-from reports.summary import Counts, ai_cases, ai_status, anchor, count, matrix, verdict
+from reports.summary import Counts, Decision, ai_cases, ai_status, anchor, count, decide, matrix
 
 COLOURS = {
     "failed": "#d1242f",
@@ -84,6 +86,7 @@ def _env_facts(run: Run) -> list[tuple[str, str]]:
         ("Run", meta.run_id),
         ("Started / finished", f"{meta.started} / {meta.finished or 'never (incomplete run)'}"),
         ("Project commit", meta.project_commit),
+        *_sut_facts(run),
         ("Tool version", meta.tool_version),
         ("Cluster backend", meta.backend),
         ("HAMi namespace", meta.hami_namespace),
@@ -94,6 +97,32 @@ def _env_facts(run: Run) -> list[tuple[str, str]]:
         ("Devices", ", ".join(f"{n} x {t}" for t, n in sorted(devices_by_type.items())) or "-"),
         ("Drivers", ", ".join(drivers) or "-"),
     ]
+
+
+def _sut_facts(run: Run) -> list[tuple[str, str]]:
+    """What exactly was tested: a modified checkout is named as such, with a digest of the change."""
+    sut = run.metadata.system_under_test or {}
+    if not sut:
+        return [("Working tree", "not recorded")]
+    if sut.get("dirty"):
+        files = sut.get("dirtyFiles") or []
+        tree = (f"MODIFIED: uncommitted changes, diff sha256 {sut.get('diffSha256', '?')}"
+                + (f" ({len(files)} file(s): {', '.join(map(str, files[:10]))}"
+                   + (", ..." if len(files) > 10 else "") + ")" if files else ""))
+    else:
+        tree = "clean (exactly the commit)"
+    out = [("Working tree", tree)]
+    if sut.get("chartValuesSha256"):
+        out.append(("Chart values sha256 (effective)", str(sut["chartValuesSha256"])))
+    for image, digest in sorted((sut.get("imageDigests") or {}).items()):
+        out.append((f"Image {image}", f"sha256 {digest}"))
+    if sut.get("shimSha256"):
+        out.append(("Shim libvgpu.so sha256", str(sut["shimSha256"])))
+    return out
+
+
+def _verdict_line(decision: Decision) -> str:
+    return "; ".join(decision.reasons)
 
 
 def _md(text: str) -> str:
@@ -107,14 +136,22 @@ def _not_passed(run: Run, outcome: str) -> list[CaseResult]:
 # --- Markdown ----------------------------------------------------------------------------------
 
 
-def summary_markdown(run: Run, *, attachments: dict[tuple[str, str, str], list[str]]) -> str:
+def summary_markdown(
+    run: Run,
+    *,
+    attachments: dict[tuple[str, str, str], list[str]],
+    sensitivity: Mapping[str, Any] | None = None,
+) -> str:
     totals = count(run.cases)
     cells = matrix(run)
+    decision = decide(run)
     out = [
         "# HAMi conformance report",
         "",
-        f"**Verdict: {verdict(run)}**"
+        f"**Verdict: {decision.verdict}**"
         + ("" if run.metadata.complete else " (the run did not finish; results are incomplete)"),
+        "",
+        f"Why: {_md(_verdict_line(decision))}.",
         "",
         f"{totals.total} cases: {totals.passed} passed, {totals.failed} failed, "
         f"{totals.unknown} unknown (could not apply), {totals.skipped} skipped.",
@@ -143,6 +180,8 @@ def summary_markdown(run: Run, *, attachments: dict[tuple[str, str, str], list[s
             )
     else:
         out.append("None.")
+    out += ["", "## Required rules that did not run", ""]
+    out += [f"- `{r}`" for r in decision.not_run] or ["None."]
     out += ["", "## Unknown (could not apply)", ""]
     unknowns = _not_passed(run, "unknown")
     if unknowns:
@@ -155,7 +194,10 @@ def summary_markdown(run: Run, *, attachments: dict[tuple[str, str, str], list[s
     for req in AI_REQUIREMENTS:
         status, note = ai_status(mapped[req])
         out.append(f"| `{req}` | {status} | {_md(note)} |")
-    out += ["", "Details: `self-assessment.yaml`.", "", "## Environment", ""]
+    out += ["", "Details: `self-assessment.yaml`.", ""]
+    if sensitivity is not None:
+        out += _sensitivity_markdown(sensitivity)
+    out += ["## Environment", ""]
     out += [f"- **{k}**: {_md(v)}" for k, v in _env_facts(run)]
     if run.environment.nodes:
         out += ["", "| node | kubelet | capacity |", "|---|---|---|"]
@@ -167,6 +209,47 @@ def summary_markdown(run: Run, *, attachments: dict[tuple[str, str, str], list[s
     return "\n".join(out)
 
 
+def _sensitivity_markdown(doc: Mapping[str, Any]) -> list[str]:
+    out = [
+        "## Sensitivity of the suites (self-test)",
+        "",
+        f"Score **{float(doc['sensitivity']):.3f}**: {doc['caught']} of {doc['faults']} deliberate faults "
+        f"turned into a FAILED verdict by an expected rule, at commit `{doc['commit']}`. "
+        "Details: `sensitivity.json`.",
+        "",
+        "| fault | expected rules | failed cases | verdict | caught by right rule |",
+        "|---|---|---|---|---|",
+    ]
+    for row in doc.get("rows") or []:
+        caught = "yes" if row["caught_by_expected_rule"] else f"no: {row.get('reason') or '-'}"
+        out.append(
+            f"| `{_md(row['fault'])}` | {_md(', '.join(row['expected_rules']))} | "
+            f"{_md(', '.join(row['failed_cases'])) or '-'} | {_md(row['verdict'])} | {_md(caught)} |"
+        )
+    return [*out, ""]
+
+
+def _sensitivity_html(doc: Mapping[str, Any]) -> str:
+    rows = [
+        '<h2 id="sensitivity">Sensitivity of the suites (self-test)</h2>',
+        f"<p>Score <strong>{float(doc['sensitivity']):.3f}</strong>: {_h(str(doc['caught']))} of "
+        f"{_h(str(doc['faults']))} deliberate faults turned into a FAILED verdict by an expected rule, "
+        f'at commit <code>{_h(str(doc["commit"]))}</code>. Details: <a href="sensitivity.json">'
+        "sensitivity.json</a>.</p>",
+        "<table><tr><th>fault</th><th>expected rules</th><th>failed cases</th><th>verdict</th>"
+        "<th>caught by right rule</th></tr>",
+    ]
+    for row in doc.get("rows") or []:
+        caught = "yes" if row["caught_by_expected_rule"] else f"no: {row.get('reason') or '-'}"
+        rows.append(
+            f"<tr><td><code>{_h(row['fault'])}</code></td><td>{_h(', '.join(row['expected_rules']))}</td>"
+            f"<td>{_h(', '.join(row['failed_cases']))}</td><td>{_h(row['verdict'])}</td>"
+            f"<td>{_h(caught)}</td></tr>"
+        )
+    rows.append("</table>")
+    return "".join(rows)
+
+
 # --- HTML --------------------------------------------------------------------------------------
 
 _CSS = """
@@ -175,6 +258,7 @@ table{border-collapse:collapse;margin:.5rem 0 1.5rem}td,th{border:1px solid #d0d
 text-align:left;vertical-align:top}th{background:#f6f8fa}code{font-size:90%}
 .verdict{font-size:1.4rem;font-weight:bold;padding:.4rem .8rem;border-radius:6px;display:inline-block}
 .PASSED{background:#dafbe1}.WARNED{background:#fff8c5}.FAILED{background:#ffebe9}
+.INCOMPLETE{background:#ddf4ff}
 td.failed{background:#ffebe9}td.unknown{background:#fff8c5}td.passed{background:#dafbe1}td.skipped{background:#f6f8fa}
 """
 
@@ -201,15 +285,22 @@ def _cases_table(cases: list[CaseResult], attachments: dict[tuple[str, str, str]
     return "".join(rows)
 
 
-def summary_html(run: Run, *, attachments: dict[tuple[str, str, str], list[str]]) -> str:
+def summary_html(
+    run: Run,
+    *,
+    attachments: dict[tuple[str, str, str], list[str]],
+    sensitivity: Mapping[str, Any] | None = None,
+) -> str:
     totals = count(run.cases)
     cells = matrix(run)
-    result = verdict(run)
+    decision = decide(run)
+    result = decision.verdict
     body = [
         "<h1>HAMi conformance report</h1>",
         f'<p><span class="verdict {result}">{result}</span>',
         "" if run.metadata.complete else " <strong>The run did not finish; results are incomplete.</strong>",
         "</p>",
+        f'<p class="why">Why: {_h(_verdict_line(decision))}.</p>',
         f"<p>{totals.total} cases: {totals.passed} passed, {totals.failed} failed, "
         f"{totals.unknown} unknown (could not apply), {totals.skipped} skipped.</p>",
         '<h2 id="matrix">Vendor x Kubernetes minor</h2>',
@@ -230,6 +321,12 @@ def summary_html(run: Run, *, attachments: dict[tuple[str, str, str], list[str]]
     failures, unknowns = _not_passed(run, "failed"), _not_passed(run, "unknown")
     body.append('<h2 id="failures">Failures</h2>')
     body.append(_cases_table(failures, attachments) if failures else "<p>None.</p>")
+    body.append('<h2 id="not-run">Required rules that did not run</h2>')
+    body.append(
+        "<ul>" + "".join(f"<li><code>{_h(r)}</code></li>" for r in decision.not_run) + "</ul>"
+        if decision.not_run
+        else "<p>None.</p>"
+    )
     body.append('<h2 id="unknown">Unknown (could not apply)</h2>')
     body.append(_cases_table(unknowns, attachments) if unknowns else "<p>None.</p>")
     body.append('<h2 id="ai-conformance">CNCF AI conformance requirements</h2>')
@@ -247,6 +344,8 @@ def summary_html(run: Run, *, attachments: dict[tuple[str, str, str], list[str]]
             f"<td>{links}</td></tr>"
         )
     body.append('</table><p>Details: <a href="self-assessment.yaml">self-assessment.yaml</a>.</p>')
+    if sensitivity is not None:
+        body.append(_sensitivity_html(sensitivity))
     body.append('<h2 id="environment">Environment</h2><table>')
     body += [f"<tr><th>{_h(k)}</th><td>{_h(v)}</td></tr>" for k, v in _env_facts(run)]
     body.append('</table><p>Full capture: <a href="environment.json">environment.json</a>.</p>')

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from reports.model import AI_REQUIREMENTS, CaseResult, Run
 
@@ -22,7 +23,12 @@ DEFAULT_AI_MAP: dict[str, tuple[str, ...]] = {
     "isolation": ("secure_accelerator_access",),
 }
 
-PASSED, WARNED, FAILED = "PASSED", "WARNED", "FAILED"
+PASSED, WARNED, INCOMPLETE, FAILED = "PASSED", "WARNED", "INCOMPLETE", "FAILED"
+VERDICTS = (PASSED, WARNED, INCOMPLETE, FAILED)  # worst last
+# The one mapping from a verdict to a process exit code (hami-conformance run, pytest sessions of
+# the suites). 4 stays bad input and 5 a run that produced no verdict, as documented in the CLI.
+EXIT_CODES = {PASSED: 0, FAILED: 1, INCOMPLETE: 2, WARNED: 3}
+EXIT_BAD_INPUT, EXIT_NO_VERDICT = 4, 5
 
 
 @dataclass
@@ -71,24 +77,109 @@ def matrix(run: Run) -> dict[tuple[str, str], Counts]:
     return cells
 
 
-def verdict(run: Run) -> str:
-    """PASSED only when every case that matters passed and the run finished.
+@dataclass
+class Decision:
+    """What a run proves, and why: the single source of every verdict the project shows.
 
-    FAILED when a required case failed. Anything short of proof (an optional failure, an unknown
-    or skipped case the profile requires, an unfinished run) is WARNED: never PASSED.
+    * FAILED: a case of a required rule failed.
+    * INCOMPLETE: not everything the profile requires was tried: a required rule has no case that
+      ran (filtered out, deselected, never reached, skipped), the cases were filtered (``-k``,
+      ``-m``, node ids), the session was interrupted or never finished.
+    * WARNED: everything required ran, nothing required failed, but something is short of proof
+      (an optional rule failed; a case could not apply).
+    * PASSED: every required rule ran and all its cases passed, in a complete, unfiltered run.
     """
-    if any(c.outcome == "failed" and c.requirement == "required" for c in run.cases):
-        return FAILED
-    if not run.metadata.complete or not run.cases:
-        return WARNED
-    for case in run.cases:
-        if case.outcome == "failed":
-            return WARNED
-        if case.outcome == "unknown" and case.requirement != "not-applicable":
-            return WARNED
-        if case.outcome == "skipped" and case.requirement == "required":
-            return WARNED
-    return PASSED
+
+    verdict: str
+    reasons: list[str] = field(default_factory=list)
+    failed_required: list[str] = field(default_factory=list)
+    not_run: list[str] = field(default_factory=list)  # required rules (per cell) that did not run
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.verdict]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "exitCode": self.exit_code,
+            "reasons": list(self.reasons),
+            "failedRequiredRules": list(self.failed_required),
+            "requiredRulesNotRun": list(self.not_run),
+        }
+
+
+def _cell_label(run: Run, vendor: str, minor: str) -> str:
+    return "" if len(matrix(run)) <= 1 else f" ({vendor} {minor})"
+
+
+def decide(run: Run) -> Decision:
+    meta = run.metadata
+    failed_required = sorted(
+        {c.rule_id for c in run.cases if c.outcome == "failed" and c.requirement == "required"}
+    )
+    cells = sorted(matrix(run)) or [("", "")]
+    not_run: list[str] = []
+    for vendor, minor in cells:
+        in_cell = [c for c in run.cases if (c.vendor, c.minor) == (vendor, minor)] if vendor else []
+        required = set(meta.required_rules or ())
+        required |= {c.rule_id for c in in_cell if c.requirement == "required"}
+        # a rule ran when it has cases and none of them was skipped (a skipped parametrisation of a
+        # required rule leaves part of it untried)
+        ran = {c.rule_id for c in in_cell} - {c.rule_id for c in in_cell if c.outcome == "skipped"}
+        label = _cell_label(run, vendor, minor)
+        not_run += [f"{rule}{label}" for rule in sorted(required - ran)]
+    selection = meta.selection or {}
+    reasons: list[str] = []
+    if failed_required:
+        reasons.append(f"required rule(s) failed: {', '.join(failed_required)}")
+    if not meta.complete:
+        reasons.append("the run did not finish")
+    if selection.get("interrupted"):
+        reasons.append(f"the session was interrupted ({selection.get('interruptedBy') or 'stopped early'})")
+    if selection.get("filtered"):
+        why = "; ".join(str(r) for r in selection.get("reasons") or []) or "cases were filtered"
+        reasons.append(f"the cases were filtered: {why}")
+    if not run.cases:
+        reasons.append("no case ran")
+    if not_run:
+        reasons.append(f"{len(not_run)} required rule(s) did not run: {', '.join(not_run)}")
+    incomplete = bool(
+        not meta.complete
+        or selection.get("interrupted")
+        or selection.get("filtered")
+        or not run.cases
+        or not_run
+    )
+    warned = [
+        c for c in run.cases
+        if (c.outcome == "failed" and c.requirement != "required")
+        or (c.outcome == "unknown" and c.requirement != "not-applicable")
+    ]
+    if warned:
+        rules = sorted({f"{c.rule_id} {c.outcome}" for c in warned})
+        reasons.append(f"short of proof: {', '.join(rules)}")
+    if failed_required:
+        result = FAILED
+    elif incomplete:
+        result = INCOMPLETE
+    elif warned:
+        result = WARNED
+    else:
+        result = PASSED
+        reasons.append("every required rule ran and passed")
+    return Decision(result, reasons, failed_required, not_run)
+
+
+def verdict(run: Run) -> str:
+    """The run's verdict (see :class:`Decision`); never PASSED short of full proof."""
+    return decide(run).verdict
+
+
+def worst(verdicts: Iterable[str]) -> str:
+    """The verdict of several cells: the worst of theirs (FAILED > INCOMPLETE > WARNED > PASSED)."""
+    found = list(verdicts)
+    return max(found, key=VERDICTS.index) if found else INCOMPLETE
 
 
 def outcome_lists(run: Run) -> tuple[list[str], list[str], list[str]]:

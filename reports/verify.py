@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from reports import attest, manifest
+from reports import sensitivity as sens
 from reports.bundle import ATTESTATION_FILES, ENVELOPE, PUBLIC_KEY, STATEMENT
+from reports.model import Run, RunInputError
+from reports.summary import decide
 
 
 @dataclass
@@ -25,6 +28,7 @@ class VerifyResult:
     files_checked: int = 0
     signed: bool = False
     key_source: str = ""  # "given", "bundled" or "" when no signature was checked
+    verdict: str = ""  # the verdict recomputed from run.json, when it agrees everywhere
 
     @property
     def ok(self) -> bool:
@@ -37,6 +41,10 @@ class VerifyResult:
         if self.ok:
             how = f"signature verified with the {self.key_source} public key" if self.signed else "unsigned"
             lines.append(f"  {self.files_checked} files match the manifest; {how}")
+            if self.verdict:
+                lines.append(
+                    f"  verdict {self.verdict}: run.json, results.json, summary.md and the statement agree"
+                )
         return "\n".join(lines)
 
 
@@ -127,6 +135,48 @@ def _check_predicate(root: Path, predicate: Any, result: VerifyResult) -> None:
             )
 
 
+def _check_verdict(root: Path, entries: dict[str, str], result: VerifyResult) -> None:
+    """One verdict everywhere: recompute it from run.json with the function that made it, and
+    hold results.json and summary.md to it; a referenced sensitivity.json must be in the bundle
+    and of the run's commit."""
+    if "run.json" not in entries or "results.json" not in entries:
+        result.errors.append("run.json and results.json must both be in the bundle")
+        return
+    raw, results = _load_json(root / "run.json", result), _load_json(root / "results.json", result)
+    if raw is None or not isinstance(results, dict):
+        return
+    try:
+        run = Run.from_dict(raw)
+    except RunInputError as e:
+        result.errors.append(f"run.json: not a valid run ({e})")
+        return
+    decision = decide(run)
+    if results.get("verdict") != decision.verdict:
+        result.errors.append(
+            f"results.json: verdict {results.get('verdict')} differs from {decision.verdict} "
+            "recomputed from run.json"
+        )
+    md = root / "summary.md"
+    stated = md.read_text(encoding="utf-8", errors="replace") if md.is_file() else ""
+    if f"**Verdict: {decision.verdict}**" not in stated:
+        result.errors.append(f"summary.md: does not state the verdict {decision.verdict}")
+    ref = results.get("sensitivity")
+    if ref is not None:
+        name = ref.get("file", sens.FILE) if isinstance(ref, dict) else sens.FILE
+        if name not in entries:
+            result.errors.append(f"results.json references {name}, which is not in {manifest.MANIFEST}")
+        else:
+            doc = _load_json(root / name, result)
+            try:
+                sens.validate(doc, commit=run.metadata.project_commit)
+            except RunInputError as e:
+                result.errors.append(f"{name}: {e}")
+    elif sens.FILE in entries:
+        result.errors.append(f"{sens.FILE}: in the bundle but not referenced by results.json")
+    if not result.errors:
+        result.verdict = decision.verdict
+
+
 def _check_signature(root: Path, public_key: Path | None, result: VerifyResult) -> None:
     envelope_path = root / ENVELOPE
     if not envelope_path.is_file():
@@ -172,5 +222,6 @@ def verify(bundle_dir: Path | str, *, public_key: Path | None = None) -> VerifyR
     entries = _check_files(root, result)
     if entries is not None:
         _check_statement(root, entries, result)
+        _check_verdict(root, entries, result)
     _check_signature(root, public_key, result)
     return result

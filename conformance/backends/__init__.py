@@ -54,6 +54,9 @@ class ClusterInfo:
     chart_values: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)  # what teardown needs (data dir, container id)
+    # What the backend can tell about the installed stack (chartValuesSha256, imageDigests,
+    # shimSha256, ...): merged into the run's systemUnderTest record.
+    system: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -7,6 +7,7 @@ carries the NVIDIA register annotation and non-zero ``nvidia.com/gpu`` capacity.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -123,6 +124,7 @@ class TestbedBackend:
             t = time.monotonic()
             self._wait_registered(info, expected_gpu_nodes(inventory), opts.timeout)
             info.timings["register_s"] = round(time.monotonic() - t, 3)
+            info.system = system_facts(opts.chart_set, data_dir)
             kube = preflight.connect(info.kubeconfig)
             try:
                 version, vendors = preflight.check(
@@ -224,7 +226,78 @@ def _registered(node: dict[str, Any] | None) -> bool:
         return False
 
 
-def _values(chart_set: list[str]) -> dict[str, Any]:
+def _typed(value: str) -> Any:
+    """A ``--set`` value as Helm types it: true/false, null, integers; anything else a string."""
+    if value in ("true", "false"):
+        return value == "true"
+    if value == "null":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def effective_values(chart_set: list[str]) -> dict[str, Any]:
+    """The values the chart was rendered with: its defaults with the ``--set`` flags applied."""
+    import yaml
+
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text()) or {}
+    typed = _values(chart_set, convert=_typed)
+    return _merge(defaults, typed)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def system_facts(chart_set: list[str], data_dir: Path) -> dict[str, Any]:
+    """What identifies the installed stack on the testbed: the effective chart values' digest, the
+    image catalog's mapping (the testbed's stand-in for image digests: which command each chart
+    image runs) and the digest of every libvgpu.so the device plugins installed on the nodes."""
+    facts: dict[str, Any] = {
+        "chartValuesSha256": hashlib.sha256(_canonical(effective_values(chart_set))).hexdigest(),
+        "chartValuesSource": "chart defaults + --chart-set",
+    }
+    catalog = data_dir / "image-catalog.yaml"
+    if catalog.is_file():
+        import yaml
+
+        entries = (yaml.safe_load(catalog.read_text()) or {}).get("images") or []
+        facts["imageDigests"] = {
+            str(e.get("match")): hashlib.sha256(_canonical(e)).hexdigest()
+            for e in entries
+            if isinstance(e, dict)
+        }
+        facts["imageDigestsSource"] = "testbed image catalog (sha256 of each mapping entry)"
+    shims = {
+        str(p.relative_to(data_dir)): _sha256_file(p)
+        for p in sorted(data_dir.rglob("libvgpu.so"))
+        if p.is_file() and not p.is_symlink()
+    }
+    if shims:
+        digests = sorted(set(shims.values()))
+        facts["shimSha256"] = digests[0] if len(digests) == 1 else "mixed:" + ",".join(digests)
+        facts["shimInstalled"] = shims
+    return facts
+
+
+def _values(chart_set: list[str], convert: Any = str) -> dict[str, Any]:
     """``--set a.b=c`` flags as the nested values they produce (for the environment capture)."""
     out: dict[str, Any] = {}
     for kv in chart_set:
@@ -233,5 +306,5 @@ def _values(chart_set: list[str]) -> dict[str, Any]:
         parts = key.split(".")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
-        node[parts[-1]] = value
+        node[parts[-1]] = convert(value)
     return out

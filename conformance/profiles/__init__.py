@@ -7,10 +7,17 @@ Schema (``hami-conformance/profile/v1``)::
 
     name, version, vendor, minors: [first, last], default: required|optional|not-applicable,
     rules: {RULE-ID: requirement}, overrides: [{minors: [first, last], rules: {RULE-ID: requirement}}]
+    extends: <profile name>   (optional: start from that profile's rules, minors and default)
+
+A rule key may be a pattern with ``*`` (``ENF-*``): it applies to every rule it matches that has no
+exact entry, which is how a narrower profile marks whole capabilities not-applicable without
+listing (and falling behind) each rule. The rules a profile *requires* are its exact entries that
+resolve to ``required`` for the minor: a certification checks each of them ran.
 """
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,22 +82,41 @@ class Profile:
         m = _minor(minor, "minor")
         if not self.covers(minor):
             return "not-applicable"
-        req = self.rules.get(rule_id, self.default)
+        req = _lookup(self.rules, rule_id, self.default)
         for (lo, hi), rules in self.overrides:
-            if lo <= m <= hi and rule_id in rules:
-                req = rules[rule_id]
+            if lo <= m <= hi:
+                req = _lookup(rules, rule_id, req)
         return req
+
+    def listed_rules(self) -> list[str]:
+        """Every exact rule id the profile (and its overrides) names."""
+        ids = set(self.rules)
+        for _, rules in self.overrides:
+            ids |= set(rules)
+        return sorted(r for r in ids if "*" not in r)
+
+    def required_rules(self, minor: str) -> list[str]:
+        """The rules a certification of ``minor`` must see run and pass."""
+        return [r for r in self.listed_rules() if self.requirement(r, minor) == "required"]
 
     def minor_list(self) -> list[str]:
         (ma, lo), (_, hi) = self.minors
         return [f"{ma}.{n}" for n in range(lo, hi + 1)]
 
 
+def _lookup(rules: dict[str, str], rule_id: str, fallback: str) -> str:
+    """The exact entry, else the longest matching pattern, else ``fallback``."""
+    if rule_id in rules:
+        return rules[rule_id]
+    patterns = [k for k in rules if "*" in k and fnmatch.fnmatchcase(rule_id, k)]
+    return rules[max(patterns, key=len)] if patterns else fallback
+
+
 def available() -> list[str]:
     return sorted(p.stem for p in HERE.glob("*.yaml"))
 
 
-def load_profile(name_or_path: str) -> Profile:
+def load_profile(name_or_path: str, _seen: tuple[str, ...] = ()) -> Profile:
     path = Path(name_or_path)
     if not (path.suffix in (".yaml", ".yml") and path.is_file()):
         path = HERE / f"{name_or_path}.yaml"
@@ -107,6 +133,16 @@ def load_profile(name_or_path: str) -> Profile:
         raise ProfileError(f"{path}: must be a mapping")
     if raw.get("apiVersion") != API_VERSION:
         raise ProfileError(f'{path}: apiVersion: must be "{API_VERSION}", got {raw.get("apiVersion")!r}')
+    base: Profile | None = None
+    if raw.get("extends") is not None:
+        parent = raw["extends"]
+        if not isinstance(parent, str) or not parent or "/" in parent:
+            raise ProfileError(f"{path}: extends: must name a profile in {HERE}")
+        if parent in _seen or parent == raw.get("name"):
+            raise ProfileError(f"{path}: extends: {parent} extends itself")
+        base = load_profile(parent, (*_seen, str(raw.get("name"))))
+        raw = {"vendor": base.vendor, "minors": [_text(base.minors[0]), _text(base.minors[1])],
+               "default": base.default, **raw}
     for key in ("name", "version", "vendor"):
         if not isinstance(raw.get(key), str) or not raw[key]:
             raise ProfileError(f"{path}: {key}: required string")
@@ -123,13 +159,29 @@ def load_profile(name_or_path: str) -> Profile:
                 _rules(o.get("rules"), f"overrides[{i}].rules"),
             )
         )
+    rules = _rules(raw.get("rules"), f"{path}: rules")
+    if base is not None:
+        # the child's patterns win over the base's exact entries they match (ENF-* not-applicable
+        # must reach ENF-MEM-1 even though the base lists it as required)
+        patterns = [k for k in rules if "*" in k]
+
+        def keep(rule_id: str) -> bool:
+            return not any(fnmatch.fnmatchcase(rule_id, pat) for pat in patterns)
+
+        rules = {**{k: v for k, v in base.rules.items() if keep(k)}, **rules}
+        inherited = [(rng, {k: v for k, v in r.items() if keep(k)}) for rng, r in base.overrides]
+        overrides = [*inherited, *overrides]
     return Profile(
         name=raw["name"],
         version=str(raw["version"]),
         vendor=raw["vendor"],
         minors=_range(raw.get("minors"), f"{path}: minors"),
         default=default,
-        rules=_rules(raw.get("rules"), f"{path}: rules"),
+        rules=rules,
         overrides=overrides,
         source=str(path),
     )
+
+
+def _text(minor: tuple[int, int]) -> str:
+    return f"{minor[0]}.{minor[1]}"

@@ -43,15 +43,18 @@ def test_every_suite_rule_is_in_the_nvidia_profile_and_back() -> None:
 
 def test_profile_requirements_and_range() -> None:
     prof = profiles.load_profile("nvidia")
-    assert prof.version == "1.0.0" and prof.minor_list()[0] == "1.18" and prof.minor_list()[-1] == "1.33"
-    assert prof.requirement("ENF-CORE-1", "1.33") == "optional"
+    assert prof.version == "1.1.0" and prof.minor_list()[0] == "1.18" and prof.minor_list()[-1] == "1.33"
+    # the compute limiter and the monitor are part of the NVIDIA certification
+    assert prof.requirement("ENF-CORE-1", "1.33") == "required"
+    assert prof.requirement("MET-MON-1", "1.18") == "required"
+    assert {"ENF-CORE-1", "MET-MON-1", "SCHED-FIT-1"} <= set(prof.required_rules("1.33"))
     assert prof.requirement("SCHED-FIT-1", "1.18") == "required"
     assert prof.requirement("SCHED-FIT-1", "1.17") == "not-applicable"
     assert prof.requirement("NOT-LISTED-1", "1.20") == "required"  # the default
 
 
 def test_profile_errors(tmp_path: Path) -> None:
-    with pytest.raises(profiles.ProfileError, match='unknown profile "nope": known profiles: nvidia'):
+    with pytest.raises(profiles.ProfileError, match='unknown profile "nope": known profiles: nvidia, '):
         profiles.load_profile("nope")
     bad = tmp_path / "bad.yaml"
     bad.write_text(
@@ -67,6 +70,38 @@ def test_profile_errors(tmp_path: Path) -> None:
     )
     prof = profiles.load_profile(str(over))
     assert prof.requirement("A-1", "1.20") == "optional" and prof.requirement("A-1", "1.22") == "required"
+
+
+def test_scheduling_only_profile_marks_enforcement_and_monitor_not_applicable() -> None:
+    full, narrow = profiles.load_profile("nvidia"), profiles.load_profile("nvidia-scheduling-only")
+    assert narrow.name == "nvidia-scheduling-only" and narrow.vendor == "nvidia"
+    assert narrow.minors == full.minors
+    for rule_id in full.listed_rules():
+        narrowed = rule_id.startswith(("ENF-", "MET-MON-"))
+        want = "not-applicable" if narrowed else full.requirement(rule_id, "1.33")
+        assert narrow.requirement(rule_id, "1.33") == want, rule_id
+    # a rule added to the nvidia profile later is covered by the patterns too
+    assert narrow.requirement("ENF-MEM-99", "1.25") == "not-applicable"
+    assert narrow.requirement("MET-SCHED-1", "1.25") == "required"
+    assert not [r for r in narrow.required_rules("1.33") if r.startswith(("ENF-", "MET-MON-"))]
+
+
+def test_profile_extends_and_patterns(tmp_path: Path) -> None:
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("apiVersion: hami-conformance/profile/v1\nname: loop\nversion: '1'\nextends: ../x\n")
+    with pytest.raises(profiles.ProfileError, match="extends: must name a profile"):
+        profiles.load_profile(str(loop))
+    pat = tmp_path / "pat.yaml"
+    pat.write_text(
+        "apiVersion: hami-conformance/profile/v1\nname: p\nversion: '1'\nvendor: nvidia\n"
+        "minors: ['1.18', '1.33']\n"
+        "rules: {'SCHED-*': optional, 'SCHED-FIT-*': not-applicable, SCHED-FIT-1: required}\n"
+    )
+    prof = profiles.load_profile(str(pat))
+    assert prof.requirement("SCHED-FIT-1", "1.20") == "required"  # exact wins
+    assert prof.requirement("SCHED-FIT-2", "1.20") == "not-applicable"  # longest pattern wins
+    assert prof.requirement("SCHED-TYPE-1", "1.20") == "optional"
+    assert prof.required_rules("1.20") == ["SCHED-FIT-1"]
 
 
 @pytest.mark.parametrize(

@@ -69,7 +69,7 @@ def test_empty_run_builds_and_claims_nothing(run_dir: Path, tmp_path: Path) -> N
     run.cases = []
     out = bundle.build(run, tmp_path / "empty")
     results = json.loads((out / "results.json").read_text())
-    assert results["summary"]["total"] == 0 and results["verdict"] == "WARNED"
+    assert results["summary"]["total"] == 0 and results["verdict"] == "INCOMPLETE"
     doc = yaml.safe_load((out / "self-assessment.yaml").read_text())
     assert {r["status"] for section in doc["spec"].values() for r in section} == {"N/A"}
     ElementTree.fromstring((out / "matrix.svg").read_text())
@@ -156,7 +156,7 @@ def test_unfinished_run_is_never_passed(tmp_path: Path) -> None:
     run.cases = [c for c in run.cases if c.outcome == "passed"]
     out = bundle.build(run, tmp_path / "b")
     results = json.loads((out / "results.json").read_text())
-    assert results["verdict"] == "WARNED" and results["run"]["complete"] is False
+    assert results["verdict"] == "INCOMPLETE" and results["run"]["complete"] is False
     assert "incomplete" in (out / "summary.md").read_text()
 
 
