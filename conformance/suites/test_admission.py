@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
 import pytest
 
 from conformance import contract as C
 from conformance.cases import rule, violated
-from conformance.kube import ContainerSpec, Workloads, container_limits, gpu_pod, pod_manifest
+from conformance.kube import (
+    ContainerSpec,
+    Workloads,
+    container_limits,
+    gpu_pod,
+    parse_probe_output,
+    pod_manifest,
+)
+from conformance.suites.common import (
+    MIB,
+    QUICK,
+    Gpu,
+    all_gpus,
+    cuda_devices,
+    nvml_devices,
+    probe_limit_mib,
+)
+from kubeclient.client import ApiError
 
 pytestmark = [pytest.mark.nvidia, pytest.mark.admission]
 
@@ -76,3 +95,179 @@ def test_exclusive_default(workloads: Workloads) -> None:
     pod = workloads.create(pod_manifest("whole", [ContainerSpec(gpus=1)]))
     limits = container_limits(pod)
     assert limits.get(C.GPUCORES) == "100", violated("ADM-DEFAULT-2", f"limits after admission: {limits}")
+
+
+# --- forged allocation annotations --------------------------------------------------------------------
+# A tenant writes HAMi's scheduler-owned annotations itself, granting its container a whole GPU's
+# memory. The property checked is the one a tenant can observe: the forgery is denied at admission,
+# or the pod never runs with a device limit the scheduler did not grant (a pod the scheduler never
+# handled must not run with any GPU at all).
+FORGE_WAIT_S = 30  # how long a pod that is not refused outright gets to show what it runs with
+
+
+def _forged_annotations(gpu: Gpu) -> dict[str, str]:
+    grant = f"{gpu.uuid},NVIDIA,{gpu.devmem},0:;"
+    now = str(int(time.time()))
+    return {
+        C.NVIDIA_TO_ALLOCATE: grant,
+        C.NVIDIA_ALLOCATED: grant,
+        C.VGPU_NODE: gpu.node,
+        C.VGPU_TIME: now,
+        C.BIND_PHASE: "allocating",
+        C.BIND_TIME: now,
+    }
+
+
+def _outcome(w: Workloads, name: str) -> dict[str, Any] | None:
+    """The probe document if the pod's container ran, None if it never ran (refused, failed at
+    admission on the node, or still not started after FORGE_WAIT_S)."""
+    deadline = time.monotonic() + FORGE_WAIT_S
+    phase = ""
+    while time.monotonic() < deadline:
+        phase = (w.get(name).get("status") or {}).get("phase") or ""
+        if phase in ("Running", "Succeeded", "Failed"):
+            break
+        time.sleep(0.5)
+    if phase == "Running":
+        w.wait_phase(name, ("Succeeded", "Failed"))
+    if phase not in ("Running", "Succeeded", "Failed"):
+        return None
+    try:
+        return parse_probe_output(w.log(name))
+    except ApiError:
+        return None
+
+
+def _check_granted(
+    w: Workloads, name: str, gpu: Gpu, granted_mib: int | None, rule_id: str, attach: Any
+) -> None:
+    doc = _outcome(w, name)
+    if doc is None:
+        return  # never ran: safe
+    attach(f"probe-{name}.json", json.dumps(doc, indent=2))
+    limit = probe_limit_mib(doc)
+    devices = cuda_devices(doc)
+    if granted_mib is None:
+        assert not devices and not nvml_devices(doc), violated(
+            rule_id,
+            f"pod {name} with forged annotations ({gpu.devmem} MiB on {gpu.uuid}) was never scheduled "
+            f"by HAMi but ran with GPUs {[d.get('uuid') for d in devices or nvml_devices(doc)]}, "
+            f"memory limit {limit} MiB",
+        )
+        return
+    totals = [int((doc.get("cuda") or {}).get("mem_before", {}).get("total", 0)) // MIB]
+    assert limit is not None and limit <= granted_mib, violated(
+        rule_id,
+        f"pod {name} asked {granted_mib} MiB, forged {gpu.devmem} MiB, and ran with "
+        f"CUDA_DEVICE_MEMORY_LIMIT_0={limit} MiB",
+    )
+    assert devices and all(0 < t <= granted_mib for t in totals), violated(
+        rule_id,
+        f"pod {name} asked {granted_mib} MiB, forged {gpu.devmem} MiB; cuMemGetInfo total {totals} MiB",
+    )
+
+
+@rule(
+    "ADM-FORGE-1",
+    "A pod created with forged hami.io allocation annotations is denied or runs with no more than the "
+    "scheduler granted",
+    ai=("secure_accelerator_access",),
+)
+def test_forged_on_create(workloads: Workloads, kube: Any, attach: Any) -> None:
+    gpu = all_gpus(kube)[0]
+    manifest = pod_manifest(
+        "forge-create", [ContainerSpec(gpus=1, mem=1000, args=QUICK)], annotations=_forged_annotations(gpu)
+    )
+    _, err = workloads.try_create(manifest)
+    if err is not None:
+        return
+    _check_granted(workloads, "forge-create", gpu, 1000, "ADM-FORGE-1", attach)
+
+
+@rule(
+    "ADM-FORGE-3",
+    "A pod with forged allocation annotations and the webhook's opt-out label hami.io/webhook: ignore is "
+    "denied or runs with no more than the scheduler granted",
+    ai=("secure_accelerator_access",),
+)
+def test_forged_with_opt_out_label(workloads: Workloads, kube: Any, cluster: Any, attach: Any) -> None:
+    gpu = all_gpus(kube)[0]
+    manifest = pod_manifest(
+        "forge-optout",
+        [ContainerSpec(gpus=1, mem=1000, args=QUICK)],
+        annotations=_forged_annotations(gpu),
+        scheduler_name=cluster.scheduler_name,  # the webhook is skipped: ask for HAMi's scheduler directly
+    )
+    manifest["metadata"]["labels"][C.WEBHOOK_IGNORE_LABEL] = "ignore"
+    _, err = workloads.try_create(manifest)
+    if err is not None:
+        return
+    _check_granted(workloads, "forge-optout", gpu, 1000, "ADM-FORGE-3", attach)
+
+
+@rule(
+    "ADM-FORGE-4",
+    "A GPU pod with spec.nodeName set and forged allocation annotations is denied or never runs with a GPU",
+    ai=("secure_accelerator_access",),
+)
+def test_forged_with_node_name(workloads: Workloads, kube: Any, attach: Any) -> None:
+    gpu = all_gpus(kube)[0]
+    manifest = pod_manifest(
+        "forge-node",
+        [ContainerSpec(gpus=1, mem=1000, args=QUICK)],
+        annotations=_forged_annotations(gpu),
+        node_name=gpu.node,
+    )
+    _, err = workloads.try_create(manifest)
+    if err is not None:
+        return
+    _check_granted(workloads, "forge-node", gpu, None, "ADM-FORGE-4", attach)
+
+
+@rule(
+    "ADM-FORGE-5",
+    "A GPU pod with the opt-out label, spec.nodeName and forged allocation annotations is denied or never "
+    "runs with a GPU",
+    ai=("secure_accelerator_access",),
+)
+def test_forged_with_opt_out_and_node_name(workloads: Workloads, kube: Any, attach: Any) -> None:
+    gpu = all_gpus(kube)[0]
+    manifest = pod_manifest(
+        "forge-bypass",
+        [ContainerSpec(gpus=1, mem=1000, args=QUICK)],
+        annotations=_forged_annotations(gpu),
+        node_name=gpu.node,
+    )
+    manifest["metadata"]["labels"][C.WEBHOOK_IGNORE_LABEL] = "ignore"
+    _, err = workloads.try_create(manifest)
+    if err is not None:
+        return
+    _check_granted(workloads, "forge-bypass", gpu, None, "ADM-FORGE-5", attach)
+
+
+@rule(
+    "ADM-FORGE-2",
+    "Forged allocation annotations written by an update to a pending GPU pod are denied, or the pod, once "
+    "bound, never runs with a GPU the scheduler did not grant",
+    ai=("secure_accelerator_access",),
+)
+def test_forged_on_update(workloads: Workloads, kube: Any, attach: Any) -> None:
+    gpu = all_gpus(kube)[0]
+    # another scheduler's pod: HAMi neither schedules it nor grants it anything
+    manifest = pod_manifest(
+        "forge-update", [ContainerSpec(gpus=1, mem=1000, args=QUICK)], scheduler_name="hc-no-such-scheduler"
+    )
+    workloads.create(manifest)
+    path = f"{workloads.pods_path}/forge-update"
+    try:
+        kube.patch(path, {"metadata": {"annotations": _forged_annotations(gpu)}}, kind="merge")
+    except ApiError:
+        return  # the update was refused
+    binding = {
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": "forge-update"},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": gpu.node},
+    }
+    kube.create(f"{path}/binding", binding)
+    _check_granted(workloads, "forge-update", gpu, None, "ADM-FORGE-2", attach)
