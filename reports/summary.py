@@ -143,7 +143,8 @@ def decide(run: Run) -> Decision:
     if not run.cases:
         reasons.append("no case ran")
     if not_run:
-        reasons.append(f"{len(not_run)} required rule(s) did not run: {', '.join(not_run)}")
+        shown = ", ".join(not_run[:8]) + (f" and {len(not_run) - 8} more" if len(not_run) > 8 else "")
+        reasons.append(f"{len(not_run)} required rule(s) did not run: {shown}")
     incomplete = bool(
         not meta.complete
         or selection.get("interrupted")
