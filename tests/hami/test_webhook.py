@@ -199,7 +199,8 @@ def test_non_create_and_undecodable() -> None:
     assert admit({"operation": "UPDATE", "object": pod(ctr({})), "oldObject": pod(ctr({}))}, CFG).allowed
     assert admit({"operation": "DELETE", "object": None, "oldObject": pod(ctr({}))}, CFG).allowed
     bad = admit({"operation": "CREATE", "object": {"kind": "Service", "spec": {}}}, CFG)
-    assert not bad.allowed and bad.code == 400 and bad.message == "request.object.kind: expected Pod, got Service"
+    assert not bad.allowed and bad.code == 400
+    assert bad.message == "request.object.kind: expected Pod, got Service"
 
 
 @pytest.mark.parametrize("version", ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"])
