@@ -8,9 +8,12 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
+from conformance.backends import Options
 from conformance.cli import BAD_INPUT, ERROR, Cell, cell_verdict, exit_code
 from conformance.recording import project_commit, working_tree
 from testbed.clients import helm_path, helm_skip_reason
@@ -52,6 +55,43 @@ def test_the_exit_code_is_the_worst_cells_verdict(tmp_path: Path) -> None:
     assert exit_code([passed, warned, incomplete]) == 2 and exit_code([incomplete, failed]) == 1
     assert exit_code([passed, crashed]) == 5 and exit_code([crashed, failed]) == 1
     assert exit_code([bad]) == 4 and exit_code([bad, passed]) == 5
+
+
+def _session(tmp_path: Path, args: list[str], *, keyword: str = "", markexpr: str = "",
+             shouldfail: str | bool = False) -> SimpleNamespace:
+    options = {"keyword": keyword, "markexpr": markexpr}
+    config = SimpleNamespace(args=args, getoption=lambda name, default=None: options.get(name, default),
+                             invocation_params=SimpleNamespace(dir=REPO))
+    return SimpleNamespace(config=config, shouldstop=False, shouldfail=shouldfail, testsfailed=0)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "exitstatus", "filtered", "interrupted", "why"),
+    [
+        (["conformance/suites"], {}, 0, False, False, ""),
+        (["conformance/suites"], {"markexpr": "nvidia"}, 0, False, False, ""),  # the vendor's own marker
+        ([str(REPO / "conformance" / "suites")], {"keyword": "fit"}, 0, True, False, "-k 'fit'"),
+        (["conformance/suites"], {"markexpr": "scheduling"}, 0, True, False, "-m 'scheduling'"),
+        (["conformance/suites/test_scheduling.py"], {}, 0, True, False, "only conformance/suites/test_sch"),
+        (["conformance/suites::x"], {}, 0, True, False, "only conformance/suites::x"),
+        (["conformance/suites"], {}, 2, False, True, "interrupted (Ctrl-C or SIGTERM)"),
+        (["conformance/suites"], {"shouldfail": "stopping after 1 failures"}, 1, False, True,
+         "stopped early: stopping after 1 failures"),
+    ],
+)
+def test_selection_records_filters_and_interruptions(
+    tmp_path: Path, args: list[str], kwargs: dict[str, Any], exitstatus: int, filtered: bool,
+    interrupted: bool, why: str,
+) -> None:
+    from conformance.plugin import HarnessState, selection
+    from conformance.profiles import load_profile
+
+    state = HarnessState(Options(), load_profile("nvidia"))
+    got = selection(_session(tmp_path, args, **kwargs), state, exitstatus)  # type: ignore[arg-type]
+    assert (got["filtered"], got["interrupted"]) == (filtered, interrupted), got
+    assert why in " ".join(got["reasons"]) + got["interruptedBy"]
+    state.user_deselected = 3
+    assert "3 case(s) deselected" in selection(_session(tmp_path, args), state, 0)["reasons"]  # type: ignore[arg-type]
 
 
 def test_a_sensitivity_file_of_another_commit_is_refused_before_anything_runs(tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ def test_options_and_markers_documented() -> None:
         "--keep-cluster",
         "--bundle-dir",
         "--signing-key",
+        "--sensitivity",
     ):
         assert opt in out, opt
     markers = run_pytest("--markers").stdout
