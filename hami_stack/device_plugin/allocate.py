@@ -334,7 +334,9 @@ class Allocator:
         self, pod: dict[str, Any], requests: Sequence[Sequence[str]]
     ) -> tuple[list[api.ContainerAllocateResponse], str]:
         value = _annotations(pod).get(self.keys.to_allocate, "")
-        pod_devices = decode_pod_devices(value, trim_trailing=True)
+        # untrimmed, as HAMi decodes it: the empty piece after the final ";" stays a (never used)
+        # container, so what is left is written back HAMi's way (";;" for a one-container pod)
+        pod_devices = decode_pod_devices(value)
         specs = containers(pod)
         uid = (pod.get("metadata") or {}).get("uid", "")
         out = []

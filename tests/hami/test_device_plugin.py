@@ -283,7 +283,7 @@ def test_allocate_answers_from_the_pod_and_finishes_the_bind(
     assert container_dir.is_dir() and (container_dir.stat().st_mode & 0o777) == 0o777
     # one container of two done: the slot is emptied, the bind is still allocating, the lock stays
     pa = _pod_ann(kube, "alloc-ok")
-    assert pa[ann.NVIDIA_KEYS.to_allocate] == f";;{a},NVIDIA,1000,0:{b},NVIDIA,2000,0:;"
+    assert pa[ann.NVIDIA_KEYS.to_allocate] == f";;{a},NVIDIA,1000,0:{b},NVIDIA,2000,0:;;"  # HAMi's form
     assert pa[ann.BIND_PHASE] == "allocating"
     assert ann.NODE_LOCK in _node_ann(kube)
 
@@ -298,7 +298,8 @@ def test_allocate_answers_from_the_pod_and_finishes_the_bind(
     )
     assert "/etc/ld.so.preload" not in {m.container_path for m in r2.mounts}  # CUDA_DISABLE_CONTROL=true
     pa = _pod_ann(kube, "alloc-ok")
-    assert pa[ann.NVIDIA_KEYS.to_allocate] == ";;;"
+    # HAMi keeps the piece after the final ";" on every rewrite, so each Allocate adds one
+    assert pa[ann.NVIDIA_KEYS.to_allocate] == ";;;;;"
     assert pa[ann.BIND_PHASE] == "success"
     assert ann.NODE_LOCK not in _node_ann(kube)
 
