@@ -104,6 +104,9 @@ def parser() -> argparse.ArgumentParser:
     )
     v.add_argument("bundle")
     v.add_argument("--key", help="the signer's public key (PEM); default: the bundled one")
+    from conformance.selftest import add_parser as add_selftest
+
+    add_selftest(sub, _Parser, NEWEST_MINOR, str(REPO / "reports" / "out"))
     return p
 
 
@@ -303,6 +306,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         forwarded = ["verify", args.bundle] + (["--key", args.key] if args.key else [])
         return reports_main(forwarded)
+    if args.command == "selftest":
+        from conformance.selftest import cmd_selftest
+
+        return cmd_selftest(args)
     return cmd_run(args)
 
 

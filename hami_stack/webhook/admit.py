@@ -244,7 +244,8 @@ def admit_create(pod: Obj, config: WebhookConfig) -> AdmissionResponse:
         for container in containers(mutated):
             if _privileged(container) and not faults.on("webhook-allows-privileged"):
                 return denied(f"container {container.get('name', '')} is privileged")
-        if config.scheduler_name and not config.fault_skip_scheduler_name:
+        skip = config.fault_skip_scheduler_name or faults.on("webhook-skip-scheduler-name")
+        if config.scheduler_name and not skip and not _fault_ascend_skip(claims):
             mutated["spec"]["schedulerName"] = config.scheduler_name
         if mutated["spec"].get("nodeName") and not faults.on("webhook-allows-node-name"):
             return denied(MSG_NODE_ASSIGNED)
@@ -256,6 +257,11 @@ def admit_create(pod: Obj, config: WebhookConfig) -> AdmissionResponse:
             return denied(MSG_QUOTA)
     ops = jsonpatch.make_patch(pod, mutated).patch
     return allowed(patch=ops)
+
+
+def _fault_ascend_skip(claims: _Claims) -> bool:
+    """Fault ``ascend-webhook-skip-scheduler-name``: pods asking Ascend devices keep their scheduler."""
+    return faults.on("ascend-webhook-skip-scheduler-name") and any("Ascend" in a for a in claims.asked)
 
 
 def _fault_undo_defaults(container: Obj, before: Obj) -> None:
