@@ -104,7 +104,7 @@ def helm_values(minor: str) -> dict[str, Any]:
         },
         "devicePlugin": {
             "image": {"pullPolicy": "Never"},
-            "extraEnv": emu_env,
+            "extraEnvs": emu_env,
             "extraVolumes": [mount],
             "extraVolumeMounts": [{"name": "hami-emulated", "mountPath": EMU_HOST_DIR, "readOnly": True}],
         },

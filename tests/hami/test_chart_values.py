@@ -1079,3 +1079,14 @@ def test_tls_validity_and_client_name() -> None:
     days = (client.not_valid_after_utc - client.not_valid_before_utc).days
     assert 29 <= days <= 31
     assert "--client-cn=ks-client" in cont(docs, "vgpu-scheduler-extender")["args"]
+
+
+def test_k3s_backend_values_render(tmp_path: Path) -> None:
+    """The k3s conformance backend installs the chart with its own values: they pass the schema."""
+    from conformance.backends import k3s
+
+    values = tmp_path / "k3s.yaml"
+    values.write_text(yaml.safe_dump(k3s.helm_values("1.31")))
+    docs = render(files=(str(values),), minor=31)
+    assert env(docs, "device-plugin")["LD_LIBRARY_PATH"].endswith("/lib")
+    assert cont(docs, "device-plugin")["volumeMounts"][-1]["mountPath"] == k3s.EMU_HOST_DIR
