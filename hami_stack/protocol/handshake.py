@@ -4,8 +4,9 @@ A device plugin proves it is alive by overwriting its handshake annotation with 
 does not contain ``Requesting`` (HAMi plugins write ``Reported_<time>`` every 30 s). The scheduler
 writes ``Requesting_<time>`` and, on its next pass, judges the node:
 
-* value contains ``Requesting`` and the stamp is younger than 60 s -> healthy, no write;
-* older (or an unreadable stamp), but the node's allocatable count resource is > 0 -> healthy, no write;
+* value contains ``Requesting`` and the stamp is younger than 60 s, or has no ``_<stamp>`` or an
+  unreadable one -> healthy, no write (HAMi cannot date it, so it waits);
+* older, but the node's allocatable count resource is > 0 -> healthy, no write;
 * otherwise -> unhealthy (the scheduler then drops the family's devices; HEAD removes the key,
   v2.4-v2.9 wrote ``Deleted_<time>``);
 * any other value, or none -> healthy and "needs update": write a fresh ``Requesting_<now>``.
@@ -98,7 +99,7 @@ def check_handshake(value: str | None, now: dt.datetime, allocatable_count: int)
     if hs.kind is not HandshakeKind.REQUESTING:
         return HealthResult(True, True)
     local_now = now.astimezone().replace(tzinfo=None) if now.tzinfo is not None else now
-    if hs.time is not None and local_now - hs.time < HEALTH_WINDOW:
+    if hs.time is None or local_now - hs.time < HEALTH_WINDOW:
         return HealthResult(True, False)
     if allocatable_count > 0:
         return HealthResult(True, False)

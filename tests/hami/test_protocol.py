@@ -314,7 +314,9 @@ def test_handshake_health_rule() -> None:
     assert hs.check_handshake(req, LOCAL + dt.timedelta(seconds=59), 0) == hs.HealthResult(True, False)
     assert hs.check_handshake(req, LOCAL + dt.timedelta(seconds=61), 0) == hs.HealthResult(False, False)
     assert hs.check_handshake(req, LOCAL + dt.timedelta(seconds=61), 20) == hs.HealthResult(True, False)
-    assert hs.check_handshake("Requesting_garbage", LOCAL, 0) == hs.HealthResult(False, False)
+    # an undatable Requesting (no stamp, unreadable stamp) waits, as HAMi
+    assert hs.check_handshake("Requesting_garbage", LOCAL, 0) == hs.HealthResult(True, False)
+    assert hs.check_handshake("Requesting", LOCAL, 0) == hs.HealthResult(True, False)
     for value in (hs.reported(LOCAL), None, "Reported 2024-01-23 04:30:04 +0000 UTC", hs.deleted(LOCAL)):
         assert hs.check_handshake(value, LOCAL, 0) == hs.HealthResult(True, True)
 

@@ -1,6 +1,5 @@
 """Tables from upstream pkg/device/nvidia/device_test.go: one container's NVIDIA request."""
 
-
 # TestGenerateResourceRequests: (name, limits, requests, (nums, type, memreq, mem %, cores) or None)
 REQUEST_CASES = [
     ("gpu count only — defaults to 100% memory", {"nvidia.com/gpu": "1"}, {}, (1, "NVIDIA", 0, 100, 0)),
