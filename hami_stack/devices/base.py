@@ -364,7 +364,9 @@ class DeviceFamily(abc.ABC):
         return 0.0
 
     def pod_annotations(self, pod_devices: PodDevices) -> dict[str, str]:
-        """Annotations /filter writes for this family's decision."""
+        """Annotations /filter writes for this family's decision (none for an empty decision, as HAMi)."""
+        if not pod_devices:
+            return {}
         value = encode_pod_devices(pod_devices)
         out = {}
         if self.keys.to_allocate:

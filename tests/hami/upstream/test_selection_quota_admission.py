@@ -179,3 +179,29 @@ def test_mutate_admission_defaults_exclusive_core(
 )
 def test_assert_numa(annotations: dict[str, str], bound: bool) -> None:
     assert numa_bind_requested(annotations.get(ann.NVIDIA_NUMA_BIND)) is bound
+
+
+@pytest.mark.parametrize(
+    "lists, card_type, selected",
+    [
+        ({"use": "A10"}, "NVIDIA A100", True),
+        ({"use": "A10", "nouse": "A100"}, "NVIDIA A100", False),
+        ({"use": "A10", "nouse": "A100"}, "NVIDIA A10", True),
+    ],
+)
+def test_nvidia_check_type(lists: dict[str, str], card_type: str, selected: bool) -> None:
+    # Test_checkType (pkg/device/nvidia)
+    keys = {"use": ann.NVIDIA_USE_GPUTYPE, "nouse": ann.NVIDIA_NOUSE_GPUTYPE}
+    dev = D("GPU-0", count=10, totalmem=1000, totalcore=100, type=card_type, health=True)
+    r = NV.fit([dev], R(nums=1, mem=10, type="NVIDIA"), ctx_for(pod({keys[k]: v for k, v in lists.items()})))
+    assert r.ok is selected
+
+
+def test_patch_annotations() -> None:
+    # Test_PatchAnnotations (pkg/device/nvidia)
+    value = "nvidia-device-0,NVIDIA,2000,1:;"
+    assert NV.pod_annotations([[ContainerDevice("nvidia-device-0", "NVIDIA", 2000, 1)]]) == {
+        ann.NVIDIA_KEYS.to_allocate: value,
+        ann.NVIDIA_KEYS.allocated: value,
+    }
+    assert NV.pod_annotations([]) == {}
