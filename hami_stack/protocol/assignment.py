@@ -17,6 +17,7 @@ Any malformed entry rejects the whole value (:class:`ProtocolError`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -57,11 +58,14 @@ def encode_pod_devices(pod: Sequence[Sequence[ContainerDevice]]) -> str:
     return "".join(encode_container_devices(c) + CONTAINER_SEPARATOR for c in pod)
 
 
+_GO_INT32 = re.compile(r"[+-]?[0-9]+")
+
+
 def _int(entry: str, name: str, text: str) -> int:
-    try:
-        return int(text, 10)
-    except ValueError:
-        raise ProtocolError(f"assignment entry {entry!r}: {name} must be an integer, got {text!r}") from None
+    """Go's ``strconv.ParseInt(text, 10, 32)``: optional sign and decimal digits, within int32."""
+    if _GO_INT32.fullmatch(text) and -(2**31) <= int(text) < 2**31:
+        return int(text)
+    raise ProtocolError(f"assignment entry {entry!r}: {name} must be a 32-bit integer, got {text!r}")
 
 
 def decode_container_devices(segment: str) -> ContainerDevices:

@@ -495,3 +495,17 @@ def test_capacity_derived_family() -> None:
     assert not fam.needs_lock(pod(ctr({"metax-tech.com/gpu": 1})))
     health, _ = fam.check_health(node, dt.datetime.now(), None)
     assert health.healthy
+
+
+def test_quota_usage_collapses_by_true_container_position() -> None:
+    # UPSTREAM-DIFFERENCES.md: HAMi checks an app container's quota against the app containers'
+    # picks only, numbering them from 0 (so the first ones count as init containers); we count
+    # the pod as it will be charged: an init container's 60 on gpu-0 plus an app's 60 on gpu-1
+    from hami_stack.devices.base import pod_quota_usage
+
+    init = [ContainerDevice("gpu-0", "NVIDIA", 1000, 60)]
+    app = ContainerDevice("gpu-1", "NVIDIA", 1000, 60)
+    assert pod_quota_usage([init], [app], 1, "NVIDIA") == (2000, 120)
+    same = ContainerDevice("gpu-0", "NVIDIA", 500, 60)
+    assert pod_quota_usage([init], [same], 1, "NVIDIA") == (1000, 60)  # same device: the peak
+    assert pod_quota_usage([], [app, app], 0, "NVIDIA") == (2000, 120)  # app containers add up

@@ -203,7 +203,10 @@ def test_assignment_pop_sequence_like_the_device_plugin() -> None:
     "value, fragment",
     [
         ("GPU-a,NVIDIA,3000:;", MISSING_FIELDS_ERROR),
-        ("GPU-a,NVIDIA,lots,0:;", "usedmem must be an integer"),
+        ("GPU-a,NVIDIA,lots,0:;", "usedmem must be a 32-bit integer"),
+        ("GPU-a,NVIDIA,1_000,0:;", "usedmem must be a 32-bit integer"),  # Go's ParseInt refuses these
+        ("GPU-a,NVIDIA, 1,0:;", "usedmem must be a 32-bit integer"),
+        ("GPU-a,NVIDIA,2147483648,0:;", "usedmem must be a 32-bit integer"),
         ("GPU-a,NVIDIA,1,0:junk:;", "is not '<uuid>"),
         ("GPU-a,NVIDIA,1,0:;,NVIDIA,1,0:;", "must be non-empty"),
     ],
