@@ -198,7 +198,9 @@ async def _no_tracebacks(request: web.Request, handler: Handler) -> web.StreamRe
         try:
             await asyncio.wait_for(request.read(), BODY_TIMEOUT)  # cached: handlers read it again
         except TimeoutError:
-            return _json({"Error": f"request body not received within {BODY_TIMEOUT:g} s"}, 408)
+            resp = _json({"Error": f"request body not received within {BODY_TIMEOUT:g} s"}, 408)
+            resp.force_close()  # the rest of that body would be read as the next request
+            return resp
     try:
         return await handler(request)
     except web.HTTPException:
@@ -404,7 +406,8 @@ class SchedulerService:
         if auth.allow_all:
             log.warning("--allow-unauthenticated-extender: anyone reaching this port may /filter and /bind")
         app = make_app(self.extender, self.webhook, self.pool, auth)
-        runner = web.AppRunner(app, access_log=None, keepalive_timeout=cfg.idle_timeout)
+        # lingering: after answering a request whose body never came, read its rest 2 s at most
+        runner = web.AppRunner(app, access_log=None, keepalive_timeout=cfg.idle_timeout, lingering_time=2.0)
         await runner.setup()
         host, port = parse_bind(cfg.http_bind)
         site = _TimedTCPSite(
