@@ -42,6 +42,7 @@ from conformance.recording import (
     Recorder,
     capture_environment,
     project_commit,
+    running_images,
     system_under_test,
 )
 
@@ -321,6 +322,9 @@ def _start_recording(config: pytest.Config, state: HarnessState) -> None:
             version,
             {"timings": cluster.timings, "vendors": cluster.vendors, "gitVersion": cluster.git_version},
         )
+        images = running_images(kube, cluster.hami_namespace)
+        if images:
+            meta.system_under_test["runningImages"] = images
     finally:
         kube.close()
     writer.set_environment(env)

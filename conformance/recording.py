@@ -182,6 +182,24 @@ def system_under_test(
     return out
 
 
+def running_images(kube: Any, namespace: str) -> dict[str, str]:
+    """``image -> imageID`` of every container of HAMi's pods, as the kubelets report them (on a
+    real cluster the imageID carries the registry digest the node pulled)."""
+    from kubeclient.client import ApiError
+
+    try:
+        pods = kube.get(f"/api/v1/namespaces/{namespace}/pods").get("items") or []
+    except ApiError:
+        return {}
+    out: dict[str, str] = {}
+    for pod in pods:
+        status = pod.get("status") or {}
+        for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+            if cs.get("image"):
+                out[str(cs["image"])] = str(cs.get("imageID") or "")
+    return dict(sorted(out.items()))
+
+
 def capture_environment(kube: Any, version: dict[str, Any], extra: dict[str, Any]) -> Environment:
     from conformance import contract as C
 

@@ -71,6 +71,10 @@ def statement(
         configuration.append({"name": f"image/{image}", "digest": {"sha256": str(digest)}})
     if sut.get("shimSha256"):
         configuration.append({"name": "libvgpu.so", "digest": {"sha256": str(sut["shimSha256"])}})
+    for image, image_id in sorted((sut.get("runningImages") or {}).items()):
+        _, found, digest = str(image_id).rpartition("sha256:")
+        if found and digest:
+            configuration.append({"name": f"running-image/{image}", "digest": {"sha256": digest}})
     if meta.profile:
         configuration.append(
             {

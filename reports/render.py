@@ -118,6 +118,8 @@ def _sut_facts(run: Run) -> list[tuple[str, str]]:
         out.append((f"Image {image}", f"sha256 {digest}"))
     if sut.get("shimSha256"):
         out.append(("Shim libvgpu.so sha256", str(sut["shimSha256"])))
+    for image, image_id in sorted((sut.get("runningImages") or {}).items()):
+        out.append((f"Running image {image}", str(image_id) or "(no image ID reported)"))
     return out
 
 

@@ -138,7 +138,8 @@ def test_a_filtered_run_is_incomplete_everywhere(tmp_path: Path) -> None:
 
 
 SUT = {"commit": COMMIT, "dirty": True, "diffSha256": "ab" * 32, "dirtyFiles": ["hami_stack/x.py"],
-       "chartValuesSha256": "cd" * 32, "imageDigests": {"*/hami:*": "ef" * 32}, "shimSha256": "12" * 32}
+       "chartValuesSha256": "cd" * 32, "imageDigests": {"*/hami:*": "ef" * 32}, "shimSha256": "12" * 32,
+       "runningImages": {"reg/hami:v1": "docker-pullable://reg/hami@sha256:" + "34" * 32, "reg/x:1": ""}}
 
 
 def test_the_system_under_test_is_named(tmp_path: Path) -> None:
@@ -156,6 +157,9 @@ def test_the_system_under_test_is_named(tmp_path: Path) -> None:
     assert config["chart-values"]["digest"]["sha256"] == "cd" * 32
     assert config["image/*/hami:*"]["digest"]["sha256"] == "ef" * 32
     assert config["libvgpu.so"]["digest"]["sha256"] == "12" * 32
+    assert config["running-image/reg/hami:v1"]["digest"]["sha256"] == "34" * 32
+    assert "running-image/reg/x:1" not in config  # no digest reported, nothing claimed
+    assert "Running image reg/x:1**: (no image ID reported)" in md
     clean = bundle.build(make_run(ALL_PASS, sut={**SUT, "dirty": False, "diffSha256": ""}), tmp_path / "c")
     assert "clean (exactly the commit)" in (clean / "summary.md").read_text()
 
