@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from reports import attest
+from reports import sensitivity as sens
 from reports.bundle import BundleError, build
 from reports.model import RunInputError
 from reports.verify import verify
@@ -34,6 +35,12 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, required=True, help="bundle directory to create")
     b.add_argument("--key", type=Path, help="Ed25519 private key (PEM) to sign the in-toto statement")
     b.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
+    b.add_argument(
+        "--sensitivity",
+        type=Path,
+        metavar="FILE",
+        help="the self-test's sensitivity.json to carry (must be of the run's commit)",
+    )
     b.add_argument(
         "--allow-unfinished",
         action="store_true",
@@ -57,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 signing_key=args.key,
                 overwrite=args.force,
                 allow_unfinished=args.allow_unfinished,
+                sensitivity=sens.load(args.sensitivity) if args.sensitivity else None,
             )
         except (RunInputError, attest.KeyFileError, BundleError) as e:
             print(f"error: {e}", file=sys.stderr)

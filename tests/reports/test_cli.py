@@ -59,3 +59,22 @@ def test_module_entry_point(run_dir: Path, tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert (out / "MANIFEST.sha256").is_file()
+
+
+def test_build_carries_a_sensitivity_file_of_the_runs_commit(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    commit = json.loads((run_dir / RUN_FILE).read_text())["metadata"]["projectCommit"]
+    doc = {"commit": commit, "faults": 1, "caught": 1, "sensitivity": 1.0, "rows": [
+        {"fault": "f", "component": "shim", "expected_rules": ["ENF-MEM-2"], "failed_cases": ["t"],
+         "verdict": "FAILED", "caught_by_expected_rule": True, "reason": ""}]}
+    good = tmp_path / "s.json"
+    good.write_text(json.dumps(doc))
+    assert main(["build", str(run_dir), "--out", str(tmp_path / "b"), "--sensitivity", str(good)]) == 0
+    assert json.loads((tmp_path / "b" / "sensitivity.json").read_text()) == doc
+    assert main(["verify", str(tmp_path / "b")]) == 0
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**doc, "commit": "f" * 40}))
+    capsys.readouterr()
+    assert main(["build", str(run_dir), "--out", str(tmp_path / "c"), "--sensitivity", str(other)]) == 4
+    assert "another commit than this run" in capsys.readouterr().err and not (tmp_path / "c").exists()
