@@ -3,11 +3,12 @@
 Clusters of 100 and 1000 nodes with 8 GPUs each (A100-80GB, 10 slots) carry realistic existing
 usage (0-5 pods per GPU, 1-12 GiB and 0-30 % cores each). Each round posts a kube-scheduler-shaped
 ``/filter`` (Go field names, all node names, nodeCacheCapable) for a new pod, then ``/bind`` for
-the chosen node, over one keep-alive HTTPS connection from a client process of its own.
+the chosen node, over one keep-alive mutual-TLS connection (the client certificate the chart gives
+the kube-scheduler) from a client process of its own.
 
-The apiserver is an in-memory stub in the server process (pod/node patches, Binding creation,
+The apiserver is an in-memory stub in the server process (pod GETs and patches, Binding creation,
 node GETs for the lock), so the figures are the extender's own cost plus HTTP/TLS; a real
-apiserver adds one pod patch round trip to /filter and three to four round trips to /bind.
+apiserver adds two round trips to /filter (the pod's GET and patch) and five to six to /bind.
 ``*_memo`` rounds reuse pod shapes (the per-node fit memo hits on the 99 % of nodes the previous
 round did not change); ``*_cold`` rounds give every pod a unique annotation so every node is fitted.
 A cProfile of cold filters at 100 nodes is printed before the JSON line.
@@ -48,7 +49,7 @@ from hami_stack.protocol import annotations as ann
 from hami_stack.protocol.assignment import ContainerDevice
 from hami_stack.protocol.register import DeviceInfo
 from hami_stack.scheduler.extender import Extender, ExtenderOptions
-from hami_stack.scheduler.server import make_app
+from hami_stack.scheduler.server import ClientAuth, client_auth_context, make_app
 from hami_stack.scheduler.wire import FilterArgs
 from testbed import pki
 
@@ -56,21 +57,47 @@ GPUS = 8
 MEM = 81920
 
 
-class StubKube:
-    """Just enough apiserver for filter/bind: node objects with resourceVersions, pod patches."""
+CLIENT_CN = "hami-scheduler-extender-client"
 
-    def __init__(self) -> None:
+
+class StubKube:
+    """Just enough apiserver for filter/bind: node objects with resourceVersions, pod GETs/patches."""
+
+    def __init__(self, pods: dict[str, dict[str, Any]]) -> None:
         self.nodes: dict[str, dict[str, Any]] = {}
+        self.pods = pods
         self.lock = threading.Lock()
         self.bindings = 0
+        self.rv = 1
 
     def get(self, path: str, **_q: Any) -> Any:
         name = path.rsplit("/", 1)[1]
         with self.lock:
+            if "/pods/" in path:
+                pod = self.pods.get(name)
+                if pod is None:
+                    from kubeclient.client import ApiError
+
+                    raise ApiError(404, {"reason": "NotFound", "message": f'pods "{name}" not found'})
+                return orjson.loads(orjson.dumps(pod))
             node = self.nodes[name]
             return {"metadata": {**node["metadata"], "annotations": dict(node["metadata"]["annotations"])}}
 
     def patch(self, path: str, body: Any, kind: str = "merge") -> Any:
+        if "/pods/" in path:
+            name = path.rsplit("/", 1)[1]
+            with self.lock:
+                meta = self.pods[name]["metadata"]
+                for field in ("labels", "annotations"):
+                    target = meta.setdefault(field, {})
+                    for k, v in (body["metadata"].get(field) or {}).items():
+                        if v is None:
+                            target.pop(k, None)
+                        else:
+                            target[k] = v
+                self.rv += 1
+                meta["resourceVersion"] = str(self.rv)
+                return orjson.loads(orjson.dumps(self.pods[name]))
         if path.startswith("/api/v1/nodes/"):
             name = path.rsplit("/", 1)[1]
             with self.lock:
@@ -92,6 +119,7 @@ class StubKube:
         self.bindings += 1
         node = obj["target"]["name"]
         with self.lock:  # the device plugin would release the lock after Allocate
+            self.pods[obj["metadata"]["name"]]["spec"]["nodeName"] = node
             self.nodes[node]["metadata"]["annotations"].pop(ann.NODE_LOCK, None)
         return obj
 
@@ -99,8 +127,8 @@ class StubKube:
 def build(n_nodes: int, seed: int = 7) -> tuple[Extender, StubKube, dict[str, dict[str, Any]]]:
     rnd = random.Random(seed)
     nv = NvidiaFamily()
-    kube = StubKube()
     pods: dict[str, dict[str, Any]] = {}
+    kube = StubKube(pods)
     ext = Extender(kube, [nv], ExtenderOptions(), pod_getter=lambda ns, name: pods.get(name))  # type: ignore[arg-type]
     for i in range(n_nodes):
         name = f"node-{i:04d}"
@@ -171,7 +199,8 @@ def new_pod(i: int, cold: bool, pods: dict[str, dict[str, Any]]) -> dict[str, An
 
 def serve(n_nodes: int, port_q: Any, cert: Path, key: Path) -> None:
     ext, _kube, pods = build(n_nodes)
-    app = make_app(ext, None, concurrent.futures.ThreadPoolExecutor(4))
+    auth = ClientAuth(require_cert=True, common_name=CLIENT_CN)
+    app = make_app(ext, None, concurrent.futures.ThreadPoolExecutor(4), auth)
 
     async def record(request: web.Request) -> web.Response:  # the client registers pod bodies first
         pod = orjson.loads(await request.read())
@@ -179,8 +208,7 @@ def serve(n_nodes: int, port_q: Any, cert: Path, key: Path) -> None:
         return web.Response(text="ok")
 
     app.router.add_post("/bench/pod", record)
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(str(cert), str(key))
+    ctx = client_auth_context(str(cert), str(key), str(cert.parent / "ca.crt"))
 
     async def main() -> None:
         runner = web.AppRunner(app, access_log=None)
@@ -199,9 +227,10 @@ def pct(values: list[float], p: float) -> float:
 
 
 def run_client(
-    port: int, ca: bytes, n_nodes: int, rounds: int, cold: bool
+    port: int, ca: bytes, client_cert: Path, n_nodes: int, rounds: int, cold: bool
 ) -> tuple[list[float], list[float]]:
     ctx = ssl.create_default_context(cadata=ca.decode())
+    ctx.load_cert_chain(str(client_cert), str(client_cert.with_suffix(".key")))
     conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx)
     names = [f"node-{i:04d}" for i in range(n_nodes)]
     pods: dict[str, dict[str, Any]] = {}
@@ -260,7 +289,7 @@ def measure(
     proc.start()
     try:
         port = q.get(timeout=120)
-        return run_client(port, ca.cert_pem, n_nodes, rounds, cold)
+        return run_client(port, ca.cert_pem, tmp / "client.crt", n_nodes, rounds, cold)
     finally:
         proc.terminate()
         proc.join(5)
@@ -273,6 +302,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-extender-"))
     ca = pki.make_ca()
     pki.make_serving_cert(ca, "hami-scheduler", ["127.0.0.1"]).write(tmp / "tls.crt", tmp / "tls.key")
+    (tmp / "ca.crt").write_bytes(ca.cert_pem)
+    pki.make_serving_cert(ca, CLIENT_CN, [], client=True).write(tmp / "client.crt", tmp / "client.key")
     result: dict[str, Any] = {}
     for n, rounds in ((100, args.rounds), (1000, max(args.rounds // 4, 50))):
         for cold in (False, True):

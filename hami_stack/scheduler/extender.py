@@ -210,9 +210,10 @@ class Extender:
         path = f"/api/v1/namespaces/{meta.get('namespace') or 'default'}/pods/{meta.get('name')}"
         for attempt in range(3):
             body: Obj = {"labels": {ann.VGPU_NODE: node}, "annotations": annotations}
-            if live is not None:
+            rv = (live.get("metadata") or {}).get("resourceVersion") if live is not None else None
+            if rv:
                 # precondition: the very pod that was checked (not bound, not replaced) in the meantime
-                body["resourceVersion"] = (live.get("metadata") or {}).get("resourceVersion")
+                body["resourceVersion"] = rv
             try:
                 patched: Obj = self.kube.patch(path, {"metadata": body}, "merge")
                 return patched
