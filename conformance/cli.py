@@ -295,7 +295,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     console.print(summary_table(cells))
     for c in cells:
         if c.run_dir is not None and (c.run_dir / "bundle").is_dir():
-            console.print(f"bundle: {c.run_dir / 'bundle'}")
+            decision = _results(c.run_dir).get("decision") or {}
+            why = "; ".join(decision.get("reasons") or [])  # type: ignore[union-attr]
+            console.print(f"{c.vendor} {c.minor}: {c.verdict}" + (f" ({why})" if why else ""), markup=False)
+            console.print(f"bundle: {c.run_dir / 'bundle'}", markup=False)
     return exit_code(cells)
 
 

@@ -85,3 +85,53 @@ def any_label(
     samples: list[tuple[str, dict[str, str], float]], keys: tuple[str, ...], value: str
 ) -> list[Any]:
     return [s for s in samples if any(s[1].get(k) == value for k in keys)]
+
+
+Sample = tuple[str, dict[str, str], float]
+
+
+def wait_series(
+    kube: Kube,
+    namespace: str,
+    names: tuple[str, ...],
+    ok: Any,
+    what: str,
+    *,
+    timeout: float = 45,
+    interval: float = 2,
+) -> tuple[list[Sample], dict[str, str]]:
+    """Scrape ``namespace`` until ``ok(samples of names)`` holds; return (samples, scraped texts).
+
+    On timeout the failure names the running case's rule, ``what`` and the last values of the
+    series seen (``[RULE] timed out after Ns waiting for <what>; last seen: ...``); when no HAMi
+    endpoint answered at all the case is ``unknown`` (it could not apply), not failed.
+    """
+    from conformance.cases import unknown
+    from conformance.kube import WaitTimeout, poll
+
+    scraped: dict[str, str] = {}
+
+    def observe() -> list[Sample]:
+        scraped.clear()
+        scraped.update(scrape_namespace(kube, namespace))
+        return find(scraped, names)
+
+    def describe(samples: list[Sample] | None) -> str:
+        shown = "; ".join(f"{n}{{{_labels(lbl)}}} {v:g}" for n, lbl, v in (samples or [])[:12])
+        head = f"{len(samples or [])} {'/'.join(names)} sample(s) from {', '.join(scraped) or 'no endpoint'}"
+        return head + (f": {shown}" if shown else "")
+
+    try:
+        samples = poll(what, observe, ok, timeout, describe=describe, interval=interval)
+    except WaitTimeout:
+        if not scraped:
+            unknown(
+                f"no HAMi metrics endpoint reachable in namespace {namespace} "
+                "(neither through the apiserver proxy nor at the pod IPs)"
+            )
+        raise
+    return samples, dict(scraped)
+
+
+def _labels(labels: dict[str, str]) -> str:
+    return ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))

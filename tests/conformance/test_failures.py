@@ -240,3 +240,28 @@ def test_plugin_makes_the_case_rule_current(tmp_path: Path) -> None:
     out = proc.stdout
     assert "1 failed, 1 passed" in out, out + proc.stderr
     assert "[ENF-MEM-9] timed out after 0s waiting for godot; last seen: None" in out
+
+
+def test_metric_waits_name_the_rule_and_the_last_values(
+    monkeypatch: pytest.MonkeyPatch, in_rule: str
+) -> None:
+    from conformance import metrics
+
+    text = 'hami_vgpu_memory_limit_bytes{pod="p",deviceuuid="GPU-1"} 0\n'
+    monkeypatch.setattr(metrics, "scrape_namespace", lambda kube, ns: {"service monitor:9394": text})
+    with pytest.raises(WaitTimeout) as err:
+        metrics.wait_series(None, "hami-system", ("hami_vgpu_memory_limit_bytes",),  # type: ignore[arg-type]
+                            lambda s: any(v > 0 for *_, v in s), "a non-zero memory limit of pod p",
+                            timeout=0.05, interval=0.01)
+    assert str(err.value) == (
+        "[SCHED-REJECT-1] timed out after 0s waiting for a non-zero memory limit of pod p; last seen: "
+        '1 hami_vgpu_memory_limit_bytes sample(s) from service monitor:9394: '
+        'hami_vgpu_memory_limit_bytes{deviceuuid="GPU-1",pod="p"} 0'
+    )
+    monkeypatch.setattr(metrics, "scrape_namespace", lambda kube, ns: {})
+    with pytest.raises(pytest.skip.Exception, match="could not apply: no HAMi metrics endpoint"):
+        metrics.wait_series(None, "hami-system", ("x",), bool, "x", timeout=0.02, interval=0.01)  # type: ignore[arg-type]
+    monkeypatch.setattr(metrics, "scrape_namespace", lambda kube, ns: {"s": text.replace(" 0", " 5")})
+    samples, scraped = metrics.wait_series(None, "ns", ("hami_vgpu_memory_limit_bytes",),  # type: ignore[arg-type]
+                                           lambda s: any(v > 0 for *_, v in s), "w", timeout=1)
+    assert samples[0][2] == 5 and list(scraped) == ["s"]
