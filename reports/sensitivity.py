@@ -25,6 +25,7 @@ from reports.model import RunInputError
 FILE = "sensitivity.json"
 ROW_STRINGS = ("fault", "component", "verdict", "reason")
 ROW_LISTS = ("expected_rules", "failed_cases")
+ROUNDING = 5e-4  # the score may be rounded (to 3 or 4 places), never moved further than that
 
 
 def _int(doc: Mapping[str, Any], key: str) -> int:
@@ -56,7 +57,8 @@ def validate(doc: Any, *, commit: str | None = None) -> dict[str, Any]:
     """The document, checked; ``RunInputError`` naming the field otherwise.
 
     The score cannot overstate: ``faults`` is the number of rows, ``caught`` the rows caught by an
-    expected rule, ``sensitivity`` = caught / faults. With ``commit``, the document must be of it.
+    expected rule, ``sensitivity`` = caught / faults (up to rounding). With ``commit``, the
+    document must be of it.
     """
     if not isinstance(doc, Mapping):
         raise RunInputError("sensitivity", "Invalid value: must be an object")
@@ -82,7 +84,7 @@ def validate(doc: Any, *, commit: str | None = None) -> dict[str, Any]:
             "sensitivity.caught", f"Invalid value: {caught}: {really} rows are caught by an expected rule"
         )
     want = caught / faults if faults else 0.0
-    if abs(float(score) - want) > 1e-6:
+    if abs(float(score) - want) > ROUNDING:
         raise RunInputError("sensitivity.sensitivity", f"Invalid value: {score}: caught/faults is {want:.6f}")
     if commit is not None and doc["commit"] != commit:
         raise RunInputError(

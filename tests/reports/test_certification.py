@@ -225,6 +225,14 @@ def test_a_bad_sensitivity_document_writes_nothing(
     assert not (tmp_path / "b").exists()
 
 
+def test_a_rounded_score_is_accepted() -> None:
+    rows = [{**sensitivity_doc()["rows"][0], "caught_by_expected_rule": i < 4} for i in range(6)]
+    doc = {"commit": COMMIT, "faults": 6, "caught": 4, "sensitivity": 0.6667, "rows": rows}
+    assert sens.validate(doc)["sensitivity"] == 0.6667
+    with pytest.raises(RunInputError, match=r"caught/faults is 0\.666667"):
+        sens.validate({**doc, "sensitivity": 0.7})
+
+
 def test_sensitivity_file_loading(tmp_path: Path) -> None:
     path = tmp_path / "s.json"
     path.write_text(json.dumps(sensitivity_doc()))
