@@ -1,0 +1,194 @@
+"""``helm install`` of the chart with an upstream-style values file (every HAMi v2.10 key at its upstream
+default) onto a testbed 1.33 with two nodes of four emulated A100s, then ``helm upgrade``.
+
+Checked: the per-node config given as upstream's JSON string reaches the plugin (gpu-node-2 registers 3
+GPUs x 5 splits after filtering one out), a GPU pod goes through the webhook, kube-scheduler (mutual TLS
+with the client certificate from the chart's Secret) and the extender, and an upgrade keeps the CA, both
+certificates and the webhook's caBundle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from hami_stack.images.testbed_catalog import write_catalog
+from hami_stack.protocol import annotations as ann
+from kubeclient.client import Kube
+from testbed.clients import helm_path, helm_skip_reason
+from tests.stack.test_helm_install import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "hami_stack" / "chart"
+DATA = Path(__file__).resolve().parent / "data"
+INVENTORY = REPO / "inventories" / "emulated" / "two-nodes-a100.yaml"
+NS = "hami-system"
+HELM = helm_path(major=3)
+
+pytestmark = [
+    pytest.mark.helm,
+    pytest.mark.hardware,
+    pytest.mark.skipif(HELM is None, reason=helm_skip_reason(3)),
+]
+
+NODE_CONFIG = {
+    "nodeconfig": [
+        {
+            "name": "gpu-node-2",
+            "operatingmode": "hami-core",
+            "devicesplitcount": 5,
+            "filterdevices": {"uuid": [], "index": [3]},
+        },
+    ]
+}
+
+
+def _values(tmp: Path) -> list[str]:
+    """Upstream's file, then what a user outside upstream's region changes: the kube-scheduler mirror
+    (the testbed maps registry.k8s.io's) and the per-node settings, in upstream's JSON string form."""
+    site = tmp / "site.yaml"
+    site.write_text(
+        yaml.safe_dump(
+            {
+                "scheduler": {
+                    "kubeScheduler": {
+                        "image": {"registry": "registry.k8s.io", "repository": "kube-scheduler"}
+                    }
+                },
+                "devicePlugin": {"nodeConfiguration": {"config": json.dumps(NODE_CONFIG, indent=2)}},
+            }
+        )
+    )
+    return ["-f", str(DATA / "upstream_style_values.yaml"), "-f", str(site)]
+
+
+def _helm(kubeconfig: Path, *args: str) -> None:
+    cmd = [str(HELM), *args, "hami", str(CHART), "--namespace", NS, "--kubeconfig", str(kubeconfig)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Kube, Path, list[str]]]:
+    data = tmp_path_factory.mktemp("ci")  # unix socket paths under it must stay short
+    catalog = write_catalog(data / "catalog.yaml")
+    up = [
+        sys.executable,
+        "-m",
+        "testbed",
+        "up",
+        "--k8s",
+        "1.33",
+        "--port",
+        "0",
+        "--detach",
+        "--data-dir",
+        str(data / "tb"),
+        "--nodes",
+        str(INVENTORY),
+        "--image-catalog",
+        str(catalog),
+    ]
+    started = subprocess.run(up, cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=180)
+    assert started.returncode == 0, started.stdout + started.stderr
+    kubeconfig = data / "tb" / "kubeconfig"
+    values = _values(data)
+    try:
+        _helm(kubeconfig, "install", "--create-namespace", *values)
+        yield Kube.from_config(str(kubeconfig)), kubeconfig, values
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "testbed", "down", "--data-dir", str(data / "tb")],
+            cwd=REPO,
+            capture_output=True,
+            timeout=60,
+        )
+
+
+def _capacity(kube: Kube, node: str) -> str | None:
+    obj = kube.get(f"/api/v1/nodes/{node}")
+    if ann.NVIDIA_KEYS.register not in (obj["metadata"].get("annotations") or {}):
+        return None
+    return (obj["status"].get("capacity") or {}).get("nvidia.com/gpu")
+
+
+def test_upstream_values_install_and_node_config_reaches_the_plugin(
+    installed: tuple[Kube, Path, list[str]],
+) -> None:
+    kube, _, _ = installed
+    wait_for(lambda: _capacity(kube, "gpu-node-1") == "40", what="gpu-node-1: 4 GPUs x 10 splits")
+    wait_for(
+        lambda: _capacity(kube, "gpu-node-2") == "15", what="gpu-node-2: 3 GPUs x 5 splits (node config)"
+    )
+
+
+def _gpu_pod(name: str, node: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "restartPolicy": "Never",
+            "nodeSelector": {"kubernetes.io/hostname": node},
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "busybox",
+                    "command": ["sh", "-c", "env | grep CUDA_DEVICE_MEMORY_LIMIT_0"],
+                    "resources": {"limits": {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "2000"}},
+                }
+            ],
+        },
+    }
+
+
+def _scheduled_by_hami(kube: Kube, pod: dict[str, Any]) -> dict[str, Any]:
+    wait_for(
+        lambda: (
+            kube.create("/api/v1/namespaces/default/pods", pod, dryRun="All")["spec"].get("schedulerName")
+            == "hami-scheduler"
+        ),
+        what="the HAMi webhook to serve",
+    )
+    kube.create("/api/v1/namespaces/default/pods", pod)
+    name = pod["metadata"]["name"]
+    return wait_for(
+        lambda: (
+            (p := kube.get(f"/api/v1/namespaces/default/pods/{name}"))["status"].get("phase")
+            in ("Succeeded", "Failed")
+            and p
+        ),
+        timeout=90,
+        what=f"{name} to finish",
+    )
+
+
+def test_gpu_pod_is_bound_through_mutual_tls(installed: tuple[Kube, Path, list[str]]) -> None:
+    kube, _, _ = installed
+    test_upstream_values_install_and_node_config_reaches_the_plugin(installed)
+    done = _scheduled_by_hami(kube, _gpu_pod("tls-pod", "gpu-node-2"))
+    log = kube.text("/api/v1/namespaces/default/pods/tls-pod/log")
+    assert done["status"]["phase"] == "Succeeded", (done["status"], log)
+    assert done["metadata"]["annotations"][ann.BIND_PHASE] == "success"
+    assert done["spec"]["nodeName"] == "gpu-node-2"
+    assert "CUDA_DEVICE_MEMORY_LIMIT_0=2000m" in log
+
+
+def test_upgrade_keeps_the_certificates(installed: tuple[Kube, Path, list[str]]) -> None:
+    kube, kubeconfig, values = installed
+    secret_path = f"/api/v1/namespaces/{NS}/secrets/hami-scheduler-tls"
+    hook_path = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/hami-webhook"
+    before = kube.get(secret_path)["data"]
+    assert sorted(before) == ["ca.crt", "client.crt", "client.key", "tls.crt", "tls.key"]
+    assert kube.get(hook_path)["webhooks"][0]["clientConfig"]["caBundle"] == before["ca.crt"]
+    _helm(kubeconfig, "upgrade", *values, "--set", "devicePlugin.podAnnotations.rollout=two")
+    assert kube.get(secret_path)["data"] == before
+    assert kube.get(hook_path)["webhooks"][0]["clientConfig"]["caBundle"] == before["ca.crt"]
