@@ -175,3 +175,36 @@ def test_fit_resolves_what_it_hands_out() -> None:
     ]
     pct: Any = NV.fit(big, R(nums=1, pct=10, cores=20, type="NVIDIA"), ctx_for(pod()))
     assert pct.devices == [ContainerDevice("dev-0", "NVIDIA", 128, 20)]
+
+
+def test_fit_mig_device() -> None:
+    # TestFit_MigPercentageRequestRejectsUndersizedTemplate: no fit (ours: MIG is off, a mig-mode
+    # device never fits). Test_fitInCertainDevice "mode is mig" expects no fit with
+    # {CardMigTopologyInfeasible: 1, AllocatedCardsInsufficientRequest: 1} (one MIG slice picked,
+    # the second infeasible); ours refuses the device whole: {CardMigTopologyInfeasible: 1}.
+    pct = NV.fit(
+        [D("dev-0", count=1, totalmem=8192, totalcore=100, type="NVIDIA", health=True, mode="mig")],
+        R(nums=1, pct=50, cores=10, type="NVIDIA"),
+        ctx_for(pod()),
+    )
+    assert not pct.ok
+    two = NV.fit(
+        [
+            D(
+                "test-0",
+                numa=1,
+                used=1,
+                count=4,
+                totalmem=8192,
+                usedmem=2048,
+                usedcores=1,
+                totalcore=4,
+                type="NVIDIA",
+                health=True,
+                mode="mig",
+            )
+        ],
+        R(nums=2, mem=1024, pct=100, cores=1, type="NVIDIA"),
+        ctx_for(pod()),
+    )
+    assert not two.ok and two.reason == "1/1 CardMigTopologyInfeasible"

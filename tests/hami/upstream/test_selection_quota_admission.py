@@ -205,3 +205,17 @@ def test_patch_annotations() -> None:
         ann.NVIDIA_KEYS.allocated: value,
     }
     assert NV.pod_annotations([]) == {}
+
+
+def test_resource_requests_init_containers_first() -> None:
+    # TestResourcereqs_*: one entry per container, init containers first, empty for no request
+    gpu = {"resources": {"limits": {"nvidia.com/gpu": "1"}}}
+    p = {
+        "spec": {
+            "initContainers": [{"name": "i0", **gpu}, {"name": "i1"}],
+            "containers": [{"name": "c0"}, {"name": "c1", **gpu}],
+        }
+    }
+    assert [r is not None for r in NV.pod_requests(p)] == [True, False, False, True]
+    assert NV.pod_requests({"spec": {}}) == []
+    assert NV.pod_requests({"spec": {"containers": [{"name": "c"}]}}) == [None]
