@@ -35,13 +35,17 @@ class Gpu:
     devcore: int
     count: int  # split slots
     type: str
+    numa: int = 0
+    index: int = 0
 
 
 def all_gpus(kube: Any) -> list[Gpu]:
     out = []
     for n in gpu_nodes(kube):
         for d in registered_devices(n):
-            out.append(Gpu(n["metadata"]["name"], d.id, d.devmem, d.devcore, d.count, d.type))
+            out.append(
+                Gpu(n["metadata"]["name"], d.id, d.devmem, d.devcore, d.count, d.type, d.numa, d.index)
+            )
     return sorted(out, key=lambda g: (g.node, g.uuid))
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from conformance import contract as C
-from conformance.cases import rule, violated
+from conformance.cases import rule, unknown, violated
 from conformance.kube import (
     ContainerSpec,
     Workloads,
@@ -614,3 +614,43 @@ def _release_if(kube: Any, node: str, suffix: str) -> None:
     value = _lock_of(kube.get(f"/api/v1/nodes/{node}"))
     if value and value.endswith(suffix):
         _set_lock(kube, node, None)
+
+
+# --- NUMA binding ---------------------------------------------------------------------------------------
+NUMA_BIND = "nvidia.com/numa-bind"  # pod annotation: the devices of one container share a NUMA node
+
+
+@rule(
+    "SCHED-NUMA-1",
+    "With nvidia.com/numa-bind: true a two-GPU container gets GPUs of one NUMA node, even where binpack "
+    "would pair across NUMA nodes",
+)
+def test_numa_bind(workloads: Workloads, kube: Any) -> None:
+    node = idle_gpu(kube).node
+    idle_node_gpus(kube, node)
+    gpus = [g for g in all_gpus(kube) if g.node == node]
+    by_numa: dict[int, list[Any]] = {}
+    for g in sorted(gpus, key=lambda g: g.index):
+        by_numa.setdefault(g.numa, []).append(g)
+    groups = [v for v in by_numa.values() if len(v) >= 2]
+    if len(groups) < 2:
+        unknown(f"node {node} needs two NUMA nodes with two GPUs each; has {dict(sorted(by_numa.items()))}")
+    busy, full = groups[0][0], groups[0][1]
+    # one GPU of the first NUMA node partly used (binpack's first choice), its NUMA sibling full
+    workloads.create(on_gpu("part", busy.uuid, mem=1000))
+    workloads.create(on_gpu("full", full.uuid, mem=full.devmem))
+    expect_bound_to(workloads, "part", busy.uuid, "SCHED-NUMA-1")
+    expect_bound_to(workloads, "full", full.uuid, "SCHED-NUMA-1")
+    others = ",".join(g.uuid for g in all_gpus(kube) if g.node != node)
+    ann = {NUMA_BIND: "true", C.GPU_POLICY: "binpack", C.NODE_POLICY: "binpack"}
+    if others:
+        ann[C.NOUSE_GPUUUID] = others  # keep the pod on this node without a nodeSelector
+    workloads.create(
+        pod_manifest("numa", [ContainerSpec(gpus=2, mem=busy.devmem // 2, args=HOLD)], annotations=ann)
+    )
+    pod = workloads.wait_scheduled("numa")
+    numa_of = {g.uuid: g.numa for g in gpus}
+    got = [(d.uuid, numa_of.get(d.uuid)) for d in allocated(pod)[0]]
+    assert len(got) == 2 and len({n for _, n in got}) == 1, violated(
+        "SCHED-NUMA-1", f"numa-bind pod was given {got} (uuid, NUMA node)"
+    )
