@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
+import os
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -362,6 +364,7 @@ class SchedulerService:
         self.pool = concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="hami-ext")
         self._runners: list[web.AppRunner] = []
         self._tls: ReloadingCertificate | None = None
+        self._ca_task: asyncio.Task[None] | None = None
         self.port = 0
         self.metrics_port = 0
 
@@ -401,6 +404,7 @@ class SchedulerService:
             if cfg.client_ca_file:
                 # the reload loop re-reads the chain into whatever context it holds
                 self._tls.context = client_auth_context(cfg.cert_file, cfg.key_file, cfg.client_ca_file)
+                self._ca_task = asyncio.get_running_loop().create_task(self._watch_client_ca())
             self._tls.start()
         auth = cfg.client_auth()
         if auth.allow_all:
@@ -445,7 +449,29 @@ class SchedulerService:
         )
         return self.port
 
+    async def _watch_client_ca(self) -> None:
+        """A rotated client CA is trusted from the next handshake on (the old one until a restart:
+        an SSL context can add trust anchors, not drop them)."""
+        assert self._tls is not None
+        path = self.config.client_ca_file
+        last = os.stat(path).st_mtime
+        while True:
+            await asyncio.sleep(self.config.cert_reload_interval)
+            try:
+                now = os.stat(path).st_mtime
+                if now != last:
+                    self._tls.context.load_verify_locations(cafile=path)
+                    last = now
+                    log.info("reloaded client CA %s", path)
+            except (OSError, ssl.SSLError) as e:
+                log.warning("client CA reload failed: %s", e)
+
     async def stop_http(self) -> None:
+        if self._ca_task is not None:
+            self._ca_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ca_task
+            self._ca_task = None
         if self._tls is not None:
             await self._tls.stop()
         for r in self._runners:

@@ -274,3 +274,29 @@ def test_bodies_are_json_even_when_refused(svc: RunningService) -> None:
         "FailedAndUnresolvableNodes": {},
         "Error": "decode ExtenderArgs: Pod.metadata: expected an object, got list",
     }
+
+
+def test_a_rotated_client_ca_is_trusted_without_a_restart(kube: Kube, tmp_path: Any) -> None:
+    s = RunningService(kube, tmp_path, cert_reload_interval=0.2)
+    try:
+        new_ca = pki.make_ca("rotated")
+        client = pki.make_serving_cert(new_ca, CLIENT_CN, [], client=True)
+        ctx = _context(s, client, tmp_path)
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            s.post("/bind", {"PodName": "nope", "PodNamespace": "default", "Node": "s1"}, context=ctx)
+        time.sleep(0.05)  # a new mtime
+        (tmp_path / "ca.crt").write_bytes(new_ca.cert_pem)
+        wait_for(lambda: _accepted(s, ctx), timeout=10)
+        body = {"PodName": "nope", "PodNamespace": "default", "Node": "s1"}
+        status, res = s.post("/bind", body, context=ctx)
+        assert (status, res) == (200, {"Error": "pod default/nope not found"})
+    finally:
+        s.stop()
+
+
+def _accepted(s: RunningService, ctx: ssl.SSLContext) -> bool:
+    try:
+        s.post("/bind", {"PodName": "nope", "PodNamespace": "default", "Node": "s1"}, context=ctx)
+        return True
+    except (ssl.SSLError, ConnectionError):
+        return False
