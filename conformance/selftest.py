@@ -161,23 +161,38 @@ def _results(out_dir: Path) -> dict[str, Any]:
         return {}
 
 
-def judge(row: Row, results: dict[str, Any]) -> None:
-    """Fill verdict, failed cases and whether an expected, required rule failed."""
+def _case_label(c: dict[str, Any]) -> str:
+    name = str(c.get("name", "")).split("::")[-1].split(" [")[0]
+    return f"{c.get('ruleId')} {name}".strip()
+
+
+def judge(row: Row, results: dict[str, Any], clean_failed: frozenset[str] = frozenset()) -> None:
+    """Fill verdict, failed cases and whether an expected, required rule failed.
+
+    A rule that already fails on the clean stack (``clean_failed``) proves nothing about the fault:
+    its failure does not count as a catch.
+    """
     cases = results.get("cases") or []
     failed = [c for c in cases if c.get("outcome") == "failed"]
     row.cases_run = len(cases)
-    row.failed_cases = [f"{c.get('ruleId')} {c.get('name', '')}".strip() for c in failed]
+    row.failed_cases = [_case_label(c) for c in failed]
     required_failed = [c for c in failed if c.get("requirement") == "required"]
     row.verdict = "FAILED" if required_failed else ("WARNED" if failed else "PASSED")
-    row.caught_by_expected_rule = any(c.get("ruleId") in row.expected_rules for c in required_failed)
-    if not row.caught_by_expected_rule and not row.reason:
-        if required_failed:
-            rules = sorted({str(c.get("ruleId")) for c in required_failed})
-            row.reason = f"failed, but only by other rules ({', '.join(rules)})"
-        elif failed:
-            row.reason = "an expected rule failed but it is optional in the profile (verdict WARNED)"
-        else:
-            row.reason = "survived: every case of its expected rules passed"
+    expected_failed = {str(c.get("ruleId")) for c in required_failed if c.get("ruleId") in row.expected_rules}
+    row.caught_by_expected_rule = bool(expected_failed - clean_failed)
+    if row.caught_by_expected_rule or row.reason:
+        return
+    if expected_failed:
+        row.reason = (
+            f"{', '.join(sorted(expected_failed))} fail(s) on the clean stack too: not evidence of the fault"
+        )
+    elif required_failed:
+        rules = sorted({str(c.get("ruleId")) for c in required_failed})
+        row.reason = f"failed, but only by other rules ({', '.join(rules)})"
+    elif failed:
+        row.reason = "an expected rule failed but it is optional in the profile (verdict WARNED)"
+    else:
+        row.reason = "survived: every case of its expected rules passed"
 
 
 @dataclass
@@ -196,6 +211,7 @@ class Selftest:
         self.minor = minor
         self.out = out
         self.cases = rule_cases()
+        self.clean_failed: frozenset[str] = frozenset()
         self.log_lock = threading.Lock()
 
     def say(self, text: str) -> None:
@@ -274,7 +290,7 @@ class Selftest:
             tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-2:]
             row.reason = f"the suites did not run (exit {proc.returncode}): {' | '.join(tail)}"
         else:
-            judge(row, results)
+            judge(row, results, self.clean_failed)
             if note and not row.caught_by_expected_rule:
                 row.reason = f"{row.reason}; {note}"
         self.sf.cleanup(bed.kubeconfig, bed.baseline_namespaces)
@@ -290,6 +306,15 @@ class Selftest:
         self.say("clean stack: every suite (provision, deploy, test)")
         proc, kubeconfig = self.clean_run()
         clean_dir = self.out / "clean"
+        clean = _results(clean_dir)
+        self.clean_failed = frozenset(
+            str(c.get("ruleId")) for c in clean.get("cases") or [] if c.get("outcome") == "failed"
+        )
+        if self.clean_failed:
+            self.say(
+                f"the clean stack fails {', '.join(sorted(self.clean_failed))}: "
+                "those rules cannot catch a fault"
+            )
         if not kubeconfig:
             tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-3:]
             raise BackendError(
@@ -380,6 +405,13 @@ def markdown(rows: list[Row], doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_commit(clean_dir: Path) -> str:
+    try:
+        return str(json.loads((clean_dir / "run" / "run.json").read_text())["metadata"]["projectCommit"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
 def write_bundle(clean_dir: Path, doc: dict[str, Any], signing_key: str | None) -> Path | None:
     """Rebuild the clean run's bundle with ``sensitivity.json`` (the clean run wrote it without)."""
     from reports.bundle import build
@@ -389,7 +421,6 @@ def write_bundle(clean_dir: Path, doc: dict[str, Any], signing_key: str | None) 
     if not run_dir.is_dir():
         return None
     run = load_run(run_dir)
-    doc = {**doc, "commit": run.metadata.project_commit}
     return build(
         run,
         clean_dir / "bundle",
@@ -431,7 +462,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
             print(f"hami-conformance selftest: {minor}: {e}", file=sys.stderr)
             return EXIT_FAILED
         wall = round(time.monotonic() - t, 1)
-        doc = sensitivity_doc(rows, "", minor, clean_exit)
+        doc = sensitivity_doc(rows, run_commit(clean_dir) if clean_dir else "", minor, clean_exit)
         doc["selftest_wall_s"] = wall
         bundle = None
         try:
