@@ -50,7 +50,9 @@ def test_suites_pass_and_the_signed_bundle_verifies(tmp_path: Path) -> None:
 
 def test_a_plugin_giving_the_wrong_memory_limit_fails_the_memory_rules(tmp_path: Path) -> None:
     # switched the way an installer switches a catalogue fault (hami_stack/faults): a chart value
-    proc, _bundle, results = _run(tmp_path / "out", "--chart-set", "faultInjection.faults={plugin-memory-limit-skew}")
+    proc, _bundle, results = _run(
+        tmp_path / "out", "--chart-set", "faultInjection.faults={plugin-memory-limit-skew}"
+    )
     assert proc.returncode == 1
     failed = {c["ruleId"]: c["message"] for c in results["cases"] if c["outcome"] == "failed"}
     assert {"ALLOC-ENV-1", "ENF-MEM-1", "ENF-MEM-2"} <= set(failed), failed
