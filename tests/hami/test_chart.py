@@ -274,3 +274,16 @@ def test_device_plugin_daemonset() -> None:
     assert _container(docs, "DaemonSet", "rel-hami-device-plugin", "vgpu-monitor")["command"] == [
         "vGPUmonitor"
     ]
+
+
+@pytest.mark.parametrize("minor", [18, 20, 21, 33])
+def test_opt_out_label_only_before_namespace_name_labels(minor: int) -> None:
+    """Before 1.21 the namespace exclusion matches nothing, so the stack's pods keep upstream's opt-out
+    label (else a Fail webhook blocks its own start); from 1.21 that label hides nothing."""
+    hook = render(minor)[("MutatingWebhookConfiguration", "rel-hami-webhook")]["webhooks"][0]
+    opt_out = {"key": "hami.io/webhook", "operator": "NotIn", "values": ["ignore"]}
+    if minor < 21:
+        assert hook["objectSelector"] == {"matchExpressions": [opt_out]}
+    else:
+        assert "objectSelector" not in hook
+    assert hook["failurePolicy"] == "Fail"
