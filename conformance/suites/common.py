@@ -5,6 +5,7 @@ Not a test module (pytest collects ``test_*.py`` only).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,18 +131,40 @@ def on_gpu(
     return pod_manifest(name, specs, annotations={C.USE_GPUUUID: uuid, **(annotations or {})})
 
 
-def expect_filter_failure(w: Workloads, name: str, reason: str, rule_id: str) -> dict[str, Any]:
-    """The pod gets a FilteringFailed event naming ``reason`` and stays unbound."""
-    ev = w.wait_event(name, C.FILTERING_FAILED)
-    msgs = [e.get("message") or "" for e in w.events(name) if e.get("reason") == C.FILTERING_FAILED]
-    assert any(reason in m for m in msgs), violated(
-        rule_id, f"FilteringFailed messages {msgs!r} do not name {reason}"
+def failure_messages(w: Workloads, name: str) -> list[str]:
+    """Where a refused pod's reasons show: HAMi's FilteringFailed events (a summary and one per reason
+    type), kube-scheduler's FailedScheduling events and the PodScheduled condition (which carry the
+    extender's per-node reasons, e.g. a bare NodeInsufficientDevice that raises no event of its own)."""
+    out = [
+        f"{e.get('reason')}: {e.get('message') or ''}"
+        for e in w.events(name)
+        if e.get("reason") in (C.FILTERING_FAILED, "FailedScheduling")
+    ]
+    for cond in (w.get(name).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") != "True":
+            out.append(f"PodScheduled: {cond.get('message') or ''}")
+    return out
+
+
+def expect_filter_failure(w: Workloads, name: str, reason: str, rule_id: str) -> None:
+    """The pod's scheduling failure names ``reason`` (see :func:`failure_messages`) and it stays unbound."""
+    w.wait_event(name, C.FILTERING_FAILED)
+
+    def messages() -> list[str]:
+        return failure_messages(w, name)
+
+    poll(
+        f"a scheduling failure of pod {w.ns}/{name} naming {reason}",
+        messages,
+        lambda msgs: any(reason in m for m in msgs),
+        15,
+        describe=lambda msgs: f"failure messages {msgs!r}",
+        rule_id=rule_id,
     )
     pod = w.get(name)
     assert not pod["spec"].get("nodeName"), violated(
         rule_id, f"pod {name} was bound to {pod['spec'].get('nodeName')} although it does not fit"
     )
-    return ev
 
 
 def expect_bound_to(w: Workloads, name: str, uuid: str, rule_id: str) -> Pod:
@@ -170,3 +193,38 @@ def cuda_devices(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 def nvml_devices(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return list((doc.get("nvml") or {}).get("devices") or [])
+
+
+class NodeAnnotationWatch:
+    """Every value one annotation of a node takes from ``resource_version`` on (None = absent), seen
+    through a watch, so a value that lasts only a moment (a lock held during a bind, a handshake
+    answer the scheduler overwrites at once) is not missed between two polls."""
+
+    def __init__(self, kube: Any, node: str, key: str, resource_version: str | None = None) -> None:
+        self.key = key
+        self.values: list[str | None] = []
+        if resource_version is None:
+            current = kube.get(f"/api/v1/nodes/{node}")
+            self.values.append(self._of(current))
+            resource_version = current["metadata"]["resourceVersion"]
+        self._thread = threading.Thread(target=self._run, args=(kube, node, resource_version), daemon=True)
+        self._thread.start()
+
+    def _of(self, node: dict[str, Any]) -> str | None:
+        return ((node.get("metadata") or {}).get("annotations") or {}).get(self.key)
+
+    def _run(self, kube: Any, node: str, rv: str) -> None:
+        try:
+            for ev in kube.watch(
+                "/api/v1/nodes",
+                resource_version=rv,
+                timeout_seconds=90,
+                fieldSelector=f"metadata.name={node}",
+            ):
+                obj = ev.get("object") or {}
+                if ev.get("type") in ("ADDED", "MODIFIED") and obj.get("metadata"):
+                    value = self._of(obj)
+                    if not self.values or self.values[-1] != value:
+                        self.values.append(value)
+        except Exception as e:  # the watch is evidence only; its end is not the case's failure
+            self.values.append(f"<watch ended: {e}>")

@@ -75,7 +75,10 @@ def test_node_name_denied(workloads: Workloads, kube: Any) -> None:
     assert C.DENY_NODE_ASSIGNED in str(err), violated("ADM-DENY-2", f"denied with {str(err)!r}")
 
 
-@rule("ADM-DENY-3", "nvidia.com/gpumem-percentage outside 0..100 is denied naming the resource and container")
+@rule(
+    "ADM-DENY-3",
+    "nvidia.com/gpumem-percentage 150 (outside 0..100) is denied naming the resource and container",
+)
 def test_percentage_out_of_range_denied(workloads: Workloads) -> None:
     _, err = workloads.try_create(pod_manifest("pct", [ContainerSpec(name="cuda", gpus=1, mem_pct=150)]))
     assert err is not None, violated("ADM-DENY-3", "gpumem-percentage 150 was admitted")

@@ -69,7 +69,7 @@ def test_oom_at_limit(workloads: Workloads, attach: Any) -> None:
 
 @rule(
     "ENF-CORE-1",
-    "With GPU_CORE_UTILIZATION_POLICY=force, achieved utilisation stays within the gpucores band",
+    "20 ms kernels under gpucores 30 with GPU_CORE_UTILIZATION_POLICY=force achieve 30 +-15 % utilisation",
 )
 def test_core_limit_band(workloads: Workloads, attach: Any) -> None:
     args = ["--alloc-mib", "16", "--kernel-seconds", "0", "--load-seconds", "4", "--slice-ms", "20"]

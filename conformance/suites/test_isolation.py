@@ -80,6 +80,10 @@ def test_gpu_sharing(workloads: Workloads, kube: Any, attach: Any) -> None:
         assert nvml_uuids(doc, "ISO-SHARE-1") == [uuid], violated(
             "ISO-SHARE-1", f"share-{i} sees {nvml_uuids(doc, 'ISO-SHARE-1')}"
         )
+        total = ((doc.get("cuda") or {}).get("mem_before") or {}).get("total")
+        assert total == 2000 << 20, violated(
+            "ISO-SHARE-1", f"share-{i} sees a {total} byte device, want its own 2000 MiB slice"
+        )
         alloc = (doc.get("cuda") or {}).get("alloc") or {}
         assert alloc.get("ok"), violated(
             "ISO-SHARE-1", f"share-{i} could not allocate 64 MiB on the shared GPU: {alloc}"

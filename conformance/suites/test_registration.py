@@ -11,6 +11,7 @@ import pytest
 from conformance import contract as C
 from conformance.cases import rule, violated
 from conformance.kube import gpu_nodes, registered_devices
+from conformance.suites.common import NodeAnnotationWatch
 
 pytestmark = [pytest.mark.nvidia, pytest.mark.registration]
 HANDSHAKE_WINDOW_S = 60
@@ -42,7 +43,8 @@ def test_register_annotation_present(kube: Any) -> None:
 
 @rule(
     "REG-ANNOT-2",
-    "The register annotation is well formed: unique ids, positive count/devmem/devcore, NVIDIA type",
+    "The register annotation is well formed: unique ids, positive count/devmem/devcore, NVIDIA type, "
+    "indexes 0..n-1",
 )
 def test_register_annotation_well_formed(kube: Any) -> None:
     nodes = gpu_nodes(kube)
@@ -70,7 +72,9 @@ def test_register_annotation_well_formed(kube: Any) -> None:
         )
 
 
-@rule("REG-CAP-1", "Node capacity nvidia.com/gpu equals the sum of the registered devices' split counts")
+@rule(
+    "REG-CAP-1", "Node capacity nvidia.com/gpu equals the sum of the healthy registered devices' split counts"
+)
 def test_capacity_matches_register(kube: Any) -> None:
     for node in gpu_nodes(kube):
         name = node["metadata"]["name"]
@@ -89,11 +93,6 @@ def _handshake_age(value: str) -> float | None:
         return (datetime.now() - datetime.strptime(stamp, HANDSHAKE_LAYOUT)).total_seconds()
     except ValueError:
         return None
-
-
-def _handshake(kube: Any, name: str) -> str:
-    node = kube.get(f"/api/v1/nodes/{name}")
-    return str((node["metadata"].get("annotations") or {}).get(C.NVIDIA_HANDSHAKE, ""))
 
 
 @rule(
@@ -126,25 +125,28 @@ def test_handshake_alive(kube: Any) -> None:
                 f"{name}: handshake {value!r} unanswered for {age:.0f}s (window {HANDSHAKE_WINDOW_S}s)",
             )
     # Ask as the scheduler does and require an answer: a plugin that stopped reporting passes every
-    # snapshot taken while the value happens to be its last answer, never this.
+    # snapshot taken while the value happens to be its last answer, never this. The answer may last
+    # only a moment (the scheduler asks again as soon as it sees it), so it is watched, not polled.
+    watches: dict[str, NodeAnnotationWatch] = {}
     for node in nodes:
         name = node["metadata"]["name"]
         asked = f"Requesting_{datetime.now().strftime(HANDSHAKE_LAYOUT)}"
-        kube.patch(
+        written = kube.patch(
             f"/api/v1/nodes/{name}", {"metadata": {"annotations": {C.NVIDIA_HANDSHAKE: asked}}}, kind="merge"
         )
+        watches[name] = NodeAnnotationWatch(
+            kube, name, C.NVIDIA_HANDSHAKE, written["metadata"]["resourceVersion"]
+        )
+
+    def answered(values: list[str | None]) -> bool:
+        return any(v and "Requesting" not in v and not v.startswith(("Deleted", "<watch")) for v in values)
+
     deadline = time.monotonic() + HANDSHAKE_WINDOW_S
-    pending = {n["metadata"]["name"] for n in nodes}
-    last: dict[str, str] = {}
-    while pending and time.monotonic() < deadline:
-        for name in sorted(pending):
-            last[name] = _handshake(kube, name)
-            if last[name] and "Requesting" not in last[name] and not last[name].startswith("Deleted"):
-                pending.discard(name)
-        if pending:
-            time.sleep(1)
-    assert not pending, violated(
+    while time.monotonic() < deadline and not all(answered(w.values) for w in watches.values()):
+        time.sleep(0.5)
+    silent = {n: w.values for n, w in watches.items() if not answered(w.values)}
+    assert not silent, violated(
         "REG-HANDSHAKE-1",
         f"no device-plugin answer within {HANDSHAKE_WINDOW_S}s to a Requesting_ handshake on "
-        f"{sorted(pending)} (last values {last})",
+        f"{sorted(silent)} (values seen since: {silent})",
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,6 +22,7 @@ from conformance.kube import (
 )
 from conformance.suites.common import (
     HOLD,
+    NodeAnnotationWatch,
     all_gpus,
     expect_bound_to,
     expect_filter_failure,
@@ -38,17 +38,11 @@ def _uuids_by_node(kube: Any) -> dict[str, list[str]]:
     return {n["metadata"]["name"]: [d.id for d in registered_devices(n)] for n in gpu_nodes(kube)}
 
 
-def _expect_filter_failure(w: Workloads, name: str, reason: str, rule_id: str) -> None:
-    ev = w.wait_event(name, C.FILTERING_FAILED)
-    assert reason in (ev.get("message") or ""), violated(
-        rule_id, f"FilteringFailed message {ev.get('message')!r} does not name {reason}"
-    )
-    assert not w.get(name)["spec"].get("nodeName"), violated(
-        rule_id, f"pod {name} was bound although it does not fit"
-    )
-
-
-@rule("SCHED-FIT-1", "A fitting GPU pod is bound with hami.io/vgpu-node and a devices-allocated assignment")
+@rule(
+    "SCHED-FIT-1",
+    "A fitting GPU pod is bound with hami.io/vgpu-node, an assignment of one of its node's GPUs with its "
+    "memory, and bind-phase success once started",
+)
 def test_fit_and_bind(workloads: Workloads, kube: Any) -> None:
     workloads.create(gpu_pod("fit", gpus=1, mem=1000))
     pod = workloads.wait_scheduled("fit")
@@ -75,21 +69,23 @@ def test_fit_and_bind(workloads: Workloads, kube: Any) -> None:
 
 @rule(
     "SCHED-REJECT-1",
-    "A pod asking more memory than any GPU has stays Pending: FilteringFailed CardInsufficientMemory",
+    "A pod asking more memory than any GPU has stays Pending, its scheduling failure naming "
+    "CardInsufficientMemory",
 )
 def test_reject_memory(workloads: Workloads) -> None:
     workloads.create(gpu_pod("toobig", gpus=1, mem=10_000_000))
-    _expect_filter_failure(workloads, "toobig", "CardInsufficientMemory", "SCHED-REJECT-1")
+    expect_filter_failure(workloads, "toobig", "CardInsufficientMemory", "SCHED-REJECT-1")
 
 
 @rule(
     "SCHED-REJECT-2",
-    "A pod asking more GPUs than any node has stays Pending: FilteringFailed NodeInsufficientDevice",
+    "A pod asking more GPUs than any node has stays Pending, its scheduling failure naming "
+    "NodeInsufficientDevice",
 )
 def test_reject_count(workloads: Workloads, kube: Any) -> None:
     most = max(len(v) for v in _uuids_by_node(kube).values())
     workloads.create(gpu_pod("toomany", gpus=most + 1, mem=1000))
-    _expect_filter_failure(workloads, "toomany", "NodeInsufficientDevice", "SCHED-REJECT-2")
+    expect_filter_failure(workloads, "toomany", "NodeInsufficientDevice", "SCHED-REJECT-2")
 
 
 def _two(workloads: Workloads, policy: str, node: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -109,7 +105,9 @@ def _two(workloads: Workloads, policy: str, node: str) -> tuple[dict[str, Any], 
     return pods[0], pods[1]
 
 
-@rule("SCHED-BINPACK-1", "hami.io/gpu-scheduler-policy binpack puts two small pods on the same GPU")
+@rule(
+    "SCHED-BINPACK-1", "hami.io/gpu-scheduler-policy binpack puts two small pods on one node on the same GPU"
+)
 def test_gpu_binpack(workloads: Workloads, kube: Any) -> None:
     node = sorted(_uuids_by_node(kube))[0]
     a, b = _two(workloads, "binpack", node)
@@ -117,7 +115,9 @@ def test_gpu_binpack(workloads: Workloads, kube: Any) -> None:
     assert ua == ub, violated("SCHED-BINPACK-1", f"binpack placed the pods on {ua} and {ub}")
 
 
-@rule("SCHED-SPREAD-1", "hami.io/gpu-scheduler-policy spread puts two small pods on different GPUs")
+@rule(
+    "SCHED-SPREAD-1", "hami.io/gpu-scheduler-policy spread puts two small pods on one node on different GPUs"
+)
 def test_gpu_spread(workloads: Workloads, kube: Any) -> None:
     node = sorted(_uuids_by_node(kube))[-1]
     a, b = _two(workloads, "spread", node)
@@ -132,9 +132,9 @@ def test_type_selection(workloads: Workloads, kube: Any) -> None:
     workloads.create(gpu_pod("usetype", gpus=1, mem=1000, annotations={C.USE_GPUTYPE: model}))
     workloads.wait_scheduled("usetype")
     workloads.create(gpu_pod("wrongtype", gpus=1, mem=1000, annotations={C.USE_GPUTYPE: "NO-SUCH-GPU-MODEL"}))
-    _expect_filter_failure(workloads, "wrongtype", "CardTypeMismatch", "SCHED-TYPE-1")
+    expect_filter_failure(workloads, "wrongtype", "CardTypeMismatch", "SCHED-TYPE-1")
     workloads.create(gpu_pod("notype", gpus=1, mem=1000, annotations={C.NOUSE_GPUTYPE: "NVIDIA"}))
-    _expect_filter_failure(workloads, "notype", "CardTypeMismatch", "SCHED-TYPE-1")
+    expect_filter_failure(workloads, "notype", "CardTypeMismatch", "SCHED-TYPE-1")
 
 
 @rule("SCHED-UUID-1", "nvidia.com/use-gpuuuid places the container on exactly that GPU")
@@ -161,7 +161,7 @@ def test_cordon(workloads: Workloads, kube: Any) -> None:
     kube.patch(path, {"metadata": {"annotations": {C.DEVICE_CORDON: cordoned}}}, kind="merge")
     try:
         workloads.create(gpu_pod("oncordoned", gpus=1, mem=1000, annotations={C.USE_GPUUUID: uuid}))
-        _expect_filter_failure(workloads, "oncordoned", "CardCordoned", "SCHED-CORDON-1")
+        expect_filter_failure(workloads, "oncordoned", "CardCordoned", "SCHED-CORDON-1")
     finally:
         kube.patch(path, {"metadata": {"annotations": {C.DEVICE_CORDON: before}}}, kind="merge")
 
@@ -215,7 +215,7 @@ def test_exclusive(workloads: Workloads, kube: Any) -> None:
     workloads.create(gpu_pod("sharer", gpus=1, mem=1000, annotations={C.USE_GPUUUID: uuid}, args=hold))
     workloads.wait_scheduled("sharer")
     workloads.create(gpu_pod("exclusive", gpus=1, mem=1000, cores=100, annotations={C.USE_GPUUUID: uuid}))
-    _expect_filter_failure(workloads, "exclusive", "ExclusiveDeviceAllocateConflict", "SCHED-EXCL-1")
+    expect_filter_failure(workloads, "exclusive", "ExclusiveDeviceAllocateConflict", "SCHED-EXCL-1")
 
 
 @rule(
@@ -236,7 +236,7 @@ def test_quota(workloads: Workloads, kube: Any) -> None:
     if err is not None:
         assert C.DENY_QUOTA in str(err), violated("SCHED-QUOTA-1", f"denied, but with {str(err)!r}")
         return
-    _expect_filter_failure(workloads, "overquota", "ResourceQuotaNotFit", "SCHED-QUOTA-1")
+    expect_filter_failure(workloads, "overquota", "ResourceQuotaNotFit", "SCHED-QUOTA-1")
 
 
 # --- against what is already allocated ------------------------------------------------------------
@@ -485,41 +485,13 @@ def _holder(workloads: Workloads, name: str = "holder") -> str:
     return name
 
 
-class _LockWatch:
-    """Every value the node's lock annotation takes while the watch runs (None = absent)."""
-
-    def __init__(self, kube: Any, node: str) -> None:
-        self.values: list[str | None] = []
-        current = kube.get(f"/api/v1/nodes/{node}")
-        self.values.append(_lock_of(current))
-        rv = current["metadata"]["resourceVersion"]
-        self._thread = threading.Thread(target=self._run, args=(kube, node, rv), daemon=True)
-        self._thread.start()
-
-    def _run(self, kube: Any, node: str, rv: str) -> None:
-        try:
-            for ev in kube.watch(
-                "/api/v1/nodes",
-                resource_version=rv,
-                timeout_seconds=90,
-                fieldSelector=f"metadata.name={node}",
-            ):
-                obj = ev.get("object") or {}
-                if ev.get("type") in ("ADDED", "MODIFIED") and obj.get("metadata"):
-                    value = _lock_of(obj)
-                    if not self.values or self.values[-1] != value:
-                        self.values.append(value)
-        except Exception as e:  # the watch is evidence only; its end is not the case's failure
-            self.values.append(f"<watch ended: {e}>")
-
-
 @rule(
     "SCHED-LOCK-1",
     "Binding a pod takes the node lock naming <namespace>,<pod> and allocation releases it afterwards",
 )
 def test_lock_taken_and_released(workloads: Workloads, kube: Any) -> None:
     gpu = idle_gpu(kube)
-    watch = _LockWatch(kube, gpu.node)
+    watch = NodeAnnotationWatch(kube, gpu.node, C.NODE_LOCK)
     workloads.create(on_gpu("locker", gpu.uuid, mem=1000))
     workloads.wait_phase("locker", ("Running",))
     suffix = f",{workloads.ns},locker"
