@@ -129,7 +129,10 @@ def select_faults(
 # --- running ----------------------------------------------------------------------------------------
 
 
-def _pytest(args: list[str], out_dir: Path) -> subprocess.CompletedProcess[str]:
+def _pytest(args: list[str], out_dir: Path, tmp: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """One pytest session; an interrupt is passed on as SIGTERM (the session then tears down)."""
+    import os
+
     cmd = [
         sys.executable,
         "-m",
@@ -142,16 +145,29 @@ def _pytest(args: list[str], out_dir: Path) -> subprocess.CompletedProcess[str]:
         *args,
     ]
     out_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if tmp is not None:  # the testbed's data dir lands here, so an interrupted self-test can find it
+        tmp.mkdir(parents=True, exist_ok=True)
+        env["TMPDIR"] = str(tmp)
+    child = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
-        proc = subprocess.run(
-            cmd, cwd=REPO, capture_output=True, text=True, timeout=CASE_TIMEOUT_S, check=False
-        )
-    except subprocess.TimeoutExpired as e:
-        proc = subprocess.CompletedProcess(
-            cmd, 124, str(e.stdout or ""), f"timed out after {CASE_TIMEOUT_S}s"
-        )
-    (out_dir / "pytest.log").write_text(proc.stdout + proc.stderr)
-    return proc
+        out, err = child.communicate(timeout=CASE_TIMEOUT_S)
+        code = child.returncode
+    except subprocess.TimeoutExpired:
+        child.terminate()
+        out, err = child.communicate()
+        code, err = 124, f"{err}\ntimed out after {CASE_TIMEOUT_S}s"
+    except BaseException:
+        child.terminate()
+        try:
+            child.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            child.kill()
+        raise
+    (out_dir / "pytest.log").write_text(out + err)
+    return subprocess.CompletedProcess(cmd, code, out, err)
 
 
 def _results(out_dir: Path) -> dict[str, Any]:
@@ -235,7 +251,7 @@ class Selftest:
             args += ["--chart-set", kv]
         if self.args.signing_key:
             args += ["--signing-key", self.args.signing_key]
-        proc = _pytest(args, self.out / "clean")
+        proc = _pytest(args, self.out / "clean", tmp=self.out / "tmp")
         m = KEPT_RE.search(proc.stdout + proc.stderr)
         return proc, m.group(1) if m else ""
 
@@ -304,7 +320,11 @@ class Selftest:
     def run(self) -> tuple[list[Row], Path | None, int]:
         self.sf.prepare([f["name"] for f in self.faults])
         self.say("clean stack: every suite (provision, deploy, test)")
-        proc, kubeconfig = self.clean_run()
+        try:
+            proc, kubeconfig = self.clean_run()
+        except BaseException:
+            self.sf.teardown_all(self.out / "tmp")
+            raise
         clean_dir = self.out / "clean"
         clean = _results(clean_dir)
         self.clean_failed = frozenset(
@@ -353,6 +373,7 @@ class Selftest:
             if not self.args.keep_cluster:
                 for kc in beds:
                     self.sf.teardown(kc)
+                self.sf.teardown_all(self.out / "tmp")
         return [r for r in rows if r is not None], clean_dir, proc.returncode
 
 
@@ -449,6 +470,12 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     except (SelftestInputError, BackendError) as e:
         print(f"hami-conformance selftest: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    import signal
+
+    def _terminate(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt("terminated")
+
+    signal.signal(signal.SIGTERM, _terminate)  # finally-clauses tear the testbeds down
     console = Console()
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     base = Path(args.out).resolve() / f"{stamp}-selftest-{args.vendor}"

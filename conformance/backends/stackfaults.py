@@ -203,3 +203,9 @@ def teardown(kubeconfig: str) -> None:
         cwd=REPO,
     )
     shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def teardown_all(tmp: Path) -> None:
+    """Stop every testbed whose data dir is under ``tmp`` (an interrupted self-test's clean run)."""
+    for state in sorted(Path(tmp).glob("hami-conformance-*/state.json")):
+        teardown(str(state.parent / "kubeconfig"))
