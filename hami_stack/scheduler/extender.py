@@ -122,8 +122,8 @@ class Extender:
         try:
             patched = self._patch_decision(pod, plan, best, outcome.fits[best], live)
             self.cache.confirm(uid, resource_version(patched) if patched else None)
-        except ApiError as e:
-            self.cache.remove_pod(uid)
+        except (ApiError, OSError) as e:
+            self.cache.remove_pod(uid)  # never left pending: its pod's events would be ignored
             self._event(pod, "Warning", ev.FILTERING_FAILED, f"patch pod annotations failed: {e}")
             return filter_result(
                 error=f"patch pod {meta.get('namespace')}/{meta.get('name')} annotations: {e}"

@@ -39,6 +39,7 @@ class FakeKube:
         self.rv = 0
         self.events: list[tuple[str, Obj]] = []  # (kind, pod) as a pod informer would see them
         self.fail_next_binding: str = ""  # message of an injected failure of the next binding create
+        self.fail_next_pod_patch: str = ""  # ...of the next pod patch, once applied (a lost answer)
         self.writes: list[str] = []  # paths written (patch/create), to prove what was not touched
 
     # --- objects ---------------------------------------------------------------------------
@@ -109,6 +110,9 @@ class FakeKube:
         store[key] = new  # type: ignore[index]
         if store is self.pods:
             self.events.append(("MODIFIED", copy.deepcopy(new)))
+            if self.fail_next_pod_patch:
+                msg, self.fail_next_pod_patch = self.fail_next_pod_patch, ""
+                raise OSError(msg)
         return copy.deepcopy(new)
 
     def create(self, path: str, body: Obj, **_query: Any) -> Any:

@@ -158,6 +158,7 @@ OPS = st.one_of(
     FILTER_BIND, FILTER_BIND, FILTER_BIND,
     BIND, BIND, DELIVER, DELIVER,
     st.tuples(st.just("filter"), idx),
+    st.tuples(st.just("filter_lost_answer"), idx),
     st.tuples(st.just("bind_fail"), idx, st.sampled_from(["etcd timeout", "connection reset"])),
     st.tuples(st.just("delete"), idx),
     st.tuples(st.just("finish"), idx),
@@ -175,6 +176,10 @@ def test_no_sequence_over_commits_a_device(policy: str, ops: list[tuple[Any, ...
             w.create(op[1], op[2], op[3])
         elif kind == "filter":
             w.filter(op[1])
+        elif kind == "filter_lost_answer":  # the annotation patch applied, its answer lost
+            w.kube.fail_next_pod_patch = "connection reset by peer"
+            w.filter(op[1])
+            w.kube.fail_next_pod_patch = ""
         elif kind == "bind":
             w.bind(op[1], op[2])
         elif kind == "bind_fail":
