@@ -4,6 +4,11 @@ Those Go structs carry no JSON tags: the kube-scheduler sends and expects the Go
 (``Pod``, ``Nodes``, ``NodeNames``; ``PodName``, ``PodNamespace``, ``PodUID``, ``Node``), and Go's
 decoder matches keys case-insensitively, so requests are read that way here and replies use the
 Go names exactly.
+
+Decoding also type-checks every field the extender goes on to read (:func:`check_pod`,
+:func:`check_node`): a wrong type raises :class:`WireError` naming the field's path, e.g.
+``Nodes.items: expected a list, got int`` or ``Pod.spec.containers[0].resources.limits['nvidia.com/gpu']:
+expected a quantity string, got list``, which the server answers with 400.
 """
 
 from __future__ import annotations
