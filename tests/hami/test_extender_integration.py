@@ -31,6 +31,8 @@ def scheduler_config(port: int, svc: Any) -> str:
 kind: KubeSchedulerConfiguration
 leaderElection:
   leaderElect: false
+podInitialBackoffSeconds: 1
+podMaxBackoffSeconds: 2
 profiles:
 - schedulerName: hami-scheduler
 extenders:
@@ -93,3 +95,69 @@ def test_over_committed_pod_gets_filtering_failed(stack: tuple[Kube, Any]) -> No
     assert wait_for(lambda: {"no available node, 2 nodes do not meet"} < messages(), timeout=20)
     assert any("CardInsufficientMemory(gpu-a,gpu-b)" in m for m in messages())
     assert not kube.get("/api/v1/namespaces/default/pods/too-big")["spec"].get("nodeName")
+
+
+def test_burst_with_stray_binds_never_gives_a_gpu_out_twice(stack: tuple[Kube, Any]) -> None:
+    """Finding 1's burst in miniature through the real scheduler: 24 pods of 60,000 MiB for 8 GPUs
+    of 81,920 MiB, while a client replays /bind for every pod already bound (the stray calls)."""
+    import threading
+
+    kube, svc = stack
+    for name in ("burst-a", "burst-b"):
+        api_node(kube, name, n=4, mem=81920)
+    wait_for(lambda: {"burst-a", "burst-b"} <= set(svc.service.cache.nodes))
+    stop = threading.Event()
+    strays = [0]
+
+    def plugin_and_stray_binder() -> None:
+        while not stop.is_set():
+            for pod in kube.get("/api/v1/namespaces/default/pods", labelSelector="burst=1")["items"]:
+                node = pod["spec"].get("nodeName")
+                if not node:
+                    continue
+                meta = pod["metadata"]
+                status, res = svc.post("/bind", {"PodName": meta["name"], "PodNamespace": "default",
+                                                 "PodUID": meta["uid"], "Node": node})
+                assert status == 200 and "already bound" in res["Error"], res
+                strays[0] += 1
+            for name in ("burst-a", "burst-b"):  # the device plugin releases the lock after Allocate
+                annotations = kube.get(f"/api/v1/nodes/{name}")["metadata"].get("annotations") or {}
+                lock = annotations.get(ann.NODE_LOCK)
+                if lock and _pod(kube, lock.rsplit(",", 1)[-1])["spec"].get("nodeName"):
+                    unlock = {"metadata": {"annotations": {ann.NODE_LOCK: None}}}
+                    kube.patch(f"/api/v1/nodes/{name}", unlock, "merge")
+            stop.wait(0.05)
+
+    helper = threading.Thread(target=plugin_and_stray_binder, daemon=True)
+    helper.start()
+    for i in range(24):
+        api_pod(kube, f"burst-{i}", gpu_limits(1, mem=60000), labels={"burst": "1"})
+
+    def per_gpu() -> dict[str, int]:
+        out: dict[str, int] = {}
+        for pod in kube.get("/api/v1/namespaces/default/pods", labelSelector="burst=1")["items"]:
+            value = (pod["metadata"].get("annotations") or {}).get(ann.NVIDIA_KEYS.allocated, "")
+            if pod["spec"].get("nodeName") and value:
+                uuid, _, mem = value.split(",")[:3]
+                out[uuid] = out.get(uuid, 0) + int(mem)
+        assert all(v <= 81920 for v in out.values()), out  # never, at any moment sampled
+        return out
+
+    try:
+        wait_for(lambda: len(per_gpu()) == 8, timeout=90)
+    finally:
+        stop.set()
+        helper.join(5)
+    assert max(per_gpu().values()) == 60000 and strays[0] > 0
+    pending = [p for p in kube.get("/api/v1/namespaces/default/pods", labelSelector="burst=1")["items"]
+               if not p["spec"].get("nodeName")]
+    assert len(pending) == 16
+    # the pending pods carry no allocation of their own once their failed attempts are withdrawn
+    def clean(name: str) -> bool:
+        return ann.NVIDIA_KEYS.allocated not in (_pod(kube, name)["metadata"].get("annotations") or {})
+
+    wait_for(lambda: all(clean(p["metadata"]["name"]) for p in pending), timeout=30)
+
+
+def _pod(kube: Kube, name: str) -> dict[str, Any]:
+    return kube.get(f"/api/v1/namespaces/default/pods/{name}")
