@@ -435,7 +435,7 @@ class SchedulerService:
 
             mapp = web.Application()
             mapp.router.add_get("/metrics", metrics)
-            mrunner = web.AppRunner(mapp, access_log=None)
+            mrunner = web.AppRunner(mapp, access_log=None, keepalive_timeout=cfg.idle_timeout)
             await mrunner.setup()
             mhost, mport = parse_bind(self.config.metrics_bind)
             await web.TCPSite(mrunner, mhost, mport).start()

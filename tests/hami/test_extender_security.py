@@ -300,3 +300,14 @@ def _accepted(s: RunningService, ctx: ssl.SSLContext) -> bool:
         return True
     except (ssl.SSLError, ConnectionError):
         return False
+
+
+def test_the_metrics_port_drops_half_sent_requests_too(svc: RunningService) -> None:
+    sock = socket.create_connection(("127.0.0.1", svc.service.metrics_port), timeout=25)
+    start = time.monotonic()
+    try:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHo")
+        assert sock.recv(100) == b""
+        assert 5 < time.monotonic() - start < 15
+    finally:
+        sock.close()
