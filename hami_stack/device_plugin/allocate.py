@@ -17,8 +17,10 @@ vouches for:
    with such a pod present the request may be that pod's, and serving the lock holder's allocation to
    it would hand the holder's devices to a pod the scheduler never placed. Refused too (fail closed);
 3. for each container request pop the first non-empty segment of the to-allocate annotation (init
-   containers first); its devices must be the ones the kubelet asked for (same count, and the same
-   GPUs unless the pod's init containers use this resource: the kubelet reuses their devices);
+   containers first); its device count must be the kubelet's. The container gets the segment's GPUs
+   whichever virtual IDs the kubelet picked: those are only a count per GPU (the kubelet reuses init
+   containers' devices, and its per-GPU book-keeping is not the scheduler's), so requiring the same
+   GPUs fails legitimate pods; GetPreferredAllocation steers the kubelet to them where it can;
 4. answer with the family's env and mounts, write the emptied to-allocate value back, and when no
    segment names NVIDIA any more set ``bind-phase: success`` and release the lock. A failure while
    serving the holder sets ``bind-phase: failed`` and releases the lock, as upstream does; a refusal
@@ -104,11 +106,6 @@ def requests_resource(pod: dict[str, Any], resource: str) -> bool:
             if value not in ("", "0"):
                 return True
     return False
-
-
-def _init_containers_use(pod: dict[str, Any], resource: str) -> bool:
-    init = {"spec": {"initContainers": (pod.get("spec") or {}).get("initContainers") or []}}
-    return requests_resource(init, resource)
 
 
 def awaiting_admission(pod: dict[str, Any]) -> bool:
@@ -317,18 +314,16 @@ class Allocator:
                     log.error("cannot release the lock of node %s: %s", self.node, le)
                 raise AllocateFailed(str(e)) from e
 
-    def _check_devices(self, pod: dict[str, Any], devices: ContainerDevices, ids: Sequence[str]) -> None:
+    def _check_devices(self, devices: ContainerDevices, ids: Sequence[str]) -> None:
         if len(devices) != len(ids):
             raise AllocateFailed(DEVICE_NUMBER_MISMATCH)
-        if _init_containers_use(pod, self.resource):
-            return  # the kubelet hands init containers' devices on to app containers: only counts match
         asked = sorted(physical_uuid(i) for i in ids)
         allocated = sorted(d.uuid for d in devices)
         if asked != allocated:
-            raise AllocateFailed(
-                f"the kubelet asked for devices {list(ids)} (GPUs {asked}), but the scheduler allocated "
-                f"GPUs {allocated} in {self.keys.to_allocate}"
-            )
+            # Not an error: the kubelet's virtual IDs are only a count per GPU. It reuses init
+            # containers' devices, and takes any free ID when the scheduler's GPU has none left in its
+            # own book-keeping; the container gets the scheduler's GPUs (env and limits), as upstream.
+            log.info("kubelet picked GPUs %s; serving the scheduler's %s", asked, allocated)
 
     def _allocate_pod(
         self, pod: dict[str, Any], requests: Sequence[Sequence[str]]
@@ -342,7 +337,7 @@ class Allocator:
         out = []
         for ids in requests:
             index, devices, pod_devices = pop_first_nonempty(pod_devices)
-            self._check_devices(pod, devices, ids)
+            self._check_devices(devices, ids)
             spec = specs[index] if index < len(specs) else {}
             env = {e["name"]: str(e.get("value", "")) for e in spec.get("env") or [] if "name" in e}
             alloc = self.family.allocate_response(

@@ -455,17 +455,28 @@ def test_the_lock_must_vouch_for_a_live_allocating_holder(
         _delete_pod(kube, name)
 
 
-def test_allocate_of_other_gpus_than_scheduled_fails_the_bind(stub: Any, kube: Kube, state: Any) -> None:
+def test_allocate_serves_the_scheduled_gpu_whatever_ids_the_kubelet_picked(
+    stub: Any, kube: Kube, state: Any
+) -> None:
     a, b = state.gpus[0].uuid, state.gpus[1].uuid
-    _bound_pod(kube, "wrong-gpu", f"{a},NVIDIA,1000,0:;")
-    details = _refused(stub, [f"{b}-1"])
-    assert details == (
-        f"the kubelet asked for devices ['{b}-1'] (GPUs ['{b}']), but the scheduler allocated "
-        f"GPUs ['{a}'] in {ann.NVIDIA_KEYS.to_allocate}"
-    )
-    assert _pod_ann(kube, "wrong-gpu")[ann.BIND_PHASE] == "failed"
+    _bound_pod(kube, "other-ids", f"{a},NVIDIA,1000,0:;")
+    resp = stub.Allocate(api.AllocateRequest(container_requests=[{"devices_ids": [f"{b}-1"]}]), timeout=10)
+    envs = resp.container_responses[0].envs
+    assert (envs["NVIDIA_VISIBLE_DEVICES"], envs["CUDA_DEVICE_MEMORY_LIMIT_0"]) == (a, "1000m")
+    assert _pod_ann(kube, "other-ids")[ann.BIND_PHASE] == "success"
     assert ann.NODE_LOCK not in _node_ann(kube)
-    wait_for(lambda: _warnings(kube, "wrong-gpu", "AllocationFailed"), what="Warning event on the holder")
+
+
+def test_failed_allocate_of_the_holder_releases_the_lock_with_an_event(
+    stub: Any, kube: Kube, state: Any
+) -> None:
+    a = state.gpus[0].uuid
+    _bound_pod(kube, "too-few", f"{a},NVIDIA,1000,0:;")
+    assert _refused(stub, [f"{a}-0", f"{a}-1"]) == "device number not matched"
+    assert _pod_ann(kube, "too-few")[ann.BIND_PHASE] == "failed"
+    assert ann.NODE_LOCK not in _node_ann(kube)
+    ev = wait_for(lambda: _warnings(kube, "too-few", "AllocationFailed"), what="Warning event on the holder")
+    assert ev[0]["message"] == f"Allocate on node {NODE} failed: device number not matched"
 
 
 def test_preferred_allocation_steers_to_the_scheduled_gpu(stub: Any, kube: Kube, state: Any) -> None:
