@@ -192,3 +192,28 @@ def test_upgrade_keeps_the_certificates(installed: tuple[Kube, Path, list[str]])
     _helm(kubeconfig, "upgrade", *values, "--set", "devicePlugin.podAnnotations.rollout=two")
     assert kube.get(secret_path)["data"] == before
     assert kube.get(hook_path)["webhooks"][0]["clientConfig"]["caBundle"] == before["ca.crt"]
+
+
+def test_upgrade_from_a_secret_without_the_client_pair(installed: tuple[Kube, Path, list[str]]) -> None:
+    """A Secret from a chart without mutual TLS (ca.crt, tls.crt, tls.key only) is replaced by a complete
+    new set on upgrade, the webhook trusts the new CA, the scheduler pod restarts onto it, and GPU pods
+    are bound again."""
+    kube, kubeconfig, values = installed
+    secret_path = f"/api/v1/namespaces/{NS}/secrets/hami-scheduler-tls"
+    old = kube.get(secret_path)
+    kube.update(
+        secret_path,
+        {**old, "data": {k: v for k, v in old["data"].items() if k in ("ca.crt", "tls.crt", "tls.key")}},
+    )
+    deploy_path = f"/apis/apps/v1/namespaces/{NS}/deployments/hami-scheduler"
+    checksum = kube.get(deploy_path)["spec"]["template"]["metadata"]["annotations"]["checksum/tls"]
+    _helm(kubeconfig, "upgrade", *values)
+    new = kube.get(secret_path)["data"]
+    assert sorted(new) == ["ca.crt", "client.crt", "client.key", "tls.crt", "tls.key"]
+    assert new["ca.crt"] != old["data"]["ca.crt"]
+    hook_path = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/hami-webhook"
+    assert kube.get(hook_path)["webhooks"][0]["clientConfig"]["caBundle"] == new["ca.crt"]
+    assert kube.get(deploy_path)["spec"]["template"]["metadata"]["annotations"]["checksum/tls"] != checksum
+    done = _scheduled_by_hami(kube, _gpu_pod("after-rotation", "gpu-node-1"))
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert done["metadata"]["annotations"][ann.BIND_PHASE] == "success"

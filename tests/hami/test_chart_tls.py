@@ -147,3 +147,17 @@ def test_caller_without_client_certificate_is_refused(tmp_path: Path) -> None:
     anonymous = ssl.create_default_context(cafile=str(files["ca.crt"]))
     seen = _handshake(anonymous, _server_ctx(files), SERVER_NAME)
     assert seen.get("reply") != b"ok" and "peer" not in seen and "error" in seen, seen
+
+
+def test_one_certificate_set_per_render() -> None:
+    """The Secret, the webhook's caBundle and the Deployment's checksum come from one generation."""
+    import hashlib
+    import json
+
+    docs = render()
+    data = docs[("Secret", "rel-hami-scheduler-tls")]["data"]
+    hook = docs[("MutatingWebhookConfiguration", "rel-hami-webhook")]["webhooks"][0]
+    assert hook["clientConfig"]["caBundle"] == data["ca.crt"]
+    annotations = docs[("Deployment", "rel-hami-scheduler")]["spec"]["template"]["metadata"]["annotations"]
+    digest = hashlib.sha256(json.dumps(data, separators=(",", ":"), sort_keys=True).encode()).hexdigest()
+    assert annotations["checksum/tls"] == digest

@@ -137,3 +137,34 @@ repeated; another value for an owned flag (same name before "=") fails the rende
 {{- define "hami.extenderURL" -}}
 https://127.0.0.1:{{ .Values.scheduler.service.httpTargetPort }}
 {{- end -}}
+
+{{/*
+The TLS Secret's data (base64 values by key) as JSON, computed once per render and shared by the
+templates that need it (the Secret, the webhook's caBundle, the Deployment's checksum): genCA is
+random, so a second computation would make a different CA. Reuses the Secret in the cluster when it
+holds all five keys, or when the Secret is brought by the user; otherwise generates a new set.
+*/}}
+{{- define "hami.tlsData" -}}
+{{- if not (hasKey .Values "hamiTLSDataCache") -}}
+{{- $svc := include "hami.scheduler" . -}}
+{{- $ns := include "hami.namespace" . -}}
+{{- $generate := include "hami.tls-generated" . -}}
+{{- $data := dict -}}
+{{- $existing := lookup "v1" "Secret" $ns (include "hami.tls-secret" .) -}}
+{{- if and $existing $existing.data -}}
+{{- $complete := true -}}
+{{- range list "ca.crt" "tls.crt" "tls.key" "client.crt" "client.key" }}{{ if not (index $existing.data .) }}{{ $complete = false }}{{ end }}{{ end -}}
+{{- if or $complete (not $generate) }}{{ $data = $existing.data }}{{ end -}}
+{{- end -}}
+{{- if and $generate (not $data) -}}
+{{- $days := int .Values.scheduler.tls.validityDays -}}
+{{- $ca := genCA (printf "%s-ca" $svc) $days -}}
+{{- $alt := list $svc (printf "%s.%s" $svc $ns) (include "hami.servingName" .) (printf "%s.cluster.local" (include "hami.servingName" .)) -}}
+{{- $serving := genSignedCert (include "hami.servingName" .) (list "127.0.0.1") $alt $days $ca -}}
+{{- $client := genSignedCert .Values.scheduler.tls.clientCommonName nil nil $days $ca -}}
+{{- $data = dict "ca.crt" ($ca.Cert | b64enc) "tls.crt" ($serving.Cert | b64enc) "tls.key" ($serving.Key | b64enc) "client.crt" ($client.Cert | b64enc) "client.key" ($client.Key | b64enc) -}}
+{{- end -}}
+{{- $_ := set .Values "hamiTLSDataCache" $data -}}
+{{- end -}}
+{{- toJson .Values.hamiTLSDataCache -}}
+{{- end -}}
