@@ -123,7 +123,10 @@ class Extender:
             patched = self._patch_decision(pod, plan, best, outcome.fits[best], live)
             self.cache.confirm(uid, resource_version(patched) if patched else None)
         except (ApiError, OSError) as e:
-            self.cache.remove_pod(uid)  # never left pending: its pod's events would be ignored
+            # never left pending (its pod's events would be ignored); and should the patch have
+            # landed after all, its unbound decision is not counted and is taken off the pod
+            self.cache.release(uid)
+            self._reconcile(meta.get("namespace") or "default", meta.get("name") or "", uid)
             self._event(pod, "Warning", ev.FILTERING_FAILED, f"patch pod annotations failed: {e}")
             return filter_result(
                 error=f"patch pod {meta.get('namespace')}/{meta.get('name')} annotations: {e}"
@@ -327,7 +330,7 @@ class Extender:
                     nodelock.release(self._kube(), node, ns, name)
                 except (nodelock.LockError, ApiError, OSError) as re:
                     log.warning("release lock on %s: %s", node, re)
-            self._after_failed_bind(ns, name, uid)
+            self._reconcile(ns, name, uid)
             self._event(pod, "Warning", ev.BINDING_FAILED, msg)
             return bind_result(msg)
         self.bind_count += 1
@@ -357,8 +360,8 @@ class Extender:
         self._event(pod, "Warning", ev.BINDING_FAILED, msg)
         return bind_result(msg)
 
-    def _after_failed_bind(self, ns: str, name: str, uid: str) -> None:
-        """Reconcile with the apiserver: a bound pod keeps counting, an unbound one is withdrawn."""
+    def _reconcile(self, ns: str, name: str, uid: str) -> None:
+        """After a failed write, follow the apiserver: a bound pod counts, an unbound one is withdrawn."""
         try:
             fresh = self._live_pod(ns, name)
         except (ApiError, OSError) as e:
