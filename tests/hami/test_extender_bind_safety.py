@@ -282,3 +282,17 @@ def test_finding2_filter_patches_only_the_pod_being_scheduled() -> None:
         assert res["NodeNames"] is None
     assert kube.writes == writes_before  # nothing patched
     assert used_mem(ext, "n1") == 60000  # and the bound pod's usage was not dropped by a stray filter
+
+
+def test_a_filter_patch_applied_but_unanswered_is_taken_back() -> None:
+    """The shrunk counterexample hypothesis found: the patch lands, its answer is lost."""
+    kube, ext = world()
+    lost = new_pod(kube, "lost", mem=6000)
+    kube.fail_next_pod_patch = "connection reset by peer"
+    res = filt(ext, lost, ["n1"])
+    assert res["Error"] == "patch pod default/lost annotations: connection reset by peer"
+    assert scheduler_keys(live(kube, "lost")) == []  # taken off the pod again
+    run(kube, ext, "next", mem=6000)
+    for kind, pod in kube.events:  # even the informer's copy with the lost decision does not count
+        ext.cache.on_pod(kind, pod)
+    assert used_mem(ext, "n1") == 6000
