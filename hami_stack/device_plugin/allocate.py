@@ -69,6 +69,8 @@ DEVICE_NUMBER_MISMATCH = "device number not matched"
 REFUSED_REASON = "AllocationRefused"  # Warning event on a pod whose devices were not handed out
 FAILED_REASON = "AllocationFailed"  # Warning event on the lock holder whose Allocate failed
 
+SERVED_MEMORY = 4096
+
 EventSink = Callable[[dict[str, Any], str, str, str], None]  # (pod, type, reason, message)
 
 
@@ -151,7 +153,9 @@ class Allocator:
         self.events = events
         self.lock_timeout = lock_timeout
         self.now = now
-        self.served: set[str] = set()  # UIDs of pods whose allocation we completed (not forgeable)
+        # UIDs of pods whose allocation we completed (not forgeable), until the kubelet's status shows
+        # them admitted; bounded, oldest first out (by then their status says so)
+        self.served: dict[str, None] = {}
         self._lock = threading.Lock()  # one Allocate at a time: they share the pod's annotation
 
     # --- finding the pod ---------------------------------------------------------------------------
@@ -271,6 +275,11 @@ class Allocator:
 
     # --- Allocate ------------------------------------------------------------------------------------
 
+    def remember_served(self, uid: str) -> None:
+        self.served[uid] = None
+        while len(self.served) > SERVED_MEMORY:
+            del self.served[next(iter(self.served))]
+
     def _warn(self, pod: dict[str, Any], reason: str, message: str) -> None:
         if self.events is None:
             return
@@ -297,7 +306,7 @@ class Allocator:
                 self._patch_pod(ns, name, {self.keys.to_allocate: remaining})
                 if not has_devices(remaining, [self.family.common_word]):
                     self._patch_pod(ns, name, {ann.BIND_PHASE: ev.PHASE_SUCCESS})
-                    self.served.add(_uid(pod))
+                    self.remember_served(_uid(pod))
                     self.release_lock(ns, name)
                 log.info("Allocate for pod %s/%s: %d container(s)", ns, name, len(responses))
                 return responses

@@ -1,0 +1,149 @@
+"""The pure rules behind Allocate's trust decision: which pods wait for the resource on the node
+(status only: annotations are the tenant's), and the lock-holder checks, without an apiserver."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from hami_stack.device_plugin.allocate import (
+    SERVED_MEMORY,
+    AllocateRefused,
+    Allocator,
+    awaiting_admission,
+    requests_resource,
+)
+from hami_stack.devices.nvidia import NvidiaFamily
+from hami_stack.protocol import annotations as ann
+from hami_stack.protocol.nodelock import format_lock
+
+GPU = "nvidia.com/gpu"
+NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def _pod(
+    uid: str,
+    *,
+    limits: dict[str, str] | None = None,
+    status: dict[str, Any] | None = None,
+    init: bool = False,
+    **meta: Any,
+) -> dict[str, Any]:
+    c = {"name": "c", "resources": {"limits": limits or {}}}
+    spec: dict[str, Any] = {"nodeName": "n", "containers": [] if init else [c]}
+    if init:
+        spec["initContainers"] = [c]
+    return {
+        "metadata": {"uid": uid, "name": uid, "namespace": "ns", **meta},
+        "spec": spec,
+        "status": status if status is not None else {"phase": "Pending"},
+    }
+
+
+def test_requests_resource() -> None:
+    assert requests_resource(_pod("a", limits={GPU: "1"}), GPU)
+    assert requests_resource(_pod("a", limits={GPU: "2"}, init=True), GPU)
+    assert not requests_resource(_pod("a", limits={GPU: "0"}), GPU)
+    assert not requests_resource(_pod("a", limits={"nvidia.com/gpumem": "100"}), GPU)
+    requests_only = _pod("a")
+    requests_only["spec"]["containers"][0]["resources"] = {"requests": {GPU: "1"}}
+    assert requests_resource(requests_only, GPU)
+
+
+@pytest.mark.parametrize(
+    ("status", "meta", "waiting"),
+    [
+        ({"phase": "Pending"}, {}, True),
+        ({}, {}, True),
+        ({"phase": "Pending", "containerStatuses": [{"name": "c"}]}, {}, False),  # admitted
+        ({"phase": "Pending", "initContainerStatuses": [{"name": "c"}]}, {}, False),
+        ({"phase": "Failed", "reason": "UnexpectedAdmissionError"}, {}, False),
+        ({"phase": "Running"}, {}, False),
+        ({"phase": "Pending"}, {"deletionTimestamp": "2026-01-01T00:00:00Z"}, False),
+    ],
+)
+def test_awaiting_admission(status: dict[str, Any], meta: dict[str, Any], waiting: bool) -> None:
+    assert awaiting_admission(_pod("a", status=status, **meta)) is waiting
+
+
+class FakeKube:
+    def __init__(self, node: dict[str, Any], pods: list[dict[str, Any]]) -> None:
+        self.node, self.pods = node, pods
+
+    def get(self, path: str, **query: Any) -> Any:
+        if path.startswith("/api/v1/nodes/"):
+            return self.node
+        if path == "/api/v1/pods":
+            return {"items": self.pods}
+        name = path.rsplit("/", 1)[1]
+        return next(p for p in self.pods if p["metadata"]["name"] == name)
+
+
+def _holder(**annotations: str | None) -> dict[str, Any]:
+    a = {
+        ann.BIND_PHASE: "allocating",
+        ann.BIND_TIME: "1767268800",
+        ann.VGPU_NODE: "n",
+        ann.NVIDIA_KEYS.to_allocate: "GPU-a,NVIDIA,1000,0:;",
+    }
+    a.update({k: v for k, v in annotations.items() if v is not None})
+    for k, v in annotations.items():
+        if v is None:
+            a.pop(k, None)
+    return _pod("holder", limits={GPU: "1"}, annotations=a)
+
+
+def _allocator(pods: list[dict[str, Any]], lock: str | None) -> Allocator:
+    node = {"metadata": {"annotations": {ann.NODE_LOCK: lock} if lock else {}}}
+    return Allocator(
+        FakeKube(node, pods),
+        "n",
+        NvidiaFamily(),
+        memory_skew_mib=0,  # type: ignore[arg-type]
+        now=lambda: NOW,
+    )
+
+
+def test_holder_is_served_when_nobody_else_waits() -> None:
+    served = _pod("done", limits={GPU: "1"})
+    alloc = _allocator([_holder(), served, _pod("cpu-only")], format_lock(NOW, "ns", "holder"))
+    alloc.remember_served("done")  # allocated by us, the kubelet has not written its status yet
+    assert alloc.pending_pod()["metadata"]["uid"] == "holder"
+
+
+def test_another_waiting_pod_refuses_and_names_it() -> None:
+    other = _pod("other", limits={GPU: "1"})
+    alloc = _allocator([_holder(), other], format_lock(NOW, "ns", "holder"))
+    with pytest.raises(AllocateRefused) as err:
+        alloc.pending_pod()
+    assert [p["metadata"]["uid"] for p in err.value.pods] == ["other"]
+    assert "pod(s) ns/other also wait for it" in str(err.value)
+
+
+def test_lock_age_and_holder_checks() -> None:
+    holder = _holder()
+    with pytest.raises(AllocateRefused, match="expired"):
+        _allocator(
+            [holder], format_lock(NOW - dt.timedelta(minutes=5, seconds=1), "ns", "holder")
+        ).pending_pod()
+    assert _allocator([holder], format_lock(NOW - dt.timedelta(minutes=4), "ns", "holder")).pending_pod()
+    with pytest.raises(AllocateRefused, match="is not bound to node n"):
+        moved = _holder()
+        moved["spec"]["nodeName"] = "m"
+        _allocator([moved], format_lock(NOW, "ns", "holder")).pending_pod()
+    with pytest.raises(AllocateRefused, match="has no NVIDIA devices left"):
+        _allocator(
+            [_holder(**{ann.NVIDIA_KEYS.to_allocate: ";"})], format_lock(NOW, "ns", "holder")
+        ).pending_pod()
+    with pytest.raises(AllocateRefused, match="is not"):
+        _allocator([holder], "garbage").pending_pod()
+
+
+def test_served_memory_is_bounded() -> None:
+    alloc = _allocator([], None)
+    for i in range(SERVED_MEMORY + 10):
+        alloc.remember_served(str(i))
+    assert len(alloc.served) == SERVED_MEMORY
+    assert "9" not in alloc.served and "10" in alloc.served and str(SERVED_MEMORY + 9) in alloc.served
