@@ -8,12 +8,17 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from hami_stack.device_plugin import nvml as nvml_mod
+from hami_stack.device_plugin import plugin as plugin_mod
 from hami_stack.device_plugin.health import HealthTracker
 from hami_stack.device_plugin.nvml import Probe
 from hami_stack.device_plugin.options import OptionsError, resolve
+from hami_stack.protocol import annotations as ann
+from hami_stack.protocol.register import decode_register_json
 from testbed.hardware import create_state, library_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -129,3 +134,56 @@ def test_health_options(tmp_path: Path) -> None:
         resolve([*base, "--xid-recovery=soon"], env={})
     with pytest.raises(OptionsError, match="--xid-recovery: must be at least"):
         resolve([*base, "--xid-recovery=nan"], env={})
+
+
+class _Kube:
+    """Records node patches; the plugin's event recorder may post to it too."""
+
+    def __init__(self) -> None:
+        self.patches: list[dict[str, str]] = []
+
+    def patch(self, path: str, body: dict[str, Any], kind: str = "merge") -> dict[str, Any]:
+        self.patches.append(body["metadata"]["annotations"])
+        return {}
+
+    def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return body
+
+
+def test_a_gpu_that_leaves_the_device_list_is_unhealthy_until_it_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The device count drops (the driver no longer lists GPU 3): the GPU stays advertised, unhealthy,
+    # and only its virtual devices; it is healthy again when NVML lists it again.
+    gpus = [
+        nvml_mod.Gpu(i, f"GPU-{i}", "NVIDIA A100-SXM4-80GB", 81920, 0, i, f"0000:0{i}:00.0") for i in range(8)
+    ]
+    listed = {"gpus": gpus}
+    monkeypatch.setattr(nvml_mod, "discover", lambda: list(listed["gpus"]))
+    monkeypatch.setattr(nvml_mod, "device_count", lambda: len(listed["gpus"]))
+    present = lambda uuid: any(g.uuid == uuid for g in listed["gpus"])  # noqa: E731
+    monkeypatch.setattr(
+        nvml_mod, "probe", lambda uuid: Probe(True) if present(uuid) else Probe(False, "Not Found")
+    )
+    files = [f"--config-file={tmp_path / 'none.yaml'}", f"--node-config-file={tmp_path / 'x'}"]
+    opts = resolve(["--node-name=n", f"--kubelet-socket={tmp_path / 'kubelet.sock'}", *files], env={})
+    kube = _Kube()
+    p = plugin_mod.NvidiaDevicePlugin(opts, kube)  # type: ignore[arg-type]
+
+    def state() -> tuple[int, list[bool]]:
+        healthy = sum(1 for d in p.server.devices if d.healthy)
+        register = next(x for x in reversed(kube.patches) if ann.NVIDIA_KEYS.register in x)
+        return healthy, [d.health for d in decode_register_json(register[ann.NVIDIA_KEYS.register])]
+
+    p.refresh()
+    assert state() == (80, [True] * 8)
+    listed["gpus"] = [g for g in gpus if g.index != 3]
+    assert p.poll_health()  # the count changed and GPU 3 is not found: refresh now
+    p.refresh()
+    assert state() == (70, [i != 3 for i in range(8)])
+    assert len(p.server.devices) == 80  # still advertised, as unhealthy
+    assert not p.poll_health()  # nothing new
+    listed["gpus"] = gpus
+    assert p.poll_health()
+    p.refresh()
+    assert state() == (80, [True] * 8)
