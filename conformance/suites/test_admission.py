@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from conformance import contract as C
-from conformance.cases import rule, violated
+from conformance.cases import rule, unknown, violated
 from conformance.kube import (
     ContainerSpec,
     Workloads,
@@ -183,6 +183,7 @@ def test_forged_on_create(workloads: Workloads, kube: Any, attach: Any) -> None:
     )
     _, err = workloads.try_create(manifest)
     if err is not None:
+        attach("denied.txt", str(err))  # refused at admission: safe
         return
     _check_granted(workloads, "forge-create", gpu, 1000, "ADM-FORGE-1", attach)
 
@@ -204,6 +205,7 @@ def test_forged_with_opt_out_label(workloads: Workloads, kube: Any, cluster: Any
     manifest["metadata"]["labels"][C.WEBHOOK_IGNORE_LABEL] = "ignore"
     _, err = workloads.try_create(manifest)
     if err is not None:
+        attach("denied.txt", str(err))  # refused at admission: safe
         return
     _check_granted(workloads, "forge-optout", gpu, 1000, "ADM-FORGE-3", attach)
 
@@ -223,6 +225,7 @@ def test_forged_with_node_name(workloads: Workloads, kube: Any, attach: Any) -> 
     )
     _, err = workloads.try_create(manifest)
     if err is not None:
+        attach("denied.txt", str(err))  # refused at admission: safe
         return
     _check_granted(workloads, "forge-node", gpu, None, "ADM-FORGE-4", attach)
 
@@ -244,6 +247,7 @@ def test_forged_with_opt_out_and_node_name(workloads: Workloads, kube: Any, atta
     manifest["metadata"]["labels"][C.WEBHOOK_IGNORE_LABEL] = "ignore"
     _, err = workloads.try_create(manifest)
     if err is not None:
+        attach("denied.txt", str(err))  # refused at admission: safe
         return
     _check_granted(workloads, "forge-bypass", gpu, None, "ADM-FORGE-5", attach)
 
@@ -264,8 +268,9 @@ def test_forged_on_update(workloads: Workloads, kube: Any, attach: Any) -> None:
     path = f"{workloads.pods_path}/forge-update"
     try:
         kube.patch(path, {"metadata": {"annotations": _forged_annotations(gpu)}}, kind="merge")
-    except ApiError:
-        return  # the update was refused
+    except ApiError as e:
+        attach("denied.txt", str(e))  # the update was refused: safe
+        return
     binding = {
         "apiVersion": "v1",
         "kind": "Binding",
@@ -274,3 +279,51 @@ def test_forged_on_update(workloads: Workloads, kube: Any, attach: Any) -> None:
     }
     kube.create(f"{path}/binding", binding)
     _check_granted(workloads, "forge-update", gpu, None, "ADM-FORGE-2", attach)
+
+
+MUTATING = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
+
+
+@rule(
+    "ADM-FORGE-6",
+    "While HAMi's webhook is unreachable, a GPU pod with spec.nodeName and forged allocation annotations is "
+    "denied or never runs with a GPU",
+    ai=("secure_accelerator_access",),
+)
+def test_forged_while_webhook_down(workloads: Workloads, kube: Any, cluster: Any, attach: Any) -> None:
+    configs = [
+        c
+        for c in kube.get(MUTATING).get("items") or []
+        if any(
+            ((w.get("clientConfig") or {}).get("service") or {}).get("namespace") == cluster.hami_namespace
+            for w in c.get("webhooks") or []
+        )
+    ]
+    if not configs:
+        unknown(f"no mutating webhook configuration calls a service in {cluster.hami_namespace}")
+    saved = {c["metadata"]["name"]: c["webhooks"] for c in configs}
+    gpu = all_gpus(kube)[0]
+    try:
+        for name, hooks in saved.items():
+            broken = json.loads(json.dumps(hooks))
+            for w in broken:
+                svc = (w.get("clientConfig") or {}).get("service")
+                if svc and svc.get("namespace") == cluster.hami_namespace:
+                    svc["path"] = (
+                        "/hami-conformance-webhook-down"  # the call fails as if the server were gone
+                    )
+            kube.patch(f"{MUTATING}/{name}", {"webhooks": broken}, kind="merge")
+        manifest = pod_manifest(
+            "forge-down",
+            [ContainerSpec(gpus=1, mem=1000, args=QUICK)],
+            annotations=_forged_annotations(gpu),
+            node_name=gpu.node,
+        )
+        _, err = workloads.try_create(manifest)
+    finally:
+        for name, hooks in saved.items():
+            kube.patch(f"{MUTATING}/{name}", {"webhooks": hooks}, kind="merge")
+    if err is not None:
+        attach("denied.txt", str(err))  # refused at admission: safe
+        return
+    _check_granted(workloads, "forge-down", gpu, None, "ADM-FORGE-6", attach)

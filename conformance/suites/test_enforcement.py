@@ -96,6 +96,7 @@ def test_core_limit_band(workloads: Workloads, attach: Any) -> None:
 # The probe's --op list (conformance/probe/ops.py) allocates through each path HAMi-core hooks and keeps
 # what it got until "free"; a refusal is an outcome with the CUDA error name and the call that failed.
 NO_KERNEL = ["--alloc-mib", "0", "--kernel-seconds", "0"]
+NVML_OVERHEAD_MIB = 600  # context and module memory a real driver adds to what the container allocated
 
 
 def _ops(
@@ -292,8 +293,8 @@ def test_nvml_total(workloads: Workloads, attach: Any) -> None:
 
 @rule(
     "ENF-MEM-NVML-2",
-    "Memory in use shows in NVML and CUDA: after 1000 MiB, NVML used >= 1000 MiB and both report free "
-    "<= limit - 1000 MiB",
+    "Memory in use shows in NVML and CUDA: after 1000 MiB, NVML used is 1000 to 1600 MiB and both report "
+    "free <= limit - 1000 MiB",
     ai=("virtualized_accelerator",),
 )
 def test_nvml_used_follows_allocations(workloads: Workloads, attach: Any) -> None:
@@ -302,7 +303,8 @@ def test_nvml_used_follows_allocations(workloads: Workloads, attach: Any) -> Non
     cuda, nvml = res[1].get("cuda") or {}, res[1].get("nvml") or {}
     assert "error" not in nvml, violated("ENF-MEM-NVML-2", f"NVML memory info unusable: {nvml}")
     room = (LIMIT - 1000) * MIB
-    assert nvml.get("used", 0) >= 1000 * MIB and nvml.get("free", room + 1) <= room, violated(
+    used_ok = 1000 * MIB <= nvml.get("used", 0) <= (1000 + NVML_OVERHEAD_MIB) * MIB
+    assert used_ok and nvml.get("free", room + 1) <= room, violated(
         "ENF-MEM-NVML-2",
         f"after 1000 MiB of {LIMIT} MiB, NVML says used {nvml.get('used', 0) / MIB:.0f} MiB, "
         f"free {nvml.get('free', 0) / MIB:.0f} MiB",
