@@ -150,7 +150,10 @@ def test_uuid_selection(workloads: Workloads, kube: Any) -> None:
     )
 
 
-@rule("SCHED-CORDON-1", "A GPU listed in the node's hami.io/device-cordon receives no new allocation")
+@rule(
+    "SCHED-CORDON-1",
+    "A pod pinned to a GPU listed in the node's hami.io/device-cordon is refused: CardCordoned",
+)
 def test_cordon(workloads: Workloads, kube: Any) -> None:
     by_node = _uuids_by_node(kube)
     node = sorted(by_node)[0]
@@ -207,7 +210,11 @@ def test_init_container(workloads: Workloads) -> None:
     )
 
 
-@rule("SCHED-EXCL-1", "An exclusive request (gpucores 100) does not land on a GPU that is already shared")
+@rule(
+    "SCHED-EXCL-1",
+    "An exclusive request (gpucores 100) pinned to a GPU already shared is refused: "
+    "ExclusiveDeviceAllocateConflict",
+)
 def test_exclusive(workloads: Workloads, kube: Any) -> None:
     by_node = _uuids_by_node(kube)
     uuid = by_node[sorted(by_node)[-1]][0]
