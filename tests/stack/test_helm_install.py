@@ -202,3 +202,98 @@ def test_gpu_pod_is_scheduled_by_hami_and_sees_its_memory_limit(stack: Kube) -> 
     assert doc["preload"] and doc["preload"][0].endswith("/libvgpu.so"), doc["preload"]
     assert len(doc["cuda"]["devices"]) == 1, doc["cuda"]
     assert doc["cuda"]["mem_before"]["total"] == 3000 * 1024 * 1024, log
+
+
+def _forged_pod(name: str, node: str, uuid: str, *, opt_out: bool) -> dict[str, Any]:
+    forged = f"{uuid},NVIDIA,81920,100:;"
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "labels": {"hami.io/webhook": "ignore"} if opt_out else {},
+            "annotations": {
+                ann.BIND_PHASE: "allocating",
+                ann.BIND_TIME: str(int(time.time())),
+                ann.VGPU_NODE: node,
+                ann.NVIDIA_KEYS.to_allocate: forged,
+                ann.NVIDIA_KEYS.allocated: forged,
+            },
+        },
+        "spec": {
+            "nodeName": node,
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "busybox",
+                    "command": ["sh", "-c", "env | grep CUDA_DEVICE_MEMORY_LIMIT || true"],
+                    "resources": {"limits": {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "81920"}},
+                }
+            ],
+        },
+    }
+
+
+def _assert_refused_on_the_node(kube: Kube, name: str) -> None:
+    done = wait_for(
+        lambda: (
+            (p := kube.get(f"/api/v1/namespaces/default/pods/{name}"))["status"].get("phase")
+            in ("Succeeded", "Failed")
+            and p
+        ),
+        timeout=60,
+        what=f"pod {name} to be rejected",
+    )
+    status = done["status"]
+    assert (status["phase"], status.get("reason")) == ("Failed", "UnexpectedAdmissionError"), status
+    assert ann.NODE_LOCK in status.get("message", ""), status
+    assert not any("terminated" in (c.get("state") or {}) for c in status.get("containerStatuses") or [])
+
+
+def test_forged_allocation_never_runs(stack: Kube) -> None:
+    # Issue 12, finding 3a: nodeName set directly and a forged to-allocate for a whole GPU, with the
+    # webhook's opt-out label. With the webhook up, admission may deny it; with the webhook gone (an
+    # outage under failurePolicy Ignore, or a removed configuration) the device plugin refuses
+    # Allocate, since no node lock names the pod. It never runs.
+    test_nodes_get_capacity_and_register_annotation(stack)
+    node = stack.get(f"/api/v1/nodes/{NODES[1]}")
+    uuid = decode_register_json(node["metadata"]["annotations"][ann.NVIDIA_KEYS.register])[0].id
+    plain = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "probe-webhook", "namespace": "default"},
+        "spec": {
+            "containers": [
+                {"name": "c", "image": "busybox", "resources": {"limits": {"nvidia.com/gpu": "1"}}}
+            ]
+        },
+    }
+    wait_for(lambda: _webhook_mutates(stack, plain), what="the HAMi webhook to serve")
+    try:
+        stack.create("/api/v1/namespaces/default/pods", _forged_pod("forged", NODES[1], uuid, opt_out=True))
+    except ApiError as e:
+        assert 400 <= e.status < 500, e  # denied at admission (not a webhook outage): nothing ran
+    else:
+        _assert_refused_on_the_node(stack, "forged")
+    hooks = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
+    ours = [
+        c
+        for c in stack.get(hooks).get("items") or []
+        if any(w.get("name") == "vgpu.hami.io" for w in c.get("webhooks") or [])
+    ]
+    assert ours, "the chart's MutatingWebhookConfiguration"
+    for c in ours:
+        stack.delete(f"{hooks}/{c['metadata']['name']}")
+    try:
+        for opt_out in (True, False):
+            name = f"forged-nowebhook-{int(opt_out)}"
+            stack.create(
+                "/api/v1/namespaces/default/pods", _forged_pod(name, NODES[1], uuid, opt_out=opt_out)
+            )
+            _assert_refused_on_the_node(stack, name)
+    finally:
+        for c in ours:
+            meta = {k: v for k, v in c["metadata"].items() if k in ("name", "labels", "annotations")}
+            stack.create(hooks, {**c, "metadata": meta})
