@@ -119,7 +119,7 @@ def switch(kubeconfig: str, minor: str, namespace: str, faults: list[str], base_
     return ""
 
 
-def wait_ready(kubeconfig: str, nodes: list[str], timeout: float = 90.0) -> str:
+def wait_ready(kubeconfig: str, nodes: list[str], timeout: float = 45.0) -> str:
     """Until every GPU node shows allocatable nvidia.com/gpu again (device plugins re-registered)."""
     from conformance.backends import preflight
 

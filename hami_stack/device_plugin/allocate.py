@@ -427,6 +427,10 @@ def _fault_allocation(alloc: ContainerAllocation) -> None:
         alloc.envs["NVIDIA_VISIBLE_DEVICES"] = "all"
     elif faults.on("plugin-visible-first-device-only") and "," in visible:
         alloc.envs["NVIDIA_VISIBLE_DEVICES"] = visible.split(",")[0]
+    if faults.on("plugin-limit-first-device-only"):
+        for key in [k for k in alloc.envs if k.startswith(hamicore.MEMORY_LIMIT_ENV_PREFIX)]:
+            if key.removeprefix(hamicore.MEMORY_LIMIT_ENV_PREFIX) not in ("0", ""):
+                del alloc.envs[key]
     if faults.on("plugin-no-preload-mount"):
         alloc.mounts[:] = [m for m in alloc.mounts if m.container_path != "/etc/ld.so.preload"]
     if faults.on("plugin-no-region-mount"):
