@@ -231,6 +231,12 @@ class Allocator:
                 else:
                     pod = self._pod(held.namespace, held.name)
                     problem = self._holder_problem(pod, ref)
+        if problem is not None and faults.on("plugin-trusts-pod-annotations"):
+            # upstream's way: the first pod on the node whose own annotations ask for devices
+            for candidate in self._node_pods():
+                asked = _annotations(candidate).get(self.keys.to_allocate, "")
+                if has_devices(asked, [self.family.common_word]):
+                    return candidate
         if problem is not None:
             waiting = self._waiting(self._node_pods())
             raise AllocateRefused(f"{no_binding_pod_message(self.node)}: {problem}", waiting)

@@ -90,10 +90,15 @@ CATALOGUE: tuple[Fault, ...] = (
        "ADM-DEFAULT-2", "ALLOC-SHAPE-1"),
     _f("webhook-allows-forged-annotations", "webhook",
        "a pod created with hami.io/* allocation annotations (a forged assignment) is admitted",
-       "ADM-FORGE-1", "ADM-FORGE-3"),
+       "ADM-FORGE-1", "ADM-FORGE-3",
+       uncatchable="defence in depth: the scheduler rewrites the allocation annotations at filter and "
+       "the device plugin serves only the node lock's holder, so the pod never gets more than the "
+       "scheduler granted, which ADM-FORGE-1 accepts"),
     _f("webhook-allows-forged-annotations-on-update", "webhook",
        "allocation annotations added to an existing pod by an update are admitted",
-       "ADM-FORGE-2"),
+       "ADM-FORGE-2",
+       uncatchable="defence in depth, as for webhook-allows-forged-annotations: ADM-FORGE-2 accepts a "
+       "pod that never runs with a GPU the scheduler did not grant"),
     # --- scheduler extender ----------------------------------------------------------------------
     _f("scheduler-ignores-memory-fit", "extender",
        "the filter does not compare the requested device memory with the GPU's memory",
@@ -157,6 +162,10 @@ CATALOGUE: tuple[Fault, ...] = (
        "an expired node lock is never taken over",
        "SCHED-LOCK-2", "SCHED-LOCK-3", dirty=True),
     # --- device plugin ---------------------------------------------------------------------------
+    _f("plugin-trusts-pod-annotations", "device-plugin",
+       "Allocate serves any pod on the node whose own annotations ask for devices (no lock holder "
+       "check), so forged allocation annotations reach a GPU when the webhook is bypassed",
+       "ADM-FORGE-4", "ADM-FORGE-5", "ADM-FORGE-6"),
     _f("plugin-register-bad-encoding", "device-plugin",
        "the register annotation reports devcore 0 for every GPU",
        "REG-ANNOT-2"),
