@@ -171,9 +171,13 @@ def load_profile(name_or_path: str, _seen: tuple[str, ...] = ()) -> Profile:
         rules = {**{k: v for k, v in base.rules.items() if keep(k)}, **rules}
         inherited = [(rng, {k: v for k, v in r.items() if keep(k)}) for rng, r in base.overrides]
         overrides = [*inherited, *overrides]
+    version = str(raw["version"])
+    if base is not None:
+        # the base's requirements are part of this profile's: its version travels with ours
+        version = f"{version}+{base.name}.{base.version}"
     return Profile(
         name=raw["name"],
-        version=str(raw["version"]),
+        version=version,
         vendor=raw["vendor"],
         minors=_range(raw.get("minors"), f"{path}: minors"),
         default=default,

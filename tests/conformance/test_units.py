@@ -75,6 +75,7 @@ def test_profile_errors(tmp_path: Path) -> None:
 def test_scheduling_only_profile_marks_enforcement_and_monitor_not_applicable() -> None:
     full, narrow = profiles.load_profile("nvidia"), profiles.load_profile("nvidia-scheduling-only")
     assert narrow.name == "nvidia-scheduling-only" and narrow.vendor == "nvidia"
+    assert narrow.version == f"1.0.0+nvidia.{full.version}"  # a change of the base shows
     assert narrow.minors == full.minors
     for rule_id in full.listed_rules():
         narrowed = rule_id.startswith(("ENF-", "MET-MON-"))
