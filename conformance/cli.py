@@ -194,11 +194,16 @@ def exit_code(cells: list[Cell]) -> int:
     return EXIT_NO_VERDICT if worst == ERROR else EXIT_CODES[worst]
 
 
+_INTERRUPTED: list[int] = []  # signals received while a cell ran: no further cell starts
+
+
 def _run_cell(cmd: list[str]) -> subprocess.CompletedProcess[str]:
-    """One cell's pytest; a SIGTERM or Ctrl-C here is passed on, so the cell tears its cluster down."""
+    """One cell's pytest; a SIGTERM or Ctrl-C here is passed on, so the cell tears its cluster down
+    (and writes its bundle, INCOMPLETE), and the cells after it do not start."""
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def forward(signum: int, _frame: object) -> None:
+        _INTERRUPTED.append(signum)
         proc.send_signal(signal.SIGTERM)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -222,6 +227,9 @@ def run_cells(args: argparse.Namespace, minors: list[str]) -> list[Cell]:
     ) as progress:
         task = progress.add_task(f"{args.vendor}: {len(cells)} cell(s)", total=len(cells))
         for cell in cells:
+            if _INTERRUPTED:
+                cell.verdict, cell.note = "INCOMPLETE", "not run: the run was interrupted"
+                continue
             label = cell.minor if args.cluster != "kubeconfig" else "cluster"
             progress.update(task, description=f"{args.vendor} {label}: provisioning, deploying, testing")
             out_dir = Path(args.out).resolve() / f"{stamp}-{args.vendor}-{label}"

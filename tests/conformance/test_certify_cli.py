@@ -155,3 +155,24 @@ def test_a_run_filtered_to_one_case_is_incomplete_everywhere(tmp_path: Path) -> 
     assert len(sut["shimSha256"]) == 64 and sut["shimInstalled"]  # the libvgpu.so the nodes use
     verify = _cli("verify", str(run_dir / "bundle"))
     assert verify.returncode == 0 and "verdict INCOMPLETE" in verify.stdout, verify.stdout + verify.stderr
+
+
+def test_an_interrupted_run_starts_no_further_cell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conformance import cli
+
+    started: list[list[str]] = []
+
+    def fake_cell(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+        started.append(cmd)
+        cli._INTERRUPTED.append(15)  # SIGTERM arrived while the first cell ran
+        out = Path(cmd[cmd.index("--bundle-dir") + 1]) / "bundle"
+        out.mkdir(parents=True)
+        (out / "results.json").write_text(json.dumps({"verdict": "INCOMPLETE", "summary": {}}))
+        return subprocess.CompletedProcess(cmd, 2, "", "")
+
+    monkeypatch.setattr(cli, "_run_cell", fake_cell)
+    monkeypatch.setattr(cli, "_INTERRUPTED", [])
+    args = cli.parser().parse_args(["run", "--k8s", "1.32,1.33", "--out", str(tmp_path)])
+    cells = cli.run_cells(args, ["1.32", "1.33"])
+    assert len(started) == 1 and [c.verdict for c in cells] == ["INCOMPLETE", "INCOMPLETE"]
+    assert cells[1].note == "not run: the run was interrupted" and cli.exit_code(cells) == 2
