@@ -240,7 +240,9 @@ def run_cells(args: argparse.Namespace, minors: list[str]) -> list[Cell]:
             cell.run_dir = out_dir
             cell.counts = _counts(out_dir)
             cell.verdict = cell_verdict(cell)
-            if cell.verdict in (BAD_INPUT, ERROR):
+            if cell.verdict == ERROR and _INTERRUPTED:
+                cell.verdict, cell.note = "INCOMPLETE", "interrupted before its bundle was written"
+            elif cell.verdict in (BAD_INPUT, ERROR):
                 tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-3:]
                 cell.note = " | ".join(tail)
             elif proc.returncode != EXIT_CODES[cell.verdict]:

@@ -176,3 +176,16 @@ def test_an_interrupted_run_starts_no_further_cell(tmp_path: Path, monkeypatch: 
     cells = cli.run_cells(args, ["1.32", "1.33"])
     assert len(started) == 1 and [c.verdict for c in cells] == ["INCOMPLETE", "INCOMPLETE"]
     assert cells[1].note == "not run: the run was interrupted" and cli.exit_code(cells) == 2
+
+
+def test_a_cell_interrupted_before_its_bundle_is_incomplete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conformance import cli
+
+    def fake_cell(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+        cli._INTERRUPTED.append(15)  # terminated while provisioning: no bundle
+        return subprocess.CompletedProcess(cmd, 2, "", "KeyboardInterrupt")
+
+    monkeypatch.setattr(cli, "_run_cell", fake_cell)
+    monkeypatch.setattr(cli, "_INTERRUPTED", [])
+    cells = cli.run_cells(cli.parser().parse_args(["run", "--out", str(tmp_path)]), ["1.33"])
+    assert cells[0].verdict == "INCOMPLETE" and "interrupted" in cells[0].note and cli.exit_code(cells) == 2
