@@ -178,7 +178,9 @@ def test_an_interrupted_run_starts_no_further_cell(tmp_path: Path, monkeypatch: 
     assert cells[1].note == "not run: the run was interrupted" and cli.exit_code(cells) == 2
 
 
-def test_a_cell_interrupted_before_its_bundle_is_incomplete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_cell_interrupted_before_its_bundle_is_incomplete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from conformance import cli
 
     def fake_cell(cmd: list[str]) -> subprocess.CompletedProcess[str]:
