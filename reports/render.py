@@ -200,7 +200,7 @@ def summary_markdown(
     if sensitivity is not None:
         out += _sensitivity_markdown(sensitivity)
     out += ["## Environment", ""]
-    out += [f"- **{k}**: {_md(v)}" for k, v in _env_facts(run)]
+    out += [f"- **{_md(k).replace('*', chr(92) + '*')}**: {_md(v)}" for k, v in _env_facts(run)]
     if run.environment.nodes:
         out += ["", "| node | kubelet | capacity |", "|---|---|---|"]
         for n in run.environment.nodes:

@@ -148,6 +148,7 @@ def test_the_system_under_test_is_named(tmp_path: Path) -> None:
     assert f"MODIFIED: uncommitted changes, diff sha256 {'ab' * 32}" in md and "hami_stack/x.py" in md
     assert f"Chart values sha256 (effective)**: {'cd' * 32}" in md and f"sha256 {'ef' * 32}" in md
     assert f"Shim libvgpu.so sha256**: {'12' * 32}" in md
+    assert f"- **Image \\*/hami:\\***: sha256 {'ef' * 32}" in md  # a pattern's stars do not end the bold
     assert "MODIFIED" in (out / "summary.html").read_text()
     assert json.loads((out / "results.json").read_text())["run"]["systemUnderTest"] == SUT
     assert json.loads((out / "environment.json").read_text())["systemUnderTest"] == SUT
