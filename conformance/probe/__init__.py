@@ -14,17 +14,21 @@ from conformance.probe.driver import (
     Nvml,
     ProbeError,
 )
+from conformance.probe.result import MARKER, find_result, result_line
 from conformance.probe.run import PROBE_VERSION, relevant_env, run_probe
 
 __all__ = [
     "CUDA_ERROR_OUT_OF_MEMORY",
     "CUDA_SUCCESS",
     "KERNEL_IMAGE",
+    "MARKER",
     "MIB",
     "PROBE_VERSION",
     "Cuda",
     "Nvml",
     "ProbeError",
+    "find_result",
     "relevant_env",
+    "result_line",
     "run_probe",
 ]
