@@ -1,7 +1,8 @@
 """``helm install`` of the chart with an upstream-style values file (every HAMi v2.10 key at its upstream
 default) onto a testbed 1.33 with two nodes of four emulated A100s, then ``helm upgrade``.
 
-Checked: the per-node config given as upstream's JSON string reaches the plugin (gpu-node-2 registers 3
+Checked: upstream's kube-scheduler image (any registry's kube-scheduler runs as the testbed's), the
+per-node config given as upstream's JSON string reaches the plugin (gpu-node-2 registers 3
 GPUs x 5 splits after filtering one out), a GPU pod goes through the webhook, kube-scheduler (mutual TLS
 with the client certificate from the chart's Secret) and the extender, and an upgrade keeps the CA, both
 certificates and the webhook's caBundle.
@@ -52,22 +53,34 @@ NODE_CONFIG = {
 
 
 def _values(tmp: Path) -> list[str]:
-    """Upstream's file, then what a user outside upstream's region changes: the kube-scheduler mirror
-    (the testbed maps registry.k8s.io's) and the per-node settings, in upstream's JSON string form."""
+    """Upstream's file, then the per-node settings in upstream's JSON string form."""
     site = tmp / "site.yaml"
     site.write_text(
-        yaml.safe_dump(
-            {
-                "scheduler": {
-                    "kubeScheduler": {
-                        "image": {"registry": "registry.k8s.io", "repository": "kube-scheduler"}
-                    }
-                },
-                "devicePlugin": {"nodeConfiguration": {"config": json.dumps(NODE_CONFIG, indent=2)}},
-            }
-        )
+        yaml.safe_dump({"devicePlugin": {"nodeConfiguration": {"config": json.dumps(NODE_CONFIG, indent=2)}}})
     )
     return ["-f", str(DATA / "upstream_style_values.yaml"), "-f", str(site)]
+
+
+def _catalog(path: Path) -> Path:
+    """The stack image entries, plus any registry's kube-scheduler (upstream's Aliyun mirror, the user
+    file's private mirror) run as the testbed scheduler, as the built-in registry.k8s.io entry does."""
+    write_catalog(path)
+    doc = yaml.safe_load(path.read_text())
+    doc["images"].append(
+        {
+            "match": "*/kube-scheduler:*",
+            "entrypoint": [sys.executable, "-m", "testbed.scheduler"],
+            "cmd": [],
+            "env": {
+                "PATH": f"{REPO / 'testbed' / 'node' / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+                "TESTBED_PYTHON": sys.executable,
+                "PYTHONPATH": str(REPO),
+                "PYTHONUNBUFFERED": "1",
+            },
+        }
+    )
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
 
 
 def _helm(kubeconfig: Path, *args: str) -> None:
@@ -79,7 +92,7 @@ def _helm(kubeconfig: Path, *args: str) -> None:
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Kube, Path, list[str]]]:
     data = tmp_path_factory.mktemp("ci")  # unix socket paths under it must stay short
-    catalog = write_catalog(data / "catalog.yaml")
+    catalog = _catalog(data / "catalog.yaml")
     up = [
         sys.executable,
         "-m",
@@ -217,3 +230,58 @@ def test_upgrade_from_a_secret_without_the_client_pair(installed: tuple[Kube, Pa
     done = _scheduled_by_hami(kube, _gpu_pod("after-rotation", "gpu-node-1"))
     assert done["status"]["phase"] == "Succeeded", done["status"]
     assert done["metadata"]["annotations"][ann.BIND_PHASE] == "success"
+
+
+def test_upgrade_to_the_user_override_file(installed: tuple[Kube, Path, list[str]]) -> None:
+    """The user's production-style file (private registry, control-plane scheduler, 4 splits, webhook
+    scoped to labelled namespaces) installs too; the testbed plays its control-plane node and namespace."""
+    kube, kubeconfig, _ = installed
+    kube.patch(
+        "/api/v1/nodes/gpu-node-1", {"metadata": {"labels": {"node-role.kubernetes.io/control-plane": ""}}}
+    )
+    kube.create(
+        "/api/v1/namespaces",
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": "ml", "labels": {"gpu-workloads": "enabled"}},
+        },
+    )
+    # One scheduler replica on the testbed: its pods share the host's hostname, and the extender finds
+    # its leadership by the lease holder's hostname prefix, so two replicas both claim it (and label
+    # each other follower). On a cluster each pod has its own hostname.
+    _helm(
+        kubeconfig, "upgrade", "-f", str(DATA / "user_override_values.yaml"), "--set", "scheduler.replicas=1"
+    )
+    for node in ("gpu-node-1", "gpu-node-2"):
+        wait_for(lambda n=node: _capacity(kube, n) == "16", timeout=90, what=f"{node}: 4 GPUs x 4 splits")
+    pod = _gpu_pod("user-file", "gpu-node-2")
+    pod["metadata"]["namespace"] = "ml"
+    wait_for(
+        lambda: (
+            kube.create("/api/v1/namespaces/ml/pods", pod, dryRun="All")["spec"].get("schedulerName")
+            == "hami-scheduler"
+        ),
+        what="the webhook in the labelled namespace",
+    )
+    kube.create("/api/v1/namespaces/ml/pods", pod)
+    done = wait_for(
+        lambda: (
+            (p := kube.get("/api/v1/namespaces/ml/pods/user-file"))["status"].get("phase")
+            in ("Succeeded", "Failed")
+            and p
+        ),
+        timeout=90,
+        what="user-file to finish",
+    )
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    scheduler = kube.get(
+        f"/api/v1/namespaces/{NS}/pods", labelSelector="app.kubernetes.io/component=hami-scheduler"
+    )
+    images = {c["image"] for p in scheduler["items"] for c in p["spec"]["containers"]}
+    assert "registry.example.internal/mirrors/kube-scheduler:v1.33.1" in images
+    # the unlabelled default namespace is outside the webhook's reach now
+    plain = _gpu_pod("outside", "gpu-node-2")
+    assert kube.create("/api/v1/namespaces/default/pods", plain, dryRun="All")["spec"].get(
+        "schedulerName"
+    ) != ("hami-scheduler")
