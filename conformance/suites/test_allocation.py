@@ -207,3 +207,63 @@ def test_shape_selected(workloads: Workloads, kube: Any, attach: Any) -> None:
     ], violated(
         "ALLOC-SHAPE-7", f"NVML {nvml_uuids(doc, 'ALLOC-SHAPE-7')}, CUDA {cuda_uuids(doc, 'ALLOC-SHAPE-7')}"
     )
+
+
+@rule(
+    "ALLOC-SHAPE-8",
+    "nvidia.com/gpu: 2 + gpumem-percentage 100 + gpucores 100 (HAMi's exclusive-card example) runs with two "
+    "whole GPUs",
+)
+def test_shape_exclusive_cards(workloads: Workloads, kube: Any, attach: Any) -> None:
+    spec = ContainerSpec(gpus=2, mem_pct=100, cores=100)
+    doc, devs = _run_shape(workloads, "gpu-excl2", spec, "ALLOC-SHAPE-8", attach)
+    uuids = sorted(d.uuid for d in devs)
+    want = sorted(_devmem(kube, u) for u in uuids)
+    assert len(set(uuids)) == 2 and all(d.cores == 100 for d in devs), violated(
+        "ALLOC-SHAPE-8", f"assignment {devs}"
+    )
+    assert sorted(d.mem_mib for d in devs) == want and sorted(_totals_mib(doc, "ALLOC-SHAPE-8")) == want, (
+        violated(
+            "ALLOC-SHAPE-8",
+            f"assigned {devs}, cuMemGetInfo totals {_totals_mib(doc, 'ALLOC-SHAPE-8')} MiB, want {want}",
+        )
+    )
+
+
+@rule(
+    "ALLOC-SHAPE-9",
+    "HAMi's sharing example: a 40 %/60-core pod and a 60 %/40-core pod run together on one GPU, each "
+    "with its share of memory",
+)
+def test_shape_sharing_pair(workloads: Workloads, kube: Any, attach: Any) -> None:
+    gpu = idle_gpu(kube)
+    hold = ["--alloc-mib", "0", "--kernel-seconds", "0", "--hold-seconds", "60"]
+    for name, pct, cores in (("share-a", 40, 60), ("share-b", 60, 40)):
+        spec = ContainerSpec(gpus=1, mem_pct=pct, cores=cores, args=hold)
+        workloads.create(pod_manifest(name, [spec], annotations={C.USE_GPUUUID: gpu.uuid}))
+    for name, pct in (("share-a", 40), ("share-b", 60)):
+        workloads.wait_phase(name, ("Running",))
+        doc = workloads.probe_running(name)
+        attach(f"probe-{name}.json", json.dumps(doc, indent=2))
+        want = gpu.devmem * pct // 100
+        assert nvml_uuids(doc, "ALLOC-SHAPE-9") == [gpu.uuid], violated(
+            "ALLOC-SHAPE-9", f"{name} sees {nvml_uuids(doc, 'ALLOC-SHAPE-9')}, want {gpu.uuid}"
+        )
+        assert probe_limit_mib(doc) == want and _totals_mib(doc, "ALLOC-SHAPE-9") == [want], violated(
+            "ALLOC-SHAPE-9",
+            f"{name} ({pct} %) has limit {probe_limit_mib(doc)} MiB, "
+            f"total {_totals_mib(doc, 'ALLOC-SHAPE-9')}, want {want}",
+        )
+
+
+@rule(
+    "ALLOC-SHAPE-10",
+    "nvidia.com/priority 1 on a GPU container runs it with CUDA_TASK_PRIORITY=1",
+)
+def test_shape_priority(workloads: Workloads, attach: Any) -> None:
+    spec = ContainerSpec(gpus=1, mem=1000, extra_limits={C.PRIORITY: "1"})
+    doc, devs = _run_shape(workloads, "gpu-prio", spec, "ALLOC-SHAPE-10", attach)
+    prio = (doc.get("env") or {}).get("CUDA_TASK_PRIORITY")
+    assert prio == "1" and devs[0].mem_mib == 1000, violated(
+        "ALLOC-SHAPE-10", f"CUDA_TASK_PRIORITY={prio!r}, assigned {devs[0]}"
+    )
