@@ -197,6 +197,8 @@ def _fault_view(
         drop |= {ann.NVIDIA_USE_GPUTYPE, ann.NVIDIA_NOUSE_GPUTYPE}
     if faults.on("scheduler-ignores-gpuuuid"):
         drop |= {ann.NVIDIA_USE_GPUUUID, ann.NVIDIA_NOUSE_GPUUUID}
+    if faults.on("scheduler-ignores-numa-bind"):
+        drop |= {ann.NVIDIA_NUMA_BIND}
     meta = pod.get("metadata") or {}
     if drop & set(meta.get("annotations") or {}):
         kept = {k: v for k, v in (meta.get("annotations") or {}).items() if k not in drop}
