@@ -285,3 +285,43 @@ def test_upgrade_to_the_user_override_file(installed: tuple[Kube, Path, list[str
     assert kube.create("/api/v1/namespaces/default/pods", plain, dryRun="All")["spec"].get(
         "schedulerName"
     ) != ("hami-scheduler")
+
+
+def test_installed_extender_refuses_callers_without_the_client_certificate(
+    installed: tuple[Kube, Path, list[str]], tmp_path: Path
+) -> None:
+    """The chart's flags reach the running extender: /filter answers 403 to a TLS caller without the
+    chart's client certificate, and serves one presenting it."""
+    import base64
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    kube, _, _ = installed
+    pods = kube.get(f"/api/v1/namespaces/{NS}/pods", labelSelector="hami.io/scheduler-role=leader")["items"]
+    ip = wait_for(
+        lambda: next((p["status"].get("podIP") for p in pods if p["status"].get("podIP")), None),
+        what="the leader's pod IP",
+    )
+    data = kube.get(f"/api/v1/namespaces/{NS}/secrets/hami-scheduler-tls")["data"]
+    for key, value in data.items():
+        (tmp_path / key).write_bytes(base64.b64decode(value))
+    body = json.dumps({"Pod": {"metadata": {"name": "x", "namespace": "default"}}, "NodeNames": []}).encode()
+
+    def post(ctx: ssl.SSLContext) -> int:
+        req = urllib.request.Request(
+            f"https://{ip}:443/filter", body, {"Content-Type": "application/json"}, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    anonymous = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+    anonymous.check_hostname = False  # the pod IP is not in the serving certificate
+    assert post(anonymous) == 403
+    trusted = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+    trusted.check_hostname = False
+    trusted.load_cert_chain(str(tmp_path / "client.crt"), str(tmp_path / "client.key"))
+    assert post(trusted) != 403
