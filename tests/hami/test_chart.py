@@ -285,3 +285,19 @@ def test_opt_out_label_only_before_namespace_name_labels(minor: int) -> None:
     else:
         assert "objectSelector" not in hook
     assert hook["failurePolicy"] == "Fail"
+
+
+def test_webhook_trusts_exactly_the_stacks_service_accounts() -> None:
+    """The UPDATE check trusts the extender's and the device plugin's service accounts, no one else."""
+    from hami_stack.webhook.trust import is_trusted, trusted_users_from_env
+
+    docs = render(33)
+    ext = _container(docs, "Deployment", "rel-hami-scheduler", "vgpu-scheduler-extender")
+    env = {e["name"]: e.get("value", "") for e in ext["env"] if "value" in e}
+    trusted = trusted_users_from_env({**env, "POD_NAMESPACE": NS})
+    accounts = {name for kind, name in docs if kind == "ServiceAccount"}
+    assert accounts == {"rel-hami-scheduler", "rel-hami-device-plugin"}
+    for name in accounts:
+        assert is_trusted(f"system:serviceaccount:{NS}:{name}", trusted)
+    assert not is_trusted(f"system:serviceaccount:{NS}:default", trusted)
+    assert not is_trusted("system:serviceaccount:tenant:rel-hami-scheduler", trusted)
