@@ -429,12 +429,21 @@ void hami_emu_ctx_attach(hami_emu_gpu_t *gpu, int32_t pid, int delta) {
 }
 
 void hami_emu_add_interval(hami_emu_gpu_t *gpu, int64_t start, int64_t end, int32_t pid) {
+    gpu->kernel_launches++;
+    /* a kernel queued right behind (or overlapping) one of the same process extends that interval:
+     * the busy time is the same and the ring holds more of the window */
+    for (uint32_t k = 1; k <= 4; k++) {
+        hami_emu_interval_t *prev = &gpu->busy[(gpu->interval_next + HAMI_EMU_MAX_INTERVALS - k) % HAMI_EMU_MAX_INTERVALS];
+        if (prev->pid == pid && prev->end_ns > prev->start_ns && start >= prev->start_ns && start <= prev->end_ns) {
+            if (end > prev->end_ns) prev->end_ns = end;
+            return;
+        }
+    }
     hami_emu_interval_t *iv = &gpu->busy[gpu->interval_next % HAMI_EMU_MAX_INTERVALS];
     iv->start_ns = start;
     iv->end_ns = end;
     iv->pid = pid;
     gpu->interval_next = (gpu->interval_next + 1) % HAMI_EMU_MAX_INTERVALS;
-    gpu->kernel_launches++;
 }
 
 static int cmp_iv(const void *a, const void *b) {
@@ -443,11 +452,14 @@ static int cmp_iv(const void *a, const void *b) {
 }
 
 unsigned hami_emu_utilization(const hami_emu_gpu_t *gpu, int64_t now, int64_t window_ns, int32_t pid) {
-    /* clip every interval to the window and measure the union, like "percent of time a kernel ran" */
-    int64_t iv[HAMI_EMU_MAX_INTERVALS][2];
-    int n = 0;
+    /* clip every interval to the window and measure the union, like "percent of time a kernel ran";
+     * every recorded interval counts (no cap on how many fall in the window) */
+    static const size_t cap = HAMI_EMU_MAX_INTERVALS;
+    int64_t(*iv)[2] = malloc(cap * sizeof(*iv)); /* too large for a caller's stack */
+    if (!iv) return 0;
+    size_t n = 0;
     const int64_t lo = now - window_ns;
-    for (int i = 0; i < HAMI_EMU_MAX_INTERVALS; i++) {
+    for (size_t i = 0; i < cap; i++) {
         int64_t s = gpu->busy[i].start_ns, e = gpu->busy[i].end_ns;
         if (e <= s || (pid && gpu->busy[i].pid != pid)) continue;
         if (s < lo) s = lo;
@@ -457,9 +469,9 @@ unsigned hami_emu_utilization(const hami_emu_gpu_t *gpu, int64_t now, int64_t wi
         iv[n][1] = e;
         n++;
     }
-    qsort(iv, (size_t)n, sizeof(iv[0]), cmp_iv);
+    qsort(iv, n, sizeof(iv[0]), cmp_iv);
     int64_t covered = 0, cs = 0, ce = 0;
-    for (int i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++) {
         if (i == 0 || iv[i][0] > ce) {
             covered += ce - cs;
             cs = iv[i][0];
@@ -469,6 +481,7 @@ unsigned hami_emu_utilization(const hami_emu_gpu_t *gpu, int64_t now, int64_t wi
         }
     }
     covered += ce - cs;
+    free(iv);
     unsigned pct = (unsigned)((covered * 100 + window_ns / 2) / window_ns);
     return pct > 100 ? 100 : pct;
 }

@@ -15,11 +15,13 @@
 #include <stdint.h>
 
 #define HAMI_EMU_MAGIC 0x31555047494d4148ULL /* "HAMIGPU1" little-endian */
-#define HAMI_EMU_LAYOUT_VERSION 1u
+#define HAMI_EMU_LAYOUT_VERSION 2u
 #define HAMI_EMU_MAX_GPUS 16
 #define HAMI_EMU_MAX_PROCS 64      /* per GPU */
 #define HAMI_EMU_MAX_XIDS 32       /* ring of recent Xid events per GPU */
-#define HAMI_EMU_MAX_INTERVALS 128 /* ring of recent kernel busy intervals per GPU */
+/* ring of recent kernel busy intervals per GPU: enough for a 1 s window of 200 us kernels from three
+ * processes (back-to-back kernels of one process merge into one interval) */
+#define HAMI_EMU_MAX_INTERVALS 16384
 #define HAMI_EMU_MUTEX_BYTES 64    /* room for a pthread_mutex_t on any glibc ABI we target */
 
 /* health values */

@@ -446,7 +446,7 @@ API nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t device, nvmlProces
                                                  unsigned long long lastSeenTimeStamp) {
     DEVICE_ENTER(device, phys);
     if (!processSamplesCount) return NVML_ERROR_INVALID_ARGUMENT;
-    nvmlProcessUtilizationSample_t found[HAMI_EMU_MAX_INTERVALS];
+    nvmlProcessUtilizationSample_t found[HAMI_EMU_MAX_PROCS * 4]; /* distinct pids with kernels in the window */
     unsigned n = 0;
     struct timespec rt;
     clock_gettime(CLOCK_REALTIME, &rt);
@@ -459,6 +459,7 @@ API nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t device, nvmlProces
         if (iv->end_ns <= iv->start_ns || iv->end_ns <= now - window || iv->start_ns >= now || iv->pid <= 0) continue;
         unsigned j = 0;
         while (j < n && found[j].pid != (unsigned)iv->pid) j++;
+        if (j == sizeof(found) / sizeof(found[0])) continue;
         int64_t last = iv->end_ns < now ? iv->end_ns : now;
         unsigned long long ts = (unsigned long long)(real_now_us - (now - last) / 1000);
         if (j == n) {
