@@ -7,6 +7,7 @@ header, and both outputs must agree."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -16,12 +17,13 @@ import pytest
 
 from testbed.hardware.build import SRC
 
-CUDA_INCLUDE = Path("/usr/local/cuda/include")
+# HAMI_CUDA_INCLUDE: another directory holding the real cuda.h (e.g. an unpacked nvidia-cuda-runtime wheel)
+CUDA_INCLUDE = Path(os.environ.get("HAMI_CUDA_INCLUDE", "/usr/local/cuda/include"))
 MAIN = "int main(void){return 0;}\n"
 NVML_HEADERS = [CUDA_INCLUDE / "nvml.h", Path("/usr/include/nvml.h")]
 
 needs_cuda_h = pytest.mark.skipif(
-    not (CUDA_INCLUDE / "cuda.h").exists(), reason="no /usr/local/cuda/include/cuda.h"
+    not (CUDA_INCLUDE / "cuda.h").exists(), reason=f"no {CUDA_INCLUDE}/cuda.h"
 )
 needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not installed")
 
@@ -77,6 +79,9 @@ def _constants_and_types() -> tuple[list[str], list[str]]:
         "CUdevice",
         "CUmemGenericAllocationHandle",
         "cuuint64_t",
+        "CUDA_ARRAY_DESCRIPTOR",
+        "CUDA_ARRAY3D_DESCRIPTOR",
+        "CUmemPoolProps",
     ]
     return names, types
 

@@ -86,7 +86,11 @@ struct vmm_handle {
     int released;
 };
 
-enum { KIND_ALLOC = 0, KIND_RESERVE = 1, KIND_MAPPING = 2 };
+/* KIND_ARRAY: a CUDA array (base is its handle, no address range); KIND_HOST: page-locked host memory
+ * (allocated, map_size > 0, or registered, map_size == 0), reachable as a device pointer through UVA */
+enum { KIND_ALLOC = 0, KIND_RESERVE = 1, KIND_MAPPING = 2, KIND_ARRAY = 3, KIND_HOST = 4 };
+
+struct CUmemPoolHandle_st;
 
 struct region {
     uintptr_t base;
@@ -98,6 +102,8 @@ struct region {
     int backed;
     struct CUctx_st *ctx;       /* owner for KIND_ALLOC (freed with it) */
     struct vmm_handle *handle;  /* KIND_MAPPING */
+    struct CUmemPoolHandle_st *pool; /* KIND_ALLOC from a memory pool: the pool holds the device memory */
+    unsigned host_flags;        /* KIND_HOST */
     struct region *next;
 };
 
@@ -447,7 +453,7 @@ static void release_ctx_allocations(struct CUctx_st *c) {
     struct region **pp = &g_regions;
     while (*pp) {
         struct region *r = *pp;
-        if (r->kind == KIND_ALLOC && r->ctx == c) {
+        if ((r->kind == KIND_ALLOC || r->kind == KIND_ARRAY || r->kind == KIND_HOST) && r->ctx == c) {
             *pp = r->next;
             free_region_locked(r);
         } else {
@@ -655,8 +661,22 @@ static void *map_range(size_t size, int want_backing, int *backed) {
     return p;
 }
 
+static void pool_return_locked(struct CUmemPoolHandle_st *pool, uint64_t bytes);
+static void array_handle_free(void *h);
+
 static void free_region_locked(struct region *r) {
-    if (r->kind == KIND_ALLOC || r->kind == KIND_RESERVE) {
+    if (r->pool) {
+        munmap((void *)r->base, r->map_size);
+        if (r->backed) g_backed_bytes -= r->map_size;
+        pool_return_locked(r->pool, r->accounted);
+        free(r);
+        return;
+    }
+    if (r->kind == KIND_ARRAY) {
+        array_handle_free((void *)r->base);
+    } else if (r->kind == KIND_HOST) {
+        if (r->map_size) munmap((void *)r->base, r->map_size);
+    } else if (r->kind == KIND_ALLOC || r->kind == KIND_RESERVE) {
         munmap((void *)r->base, r->map_size);
         if (r->backed) g_backed_bytes -= r->map_size;
     } else if (r->kind == KIND_MAPPING) {
@@ -739,11 +759,16 @@ static struct CUstream_st *resolve_stream(CUstream s, struct CUctx_st *c) {
     return (uintptr_t)s <= 2 ? &c->legacy : s;
 }
 
+static struct CUmemPoolHandle_st *current_pool(int ordinal);
+static CUresult pool_alloc(CUdeviceptr *dptr, size_t bytesize, struct CUmemPoolHandle_st *pool, struct CUctx_st *c);
+
 API CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytesize, CUstream hStream) {
     REQUIRE_INIT();
     if (!valid_stream(hStream)) return CUDA_ERROR_INVALID_HANDLE;
     struct CUctx_st *c = (uintptr_t)hStream > 2 ? hStream->ctx : current_ctx();
-    return alloc_common(dptr, bytesize, c);
+    if (!c) return CUDA_ERROR_INVALID_CONTEXT;
+    /* stream-ordered allocations come from the current pool of the stream's device */
+    return pool_alloc(dptr, bytesize, current_pool(c->ordinal), c);
 }
 
 static struct region *find_region_locked(uintptr_t p, int kind) {
@@ -781,6 +806,7 @@ static CUresult device_range(uintptr_t p, size_t n, int *backed, int *phys) {
     pthread_mutex_lock(&g_lock);
     struct region *r = find_region_locked(p, KIND_ALLOC);
     if (!r) r = find_region_locked(p, KIND_MAPPING);
+    if (!r) r = find_region_locked(p, KIND_HOST);
     CUresult rc = CUDA_ERROR_INVALID_VALUE;
     if (r && n <= r->base + r->size - p) {
         *backed = r->backed;
@@ -788,7 +814,7 @@ static CUresult device_range(uintptr_t p, size_t n, int *backed, int *phys) {
         rc = CUDA_SUCCESS;
     }
     pthread_mutex_unlock(&g_lock);
-    if (rc == CUDA_SUCCESS) rc = device_gate(*phys);
+    if (rc == CUDA_SUCCESS && *phys >= 0) rc = device_gate(*phys); /* host memory has no device */
     return rc;
 }
 
@@ -1050,6 +1076,570 @@ API CUresult cuMemSetAccess(CUdeviceptr ptr, size_t size, const CUmemAccessDesc 
     struct region *m = find_region_locked((uintptr_t)ptr, KIND_MAPPING);
     pthread_mutex_unlock(&g_lock);
     return m ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
+
+/* ---- arrays and mipmapped arrays ---- */
+
+#define MAGIC_ARRAY 0x41525231u
+#define MAGIC_MIPMAP 0x4d49504du
+
+/* CUarray and CUmipmappedArray handles: device memory without a device pointer, owned by a context */
+struct CUarray_st {
+    unsigned magic;
+    struct region *r;
+};
+struct CUmipmappedArray_st {
+    unsigned magic;
+    struct region *r;
+};
+
+static void array_handle_free(void *h) {
+    live_del(h);
+    *(unsigned *)h = 0;
+    free(h);
+}
+
+static uint64_t granule(uint64_t bytes) { return (bytes + 511) & ~511ULL; }
+
+static int format_bytes(CUarray_format f) {
+    switch ((int)f) {
+    case CU_AD_FORMAT_UNSIGNED_INT8:
+    case CU_AD_FORMAT_SIGNED_INT8: return 1;
+    case CU_AD_FORMAT_UNSIGNED_INT16:
+    case CU_AD_FORMAT_SIGNED_INT16:
+    case CU_AD_FORMAT_HALF: return 2;
+    case CU_AD_FORMAT_UNSIGNED_INT32:
+    case CU_AD_FORMAT_SIGNED_INT32:
+    case CU_AD_FORMAT_FLOAT: return 4;
+    default: return 0;
+    }
+}
+
+/* bytes of one array level; 0 when the description is invalid or overflows */
+static uint64_t array_level_bytes(size_t w, size_t h, size_t d, CUarray_format fmt, unsigned channels) {
+    int eb = format_bytes(fmt);
+    if (!eb || (channels != 1 && channels != 2 && channels != 4) || !w) return 0;
+    uint64_t elem = (uint64_t)eb * channels, n = elem;
+    size_t dims[3] = {w, h ? h : 1, d ? d : 1};
+    for (int i = 0; i < 3; i++) {
+        if (dims[i] > UINT64_MAX / n) return 0;
+        n *= dims[i];
+    }
+    return n;
+}
+
+static CUresult check_array3d(const CUDA_ARRAY3D_DESCRIPTOR *d) {
+    if (!d || !d->Width) return CUDA_ERROR_INVALID_VALUE;
+    if (d->Flags & ~(unsigned)(CUDA_ARRAY3D_LAYERED | CUDA_ARRAY3D_SURFACE_LDST | CUDA_ARRAY3D_CUBEMAP))
+        return CUDA_ERROR_NOT_SUPPORTED; /* sparse, depth-texture, colour-attachment arrays are not emulated */
+    if ((d->Flags & CUDA_ARRAY3D_CUBEMAP) && (d->Width != d->Height || !d->Depth ||
+                                             d->Depth % 6 || (!(d->Flags & CUDA_ARRAY3D_LAYERED) && d->Depth != 6)))
+        return CUDA_ERROR_INVALID_VALUE;
+    if (d->Depth && !d->Height) return CUDA_ERROR_INVALID_VALUE;
+    if (!format_bytes(d->Format)) return CUDA_ERROR_NOT_SUPPORTED;
+    return CUDA_SUCCESS;
+}
+
+/* charge `bytes` on the current context's device and register the handle as a region of that context */
+static CUresult array_register(void *handle, uint64_t bytes) {
+    struct CUctx_st *c = current_ctx();
+    if (!c) return CUDA_ERROR_INVALID_CONTEXT;
+    CUresult rc = device_gate(c->phys);
+    if (rc) return rc;
+    uint64_t accounted = granule(bytes);
+    if (accounted > usable_bytes(c->phys)) return CUDA_ERROR_OUT_OF_MEMORY;
+    rc = account(c->phys, accounted);
+    if (rc) return rc;
+    struct region *r = calloc(1, sizeof(*r));
+    if (!r || !live_add(handle)) {
+        free(r);
+        unaccount(c->phys, accounted);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    r->base = (uintptr_t)handle;
+    r->size = 1;
+    r->accounted = accounted;
+    r->phys = c->phys;
+    r->kind = KIND_ARRAY;
+    r->ctx = c;
+    ((struct CUarray_st *)handle)->r = r;
+    pthread_mutex_lock(&g_lock);
+    r->next = g_regions;
+    g_regions = r;
+    pthread_mutex_unlock(&g_lock);
+    return CUDA_SUCCESS;
+}
+
+static CUresult array_create(void **out, unsigned magic, uint64_t bytes) {
+    struct CUarray_st *a = calloc(1, sizeof(*a));
+    if (!a) return CUDA_ERROR_OUT_OF_MEMORY;
+    a->magic = magic;
+    CUresult rc = array_register(a, bytes);
+    if (rc) {
+        free(a);
+        return rc;
+    }
+    *out = a;
+    return CUDA_SUCCESS;
+}
+
+static CUresult array_destroy(void *h, unsigned magic) {
+    REQUIRE_INIT();
+    pthread_mutex_lock(&g_lock);
+    if (!live_has(h) || *(unsigned *)h != magic) {
+        pthread_mutex_unlock(&g_lock);
+        return CUDA_ERROR_INVALID_HANDLE;
+    }
+    struct region **pp = &g_regions;
+    while (*pp && !((*pp)->kind == KIND_ARRAY && (*pp)->base == (uintptr_t)h)) pp = &(*pp)->next;
+    if (*pp) {
+        struct region *r = *pp;
+        *pp = r->next;
+        free_region_locked(r);
+    }
+    pthread_mutex_unlock(&g_lock);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuArrayCreate_v2(CUarray *pHandle, const CUDA_ARRAY_DESCRIPTOR *pAllocateArray) {
+    REQUIRE_INIT();
+    if (!pHandle || !pAllocateArray || !pAllocateArray->Width) return CUDA_ERROR_INVALID_VALUE;
+    const CUDA_ARRAY_DESCRIPTOR *d = pAllocateArray;
+    if (!format_bytes(d->Format)) return CUDA_ERROR_NOT_SUPPORTED;
+    uint64_t bytes = array_level_bytes(d->Width, d->Height, 0, d->Format, d->NumChannels);
+    if (!bytes) return CUDA_ERROR_INVALID_VALUE;
+    return array_create((void **)pHandle, MAGIC_ARRAY, bytes);
+}
+
+API CUresult cuArray3DCreate_v2(CUarray *pHandle, const CUDA_ARRAY3D_DESCRIPTOR *pAllocateArray) {
+    REQUIRE_INIT();
+    if (!pHandle) return CUDA_ERROR_INVALID_VALUE;
+    CUresult rc = check_array3d(pAllocateArray);
+    if (rc) return rc;
+    const CUDA_ARRAY3D_DESCRIPTOR *d = pAllocateArray;
+    uint64_t bytes = array_level_bytes(d->Width, d->Height, d->Depth, d->Format, d->NumChannels);
+    if (!bytes) return CUDA_ERROR_INVALID_VALUE;
+    return array_create((void **)pHandle, MAGIC_ARRAY, bytes);
+}
+
+API CUresult cuArrayDestroy(CUarray hArray) { return array_destroy(hArray, MAGIC_ARRAY); }
+
+API CUresult cuMipmappedArrayCreate(CUmipmappedArray *pHandle, const CUDA_ARRAY3D_DESCRIPTOR *pMipmappedArrayDesc,
+                                    unsigned int numMipmapLevels) {
+    REQUIRE_INIT();
+    if (!pHandle || !numMipmapLevels) return CUDA_ERROR_INVALID_VALUE;
+    CUresult rc = check_array3d(pMipmappedArrayDesc);
+    if (rc) return rc;
+    const CUDA_ARRAY3D_DESCRIPTOR *d = pMipmappedArrayDesc;
+    /* every level halves each spatial dimension (layers and cube faces keep their count) down to 1 */
+    int layered = (d->Flags & (CUDA_ARRAY3D_LAYERED | CUDA_ARRAY3D_CUBEMAP)) != 0;
+    size_t w = d->Width, h = d->Height, dep = d->Depth, biggest = w;
+    if (h > biggest) biggest = h;
+    if (!layered && dep > biggest) biggest = dep;
+    unsigned max_levels = 1;
+    while (biggest >> max_levels) max_levels++;
+    if (numMipmapLevels > max_levels) return CUDA_ERROR_INVALID_VALUE;
+    uint64_t total = 0;
+    for (unsigned l = 0; l < numMipmapLevels; l++) {
+        uint64_t b = array_level_bytes(w, h, dep, d->Format, d->NumChannels);
+        if (!b || total + b < total) return CUDA_ERROR_INVALID_VALUE;
+        total += b;
+        w = w > 1 ? w / 2 : 1;
+        if (h) h = h > 1 ? h / 2 : 1;
+        if (dep && !layered) dep = dep > 1 ? dep / 2 : 1;
+    }
+    return array_create((void **)pHandle, MAGIC_MIPMAP, total);
+}
+
+API CUresult cuMipmappedArrayDestroy(CUmipmappedArray hMipmappedArray) {
+    return array_destroy(hMipmappedArray, MAGIC_MIPMAP);
+}
+
+/* ---- stream-ordered memory pools ----
+ * A pool holds device memory (reserved) of which allocations use a part (used). Freed memory stays
+ * reserved up to the release threshold, the rest goes back to the card at once (a real driver gives
+ * it back at the next synchronisation; the emulation has no asynchronous frees). Reserved memory is
+ * what the card shows as used. */
+
+#define MAGIC_POOL 0x504f4f4cu
+
+struct CUmemPoolHandle_st {
+    unsigned magic;
+    int ordinal;
+    int phys;
+    int is_default;
+    int destroyed; /* destroy requested while allocations were outstanding */
+    int reuse[3];  /* the three REUSE_* attributes */
+    uint64_t threshold, reserved, reserved_high, used, used_high, max_size;
+};
+
+static struct CUmemPoolHandle_st g_default_pool[HAMI_EMU_MAX_GPUS];
+static struct CUmemPoolHandle_st *g_current_pool[HAMI_EMU_MAX_GPUS];
+
+static struct CUmemPoolHandle_st *default_pool_locked(int ordinal) {
+    struct CUmemPoolHandle_st *p = &g_default_pool[ordinal];
+    if (p->magic != MAGIC_POOL) {
+        memset(p, 0, sizeof(*p));
+        p->magic = MAGIC_POOL;
+        p->ordinal = ordinal;
+        p->phys = g_node.visible[ordinal];
+        p->is_default = 1;
+        p->reuse[0] = p->reuse[1] = p->reuse[2] = 1;
+    }
+    return p;
+}
+
+static struct CUmemPoolHandle_st *current_pool(int ordinal) {
+    pthread_mutex_lock(&g_lock);
+    struct CUmemPoolHandle_st *p = g_current_pool[ordinal] ? g_current_pool[ordinal] : default_pool_locked(ordinal);
+    pthread_mutex_unlock(&g_lock);
+    return p;
+}
+
+static int valid_pool(struct CUmemPoolHandle_st *p) {
+    int builtin = p >= g_default_pool && p < g_default_pool + HAMI_EMU_MAX_GPUS;
+    return p && (builtin || live_has(p)) && p->magic == MAGIC_POOL && !p->destroyed;
+}
+
+/* shrink the pool's reserve to max(used, keep), giving the difference back to the card */
+static void pool_shrink_locked(struct CUmemPoolHandle_st *p, uint64_t keep) {
+    uint64_t target = keep > p->used ? keep : p->used;
+    if (p->reserved > target) {
+        unaccount(p->phys, p->reserved - target);
+        p->reserved = target;
+    }
+}
+
+static void pool_return_locked(struct CUmemPoolHandle_st *p, uint64_t bytes) {
+    p->used = p->used >= bytes ? p->used - bytes : 0;
+    if (p->destroyed && p->used == 0) {
+        pool_shrink_locked(p, 0);
+        live_del(p);
+        p->magic = 0;
+        free(p);
+        return;
+    }
+    pool_shrink_locked(p, p->threshold);
+}
+
+static CUresult pool_alloc(CUdeviceptr *dptr, size_t bytesize, struct CUmemPoolHandle_st *pool, struct CUctx_st *c) {
+    if (!dptr || !bytesize) return CUDA_ERROR_INVALID_VALUE;
+    if (!c) return CUDA_ERROR_INVALID_CONTEXT;
+    CUresult rc = device_gate(pool->phys);
+    if (rc) return rc;
+    uint64_t need = granule(bytesize);
+    if (need > usable_bytes(pool->phys)) return CUDA_ERROR_OUT_OF_MEMORY;
+    struct region *r = calloc(1, sizeof(*r));
+    if (!r) return CUDA_ERROR_OUT_OF_MEMORY;
+    pthread_mutex_lock(&g_lock);
+    if (!valid_pool(pool)) {
+        rc = CUDA_ERROR_INVALID_VALUE;
+        goto fail;
+    }
+    if (pool->max_size && pool->used + need > pool->max_size) {
+        rc = CUDA_ERROR_OUT_OF_MEMORY;
+        goto fail;
+    }
+    uint64_t idle = pool->reserved - pool->used, grow = need > idle ? need - idle : 0;
+    if (grow && (rc = account(pool->phys, grow))) goto fail;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t map_size = (bytesize + page - 1) / page * page;
+    void *p = map_range(map_size, 1, &r->backed);
+    if (!p) {
+        if (grow) unaccount(pool->phys, grow);
+        rc = CUDA_ERROR_OUT_OF_MEMORY;
+        goto fail;
+    }
+    pool->reserved += grow;
+    pool->used += need;
+    if (pool->reserved > pool->reserved_high) pool->reserved_high = pool->reserved;
+    if (pool->used > pool->used_high) pool->used_high = pool->used;
+    r->base = (uintptr_t)p;
+    r->size = bytesize;
+    r->map_size = map_size;
+    r->accounted = need; /* charged to the pool, not directly to the card */
+    r->phys = pool->phys;
+    r->kind = KIND_ALLOC;
+    r->ctx = c;
+    r->pool = pool;
+    r->next = g_regions;
+    g_regions = r;
+    pthread_mutex_unlock(&g_lock);
+    *dptr = (CUdeviceptr)r->base;
+    return CUDA_SUCCESS;
+fail:
+    pthread_mutex_unlock(&g_lock);
+    free(r);
+    return rc;
+}
+
+API CUresult cuDeviceGetDefaultMemPool(CUmemoryPool *pool_out, CUdevice dev) {
+    REQUIRE_INIT();
+    if (!pool_out) return CUDA_ERROR_INVALID_VALUE;
+    if (!valid_ordinal(dev)) return CUDA_ERROR_INVALID_DEVICE;
+    pthread_mutex_lock(&g_lock);
+    *pool_out = default_pool_locked(dev);
+    pthread_mutex_unlock(&g_lock);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuDeviceGetMemPool(CUmemoryPool *pool, CUdevice dev) {
+    REQUIRE_INIT();
+    if (!pool) return CUDA_ERROR_INVALID_VALUE;
+    if (!valid_ordinal(dev)) return CUDA_ERROR_INVALID_DEVICE;
+    *pool = current_pool(dev);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuDeviceSetMemPool(CUdevice dev, CUmemoryPool pool) {
+    REQUIRE_INIT();
+    if (!valid_ordinal(dev)) return CUDA_ERROR_INVALID_DEVICE;
+    pthread_mutex_lock(&g_lock);
+    CUresult rc = CUDA_ERROR_INVALID_VALUE;
+    if (valid_pool(pool) && pool->ordinal == dev) {
+        g_current_pool[dev] = pool;
+        rc = CUDA_SUCCESS;
+    }
+    pthread_mutex_unlock(&g_lock);
+    return rc;
+}
+
+API CUresult cuMemPoolCreate(CUmemoryPool *pool, const CUmemPoolProps *poolProps) {
+    REQUIRE_INIT();
+    if (!pool || !poolProps || poolProps->allocType != CU_MEM_ALLOCATION_TYPE_PINNED) return CUDA_ERROR_INVALID_VALUE;
+    if (poolProps->location.type != CU_MEM_LOCATION_TYPE_DEVICE) return CUDA_ERROR_NOT_SUPPORTED; /* host pools */
+    if (!valid_ordinal(poolProps->location.id)) return CUDA_ERROR_INVALID_DEVICE;
+    if (poolProps->handleTypes & ~(unsigned)CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) return CUDA_ERROR_NOT_SUPPORTED;
+    struct CUmemPoolHandle_st *p = calloc(1, sizeof(*p));
+    if (!p) return CUDA_ERROR_OUT_OF_MEMORY;
+    p->magic = MAGIC_POOL;
+    p->ordinal = poolProps->location.id;
+    p->phys = g_node.visible[p->ordinal];
+    p->reuse[0] = p->reuse[1] = p->reuse[2] = 1;
+    p->max_size = poolProps->maxSize;
+    if (!live_add(p)) {
+        free(p);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    *pool = p;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuMemPoolDestroy(CUmemoryPool pool) {
+    REQUIRE_INIT();
+    pthread_mutex_lock(&g_lock);
+    if (!valid_pool(pool) || pool->is_default) { /* a device's default pool cannot be destroyed */
+        pthread_mutex_unlock(&g_lock);
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    for (int i = 0; i < HAMI_EMU_MAX_GPUS; i++)
+        if (g_current_pool[i] == pool) g_current_pool[i] = NULL; /* the device falls back to its default pool */
+    pool->destroyed = 1;
+    if (pool->used == 0) {
+        pool_shrink_locked(pool, 0);
+        live_del(pool);
+        pool->magic = 0;
+        free(pool);
+    } /* else: released when its last allocation is freed, as the driver does */
+    pthread_mutex_unlock(&g_lock);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuMemPoolGetAttribute(CUmemoryPool pool, CUmemPool_attribute attr, void *value) {
+    REQUIRE_INIT();
+    if (!value) return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&g_lock);
+    CUresult rc = CUDA_SUCCESS;
+    if (!valid_pool(pool)) {
+        rc = CUDA_ERROR_INVALID_VALUE;
+    } else if (attr >= CU_MEMPOOL_ATTR_REUSE_FOLLOW_EVENT_DEPENDENCIES &&
+               attr <= CU_MEMPOOL_ATTR_REUSE_ALLOW_INTERNAL_DEPENDENCIES) {
+        *(int *)value = pool->reuse[attr - 1];
+    } else {
+        cuuint64_t v;
+        switch ((int)attr) {
+        case CU_MEMPOOL_ATTR_RELEASE_THRESHOLD: v = pool->threshold; break;
+        case CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT: v = pool->reserved; break;
+        case CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH: v = pool->reserved_high; break;
+        case CU_MEMPOOL_ATTR_USED_MEM_CURRENT: v = pool->used; break;
+        case CU_MEMPOOL_ATTR_USED_MEM_HIGH: v = pool->used_high; break;
+        default: rc = CUDA_ERROR_INVALID_VALUE; v = 0;
+        }
+        if (!rc) *(cuuint64_t *)value = v;
+    }
+    pthread_mutex_unlock(&g_lock);
+    return rc;
+}
+
+API CUresult cuMemPoolSetAttribute(CUmemoryPool pool, CUmemPool_attribute attr, void *value) {
+    REQUIRE_INIT();
+    if (!value) return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&g_lock);
+    CUresult rc = CUDA_SUCCESS;
+    if (!valid_pool(pool)) {
+        rc = CUDA_ERROR_INVALID_VALUE;
+    } else if (attr >= CU_MEMPOOL_ATTR_REUSE_FOLLOW_EVENT_DEPENDENCIES &&
+               attr <= CU_MEMPOOL_ATTR_REUSE_ALLOW_INTERNAL_DEPENDENCIES) {
+        pool->reuse[attr - 1] = *(const int *)value != 0;
+    } else if (attr == CU_MEMPOOL_ATTR_RELEASE_THRESHOLD) {
+        pool->threshold = *(const cuuint64_t *)value;
+        pool_shrink_locked(pool, pool->threshold);
+    } else if (attr == CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH || attr == CU_MEMPOOL_ATTR_USED_MEM_HIGH) {
+        /* the high watermarks may only be reset, by writing 0 */
+        if (*(const cuuint64_t *)value != 0) rc = CUDA_ERROR_INVALID_VALUE;
+        else if (attr == CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH) pool->reserved_high = pool->reserved;
+        else pool->used_high = pool->used;
+    } else {
+        rc = CUDA_ERROR_INVALID_VALUE; /* the current counters are read-only */
+    }
+    pthread_mutex_unlock(&g_lock);
+    return rc;
+}
+
+API CUresult cuMemPoolTrimTo(CUmemoryPool pool, size_t minBytesToKeep) {
+    REQUIRE_INIT();
+    pthread_mutex_lock(&g_lock);
+    CUresult rc = CUDA_ERROR_INVALID_VALUE;
+    if (valid_pool(pool)) {
+        pool_shrink_locked(pool, minBytesToKeep);
+        rc = CUDA_SUCCESS;
+    }
+    pthread_mutex_unlock(&g_lock);
+    return rc;
+}
+
+API CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t bytesize, CUmemoryPool pool, CUstream hStream) {
+    REQUIRE_INIT();
+    if (!valid_stream(hStream)) return CUDA_ERROR_INVALID_HANDLE;
+    pthread_mutex_lock(&g_lock);
+    int ok = valid_pool(pool);
+    pthread_mutex_unlock(&g_lock);
+    if (!ok) return CUDA_ERROR_INVALID_VALUE;
+    struct CUctx_st *c = (uintptr_t)hStream > 2 ? hStream->ctx : current_ctx();
+    return pool_alloc(dptr, bytesize, pool, c);
+}
+
+/* ---- page-locked host memory: real host memory, never charged to a device ---- */
+
+static CUresult host_add(void *p, size_t size, size_t map_size, unsigned flags, struct CUctx_st *c) {
+    struct region *r = calloc(1, sizeof(*r));
+    if (!r) return CUDA_ERROR_OUT_OF_MEMORY;
+    r->base = (uintptr_t)p;
+    r->size = size;
+    r->map_size = map_size;
+    r->phys = -1;
+    r->kind = KIND_HOST;
+    r->backed = 1;
+    r->host_flags = flags;
+    r->ctx = c;
+    r->next = g_regions;
+    g_regions = r;
+    return CUDA_SUCCESS;
+}
+
+static CUresult host_alloc(void **pp, size_t bytesize, unsigned flags) {
+    if (!pp || !bytesize) return CUDA_ERROR_INVALID_VALUE;
+    if (flags & ~(unsigned)(CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP | CU_MEMHOSTALLOC_WRITECOMBINED))
+        return CUDA_ERROR_INVALID_VALUE;
+    struct CUctx_st *c = current_ctx();
+    if (!c) return CUDA_ERROR_INVALID_CONTEXT;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    if (bytesize > SIZE_MAX - page) return CUDA_ERROR_OUT_OF_MEMORY;
+    size_t map_size = (bytesize + page - 1) / page * page;
+    void *p = mmap(NULL, map_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) return CUDA_ERROR_OUT_OF_MEMORY;
+    pthread_mutex_lock(&g_lock);
+    /* with unified addressing every pinned allocation is mapped into the device's address space */
+    CUresult rc = host_add(p, bytesize, map_size, flags | CU_MEMHOSTALLOC_DEVICEMAP, c);
+    pthread_mutex_unlock(&g_lock);
+    if (rc) {
+        munmap(p, map_size);
+        return rc;
+    }
+    *pp = p;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuMemAllocHost_v2(void **pp, size_t bytesize) {
+    REQUIRE_INIT();
+    return host_alloc(pp, bytesize, 0);
+}
+
+API CUresult cuMemHostAlloc(void **pp, size_t bytesize, unsigned int Flags) {
+    REQUIRE_INIT();
+    return host_alloc(pp, bytesize, Flags);
+}
+
+/* unlink the host region starting at p: allocated (want_alloc) or registered */
+static CUresult host_remove(void *p, int want_alloc) {
+    pthread_mutex_lock(&g_lock);
+    struct region **pp = &g_regions;
+    while (*pp && !((*pp)->kind == KIND_HOST && (*pp)->base == (uintptr_t)p)) pp = &(*pp)->next;
+    struct region *r = *pp;
+    CUresult rc = CUDA_SUCCESS;
+    if (!r || (r->map_size != 0) != want_alloc) {
+        rc = want_alloc ? CUDA_ERROR_INVALID_VALUE : CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED;
+    } else {
+        *pp = r->next;
+        free_region_locked(r);
+    }
+    pthread_mutex_unlock(&g_lock);
+    return rc;
+}
+
+API CUresult cuMemFreeHost(void *p) {
+    REQUIRE_INIT();
+    if (!p) return CUDA_ERROR_INVALID_VALUE;
+    return host_remove(p, 1);
+}
+
+API CUresult cuMemHostRegister_v2(void *p, size_t bytesize, unsigned int Flags) {
+    REQUIRE_INIT();
+    if (!p || !bytesize || bytesize > UINTPTR_MAX - (uintptr_t)p) return CUDA_ERROR_INVALID_VALUE;
+    if (Flags & ~(unsigned)(CU_MEMHOSTREGISTER_PORTABLE | CU_MEMHOSTREGISTER_DEVICEMAP | CU_MEMHOSTREGISTER_IOMEMORY |
+                            CU_MEMHOSTREGISTER_READ_ONLY))
+        return CUDA_ERROR_INVALID_VALUE;
+    if (Flags & CU_MEMHOSTREGISTER_IOMEMORY) return CUDA_ERROR_NOT_SUPPORTED; /* no I/O memory to map */
+    if (!current_ctx()) return CUDA_ERROR_INVALID_CONTEXT;
+    uintptr_t b = (uintptr_t)p, e = b + bytesize;
+    pthread_mutex_lock(&g_lock);
+    CUresult rc = CUDA_SUCCESS;
+    for (struct region *r = g_regions; r && !rc; r = r->next)
+        if (r->kind == KIND_HOST && b < r->base + r->size && r->base < e) rc = CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED;
+    if (!rc) rc = host_add(p, bytesize, 0, Flags | CU_MEMHOSTREGISTER_DEVICEMAP, NULL);
+    pthread_mutex_unlock(&g_lock);
+    return rc;
+}
+
+API CUresult cuMemHostUnregister(void *p) {
+    REQUIRE_INIT();
+    if (!p) return CUDA_ERROR_INVALID_VALUE;
+    return host_remove(p, 0);
+}
+
+API CUresult cuMemHostGetDevicePointer_v2(CUdeviceptr *pdptr, void *p, unsigned int Flags) {
+    REQUIRE_INIT();
+    if (!pdptr || !p || Flags) return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&g_lock);
+    struct region *r = find_region_locked((uintptr_t)p, KIND_HOST);
+    pthread_mutex_unlock(&g_lock);
+    if (!r) return CUDA_ERROR_INVALID_VALUE;
+    *pdptr = (CUdeviceptr)(uintptr_t)p; /* unified addressing: the device sees the host address */
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuMemHostGetFlags(unsigned int *pFlags, void *p) {
+    REQUIRE_INIT();
+    if (!pFlags || !p) return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&g_lock);
+    struct region *r = find_region_locked((uintptr_t)p, KIND_HOST);
+    CUresult rc = CUDA_ERROR_INVALID_VALUE;
+    if (r && r->map_size) { /* only allocations made by the driver have allocation flags */
+        *pFlags = r->host_flags;
+        rc = CUDA_SUCCESS;
+    }
+    pthread_mutex_unlock(&g_lock);
+    return rc;
 }
 
 /* ---- streams and events ---- */
@@ -1382,6 +1972,27 @@ static const proc_entry_t g_procs[] = {
     E("cuMemMap", 10020, cuMemMap),
     E("cuMemUnmap", 10020, cuMemUnmap),
     E("cuMemSetAccess", 10020, cuMemSetAccess),
+    E("cuArrayCreate", 3020, cuArrayCreate_v2),
+    E("cuArray3DCreate", 3020, cuArray3DCreate_v2),
+    E("cuArrayDestroy", 2000, cuArrayDestroy),
+    E("cuMipmappedArrayCreate", 5000, cuMipmappedArrayCreate),
+    E("cuMipmappedArrayDestroy", 5000, cuMipmappedArrayDestroy),
+    E("cuDeviceGetDefaultMemPool", 11020, cuDeviceGetDefaultMemPool),
+    E("cuDeviceGetMemPool", 11020, cuDeviceGetMemPool),
+    E("cuDeviceSetMemPool", 11020, cuDeviceSetMemPool),
+    E("cuMemPoolCreate", 11020, cuMemPoolCreate),
+    E("cuMemPoolDestroy", 11020, cuMemPoolDestroy),
+    E("cuMemPoolGetAttribute", 11020, cuMemPoolGetAttribute),
+    E("cuMemPoolSetAttribute", 11020, cuMemPoolSetAttribute),
+    E("cuMemPoolTrimTo", 11020, cuMemPoolTrimTo),
+    E("cuMemAllocFromPoolAsync", 11020, cuMemAllocFromPoolAsync),
+    E("cuMemAllocHost", 3020, cuMemAllocHost_v2),
+    E("cuMemHostAlloc", 2020, cuMemHostAlloc),
+    E("cuMemFreeHost", 2000, cuMemFreeHost),
+    E("cuMemHostRegister", 6050, cuMemHostRegister_v2),
+    E("cuMemHostUnregister", 4000, cuMemHostUnregister),
+    E("cuMemHostGetDevicePointer", 3020, cuMemHostGetDevicePointer_v2),
+    E("cuMemHostGetFlags", 2030, cuMemHostGetFlags),
     E("cuStreamCreate", 2000, cuStreamCreate),
     E("cuStreamDestroy", 4000, cuStreamDestroy_v2),
     E("cuStreamSynchronize", 2000, cuStreamSynchronize),
