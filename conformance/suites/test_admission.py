@@ -222,6 +222,7 @@ def test_forged_with_node_name(workloads: Workloads, kube: Any, attach: Any) -> 
         [ContainerSpec(gpus=1, mem=1000, args=QUICK)],
         annotations=_forged_annotations(gpu),
         node_name=gpu.node,
+        scheduler_name="default-scheduler",  # what the apiserver defaults: no scheduler is involved
     )
     _, err = workloads.try_create(manifest)
     if err is not None:
@@ -243,6 +244,7 @@ def test_forged_with_opt_out_and_node_name(workloads: Workloads, kube: Any, atta
         [ContainerSpec(gpus=1, mem=1000, args=QUICK)],
         annotations=_forged_annotations(gpu),
         node_name=gpu.node,
+        scheduler_name="default-scheduler",  # what the apiserver defaults: no scheduler is involved
     )
     manifest["metadata"]["labels"][C.WEBHOOK_IGNORE_LABEL] = "ignore"
     _, err = workloads.try_create(manifest)
@@ -318,6 +320,7 @@ def test_forged_while_webhook_down(workloads: Workloads, kube: Any, cluster: Any
             [ContainerSpec(gpus=1, mem=1000, args=QUICK)],
             annotations=_forged_annotations(gpu),
             node_name=gpu.node,
+            scheduler_name="default-scheduler",
         )
         _, err = workloads.try_create(manifest)
     finally:
