@@ -25,6 +25,9 @@
 #include "cuda_emu.h"
 #include "emu_common.h"
 
+/* cuda_unsupported.c: entry points HAMi-core hooks that the emulated model has no feature for */
+HAMI_EMU_HIDDEN void *hami_emu_cuda_unsupported(const char *name);
+
 #define API HAMI_EMU_EXPORT
 #define DEFAULT_CUDA_VERSION 12040
 #define VMM_GRANULARITY (2ULL << 20)
@@ -51,6 +54,10 @@ struct CUctx_st {
     int refcount; /* primary contexts only */
     int64_t tail_ns;
     struct CUstream_st legacy;
+    unsigned flags;
+    int cache_config;
+    size_t limits[7];
+    int limit_set[7];
 };
 
 struct CUevent_st {
@@ -70,6 +77,8 @@ struct CUfunc_st {
     int64_t duration_ns;
     int duration_param; /* -1: fixed duration */
     int64_t param_unit_ns;
+    int max_dynamic_shared;
+    int carveout;
 };
 
 struct CUmod_st {
@@ -1671,6 +1680,17 @@ API CUresult cuStreamDestroy_v2(CUstream hStream) {
 }
 API CUresult cuStreamDestroy(CUstream hStream) { return cuStreamDestroy_v2(hStream); }
 
+/* the context a stream belongs to (the current one for the NULL, legacy and per-thread handles) */
+API CUresult cuStreamGetCtx(CUstream hStream, CUcontext *pctx) {
+    REQUIRE_INIT();
+    if (!pctx) return CUDA_ERROR_INVALID_VALUE;
+    if (!valid_stream(hStream)) return CUDA_ERROR_INVALID_HANDLE;
+    struct CUctx_st *c = (uintptr_t)hStream > 2 ? hStream->ctx : current_ctx();
+    if (!c) return CUDA_ERROR_INVALID_CONTEXT;
+    *pctx = c;
+    return CUDA_SUCCESS;
+}
+
 static CUresult stream_of(CUstream h, struct CUstream_st **out) {
     if (!valid_stream(h)) return CUDA_ERROR_INVALID_HANDLE;
     struct CUctx_st *c = current_ctx();
@@ -1774,6 +1794,7 @@ static int parse_kernel_line(const char *line, size_t len, struct CUfunc_st *f) 
     f->magic = MAGIC_FUNC;
     f->duration_param = -1;
     f->param_unit_ns = 1000;
+    f->carveout = -1;
     char *save = NULL;
     for (char *tok = strtok_r(buf, " \t\r", &save); tok; tok = strtok_r(NULL, " \t\r", &save)) {
         char *eq = strchr(tok, '=');
@@ -1915,6 +1936,346 @@ API CUresult cuLaunchKernel(CUfunction f, unsigned int gridDimX, unsigned int gr
     return CUDA_SUCCESS;
 }
 
+/* ---- more of the public surface ---- */
+
+API CUresult cuCtxGetApiVersion(CUcontext ctx, unsigned int *version) {
+    REQUIRE_INIT();
+    if (!version) return CUDA_ERROR_INVALID_VALUE;
+    struct CUctx_st *c = ctx ? ctx : current_ctx();
+    if (!c || !valid_ctx(c)) return CUDA_ERROR_INVALID_CONTEXT;
+    *version = 3020; /* every context made through the v2+ entry points reports the 3.2 context API */
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuCtxGetFlags(unsigned int *flags) {
+    REQUIRE_INIT();
+    if (!flags) return CUDA_ERROR_INVALID_VALUE;
+    struct CUctx_st *c = current_ctx();
+    if (!c) return CUDA_ERROR_INVALID_CONTEXT;
+    *flags = c->flags;
+    return CUDA_SUCCESS;
+}
+
+static const size_t g_limit_default[] = {1024, 1 << 20, 8 << 20, 2, 2048, 64, 0};
+
+API CUresult cuCtxGetLimit(size_t *pvalue, CUlimit limit) {
+    REQUIRE_INIT();
+    if (!pvalue || (unsigned)limit > CU_LIMIT_PERSISTING_L2_CACHE_SIZE) return CUDA_ERROR_INVALID_VALUE;
+    struct CUctx_st *c = current_ctx();
+    if (!c) return CUDA_ERROR_INVALID_CONTEXT;
+    *pvalue = c->limit_set[limit] ? c->limits[limit] : g_limit_default[limit];
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuCtxSetLimit(CUlimit limit, size_t value) {
+    REQUIRE_INIT();
+    if ((unsigned)limit > CU_LIMIT_PERSISTING_L2_CACHE_SIZE) return CUDA_ERROR_INVALID_VALUE;
+    struct CUctx_st *c = current_ctx();
+    if (!c) return CUDA_ERROR_INVALID_CONTEXT;
+    if (limit == CU_LIMIT_PERSISTING_L2_CACHE_SIZE && value > ginfo(c->phys)->l2_cache_bytes)
+        return CUDA_ERROR_INVALID_VALUE;
+    c->limits[limit] = value;
+    c->limit_set[limit] = 1;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuCtxGetCacheConfig(CUfunc_cache *pconfig) {
+    REQUIRE_INIT();
+    if (!pconfig) return CUDA_ERROR_INVALID_VALUE;
+    struct CUctx_st *c = current_ctx();
+    if (!c) return CUDA_ERROR_INVALID_CONTEXT;
+    *pconfig = (CUfunc_cache)c->cache_config;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuCtxSetCacheConfig(CUfunc_cache config) {
+    REQUIRE_INIT();
+    if ((unsigned)config > CU_FUNC_CACHE_PREFER_EQUAL) return CUDA_ERROR_INVALID_VALUE;
+    struct CUctx_st *c = current_ctx();
+    if (!c) return CUDA_ERROR_INVALID_CONTEXT;
+    c->cache_config = (int)config;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuCtxGetStreamPriorityRange(int *leastPriority, int *greatestPriority) {
+    REQUIRE_INIT();
+    if (leastPriority) *leastPriority = 0; /* the range data-centre GPUs report */
+    if (greatestPriority) *greatestPriority = -5;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuDeviceCanAccessPeer(int *canAccessPeer, CUdevice dev, CUdevice peerDev) {
+    REQUIRE_INIT();
+    if (!canAccessPeer) return CUDA_ERROR_INVALID_VALUE;
+    if (!valid_ordinal(dev) || !valid_ordinal(peerDev)) return CUDA_ERROR_INVALID_DEVICE;
+    *canAccessPeer = dev != peerDev; /* every emulated node is one PCIe/NVLink domain */
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuCtxEnablePeerAccess(CUcontext peerContext, unsigned int Flags) {
+    REQUIRE_INIT();
+    if (Flags) return CUDA_ERROR_INVALID_VALUE;
+    struct CUctx_st *c = current_ctx();
+    if (!c) return CUDA_ERROR_INVALID_CONTEXT;
+    if (!valid_ctx(peerContext)) return CUDA_ERROR_INVALID_HANDLE;
+    if (peerContext->phys == c->phys) return CUDA_ERROR_INVALID_DEVICE; /* peer access to oneself */
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuDeviceGetByPCIBusId(CUdevice *dev, const char *pciBusId) {
+    REQUIRE_INIT();
+    if (!dev || !pciBusId) return CUDA_ERROR_INVALID_VALUE;
+    unsigned d = 0, b = 0, s = 0, f = 0;
+    /* accepted forms: [domain]:[bus]:[device].[function] and [bus]:[device].[function], hex */
+    if (sscanf(pciBusId, "%x:%x:%x.%x", &d, &b, &s, &f) != 4) {
+        d = 0;
+        if (sscanf(pciBusId, "%x:%x.%x", &b, &s, &f) != 3) return CUDA_ERROR_INVALID_VALUE;
+    }
+    for (int i = 0; i < g_node.visible_count; i++) {
+        const hami_emu_gpu_info_t *g = ginfo(g_node.visible[i]);
+        if (g->domain == d && g->bus == b && g->device == s && g->function == f) {
+            *dev = i;
+            return CUDA_SUCCESS;
+        }
+    }
+    return CUDA_ERROR_INVALID_DEVICE;
+}
+
+API CUresult cuDevicePrimaryCtxGetState(CUdevice dev, unsigned int *flags, int *active) {
+    REQUIRE_INIT();
+    if (!flags || !active) return CUDA_ERROR_INVALID_VALUE;
+    if (!valid_ordinal(dev)) return CUDA_ERROR_INVALID_DEVICE;
+    pthread_mutex_lock(&g_lock);
+    *flags = g_primary[dev].flags;
+    *active = g_primary[dev].refcount > 0;
+    pthread_mutex_unlock(&g_lock);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuDevicePrimaryCtxSetFlags_v2(CUdevice dev, unsigned int flags) {
+    REQUIRE_INIT();
+    if (!valid_ordinal(dev)) return CUDA_ERROR_INVALID_DEVICE;
+    if (flags > 0x1f) return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&g_lock);
+    g_primary[dev].flags = flags;
+    pthread_mutex_unlock(&g_lock);
+    return CUDA_SUCCESS;
+}
+
+/* copies with unified addressing: either side may be device, mapping or pinned host memory */
+API CUresult cuMemcpy(CUdeviceptr dst, CUdeviceptr src, size_t ByteCount) { return cuMemcpyDtoD_v2(dst, src, ByteCount); }
+
+/* the async variants check the stream, then run at once: emulated copies take no device time */
+#define STREAM_CHECK(h)                                   \
+    do {                                                  \
+        struct CUstream_st *s_;                           \
+        CUresult rc_ = stream_of((h), &s_);               \
+        if (rc_) return rc_;                              \
+    } while (0)
+
+static CUresult stream_of(CUstream h, struct CUstream_st **out);
+
+API CUresult cuMemcpyAsync(CUdeviceptr dst, CUdeviceptr src, size_t ByteCount, CUstream hStream) {
+    REQUIRE_INIT();
+    STREAM_CHECK(hStream);
+    return cuMemcpyDtoD_v2(dst, src, ByteCount);
+}
+
+API CUresult cuMemcpyPeer(CUdeviceptr dstDevice, CUcontext dstContext, CUdeviceptr srcDevice, CUcontext srcContext,
+                          size_t ByteCount) {
+    REQUIRE_INIT();
+    if (!valid_ctx(dstContext) || !valid_ctx(srcContext)) return CUDA_ERROR_INVALID_CONTEXT;
+    return cuMemcpyDtoD_v2(dstDevice, srcDevice, ByteCount);
+}
+
+API CUresult cuMemcpyPeerAsync(CUdeviceptr dstDevice, CUcontext dstContext, CUdeviceptr srcDevice,
+                               CUcontext srcContext, size_t ByteCount, CUstream hStream) {
+    REQUIRE_INIT();
+    STREAM_CHECK(hStream);
+    return cuMemcpyPeer(dstDevice, dstContext, srcDevice, srcContext, ByteCount);
+}
+
+API CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dstDevice, const void *srcHost, size_t ByteCount, CUstream hStream) {
+    REQUIRE_INIT();
+    STREAM_CHECK(hStream);
+    return cuMemcpyHtoD_v2(dstDevice, srcHost, ByteCount);
+}
+
+API CUresult cuMemcpyDtoHAsync_v2(void *dstHost, CUdeviceptr srcDevice, size_t ByteCount, CUstream hStream) {
+    REQUIRE_INIT();
+    STREAM_CHECK(hStream);
+    return cuMemcpyDtoH_v2(dstHost, srcDevice, ByteCount);
+}
+
+API CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dstDevice, CUdeviceptr srcDevice, size_t ByteCount, CUstream hStream) {
+    REQUIRE_INIT();
+    STREAM_CHECK(hStream);
+    return cuMemcpyDtoD_v2(dstDevice, srcDevice, ByteCount);
+}
+
+API CUresult cuMemsetD16_v2(CUdeviceptr dstDevice, unsigned short us, size_t N) {
+    REQUIRE_INIT();
+    if (!N) return CUDA_SUCCESS;
+    if (dstDevice % 2 || N > SIZE_MAX / 2) return CUDA_ERROR_INVALID_VALUE;
+    int backed, phys;
+    CUresult rc = device_range((uintptr_t)dstDevice, N * 2, &backed, &phys);
+    if (rc) return rc;
+    if (backed) {
+        unsigned short *p = (unsigned short *)(uintptr_t)dstDevice;
+        for (size_t i = 0; i < N; i++) p[i] = us;
+    }
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuMemsetD8Async(CUdeviceptr dstDevice, unsigned char uc, size_t N, CUstream hStream) {
+    REQUIRE_INIT();
+    STREAM_CHECK(hStream);
+    return cuMemsetD8_v2(dstDevice, uc, N);
+}
+
+API CUresult cuMemsetD16Async(CUdeviceptr dstDevice, unsigned short us, size_t N, CUstream hStream) {
+    REQUIRE_INIT();
+    STREAM_CHECK(hStream);
+    return cuMemsetD16_v2(dstDevice, us, N);
+}
+
+API CUresult cuMemsetD32Async(CUdeviceptr dstDevice, unsigned int ui, size_t N, CUstream hStream) {
+    REQUIRE_INIT();
+    STREAM_CHECK(hStream);
+    return cuMemsetD32_v2(dstDevice, ui, N);
+}
+
+/* the allocation, mapping or pinned range holding p, or NULL */
+static struct region *region_at_locked(uintptr_t p) {
+    struct region *r = find_region_locked(p, KIND_ALLOC);
+    if (!r) r = find_region_locked(p, KIND_MAPPING);
+    if (!r) r = find_region_locked(p, KIND_HOST);
+    return r;
+}
+
+API CUresult cuMemGetAddressRange_v2(CUdeviceptr *pbase, size_t *psize, CUdeviceptr dptr) {
+    REQUIRE_INIT();
+    pthread_mutex_lock(&g_lock);
+    struct region *r = find_region_locked((uintptr_t)dptr, KIND_ALLOC);
+    if (!r) r = find_region_locked((uintptr_t)dptr, KIND_MAPPING);
+    if (r) {
+        if (pbase) *pbase = (CUdeviceptr)r->base;
+        if (psize) *psize = r->size;
+    }
+    pthread_mutex_unlock(&g_lock);
+    return r ? CUDA_SUCCESS : CUDA_ERROR_NOT_FOUND;
+}
+
+API CUresult cuPointerGetAttribute(void *data, CUpointer_attribute attribute, CUdeviceptr ptr) {
+    REQUIRE_INIT();
+    if (!data) return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&g_lock);
+    struct region *r = region_at_locked((uintptr_t)ptr);
+    struct region copy;
+    if (r) copy = *r;
+    pthread_mutex_unlock(&g_lock);
+    if (!r) return CUDA_ERROR_INVALID_VALUE; /* not memory this driver knows */
+    int host = copy.kind == KIND_HOST;
+    int ordinal = 0;
+    for (int i = 0; i < g_node.visible_count; i++)
+        if (g_node.visible[i] == copy.phys) ordinal = i;
+    switch ((int)attribute) {
+    case CU_POINTER_ATTRIBUTE_CONTEXT:
+        if (!copy.ctx) return CUDA_ERROR_INVALID_VALUE;
+        *(CUcontext *)data = copy.ctx;
+        break;
+    case CU_POINTER_ATTRIBUTE_MEMORY_TYPE: *(unsigned *)data = host ? CU_MEMORYTYPE_HOST : CU_MEMORYTYPE_DEVICE; break;
+    case CU_POINTER_ATTRIBUTE_DEVICE_POINTER: *(CUdeviceptr *)data = ptr; break;
+    case CU_POINTER_ATTRIBUTE_HOST_POINTER:
+        if (!host) return CUDA_ERROR_INVALID_VALUE;
+        *(void **)data = (void *)(uintptr_t)ptr;
+        break;
+    case CU_POINTER_ATTRIBUTE_IS_MANAGED: *(int *)data = 0; break;
+    case CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL: *(int *)data = host && copy.ctx ? copy.ctx->ordinal : ordinal; break;
+    case CU_POINTER_ATTRIBUTE_RANGE_START_ADDR: *(CUdeviceptr *)data = (CUdeviceptr)copy.base; break;
+    case CU_POINTER_ATTRIBUTE_RANGE_SIZE: *(size_t *)data = copy.size; break;
+    case CU_POINTER_ATTRIBUTE_MAPPED: *(int *)data = 1; break;
+    default: return CUDA_ERROR_NOT_SUPPORTED;
+    }
+    return CUDA_SUCCESS;
+}
+
+static int valid_func(CUfunction f) { return live_has(f) && f->magic == MAGIC_FUNC; }
+
+API CUresult cuFuncGetAttribute(int *pi, CUfunction_attribute attrib, CUfunction hfunc) {
+    REQUIRE_INIT();
+    if (!pi) return CUDA_ERROR_INVALID_VALUE;
+    if (!valid_func(hfunc)) return CUDA_ERROR_INVALID_HANDLE;
+    const hami_emu_gpu_info_t *g = ginfo(current_ctx() ? current_ctx()->phys : g_node.visible[0]);
+    switch ((int)attrib) {
+    case CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK: *pi = 1024; break;
+    case CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES:
+    case CU_FUNC_ATTRIBUTE_CONST_SIZE_BYTES:
+    case CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES:
+    case CU_FUNC_ATTRIBUTE_CACHE_MODE_CA: *pi = 0; break;
+    case CU_FUNC_ATTRIBUTE_NUM_REGS: *pi = 32; break;
+    case CU_FUNC_ATTRIBUTE_PTX_VERSION:
+    case CU_FUNC_ATTRIBUTE_BINARY_VERSION: *pi = g->cc_major * 10 + g->cc_minor; break;
+    case CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES: *pi = hfunc->max_dynamic_shared; break;
+    case CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT: *pi = hfunc->carveout; break;
+    default: return CUDA_ERROR_INVALID_VALUE;
+    }
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuFuncSetAttribute(CUfunction hfunc, CUfunction_attribute attrib, int value) {
+    REQUIRE_INIT();
+    if (!valid_func(hfunc)) return CUDA_ERROR_INVALID_HANDLE;
+    if (attrib == CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES) {
+        if (value < 0 || value > 49152) return CUDA_ERROR_INVALID_VALUE;
+        hfunc->max_dynamic_shared = value;
+    } else if (attrib == CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT) {
+        if (value < -1 || value > 100) return CUDA_ERROR_INVALID_VALUE;
+        hfunc->carveout = value;
+    } else {
+        return CUDA_ERROR_INVALID_VALUE; /* the others are read-only */
+    }
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuFuncSetCacheConfig(CUfunction hfunc, CUfunc_cache config) {
+    REQUIRE_INIT();
+    if (!valid_func(hfunc)) return CUDA_ERROR_INVALID_HANDLE;
+    if ((unsigned)config > CU_FUNC_CACHE_PREFER_EQUAL) return CUDA_ERROR_INVALID_VALUE;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuModuleLoadDataEx(CUmodule *module, const void *image, unsigned int numOptions, CUjit_option *options,
+                                void **optionValues) {
+    if (numOptions && (!options || !optionValues)) return CUDA_ERROR_INVALID_VALUE;
+    return cuModuleLoadData(module, image); /* JIT options have nothing to tune in the emulated image format */
+}
+
+API CUresult cuModuleLoadFatBinary(CUmodule *module, const void *fatCubin) { return cuModuleLoadData(module, fatCubin); }
+
+API CUresult cuModuleLoad(CUmodule *module, const char *fname) {
+    REQUIRE_INIT();
+    if (!module || !fname) return CUDA_ERROR_INVALID_VALUE;
+    FILE *f = fopen(fname, "rb");
+    if (!f) return CUDA_ERROR_FILE_NOT_FOUND;
+    char *buf = calloc(1, (1 << 20) + 1);
+    size_t n = buf ? fread(buf, 1, 1 << 20, f) : 0;
+    fclose(f);
+    if (!buf) return CUDA_ERROR_OUT_OF_MEMORY;
+    buf[n] = '\0';
+    CUresult rc = cuModuleLoadData(module, buf);
+    free(buf);
+    return rc;
+}
+
+API CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned int gridDimX, unsigned int gridDimY,
+                                       unsigned int gridDimZ, unsigned int blockDimX, unsigned int blockDimY,
+                                       unsigned int blockDimZ, unsigned int sharedMemBytes, CUstream hStream,
+                                       void **kernelParams) {
+    return cuLaunchKernel(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes, hStream,
+                          kernelParams, NULL);
+}
+
 /* ---- entry points by name and version ---- */
 
 typedef struct {
@@ -1995,6 +2356,7 @@ static const proc_entry_t g_procs[] = {
     E("cuMemHostGetFlags", 2030, cuMemHostGetFlags),
     E("cuStreamCreate", 2000, cuStreamCreate),
     E("cuStreamDestroy", 4000, cuStreamDestroy_v2),
+    E("cuStreamGetCtx", 9020, cuStreamGetCtx),
     E("cuStreamSynchronize", 2000, cuStreamSynchronize),
     E("cuStreamQuery", 2000, cuStreamQuery),
     E("cuEventCreate", 2000, cuEventCreate),
@@ -2008,8 +2370,72 @@ static const proc_entry_t g_procs[] = {
     E("cuModuleUnload", 2000, cuModuleUnload),
     E("cuModuleGetFunction", 2000, cuModuleGetFunction),
     E("cuLaunchKernel", 4000, cuLaunchKernel),
+    E("cuCtxGetApiVersion", 3020, cuCtxGetApiVersion),
+    E("cuCtxGetFlags", 7000, cuCtxGetFlags),
+    E("cuCtxGetLimit", 3010, cuCtxGetLimit),
+    E("cuCtxSetLimit", 3010, cuCtxSetLimit),
+    E("cuCtxGetCacheConfig", 3020, cuCtxGetCacheConfig),
+    E("cuCtxSetCacheConfig", 3020, cuCtxSetCacheConfig),
+    E("cuCtxGetStreamPriorityRange", 5050, cuCtxGetStreamPriorityRange),
+    E("cuCtxEnablePeerAccess", 4000, cuCtxEnablePeerAccess),
+    E("cuDeviceCanAccessPeer", 4000, cuDeviceCanAccessPeer),
+    E("cuDeviceGetByPCIBusId", 4010, cuDeviceGetByPCIBusId),
+    E("cuDevicePrimaryCtxGetState", 7000, cuDevicePrimaryCtxGetState),
+    E("cuDevicePrimaryCtxSetFlags", 11000, cuDevicePrimaryCtxSetFlags_v2),
+    E("cuMemcpy", 4000, cuMemcpy),
+    E("cuMemcpyAsync", 4000, cuMemcpyAsync),
+    E("cuMemcpyPeer", 4000, cuMemcpyPeer),
+    E("cuMemcpyPeerAsync", 4000, cuMemcpyPeerAsync),
+    E("cuMemcpyHtoDAsync", 3020, cuMemcpyHtoDAsync_v2),
+    E("cuMemcpyDtoHAsync", 3020, cuMemcpyDtoHAsync_v2),
+    E("cuMemcpyDtoDAsync", 3020, cuMemcpyDtoDAsync_v2),
+    E("cuMemsetD16", 3020, cuMemsetD16_v2),
+    E("cuMemsetD8Async", 3020, cuMemsetD8Async),
+    E("cuMemsetD16Async", 3020, cuMemsetD16Async),
+    E("cuMemsetD32Async", 3020, cuMemsetD32Async),
+    E("cuMemGetAddressRange", 3020, cuMemGetAddressRange_v2),
+    E("cuPointerGetAttribute", 4000, cuPointerGetAttribute),
+    E("cuFuncGetAttribute", 2020, cuFuncGetAttribute),
+    E("cuFuncSetAttribute", 9000, cuFuncSetAttribute),
+    E("cuFuncSetCacheConfig", 3000, cuFuncSetCacheConfig),
+    E("cuModuleLoad", 2000, cuModuleLoad),
+    E("cuModuleLoadDataEx", 2010, cuModuleLoadDataEx),
+    E("cuModuleLoadFatBinary", 2000, cuModuleLoadFatBinary),
+    E("cuLaunchCooperativeKernel", 9000, cuLaunchCooperativeKernel),
+    E("cuGetExportTable", 3000, cuGetExportTable),
 };
 #undef E
+
+/* HAMI_EMU_CUDA_TRACE=<file>: append one line per cuGetProcAddress query and per export-table request,
+ * so that what a client (libcudart) wants from a driver can be read afterwards */
+static FILE *trace_file(void) {
+    static FILE *f;
+    static int opened;
+    static pthread_mutex_t lk = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&lk);
+    if (!opened) {
+        opened = 1;
+        const char *path = getenv("HAMI_EMU_CUDA_TRACE");
+        if (path && *path) f = fopen(path, "a");
+        if (f) setvbuf(f, NULL, _IOLBF, 0);
+    }
+    pthread_mutex_unlock(&lk);
+    return f;
+}
+
+/* The export tables are private interfaces between NVIDIA's runtime and driver, identified only by
+ * UUIDs; no public document says what they contain, so the emulation records the request and refuses. */
+API CUresult cuGetExportTable(const void **ppExportTable, const CUuuid *pExportTableId) {
+    if (!ppExportTable || !pExportTableId) return CUDA_ERROR_INVALID_VALUE;
+    FILE *f = trace_file();
+    if (f) {
+        fprintf(f, "export-table ");
+        for (int i = 0; i < 16; i++) fprintf(f, "%02x", (unsigned char)pExportTableId->bytes[i]);
+        fprintf(f, " -> %d\n", CUDA_ERROR_NOT_SUPPORTED);
+    }
+    *ppExportTable = NULL;
+    return CUDA_ERROR_NOT_SUPPORTED;
+}
 
 API CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cudaVersion, cuuint64_t flags,
                                  CUdriverProcAddressQueryResult *symbolStatus) {
@@ -2023,7 +2449,16 @@ API CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cudaVersion
         known = 1;
         if (g_procs[i].since <= cudaVersion && (!best || g_procs[i].since > best->since)) best = &g_procs[i];
     }
-    *pfn = best ? best->fn : NULL;
+    void *stub = NULL;
+    if (!best) stub = hami_emu_cuda_unsupported(symbol); /* known to the driver API, not to the emulated model */
+    *pfn = best ? best->fn : stub;
+    FILE *tf = trace_file();
+    if (tf) fprintf(tf, "proc %s %d %llu -> %s\n", symbol, cudaVersion, (unsigned long long)flags,
+                    best ? "found" : stub ? "unsupported-stub" : "missing");
+    if (stub) {
+        if (symbolStatus) *symbolStatus = CU_GET_PROC_ADDRESS_SUCCESS;
+        return CUDA_SUCCESS;
+    }
     if (symbolStatus)
         *symbolStatus = best ? CU_GET_PROC_ADDRESS_SUCCESS
                              : (known ? CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT : CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND);
