@@ -206,7 +206,10 @@ class PodWorker:
             for c in (self.pod["spec"].get("initContainers") or []) + self.pod["spec"]["containers"]:
                 self.devices[c["name"]] = run_allocate(self.agent.devices, self.pod, c)
         except Exception as e:
-            self._reject("UnexpectedAdmissionError", f"Allocate failed due to {e}, which is unexpected")
+            # the device manager's admission errors already carry the kubelet's full wording
+            msg = str(e) if str(e).startswith("Allocate failed due to ") else (
+                f"Allocate failed due to {e}, which is unexpected")
+            self._reject("UnexpectedAdmissionError", msg)
             return False
         self._write_status()
         return True
@@ -986,7 +989,11 @@ def ensure_dirs(root: Path) -> None:
 
 
 def active_pods(runtime: PodRuntime) -> list[dict[str, Any]]:
-    """The pods this node's runtime is running (what PodResources and the device manager call active)."""
+    """The pods this node's runtime is running (what PodResources and the device manager call active).
+
+    As the kubelet's active-pod filter does, a pod in a terminal phase (Succeeded, Failed) is not
+    active, so the devices it held go back to the pool before its API object is deleted.
+    """
     with runtime._lock:
         workers = list(runtime.workers.values())
-    return [w.pod for w in workers]
+    return [w.pod for w in workers if w.phase not in ("Succeeded", "Failed")]

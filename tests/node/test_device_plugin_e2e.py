@@ -144,6 +144,17 @@ def test_plugin_devices_reach_node_status_and_container(node: NodeAgents, kube: 
         assert rejected["status"]["reason"] == f"OutOf{RESOURCE}"
         assert "requested: 4" in rejected["status"]["message"]
 
+        # widget-user finished holding 2 of the 3: as the kubelet's active-pod filter does, a pod in a
+        # terminal phase holds no devices, so 2 more fit while its API object still exists
+        create_bound_pod(kube, "default", "dp-node", "after-finish", {
+            "restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "busybox", "command": ["true"],
+                            "resources": {"limits": {RESOURCE: "2"}}}]})
+        done = wait_for(lambda: (p := get_pod(kube, "default", "after-finish"))["status"].get("phase")
+                        in ("Succeeded", "Failed") and p)
+        assert done["status"]["phase"] == "Succeeded", done["status"]
+        assert len(plugin.calls.allocate[-1]) == 2
+
         # Flip a device unhealthy: allocatable drops, capacity stays.
         _run(plugin.set_health("w2", "Unhealthy"))
 
