@@ -10,7 +10,9 @@ is gone (or whose pid now belongs to a younger process) is reclaimed by the next
 a block; :meth:`PodIPAllocator.close` gives its blocks back at once.
 
 The registry is ``$TESTBED_POD_IP_REGISTRY`` or ``/tmp/testbed-pod-ip-blocks.json`` (falling back to a
-per-user file when another user's file cannot be opened).
+per-user file when another user's file cannot be opened). It is deliberately not under ``$TMPDIR``:
+a run that points ``TMPDIR`` at a scratch folder of its own still shares the host's addresses, and
+two registries would hand out the same pod IP to two testbeds.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from typing import Any
 FIRST_BLOCK = 64 * 256  # 127.64.0.0/24, as an index of /24 blocks inside 127/8
 BLOCKS = 64 * 256  # 127.64.0.0/10 holds 16384 /24 blocks
 ENV = "TESTBED_POD_IP_REGISTRY"
+HOST_REGISTRY = "/tmp/testbed-pod-ip-blocks.json"  # one per host, whatever TMPDIR says
 
 
 class PodIPsExhausted(Exception):
@@ -36,7 +38,7 @@ class PodIPsExhausted(Exception):
 
 
 def default_registry() -> Path:
-    return Path(os.environ.get(ENV) or Path(tempfile.gettempdir()) / "testbed-pod-ip-blocks.json")
+    return Path(os.environ.get(ENV) or HOST_REGISTRY)
 
 
 def _start_time(pid: int) -> str:

@@ -62,3 +62,18 @@ def test_a_corrupt_registry_does_not_wedge_allocation(tmp_path: Path) -> None:
     a = PodIPAllocator(reg)
     assert a.allocate().startswith("127.64.0.")
     a.close()
+
+
+def test_the_host_registry_ignores_tmpdir(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Two runs with different TMPDIRs on one host must share one registry, or they share pod IPs."""
+    from testbed.node.podips import ENV, HOST_REGISTRY, default_registry
+
+    monkeypatch.delenv(ENV, raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR, as a fresh process would
+    assert tempfile.gettempdir() == str(tmp_path)
+    assert default_registry() == Path(HOST_REGISTRY)
+    monkeypatch.setenv(ENV, str(tmp_path / "mine.json"))
+    assert default_registry() == tmp_path / "mine.json"
