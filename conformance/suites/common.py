@@ -172,12 +172,20 @@ def expect_filter_failure(w: Workloads, name: str, reason: str, rule_id: str) ->
     assert not node, violated(rule_id, f"pod {name} was bound to {node} right after refusals naming {reason}")
 
 
-def expect_bound_to(w: Workloads, name: str, uuid: str, rule_id: str) -> Pod:
-    """The pod is bound and every device of its assignment is ``uuid``."""
+def expect_bound_to(w: Workloads, name: str, uuid: str, rule_id: str, *, running: bool = False) -> Pod:
+    """The pod is bound and every device of its assignment is ``uuid``; with ``running``, it also
+    runs (a pod that holds usage for the case must live: a failed pod's usage is given back)."""
     pod = w.wait_scheduled(name)
     value = (pod["metadata"].get("annotations") or {}).get(C.NVIDIA_ALLOCATED, "")
     got = {d.uuid for seg in C.decode_assignment(value) for d in seg} if value else set()
     assert got == {uuid}, violated(rule_id, f"pod {name} was assigned {sorted(got)} ({value!r}), want {uuid}")
+    if running:
+        pod = w.wait_phase(name, ("Running", "Succeeded", "Failed"))
+        phase = (pod.get("status") or {}).get("phase")
+        assert phase == "Running", violated(
+            rule_id,
+            f"pod {name}, which holds usage on {uuid} for this case, is {phase}: {w.describe(name, pod)}",
+        )
     return pod
 
 

@@ -258,7 +258,7 @@ def test_quota(workloads: Workloads, kube: Any) -> None:
 def test_memory_left_refused(workloads: Workloads, kube: Any) -> None:
     gpu = idle_gpu(kube)
     workloads.create(on_gpu("filler", gpu.uuid, mem=gpu.devmem - 1000))
-    expect_bound_to(workloads, "filler", gpu.uuid, "SCHED-USEDMEM-1")
+    expect_bound_to(workloads, "filler", gpu.uuid, "SCHED-USEDMEM-1", running=True)
     workloads.create(on_gpu("over", gpu.uuid, mem=1001))
     expect_filter_failure(workloads, "over", "CardInsufficientMemory", "SCHED-USEDMEM-1")
 
@@ -267,7 +267,7 @@ def test_memory_left_refused(workloads: Workloads, kube: Any) -> None:
 def test_memory_left_exact_fit(workloads: Workloads, kube: Any) -> None:
     gpu = idle_gpu(kube)
     workloads.create(on_gpu("filler", gpu.uuid, mem=gpu.devmem - 1000))
-    expect_bound_to(workloads, "filler", gpu.uuid, "SCHED-USEDMEM-2")
+    expect_bound_to(workloads, "filler", gpu.uuid, "SCHED-USEDMEM-2", running=True)
     workloads.create(on_gpu("exact", gpu.uuid, mem=1000))
     expect_bound_to(workloads, "exact", gpu.uuid, "SCHED-USEDMEM-2")
 
@@ -281,7 +281,7 @@ def test_memory_sums_over_pods(workloads: Workloads, kube: Any) -> None:
     quarter = gpu.devmem // 4
     for i in range(4):
         workloads.create(on_gpu(f"q{i}", gpu.uuid, mem=quarter))
-        expect_bound_to(workloads, f"q{i}", gpu.uuid, "SCHED-USEDMEM-3")
+        expect_bound_to(workloads, f"q{i}", gpu.uuid, "SCHED-USEDMEM-3", running=True)
     workloads.create(on_gpu("fifth", gpu.uuid, mem=gpu.devmem - 4 * quarter + 100))
     expect_filter_failure(workloads, "fifth", "CardInsufficientMemory", "SCHED-USEDMEM-3")
 
@@ -305,7 +305,7 @@ def test_memory_sums_over_containers(workloads: Workloads, kube: Any) -> None:
 def test_memory_percentage_counts(workloads: Workloads, kube: Any) -> None:
     gpu = idle_gpu(kube)
     workloads.create(on_gpu("pct-a", gpu.uuid, mem_pct=60))
-    pod = expect_bound_to(workloads, "pct-a", gpu.uuid, "SCHED-USEDMEM-5")
+    pod = expect_bound_to(workloads, "pct-a", gpu.uuid, "SCHED-USEDMEM-5", running=True)
     mem = allocated(pod)[0][0].mem_mib
     assert mem == gpu.devmem * 60 // 100, violated(
         "SCHED-USEDMEM-5", f"60 % of {gpu.devmem} MiB was assigned as {mem} MiB"
@@ -322,7 +322,7 @@ def test_memory_percentage_counts(workloads: Workloads, kube: Any) -> None:
 def test_cores_left(workloads: Workloads, kube: Any) -> None:
     gpu = idle_gpu(kube)
     workloads.create(on_gpu("c60", gpu.uuid, mem=1000, cores=60))
-    expect_bound_to(workloads, "c60", gpu.uuid, "SCHED-USEDCORE-1")
+    expect_bound_to(workloads, "c60", gpu.uuid, "SCHED-USEDCORE-1", running=True)
     workloads.create(on_gpu("c60-more", gpu.uuid, mem=1000, cores=60))
     expect_filter_failure(workloads, "c60-more", "CardInsufficientCore", "SCHED-USEDCORE-1")
     workloads.create(on_gpu("c40", gpu.uuid, mem=1000, cores=40))
@@ -346,7 +346,7 @@ def test_cores_sum_over_containers(workloads: Workloads, kube: Any) -> None:
 def test_cores_exhausted(workloads: Workloads, kube: Any) -> None:
     gpu = idle_gpu(kube)
     workloads.create(on_gpu("allcores", gpu.uuid, mem=1000, cores=100))
-    expect_bound_to(workloads, "allcores", gpu.uuid, "SCHED-USEDCORE-3")
+    expect_bound_to(workloads, "allcores", gpu.uuid, "SCHED-USEDCORE-3", running=True)
     workloads.create(on_gpu("coreless", gpu.uuid, mem=1000))
     expect_filter_failure(workloads, "coreless", "CardComputeUnitsExhausted", "SCHED-USEDCORE-3")
 
@@ -362,7 +362,7 @@ def test_slots_filled_by_pods(workloads: Workloads, kube: Any) -> None:
     for i in range(gpu.count):
         workloads.create(on_gpu(f"s{i}", gpu.uuid, mem=100))
     for i in range(gpu.count):
-        expect_bound_to(workloads, f"s{i}", gpu.uuid, "SCHED-SLOTS-1")
+        expect_bound_to(workloads, f"s{i}", gpu.uuid, "SCHED-SLOTS-1", running=True)
     workloads.create(on_gpu("extra", gpu.uuid, mem=100))
     expect_filter_failure(workloads, "extra", "CardTimeSlicingExhausted", "SCHED-SLOTS-1")
 
@@ -374,7 +374,7 @@ def test_slots_filled_by_pods(workloads: Workloads, kube: Any) -> None:
 def test_slots_filled_by_containers(workloads: Workloads, kube: Any) -> None:
     gpu = idle_gpu(kube)
     workloads.create(on_gpu("many", gpu.uuid, mem=100, containers=gpu.count))
-    expect_bound_to(workloads, "many", gpu.uuid, "SCHED-SLOTS-2")
+    expect_bound_to(workloads, "many", gpu.uuid, "SCHED-SLOTS-2", running=True)
     workloads.create(on_gpu("extra", gpu.uuid, mem=100))
     expect_filter_failure(workloads, "extra", "CardTimeSlicingExhausted", "SCHED-SLOTS-2")
 
@@ -618,8 +618,8 @@ def test_numa_bind(workloads: Workloads, kube: Any) -> None:
     # one GPU of the first NUMA node partly used (binpack's first choice), its NUMA sibling full
     workloads.create(on_gpu("part", busy.uuid, mem=1000))
     workloads.create(on_gpu("full", full.uuid, mem=full.devmem))
-    expect_bound_to(workloads, "part", busy.uuid, "SCHED-NUMA-1")
-    expect_bound_to(workloads, "full", full.uuid, "SCHED-NUMA-1")
+    expect_bound_to(workloads, "part", busy.uuid, "SCHED-NUMA-1", running=True)
+    expect_bound_to(workloads, "full", full.uuid, "SCHED-NUMA-1", running=True)
     others = ",".join(g.uuid for g in all_gpus(kube) if g.node != node)
     ann = {NUMA_BIND: "true", C.GPU_POLICY: "binpack", C.NODE_POLICY: "binpack"}
     if others:
