@@ -1,9 +1,11 @@
 """Node lifecycle controller: watches node Leases in ``kube-node-lease``; a node whose lease is not
 renewed within ``--node-monitor-grace-period`` gets its conditions set to Unknown and the
 ``node.kubernetes.io/unreachable`` NoSchedule and NoExecute taints; a node reporting Ready=False gets
-the ``not-ready`` taints. Taints go when the kubelet reports Ready again. Pods on a node with a
-NoExecute taint they do not tolerate are evicted; those tolerating it for N seconds, after N seconds
-(the taint manager)."""
+the ``not-ready`` taints. Taints go when the kubelet reports Ready again. When a node goes Unknown its
+pods' Ready condition is set False (``MarkPodsNotReady``): nothing vouches for them any more, so
+Services and rollouts stop counting them; the returning kubelet reports them Ready again. Pods on a
+node with a NoExecute taint they do not tolerate are evicted; those tolerating it for N seconds, after
+N seconds (the taint manager)."""
 
 from __future__ import annotations
 
@@ -79,6 +81,8 @@ class NodeLifecycleController(Controller):
         if stale > grace:
             node = self._mark_unknown(node)
             again = grace / 2
+            if not self._mark_pods_not_ready(node):
+                again = min(again, 1.0)  # a pod changed under us: try again soon
         else:
             again = grace - stale + 0.05
         node = self._sync_taints(node)
@@ -126,6 +130,36 @@ class NodeLifecycleController(Controller):
             node, "Normal", "NodeNotReady", f"Node {util.meta(node)['name']} status is now: NodeNotReady"
         )
         return out
+
+    def _mark_pods_not_ready(self, node: Obj) -> bool:
+        """Set Ready=False on every live pod of an Unknown node; False when an update must be retried."""
+        ready = util.node_condition(node, "Ready")
+        if (ready or {}).get("status") != "Unknown":
+            return True
+        name = util.meta(node)["name"]
+        ok = True
+        for pod in self.by_node.get(name):
+            if util.pod_terminated(pod) or (pod.get("spec") or {}).get("nodeName") != name:
+                continue
+            cond = util.pod_condition(pod, "Ready")
+            if cond is None or cond.get("status") == "False":
+                continue
+            new = copy.deepcopy(pod)
+            for c in new["status"]["conditions"]:
+                if c.get("type") == "Ready":
+                    c.update(status="False", lastTransitionTime=util.now())
+            m = util.meta(pod)
+            try:
+                self.kube.update(f"/api/v1/namespaces/{m['namespace']}/pods/{m['name']}/status", new)
+            except ApiError as e:
+                if e.status == 404:
+                    continue
+                if e.status != 409:
+                    raise
+                ok = False
+                continue
+            self.log.info("marking pod %s/%s NotReady: node %s is Unknown", m["namespace"], m["name"], name)
+        return ok
 
     def _sync_taints(self, node: Obj) -> Obj:
         ready = util.node_condition(node, "Ready")

@@ -87,6 +87,12 @@ def test_lease_expiry_marks_unknown_and_recovery_clears(
         for e in kube.get(f"/api/v1/namespaces/{ns}/events")["items"]
     )
     assert not kube.get(f"/api/v1/namespaces/{ns}/pods/stays")["metadata"].get("deletionTimestamp")
+    # MarkPodsNotReady: the pod of an Unknown node no longer counts as Ready
+    wait_for(
+        lambda: next(c for c in kube.get(f"/api/v1/namespaces/{ns}/pods/stays")["status"]["conditions"]
+                     if c["type"] == "Ready")["status"] == "False",
+        what="pod on the Unknown node marked NotReady",
+    )
 
     nodes.resume("nl-a")
 
