@@ -40,8 +40,10 @@ NVML_ERROR_UNKNOWN = 999
 CUDA_ERROR_UNKNOWN = 999
 XID_FALLEN_OFF_BUS = 79
 
-DEFAULT_DRIVER_VERSION = "550.54.15"
-DEFAULT_CUDA_DRIVER_VERSION = 12040
+# The CUDA 13.0 GA driver pair (CUDA 13.0 release notes, minimum driver 580.65.06): the oldest driver a
+# libcudart 13 accepts; an inventory may pin any other pair (driver_version / cuda_driver_version).
+DEFAULT_DRIVER_VERSION = "580.65.06"
+DEFAULT_CUDA_DRIVER_VERSION = 13000
 _UUID_NAMESPACE = uuidlib.UUID("6f0c5a52-1e0b-4c53-9c3a-48414d494750")
 
 
@@ -333,6 +335,31 @@ def lookup_model(key: str) -> GpuModel:
     raise KeyError(f"unknown GPU model {key!r}; known: {', '.join(MODELS)}")
 
 
+# Device memory one CUDA context occupies on each model (MiB): what nvidia-smi lists for a process that
+# has only initialised CUDA and created its primary context (driver-side module images, per-SM stacks,
+# printf FIFO and device heap; CUDA 12+ with lazy module loading). These are typical figures seen on
+# such cards, not NVIDIA specifications; they grow with the SM count. An inventory overrides them with
+# `context_mib` (0 turns context memory off).
+CONTEXT_MEMORY_MIB: dict[str, int] = {
+    "A100-SXM4-80GB": 420,
+    "A100-SXM4-40GB": 420,
+    "A100-PCIE-40GB": 420,
+    "H100-SXM5-80GB": 520,
+    "H200": 520,
+    "Tesla T4": 260,
+    "L4": 300,
+    "V100-SXM2-32GB": 310,
+}
+DEFAULT_CONTEXT_MIB = 400
+
+
+def _context_mib(group: Mapping[str, Any], model: GpuModel) -> int:
+    mib = int(group.get("context_mib", CONTEXT_MEMORY_MIB.get(model.key, DEFAULT_CONTEXT_MIB)))
+    if mib < 0:
+        raise ValueError("context_mib must be >= 0")
+    return mib
+
+
 # ---- inventory ----
 
 # PCI buses of a DGX-style 8-GPU board; larger nodes continue past them
@@ -367,6 +394,7 @@ class GpuInfo:
     mem_bus_width: int = 5120
     l2_cache_bytes: int = 41943040
     max_threads_per_sm: int = 2048
+    context_bytes: int = 0
 
     @property
     def memory_mib(self) -> int:
@@ -459,6 +487,7 @@ def build_inventory(
                     mem_bus_width=model.mem_bus_width,
                     l2_cache_bytes=model.l2_cache_bytes,
                     max_threads_per_sm=model.max_threads_per_sm,
+                    context_bytes=_context_mib(group, model) << 20,
                 )
             )
     return NodeInventory(driver, cuda, nvml, tuple(gpus))
@@ -491,6 +520,7 @@ _CONF_KEYS = (
     "mem_bus_width",
     "l2_cache_bytes",
     "max_threads_per_sm",
+    "context_bytes",
 )
 
 

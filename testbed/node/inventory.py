@@ -58,6 +58,7 @@ _NVIDIA_KEYS = {
     "uuids",
     "driver_version",
     "cuda_driver_version",
+    "context_mib",
 }
 _HW_KINDS = {"nvidia"}
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -217,7 +218,7 @@ def _nvidia(ctx: _Ctx, v: Any) -> dict[str, Any]:
             raise ctx.err("hardware.nvidia.numa", f"must list one NUMA node per GPU ({count})")
         for i, n in enumerate(numa):
             ctx.int_(n, f"hardware.nvidia.numa[{i}]")
-    for k in ("cpus_per_numa", "reserved_mib"):
+    for k in ("cpus_per_numa", "reserved_mib", "context_mib"):
         if k in spec:
             ctx.int_(spec[k], f"hardware.nvidia.{k}", 1 if k == "cpus_per_numa" else 0)
     return {**spec, "model": model.key, "count": count}

@@ -19,7 +19,7 @@ FILL_IMAGE = (
 
 
 def test_alloc_copy_kernel_and_nvml_view(make_state: Callable[..., DeviceState]) -> None:
-    st = make_state({"model": "A100-PCIE-40GB", "count": 1, "memory_mib": 4096})
+    st = make_state({"model": "A100-PCIE-40GB", "count": 1, "memory_mib": 4096, "context_mib": 0})
     code = textwrap.dedent(f"""
         cuda_ctx()
         res = {{}}
@@ -133,7 +133,7 @@ def test_kernel_time_shows_as_utilisation(make_state: Callable[..., DeviceState]
 
 
 def test_out_of_memory_at_card_size(make_state: Callable[..., DeviceState]) -> None:
-    st = make_state({"model": "Tesla T4", "count": 1, "memory_mib": 1024})
+    st = make_state({"model": "Tesla T4", "count": 1, "memory_mib": 1024, "context_mib": 0})
     code = textwrap.dedent("""
         cuda_ctx()
         ok = 0
@@ -159,7 +159,7 @@ HOLDER = textwrap.dedent("""
 
 
 def test_two_processes_share_one_card(make_state: Callable[..., DeviceState]) -> None:
-    st = make_state({"model": "L4", "count": 1, "memory_mib": 1000})
+    st = make_state({"model": "L4", "count": 1, "memory_mib": 1000, "context_mib": 0})
     holder = start_snippet(HOLDER, child_env(st))
     try:
         first = read_result(holder)
@@ -191,7 +191,7 @@ def test_two_processes_share_one_card(make_state: Callable[..., DeviceState]) ->
 
 
 def test_vmm_streams_and_async_allocations(make_state: Callable[..., DeviceState]) -> None:
-    st = make_state({"model": "H200", "count": 1, "memory_mib": 2048})
+    st = make_state({"model": "H200", "count": 1, "memory_mib": 2048, "context_mib": 0})
     code = textwrap.dedent("""
         cuda_ctx()
         res = {}
@@ -311,12 +311,12 @@ def test_get_proc_address_versions_and_error_names(make_state: Callable[..., Dev
         "name": [0, "CUDA_ERROR_OUT_OF_MEMORY"],
         "string": [0, "no CUDA-capable device is detected"],
         "bad_code": 1,
-        "version_before_init": [0, 12040],
+        "version_before_init": [0, 13000],
     }
 
 
 def test_cuda_bad_input_faults_and_visibility(make_state: Callable[..., DeviceState]) -> None:
-    st = make_state({"model": "A100-SXM4-80GB", "count": 3, "memory_mib": 1024})
+    st = make_state({"model": "A100-SXM4-80GB", "count": 3, "memory_mib": 1024, "context_mib": 0})
     code = textwrap.dedent("""
         res = {"before_init": cu.cuDeviceGetCount(byref(c_int())), "bad_flags": cu.cuInit(1)}
         ck(cu.cuInit(0))
@@ -426,7 +426,7 @@ def test_no_visible_device_means_no_device(make_state: Callable[..., DeviceState
 
 
 def test_dead_process_memory_is_reclaimed_by_nvml_reader(make_state: Callable[..., DeviceState]) -> None:
-    st = make_state({"model": "L4", "count": 1, "memory_mib": 1000})
+    st = make_state({"model": "L4", "count": 1, "memory_mib": 1000, "context_mib": 0})
     holder = start_snippet(HOLDER, child_env(st))
     first = read_result(holder)
     assert first["rc"] == 0 and st.usage(0).used_bytes == 600 * MIB

@@ -58,10 +58,10 @@ def test_pynvml_reports_exact_inventory(make_state: Callable[..., DeviceState]) 
     st = make_state({"model": "A100-SXM4-80GB", "count": 4, "numa": [0, 0, 1, 1]})
     out = run_snippet(INVENTORY, child_env(st))
     assert (out["driver"], out["cuda"], out["cuda_v2"], out["nvml"]) == (
-        "550.54.15",
-        12040,
-        12040,
-        "12.550.54.15",
+        "580.65.06",
+        13000,
+        13000,
+        "13.580.65.06",
     )
     assert len(out["gpus"]) == 4
     for got, want in zip(out["gpus"], st.gpus, strict=True):

@@ -39,8 +39,9 @@ def test_inventory_from_spec_is_deterministic_and_complete() -> None:
     assert [g.numa_node for g in inv.gpus] == [0, 0, 1, 1]
     assert all(len(g.uuid) == 40 and g.uuid.startswith("GPU-") for g in inv.gpus)
     assert inv.gpus[0].memory_bytes == 81920 << 20 and inv.gpus[0].compute_capability == "8.0"
-    assert inv.driver_version == "550.54.15" and inv.cuda_driver_version == 12040
-    assert inv.nvml_version == "12.550.54.15"
+    assert inv.driver_version == "580.65.06" and inv.cuda_driver_version == 13000
+    assert inv.nvml_version == "13.580.65.06"
+    assert inv.gpus[0].context_bytes == 420 << 20
     assert parse_conf(render_conf(inv)) == inv
 
 

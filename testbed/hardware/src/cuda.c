@@ -29,7 +29,7 @@
 HAMI_EMU_HIDDEN void *hami_emu_cuda_unsupported(const char *name);
 
 #define API HAMI_EMU_EXPORT
-#define DEFAULT_CUDA_VERSION 12040
+#define DEFAULT_CUDA_VERSION 13000
 #define VMM_GRANULARITY (2ULL << 20)
 #define MAGIC_CTX 0x43545831u
 #define MAGIC_STREAM 0x5354524du
@@ -443,10 +443,20 @@ API CUresult cuDeviceGetAttribute(int *pi, CUdevice_attribute attrib, CUdevice d
 
 /* ---- contexts ---- */
 
-static void ctx_attach(int phys, int delta) {
+/* A context takes the model's context memory on its card for as long as it lives, as a real one does;
+ * returns CUDA_ERROR_OUT_OF_MEMORY (and attaches nothing) when the card cannot hold another context. */
+static CUresult ctx_attach(int phys, int delta) {
+    uint64_t bytes = ginfo(phys)->context_bytes;
+    CUresult rc = CUDA_SUCCESS;
     hami_emu_lock(g_node.shm);
-    hami_emu_ctx_attach(sgpu(phys), g_pid, delta);
+    if (delta > 0 && bytes && hami_emu_mem_reserve(sgpu(phys), usable_bytes(phys), g_pid, bytes) != 0)
+        rc = CUDA_ERROR_OUT_OF_MEMORY;
+    if (!rc) {
+        if (delta < 0 && bytes) hami_emu_mem_release(sgpu(phys), g_pid, bytes);
+        hami_emu_ctx_attach(sgpu(phys), g_pid, delta);
+    }
     hami_emu_unlock(g_node.shm);
+    return rc;
 }
 
 static void push_ctx(struct CUctx_st *c) {
@@ -495,7 +505,13 @@ API CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev) {
         c->legacy.tail_ns = 0;
     }
     pthread_mutex_unlock(&g_lock);
-    if (first) ctx_attach(c->phys, +1);
+    if (first && (rc = ctx_attach(c->phys, +1)) != CUDA_SUCCESS) {
+        pthread_mutex_lock(&g_lock);
+        c->refcount = 0;
+        c->magic = 0;
+        pthread_mutex_unlock(&g_lock);
+        return rc;
+    }
     *pctx = c;
     return CUDA_SUCCESS;
 }
@@ -541,11 +557,15 @@ static CUresult ctx_create(CUcontext *pctx, unsigned int flags, CUdevice dev) {
     c->phys = g_node.visible[dev];
     c->legacy.magic = MAGIC_STREAM;
     c->legacy.ctx = c;
+    if ((rc = ctx_attach(c->phys, +1)) != CUDA_SUCCESS) {
+        free(c);
+        return rc;
+    }
     if (!live_add(c)) {
+        ctx_attach(c->phys, -1);
         free(c);
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
-    ctx_attach(c->phys, +1);
     push_ctx(c);
     *pctx = c;
     return CUDA_SUCCESS;

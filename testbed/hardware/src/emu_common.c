@@ -152,6 +152,8 @@ static int set_gpu_key(hami_emu_gpu_info_t *g, const char *k, const char *v, uns
         rc = parse_uint(v, &g->l2_cache_bytes);
     } else if (!strcmp(k, "max_threads_per_sm")) {
         rc = parse_uint(v, &g->max_threads_per_sm);
+    } else if (!strcmp(k, "context_bytes")) {
+        rc = parse_u64(v, &g->context_bytes);
     }
     /* unknown keys are tolerated so newer writers stay readable by older libraries */
     return rc;

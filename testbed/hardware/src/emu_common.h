@@ -43,6 +43,7 @@ typedef struct hami_emu_gpu_info {
     unsigned power_limit_mw, idle_power_mw;
     unsigned idle_temp_c;
     unsigned mem_bus_width, l2_cache_bytes, max_threads_per_sm;
+    uint64_t context_bytes; /* device memory one CUDA context takes (module images, stacks, heap) */
 } hami_emu_gpu_info_t;
 
 typedef struct hami_emu_node {
