@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .auth import UserInfo, split_service_account_username
-from .errors import APIError, invalid, invalid_value
+from .errors import APIError, invalid, invalid_value, not_found
 from .reader import Reader, SelectorError, selector_matches
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
@@ -686,3 +686,178 @@ def forbidden_error(a: Attributes, reason: str = "") -> APIError:
     else:
         prefix = "forbidden"
     return APIError(403, "Forbidden", f"{prefix}: {msg}", details=details)
+
+
+# --- escalation prevention -------------------------------------------------------------------
+# What the rbac storage of kube-apiserver does before admission: a Role/ClusterRole may only grant
+# what its writer already holds (or the writer has ``escalate`` on it); a binding may only reference
+# a role whose every permission the writer holds (or the writer has ``bind`` on that role).
+
+def _breakdown(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """One rule per (group, resource, verb, name) and per (url, verb), in the real order."""
+    out: list[dict[str, Any]] = []
+    verbs = list(raw.get("verbs") or ())
+    names = list(raw.get("resourceNames") or ())
+    for group in raw.get("apiGroups") or ():
+        for res in raw.get("resources") or ():
+            for verb in verbs:
+                if names:
+                    out.extend({"apiGroups": [group], "resources": [res], "verbs": [verb],
+                                "resourceNames": [n]} for n in names)
+                else:
+                    out.append({"apiGroups": [group], "resources": [res], "verbs": [verb]})
+    for url in raw.get("nonResourceURLs") or ():
+        out.extend({"nonResourceURLs": [url], "verbs": [v]} for v in verbs)
+    return out
+
+
+def _resources_cover(owned: list[str], wanted: list[str]) -> bool:
+    if "*" in owned:
+        return True
+    for path in wanted:
+        if path in owned:
+            continue
+        if "/" not in path or "*/" + path.split("/", 1)[1] not in owned:
+            return False
+    return True
+
+
+def _urls_cover(owned: list[str], wanted: list[str]) -> bool:
+    for url in wanted:
+        if not any(o == "*" or o == url or (o.endswith("*") and url.startswith(o.rstrip("*")))
+                   for o in owned):
+            return False
+    return True
+
+
+def _covers(owner: dict[str, Any], sub: dict[str, Any]) -> bool:
+    ov, og = owner.get("verbs") or [], owner.get("apiGroups") or []
+    on = owner.get("resourceNames") or []
+    if not ("*" in ov or all(v in ov for v in sub.get("verbs") or ())):
+        return False
+    if not ("*" in og or all(g in og for g in sub.get("apiGroups") or ())):
+        return False
+    if not _resources_cover(owner.get("resources") or [], sub.get("resources") or []):
+        return False
+    if not _urls_cover(owner.get("nonResourceURLs") or [], sub.get("nonResourceURLs") or []):
+        return False
+    sn = sub.get("resourceNames") or []
+    return not on or (bool(sn) and all(n in on for n in sn))
+
+
+def _compact(missing: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rules that differ only in their verb are merged (CompactRules)."""
+    merged: dict[tuple[str, str, str | None], dict[str, Any]] = {}
+    out: list[dict[str, Any]] = []
+    for r in missing:
+        if r.get("nonResourceURLs"):
+            out.append(r)
+            continue
+        names = r.get("resourceNames") or []
+        key = (r["apiGroups"][0], r["resources"][0], names[0] if names else None)
+        held = merged.get(key)
+        if held is None:
+            held = merged[key] = {**r, "verbs": list(r["verbs"])}
+            out.append(held)
+        else:
+            held["verbs"].extend(v for v in r["verbs"] if v not in held["verbs"])
+    return out
+
+
+def _go_quoted(values: Iterable[str]) -> str:
+    """Go's %q of a []string: ["a" "b"]."""
+    import json
+
+    return "[" + " ".join(json.dumps(v) for v in values) + "]"
+
+
+def compact_string(r: dict[str, Any]) -> str:
+    parts = []
+    for field_name, key in (("APIGroups", "apiGroups"), ("Resources", "resources"),
+                            ("NonResourceURLs", "nonResourceURLs"), ("ResourceNames", "resourceNames"),
+                            ("Verbs", "verbs")):
+        if r.get(key):
+            parts.append(f"{field_name}:{_go_quoted(r[key])}")
+    return "{" + ", ".join(parts) + "}"
+
+
+def escalation_error(reader: Reader, user: UserInfo, namespace: str, rules: Iterable[dict[str, Any]],
+                     revision: int | None = None) -> str:
+    """'' when ``user`` holds every permission in ``rules`` (in ``namespace``); the real message otherwise."""
+    owned: list[dict[str, Any]] = []
+    errors: list[str] = []
+    for _source, compiled, err in _index(reader, revision).visit(user, namespace):
+        if err:
+            errors.append(err)
+        owned.extend(r.raw for r in compiled)
+    missing = [sub for raw in rules for sub in _breakdown(raw) if not any(_covers(o, sub) for o in owned)]
+    if not missing:
+        return ""
+    descriptions = sorted({compact_string(r) for r in _compact(missing)})
+    msg = (f"user {_go_quoted([user.name])[1:-1]} (groups={_go_quoted(user.groups)}) is attempting to grant "
+           "RBAC permissions not currently held:\n" + "\n".join(descriptions))
+    if errors:
+        msg += f"; resolution errors: [{', '.join(errors)}]"
+    return msg
+
+
+_FULL_AUTHORITY = [_rule(("*",), ("*",), ("*",)), _urls(("*",), ("*",))]
+_PLURAL = {"Role": "roles", "ClusterRole": "clusterroles", "RoleBinding": "rolebindings",
+           "ClusterRoleBinding": "clusterrolebindings"}
+
+
+def _forbidden(kind: str, name: str, message: str) -> APIError:
+    plural = _PLURAL[kind]
+    return APIError(403, "Forbidden", f'{plural}.{RBAC_GROUP} "{name}" is forbidden: {message}',
+                    details={"name": name, "group": RBAC_GROUP, "kind": plural})
+
+
+def _escalation_relevant(obj: dict[str, Any], old: dict[str, Any] | None) -> bool:
+    """False for an update that leaves everything but the garbage collector's fields alone."""
+    if old is None:
+        return True
+
+    def essence(o: dict[str, Any]) -> tuple[Any, ...]:
+        m = o.get("metadata") or {}
+        return (o.get("rules"), o.get("aggregationRule"), o.get("roleRef"), o.get("subjects"),
+                m.get("labels"), m.get("annotations"))
+
+    return essence(obj) != essence(old)
+
+
+def check_escalation(reader: Reader, user: UserInfo, kind: str, obj: dict[str, Any],
+                     old: dict[str, Any] | None = None, revision: int | None = None) -> None:
+    """Raise the real 403 when writing ``obj`` (a Role, ClusterRole or one of their bindings) would grant
+    ``user`` more than it holds. Members of system:masters may always."""
+    if kind not in _PLURAL or SUPERUSER_GROUP in user.groups or not _escalation_relevant(obj, old):
+        return
+    meta = obj.get("metadata") or {}
+    name, namespace = meta.get("name", ""), meta.get("namespace", "") if kind.startswith("Role") else ""
+    if kind in ("Role", "ClusterRole"):
+        attrs = Attributes(user, "escalate", RBAC_GROUP, _PLURAL[kind], namespace=namespace, name=name)
+        if authorize(reader, attrs, revision)[0]:
+            return
+        msg = escalation_error(reader, user, namespace, obj.get("rules") or (), revision)
+        if msg:
+            raise _forbidden(kind, name, msg)
+        if (kind == "ClusterRole" and obj.get("aggregationRule") is not None
+                and escalation_error(reader, user, namespace, _FULL_AUTHORITY, revision)):
+            raise _forbidden(kind, name, "must have cluster-admin privileges to use the aggregationRule")
+        return
+    ref = obj.get("roleRef") or {}
+    ref_kind, ref_name = ref.get("kind", ""), ref.get("name", "")
+    if ref_kind in ("Role", "ClusterRole"):
+        attrs = Attributes(user, "bind", ref.get("apiGroup", RBAC_GROUP), _PLURAL[ref_kind],
+                           namespace=namespace, name=ref_name)
+        if authorize(reader, attrs, revision)[0]:
+            return
+    idx = _index(reader, revision)
+    compiled, err = idx.role_ref_rules(ref, namespace)
+    if err:
+        # The real storage returns the role lookup's own error (404 for a missing role).
+        if ref_kind in _PLURAL:
+            raise not_found(RBAC_GROUP, _PLURAL[ref_kind], ref_name)
+        raise _forbidden(kind, name, err)
+    msg = escalation_error(reader, user, namespace, [r.raw for r in compiled], revision)
+    if msg:
+        raise _forbidden(kind, name, msg)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from testbed.k8s.timefmt import now as now_rfc3339
 
-from . import convert, defaults, errors, patch, quota, validation
+from . import convert, defaults, errors, patch, quota, rbac, validation
 from .auth import UserInfo
 from .errors import APIError
 from .meta import new_uid, random_suffix
@@ -212,6 +212,14 @@ class Registry:
         if causes:
             raise errors.invalid(t.group, t.kind, obj["metadata"].get("name", ""), causes)
 
+    def _rbac_escalation(self, t: Target, obj: dict[str, Any], old: dict[str, Any] | None,
+                         user: UserInfo) -> None:
+        """The rbac storage's escalation check (before admission, as in kube-apiserver)."""
+        if t.group != rbac.RBAC_GROUP:
+            return
+        revision = sum(self.store.revisions[k] for k in rbac.STORE_KEYS.values())
+        rbac.check_escalation(self.store, user, t.kind, obj, old, revision=revision)
+
     def _quota(self, t: Target, obj: dict[str, Any], old: dict[str, Any] | None, dry_run: bool) -> None:
         if not t.rtype.namespaced or t.rtype.plural == "resourcequotas":
             return
@@ -269,6 +277,7 @@ class Registry:
         if t.kind not in _NO_GENERATION:
             meta["generation"] = 1
         self._defaults(t, obj, create=True)
+        self._rbac_escalation(t, obj, None, user)
         ns = self._check_namespace(t, "CREATE")
         if self.builtins is not None:
             self.builtins.admit_create(t, obj)
@@ -334,6 +343,7 @@ class Registry:
         old = current.obj
         obj = self._merge_update(t, obj, old)
         self._defaults(t, obj, create=False)
+        self._rbac_escalation(t, obj, old, user)
         ns = self._check_namespace(t, "UPDATE")
         obj = await self._admit("UPDATE", t, obj, old, user, dry_run, ns) or obj
         obj = self._back_to_storage(t, obj)
