@@ -93,5 +93,12 @@ def run_band(
     first = None
     if t1 - t0 >= 1_000_000_000 and kernel_us * 100 // max(limit, 1) <= 200_000:
         first = 100.0 * busy_ns(spans, t0, t0 + 1_000_000_000) / 1e9
-    return Band(kernel_us, procs, limit, round(util, 1), None if first is None else round(first, 1),
-                round((t1 - t0) / 1e9, 2), len(spans))
+    return Band(
+        kernel_us,
+        procs,
+        limit,
+        round(util, 1),
+        None if first is None else round(first, 1),
+        round((t1 - t0) / 1e9, 2),
+        len(spans),
+    )

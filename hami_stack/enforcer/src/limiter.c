@@ -262,11 +262,18 @@ static void __attribute__((noinline)) launch_gate(void) {
     int d = vgpu_current_index(); /* the stream's context is the current one for every caller we know */
     if (d < 0 || !vgpu_cfg.sm_limit[d]) return;
     if (UNLIKELY(!atomic_load_explicit(&watcher_started, memory_order_relaxed))) vgpu_limiter_on_context(d);
+    int64_t now;
     for (;;) {
-        int64_t wake = atomic_load_explicit(&wake_ns[d], memory_order_relaxed), now = vgpu_now_ns();
-        if (wake <= now) return;
+        int64_t wake = atomic_load_explicit(&wake_ns[d], memory_order_relaxed);
+        now = vgpu_now_ns();
+        if (wake <= now) break;
         sleep_ns(wake - now); /* the debt is paid back when the budget has caught up */
     }
+    /* no device in debt any more: later launches skip this path until the watcher finds a new debt
+     * (a debt it publishes meanwhile is seen at its next tick) */
+    for (int i = 0; i < VGPU_MAX_DEVICES; i++)
+        if (atomic_load_explicit(&wake_ns[i], memory_order_relaxed) > now) return;
+    atomic_store_explicit(&g_gate, 0, memory_order_relaxed);
 }
 
 static inline void before_launch(void) {
