@@ -18,16 +18,16 @@ OOM = 2
 @pytest.mark.parametrize(
     "bad", ["1Gi", "1GB", "1.5g", "0x10m", "-1m", " 4m", "4m ", "m", "99999999999999999999g"]
 )
-def test_unparseable_indexed_limit_falls_back_to_the_global_one(run_probe: Runner, bad: str) -> None:
+def test_unparseable_indexed_limit_denies_even_with_a_valid_global_one(run_probe: Runner, bad: str) -> None:
     r = run_probe(
         "alloc",
-        str(4 * MIB),
-        "alloc",
         "1",
+        "info",
         env={"CUDA_DEVICE_MEMORY_LIMIT": "4m", "CUDA_DEVICE_MEMORY_LIMIT_0": bad},
     )
     assert r.rc == 0
-    assert r.codes("alloc") == [0, OOM]  # never 1 byte, never unlimited
+    assert r.codes("alloc") == [OOM]  # no guess, no fallback: the device is refused (fail closed)
+    assert r.line("info") == {"rc": "0", "free": "0", "total": "0"}
     assert f"CUDA_DEVICE_MEMORY_LIMIT_0='{bad}' is not a size" in r.stderr
 
 
@@ -58,7 +58,9 @@ def test_suffixes_are_case_insensitive_powers_of_1024(run_probe: Runner) -> None
 def test_zero_means_no_limit_and_says_so(run_probe: Runner) -> None:
     r = run_probe("info", env={"CUDA_DEVICE_MEMORY_LIMIT": "0m", "LIBCUDA_LOG_LEVEL": "2"})
     assert int(r.line("info")["total"]) == 80 * (1 << 30)
-    assert "0 means no memory limit" in r.stderr
+    r = run_probe("info", env={"CUDA_DEVICE_MEMORY_LIMIT": "0", "LIBCUDA_LOG_LEVEL": "3"})
+    assert int(r.line("info")["total"]) == 80 * (1 << 30)
+    assert "CUDA_DEVICE_MEMORY_LIMIT=0: no memory limit" in r.stderr
 
 
 def test_garbage_knobs_are_logged_and_ignored(run_probe: Runner) -> None:
@@ -69,7 +71,6 @@ def test_garbage_knobs_are_logged_and_ignored(run_probe: Runner) -> None:
         "1",
         env={
             "CUDA_DEVICE_MEMORY_LIMIT": "4m",
-            "CUDA_DEVICE_SM_LIMIT": "50m",
             "GPU_CORE_UTILIZATION_POLICY": "sometimes",
             "CUDA_TASK_PRIORITY": "high",
             "LIBCUDA_LOG_LEVEL": "verbose",
@@ -77,12 +78,17 @@ def test_garbage_knobs_are_logged_and_ignored(run_probe: Runner) -> None:
     )
     assert r.codes("alloc") == [0, OOM]
     for msg in (
-        "CUDA_DEVICE_SM_LIMIT='50m'",
         "GPU_CORE_UTILIZATION_POLICY='sometimes'",
         "CUDA_TASK_PRIORITY='high'",
         "LIBCUDA_LOG_LEVEL='verbose'",
     ):
         assert msg in r.stderr
+
+
+def test_a_garbage_sm_limit_fails_closed(run_probe: Runner) -> None:
+    r = run_probe("alloc", "1", env={"CUDA_DEVICE_MEMORY_LIMIT": "4m", "CUDA_DEVICE_SM_LIMIT": "50m"})
+    assert r.codes("alloc") == [OOM]  # an SM limit that does not parse is not "no limit"
+    assert "CUDA_DEVICE_SM_LIMIT='50m' is not a percentage" in r.stderr
 
 
 def test_null_arguments_get_the_drivers_error(run_probe: Runner) -> None:

@@ -1,4 +1,8 @@
 /* Logging and the strict parsing of the enforcement environment. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <libgen.h>
+#include <limits.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -89,17 +93,33 @@ static int parse_int(const char *s, long lo, long hi, long *out) {
     return 0;
 }
 
-/* A set but unparseable value is logged once and ignored (no change to that limit): returns -1 so
-   the caller can fail closed when nothing else defines the limit. */
+/*
+ * Limit grammar (also in hami_stack/enforcer/README.md). Every value is checked strictly and a bad one
+ * fails closed: the device it applies to refuses every allocation and reports 0 bytes total/free.
+ *
+ *   CUDA_DEVICE_MEMORY_LIMIT, CUDA_DEVICE_MEMORY_LIMIT_<i> (i = 0..15, the container device index):
+ *     size   := digits [suffix]        digits: decimal 0-9 only (no sign, space, hex, octal, fraction)
+ *     suffix := k | K | m | M | g | G  powers of 1024 (KiB, MiB, GiB); no suffix means bytes
+ *     The value must fit 64 bits. "1Gi", "1GB", "1.5g", "0x10m", " 4m" are errors, not guesses.
+ *     0 (with or without a suffix) means "no limit" (HAMi-core's meaning, which HAMi relies on with "0m").
+ *     The indexed form takes precedence; an indexed 0 counts as unset (as in HAMi-core), so it never
+ *     lifts a global limit. A bad indexed value blocks its device even when a global one is valid; a
+ *     bad global value blocks every device without a valid non-zero indexed value.
+ *   CUDA_DEVICE_SM_LIMIT, CUDA_DEVICE_SM_LIMIT_<i>: percent := digits, 0..100. 0 and 100 mean "whole
+ *     device" (no compute limit); an indexed 0 counts as unset. A bad or out-of-range value (e.g.
+ *     "abc", "150", "50%", "50m") blocks the device's memory as above and sets its SM limit to 1 %.
+ */
+
+/* 1: set and valid, 0: unset, -1: set but not valid (logged) */
 static int env_size(const char *name, uint64_t *out) {
     const char *v = getenv(name);
     if (!v) return 0;
     uint64_t b;
     if (vgpu_parse_size(v, &b) != 0) {
-        LOG_ERROR("%s='%s' is not a size (digits with an optional k/m/g suffix); ignored", name, v);
+        LOG_ERROR("%s='%s' is not a size (decimal digits with an optional k/m/g suffix); the device refuses "
+                  "allocations (fail closed)", name, v);
         return -1;
     }
-    if (b == 0) LOG_WARN("%s=%s: 0 means no memory limit", name, v);
     *out = b;
     return 1;
 }
@@ -109,11 +129,68 @@ static int env_percent(const char *name, uint32_t *out) {
     if (!v) return 0;
     uint32_t p;
     if (vgpu_parse_percent(v, &p) != 0) {
-        LOG_ERROR("%s='%s' is not a percentage 0..100; ignored", name, v);
-        return 0;
+        LOG_ERROR("%s='%s' is not a percentage 0..100; the device refuses allocations (fail closed)", name, v);
+        return -1;
     }
     *out = p;
     return 1;
+}
+
+/*
+ * Where the shared region may live. When the shim is installed system-wide (listed in
+ * /etc/ld.so.preload, a read-only mount the device plugin provides, so no process can drop or swap
+ * the shim), the region must be a file directly inside the directory the shim itself was loaded from
+ * (the plugin's per-container directory, /usr/local/vgpu under HAMi, where the plugin also puts the
+ * cache it names). A process that points CUDA_DEVICE_MEMORY_SHARED_CACHE anywhere else would get a
+ * fresh, empty budget: it is refused every allocation instead and sees 0 bytes (fail closed). An unset
+ * variable means <that directory>/cudevshr.cache. Loaded through LD_PRELOAD instead, the process owns
+ * its whole environment (it could equally drop the shim), so the variable is honoured as given.
+ */
+#ifndef VGPU_PRELOAD_LIST
+#define VGPU_PRELOAD_LIST "/etc/ld.so.preload"
+#endif
+
+static int preloaded_system_wide(const char *self) {
+    FILE *f = fopen(VGPU_PRELOAD_LIST, "re");
+    if (!f) return 0;
+    char tok[PATH_MAX], real[PATH_MAX];
+    int found = 0;
+    /* the list is separated by white space or colons, as ld.so reads it */
+    while (!found && fscanf(f, " %4095[^: \t\n]", tok) == 1) {
+        if (realpath(tok, real) && !strcmp(real, self)) found = 1;
+        if (fscanf(f, "%*[: \t\n]") == EOF) break;
+    }
+    fclose(f);
+    return found;
+}
+
+static void check_cache_path(void) {
+    Dl_info info;
+    char self[PATH_MAX], dir[PATH_MAX], want[PATH_MAX], parent[PATH_MAX];
+    if (!dladdr((void *)check_cache_path, &info) || !info.dli_fname || !realpath(info.dli_fname, self)) return;
+    if (!preloaded_system_wide(self)) return;
+    vgpu_cfg.cache_enforced = 1;
+    strcpy(dir, self);
+    strcpy(dir, dirname(dir));
+    if (!getenv("CUDA_DEVICE_MEMORY_SHARED_CACHE") || !*getenv("CUDA_DEVICE_MEMORY_SHARED_CACHE")) {
+        if ((size_t)snprintf(vgpu_cfg.cache_path, sizeof(vgpu_cfg.cache_path), "%s/cudevshr.cache", dir) <
+            sizeof(vgpu_cfg.cache_path))
+            return;
+    }
+    strcpy(want, vgpu_cfg.cache_path);
+    const char *base = strrchr(want, '/');
+    int ok = base && base[1] && strcmp(base + 1, ".") && strcmp(base + 1, "..");
+    if (ok) {
+        want[base - want] = 0;
+        ok = realpath(want[0] ? want : "/", parent) && !strcmp(parent, dir);
+    }
+    if (!ok) {
+        LOG_ERROR("CUDA_DEVICE_MEMORY_SHARED_CACHE='%s' is not a file in the shim's directory %s; every "
+                  "allocation is refused (fail closed: a region elsewhere would be a fresh budget)",
+                  vgpu_cfg.cache_path, dir);
+        vgpu_cfg.cache_refused = 1;
+        for (int i = 0; i < VGPU_MAX_DEVICES; i++) vgpu_cfg.mem_blocked[i] = 1;
+    }
 }
 
 void vgpu_config_load(void) {
@@ -129,21 +206,26 @@ void vgpu_config_load(void) {
 
     uint64_t global = 0;
     int global_state = env_size("CUDA_DEVICE_MEMORY_LIMIT", &global);
+    if (global_state == 1 && global == 0) LOG_INFO("CUDA_DEVICE_MEMORY_LIMIT=0: no memory limit");
     uint32_t sm_global = 0;
-    env_percent("CUDA_DEVICE_SM_LIMIT", &sm_global);
+    int sm_global_state = env_percent("CUDA_DEVICE_SM_LIMIT", &sm_global);
     for (int i = 0; i < VGPU_MAX_DEVICES; i++) {
         char name[64];
-        uint64_t b = global;
+        uint64_t b = 0;
         snprintf(name, sizeof(name), "CUDA_DEVICE_MEMORY_LIMIT_%d", i);
         int state = env_size(name, &b);
-        vgpu_cfg.mem_limit[i] = b;
-        /* Garbage must never leave a container unlimited: with no valid value to fall back on, the
-           device refuses allocations instead (each refusal logs why). */
-        if ((state < 0 && global_state != 1) || (state == 0 && global_state < 0)) vgpu_cfg.mem_blocked[i] = 1;
-        uint32_t p = sm_global;
+        if (state == 1 && b == 0) state = 0; /* an indexed 0 is "unset": the global value applies */
+        int bad = state < 0 || (state == 0 && global_state < 0);
+        vgpu_cfg.mem_limit[i] = bad ? 0 : state == 1 ? b : global;
+
+        uint32_t p = 0;
         snprintf(name, sizeof(name), "CUDA_DEVICE_SM_LIMIT_%d", i);
-        env_percent(name, &p);
-        vgpu_cfg.sm_limit[i] = p >= 100 ? 0 : p; /* 0 and 100 both mean "whole device" */
+        int sm_state = env_percent(name, &p);
+        if (sm_state == 1 && p == 0) sm_state = 0;
+        int sm_bad = sm_state < 0 || (sm_state == 0 && sm_global_state < 0);
+        if (sm_state == 0) p = sm_global;
+        vgpu_cfg.sm_limit[i] = sm_bad ? 1 : p >= 100 ? 0 : p; /* 0 and 100 both mean "whole device" */
+        vgpu_cfg.mem_blocked[i] = (uint8_t)(bad || sm_bad);
     }
 
     vgpu_cfg.policy = VGPU_POLICY_DEFAULT;
@@ -173,6 +255,7 @@ void vgpu_config_load(void) {
         cache = "/tmp/cudevshr.cache";
     }
     strcpy(vgpu_cfg.cache_path, cache);
+    check_cache_path();
 
     for (int i = 0; i < VGPU_MAX_DEVICES; i++)
         if (vgpu_cfg.sm_limit[i] && vgpu_cfg.policy != VGPU_POLICY_DISABLE) vgpu_cfg.sm_any = 1;

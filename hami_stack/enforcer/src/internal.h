@@ -23,6 +23,33 @@ void vgpu_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 
 #define LOG_INFO(...) vgpu_log(VGPU_LOG_INFO, __VA_ARGS__)
 #define LOG_DEBUG(...) vgpu_log(VGPU_LOG_DEBUG, __VA_ARGS__)
 
+/* ---- driver types the shim's public header does not declare (layouts as in the driver API) ---- */
+typedef struct CUarray_st *CUarray_vgpu;
+typedef struct CUmipmappedArray_st *CUmipmappedArray_vgpu;
+typedef struct vgpu_CUDA_ARRAY_DESCRIPTOR {
+    size_t Width;
+    size_t Height;
+    int Format; /* CUarray_format */
+    unsigned int NumChannels;
+} vgpu_CUDA_ARRAY_DESCRIPTOR;
+typedef struct vgpu_CUDA_ARRAY3D_DESCRIPTOR {
+    size_t Width;
+    size_t Height;
+    size_t Depth;
+    int Format;
+    unsigned int NumChannels;
+    unsigned int Flags;
+} vgpu_CUDA_ARRAY3D_DESCRIPTOR;
+typedef struct vgpu_CUmemPoolProps {
+    int allocType;
+    int handleTypes;
+    CUmemLocation location;
+    void *win32SecurityAttributes;
+    size_t maxSize;
+    unsigned short usage;
+    unsigned char reserved[54];
+} vgpu_CUmemPoolProps;
+
 /* ---- configuration from the environment (config.c) ---- */
 typedef struct vgpu_config {
     uint64_t mem_limit[VGPU_MAX_DEVICES]; /* bytes, 0: none */
@@ -33,6 +60,8 @@ typedef struct vgpu_config {
     int32_t priority;
     int sm_any; /* some device has an SM limit and the policy is not disable */
     char cache_path[4096];
+    int cache_enforced; /* installed system-wide: the region must sit in the shim's directory */
+    int cache_refused;  /* ... and the environment named another place: private region, all refused */
 } vgpu_config_t;
 extern vgpu_config_t vgpu_cfg;
 void vgpu_config_load(void);
@@ -56,6 +85,23 @@ typedef struct vgpu_real {
     CUresult (*cuMemFreeAsync_ptsz)(CUdeviceptr, CUstream);
     CUresult (*cuMemCreate)(CUmemGenericAllocationHandle *, size_t, const CUmemAllocationProp *, unsigned long long);
     CUresult (*cuMemRelease)(CUmemGenericAllocationHandle);
+    CUresult (*cuMemMap)(CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle, unsigned long long);
+    CUresult (*cuMemUnmap)(CUdeviceptr, size_t);
+    CUresult (*cuMemAddressFree)(CUdeviceptr, size_t);
+    CUresult (*cuMemPoolCreate)(CUmemoryPool *, const vgpu_CUmemPoolProps *);
+    CUresult (*cuDeviceGetMemPool)(CUmemoryPool *, CUdevice);
+    CUresult (*cuDeviceGetDefaultMemPool)(CUmemoryPool *, CUdevice);
+    CUresult (*cuArrayCreate_v2)(CUarray_vgpu *, const vgpu_CUDA_ARRAY_DESCRIPTOR *);
+    CUresult (*cuArray3DCreate_v2)(CUarray_vgpu *, const vgpu_CUDA_ARRAY3D_DESCRIPTOR *);
+    CUresult (*cuMipmappedArrayCreate)(CUmipmappedArray_vgpu *, const vgpu_CUDA_ARRAY3D_DESCRIPTOR *, unsigned int);
+    CUresult (*cuArrayDestroy)(CUarray_vgpu);
+    CUresult (*cuMipmappedArrayDestroy)(CUmipmappedArray_vgpu);
+    CUresult (*cuCtxDestroy_v2)(CUcontext);
+    CUresult (*cuCtxDestroy)(CUcontext);
+    CUresult (*cuDevicePrimaryCtxRelease_v2)(CUdevice);
+    CUresult (*cuDevicePrimaryCtxRelease)(CUdevice);
+    CUresult (*cuDevicePrimaryCtxReset_v2)(CUdevice);
+    CUresult (*cuDevicePrimaryCtxReset)(CUdevice);
     CUresult (*cuMemGetInfo_v2)(size_t *, size_t *);
     CUresult (*cuDeviceTotalMem_v2)(size_t *, CUdevice);
     CUresult (*cuDevicePrimaryCtxRetain)(CUcontext *, CUdevice);
@@ -76,6 +122,11 @@ typedef struct vgpu_real {
     CUresult (*cuGraphLaunch_ptsz)(CUgraphExec, CUstream);
     /* not wrapped */
     vgpu_cuCtxGetDevice_t cuCtxGetDevice;
+    CUresult (*cuCtxGetCurrent)(CUcontext *);
+    CUresult (*cuCtxPushCurrent_v2)(CUcontext);
+    CUresult (*cuCtxPopCurrent_v2)(CUcontext *);
+    CUresult (*cuStreamGetCtx)(CUstream, CUcontext *);
+    CUresult (*cuDevicePrimaryCtxGetState)(CUdevice, unsigned int *, int *);
     vgpu_cuDeviceGetUuid_t cuDeviceGetUuid_v2;
     vgpu_cuDeviceGetUuid_t cuDeviceGetUuid;
     /* NVML */

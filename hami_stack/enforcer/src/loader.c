@@ -9,6 +9,8 @@
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <elf.h>
+#include <link.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,11 +35,69 @@ int64_t vgpu_now_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+/* The shim exports dlsym and dlvsym itself, so any call it makes to either name lands on its own
+ * definitions. libc's are therefore read from libc's dynamic symbol table (the default version of
+ * each name), which no interposition can redirect. */
+struct libc_syms {
+    void *dlsym, *dlvsym;
+};
+
+static size_t gnu_hash_count(const uint32_t *h) {
+    uint32_t nbuckets = h[0], symoffset = h[1], bloom = h[2];
+    const uint32_t *buckets = h + 4 + bloom * (sizeof(size_t) / 4);
+    const uint32_t *chain = buckets + nbuckets;
+    uint32_t last = 0;
+    for (uint32_t i = 0; i < nbuckets; i++)
+        if (buckets[i] > last) last = buckets[i];
+    if (last < symoffset) return symoffset;
+    while (!(chain[last - symoffset] & 1)) last++;
+    return (size_t)last + 1;
+}
+
+static int libc_scan(struct dl_phdr_info *info, size_t size, void *data) {
+    (void)size;
+    struct libc_syms *out = data;
+    if (!info->dlpi_name || !strstr(info->dlpi_name, "libc.so")) return 0;
+    const ElfW(Dyn) *dyn = NULL;
+    for (int i = 0; i < info->dlpi_phnum; i++)
+        if (info->dlpi_phdr[i].p_type == PT_DYNAMIC) dyn = (const ElfW(Dyn) *)(info->dlpi_addr + info->dlpi_phdr[i].p_vaddr);
+    if (!dyn) return 0;
+    const ElfW(Sym) *sym = NULL;
+    const char *str = NULL;
+    const ElfW(Half) *versym = NULL;
+    const uint32_t *gnu = NULL, *sysv = NULL;
+    for (; dyn->d_tag != DT_NULL; dyn++) {
+        uintptr_t v = dyn->d_un.d_ptr;
+        if (v && v < info->dlpi_addr) v += info->dlpi_addr; /* not relocated in place on every arch */
+        switch (dyn->d_tag) {
+        case DT_SYMTAB: sym = (const ElfW(Sym) *)v; break;
+        case DT_STRTAB: str = (const char *)v; break;
+        case DT_VERSYM: versym = (const ElfW(Half) *)v; break;
+        case DT_GNU_HASH: gnu = (const uint32_t *)v; break;
+        case DT_HASH: sysv = (const uint32_t *)v; break;
+        default: break;
+        }
+    }
+    if (!sym || !str || (!gnu && !sysv)) return 0;
+    size_t n = sysv ? sysv[1] : gnu_hash_count(gnu);
+    for (size_t i = 0; i < n; i++) {
+        if (sym[i].st_shndx == SHN_UNDEF || !sym[i].st_value) continue;
+        if (versym && (versym[i] & 0x8000)) continue; /* a hidden (non-default) version */
+        const char *nm = str + sym[i].st_name;
+        if (!strcmp(nm, "dlsym")) out->dlsym = (void *)(info->dlpi_addr + sym[i].st_value);
+        else if (!strcmp(nm, "dlvsym")) out->dlvsym = (void *)(info->dlpi_addr + sym[i].st_value);
+    }
+    return out->dlsym != NULL;
+}
+
+static void *(*real_dlvsym)(void *, const char *, const char *);
+
 static void find_real_dlsym(void) {
     if (real_dlsym) return;
-    static const char *versions[] = {"GLIBC_2.34", "GLIBC_2.2.5", "GLIBC_2.17", "GLIBC_2.0", NULL};
-    for (int i = 0; versions[i] && !real_dlsym; i++)
-        real_dlsym = (void *(*)(void *, const char *))dlvsym(RTLD_NEXT, "dlsym", versions[i]);
+    struct libc_syms found = {NULL, NULL};
+    dl_iterate_phdr(libc_scan, &found);
+    *(void **)&real_dlvsym = found.dlvsym;
+    *(void **)&real_dlsym = found.dlsym;
 }
 
 /* Every wrapped variant: exported name, our wrapper, where the driver's pointer is kept. */
@@ -59,6 +119,25 @@ CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig *config, CUfunction f, void 
 CUresult cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                                         unsigned by, unsigned bz, unsigned shm, CUstream s, void **params);
 CUresult cuGraphLaunch_ptsz(CUgraphExec hGraphExec, CUstream hStream);
+CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset, CUmemGenericAllocationHandle handle,
+                  unsigned long long flags);
+CUresult cuMemUnmap(CUdeviceptr ptr, size_t size);
+CUresult cuMemAddressFree(CUdeviceptr ptr, size_t size);
+CUresult cuMemPoolCreate(CUmemoryPool *pool, const vgpu_CUmemPoolProps *props);
+CUresult cuDeviceGetMemPool(CUmemoryPool *pool, CUdevice dev);
+CUresult cuDeviceGetDefaultMemPool(CUmemoryPool *pool, CUdevice dev);
+CUresult cuArrayCreate_v2(CUarray_vgpu *pHandle, const vgpu_CUDA_ARRAY_DESCRIPTOR *desc);
+CUresult cuArray3DCreate_v2(CUarray_vgpu *pHandle, const vgpu_CUDA_ARRAY3D_DESCRIPTOR *desc);
+CUresult cuMipmappedArrayCreate(CUmipmappedArray_vgpu *pHandle, const vgpu_CUDA_ARRAY3D_DESCRIPTOR *desc,
+                                unsigned int numMipmapLevels);
+CUresult cuArrayDestroy(CUarray_vgpu h);
+CUresult cuMipmappedArrayDestroy(CUmipmappedArray_vgpu h);
+CUresult cuCtxDestroy_v2(CUcontext ctx);
+CUresult cuCtxDestroy(CUcontext ctx);
+CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev);
+CUresult cuDevicePrimaryCtxRelease(CUdevice dev);
+CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev);
+CUresult cuDevicePrimaryCtxReset(CUdevice dev);
 nvmlReturn_t nvmlDeviceGetComputeRunningProcesses(nvmlDevice_t device, unsigned int *infoCount,
                                                   nvmlProcessInfo_v1_t *infos);
 nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v2(nvmlDevice_t device, unsigned int *infoCount,
@@ -70,6 +149,11 @@ static const hook_t cuda_hooks[] = {
     H(cuMemAlloc_v2), H(cuMemAllocManaged), H(cuMemAllocPitch_v2), H(cuMemFree_v2),
     H(cuMemAllocAsync), H(cuMemAllocAsync_ptsz), H(cuMemAllocFromPoolAsync), H(cuMemAllocFromPoolAsync_ptsz),
     H(cuMemFreeAsync), H(cuMemFreeAsync_ptsz), H(cuMemCreate), H(cuMemRelease),
+    H(cuMemMap), H(cuMemUnmap), H(cuMemAddressFree), H(cuMemPoolCreate), H(cuDeviceGetMemPool),
+    H(cuDeviceGetDefaultMemPool), H(cuArrayCreate_v2), H(cuArray3DCreate_v2), H(cuMipmappedArrayCreate),
+    H(cuArrayDestroy), H(cuMipmappedArrayDestroy), H(cuCtxDestroy_v2), H(cuCtxDestroy),
+    H(cuDevicePrimaryCtxRelease_v2), H(cuDevicePrimaryCtxRelease), H(cuDevicePrimaryCtxReset_v2),
+    H(cuDevicePrimaryCtxReset),
     H(cuMemGetInfo_v2), H(cuDeviceTotalMem_v2),
     H(cuDevicePrimaryCtxRetain), H(cuCtxCreate_v2), H(cuCtxCreate_v3), H(cuCtxCreate_v4),
     H(cuLaunchKernel), H(cuLaunchKernel_ptsz), H(cuLaunchKernelEx), H(cuLaunchKernelEx_ptsz),
@@ -95,6 +179,11 @@ static void load_cuda(void) {
     }
     for (size_t i = 0; i < NHOOKS(cuda_hooks); i++) *cuda_hooks[i].real = lookup(cuda_handle, cuda_hooks[i].name);
     vgpu_real.cuCtxGetDevice = (vgpu_cuCtxGetDevice_t)lookup(cuda_handle, "cuCtxGetDevice");
+    *(void **)&vgpu_real.cuCtxGetCurrent = lookup(cuda_handle, "cuCtxGetCurrent");
+    *(void **)&vgpu_real.cuCtxPushCurrent_v2 = lookup(cuda_handle, "cuCtxPushCurrent_v2");
+    *(void **)&vgpu_real.cuCtxPopCurrent_v2 = lookup(cuda_handle, "cuCtxPopCurrent_v2");
+    *(void **)&vgpu_real.cuStreamGetCtx = lookup(cuda_handle, "cuStreamGetCtx");
+    *(void **)&vgpu_real.cuDevicePrimaryCtxGetState = lookup(cuda_handle, "cuDevicePrimaryCtxGetState");
     vgpu_real.cuDeviceGetUuid_v2 = (vgpu_cuDeviceGetUuid_t)lookup(cuda_handle, "cuDeviceGetUuid_v2");
     vgpu_real.cuDeviceGetUuid = (vgpu_cuDeviceGetUuid_t)lookup(cuda_handle, "cuDeviceGetUuid");
 }
@@ -225,18 +314,38 @@ static void *wrapper_for(const hook_t *t, size_t n, const char *name) {
     return NULL;
 }
 
+/* Any lookup of a wrapped name yields the wrapper, whatever the handle: a driver handle, RTLD_DEFAULT,
+ * a RTLD_DEEPBIND handle, and RTLD_NEXT too. For RTLD_NEXT the real dlsym resolves relative to the shim
+ * (its caller), which finds the driver's definition; an application asking "the next one after me"
+ * would find the shim's, so the wrapper is the faithful answer (and the only safe one). */
+static void *hooked(const char *name) {
+    if (name[0] == 'c' && name[1] == 'u') return wrapper_for(cuda_hooks, NHOOKS(cuda_hooks), name);
+    if (name[0] == 'n' && !strncmp(name, "nvml", 4)) return wrapper_for(nvml_hooks, NHOOKS(nvml_hooks), name);
+    return NULL;
+}
+
+static void *wrap_found(void *p, void *w) {
+    if (!p || p == w) return p;
+    vgpu_init();
+    return w;
+}
+
 VGPU_API void *dlsym(void *handle, const char *name) {
     find_real_dlsym();
     if (!real_dlsym) return NULL;
-    void *p = real_dlsym(handle, name);
-    /* RTLD_NEXT is resolved relative to the shim here; callers asking for "the next one" get the driver */
-    if (!p || handle == RTLD_NEXT || (name[0] != 'c' && name[0] != 'n')) return p;
-    void *w = NULL;
-    if (name[0] == 'c' && name[1] == 'u') w = wrapper_for(cuda_hooks, NHOOKS(cuda_hooks), name);
-    else if (!strncmp(name, "nvml", 4)) w = wrapper_for(nvml_hooks, NHOOKS(nvml_hooks), name);
-    if (!w || w == p) return p;
-    vgpu_init();
-    return w;
+    void *w = hooked(name);
+    /* a tail call: libc sees the application's return address, so its RTLD_NEXT stays its own */
+    if (!w) return real_dlsym(handle, name);
+    return wrap_found(real_dlsym(handle, name), w);
+}
+
+/* dlvsym accepts unversioned definitions (the driver's) for any version: the same rule applies */
+VGPU_API void *dlvsym(void *handle, const char *name, const char *version) {
+    find_real_dlsym();
+    if (!real_dlvsym) return NULL;
+    void *w = hooked(name);
+    if (!w) return real_dlvsym(handle, name, version);
+    return wrap_found(real_dlvsym(handle, name, version), w);
 }
 
 /* ---- cuGetProcAddress ---- */
@@ -259,6 +368,17 @@ static const ver_entry_t versions[] = {
     {"cuMemAllocFromPoolAsync", 11020, 1, "cuMemAllocFromPoolAsync_ptsz"},
     {"cuMemFreeAsync", 11020, 0, "cuMemFreeAsync"}, {"cuMemFreeAsync", 11020, 1, "cuMemFreeAsync_ptsz"},
     {"cuMemCreate", 10020, 0, "cuMemCreate"}, {"cuMemRelease", 10020, 0, "cuMemRelease"},
+    {"cuMemMap", 10020, 0, "cuMemMap"}, {"cuMemUnmap", 10020, 0, "cuMemUnmap"},
+    {"cuMemAddressFree", 10020, 0, "cuMemAddressFree"}, {"cuMemPoolCreate", 11020, 0, "cuMemPoolCreate"},
+    {"cuDeviceGetMemPool", 11020, 0, "cuDeviceGetMemPool"},
+    {"cuDeviceGetDefaultMemPool", 11020, 0, "cuDeviceGetDefaultMemPool"},
+    {"cuArrayCreate", 3020, 0, "cuArrayCreate_v2"}, {"cuArray3DCreate", 3020, 0, "cuArray3DCreate_v2"},
+    {"cuMipmappedArrayCreate", 5000, 0, "cuMipmappedArrayCreate"}, {"cuArrayDestroy", 2000, 0, "cuArrayDestroy"},
+    {"cuMipmappedArrayDestroy", 5000, 0, "cuMipmappedArrayDestroy"},
+    {"cuCtxDestroy", 4000, 0, "cuCtxDestroy_v2"}, {"cuDevicePrimaryCtxRelease", 7000, 0, "cuDevicePrimaryCtxRelease"},
+    {"cuDevicePrimaryCtxRelease", 11000, 0, "cuDevicePrimaryCtxRelease_v2"},
+    {"cuDevicePrimaryCtxReset", 7000, 0, "cuDevicePrimaryCtxReset"},
+    {"cuDevicePrimaryCtxReset", 11000, 0, "cuDevicePrimaryCtxReset_v2"},
     {"cuMemGetInfo", 3020, 0, "cuMemGetInfo_v2"}, {"cuDeviceTotalMem", 3020, 0, "cuDeviceTotalMem_v2"},
     {"cuDevicePrimaryCtxRetain", 7000, 0, "cuDevicePrimaryCtxRetain"},
     {"cuCtxCreate", 3020, 0, "cuCtxCreate_v2"}, {"cuCtxCreate", 11040, 0, "cuCtxCreate_v3"},

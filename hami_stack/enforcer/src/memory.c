@@ -8,11 +8,19 @@
 
 #include "internal.h"
 
-/* ---- per-process table: (class, key) -> (device, bytes) ---- */
-enum { CLS_PTR = 1, CLS_VMM = 2 };
+/* ---- per-process table: (class, key) -> (device, bytes, aux) ----
+ * CLS_PTR  linear allocation (alloc, managed, pitch, async, pool): aux = owning context
+ * CLS_ARR  CUDA array / mipmapped array:                           aux = owning context
+ * CLS_VMM  cuMemCreate handle: aux = live mappings | VMM_RELEASED once cuMemRelease has run
+ * CLS_MAP  one cuMemMap of a tracked handle at key = address:      aux = the handle
+ * The charge of a VMM handle stays until it is released AND its last mapping is gone, because that is
+ * when the driver gives the physical memory back. */
+enum { CLS_PTR = 1, CLS_VMM = 2, CLS_MAP = 3, CLS_ARR = 4 };
+#define VMM_RELEASED (1ULL << 63)
 typedef struct entry {
     uint64_t key;
     uint64_t bytes;
+    uint64_t aux;
     int32_t cls; /* 0 free, -1 tombstone */
     int32_t dev;
 } entry_t;
@@ -20,6 +28,7 @@ typedef struct entry {
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static entry_t *table;
 static size_t table_cap, table_used, table_tomb;
+static size_t live_maps; /* CLS_MAP entries: unmaps scan the table only when there are any */
 
 static size_t hash(uint64_t k, int cls) {
     k ^= (uint64_t)cls * 0x9e3779b97f4a7c15ULL;
@@ -47,45 +56,55 @@ static int grow_locked(void) {
     return 0;
 }
 
-static int track(int cls, uint64_t key, int dev, uint64_t bytes) {
-    pthread_mutex_lock(&table_lock);
-    if ((table_used + table_tomb + 1) * 2 > table_cap && grow_locked() != 0) {
-        pthread_mutex_unlock(&table_lock);
-        return -1;
+static entry_t *find_locked(int cls, uint64_t key) {
+    if (!table_cap) return NULL;
+    size_t j = hash(key, cls) & (table_cap - 1);
+    while (table[j].cls) {
+        if (table[j].cls == cls && table[j].key == key) return &table[j];
+        j = (j + 1) & (table_cap - 1);
     }
+    return NULL;
+}
+
+static void remove_locked(entry_t *e) {
+    if (e->cls == CLS_MAP) live_maps--;
+    e->cls = -1;
+    table_used--;
+    table_tomb++;
+}
+
+static int track_locked(int cls, uint64_t key, int dev, uint64_t bytes, uint64_t aux) {
+    if ((table_used + table_tomb + 1) * 2 > table_cap && grow_locked() != 0) return -1;
     size_t j = hash(key, cls) & (table_cap - 1);
     while (table[j].cls > 0 && !(table[j].cls == cls && table[j].key == key)) j = (j + 1) & (table_cap - 1);
     if (table[j].cls > 0) { /* a key reused without our seeing its free: keep the newest */
-        vgpu_uncharge(table[j].dev, table[j].bytes);
+        if (cls != CLS_MAP) vgpu_uncharge(table[j].dev, table[j].bytes);
     } else {
         if (table[j].cls < 0) table_tomb--;
         table_used++;
+        if (cls == CLS_MAP) live_maps++;
     }
-    table[j] = (entry_t){key, bytes, cls, dev};
-    pthread_mutex_unlock(&table_lock);
+    table[j] = (entry_t){key, bytes, aux, cls, dev};
     return 0;
+}
+
+static int track(int cls, uint64_t key, int dev, uint64_t bytes, uint64_t aux) {
+    pthread_mutex_lock(&table_lock);
+    int rc = track_locked(cls, key, dev, bytes, aux);
+    pthread_mutex_unlock(&table_lock);
+    return rc;
 }
 
 static int untrack(int cls, uint64_t key, int *dev, uint64_t *bytes) {
     pthread_mutex_lock(&table_lock);
-    int found = 0;
-    if (table_cap) {
-        size_t j = hash(key, cls) & (table_cap - 1);
-        while (table[j].cls) {
-            if (table[j].cls == cls && table[j].key == key) {
-                *dev = table[j].dev;
-                *bytes = table[j].bytes;
-                table[j].cls = -1;
-                table_used--;
-                table_tomb++;
-                found = 1;
-                break;
-            }
-            j = (j + 1) & (table_cap - 1);
-        }
+    entry_t *e = find_locked(cls, key);
+    if (e) {
+        *dev = e->dev;
+        *bytes = e->bytes;
+        remove_locked(e);
     }
     pthread_mutex_unlock(&table_lock);
-    return found;
+    return e != NULL;
 }
 
 void vgpu_memory_prefork(void) { pthread_mutex_lock(&table_lock); }
@@ -94,20 +113,58 @@ void vgpu_memory_after_fork_child(void) {
     /* the child owns none of the parent's device memory */
     free(table);
     table = NULL;
-    table_cap = table_used = table_tomb = 0;
+    table_cap = table_used = table_tomb = live_maps = 0;
     pthread_mutex_init(&table_lock, NULL);
 }
 
-static uint64_t limit_of(int d) { return d >= 0 && d < VGPU_MAX_DEVICES ? vgpu_cfg.mem_limit[d] : 0; }
+/* Every linear allocation is charged in whole granules of the driver's allocator (cuMemAlloc hands
+ * out 512-byte aligned blocks; a 1-byte request occupies one), so many tiny allocations cannot use
+ * more device memory than the limit. */
+#define ALLOC_GRANULE 512ULL
+static inline uint64_t granules(uint64_t bytes) {
+    return bytes > UINT64_MAX - (ALLOC_GRANULE - 1) ? UINT64_MAX & ~(ALLOC_GRANULE - 1)
+                                                    : (bytes + ALLOC_GRANULE - 1) & ~(ALLOC_GRANULE - 1);
+}
 
-#define ENTER_OR_PASS(call)                                                                                    \
-    do {                                                                                                       \
-        vgpu_init();                                                                                           \
-        if (vgpu_depth) return (call);                                                                         \
-    } while (0)
+static CUcontext current_ctx(void) {
+    CUcontext c = NULL;
+    if (vgpu_real.cuCtxGetCurrent && vgpu_real.cuCtxGetCurrent(&c) != CUDA_SUCCESS) c = NULL;
+    return c;
+}
+
+/* container device of context c (the current one is asked directly; another is made current briefly) */
+static int ctx_index(CUcontext c, CUcontext cur) {
+    if (!c || c == cur) return vgpu_current_index();
+    if (!vgpu_real.cuCtxPushCurrent_v2 || !vgpu_real.cuCtxPopCurrent_v2) return -1;
+    if (vgpu_real.cuCtxPushCurrent_v2(c) != CUDA_SUCCESS) return -1;
+    int d = vgpu_current_index();
+    CUcontext popped;
+    vgpu_real.cuCtxPopCurrent_v2(&popped);
+    return d;
+}
+
+/* Give back every charge the driver drops when context c goes away (linear allocations, arrays). */
+static void release_context(CUcontext c) {
+    if (!c) return;
+    uint64_t back[VGPU_MAX_DEVICES] = {0};
+    pthread_mutex_lock(&table_lock);
+    for (size_t i = 0; i < table_cap; i++) {
+        entry_t *e = &table[i];
+        if ((e->cls == CLS_PTR || e->cls == CLS_ARR) && e->aux == (uint64_t)(uintptr_t)c) {
+            if (e->dev >= 0 && e->dev < VGPU_MAX_DEVICES) back[e->dev] += e->bytes;
+            remove_locked(e);
+        }
+    }
+    pthread_mutex_unlock(&table_lock);
+    for (int d = 0; d < VGPU_MAX_DEVICES; d++)
+        if (back[d]) vgpu_uncharge(d, back[d]);
+}
+
+static uint64_t limit_of(int d) { return d >= 0 && d < VGPU_MAX_DEVICES ? vgpu_cfg.mem_limit[d] : 0; }
+static int blocked(int d) { return d >= 0 && d < VGPU_MAX_DEVICES && vgpu_cfg.mem_blocked[d]; }
 
 /* charge, allocate through `call`, record under (cls, key) or give the charge back */
-#define CHARGED_ALLOC(d, bytes, cls, call, keyexpr)                                                            \
+#define CHARGED_ALLOC(d, bytes, cls, call, keyexpr, aux)                                                       \
     do {                                                                                                       \
         CUresult _c = vgpu_charge((d), (bytes), limit_of(d));                                                  \
         if (_c != CUDA_SUCCESS) return _c;                                                                     \
@@ -118,7 +175,7 @@ static uint64_t limit_of(int d) { return d >= 0 && d < VGPU_MAX_DEVICES ? vgpu_c
             vgpu_uncharge((d), (bytes));                                                                       \
             return _rc;                                                                                        \
         }                                                                                                      \
-        if (track((cls), (uint64_t)(keyexpr), (d), (bytes)) != 0)                                              \
+        if (track((cls), (uint64_t)(keyexpr), (d), (bytes), (uint64_t)(uintptr_t)(aux)) != 0)                  \
             LOG_WARN("allocation table full; %llu bytes stay charged until exit", (unsigned long long)(bytes)); \
         return CUDA_SUCCESS;                                                                                   \
     } while (0)
@@ -137,7 +194,7 @@ VGPU_API CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize) {
 #ifdef VGPU_FAULT_ALLOC_UNLIMITED /* deliberate fault build only (hami_stack/faults) */
     return vgpu_real.cuMemAlloc_v2(dptr, bytesize);
 #endif
-    CHARGED_ALLOC(d, bytesize, CLS_PTR, vgpu_real.cuMemAlloc_v2(dptr, bytesize), *dptr);
+    CHARGED_ALLOC(d, granules(bytesize), CLS_PTR, vgpu_real.cuMemAlloc_v2(dptr, bytesize), *dptr, current_ctx());
 }
 
 /* Managed memory counts fully against the device limit (it can all become resident there). */
@@ -150,7 +207,8 @@ VGPU_API CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytesize, unsigned
 #ifdef VGPU_FAULT_MANAGED_UNLIMITED /* deliberate fault build only (hami_stack/faults) */
     return vgpu_real.cuMemAllocManaged(dptr, bytesize, flags);
 #endif
-    CHARGED_ALLOC(d, bytesize, CLS_PTR, vgpu_real.cuMemAllocManaged(dptr, bytesize, flags), *dptr);
+    CHARGED_ALLOC(d, granules(bytesize), CLS_PTR, vgpu_real.cuMemAllocManaged(dptr, bytesize, flags), *dptr,
+                  current_ctx());
 }
 
 /* Pitched: charge an upper estimate first, then settle on the real pitch x height. */
@@ -167,7 +225,7 @@ VGPU_API CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pPitch, size_t W
 #endif
     uint64_t w = ((uint64_t)WidthInBytes + 511) & ~511ULL;
     if (Height > UINT64_MAX / w) return CUDA_ERROR_OUT_OF_MEMORY;
-    uint64_t est = w * Height;
+    uint64_t est = granules(w * Height);
     CUresult c = vgpu_charge(d, est, limit_of(d));
     if (c != CUDA_SUCCESS) return c;
     vgpu_depth++;
@@ -177,7 +235,7 @@ VGPU_API CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pPitch, size_t W
         vgpu_uncharge(d, est);
         return rc;
     }
-    uint64_t real = (uint64_t)*pPitch * Height;
+    uint64_t real = granules((uint64_t)*pPitch * Height);
     if (real > est) {
         if (vgpu_charge(d, real - est, limit_of(d)) != CUDA_SUCCESS) {
             vgpu_depth++;
@@ -189,7 +247,7 @@ VGPU_API CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pPitch, size_t W
     } else if (real < est) {
         vgpu_uncharge(d, est - real);
     }
-    if (track(CLS_PTR, *dptr, d, real) != 0) LOG_WARN("allocation table full");
+    if (track(CLS_PTR, *dptr, d, real, (uint64_t)(uintptr_t)current_ctx()) != 0) LOG_WARN("allocation table full");
     return CUDA_SUCCESS;
 }
 
@@ -211,18 +269,65 @@ VGPU_API CUresult cuMemFree_v2(CUdeviceptr dptr) {
     return free_ptr(NULL, dptr, NULL, 0);
 }
 
-/* Stream-ordered allocations are charged to the device of the current context. */
+/* The context a stream belongs to: the current one for the NULL/legacy/per-thread handles. */
+static CUcontext stream_ctx(CUstream s, CUcontext cur) {
+    if ((uintptr_t)s <= 2) return cur;
+    CUcontext c = NULL;
+    if (vgpu_real.cuStreamGetCtx && vgpu_real.cuStreamGetCtx(s, &c) == CUDA_SUCCESS && c) return c;
+    return cur;
+}
+
+/* ---- memory pools: the device a pool allocates on ---- */
+#define MAX_POOLS 256
+static struct {
+    CUmemoryPool pool;
+    int dev;
+} pools[MAX_POOLS];
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void note_pool(CUmemoryPool p, int d) {
+    if (!p || d < 0) return;
+    pthread_mutex_lock(&pool_lock);
+    int slot = -1;
+    for (int i = 0; i < MAX_POOLS; i++) {
+        if (pools[i].pool == p) {
+            slot = i;
+            break;
+        }
+        if (slot < 0 && !pools[i].pool) slot = i;
+    }
+    if (slot >= 0) {
+        pools[slot].pool = p;
+        pools[slot].dev = d;
+    }
+    pthread_mutex_unlock(&pool_lock);
+}
+
+static int pool_index(CUmemoryPool p) {
+    int d = -1;
+    pthread_mutex_lock(&pool_lock);
+    for (int i = 0; i < MAX_POOLS; i++)
+        if (pools[i].pool == p) {
+            d = pools[i].dev;
+            break;
+        }
+    pthread_mutex_unlock(&pool_lock);
+    return d;
+}
+
+/* Stream-ordered allocations are charged to the device of the stream's context. */
 static CUresult alloc_async(CUresult (*real)(CUdeviceptr *, size_t, CUstream), CUdeviceptr *dptr, size_t bytesize,
                             CUstream s) {
-    vgpu_init();
     if (!real) return CUDA_ERROR_NOT_SUPPORTED;
     if (vgpu_depth || !dptr || !bytesize) return real(dptr, bytesize, s);
-    int d = vgpu_current_index();
+    CUcontext cur = current_ctx();
+    CUcontext c = stream_ctx(s, cur);
+    int d = ctx_index(c, cur);
     if (d < 0) return real(dptr, bytesize, s);
 #ifdef VGPU_FAULT_ASYNC_UNLIMITED /* deliberate fault build only (hami_stack/faults) */
     return real(dptr, bytesize, s);
 #endif
-    CHARGED_ALLOC(d, bytesize, CLS_PTR, real(dptr, bytesize, s), *dptr);
+    CHARGED_ALLOC(d, granules(bytesize), CLS_PTR, real(dptr, bytesize, s), *dptr, c);
 }
 
 VGPU_API CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytesize, CUstream hStream) {
@@ -234,16 +339,21 @@ VGPU_API CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t bytesize, CUstr
     return alloc_async(vgpu_real.cuMemAllocAsync_ptsz, dptr, bytesize, hStream);
 }
 
+/* Pool allocations land on the pool's device (known from its creation or the device query), else on
+ * the device of the stream's context. */
 static CUresult alloc_pool(CUresult (*real)(CUdeviceptr *, size_t, CUmemoryPool, CUstream), CUdeviceptr *dptr,
                            size_t bytesize, CUmemoryPool pool, CUstream s) {
     if (!real) return CUDA_ERROR_NOT_SUPPORTED;
     if (vgpu_depth || !dptr || !bytesize) return real(dptr, bytesize, pool, s);
-    int d = vgpu_current_index();
+    CUcontext cur = current_ctx();
+    CUcontext c = stream_ctx(s, cur);
+    int d = pool_index(pool);
+    if (d < 0) d = ctx_index(c, cur);
     if (d < 0) return real(dptr, bytesize, pool, s);
 #ifdef VGPU_FAULT_ASYNC_UNLIMITED /* deliberate fault build only (hami_stack/faults) */
     return real(dptr, bytesize, pool, s);
 #endif
-    CHARGED_ALLOC(d, bytesize, CLS_PTR, real(dptr, bytesize, pool, s), *dptr);
+    CHARGED_ALLOC(d, granules(bytesize), CLS_PTR, real(dptr, bytesize, pool, s), *dptr, c);
 }
 
 VGPU_API CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t bytesize, CUmemoryPool pool, CUstream hStream) {
@@ -254,6 +364,31 @@ VGPU_API CUresult cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t bytesiz
                                                CUstream hStream) {
     vgpu_init();
     return alloc_pool(vgpu_real.cuMemAllocFromPoolAsync_ptsz, dptr, bytesize, pool, hStream);
+}
+
+VGPU_API CUresult cuMemPoolCreate(CUmemoryPool *pool, const vgpu_CUmemPoolProps *props) {
+    vgpu_init();
+    REAL_OR_UNSUPPORTED(cuMemPoolCreate);
+    CUresult rc = vgpu_real.cuMemPoolCreate(pool, props);
+    if (rc == CUDA_SUCCESS && !vgpu_depth && pool && props && props->location.type == CU_MEM_LOCATION_TYPE_DEVICE)
+        note_pool(*pool, vgpu_container_index(props->location.id));
+    return rc;
+}
+
+VGPU_API CUresult cuDeviceGetMemPool(CUmemoryPool *pool, CUdevice dev) {
+    vgpu_init();
+    REAL_OR_UNSUPPORTED(cuDeviceGetMemPool);
+    CUresult rc = vgpu_real.cuDeviceGetMemPool(pool, dev);
+    if (rc == CUDA_SUCCESS && !vgpu_depth && pool) note_pool(*pool, vgpu_container_index(dev));
+    return rc;
+}
+
+VGPU_API CUresult cuDeviceGetDefaultMemPool(CUmemoryPool *pool, CUdevice dev) {
+    vgpu_init();
+    REAL_OR_UNSUPPORTED(cuDeviceGetDefaultMemPool);
+    CUresult rc = vgpu_real.cuDeviceGetDefaultMemPool(pool, dev);
+    if (rc == CUDA_SUCCESS && !vgpu_depth && pool) note_pool(*pool, vgpu_container_index(dev));
+    return rc;
 }
 
 VGPU_API CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream hStream) {
@@ -269,7 +404,8 @@ VGPU_API CUresult cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream hStream) {
     return free_ptr(vgpu_real.cuMemFreeAsync_ptsz, dptr, hStream, 1);
 }
 
-/* VMM: physical memory is charged at cuMemCreate for device locations; mapping is free. */
+/* ---- VMM: charged from cuMemCreate until the physical memory is really gone ---- */
+
 VGPU_API CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size, const CUmemAllocationProp *prop,
                               unsigned long long flags) {
     vgpu_init();
@@ -281,7 +417,17 @@ VGPU_API CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size,
 #ifdef VGPU_FAULT_VMM_UNLIMITED /* deliberate fault build only (hami_stack/faults) */
     return vgpu_real.cuMemCreate(handle, size, prop, flags);
 #endif
-    CHARGED_ALLOC(d, size, CLS_VMM, vgpu_real.cuMemCreate(handle, size, prop, flags), *handle);
+    /* the driver only accepts whole multiples of its reported granularity, so size is what it backs */
+    CHARGED_ALLOC(d, size, CLS_VMM, vgpu_real.cuMemCreate(handle, size, prop, flags), *handle, 0);
+}
+
+/* drop a handle's charge once it is released and unmapped; table lock held, returns bytes to give back */
+static uint64_t vmm_settle_locked(entry_t *h, int *dev) {
+    if (!(h->aux & VMM_RELEASED) || (h->aux & ~VMM_RELEASED)) return 0;
+    uint64_t b = h->bytes;
+    *dev = h->dev;
+    remove_locked(h);
+    return b;
 }
 
 VGPU_API CUresult cuMemRelease(CUmemGenericAllocationHandle handle) {
@@ -291,10 +437,180 @@ VGPU_API CUresult cuMemRelease(CUmemGenericAllocationHandle handle) {
     vgpu_depth++;
     CUresult rc = vgpu_real.cuMemRelease(handle);
     vgpu_depth--;
+    if (rc != CUDA_SUCCESS) return rc;
+    int d = -1;
+    uint64_t back = 0;
+    pthread_mutex_lock(&table_lock);
+    entry_t *h = find_locked(CLS_VMM, handle);
+    if (h) {
+        h->aux |= VMM_RELEASED; /* still mapped: the physical memory stays until the last unmap */
+        back = vmm_settle_locked(h, &d);
+    }
+    pthread_mutex_unlock(&table_lock);
+    if (back) vgpu_uncharge(d, back);
+    return rc;
+}
+
+VGPU_API CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset, CUmemGenericAllocationHandle handle,
+                           unsigned long long flags) {
+    vgpu_init();
+    REAL_OR_UNSUPPORTED(cuMemMap);
+    if (vgpu_depth) return vgpu_real.cuMemMap(ptr, size, offset, handle, flags);
+    vgpu_depth++;
+    CUresult rc = vgpu_real.cuMemMap(ptr, size, offset, handle, flags);
+    vgpu_depth--;
+    if (rc != CUDA_SUCCESS) return rc;
+    pthread_mutex_lock(&table_lock);
+    entry_t *h = find_locked(CLS_VMM, handle);
+    if (h) {
+        int dev = h->dev;
+        h->aux++;
+        if (track_locked(CLS_MAP, ptr, dev, size, handle) != 0) LOG_WARN("allocation table full");
+    }
+    pthread_mutex_unlock(&table_lock);
+    return rc;
+}
+
+/* forget the mappings starting in [ptr, ptr+size) and settle their handles */
+static void unmapped(CUdeviceptr ptr, size_t size) {
+    uint64_t back[VGPU_MAX_DEVICES] = {0};
+    pthread_mutex_lock(&table_lock);
+    for (size_t i = 0; live_maps && i < table_cap; i++) {
+        entry_t *m = &table[i];
+        if (m->cls != CLS_MAP || m->key < ptr || m->key - ptr >= size) continue;
+        uint64_t handle = m->aux;
+        remove_locked(m);
+        entry_t *h = find_locked(CLS_VMM, handle);
+        if (!h) continue;
+        if (h->aux & ~VMM_RELEASED) h->aux--;
+        int d = -1;
+        uint64_t b = vmm_settle_locked(h, &d);
+        if (b && d >= 0 && d < VGPU_MAX_DEVICES) back[d] += b;
+    }
+    pthread_mutex_unlock(&table_lock);
+    for (int d = 0; d < VGPU_MAX_DEVICES; d++)
+        if (back[d]) vgpu_uncharge(d, back[d]);
+}
+
+VGPU_API CUresult cuMemUnmap(CUdeviceptr ptr, size_t size) {
+    vgpu_init();
+    REAL_OR_UNSUPPORTED(cuMemUnmap);
+    if (vgpu_depth) return vgpu_real.cuMemUnmap(ptr, size);
+    vgpu_depth++;
+    CUresult rc = vgpu_real.cuMemUnmap(ptr, size);
+    vgpu_depth--;
+    if (rc == CUDA_SUCCESS) unmapped(ptr, size);
+    return rc;
+}
+
+/* freeing a reservation drops whatever is still mapped in it */
+VGPU_API CUresult cuMemAddressFree(CUdeviceptr ptr, size_t size) {
+    vgpu_init();
+    REAL_OR_UNSUPPORTED(cuMemAddressFree);
+    if (vgpu_depth) return vgpu_real.cuMemAddressFree(ptr, size);
+    vgpu_depth++;
+    CUresult rc = vgpu_real.cuMemAddressFree(ptr, size);
+    vgpu_depth--;
+    if (rc == CUDA_SUCCESS) unmapped(ptr, size);
+    return rc;
+}
+
+/* ---- CUDA arrays: device memory like any other ---- */
+
+static uint64_t format_bytes(unsigned f) {
+    switch (f) {
+    case 0x01: case 0x08: return 1;                  /* (un)signed int8 */
+    case 0x02: case 0x09: case 0x10: return 2;       /* (un)signed int16, half */
+    case 0x03: case 0x0a: case 0x20: return 4;       /* (un)signed int32, float */
+    default: return 16;                              /* unknown or block-compressed: the widest element */
+    }
+}
+
+/* bytes of one level; 0 when it does not fit 64 bits (the driver will refuse it anyway) */
+static uint64_t level_bytes(uint64_t w, uint64_t h, uint64_t dd, unsigned fmt, unsigned ch) {
+    uint64_t b = format_bytes(fmt) * (ch ? ch : 1);
+    uint64_t dims[3] = {w ? w : 1, h ? h : 1, dd ? dd : 1};
+    for (int i = 0; i < 3; i++) {
+        if (dims[i] > UINT64_MAX / b) return UINT64_MAX;
+        b *= dims[i];
+    }
+    return granules(b);
+}
+
+static uint64_t array3d_bytes(const vgpu_CUDA_ARRAY3D_DESCRIPTOR *a, unsigned levels) {
+    uint64_t total = 0, w = a->Width, h = a->Height, dd = a->Depth;
+    int layered = (a->Flags & 0x01) != 0; /* CUDA_ARRAY3D_LAYERED: Depth counts layers, not shrunk */
+    if (!levels) levels = 1;
+    for (unsigned l = 0; l < levels; l++) {
+        uint64_t b = level_bytes(w, h, dd, (unsigned)a->Format, a->NumChannels);
+        if (b > UINT64_MAX - total) return UINT64_MAX;
+        total += b;
+        w = w > 1 ? w / 2 : w;
+        h = h > 1 ? h / 2 : h;
+        if (!layered) dd = dd > 1 ? dd / 2 : dd;
+    }
+    return total;
+}
+
+#define ARRAY_ALLOC(cls_bytes, call, keyexpr)                                                                  \
+    do {                                                                                                       \
+        CUcontext _cur = current_ctx();                                                                        \
+        int d = vgpu_current_index();                                                                          \
+        if (d < 0) return (call);                                                                              \
+        uint64_t _b = (cls_bytes);                                                                             \
+        if (_b == UINT64_MAX) return CUDA_ERROR_OUT_OF_MEMORY;                                                 \
+        CHARGED_ALLOC(d, _b, CLS_ARR, call, keyexpr, _cur);                                                    \
+    } while (0)
+
+VGPU_API CUresult cuArrayCreate_v2(CUarray_vgpu *pHandle, const vgpu_CUDA_ARRAY_DESCRIPTOR *desc) {
+    vgpu_init();
+    REAL_OR_UNSUPPORTED(cuArrayCreate_v2);
+    if (vgpu_depth || !pHandle || !desc) return vgpu_real.cuArrayCreate_v2(pHandle, desc);
+    ARRAY_ALLOC(level_bytes(desc->Width, desc->Height, 1, (unsigned)desc->Format, desc->NumChannels),
+                vgpu_real.cuArrayCreate_v2(pHandle, desc), (uintptr_t)*pHandle);
+}
+
+VGPU_API CUresult cuArray3DCreate_v2(CUarray_vgpu *pHandle, const vgpu_CUDA_ARRAY3D_DESCRIPTOR *desc) {
+    vgpu_init();
+    REAL_OR_UNSUPPORTED(cuArray3DCreate_v2);
+    if (vgpu_depth || !pHandle || !desc) return vgpu_real.cuArray3DCreate_v2(pHandle, desc);
+    ARRAY_ALLOC(array3d_bytes(desc, 1), vgpu_real.cuArray3DCreate_v2(pHandle, desc), (uintptr_t)*pHandle);
+}
+
+VGPU_API CUresult cuMipmappedArrayCreate(CUmipmappedArray_vgpu *pHandle, const vgpu_CUDA_ARRAY3D_DESCRIPTOR *desc,
+                                         unsigned int numMipmapLevels) {
+    vgpu_init();
+    REAL_OR_UNSUPPORTED(cuMipmappedArrayCreate);
+    if (vgpu_depth || !pHandle || !desc) return vgpu_real.cuMipmappedArrayCreate(pHandle, desc, numMipmapLevels);
+    ARRAY_ALLOC(array3d_bytes(desc, numMipmapLevels), vgpu_real.cuMipmappedArrayCreate(pHandle, desc, numMipmapLevels),
+                (uintptr_t)*pHandle);
+}
+
+static CUresult array_destroyed(CUresult rc, uint64_t key) {
     int d;
     uint64_t bytes;
-    if (rc == CUDA_SUCCESS && untrack(CLS_VMM, handle, &d, &bytes)) vgpu_uncharge(d, bytes);
+    if (rc == CUDA_SUCCESS && key && untrack(CLS_ARR, key, &d, &bytes)) vgpu_uncharge(d, bytes);
     return rc;
+}
+
+VGPU_API CUresult cuArrayDestroy(CUarray_vgpu h) {
+    vgpu_init();
+    REAL_OR_UNSUPPORTED(cuArrayDestroy);
+    if (vgpu_depth) return vgpu_real.cuArrayDestroy(h);
+    vgpu_depth++;
+    CUresult rc = vgpu_real.cuArrayDestroy(h);
+    vgpu_depth--;
+    return array_destroyed(rc, (uint64_t)(uintptr_t)h);
+}
+
+VGPU_API CUresult cuMipmappedArrayDestroy(CUmipmappedArray_vgpu h) {
+    vgpu_init();
+    REAL_OR_UNSUPPORTED(cuMipmappedArrayDestroy);
+    if (vgpu_depth) return vgpu_real.cuMipmappedArrayDestroy(h);
+    vgpu_depth++;
+    CUresult rc = vgpu_real.cuMipmappedArrayDestroy(h);
+    vgpu_depth--;
+    return array_destroyed(rc, (uint64_t)(uintptr_t)h);
 }
 
 /* ---- what the container sees ---- */
@@ -311,6 +627,11 @@ VGPU_API CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total) {
 #ifdef VGPU_FAULT_CUDA_TOTAL_UNCLAMPED /* deliberate fault build only (hami_stack/faults) */
     lim = 0;
 #endif
+    if (UNLIKELY(blocked(d))) { /* the limit does not parse: nothing is available (fail closed) */
+        *total = 0;
+        *free_bytes = 0;
+        return rc;
+    }
     if (!lim) return rc;
     uint64_t t = lim < *total ? lim : *total; /* never report more than the hardware has */
     uint64_t used = vgpu_used(d);
@@ -328,15 +649,24 @@ VGPU_API CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice dev) {
     CUresult rc = vgpu_real.cuDeviceTotalMem_v2(bytes, dev);
     vgpu_depth--;
     if (rc != CUDA_SUCCESS || vgpu_depth || !bytes) return rc;
-    uint64_t lim = limit_of(vgpu_container_index(dev));
+    int d = vgpu_container_index(dev);
+    uint64_t lim = limit_of(d);
 #ifdef VGPU_FAULT_CUDA_TOTAL_UNCLAMPED /* deliberate fault build only (hami_stack/faults) */
     lim = 0;
 #endif
+    if (UNLIKELY(blocked(d))) {
+        *bytes = 0;
+        return rc;
+    }
     if (lim && lim < *bytes) *bytes = (size_t)lim;
     return rc;
 }
 
 /* ---- contexts: pass through, then learn the device (index map, region entry, limiter) ---- */
+
+#define MAX_ORDINALS (VGPU_MAX_DEVICES * 4)
+static CUcontext primary_ctx[MAX_ORDINALS]; /* learned at retain: what a release to zero destroys */
+static int primary_refs[MAX_ORDINALS];      /* our count of retains, when the driver cannot be asked */
 
 static CUresult after_ctx(CUresult rc, CUdevice dev) {
     if (rc == CUDA_SUCCESS && !vgpu_depth) {
@@ -349,7 +679,13 @@ static CUresult after_ctx(CUresult rc, CUdevice dev) {
 VGPU_API CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev) {
     vgpu_init();
     REAL_OR_UNSUPPORTED(cuDevicePrimaryCtxRetain);
-    return after_ctx(vgpu_real.cuDevicePrimaryCtxRetain(pctx, dev), dev);
+    CUresult rc = vgpu_real.cuDevicePrimaryCtxRetain(pctx, dev);
+    if (rc == CUDA_SUCCESS && pctx && dev >= 0 && dev < MAX_ORDINALS)
+    {
+        __atomic_store_n(&primary_ctx[dev], *pctx, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&primary_refs[dev], 1, __ATOMIC_RELAXED);
+    }
+    return after_ctx(rc, dev);
 }
 
 VGPU_API CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevice dev) {
@@ -368,4 +704,57 @@ VGPU_API CUresult cuCtxCreate_v4(CUcontext *pctx, CUctxCreateParams *params, uns
     vgpu_init();
     REAL_OR_UNSUPPORTED(cuCtxCreate_v4);
     return after_ctx(vgpu_real.cuCtxCreate_v4(pctx, params, flags, dev), dev);
+}
+
+/* Destroying a context frees what was allocated in it: its charges go with it. */
+static CUresult ctx_destroy(CUresult (*real)(CUcontext), CUcontext ctx) {
+    vgpu_init();
+    if (!real) return CUDA_ERROR_NOT_SUPPORTED;
+    if (vgpu_depth) return real(ctx);
+    vgpu_depth++;
+    CUresult rc = real(ctx);
+    vgpu_depth--;
+    if (rc == CUDA_SUCCESS) release_context(ctx);
+    return rc;
+}
+VGPU_API CUresult cuCtxDestroy_v2(CUcontext ctx) { return ctx_destroy(vgpu_real.cuCtxDestroy_v2, ctx); }
+VGPU_API CUresult cuCtxDestroy(CUcontext ctx) { return ctx_destroy(vgpu_real.cuCtxDestroy, ctx); }
+
+/* A primary context reset, or released to zero references, is destroyed by the driver. */
+static CUresult primary_down(CUresult (*real)(CUdevice), CUdevice dev, int reset) {
+    vgpu_init();
+    if (!real) return CUDA_ERROR_NOT_SUPPORTED;
+    if (vgpu_depth) return real(dev);
+    vgpu_depth++;
+    CUresult rc = real(dev);
+    int gone = reset, ok = dev >= 0 && dev < MAX_ORDINALS;
+    if (rc == CUDA_SUCCESS && ok) {
+        int left = 0;
+        if (reset) __atomic_store_n(&primary_refs[dev], 0, __ATOMIC_RELAXED);
+        else left = __atomic_sub_fetch(&primary_refs[dev], 1, __ATOMIC_RELAXED);
+        unsigned int flags = 0;
+        int active = 1;
+        if (!reset && vgpu_real.cuDevicePrimaryCtxGetState &&
+            vgpu_real.cuDevicePrimaryCtxGetState(dev, &flags, &active) == CUDA_SUCCESS)
+            gone = !active; /* the driver's own count wins */
+        else if (!reset)
+            gone = left <= 0;
+        if (left < 0) __atomic_store_n(&primary_refs[dev], 0, __ATOMIC_RELAXED);
+    }
+    vgpu_depth--;
+    if (rc == CUDA_SUCCESS && gone && ok)
+        release_context(__atomic_load_n(&primary_ctx[dev], __ATOMIC_RELAXED));
+    return rc;
+}
+VGPU_API CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev) {
+    return primary_down(vgpu_real.cuDevicePrimaryCtxRelease_v2, dev, 0);
+}
+VGPU_API CUresult cuDevicePrimaryCtxRelease(CUdevice dev) {
+    return primary_down(vgpu_real.cuDevicePrimaryCtxRelease, dev, 0);
+}
+VGPU_API CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev) {
+    return primary_down(vgpu_real.cuDevicePrimaryCtxReset_v2, dev, 1);
+}
+VGPU_API CUresult cuDevicePrimaryCtxReset(CUdevice dev) {
+    return primary_down(vgpu_real.cuDevicePrimaryCtxReset, dev, 1);
 }

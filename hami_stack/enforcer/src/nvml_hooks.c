@@ -17,6 +17,10 @@ static int nvml_index(nvmlDevice_t device) {
 }
 
 static void clamp(int d, unsigned long long *total, unsigned long long *used, unsigned long long *free_b) {
+    if (vgpu_cfg.mem_blocked[d]) { /* the limit does not parse: nothing is available (fail closed) */
+        *total = *used = *free_b = 0;
+        return;
+    }
     uint64_t lim = vgpu_cfg.mem_limit[d];
 #ifdef VGPU_FAULT_NVML_TOTAL_UNCLAMPED /* deliberate fault build only (hami_stack/faults) */
     lim = *total;
@@ -35,7 +39,8 @@ VGPU_API nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t device, nvmlMemory_t 
     nvmlReturn_t r = vgpu_real.nvmlDeviceGetMemoryInfo(device, memory);
     if (r != NVML_SUCCESS || vgpu_depth || !memory) return r;
     int d = nvml_index(device);
-    if (d >= 0 && vgpu_cfg.mem_limit[d]) clamp(d, &memory->total, &memory->used, &memory->free);
+    if (d >= 0 && (vgpu_cfg.mem_limit[d] || vgpu_cfg.mem_blocked[d]))
+        clamp(d, &memory->total, &memory->used, &memory->free);
     return r;
 }
 
@@ -46,7 +51,7 @@ VGPU_API nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t device, nvmlMemory
     nvmlReturn_t r = vgpu_real.nvmlDeviceGetMemoryInfo_v2(device, memory);
     if (r != NVML_SUCCESS || vgpu_depth || !memory) return r;
     int d = nvml_index(device);
-    if (d >= 0 && vgpu_cfg.mem_limit[d]) {
+    if (d >= 0 && (vgpu_cfg.mem_limit[d] || vgpu_cfg.mem_blocked[d])) {
         clamp(d, &memory->total, &memory->used, &memory->free);
         memory->reserved = 0; /* the container's view: total = used + free */
     }
@@ -89,7 +94,7 @@ static nvmlReturn_t running(nvmlDevice_t device, unsigned int *count, void *out,
 
 static int virtualised(nvmlDevice_t device) {
     int d = nvml_index(device);
-    return d >= 0 && vgpu_cfg.mem_limit[d];
+    return d >= 0 && (vgpu_cfg.mem_limit[d] || vgpu_cfg.mem_blocked[d]);
 }
 
 #define MAX_PROCS 1024

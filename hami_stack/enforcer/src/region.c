@@ -202,6 +202,13 @@ static void on_exit_release(void) {
 
 void vgpu_region_open(void) {
     const char *path = vgpu_cfg.cache_path;
+    if (vgpu_cfg.cache_refused) { /* never touch (or create) the file the process named */
+        use_private("not in the shim's directory");
+        vgpu_region_lock();
+        register_slot_locked();
+        vgpu_region_unlock();
+        return;
+    }
     int fd = open(path, O_RDWR | O_CLOEXEC);
     if (fd < 0 && errno == ENOENT) {
         mode_t old = umask(0);
@@ -294,7 +301,7 @@ static inline uint64_t fault_per_call(uint64_t used) { return used & 0; }
 CUresult vgpu_charge(int d, uint64_t bytes, uint64_t limit) {
     if (d < 0 || d >= VGPU_MAX_DEVICES) return CUDA_SUCCESS;
     if (vgpu_cfg.mem_blocked[d]) {
-        LOG_ERROR("device %d: the memory limit in the environment does not parse; refusing %llu bytes "
+        LOG_ERROR("device %d: a memory or SM limit in the environment is not valid; refusing %llu bytes "
                   "(fail closed)", d, (unsigned long long)bytes);
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
