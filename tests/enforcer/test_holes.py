@@ -33,7 +33,8 @@ def holes(tmp_path_factory: pytest.TempPathFactory) -> Path:
         exe = out / src.stem
         link = [f"-L{emu}", "-l:libcuda.so.1"] if src.stem == "hole_resolve" else []
         subprocess.run(
-            ["gcc", "-O1", "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-o", str(exe), str(src), *link, "-ldl"],
+            ["gcc", "-O1", "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-o", str(exe), str(src), *link,
+             "-ldl"],
             check=True,
         )
     return out
@@ -45,7 +46,8 @@ Run = Callable[..., subprocess.CompletedProcess[str]]
 @pytest.fixture
 def run_hole(holes: Path, node: DeviceState, shim: Path, tmp_path: Path) -> Run:
     def run(name: str, env: Mapping[str, str], lib: Path | None = None, cache: str | None = None,
-            args: tuple[str, ...] = (), preload: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+            args: tuple[str, ...] = (), preload: bool = True,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
         extra = {"CUDA_DEVICE_MEMORY_SHARED_CACHE": cache or str(tmp_path / "region.cache"), **env}
         full = probe_env(node, lib or shim, extra)
         if not preload:
@@ -66,7 +68,8 @@ def test_vmm_memory_stays_charged_until_released_and_unmapped(run_hole: Run) -> 
 
 
 def test_async_and_pool_allocations_are_charged_to_the_stream_and_pool_device(run_hole: Run) -> None:
-    r = run_hole("hole_async_device", {"CUDA_DEVICE_MEMORY_LIMIT_0": "64m", "CUDA_DEVICE_MEMORY_LIMIT_1": "8m"})
+    limits = {"CUDA_DEVICE_MEMORY_LIMIT_0": "64m", "CUDA_DEVICE_MEMORY_LIMIT_1": "8m"}
+    r = run_hole("hole_async_device", limits)
     _passed(r, "async_device")
 
 
