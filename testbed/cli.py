@@ -24,6 +24,7 @@ from typing import Any
 
 from .components import ComponentSet
 from .procutil import pid_alive
+from .supervisor import Containment, become_subreaper, reap_orphans
 
 DEFAULT_DATA_DIR = Path(".testbed")
 DEFAULT_PORT = 6443
@@ -69,6 +70,12 @@ def _state_path(data_dir: Path) -> Path:
     return data_dir / "state.json"
 
 
+def _write_state(data_dir: Path, state: dict[str, Any]) -> None:
+    tmp = _state_path(data_dir).with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(_state_path(data_dir))
+
+
 def _read_state(data_dir: Path) -> dict[str, Any] | None:
     try:
         return json.loads(_state_path(data_dir).read_text())
@@ -86,6 +93,11 @@ async def _serve(args: argparse.Namespace, data_dir: Path) -> int:
     from .apiserver.server import APIServer, ServerConfig
 
     started = time.monotonic()
+    # every process of the testbed (components, pods) stays in our cgroup / under us as subreaper,
+    # so `down` can end all of them even when a node agent died and left its pods behind
+    containment = Containment(data_dir)
+    containment.enter()
+    become_subreaper()
     server = APIServer(ServerConfig(minor=args.k8s_minor, host=args.host, port=args.port, data_dir=data_dir))
     try:
         await server.start()
@@ -95,7 +107,7 @@ async def _serve(args: argparse.Namespace, data_dir: Path) -> int:
     catalog = Path(args.image_catalog).resolve() if args.image_catalog else None
     components = ComponentSet(kubeconfig, data_dir, server.profile.minor, nodes=args.node_inventory,
                               scheduler=not args.no_scheduler, controllers=not args.no_controllers,
-                              image_catalog=catalog)
+                              image_catalog=catalog, containment=containment)
     components.start()
     try:
         await _wait_nodes_ready(server, components, len(args.node_names))
@@ -111,9 +123,8 @@ async def _serve(args: argparse.Namespace, data_dir: Path) -> int:
         "kubeconfig": str(kubeconfig),
         "started": time.time(),
     }
-    tmp = _state_path(data_dir).with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    tmp.replace(_state_path(data_dir))
+    state["components"] = components.describe()
+    _write_state(data_dir, state)
     elapsed = time.monotonic() - started
     print(f"testbed {server.profile.git_version} ready at {server.url} in {elapsed:.2f}s", flush=True)
     running = ", ".join(c.name for c in components.components) or "apiserver only"
@@ -127,10 +138,14 @@ async def _serve(args: argparse.Namespace, data_dir: Path) -> int:
     try:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 2)
-            for c in components.failed():
-                print(f"warning: {components.describe_failure(c)}", file=sys.stderr, flush=True)
-                components.components.remove(c)
+                await asyncio.wait_for(stop.wait(), 0.25)
+            events = components.supervise()
+            for line in events:
+                print(f"supervisor: {line}", file=sys.stderr, flush=True)
+            if events:
+                state["components"] = components.describe()
+                _write_state(data_dir, state)
+            reap_orphans({c.proc.pid for c in components.components if c.proc is not None})
     finally:
         components.stop()
         await server.stop()
@@ -247,24 +262,37 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 3
     print(f"testbed {st['gitVersion']} running at {st['url']} (pid {st['pid']})")
     print(f"kubeconfig: {st['kubeconfig']}")
+    for name, c in (st.get("components") or {}).items():
+        last = f", last exit status {c['lastExit']}" if c.get("lastExit") is not None else ""
+        print(f"component {name}: pid {c.get('pid')}, restarts {c.get('restarts', 0)}{last}")
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).expanduser().resolve()
     st = _live_state(data_dir)
+    containment = Containment(data_dir)
     if not st:
+        left = containment.kill_all(grace=2.0)  # a killed `up` may have left components behind
+        containment.remove()
         print(f"no testbed running from {data_dir}")
-        return 0
+        return 0 if not left else 1
     pid = int(st["pid"])
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
+    # the `up` process stops its components (their pods get their grace) before it exits
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline and pid_alive(pid):
         time.sleep(0.05)
     if pid_alive(pid):
         os.kill(pid, signal.SIGKILL)
+    # anything that outlived it: its cgroup, processes carrying its marker
+    left = containment.kill_all(grace=2.0)
+    containment.remove()
     with contextlib.suppress(OSError):
         _state_path(data_dir).unlink()
+    if left:
+        print(f"error: processes of the testbed survived SIGKILL: {left}", file=sys.stderr)
+        return 1
     print(f"testbed (pid {pid}) stopped")
     return 0
 

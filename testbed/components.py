@@ -2,7 +2,9 @@
 
 ``testbed up`` (and :class:`testbed.embedded.EmbeddedTestbed` when asked) starts the controller
 manager, the default scheduler and the node agents as separate processes, as on a real cluster,
-each logging to ``<data dir>/logs/<component>.log``.
+each logging to ``<data dir>/logs/<component>.log``. :meth:`ComponentSet.supervise` restarts one that
+exits (back-off from :mod:`testbed.supervisor`); :meth:`ComponentSet.stop` ends every process of the
+testbed, pods' included.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .supervisor import MARKER_ENV, Backoff, Containment, instance_id
+
 
 @dataclass
 class Component:
@@ -23,6 +27,11 @@ class Component:
     argv: list[str]
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
+    restarts: int = 0
+    started_at: float = 0.0  # monotonic
+    restart_at: float | None = None  # monotonic time of the pending restart, if it exited
+    last_exit: int | None = None
+    backoff: Backoff = field(default_factory=Backoff)
 
 
 @dataclass
@@ -36,6 +45,7 @@ class ComponentSet:
     node_monitor_grace_period: str = ""
     image_catalog: Path | None = None
     components: list[Component] = field(default_factory=list)
+    containment: Containment | None = None
 
     def plan(self) -> list[Component]:
         kc = ["--kubeconfig", str(self.kubeconfig)]
@@ -53,20 +63,61 @@ class ComponentSet:
                                            str(self.nodes), "--data-dir", str(self.data_dir)]))
         return out
 
+    def _env(self) -> dict[str, str]:
+        # the marker lets `testbed down` find a component even after the `up` process was killed
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", MARKER_ENV: instance_id(self.data_dir)}
+        if self.image_catalog is not None:
+            env["TESTBED_IMAGE_CATALOG"] = str(self.image_catalog)
+        return env
+
+    def _spawn(self, c: Component) -> None:
+        # each component in a session (so a process group) of its own: stopped as a whole
+        assert c.log is not None
+        with open(c.log, "ab") as fh:
+            c.proc = subprocess.Popen(
+                c.argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, env=self._env())
+        c.started_at = time.monotonic()
+        c.restart_at = None
+
     def start(self) -> ComponentSet:
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        if self.image_catalog is not None:
-            env["TESTBED_IMAGE_CATALOG"] = str(self.image_catalog)
         for c in self.plan():
             c.log = logs / f"{c.name}.log"
-            with open(c.log, "ab") as fh:
-                c.proc = subprocess.Popen(
-                    c.argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    start_new_session=True, env=env)
+            self._spawn(c)
             self.components.append(c)
         return self
+
+    def supervise(self) -> list[str]:
+        """Restart components that exited, after their back-off; returns what happened, one line each."""
+        events = []
+        now = time.monotonic()
+        for c in self.components:
+            if c.proc is None or c.proc.poll() is None:
+                continue
+            if c.restart_at is None:
+                c.last_exit = c.proc.returncode
+                delay = c.backoff.next_delay(now - c.started_at)
+                c.restart_at = now + delay
+                events.append(f"component {c.name} (pid {c.proc.pid}) exited with status {c.last_exit}; "
+                              f"restarting in {delay:.1f}s")
+            elif now >= c.restart_at:
+                c.restarts += 1
+                self._spawn(c)
+                assert c.proc is not None
+                events.append(f"component {c.name} restarted (pid {c.proc.pid}, restart {c.restarts})")
+                if c.log is not None:
+                    with open(c.log, "a") as fh:
+                        fh.write(f"--- restarted by the testbed supervisor (restart {c.restarts}, "
+                                 f"previous exit status {c.last_exit}) ---\n")
+        return events
+
+    def describe(self) -> dict[str, dict[str, object]]:
+        """Each component's pid, restart count and last exit status (for the state file)."""
+        return {c.name: {"pid": c.proc.pid if c.proc is not None else None, "restarts": c.restarts,
+                         "lastExit": c.last_exit, "running": c.proc is not None and c.proc.poll() is None}
+                for c in self.components}
 
     def failed(self) -> list[Component]:
         """Components that have exited (each should run until stopped)."""
@@ -95,3 +146,9 @@ class ComponentSet:
                     os.killpg(c.proc.pid, signal.SIGKILL)
                 c.proc.wait(5)
         self.components.clear()
+        # what the components left behind (pod processes of a node agent that died, re-parented to us)
+        if self.containment is not None:
+            left = self.containment.kill_all(grace=min(5.0, timeout))
+            if left:
+                print(f"warning: processes of the testbed still alive after SIGKILL: {left}",
+                      file=sys.stderr, flush=True)
