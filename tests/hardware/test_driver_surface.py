@@ -134,3 +134,25 @@ def test_public_surface_semantics(make_state: Callable[..., DeviceState]) -> Non
     assert res["bad_stream"] == 400
     assert res["graph_via_gpa"] == 801
     assert res["export_table"] == 801
+
+
+def test_trace_records_proc_queries_and_export_tables(
+    tmp_path: Path, make_state: Callable[..., DeviceState]
+) -> None:
+    """HAMI_EMU_CUDA_TRACE is how one learns what a client (libcudart) asks of the driver."""
+    st = make_state({"model": "L4", "count": 1})
+    trace = tmp_path / "trace.log"
+    code = textwrap.dedent("""
+        fn, status = ctypes.c_void_p(), c_int(-1)
+        for name in (b"cuMemAlloc", b"cuGraphCreate", b"cuNoSuchThing"):
+            cu.cuGetProcAddress_v2(name, byref(fn), 13000, c_u64(0), byref(status))
+        table_id = (ctypes.c_char * 16)(*range(16))
+        emit(cu.cuGetExportTable(byref(ctypes.c_void_p()), table_id))
+    """)
+    assert run_snippet(code, child_env(st, HAMI_EMU_CUDA_TRACE=str(trace))) == 801
+    assert trace.read_text().splitlines() == [
+        "proc cuMemAlloc 13000 0 -> found",
+        "proc cuGraphCreate 13000 0 -> unsupported-stub",
+        "proc cuNoSuchThing 13000 0 -> missing",
+        "export-table 000102030405060708090a0b0c0d0e0f -> 801",
+    ]
