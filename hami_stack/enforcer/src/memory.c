@@ -132,9 +132,33 @@ static CUcontext current_ctx(void) {
     return c;
 }
 
+/* Per-thread memo of the current context's device: one driver call (cuCtxGetCurrent) per allocation
+ * instead of two. Any context teardown bumps the generation, so a context re-created at the same
+ * address is never mistaken for the old one. */
+static atomic_uint ctx_gen;
+static __thread CUcontext t_ctx __attribute__((tls_model("initial-exec")));
+static __thread int t_idx __attribute__((tls_model("initial-exec")));
+static __thread unsigned t_gen __attribute__((tls_model("initial-exec")));
+
+static int current_index_ctx(CUcontext *out) {
+    CUcontext c = current_ctx();
+    *out = c;
+    if (!c) return -1;
+    unsigned g = atomic_load_explicit(&ctx_gen, memory_order_acquire);
+    if (LIKELY(c == t_ctx && t_gen == g)) return t_idx;
+    int d = vgpu_current_index();
+    t_ctx = c;
+    t_idx = d;
+    t_gen = g;
+    return d;
+}
+
 /* container device of context c (the current one is asked directly; another is made current briefly) */
 static int ctx_index(CUcontext c, CUcontext cur) {
-    if (!c || c == cur) return vgpu_current_index();
+    if (!c || c == cur) {
+        CUcontext again;
+        return current_index_ctx(&again);
+    }
     if (!vgpu_real.cuCtxPushCurrent_v2 || !vgpu_real.cuCtxPopCurrent_v2) return -1;
     if (vgpu_real.cuCtxPushCurrent_v2(c) != CUDA_SUCCESS) return -1;
     int d = vgpu_current_index();
@@ -145,6 +169,7 @@ static int ctx_index(CUcontext c, CUcontext cur) {
 
 /* Give back every charge the driver drops when context c goes away (linear allocations, arrays). */
 static void release_context(CUcontext c) {
+    atomic_fetch_add_explicit(&ctx_gen, 1, memory_order_acq_rel);
     if (!c) return;
     uint64_t back[VGPU_MAX_DEVICES] = {0};
     pthread_mutex_lock(&table_lock);
@@ -189,12 +214,13 @@ VGPU_API CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize) {
     vgpu_init();
     REAL_OR_UNSUPPORTED(cuMemAlloc_v2);
     if (vgpu_depth || !dptr || !bytesize) return vgpu_real.cuMemAlloc_v2(dptr, bytesize);
-    int d = vgpu_current_index();
+    CUcontext ctx;
+    int d = current_index_ctx(&ctx);
     if (d < 0) return vgpu_real.cuMemAlloc_v2(dptr, bytesize); /* no context: the driver reports it */
 #ifdef VGPU_FAULT_ALLOC_UNLIMITED /* deliberate fault build only (hami_stack/faults) */
     return vgpu_real.cuMemAlloc_v2(dptr, bytesize);
 #endif
-    CHARGED_ALLOC(d, granules(bytesize), CLS_PTR, vgpu_real.cuMemAlloc_v2(dptr, bytesize), *dptr, current_ctx());
+    CHARGED_ALLOC(d, granules(bytesize), CLS_PTR, vgpu_real.cuMemAlloc_v2(dptr, bytesize), *dptr, ctx);
 }
 
 /* Managed memory counts fully against the device limit (it can all become resident there). */
@@ -202,13 +228,13 @@ VGPU_API CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytesize, unsigned
     vgpu_init();
     REAL_OR_UNSUPPORTED(cuMemAllocManaged);
     if (vgpu_depth || !dptr || !bytesize) return vgpu_real.cuMemAllocManaged(dptr, bytesize, flags);
-    int d = vgpu_current_index();
+    CUcontext ctx;
+    int d = current_index_ctx(&ctx);
     if (d < 0) return vgpu_real.cuMemAllocManaged(dptr, bytesize, flags);
 #ifdef VGPU_FAULT_MANAGED_UNLIMITED /* deliberate fault build only (hami_stack/faults) */
     return vgpu_real.cuMemAllocManaged(dptr, bytesize, flags);
 #endif
-    CHARGED_ALLOC(d, granules(bytesize), CLS_PTR, vgpu_real.cuMemAllocManaged(dptr, bytesize, flags), *dptr,
-                  current_ctx());
+    CHARGED_ALLOC(d, granules(bytesize), CLS_PTR, vgpu_real.cuMemAllocManaged(dptr, bytesize, flags), *dptr, ctx);
 }
 
 /* Pitched: charge an upper estimate first, then settle on the real pitch x height. */
@@ -218,7 +244,8 @@ VGPU_API CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pPitch, size_t W
     REAL_OR_UNSUPPORTED(cuMemAllocPitch_v2);
     if (vgpu_depth || !dptr || !pPitch || !WidthInBytes || !Height)
         return vgpu_real.cuMemAllocPitch_v2(dptr, pPitch, WidthInBytes, Height, ElementSizeBytes);
-    int d = vgpu_current_index();
+    CUcontext ctx;
+    int d = current_index_ctx(&ctx);
     if (d < 0) return vgpu_real.cuMemAllocPitch_v2(dptr, pPitch, WidthInBytes, Height, ElementSizeBytes);
 #ifdef VGPU_FAULT_PITCH_UNLIMITED /* deliberate fault build only (hami_stack/faults) */
     return vgpu_real.cuMemAllocPitch_v2(dptr, pPitch, WidthInBytes, Height, ElementSizeBytes);
@@ -247,7 +274,7 @@ VGPU_API CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pPitch, size_t W
     } else if (real < est) {
         vgpu_uncharge(d, est - real);
     }
-    if (track(CLS_PTR, *dptr, d, real, (uint64_t)(uintptr_t)current_ctx()) != 0) LOG_WARN("allocation table full");
+    if (track(CLS_PTR, *dptr, d, real, (uint64_t)(uintptr_t)ctx) != 0) LOG_WARN("allocation table full");
     return CUDA_SUCCESS;
 }
 
@@ -554,8 +581,8 @@ static uint64_t array3d_bytes(const vgpu_CUDA_ARRAY3D_DESCRIPTOR *a, unsigned le
 
 #define ARRAY_ALLOC(cls_bytes, call, keyexpr)                                                                  \
     do {                                                                                                       \
-        CUcontext _cur = current_ctx();                                                                        \
-        int d = vgpu_current_index();                                                                          \
+        CUcontext _cur;                                                                                        \
+        int d = current_index_ctx(&_cur);                                                                      \
         if (d < 0) return (call);                                                                              \
         uint64_t _b = (cls_bytes);                                                                             \
         if (_b == UINT64_MAX) return CUDA_ERROR_OUT_OF_MEMORY;                                                 \
