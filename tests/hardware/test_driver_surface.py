@@ -51,7 +51,7 @@ def _stub_names(header: str) -> list[str]:
 
 def test_unsupported_stubs_refuse_and_real_ones_are_not_stubs(lib_dir: Path) -> None:
     cuda_stubs, nvml_stubs = _stub_names("cuda_unsupported_list.h"), _stub_names("nvml_unsupported_list.h")
-    assert "cuGraphCreate" in cuda_stubs and "nvmlUnitGetCount" in nvml_stubs
+    assert "cuGraphCreate" in cuda_stubs and "nvmlUnitGetLedState" in nvml_stubs
     # a stub must not shadow a function implemented for real (duplicate definitions would not link,
     # but a name in both the proc table and the stub list would hide the real one from dlsym users)
     real = set(re.findall(r'E\("\w+", \d+, (\w+)\)', (SRC / "cuda.c").read_text()))
@@ -156,3 +156,59 @@ def test_trace_records_proc_queries_and_export_tables(
         "proc cuNoSuchThing 13000 0 -> missing",
         "export-table 000102030405060708090a0b0c0d0e0f -> 801",
     ]
+
+
+def test_nvml_board_properties(make_state: Callable[..., DeviceState]) -> None:
+    st = make_state(
+        {"gpus": [{"model": "H100-SXM5-80GB", "count": 1}, {"model": "Tesla T4", "count": 1}]}, name="mixed"
+    )
+    st.raise_xid(0, 48)
+    st.raise_xid(0, 48)
+    st.raise_xid(0, 31)
+    code = textwrap.dedent("""
+        ck(nv.nvmlInit_v2(), "init")
+        res = {}
+        def u(fn, h, *extra):
+            v = c_uint(0xdead)
+            rc = getattr(nv, fn)(h, *extra, byref(v))
+            return [rc, v.value]
+        for i in range(2):
+            rc, h = nvml_handle(i)
+            ck(rc, "handle")
+            r = {n: u(n, h) for n in ("nvmlDeviceGetArchitecture", "nvmlDeviceGetPersistenceMode",
+                                      "nvmlDeviceGetComputeMode", "nvmlDeviceGetPerformanceState",
+                                      "nvmlDeviceGetMaxPcieLinkGeneration", "nvmlDeviceGetCurrPcieLinkWidth",
+                                      "nvmlDeviceGetPowerManagementLimit", "nvmlDeviceGetMaxMigDeviceCount",
+                                      "nvmlDeviceIsMigDeviceHandle", "nvmlDeviceGetMultiGpuBoard")}
+            lo, hi = c_uint(), c_uint()
+            r["constraints"] = [nv.nvmlDeviceGetPowerManagementLimitConstraints(h, byref(lo), byref(hi)),
+                                lo.value, hi.value]
+            cnt = ctypes.c_ulonglong(99)
+            r["dbe"] = [nv.nvmlDeviceGetTotalEccErrors(h, 1, 0, byref(cnt)), cnt.value]
+            ck(nv.nvmlDeviceGetTotalEccErrors(h, 0, 0, byref(cnt)), "corrected")
+            r["corrected"] = cnt.value
+            res[str(i)] = r
+        name = ctypes.create_string_buffer(64)
+        res["self_name"] = [nv.nvmlSystemGetProcessName(os.getpid(), name, 64), name.value.decode()]
+        res["tiny_buffer"] = nv.nvmlSystemGetProcessName(os.getpid(), name, 2)
+        n = c_uint(5)
+        res["units"] = [nv.nvmlUnitGetCount(byref(n)), n.value]
+        emit(res)
+    """)
+    res = run_snippet(code, child_env(st))
+    h100, t4 = res["0"], res["1"]
+    assert h100["nvmlDeviceGetArchitecture"] == [0, 9] and t4["nvmlDeviceGetArchitecture"] == [0, 6]
+    assert h100["nvmlDeviceGetPersistenceMode"] == [0, 1] and h100["nvmlDeviceGetComputeMode"] == [0, 0]
+    assert h100["nvmlDeviceGetPerformanceState"] == [0, 0]
+    assert h100["nvmlDeviceGetMaxPcieLinkGeneration"] == [0, 5]
+    assert t4["nvmlDeviceGetMaxPcieLinkGeneration"] == [0, 3]
+    assert h100["nvmlDeviceGetCurrPcieLinkWidth"] == [0, 16]
+    assert h100["nvmlDeviceGetPowerManagementLimit"] == [0, st.gpus[0].power_limit_mw]
+    assert h100["constraints"] == [0, st.gpus[0].power_limit_mw // 4, st.gpus[0].power_limit_mw]
+    assert h100["nvmlDeviceGetMaxMigDeviceCount"] == [0, 7]
+    assert t4["nvmlDeviceGetMaxMigDeviceCount"][0] == 3  # NVML_ERROR_NOT_SUPPORTED: no MIG on a T4
+    assert h100["nvmlDeviceIsMigDeviceHandle"] == [0, 0] and h100["nvmlDeviceGetMultiGpuBoard"] == [0, 0]
+    assert h100["dbe"] == [0, 2] and t4["dbe"] == [0, 0] and h100["corrected"] == 0
+    assert res["self_name"][0] == 0 and res["self_name"][1].startswith("python")
+    assert res["tiny_buffer"] == 7  # NVML_ERROR_INSUFFICIENT_SIZE
+    assert res["units"] == [0, 0]

@@ -741,3 +741,201 @@ API nvmlReturn_t nvmlEventSetFree(nvmlEventSet_t set) {
     free(set);
     return NVML_SUCCESS;
 }
+
+/* ---- static properties of the emulated board (a data-centre card in a server) ---- */
+
+#define OUT_ENABLED(ptr, value)                           \
+    do {                                                  \
+        if (!(ptr)) return NVML_ERROR_INVALID_ARGUMENT;   \
+        *(ptr) = (value);                                 \
+    } while (0)
+
+API nvmlReturn_t nvmlDeviceGetArchitecture(nvmlDevice_t device, nvmlDeviceArchitecture_t *arch) {
+    DEVICE_ENTER(device, phys);
+    if (!arch) return NVML_ERROR_INVALID_ARGUMENT;
+    const hami_emu_gpu_info_t *g = info(phys);
+    int cc = g->cc_major * 10 + g->cc_minor;
+    *arch = cc >= 90 ? NVML_DEVICE_ARCH_HOPPER : cc >= 89 ? NVML_DEVICE_ARCH_ADA : cc >= 80 ? NVML_DEVICE_ARCH_AMPERE
+          : cc >= 75 ? NVML_DEVICE_ARCH_TURING : cc >= 70 ? NVML_DEVICE_ARCH_VOLTA : NVML_DEVICE_ARCH_UNKNOWN;
+    return NVML_SUCCESS;
+}
+
+API nvmlReturn_t nvmlDeviceGetPersistenceMode(nvmlDevice_t device, nvmlEnableState_t *mode) {
+    DEVICE_ENTER(device, phys);
+    (void)phys;
+    OUT_ENABLED(mode, NVML_FEATURE_ENABLED); /* servers run the persistence daemon */
+    return NVML_SUCCESS;
+}
+
+API nvmlReturn_t nvmlDeviceGetComputeMode(nvmlDevice_t device, nvmlComputeMode_t *mode) {
+    DEVICE_ENTER(device, phys);
+    (void)phys;
+    OUT_ENABLED(mode, NVML_COMPUTEMODE_DEFAULT);
+    return NVML_SUCCESS;
+}
+
+API nvmlReturn_t nvmlDeviceGetEccMode(nvmlDevice_t device, nvmlEnableState_t *current, nvmlEnableState_t *pending) {
+    DEVICE_ENTER(device, phys);
+    (void)phys;
+    if (!current || !pending) return NVML_ERROR_INVALID_ARGUMENT;
+    *current = *pending = NVML_FEATURE_ENABLED; /* the CUDA side reports ECC enabled too */
+    return NVML_SUCCESS;
+}
+
+API nvmlReturn_t nvmlDeviceGetTotalEccErrors(nvmlDevice_t device, nvmlMemoryErrorType_t errorType,
+                                             nvmlEccCounterType_t counterType, unsigned long long *eccCounts) {
+    DEVICE_ENTER(device, phys);
+    if (!eccCounts || (unsigned)errorType >= NVML_MEMORY_ERROR_TYPE_COUNT ||
+        (unsigned)counterType >= NVML_ECC_COUNTER_TYPE_COUNT)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    /* uncorrectable errors are the injected ECC Xids (48); corrected ones are never injected */
+    unsigned long long n = 0;
+    if (errorType == NVML_MEMORY_ERROR_TYPE_UNCORRECTED) {
+        hami_emu_lock(g_node.shm);
+        const hami_emu_gpu_t *gpu = shared_gpu(phys);
+        uint64_t first = gpu->xid_seq > HAMI_EMU_MAX_XIDS ? gpu->xid_seq - HAMI_EMU_MAX_XIDS + 1 : 1;
+        for (uint64_t s = first; s <= gpu->xid_seq; s++)
+            if (gpu->xids[(s - 1) % HAMI_EMU_MAX_XIDS].xid == 48) n++;
+        hami_emu_unlock(g_node.shm);
+    }
+    *eccCounts = n;
+    return NVML_SUCCESS;
+}
+
+API nvmlReturn_t nvmlDeviceGetDisplayMode(nvmlDevice_t device, nvmlEnableState_t *display) {
+    DEVICE_ENTER(device, phys);
+    (void)phys;
+    OUT_ENABLED(display, NVML_FEATURE_DISABLED);
+    return NVML_SUCCESS;
+}
+
+API nvmlReturn_t nvmlDeviceGetDisplayActive(nvmlDevice_t device, nvmlEnableState_t *isActive) {
+    DEVICE_ENTER(device, phys);
+    (void)phys;
+    OUT_ENABLED(isActive, NVML_FEATURE_DISABLED);
+    return NVML_SUCCESS;
+}
+
+API nvmlReturn_t nvmlDeviceGetPowerManagementMode(nvmlDevice_t device, nvmlEnableState_t *mode) {
+    DEVICE_ENTER(device, phys);
+    (void)phys;
+    OUT_ENABLED(mode, NVML_FEATURE_ENABLED);
+    return NVML_SUCCESS;
+}
+
+API nvmlReturn_t nvmlDeviceGetPowerManagementLimit(nvmlDevice_t device, unsigned int *limit) {
+    DEVICE_ENTER(device, phys);
+    OUT_ENABLED(limit, info(phys)->power_limit_mw);
+    return NVML_SUCCESS;
+}
+
+API nvmlReturn_t nvmlDeviceGetPowerManagementDefaultLimit(nvmlDevice_t device, unsigned int *defaultLimit) {
+    DEVICE_ENTER(device, phys);
+    OUT_ENABLED(defaultLimit, info(phys)->power_limit_mw);
+    return NVML_SUCCESS;
+}
+
+API nvmlReturn_t nvmlDeviceGetPowerManagementLimitConstraints(nvmlDevice_t device, unsigned int *minLimit,
+                                                              unsigned int *maxLimit) {
+    DEVICE_ENTER(device, phys);
+    if (!minLimit || !maxLimit) return NVML_ERROR_INVALID_ARGUMENT;
+    *maxLimit = info(phys)->power_limit_mw;
+    *minLimit = info(phys)->power_limit_mw / 4; /* e.g. 100 W on a 400 W A100 SXM */
+    return NVML_SUCCESS;
+}
+
+API nvmlReturn_t nvmlDeviceGetPerformanceState(nvmlDevice_t device, nvmlPstates_t *pState) {
+    DEVICE_ENTER(device, phys);
+    (void)phys;
+    OUT_ENABLED(pState, NVML_PSTATE_0); /* persistence mode keeps data-centre cards in P0 */
+    return NVML_SUCCESS;
+}
+
+static unsigned pcie_gen(int phys) {
+    const hami_emu_gpu_info_t *g = info(phys);
+    int cc = g->cc_major * 10 + g->cc_minor;
+    return cc >= 90 ? 5 : cc >= 80 ? 4 : 3;
+}
+
+API nvmlReturn_t nvmlDeviceGetMaxPcieLinkGeneration(nvmlDevice_t device, unsigned int *maxLinkGen) {
+    DEVICE_ENTER(device, phys);
+    OUT_ENABLED(maxLinkGen, pcie_gen(phys));
+    return NVML_SUCCESS;
+}
+
+API nvmlReturn_t nvmlDeviceGetCurrPcieLinkGeneration(nvmlDevice_t device, unsigned int *currLinkGen) {
+    DEVICE_ENTER(device, phys);
+    OUT_ENABLED(currLinkGen, pcie_gen(phys));
+    return NVML_SUCCESS;
+}
+
+API nvmlReturn_t nvmlDeviceGetMaxPcieLinkWidth(nvmlDevice_t device, unsigned int *maxLinkWidth) {
+    DEVICE_ENTER(device, phys);
+    (void)phys;
+    OUT_ENABLED(maxLinkWidth, 16u);
+    return NVML_SUCCESS;
+}
+
+API nvmlReturn_t nvmlDeviceGetCurrPcieLinkWidth(nvmlDevice_t device, unsigned int *currLinkWidth) {
+    DEVICE_ENTER(device, phys);
+    (void)phys;
+    OUT_ENABLED(currLinkWidth, 16u);
+    return NVML_SUCCESS;
+}
+
+API nvmlReturn_t nvmlDeviceGetMultiGpuBoard(nvmlDevice_t device, unsigned int *multiGpuBool) {
+    DEVICE_ENTER(device, phys);
+    (void)phys;
+    OUT_ENABLED(multiGpuBool, 0u);
+    return NVML_SUCCESS;
+}
+
+API nvmlReturn_t nvmlDeviceGetBoardId(nvmlDevice_t device, unsigned int *boardId) {
+    DEVICE_ENTER(device, phys);
+    const hami_emu_gpu_info_t *g = info(phys);
+    OUT_ENABLED(boardId, (g->domain << 16) | (g->bus << 8) | (g->device << 3) | g->function);
+    return NVML_SUCCESS;
+}
+
+API nvmlReturn_t nvmlDeviceOnSameBoard(nvmlDevice_t device1, nvmlDevice_t device2, int *onSameBoard) {
+    DEVICE_ENTER(device1, phys);
+    int other = handle_phys(device2);
+    if (other < 0 || !onSameBoard) return NVML_ERROR_INVALID_ARGUMENT;
+    *onSameBoard = other == phys; /* one GPU per board */
+    return NVML_SUCCESS;
+}
+
+API nvmlReturn_t nvmlDeviceGetMaxMigDeviceCount(nvmlDevice_t device, unsigned int *count) {
+    DEVICE_ENTER(device, phys);
+    if (!count) return NVML_ERROR_INVALID_ARGUMENT;
+    if (!info(phys)->mig_capable) return NVML_ERROR_NOT_SUPPORTED;
+    *count = 7; /* seven GPU instances on every MIG-capable model */
+    return NVML_SUCCESS;
+}
+
+API nvmlReturn_t nvmlDeviceIsMigDeviceHandle(nvmlDevice_t device, unsigned int *isMigDevice) {
+    DEVICE_ENTER(device, phys);
+    (void)phys;
+    OUT_ENABLED(isMigDevice, 0u); /* MIG devices are not emulated: every handle is a full GPU */
+    return NVML_SUCCESS;
+}
+
+API nvmlReturn_t nvmlSystemGetProcessName(unsigned int pid, char *name, unsigned int length) {
+    if (!g_refcount) return NVML_ERROR_UNINITIALIZED;
+    if (!name || !length) return NVML_ERROR_INVALID_ARGUMENT;
+    char path[64], buf[256];
+    snprintf(path, sizeof(path), "/proc/%u/comm", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return NVML_ERROR_NOT_FOUND;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    while (n && (buf[n - 1] == '\n')) n--;
+    buf[n] = '\0';
+    return copy_out(name, length, buf);
+}
+
+API nvmlReturn_t nvmlUnitGetCount(unsigned int *unitCount) {
+    if (!g_refcount) return NVML_ERROR_UNINITIALIZED;
+    OUT_ENABLED(unitCount, 0u); /* units are S-class enclosures; servers report none */
+    return NVML_SUCCESS;
+}
