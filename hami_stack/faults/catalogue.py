@@ -167,7 +167,7 @@ CATALOGUE: tuple[Fault, ...] = (
        "check), so forged allocation annotations reach a GPU when the webhook is bypassed",
        "ADM-FORGE-4", "ADM-FORGE-5", "ADM-FORGE-6"),
     _f("plugin-register-bad-encoding", "device-plugin",
-       "the register annotation reports devcore 0 for every GPU",
+       "the register annotation numbers GPUs from 1 instead of 0 (indexes 1..n)",
        "REG-ANNOT-2"),
     _f("plugin-capacity-short", "device-plugin",
        "the kubelet is offered one virtual device fewer per GPU than the split count registered",
