@@ -137,7 +137,7 @@ class NvidiaDevicePlugin:
                     len(self.server.devices),
                 )
             if faults.on("plugin-register-bad-encoding"):
-                entries = [dataclasses.replace(e, devcore=0) for e in entries]
+                entries = [dataclasses.replace(e, index=e.index + 1) for e in entries]  # 1-based
             self._patch_node(encode_register_json(entries))
 
     def poll_health(self) -> bool:
