@@ -4,6 +4,7 @@ python -m testbed up --k8s 1.33            # foreground; Ctrl-C stops it
 python -m testbed up --k8s 1.33 --detach   # background; prints the kubeconfig path
 python -m testbed status
 python -m testbed down
+python -m testbed up --fresh               # the data dir keeps the cluster across down/up; this empties it
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import pki
 from .components import ComponentSet
 from .procutil import pid_alive
 from .supervisor import Containment, become_subreaper, reap_orphans
@@ -41,7 +43,8 @@ def _prepare_data_dir(path: Path) -> Path:
     if path.exists() and not path.is_dir():
         raise CLIError(f"data directory {path} exists and is not a directory")
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        # 0700: it holds the admin kubeconfig, the CA key and every node's root (issue 15)
+        pki.private_dir(path)
         probe = path / ".write-test"
         probe.write_text("ok")
         probe.unlink()
@@ -98,7 +101,14 @@ async def _serve(args: argparse.Namespace, data_dir: Path) -> int:
     containment = Containment(data_dir)
     containment.enter()
     become_subreaper()
-    server = APIServer(ServerConfig(minor=args.k8s_minor, host=args.host, port=args.port, data_dir=data_dir))
+    from .apiserver.persist import DataDirError
+
+    try:
+        server = APIServer(ServerConfig(minor=args.k8s_minor, host=args.host, port=args.port,
+                                        data_dir=data_dir, fresh=getattr(args, "fresh", False)))
+    except DataDirError as e:
+        # never a silent reset: the operator decides (restore the file, or --fresh)
+        raise CLIError(f"cannot use the data directory {data_dir}: {e}") from e
     try:
         await server.start()
     except OSError as e:
@@ -234,6 +244,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         cmd += ["--image-catalog", str(Path(args.image_catalog).resolve())]
     cmd += ["--no-scheduler"] if args.no_scheduler else []
     cmd += ["--no-controllers"] if args.no_controllers else []
+    cmd += ["--fresh"] if args.fresh else []
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
@@ -324,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "see testbed/node/images.py)")
     up.add_argument("--no-scheduler", action="store_true", help="do not start the default scheduler")
     up.add_argument("--no-controllers", action="store_true", help="do not start the controller manager")
+    up.add_argument("--fresh", action="store_true",
+                    help="discard the cluster kept in the data dir (objects, CA, keys, tokens) "
+                         "and start empty")
     up.set_defaults(func=cmd_up)
     demo = sub.add_parser("demo", help="start a testbed, drive it with the official client, print a report")
     demo.add_argument("--k8s", default="1.33", help="Kubernetes minor to emulate (default 1.33)")

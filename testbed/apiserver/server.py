@@ -29,6 +29,7 @@ from .builtin import BuiltIns, bootstrap_objects, stamp
 from .errors import APIError
 from .meta import api_version as make_api_version
 from .paths import RequestInfo
+from .persist import DB_NAME, DataDirError, SQLiteBackend, wipe_state
 from .registry import SYSTEM_USER, Registry
 from .store import Entry, Store
 from .target import Target
@@ -51,6 +52,10 @@ class ServerConfig:
     history: int = 20_000
     admin_token: str | None = None
     extra_tokens: dict[str, UserInfo] = field(default_factory=dict)
+    # Keep objects, the CA, the service-account key and the admin token in data_dir across restarts.
+    persist: bool = True
+    # Discard what data_dir holds from an earlier run and start an empty cluster.
+    fresh: bool = False
 
 
 def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -102,8 +107,16 @@ class APIServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.profile: VersionProfile = profile(config.minor)
-        self.store = Store(history=config.history)
-        self.ca = pki.make_ca("testbed-ca")
+        self.backend: SQLiteBackend | None = None
+        self.restored = 0
+        durable = config.data_dir is not None and config.persist
+        if durable:
+            assert config.data_dir is not None
+            self._open_durable(config.data_dir)
+        else:
+            self.store = Store(history=config.history)
+            self.ca = pki.make_ca("testbed-ca")
+            self.authority = TokenAuthority()
         self.serving = pki.make_serving_cert(
             self.ca,
             "kube-apiserver",
@@ -117,10 +130,20 @@ class APIServer:
                 "kubernetes.default.svc.cluster.local",
             ],
         )
-        self.authority = TokenAuthority()
         import secrets as _secrets
 
-        self.admin_token = config.admin_token or _secrets.token_urlsafe(32)
+        if config.admin_token:
+            self.admin_token = config.admin_token
+        elif durable:
+            assert config.data_dir is not None
+            try:
+                self.admin_token = pki.load_or_create_secret(
+                    config.data_dir / "pki" / "admin.token", lambda: _secrets.token_urlsafe(32),
+                    "admin token")
+            except pki.PKIError as e:
+                raise DataDirError(str(e)) from e
+        else:
+            self.admin_token = _secrets.token_urlsafe(32)
         self.static_tokens: dict[str, UserInfo] = {self.admin_token: ADMIN_USER, **config.extra_tokens}
         self.webhooks = WebhookDispatcher(self.store, self.profile.admission_review_versions)
         self.registry = Registry(self.profile, self.store, self.webhooks)
@@ -130,6 +153,46 @@ class APIServer:
         self._kubelet: ClientSession | None = None
         self.port = config.port
         self.started_at = time.time()
+
+    def _open_durable(self, data_dir: Path) -> None:
+        """Open (or create) the state database and the key material in ``data_dir``.
+
+        Anything there that cannot be used is a DataDirError naming the file, never a silent reset:
+        a new CA or signing key would orphan every kubeconfig and token handed out before."""
+        pki_dir = data_dir / "pki"
+        if self.config.fresh:
+            wipe_state(data_dir)
+        db = data_dir / DB_NAME
+        had_state = db.exists() and db.stat().st_size > 0
+        backend = None
+        if had_state:
+            backend = SQLiteBackend(db, self.profile.minor)  # first: a database we cannot read is the news
+            needed = ["ca.crt", "ca.key", "sa.key"]
+            if self.config.admin_token is None:
+                needed.append("admin.token")
+            for f in needed:
+                if not (pki_dir / f).exists():
+                    backend.close()
+                    raise DataDirError(
+                        f"{pki_dir / f}: missing, but {db} holds a cluster whose clients trust it; "
+                        "restore the file or start with `testbed up --fresh`")
+        try:
+            self.ca = pki.load_or_create_ca(pki_dir, "testbed-ca")
+            sa_pem = pki.load_or_create_key(pki_dir / "sa.key", lambda: TokenAuthority().private_key_pem(),
+                                            "service-account signing key")
+            self.authority = TokenAuthority(sa_pem)
+        except (pki.PKIError, ValueError) as e:
+            if backend is not None:
+                backend.close()
+            msg = str(e) if isinstance(e, pki.PKIError) else f"{pki_dir / 'sa.key'}: {e}"
+            raise DataDirError(msg) from e
+        self.backend = backend or SQLiteBackend(db, self.profile.minor)
+        self.store = Store(history=self.config.history, backend=self.backend)
+        try:
+            self.restored = self.store.load()
+        except ValueError as e:  # an object row that is not JSON
+            raise DataDirError(f"{db}: an object is not valid JSON ({e}); "
+                               "start with `testbed up --fresh`") from e
 
     # -- lifecycle ---------------------------------------------------------------------------
     @property
@@ -165,20 +228,36 @@ class APIServer:
         app = self.make_app()
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
+        port = self.config.port
+        last = self.backend.meta("port") if self.backend is not None else None
+        if port == 0 and last:
+            # Same port as last time, so the kubeconfigs handed out before still reach us.
+            try:
+                await self._listen(int(last))
+            except OSError:
+                log.warning("port %s of the previous run is taken; listening on a new one", last)
+                await self._listen(0)
+        else:
+            await self._listen(port)
+        server = self._site._server
+        assert server is not None
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1]
+        if self.backend is not None:
+            self.backend.set_meta("port", str(self.port))
+        await self._bootstrap()
+
+    async def _listen(self, port: int) -> None:
+        assert self._runner is not None
         self._site = web.TCPSite(
             self._runner,
             self.config.host,
-            self.config.port,
+            port,
             ssl_context=self.ssl_context(),
             backlog=1024,
             reuse_address=True,
         )
         await self._site.start()
-        server = self._site._server
-        assert server is not None
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1]
-        await self._bootstrap()
 
     async def stop(self) -> None:
         self.store.close_watchers()
@@ -188,12 +267,35 @@ class APIServer:
             await self._kubelet.close()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
+            self.store.backend = None
 
     async def _bootstrap(self) -> None:
+        # After a restart only what is missing is created; the kubernetes Service/Endpoints follow
+        # the address we listen on now.
         for group, plural, obj in bootstrap_objects(self.port, self.config.host):
-            t = self.registry.target_for(group, plural, obj["metadata"].get("namespace", ""))
-            await self.registry.create(t, obj, SYSTEM_USER)
+            ns = obj["metadata"].get("namespace", "")
+            t = self.registry.target_for(group, plural, ns)
+            cur = self.store.get(t.rtype.store_key, ns, obj["metadata"]["name"])
+            if cur is None:
+                await self.registry.create(t, obj, SYSTEM_USER)
+                continue
+            if plural == "endpoints" and cur.get("subsets") != obj["subsets"]:
+                self.store.put(t.rtype.store_key, {**copy.deepcopy(cur), "subsets": obj["subsets"]},
+                               event="MODIFIED")
+            elif plural == "services":
+                ports = (cur.get("spec") or {}).get("ports") or []
+                want = obj["spec"]["ports"][0]["targetPort"]
+                if ports and ports[0].get("targetPort") != want:
+                    new = copy.deepcopy(cur)
+                    new["spec"]["ports"][0]["targetPort"] = want
+                    self.store.put(t.rtype.store_key, new, event="MODIFIED")
         for obj in rbac.bootstrap_objects(self.profile.minor):
+            key = rbac.STORE_KEYS[obj["kind"]]
+            if self.store.get(key, obj["metadata"].get("namespace", ""), obj["metadata"]["name"]) is not None:
+                continue
             o = stamp(copy.deepcopy(obj))
             o["apiVersion"] = "rbac.authorization.k8s.io/v1"
             self.store.put(rbac.STORE_KEYS[o["kind"]], o, event="ADDED")
@@ -948,9 +1050,11 @@ class APIServer:
         }
         url = f"https://{addr}:{port}/containerLogs/{t.namespace}/{t.name}/{container}"
         if self._kubelet is None:
-            # Like kube-apiserver without --kubelet-certificate-authority: kubelet certs are not verified.
+            # Like kube-apiserver without --kubelet-certificate-authority: kubelet certs are not verified;
+            # it presents its kubelet-client certificate, which the kubelets authorise (issue 15).
+            ctx = pki.kubelet_client_context(self.ca, self._cert_dir())
             self._kubelet = ClientSession(
-                connector=TCPConnector(ssl=False), timeout=ClientTimeout(total=None, sock_connect=5)
+                connector=TCPConnector(ssl=ctx), timeout=ClientTimeout(total=None, sock_connect=5)
             )
         try:
             upstream = await self._kubelet.get(url, params=params)

@@ -12,11 +12,14 @@ import collections
 import copy
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from .errors import gone
+
+if TYPE_CHECKING:
+    from .persist import SQLiteBackend
 
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
 
@@ -53,8 +56,10 @@ def encode(obj: dict[str, Any]) -> bytes:
 class Store:
     """All objects of all resources, keyed by ``ResourceType.store_key``."""
 
-    def __init__(self, history: int = 20_000) -> None:
+    def __init__(self, history: int = 20_000, backend: SQLiteBackend | None = None) -> None:
         self._rv = 1
+        # Every write goes to the backend (when there is one) before the caller answers its client.
+        self.backend = backend
         self._data: dict[str, dict[Key, Entry]] = collections.defaultdict(dict)
         self._history: collections.deque[Event] = collections.deque(maxlen=history)
         # The oldest resourceVersion a watch can still resume from.
@@ -62,6 +67,23 @@ class Store:
         self._watchers: dict[str, set[Watcher]] = collections.defaultdict(set)
         # Bumped on every write of a given store key; lets caches (RBAC) invalidate cheaply.
         self.revisions: dict[str, int] = collections.defaultdict(int)
+
+    def load(self) -> int:
+        """Bring back the objects and the resourceVersion counter kept by the backend; returns the count.
+
+        The watch history does not survive a restart: a watch from an older version gets 410 Gone
+        and the client relists, as after an etcd compaction."""
+        if self.backend is None:
+            return 0
+        n = 0
+        for store_key, namespace, name, rv, value in self.backend.load():
+            obj = orjson.loads(value)
+            self._data[store_key][(namespace, name)] = Entry(obj, bytes(value), rv)
+            self.revisions[store_key] += 1
+            n += 1
+        self._rv = self.backend.resource_version()
+        self._compacted = self._rv
+        return n
 
     # -- reads -------------------------------------------------------------------------------
     @property
@@ -109,6 +131,8 @@ class Store:
         key = (meta.get("namespace", ""), meta["name"])
         old = self._data[store_key].get(key)
         entry = Entry(obj, encode(obj), rv)
+        if self.backend is not None:
+            self.backend.put(store_key, key[0], key[1], rv, entry.raw)
         self._data[store_key][key] = entry
         self._emit(Event(rv, store_key, event, entry, old))
         return entry
@@ -118,6 +142,8 @@ class Store:
         if old is None:
             return None
         rv = self._next()
+        if self.backend is not None:
+            self.backend.delete(store_key, namespace, name, rv)
         obj = copy.deepcopy(old.obj)
         obj["metadata"]["resourceVersion"] = str(rv)
         entry = Entry(obj, encode(obj), rv)

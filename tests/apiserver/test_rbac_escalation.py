@@ -1,4 +1,4 @@
-"""RBAC escalation prevention: roles grant only what the writer holds; bindings need the role's rights or bind."""
+"""RBAC escalation prevention: roles grant only what the writer holds; bindings need the role or bind."""
 
 from __future__ import annotations
 
@@ -60,8 +60,8 @@ def test_namespace_admin_cannot_bind_cluster_admin_nor_lift_quota(tb, admin_toke
     assert body["reason"] == "Forbidden"
     assert body["message"] == (
         'rolebindings.rbac.authorization.k8s.io "grab" is forbidden: user "system:serviceaccount:team:alice" '
-        '(groups=["system:serviceaccounts" "system:serviceaccounts:team" "system:authenticated"]) is attempting '
-        "to grant RBAC permissions not currently held:\n"
+        '(groups=["system:serviceaccounts" "system:serviceaccounts:team" "system:authenticated"]) '
+        "is attempting to grant RBAC permissions not currently held:\n"
         '{APIGroups:["*"], Resources:["*"], Verbs:["*"]}\n{NonResourceURLs:["*"], Verbs:["*"]}'
     )
     assert body["details"] == {"name": "grab", "group": "rbac.authorization.k8s.io", "kind": "rolebindings"}
@@ -132,9 +132,10 @@ def test_escalate_and_bind_verbs_with_resource_names(tb):
 
 def test_cluster_admin_and_masters_bypass(tb):
     # The admin kubeconfig (system:masters) binds cluster-admin and writes aggregated roles freely.
-    assert raw_json(tb, "POST", f"{RBAC}/clusterrolebindings",
-                    _binding("root", "ClusterRole", "cluster-admin", "root", kind="ClusterRoleBinding"))[0] == 201
-    agg = {"metadata": {"name": "agg"}, "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {"x": "y"}}]}}
+    root = _binding("root", "ClusterRole", "cluster-admin", "root", kind="ClusterRoleBinding")
+    assert raw_json(tb, "POST", f"{RBAC}/clusterrolebindings", root)[0] == 201
+    agg = {"metadata": {"name": "agg"},
+           "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {"x": "y"}}]}}
     assert raw_json(tb, "POST", f"{RBAC}/clusterroles", agg)[0] == 201
     # A cluster-admin outside system:masters holds everything, so it may grant anything.
     token = _sa_token(tb, NS, "root")
@@ -151,8 +152,8 @@ def test_aggregation_rule_needs_full_authority(tb, admin_token):
             "rules": [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"],
                        "verbs": ["create"]}]}
     assert raw_json(tb, "POST", f"{RBAC}/clusterroles", role)[0] == 201
-    assert raw_json(tb, "POST", f"{RBAC}/clusterrolebindings",
-                    _binding("dave-cr", "ClusterRole", "dave-cr", "dave", kind="ClusterRoleBinding"))[0] == 201
+    crb = _binding("dave-cr", "ClusterRole", "dave-cr", "dave", kind="ClusterRoleBinding")
+    assert raw_json(tb, "POST", f"{RBAC}/clusterrolebindings", crb)[0] == 201
     agg = {"metadata": {"name": "dave-agg"},
            "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {"a": "b"}}]}}
     code, body = raw_json(tb, "POST", f"{RBAC}/clusterroles", agg, token=token)
