@@ -35,7 +35,7 @@ from kubeclient.informer import Informer
 from testbed import pki
 from testbed.k8s.timefmt import now_micro as _micro_now
 
-from . import netns
+from . import netns, podcheckpoint
 from .devices_api import DeviceManager, NullDeviceManager
 from .events import Recorder
 from .inventory import NodeSpec, node_address
@@ -419,6 +419,9 @@ class NodeAgents:
                     serve(a, ssl_ctx), self.loop
                 ).result(10)
             futs.append(self.pool.submit(self._register, a))
+        for a in self.agents.values():
+            # before any pod event: stop what a previous agent of the node left, re-claim its pod IPs
+            podcheckpoint.recover(a.runtime)
         self._start_informer()
         if wait_ready:
             for f in futs:

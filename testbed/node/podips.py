@@ -148,6 +148,31 @@ class PodIPAllocator:
             self._in_use.add(ip)
             return ip
 
+    def claim(self, ip: str) -> bool:
+        """Take this exact address again (a restarted node agent keeping its pods' IPs).
+
+        Its /24 block is leased to us if it is free, held by a dead process (the agent that died) or
+        already ours; False when a live allocator holds the block (then the pod needs a new address)."""
+        try:
+            a, b, c, host = (int(x) for x in ip.split("."))
+        except ValueError:
+            return False
+        block = (b * 256 + c) - FIRST_BLOCK
+        if a != 127 or not 0 <= block < BLOCKS or not 1 <= host <= 254:
+            return False
+        pid = os.getpid()
+        with self._lock:
+            if block not in self._blocks:
+                with self._locked() as leases:
+                    held = leases.get(str(block))
+                    if held and held.get("owner") != self.owner and _alive(
+                            int(held.get("pid", 0)), str(held.get("start", ""))):
+                        return False
+                    leases[str(block)] = {"pid": pid, "start": _start_time(pid), "owner": self.owner}
+                self._blocks.append(block)
+            self._in_use.add(ip)
+            return True
+
     def release(self, ip: str) -> None:
         with self._lock:
             self._in_use.discard(ip)

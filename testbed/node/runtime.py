@@ -21,7 +21,7 @@ from kubeclient.client import ApiError
 from testbed.k8s.quantity import Quantity
 from testbed.k8s.timefmt import now
 
-from . import images, netns, podspec, probes, toolkit
+from . import images, netns, podcheckpoint, podspec, probes, toolkit
 from .container import LaunchSpec, Process, StartError
 from .devices_api import ContainerDevices, run_allocate
 from .logs import pod_log_dir
@@ -135,6 +135,7 @@ class PodWorker:
         self.message = ""
         self.pod_ip = ""
         self.leased_ip = ""  # the pod IP this worker took from the allocator (not the node's own)
+        self.recovered_ip = ""  # the IP the previous agent gave this pod, re-claimed (podcheckpoint.py)
         self.netns_name = ""
         self.netns_path: str | None = None
         self.listeners: list[Any] = []  # this pod's forwarders, closed at teardown
@@ -237,7 +238,7 @@ class PodWorker:
         if self.pod["spec"].get("hostNetwork"):
             self.pod_ip = a.ip
         else:
-            self.pod_ip = self.leased_ip = netns.next_pod_ip()
+            self.pod_ip = self.leased_ip = self.recovered_ip or netns.next_pod_ip()
         if a.options.use_netns and not self.pod["spec"].get("hostNetwork"):
             self.netns_name = f"tb-{self.uid[:18]}"
             try:
@@ -742,6 +743,7 @@ class PodWorker:
                 f"/api/v1/namespaces/{self.ns}/pods/{self.name}/status", {"status": st}, kind="merge"
             )
             self._last_status = st
+            self.agent.runtime.save_checkpoint()
         except ApiError as e:
             if e.status == 404:
                 self.stopping.set()
@@ -772,6 +774,10 @@ class PodRuntime:
         self.sim_ips: dict[str, str] = {}  # uid -> pod IP of a simulated pod
         self.finished: set[str] = set()  # uids whose worker ended: never start them again
         self._lock = threading.Lock()
+        # what a restarted agent reconciles with (podcheckpoint.py); kept as is when the agent stops
+        self.checkpoint = podcheckpoint.PodCheckpoint(agent.root)
+        self.recovered: dict[str, Any] = {}  # uid -> the previous agent's entry, until the pod is seen
+        self._agent_stopping = False
 
     def extended_in_use(self, exclude: str = "") -> dict[str, int]:
         out: dict[str, int] = {}
@@ -788,6 +794,16 @@ class PodRuntime:
         with self._lock:
             self.workers.pop(uid, None)
             self.finished.add(uid)
+        if not self._agent_stopping:
+            self.save_checkpoint()
+
+    def save_checkpoint(self) -> None:
+        with self._lock:
+            workers = list(self.workers.values())
+        try:
+            self.checkpoint.save(workers)
+        except OSError as e:
+            log.error("cannot write the pod checkpoint %s: %s", self.checkpoint.path, e)
 
     def is_simulated(self, pod: dict[str, Any]) -> bool:
         ann = (pod["metadata"].get("annotations") or {}).get(SIMULATE_ANNOTATION)
@@ -815,9 +831,17 @@ class PodRuntime:
             w = self.workers.get(uid)
             if w is None and not deleting and uid not in self.finished:
                 phase = (pod.get("status") or {}).get("phase")
+                entry = None
                 if phase in ("Succeeded", "Failed") or (pod.get("status") or {}).get("containerStatuses"):
-                    return  # a pod another agent instance ran; a restarted kubelet does not rerun it
+                    entry = self.recovered.pop(uid, None)
+                    if entry is None or phase in ("Succeeded", "Failed"):
+                        return  # a pod another agent instance ran; a restarted kubelet does not rerun it
+                    if (pod["spec"].get("restartPolicy") or "Always") == "Never":
+                        self.agent.submit(podcheckpoint.fail_never, self, pod, entry)
+                        return
                 w = PodWorker(self.agent, pod)
+                if entry is not None:
+                    podcheckpoint.resume(w, pod, entry)
                 self.workers[uid] = w
                 w.start()
                 return
@@ -964,6 +988,7 @@ class PodRuntime:
                 log.warning("simulated pod %s/%s: %s", meta["namespace"], meta["name"], e)
 
     def stop(self, grace: float = 0) -> None:
+        self._agent_stopping = True  # the checkpoint keeps these pods: the next agent restarts them
         with self._lock:
             workers = list(self.workers.values())
         for w in workers:

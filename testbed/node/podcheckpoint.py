@@ -1,0 +1,182 @@
+"""The node agent's pod checkpoint: what a restarted agent needs to reconcile with what the last one ran.
+
+``<node root>/var/lib/kubelet/testbed_pods_checkpoint.json`` lists, per pod the agent runs: its
+namespace/name, pod IP (the one it leased), network namespace, and each container process (pid and
+start time in clock ticks, so a reused pid is told apart). It is rewritten after every status change.
+
+A restarted agent (:func:`recover`) reconciles as the kubelet does with its runtime after a restart,
+with one difference: our container processes' stdout/stderr were pipes into the dead agent, so they
+cannot be re-attached; every process the old agent left is stopped (SIGTERM, then SIGKILL) and its
+network namespace removed, and the pod is started again in the same sandbox identity — same pod IP
+(the address is re-claimed from the host registry before anything else can take it), same device
+assignment (the device manager's own checkpoint) — with each container's restart count one higher,
+as after a container crash. A ``restartPolicy: Never`` pod cannot be restarted: it ends Failed. No
+process of the old agent survives, so no new pod can get an address an orphan still serves on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import netns
+from .podips import _start_time, default_allocator
+
+if TYPE_CHECKING:
+    from .runtime import PodRuntime, PodWorker
+
+log = logging.getLogger("testbed.node.checkpoint")
+
+NAME = "var/lib/kubelet/testbed_pods_checkpoint.json"
+RELEASE_UNCLAIMED_AFTER = 60.0  # seconds: recovered pods the apiserver no longer lists give their IP back
+
+
+class PodCheckpoint:
+    def __init__(self, root: Path) -> None:
+        self.path = root / NAME
+        self._lock = threading.Lock()
+
+    def save(self, workers: list[PodWorker]) -> None:
+        entries: dict[str, Any] = {}
+        for w in workers:
+            procs = []
+            for c in w.init + w.apps:
+                if c.proc is not None and c.proc.poll() is None:
+                    procs.append({"container": c.name, "pid": c.proc.pid, "start": _start_time(c.proc.pid)})
+            entries[w.uid] = {"namespace": w.ns, "name": w.name, "podIP": w.leased_ip,
+                              "netns": w.netns_name, "phase": w.phase, "processes": procs}
+        body = json.dumps({"version": 1, "pods": entries}, sort_keys=True)
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(f".tmp{threading.get_ident()}")
+            tmp.write_text(body)
+            os.replace(tmp, self.path)
+
+    def load(self) -> dict[str, Any]:
+        """The last agent's pods; {} when there was none. A damaged file is reported, by name, and
+        set aside (``.corrupt``), never silently taken for an empty node."""
+        try:
+            raw = self.path.read_text()
+        except FileNotFoundError:
+            return {}
+        try:
+            data = json.loads(raw)
+            pods = data["pods"]
+            if not isinstance(pods, dict):
+                raise ValueError("'pods' is not an object")
+            return pods
+        except (ValueError, KeyError, TypeError) as e:
+            bad = self.path.with_suffix(".corrupt")
+            log.error("pod checkpoint %s is damaged (%s); moved to %s, pods it listed are not recovered",
+                      self.path, e, bad)
+            with contextlib.suppress(OSError):
+                os.replace(self.path, bad)
+            return {}
+
+
+def _same_process(pid: int, start: str) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    if stat.rsplit(")", 1)[1].split()[0] == "Z":
+        return False
+    return not start or _start_time(pid) == start
+
+
+def stop_orphans(entries: dict[str, Any], grace: float = 2.0) -> list[int]:
+    """Stop every container process the dead agent left (each is its own process group)."""
+    live = [(int(p["pid"]), str(p.get("start", ""))) for e in entries.values()
+            for p in e.get("processes") or [] if _same_process(int(p["pid"]), str(p.get("start", "")))]
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
+        for pid, _start in live:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, sig)
+        deadline = time.monotonic() + wait
+        while live and time.monotonic() < deadline:
+            live = [(p, s) for p, s in live if _same_process(p, s)]
+            time.sleep(0.05)
+        if not live:
+            break
+    return [p for p, _ in live]
+
+
+def recover(runtime: PodRuntime) -> None:
+    """Reconcile with what the previous agent of this node left; called before the pod informer starts."""
+    ckpt = runtime.checkpoint
+    entries = ckpt.load()
+    if not entries:
+        return
+    stopped = [p for e in entries.values() for p in e.get("processes") or []]
+    left = stop_orphans(entries)
+    if left:
+        log.error("node %s: processes of the previous agent survived SIGKILL: %s", runtime.agent.name, left)
+    for e in entries.values():
+        if e.get("netns"):
+            netns.delete_netns(e["netns"])
+    resumable: dict[str, Any] = {}
+    alloc = default_allocator()
+    for uid, e in entries.items():
+        if e.get("phase") in ("Succeeded", "Failed"):
+            continue
+        ip = e.get("podIP") or ""
+        e["claimedIP"] = ip if ip and alloc.claim(ip) else ""
+        if ip and not e["claimedIP"]:
+            log.warning("pod %s/%s: its IP %s is held by another live process; it gets a new one",
+                        e.get("namespace"), e.get("name"), ip)
+        resumable[uid] = e
+    runtime.recovered = resumable
+    log.info("node %s: previous agent left %d pod(s), %d process(es) stopped; %d pod(s) to restart",
+             runtime.agent.name, len(entries), len(stopped), len(resumable))
+    runtime.agent.later(RELEASE_UNCLAIMED_AFTER, release_unclaimed, runtime)
+
+
+def release_unclaimed(runtime: PodRuntime) -> None:
+    """Recovered pods the apiserver never listed again (deleted meanwhile) give their IPs back."""
+    with runtime._lock:
+        gone = list(runtime.recovered.items())
+        runtime.recovered = {}
+    for _uid, e in gone:
+        if e.get("claimedIP"):
+            netns.release_pod_ip(e["claimedIP"])
+
+
+def resume(w: PodWorker, pod: dict[str, Any], entry: dict[str, Any]) -> None:
+    """Prepare a fresh worker for a pod the previous agent ran: keep its IP and restart counts."""
+    w.recovered_ip = entry.get("claimedIP") or ""
+    status = pod.get("status") or {}
+    before = {s.get("name"): s for s in (status.get("containerStatuses") or [])
+              + (status.get("initContainerStatuses") or [])}
+    for c in w.init + w.apps:
+        st = before.get(c.name) or {}
+        c.restarts = int(st.get("restartCount") or 0)
+        running = (st.get("state") or {}).get("running")
+        if running is not None and not c.init:
+            # it was killed with the agent: counted as one more restart, as a crash would be
+            c.restarts += 1
+            c.last = {"terminated": {"exitCode": 137, "reason": "Error",
+                                     "startedAt": running.get("startedAt"),
+                                     "finishedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
+
+
+def fail_never(runtime: PodRuntime, pod: dict[str, Any], entry: dict[str, Any]) -> None:
+    """A ``restartPolicy: Never`` pod whose containers went with the agent: it ends Failed."""
+    from kubeclient.client import ApiError
+
+    if entry.get("claimedIP"):
+        netns.release_pod_ip(entry["claimedIP"])
+    meta = pod["metadata"]
+    st = {"phase": "Failed", "reason": "NodeAgentRestarted",
+          "message": "the node agent restarted and the pod's containers were stopped with it"}
+    try:
+        runtime.agent.kube.patch(f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status",
+                                 {"status": st}, kind="merge")
+    except ApiError as e:
+        log.warning("pod %s/%s: %s", meta["namespace"], meta["name"], e)

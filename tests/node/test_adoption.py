@@ -1,0 +1,134 @@
+"""A restarted node agent reconciles with what its predecessor left: no orphan, same pod IPs, pods Running."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from testbed.node.podcheckpoint import PodCheckpoint
+from testbed.node.podips import PodIPAllocator
+
+from .helpers import wait_for
+
+SLEEP_ARG = "4242.25"  # finds the pods' processes on the host
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "testbed", *args], capture_output=True, text=True,
+                          timeout=90)
+
+
+def _sleepers() -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+                state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if len(cmd) > 1 and cmd[0].endswith(b"sleep") and cmd[1] == SLEEP_ARG.encode() and state != "Z":
+                out.append(int(entry))
+    return out
+
+
+def test_claim_takes_a_dead_agents_address_but_not_a_live_ones(tmp_path: Path) -> None:
+    reg = tmp_path / "leases.json"
+    code = ("import sys; from testbed.node.podips import PodIPAllocator; "
+            "a = PodIPAllocator(sys.argv[1]); [a.allocate() for _ in range(4)]; print(a.allocate())")
+    out = subprocess.run([sys.executable, "-c", code, str(reg)], capture_output=True, text=True, check=True)
+    dead_ip = out.stdout.strip()
+    live = PodIPAllocator(reg)
+    mine = PodIPAllocator(reg)
+    try:
+        assert mine.claim(dead_ip)  # the dead process's block comes to us, with that exact address
+        held_by_live = live.allocate()
+        assert held_by_live.rsplit(".", 1)[0] != dead_ip.rsplit(".", 1)[0]
+        assert dead_ip not in {mine.allocate() for _ in range(20)}  # and it is not handed out twice
+        assert not mine.claim(held_by_live)  # a live allocator's block is never taken
+        assert not mine.claim("10.0.0.1")
+    finally:
+        live.close()
+        mine.close()
+
+
+def test_a_damaged_checkpoint_is_reported_by_name_and_set_aside(tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    ck = PodCheckpoint(tmp_path)
+    ck.path.parent.mkdir(parents=True)
+    ck.path.write_text("{not json")
+    with caplog.at_level(logging.ERROR):
+        assert ck.load() == {}
+    assert str(ck.path) in caplog.text
+    assert ck.path.with_suffix(".corrupt").read_text() == "{not json"
+
+
+def test_restarted_agent_keeps_pod_ips_and_leaves_no_orphan(tmp_path: Path) -> None:
+    from kubernetes import client, config
+
+    inv = tmp_path / "nodes.yaml"
+    inv.write_text("nodes:\n  - name: ad1\n    capacity: {cpu: '8', memory: 8Gi}\n")
+    data = tmp_path / "tb"
+    r = _run("up", "--k8s", "1.33", "--detach", "--port", "0", "--data-dir", str(data), "--nodes", str(inv))
+    assert r.returncode == 0, r.stderr + r.stdout
+    try:
+        core = client.CoreV1Api(config.new_client_from_config(str(data / "kubeconfig")))
+        for name, policy in (("a", "Always"), ("b", "OnFailure"), ("never", "Never")):
+            core.create_namespaced_pod("default", {
+                "metadata": {"name": name},
+                "spec": {"restartPolicy": policy,
+                         "containers": [{"name": "c", "image": "busybox", "command": ["sleep", SLEEP_ARG]}]}})
+
+        def running() -> dict[str, client.V1Pod] | None:
+            pods = {p.metadata.name: p for p in core.list_namespaced_pod("default").items}
+            ok = len(pods) == 3 and all(p.status.phase == "Running" and p.status.pod_ip
+                                        for p in pods.values())
+            return pods if ok else None
+
+        before = wait_for(running, timeout=30)
+        old_procs = wait_for(lambda: len(p := _sleepers()) == 3 and p, timeout=10)
+        ckpt_path = data / "nodes" / "ad1" / "var/lib/kubelet/testbed_pods_checkpoint.json"
+        ckpt = json.loads(ckpt_path.read_text())
+        assert {e["name"] for e in ckpt["pods"].values()} == {"a", "b", "never"}
+        assert sorted(p["pid"] for e in ckpt["pods"].values() for p in e["processes"]) == sorted(old_procs)
+
+        agent = json.loads((data / "state.json").read_text())["components"]["nodes"]["pid"]
+        os.kill(agent, signal.SIGKILL)  # no clean-up at all: its pods' processes are orphaned
+
+        def recovered() -> dict[str, client.V1Pod] | None:
+            pods = {p.metadata.name: p for p in core.list_namespaced_pod("default").items}
+            a, b, never = pods["a"], pods["b"], pods["never"]
+            ok = (a.status.phase == b.status.phase == "Running"
+                  and all(p.status.container_statuses[0].restart_count == 1
+                          and p.status.container_statuses[0].ready for p in (a, b))
+                  and never.status.phase == "Failed")
+            return pods if ok else None
+
+        after = wait_for(recovered, timeout=40)
+        # the same pod IPs, every old process gone, one new process per restarted pod
+        for name in ("a", "b"):
+            assert after[name].status.pod_ip == before[name].status.pod_ip
+        assert not set(old_procs) & set(_sleepers())
+        wait_for(lambda: len(_sleepers()) == 2, timeout=10)
+        # a new pod gets none of the addresses in use
+        core.create_namespaced_pod("default", {
+            "metadata": {"name": "new"},
+            "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["sleep", SLEEP_ARG]}]}})
+        new = wait_for(lambda: (p := core.read_namespaced_pod("new", "default")).status.pod_ip and p,
+                       timeout=30)
+        assert new.status.pod_ip not in {after["a"].status.pod_ip, after["b"].status.pod_ip}
+    finally:
+        d = _run("down", "--data-dir", str(data))
+    assert d.returncode == 0, d.stderr
+    deadline = time.monotonic() + 5
+    while _sleepers() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _sleepers()
