@@ -212,3 +212,81 @@ def test_nvml_board_properties(make_state: Callable[..., DeviceState]) -> None:
     assert res["self_name"][0] == 0 and res["self_name"][1].startswith("python")
     assert res["tiny_buffer"] == 7  # NVML_ERROR_INSUFFICIENT_SIZE
     assert res["units"] == [0, 0]
+
+
+def test_every_entry_point_libcudart_asks_for_resolves(make_state: Callable[..., DeviceState]) -> None:
+    """libcudart resolves its whole driver table before it asks for the export tables; every public entry
+    point it names (data/cudart13_driver_queries.txt) resolves here, to a real function or a stub."""
+    names = _names("cudart13_driver_queries.txt")
+    assert len(names) > 300
+    st = make_state({"model": "A100-SXM4-80GB", "count": 1})
+    code = textwrap.dedent(f"""
+        fn, status = ctypes.c_void_p(), c_int(-1)
+        bad = []
+        for name in {names!r}:
+            rc = cu.cuGetProcAddress_v2(name.encode(), byref(fn), 13000, c_u64(0), byref(status))
+            if rc or not fn.value or status.value:
+                bad.append([name, rc, status.value])
+        emit(bad)
+    """)
+    assert run_snippet(code, child_env(st)) == []
+
+
+def test_stream_queries_and_array_descriptors(make_state: Callable[..., DeviceState]) -> None:
+    st = make_state({"model": "A100-SXM4-80GB", "count": 1})
+    code = textwrap.dedent("""
+        cuda_ctx()
+        res = {}
+        s = ctypes.c_void_p()
+        ck(cu.cuStreamCreateWithPriority(byref(s), 1, -9), "stream")
+        prio, flags, dev, sid = c_int(), c_uint(), c_int(-1), ctypes.c_ulonglong()
+        ck(cu.cuStreamGetPriority(s, byref(prio)), "prio")
+        ck(cu.cuStreamGetFlags(s, byref(flags)), "flags")
+        ck(cu.cuStreamGetDevice(s, byref(dev)), "dev")
+        ck(cu.cuStreamGetId(s, byref(sid)), "id")
+        res["stream"] = [prio.value, flags.value, dev.value, sid.value > 2]
+        # a host function runs after the stream's queued kernels
+        mod, fn = ctypes.c_void_p(), ctypes.c_void_p()
+        ck(cu.cuModuleLoadData(byref(mod), b"HAMIEMU-KERNEL name=nap duration_us=50000\\n"), "load")
+        ck(cu.cuModuleGetFunction(byref(fn), mod, b"nap"), "getfn")
+        name = ctypes.c_char_p()
+        ck(cu.cuFuncGetName(byref(name), fn), "name")
+        res["name"] = name.value.decode()
+        t0 = time.monotonic()
+        ck(cu.cuLaunchKernel(fn, 1, 1, 1, 1, 1, 1, 0, s, None, None), "launch")
+        seen = []
+        HOSTFN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+        cb = HOSTFN(lambda _: seen.append(time.monotonic() - t0))
+        ck(cu.cuLaunchHostFunc(s, cb, None), "hostfn")
+        res["host_after_kernel"] = seen[0] >= 0.045
+        # another stream waiting on an event recorded behind the kernel inherits its completion time
+        other, ev = ctypes.c_void_p(), ctypes.c_void_p()
+        ck(cu.cuStreamCreate(byref(other), 0), "other")
+        ck(cu.cuEventCreate(byref(ev), 0), "event")
+        ck(cu.cuLaunchKernel(fn, 1, 1, 1, 1, 1, 1, 0, s, None, None), "launch2")
+        ck(cu.cuEventRecordWithFlags(ev, s, 0), "record")
+        ck(cu.cuStreamWaitEvent(other, ev, 0), "wait")
+        res["other_busy"] = cu.cuStreamQuery(other)
+        blocks = c_int()
+        ck(cu.cuOccupancyMaxActiveBlocksPerMultiprocessor(byref(blocks), fn, 256, c_size_t(0)), "occ")
+        res["occupancy"] = blocks.value
+        class Arr3D(ctypes.Structure):
+            _fields_ = [("Width", c_size_t), ("Height", c_size_t), ("Depth", c_size_t), ("Format", c_int),
+                        ("NumChannels", c_uint), ("Flags", c_uint)]
+        a, d = ctypes.c_void_p(), Arr3D()
+        ck(cu.cuArray3DCreate_v2(byref(a), byref(Arr3D(64, 32, 8, 0x20, 2, 0))), "array")
+        ck(cu.cuArray3DGetDescriptor_v2(byref(d), a), "desc")
+        res["desc"] = [d.Width, d.Height, d.Depth, d.Format, d.NumChannels]
+        mode = c_int()
+        ck(cu.cuModuleGetLoadingMode(byref(mode)), "mode")
+        res["lazy"] = mode.value
+        emit(res)
+    """)
+    res = run_snippet(code, child_env(st))
+    assert res["stream"] == [-5, 1, 0, True]
+    assert res["name"] == "nap"
+    assert res["host_after_kernel"]
+    assert res["other_busy"] == 600  # CUDA_ERROR_NOT_READY until the awaited kernel ends
+    assert res["occupancy"] == 8  # 2048 threads per SM / 256
+    assert res["desc"] == [64, 32, 8, 0x20, 2]
+    assert res["lazy"] == 2

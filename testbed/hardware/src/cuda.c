@@ -44,7 +44,12 @@ struct CUstream_st {
     unsigned magic;
     struct CUctx_st *ctx;
     int64_t tail_ns; /* when the last queued kernel finishes */
+    unsigned flags;
+    int priority;
+    unsigned long long id;
 };
+
+static unsigned long long g_next_stream_id = 3; /* 0-2 name the legacy and per-thread default streams */
 
 struct CUctx_st {
     unsigned magic;
@@ -542,6 +547,7 @@ static CUresult primary_release(CUdevice dev, int reset) {
 API CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev) { return primary_release(dev, 0); }
 API CUresult cuDevicePrimaryCtxRelease(CUdevice dev) { return primary_release(dev, 0); }
 API CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev) { return primary_release(dev, 1); }
+API CUresult cuDevicePrimaryCtxReset(CUdevice dev) { return primary_release(dev, 1); }
 
 static CUresult ctx_create(CUcontext *pctx, unsigned int flags, CUdevice dev) {
     REQUIRE_INIT();
@@ -1116,10 +1122,14 @@ API CUresult cuMemSetAccess(CUdeviceptr ptr, size_t size, const CUmemAccessDesc 
 struct CUarray_st {
     unsigned magic;
     struct region *r;
+    CUDA_ARRAY3D_DESCRIPTOR desc;
+    int is3d;
 };
-struct CUmipmappedArray_st {
+struct CUmipmappedArray_st { /* same layout: array_register handles both */
     unsigned magic;
     struct region *r;
+    CUDA_ARRAY3D_DESCRIPTOR desc;
+    int is3d;
 };
 
 static void array_handle_free(void *h) {
@@ -1199,10 +1209,13 @@ static CUresult array_register(void *handle, uint64_t bytes) {
     return CUDA_SUCCESS;
 }
 
-static CUresult array_create(void **out, unsigned magic, uint64_t bytes) {
+static CUresult array_create(void **out, unsigned magic, uint64_t bytes, const CUDA_ARRAY3D_DESCRIPTOR *desc,
+                             int is3d) {
     struct CUarray_st *a = calloc(1, sizeof(*a));
     if (!a) return CUDA_ERROR_OUT_OF_MEMORY;
     a->magic = magic;
+    a->desc = *desc;
+    a->is3d = is3d;
     CUresult rc = array_register(a, bytes);
     if (rc) {
         free(a);
@@ -1237,7 +1250,8 @@ API CUresult cuArrayCreate_v2(CUarray *pHandle, const CUDA_ARRAY_DESCRIPTOR *pAl
     if (!format_bytes(d->Format)) return CUDA_ERROR_NOT_SUPPORTED;
     uint64_t bytes = array_level_bytes(d->Width, d->Height, 0, d->Format, d->NumChannels);
     if (!bytes) return CUDA_ERROR_INVALID_VALUE;
-    return array_create((void **)pHandle, MAGIC_ARRAY, bytes);
+    CUDA_ARRAY3D_DESCRIPTOR d3 = {d->Width, d->Height, 0, d->Format, d->NumChannels, 0};
+    return array_create((void **)pHandle, MAGIC_ARRAY, bytes, &d3, 0);
 }
 
 API CUresult cuArray3DCreate_v2(CUarray *pHandle, const CUDA_ARRAY3D_DESCRIPTOR *pAllocateArray) {
@@ -1248,7 +1262,7 @@ API CUresult cuArray3DCreate_v2(CUarray *pHandle, const CUDA_ARRAY3D_DESCRIPTOR 
     const CUDA_ARRAY3D_DESCRIPTOR *d = pAllocateArray;
     uint64_t bytes = array_level_bytes(d->Width, d->Height, d->Depth, d->Format, d->NumChannels);
     if (!bytes) return CUDA_ERROR_INVALID_VALUE;
-    return array_create((void **)pHandle, MAGIC_ARRAY, bytes);
+    return array_create((void **)pHandle, MAGIC_ARRAY, bytes, d, 1);
 }
 
 API CUresult cuArrayDestroy(CUarray hArray) { return array_destroy(hArray, MAGIC_ARRAY); }
@@ -1277,7 +1291,7 @@ API CUresult cuMipmappedArrayCreate(CUmipmappedArray *pHandle, const CUDA_ARRAY3
         if (h) h = h > 1 ? h / 2 : 1;
         if (dep && !layered) dep = dep > 1 ? dep / 2 : 1;
     }
-    return array_create((void **)pHandle, MAGIC_MIPMAP, total);
+    return array_create((void **)pHandle, MAGIC_MIPMAP, total, d, 1);
 }
 
 API CUresult cuMipmappedArrayDestroy(CUmipmappedArray hMipmappedArray) {
@@ -1682,6 +1696,8 @@ API CUresult cuStreamCreate(CUstream *phStream, unsigned int Flags) {
     if (!s) return CUDA_ERROR_OUT_OF_MEMORY;
     s->magic = MAGIC_STREAM;
     s->ctx = c;
+    s->flags = Flags;
+    s->id = __atomic_fetch_add(&g_next_stream_id, 1, __ATOMIC_RELAXED);
     if (!live_add(s)) {
         free(s);
         return CUDA_ERROR_OUT_OF_MEMORY;
@@ -2296,6 +2312,171 @@ API CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned int gridDimX, unsi
                           kernelParams, NULL);
 }
 
+/* ---- streams, events, occupancy and queries the CUDA runtime asks for ---- */
+
+API CUresult cuStreamCreateWithPriority(CUstream *phStream, unsigned int flags, int priority) {
+    CUresult rc = cuStreamCreate(phStream, flags);
+    if (rc) return rc;
+    /* out-of-range priorities are clamped to [greatest, least] = [-5, 0], as the driver does */
+    (*phStream)->priority = priority < -5 ? -5 : priority > 0 ? 0 : priority;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuStreamGetPriority(CUstream hStream, int *priority) {
+    REQUIRE_INIT();
+    if (!priority) return CUDA_ERROR_INVALID_VALUE;
+    struct CUstream_st *s;
+    CUresult rc = stream_of(hStream, &s);
+    if (rc) return rc;
+    *priority = s->priority;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuStreamGetFlags(CUstream hStream, unsigned int *flags) {
+    REQUIRE_INIT();
+    if (!flags) return CUDA_ERROR_INVALID_VALUE;
+    struct CUstream_st *s;
+    CUresult rc = stream_of(hStream, &s);
+    if (rc) return rc;
+    *flags = s->flags;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuStreamGetDevice(CUstream hStream, CUdevice *device) {
+    REQUIRE_INIT();
+    if (!device) return CUDA_ERROR_INVALID_VALUE;
+    struct CUstream_st *s;
+    CUresult rc = stream_of(hStream, &s);
+    if (rc) return rc;
+    *device = s->ctx->ordinal;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuStreamGetId(CUstream hStream, unsigned long long *streamId) {
+    REQUIRE_INIT();
+    if (!streamId) return CUDA_ERROR_INVALID_VALUE;
+    struct CUstream_st *s;
+    CUresult rc = stream_of(hStream, &s);
+    if (rc) return rc;
+    *streamId = (uintptr_t)hStream <= 2 ? (unsigned long long)(uintptr_t)hStream : s->id;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuStreamWaitEvent(CUstream hStream, CUevent hEvent, unsigned int Flags) {
+    REQUIRE_INIT();
+    if (Flags > 1) return CUDA_ERROR_INVALID_VALUE;
+    if (!valid_event(hEvent)) return CUDA_ERROR_INVALID_HANDLE;
+    struct CUstream_st *s;
+    CUresult rc = stream_of(hStream, &s);
+    if (rc) return rc;
+    /* later work on the stream starts no earlier than the event's completion */
+    if (hEvent->recorded) s->tail_ns = max64(s->tail_ns, hEvent->time_ns);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuLaunchHostFunc(CUstream hStream, CUhostFn fn, void *userData) {
+    REQUIRE_INIT();
+    if (!fn) return CUDA_ERROR_INVALID_VALUE;
+    struct CUstream_st *s;
+    CUresult rc = stream_of(hStream, &s);
+    if (rc) return rc;
+    /* runs in stream order: after the queued kernels, on the calling thread (the stream blocks meanwhile) */
+    sleep_until(s->tail_ns);
+    fn(userData);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuStreamAddCallback(CUstream hStream, CUstreamCallback callback, void *userData, unsigned int flags) {
+    REQUIRE_INIT();
+    if (!callback || flags) return CUDA_ERROR_INVALID_VALUE;
+    struct CUstream_st *s;
+    CUresult rc = stream_of(hStream, &s);
+    if (rc) return rc;
+    sleep_until(s->tail_ns);
+    callback(hStream, CUDA_SUCCESS, userData);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuEventRecordWithFlags(CUevent hEvent, CUstream hStream, unsigned int flags) {
+    if (flags > 1) return CUDA_ERROR_INVALID_VALUE; /* CU_EVENT_RECORD_EXTERNAL only matters in stream capture */
+    return cuEventRecord(hEvent, hStream);
+}
+
+API CUresult cuCtxDisablePeerAccess(CUcontext peerContext) {
+    REQUIRE_INIT();
+    if (!current_ctx()) return CUDA_ERROR_INVALID_CONTEXT;
+    return valid_ctx(peerContext) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
+}
+
+/* no profiler is ever attached: starting and stopping collection is a successful no-op */
+API CUresult cuProfilerStart(void) { return CUDA_SUCCESS; }
+API CUresult cuProfilerStop(void) { return CUDA_SUCCESS; }
+
+static struct CUarray_st *as_array(CUarray h) {
+    return live_has(h) && h->magic == MAGIC_ARRAY ? h : NULL;
+}
+
+API CUresult cuArrayGetDescriptor_v2(CUDA_ARRAY_DESCRIPTOR *pArrayDescriptor, CUarray hArray) {
+    REQUIRE_INIT();
+    if (!pArrayDescriptor) return CUDA_ERROR_INVALID_VALUE;
+    struct CUarray_st *a = as_array(hArray);
+    if (!a) return CUDA_ERROR_INVALID_HANDLE;
+    pArrayDescriptor->Width = a->desc.Width;
+    pArrayDescriptor->Height = a->desc.Height;
+    pArrayDescriptor->Format = a->desc.Format;
+    pArrayDescriptor->NumChannels = a->desc.NumChannels;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuArray3DGetDescriptor_v2(CUDA_ARRAY3D_DESCRIPTOR *pArrayDescriptor, CUarray hArray) {
+    REQUIRE_INIT();
+    if (!pArrayDescriptor) return CUDA_ERROR_INVALID_VALUE;
+    struct CUarray_st *a = as_array(hArray);
+    if (!a) return CUDA_ERROR_INVALID_HANDLE;
+    *pArrayDescriptor = a->desc;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int *numBlocks, CUfunction func, int blockSize,
+                                                                  size_t dynamicSMemSize, unsigned int flags) {
+    REQUIRE_INIT();
+    if (!numBlocks || blockSize <= 0 || blockSize > 1024 || flags > 1) return CUDA_ERROR_INVALID_VALUE;
+    if (!valid_func(func)) return CUDA_ERROR_INVALID_HANDLE;
+    struct CUctx_st *c = current_ctx();
+    if (!c) return CUDA_ERROR_INVALID_CONTEXT;
+    /* limited by resident threads (whole warps), 32 blocks per SM, and 48 KiB of shared memory per block
+     * out of the SM's 164 KiB (A100-class) */
+    int warps = (blockSize + 31) / 32;
+    int by_threads = (int)ginfo(c->phys)->max_threads_per_sm / (warps * 32);
+    int blocks = by_threads < 32 ? by_threads : 32;
+    if (dynamicSMemSize > 49152) return CUDA_ERROR_INVALID_VALUE;
+    if (dynamicSMemSize) {
+        int by_smem = (int)((164u * 1024u) / dynamicSMemSize);
+        if (by_smem < blocks) blocks = by_smem;
+    }
+    *numBlocks = blocks;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuOccupancyMaxActiveBlocksPerMultiprocessor(int *numBlocks, CUfunction func, int blockSize,
+                                                         size_t dynamicSMemSize) {
+    return cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(numBlocks, func, blockSize, dynamicSMemSize, 0);
+}
+
+API CUresult cuFuncGetName(const char **name, CUfunction hfunc) {
+    REQUIRE_INIT();
+    if (!name) return CUDA_ERROR_INVALID_VALUE;
+    if (!valid_func(hfunc)) return CUDA_ERROR_INVALID_HANDLE;
+    *name = hfunc->name;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuModuleGetLoadingMode(CUmoduleLoadingMode *mode) {
+    if (!mode) return CUDA_ERROR_INVALID_VALUE;
+    *mode = CU_MODULE_LAZY_LOADING; /* the default since CUDA 12.2 */
+    return CUDA_SUCCESS;
+}
+
 /* ---- entry points by name and version ---- */
 
 typedef struct {
@@ -2423,6 +2604,25 @@ static const proc_entry_t g_procs[] = {
     E("cuModuleLoadFatBinary", 2000, cuModuleLoadFatBinary),
     E("cuLaunchCooperativeKernel", 9000, cuLaunchCooperativeKernel),
     E("cuGetExportTable", 3000, cuGetExportTable),
+    E("cuDevicePrimaryCtxReset", 7000, cuDevicePrimaryCtxReset),
+    E("cuStreamCreateWithPriority", 5050, cuStreamCreateWithPriority),
+    E("cuStreamGetPriority", 5050, cuStreamGetPriority),
+    E("cuStreamGetFlags", 5050, cuStreamGetFlags),
+    E("cuStreamGetDevice", 12080, cuStreamGetDevice),
+    E("cuStreamGetId", 12000, cuStreamGetId),
+    E("cuStreamWaitEvent", 3020, cuStreamWaitEvent),
+    E("cuStreamAddCallback", 5000, cuStreamAddCallback),
+    E("cuLaunchHostFunc", 10000, cuLaunchHostFunc),
+    E("cuEventRecordWithFlags", 11010, cuEventRecordWithFlags),
+    E("cuCtxDisablePeerAccess", 4000, cuCtxDisablePeerAccess),
+    E("cuProfilerStart", 4000, cuProfilerStart),
+    E("cuProfilerStop", 4000, cuProfilerStop),
+    E("cuArrayGetDescriptor", 3020, cuArrayGetDescriptor_v2),
+    E("cuArray3DGetDescriptor", 3020, cuArray3DGetDescriptor_v2),
+    E("cuOccupancyMaxActiveBlocksPerMultiprocessor", 6050, cuOccupancyMaxActiveBlocksPerMultiprocessor),
+    E("cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags", 7000, cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags),
+    E("cuFuncGetName", 12030, cuFuncGetName),
+    E("cuModuleGetLoadingMode", 11070, cuModuleGetLoadingMode),
 };
 #undef E
 
