@@ -112,7 +112,15 @@ def build_upstream(src: Path, include: Path, tmp: Path) -> Path:
         "CUDA_HOME": str(include.parent if include.name == "include" else include),
         "LIBRARY_PATH": str(hardware_built()),
     }
-    for cmd in (["cmake", "..", "-DCMAKE_BUILD_TYPE=Debug"], ["make", "-j2", "vgpu"]):
+    # the options upstream's build.sh passes (its supported build)
+    options = [
+        "-DDLSYM_HOOK_ENABLE=1",
+        "-DMULTIPROCESS_LIMIT_ENABLE=1",
+        "-DHOOK_MEMINFO_ENABLE=1",
+        "-DHOOK_NVML_ENABLE=1",
+        "-DCMAKE_BUILD_TYPE=Debug",
+    ]
+    for cmd in (["cmake", "..", *options], ["make", "-j2", "vgpu"]):
         r = subprocess.run(cmd, cwd=out, env=env, capture_output=True, text=True, check=False)
         if r.returncode:
             raise RuntimeError(
@@ -165,6 +173,7 @@ def shim_env(base: dict[str, str], lib: Path, cache: Path, sm: bool) -> dict[str
         "CUDA_DEVICE_MEMORY_LIMIT": "64g",  # never reached: every call takes the charged path
         "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(cache),
         "LIBCUDA_LOG_LEVEL": "0",
+        "CUDA_REDIRECT": str(lib),  # upstream resolves its own wrappers through this path (ours ignores it)
     }
     if sm:
         env |= {"CUDA_DEVICE_SM_LIMIT": str(LIMIT), "GPU_CORE_UTILIZATION_POLICY": "force"}

@@ -49,6 +49,7 @@
 #define VGPU_SWITCH_OFF 2u             /* written by a node monitor: GPU not contended (default policy) */
 
 static atomic_llong wake_ns[VGPU_MAX_DEVICES]; /* launches on d sleep until this; 0: no debt */
+static atomic_int device_seen[VGPU_MAX_DEVICES]; /* this process made a context or launched on d */
 static atomic_int g_gate = 1; /* 0: launches pass untouched; 1: look (watcher not started, or some debt) */
 static atomic_int watcher_started;
 static atomic_int last_kernel_sec_cache;
@@ -147,7 +148,7 @@ static void *watcher(void *arg) {
         sleep_ns(TICK_MS * 1000000LL);
         int holding = 0;
         for (int d = 0; d < VGPU_MAX_DEVICES; d++) {
-            if (!vgpu_cfg.sm_limit[d]) continue;
+            if (!vgpu_cfg.sm_limit[d] || !atomic_load_explicit(&device_seen[d], memory_order_relaxed)) continue;
             if (!handles[d] && vgpu_real.nvmlDeviceGetHandleByIndex_v2 &&
                 vgpu_real.nvmlDeviceGetHandleByIndex_v2((unsigned)d, &handles[d]) != NVML_SUCCESS)
                 handles[d] = NULL;
@@ -240,6 +241,7 @@ void vgpu_limiter_on_context(int d) {
         vgpu_depth--;
     }
     if (!vgpu_cfg.sm_any || d < 0 || d >= VGPU_MAX_DEVICES || !vgpu_cfg.sm_limit[d]) return;
+    atomic_store(&device_seen[d], 1);
     start_watcher();
 }
 
@@ -250,6 +252,7 @@ void vgpu_limiter_after_fork_child(void) {
     hostpid = 0;
     for (int d = 0; d < VGPU_MAX_DEVICES; d++) {
         atomic_store(&wake_ns[d], 0);
+        atomic_store(&device_seen[d], 0);
     }
 }
 
@@ -261,7 +264,7 @@ static void __attribute__((noinline)) launch_gate(void) {
     }
     int d = vgpu_current_index(); /* the stream's context is the current one for every caller we know */
     if (d < 0 || !vgpu_cfg.sm_limit[d]) return;
-    if (UNLIKELY(!atomic_load_explicit(&watcher_started, memory_order_relaxed))) vgpu_limiter_on_context(d);
+    if (UNLIKELY(!atomic_load_explicit(&device_seen[d], memory_order_relaxed))) vgpu_limiter_on_context(d);
     int64_t now;
     for (;;) {
         int64_t wake = atomic_load_explicit(&wake_ns[d], memory_order_relaxed);
