@@ -16,6 +16,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+from . import pki
 from .apiserver.server import APIServer, ServerConfig
 
 T = TypeVar("T")
@@ -38,7 +39,7 @@ class EmbeddedTestbed:
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="testbed-")
             data_dir = Path(self._tmp.name)
-        self.data_dir = data_dir
+        self.data_dir = pki.private_dir(data_dir)  # 0700: kubeconfig and keys (issue 15)
         self.config = ServerConfig(
             minor=self.minor,
             port=port,

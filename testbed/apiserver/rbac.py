@@ -363,6 +363,10 @@ def _bootstrap() -> list[dict[str, Any]]:
         # Kept without subjects since 1.8: the Node authorizer serves kubelets instead.
         _binding("system:node", []),
         _binding("system:service-account-issuer-discovery", [_subject("Group", "system:serviceaccounts")]),
+        # what kubeadm grants the apiserver's kubelet-client certificate, so `kubectl logs` passes the
+        # kubelets' webhook authorisation (testbed/node/kubelet_server.py)
+        _binding("kube-apiserver-kubelet-client", [_subject("User", "kube-apiserver-kubelet-client")],
+                 "system:kubelet-api-admin"),
     ]
     reader_role = {
         "apiVersion": f"{RBAC_GROUP}/v1", "kind": "Role",

@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .logs import LogWriter
 
@@ -26,6 +27,8 @@ class LaunchSpec:
     mount_ns: bool = False
     mounts: list[tuple[str, str, bool]] = field(default_factory=list)
     devices: list[tuple[str, str]] = field(default_factory=list)
+    root: dict[str, Any] | None = None  # the container's own root (rootfs.root_spec), None: the host's
+    user: dict[str, Any] | None = None  # {uid, gid, groups}, None: root
 
 
 class StartError(Exception):
@@ -44,6 +47,8 @@ class Process:
             "mount_ns": spec.mount_ns,
             "mounts": spec.mounts,
             "devices": spec.devices,
+            "root": spec.root,
+            "user": spec.user,
             "status_fd": w,
         }
         self.log = LogWriter(log_path)

@@ -3,7 +3,7 @@
 An entry gives the image's ENTRYPOINT and CMD (used when the pod leaves ``command``/``args`` empty),
 as a real image config would. Base images (busybox, alpine, python, ubuntu, ...) carry no
 entrypoint of their own here: the pod's command runs with the host's tools. More entries come from
-``$TESTBED_IMAGE_CATALOG`` (a YAML/JSON file: ``{images: [{match, entrypoint, cmd, env}]}``) or
+``$TESTBED_IMAGE_CATALOG`` (a YAML/JSON file: ``{images: [{match, entrypoint, cmd, env, user, workdir}]}``) or
 :func:`register`, which is how the lead maps the HAMi stack image and the probe image.
 """
 
@@ -23,6 +23,8 @@ class ImageEntry:
     entrypoint: tuple[str, ...] = ()
     cmd: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
+    user: str = ""  # the image config's User ("uid" or "uid:gid"; empty: root)
+    workdir: str = ""  # the image config's WorkingDir (empty: /)
 
 
 def _py(module: str) -> tuple[str, ...]:
@@ -62,9 +64,9 @@ _BUILTIN: list[ImageEntry] = (
         # kube-scheduler of any minor -> the testbed scheduler, which speaks the same flags
         ImageEntry("registry.k8s.io/kube-scheduler:*", _py("testbed.scheduler"), env=_KUBE_SCHEDULER_ENV),
         ImageEntry("k8s.gcr.io/kube-scheduler:*", _py("testbed.scheduler"), env=_KUBE_SCHEDULER_ENV),
-        # pause: sleeps forever, like the real one
-        ImageEntry("registry.k8s.io/pause:*", entrypoint=("sleep", "infinity")),
-        ImageEntry("k8s.gcr.io/pause:*", entrypoint=("sleep", "infinity")),
+        # pause: sleeps forever, like the real one, as its image's user 65535:65535
+        ImageEntry("registry.k8s.io/pause:*", entrypoint=("sleep", "infinity"), user="65535:65535"),
+        ImageEntry("k8s.gcr.io/pause:*", entrypoint=("sleep", "infinity"), user="65535:65535"),
         # placeholders the lead fills (or overrides through $TESTBED_IMAGE_CATALOG)
         ImageEntry("*/hami:*", entrypoint=()),
         ImageEntry("*/hami-conformance-probe:*", entrypoint=_py("conformance.probe")),
@@ -89,9 +91,11 @@ def register(
     entrypoint: list[str] | tuple[str, ...] = (),
     cmd: list[str] | tuple[str, ...] = (),
     env: dict[str, str] | None = None,
+    user: str = "",
+    workdir: str = "",
 ) -> None:
     """Add an entry that wins over the built-in ones (later registrations win over earlier ones)."""
-    _EXTRA.insert(0, ImageEntry(match, tuple(entrypoint), tuple(cmd), dict(env or {})))
+    _EXTRA.insert(0, ImageEntry(match, tuple(entrypoint), tuple(cmd), dict(env or {}), user, workdir))
 
 
 def _from_file(path: str) -> list[ImageEntry]:
@@ -108,6 +112,8 @@ def _from_file(path: str) -> list[ImageEntry]:
             tuple(e.get("entrypoint") or ()),
             tuple(e.get("cmd") or ()),
             {str(k): str(v) for k, v in (e.get("env") or {}).items()},
+            str(e.get("user") or ""),
+            str(e.get("workdir") or ""),
         )
         for e in data.get("images") or []
     ]

@@ -1,10 +1,22 @@
-"""Pre-exec helper: put a container process into its namespaces, mount its volumes, then exec it.
+"""Pre-exec helper: put a container process into its namespaces, build its root, then exec it.
 
 Run as ``python -S nsexec.py SPEC_JSON`` (no imports from the project, so it starts fast and can run
 outside the repository). Spec keys: ``argv``, ``env``, ``cwd``, ``netns`` (a /var/run/netns path or
 null), ``mount_ns`` (bool), ``mounts`` ([host, container, read_only]), ``devices`` ([host, container]),
+``root`` (null, or the container's own root, see below), ``user`` (null or {uid, gid, groups}),
 ``status_fd``. When ``exec`` fails the reason is written to ``status_fd`` (the runtime turns it into
 ``StartError``); a successful exec closes it empty (it is close-on-exec).
+
+``root`` = {``dir``: an empty directory to build the root on, ``image``: [host paths shown read-only
+at the same path: the image's contents], ``links``: [[path, target]] symlinks, ``hide``: [paths
+covered by an empty tmpfs even where an image path exposes them], ``privileged``: bool}. The root is a
+tmpfs on ``dir`` (nothing the container creates outside its volumes reaches the host); image
+directories are overlays on the host's (writable, changes discarded, like an image layer); /dev holds
+null, zero, full, random, urandom, tty and a tmpfs /dev/shm (privileged: the host's /dev); /proc is a
+fresh procfs; /tmp a private tmpfs. After ``pivot_root`` the host's root is detached. An unprivileged
+container then enters its own user namespace (identity-mapped, so file ownership means what it means
+on the host) and so holds no capability over the host: it cannot mount, and cannot follow
+``/proc/<pid>/root`` of host processes or of other pods.
 """
 
 import ctypes
@@ -13,17 +25,26 @@ import os
 import sys
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
 MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
 MS_REMOUNT = 32
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
+MNT_DETACH = 2
+PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}  # syscall numbers
+DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 
 
 def _libc():
     lib = ctypes.CDLL(None, use_errno=True)
     lib.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
+    lib.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    lib.syscall.restype = ctypes.c_long
     return lib
 
 
@@ -33,9 +54,23 @@ def _check(rc, what):
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
+def _mount(lib, src, dst, fstype, flags, data, what):
+    _check(
+        lib.mount(
+            src.encode() if src else None,
+            dst.encode(),
+            fstype.encode() if fstype else None,
+            flags,
+            data.encode() if data else None,
+        ),
+        what,
+    )
+
+
 def _ensure_target(src, dst):
-    # Bind mounts need an existing target of the same type; a missing one is created on the host
-    # filesystem (an empty file or directory; documented in README.md).
+    # Bind mounts need an existing target of the same type. Under a built root the target is created
+    # inside the container's root (tmpfs or an image overlay); without one, on the host filesystem
+    # (an empty file or directory; documented in README.md).
     if os.path.isdir(src):
         os.makedirs(dst, exist_ok=True)
     elif not os.path.exists(dst):
@@ -46,11 +81,124 @@ def _ensure_target(src, dst):
 
 def _bind(lib, src, dst, ro):
     _ensure_target(src, dst)
-    _check(lib.mount(src.encode(), dst.encode(), None, MS_BIND | MS_REC, None), f"bind {src} -> {dst}")
+    _mount(lib, src, dst, None, MS_BIND | MS_REC, None, f"bind {src} -> {dst}")
     if ro:
-        _check(
-            lib.mount(None, dst.encode(), None, MS_BIND | MS_REMOUNT | MS_RDONLY, None), f"remount ro {dst}"
-        )
+        _mount(lib, None, dst, None, MS_BIND | MS_REMOUNT | MS_RDONLY, None, f"remount ro {dst}")
+
+
+def _inside(root, path):
+    return os.path.join(root, os.path.normpath("/" + path).lstrip("/"))
+
+
+def _build_root(lib, spec, mounts, devices):
+    r = spec["dir"]
+    _mount(lib, "tmpfs", r, "tmpfs", MS_NOSUID, "mode=755", "tmpfs root")
+    # the overlays' upper layers live on a scratch tmpfs that is detached with the host's root
+    scratch = os.path.join(r, ".scratch")
+    os.makedirs(scratch)
+    _mount(lib, "tmpfs", scratch, "tmpfs", 0, "mode=700", "tmpfs scratch")
+    for i, path in enumerate(spec.get("image") or []):
+        if not os.path.exists(path):
+            continue
+        dst = _inside(r, path)
+        if os.path.isdir(path):
+            os.makedirs(dst, exist_ok=True)
+            up, work = os.path.join(scratch, f"u{i}"), os.path.join(scratch, f"w{i}")
+            os.makedirs(up)
+            os.makedirs(work)
+            opts = f"lowerdir={path},upperdir={up},workdir={work}"
+            try:
+                _mount(lib, "overlay", dst, "overlay", 0, opts, f"overlay {path}")
+            except OSError:
+                _bind(lib, path, dst, True)  # no overlayfs: read-only image directory
+        else:
+            _bind(lib, path, dst, True)
+    for path, target in spec.get("links") or []:
+        dst = _inside(r, path)
+        if not os.path.lexists(dst):
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            os.symlink(target, dst)
+    for path in spec.get("hide") or []:
+        dst = _inside(r, path)
+        if os.path.isdir(dst):
+            _mount(lib, "tmpfs", dst, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755", f"hide {path}")
+    dev = _inside(r, "/dev")
+    os.makedirs(dev, exist_ok=True)
+    if spec.get("privileged"):
+        _bind(lib, "/dev", dev, False)
+    else:
+        _mount(lib, "tmpfs", dev, "tmpfs", MS_NOSUID, "mode=755", "tmpfs /dev")
+        for name in DEV_NODES:
+            if os.path.exists("/dev/" + name):
+                _bind(lib, "/dev/" + name, os.path.join(dev, name), False)
+        os.makedirs(os.path.join(dev, "shm"))
+        _mount(lib, "tmpfs", os.path.join(dev, "shm"), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", "/dev/shm")
+        for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                             ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+            os.symlink(target, os.path.join(dev, name))
+    proc = _inside(r, "/proc")
+    os.makedirs(proc, exist_ok=True)
+    _mount(lib, "proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None, "mount /proc")
+    tmp = _inside(r, "/tmp")
+    os.makedirs(tmp, exist_ok=True)
+    _mount(lib, "tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", "tmpfs /tmp")
+    for src, dst, ro in mounts:
+        _bind(lib, src, _inside(r, dst), ro)
+    for src, dst in devices:
+        _bind(lib, src, _inside(r, dst), False)
+    old = os.path.join(r, ".oldroot")
+    os.makedirs(old)
+    os.chdir(r)
+    _check(lib.syscall(PIVOT_ROOT.get(os.uname().machine, 155), b".", b".oldroot"), "pivot_root")
+    os.chdir("/")
+    _check(lib.umount2(b"/.oldroot", MNT_DETACH), "detach the host root")
+    os.rmdir("/.oldroot")
+    _check(lib.umount2(b"/.scratch", MNT_DETACH), "detach the scratch layer")
+    os.rmdir("/.scratch")
+
+
+def _own_user_namespace(lib):
+    """Enter a new user namespace mapped 1:1 onto the host's IDs; a forked helper still holding the
+    host's capabilities writes the maps (a process cannot map more than itself into its own)."""
+    r, w = os.pipe()
+    r2, w2 = os.pipe()
+    me = os.getpid()
+    child = os.fork()
+    if child == 0:
+        os.close(w)
+        os.close(r2)
+        os.read(r, 1)
+        code = 0
+        try:
+            with open(f"/proc/{me}/uid_map", "w") as f:
+                f.write("0 0 4294967295\n")
+            with open(f"/proc/{me}/gid_map", "w") as f:
+                f.write("0 0 4294967295\n")
+        except OSError as e:
+            os.write(w2, str(e).encode()[:200])
+            code = 1
+        os._exit(code)
+    os.close(r)
+    os.close(w2)
+    err = None
+    if lib.unshare(CLONE_NEWUSER) != 0:
+        err = OSError(ctypes.get_errno(), "unshare user namespace")
+    os.write(w, b"x")
+    os.close(w)
+    msg = os.read(r2, 256)
+    os.close(r2)
+    os.waitpid(child, 0)
+    if err is not None:
+        raise err
+    if msg:
+        raise OSError(1, "user namespace id maps: " + msg.decode(errors="replace"))
+
+
+def _switch_user(user):
+    groups = [int(g) for g in user.get("groups") or []]
+    os.setgroups(groups)
+    os.setgid(int(user.get("gid", 0)))
+    os.setuid(int(user["uid"]))
 
 
 def main():
@@ -58,24 +206,42 @@ def main():
     fd = spec.get("status_fd")
     if fd is not None:
         os.set_inheritable(fd, False)  # closes on a successful exec, which the runtime reads as success
+    root = spec.get("root")
     try:
         lib = _libc()
         if spec.get("netns"):
             nsfd = os.open(spec["netns"], os.O_RDONLY)
             _check(lib.setns(nsfd, CLONE_NEWNET), "setns net")
             os.close(nsfd)
+            if root and not root.get("privileged"):
+                # the netns belongs to the host's user namespace: without this, a container in its own
+                # user namespace could not bind ports below 1024, which containers normally may
+                with open("/proc/sys/net/ipv4/ip_unprivileged_port_start", "w") as f:
+                    f.write("0")
         if spec.get("mount_ns"):
             _check(lib.unshare(CLONE_NEWNS), "unshare mount namespace")
             # private: our binds must not propagate back to the host
             _check(lib.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
-            for src, dst, ro in spec.get("mounts") or []:
-                _bind(lib, src, dst, ro)
-            for src, dst in spec.get("devices") or []:
-                if src != dst:
-                    _bind(lib, src, dst, False)
+            mounts = [tuple(m) for m in spec.get("mounts") or []]
+            devices = [tuple(d) for d in spec.get("devices") or []]
+            if root:
+                _build_root(lib, root, mounts, devices)
+                if not root.get("privileged"):
+                    _own_user_namespace(lib)
+            else:
+                for src, dst, ro in mounts:
+                    _bind(lib, src, dst, ro)
+                for src, dst in devices:
+                    if src != dst:
+                        _bind(lib, src, dst, False)
+        if spec.get("user"):
+            _switch_user(spec["user"])
         cwd = spec.get("cwd")
         if cwd:
-            os.makedirs(cwd, exist_ok=True)
+            try:
+                os.makedirs(cwd, exist_ok=True)
+            except OSError:
+                pass  # a read-only root: chdir below names the problem
             os.chdir(cwd)
     except OSError as e:
         _report(fd, f"error during container init: {e}")

@@ -176,8 +176,45 @@ class Volumes:
     paths: dict[str, Path] = field(default_factory=dict)
 
 
-def _write_items(dest: Path, data: dict[str, bytes], items: list[dict[str, Any]] | None, mode: int) -> None:
+@dataclass(frozen=True)
+class Owner:
+    """Who owns a pod's credential volumes (secret, projected): the one uid its containers run as
+    (None when they differ) and the pod's fsGroup."""
+
+    uid: int | None = 0
+    fs_group: int | None = None
+
+    def secret_modes(self, default_mode: int | None) -> tuple[int, int]:
+        """(file mode, directory mode): 0600 in 0700, or 0640 in 0750 with an fsGroup; any other
+        defaultMode than the API's default 0644 (which the apiserver writes into every pod, so it
+        cannot be told from an explicit one) wins for files, and an item's mode always does.
+        Containers with different uids and no fsGroup share nothing but "other": 0644 in 0755 then."""
+        if default_mode == 0o644:
+            default_mode = None
+        if self.fs_group is not None:
+            return (0o640 if default_mode is None else default_mode), 0o750
+        if self.uid is None:
+            return (0o644 if default_mode is None else default_mode), 0o755
+        return (0o600 if default_mode is None else default_mode), 0o700
+
+    def apply(self, path: Path, mode: int) -> None:
+        # chown before chmod: chown clears set-id bits
+        if os.geteuid() == 0:
+            os.chown(path, self.uid or 0, self.fs_group if self.fs_group is not None else -1)
+        os.chmod(path, mode)
+
+
+def _write_items(
+    dest: Path,
+    data: dict[str, bytes],
+    items: list[dict[str, Any]] | None,
+    mode: int,
+    owner: Owner | None = None,
+    dir_mode: int = 0o755,
+) -> None:
     dest.mkdir(parents=True, exist_ok=True)
+    owner = owner or Owner()
+    owner.apply(dest, dir_mode)
     chosen = (
         [(it["key"], it["path"], it.get("mode")) for it in items] if items else [(k, k, None) for k in data]
     )
@@ -185,9 +222,20 @@ def _write_items(dest: Path, data: dict[str, bytes], items: list[dict[str, Any]]
         if key not in data:
             raise MountError(f"configmap/secret key {key!r} not found")
         p = dest / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(data[key])
-        os.chmod(p, item_mode if item_mode is not None else mode)
+        if p.parent != dest:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            owner.apply(p.parent, dir_mode)
+        _write_private(p, data[key], item_mode if item_mode is not None else mode, owner)
+
+
+def _write_private(p: Path, data: bytes, mode: int, owner: Owner) -> None:
+    """Write through a temporary file created 0600, so no other user can read it even for a moment."""
+    tmp = p.with_name(f".{p.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    owner.apply(tmp, mode)
+    os.replace(tmp, p)
 
 
 def _downward(
@@ -197,6 +245,7 @@ def _downward(
     node_ip: str,
     node_alloc: dict[str, str],
     mode: int,
+    owner: Owner | None = None,
 ) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     for it in items:
@@ -208,7 +257,10 @@ def _downward(
         p = dest / it["path"]
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(val)
-        os.chmod(p, it.get("mode") or mode)
+        if owner is not None:
+            owner.apply(p, it.get("mode") or mode)
+        else:
+            os.chmod(p, it.get("mode") or mode)
 
 
 def token_for(kube: Kube, pod: dict[str, Any], audience: str | None, expiration: int) -> str:
@@ -245,11 +297,21 @@ def setup_volumes(
     node_ip: str,
     node_alloc: dict[str, str],
     ca_pem: bytes,
+    owner: Owner | None = None,
 ) -> Volumes:
-    """Materialise every volume under ``pod_dir/volumes`` (hostPath: under the node root)."""
+    """Materialise every volume under ``pod_dir/volumes`` (hostPath: under the node root).
+
+    Secret and projected volumes are credentials: 0700 directories of 0600 files owned by the uid the
+    containers run as (0750/0640, group fsGroup, with an fsGroup); ``pod_dir`` itself is 0750."""
     res = Resolver(kube, pod["metadata"]["namespace"])
     out = Volumes()
+    if owner is None:
+        owner = Owner(fs_group=((pod["spec"].get("securityContext") or {}).get("fsGroup")))
+    pod_dir.mkdir(parents=True, exist_ok=True)
+    pod_dir.chmod(0o750)
     base = pod_dir / "volumes"
+    base.mkdir(exist_ok=True)
+    base.chmod(0o750)
     for vol in pod["spec"].get("volumes") or []:
         name = vol["name"]
         dest = base / name
@@ -272,6 +334,12 @@ def setup_volumes(
                 continue
             if "emptyDir" in vol:
                 dest.mkdir(parents=True, exist_ok=True)
+                # world-writable as the kubelet makes it (set-group-id to the fsGroup when there is one)
+                if owner.fs_group is not None and os.geteuid() == 0:
+                    os.chown(dest, 0, owner.fs_group)
+                    os.chmod(dest, 0o2777)
+                else:
+                    os.chmod(dest, 0o777)
             elif "configMap" in vol or "secret" in vol:
                 kind, key = ("configmaps", "configMap") if "configMap" in vol else ("secrets", "secret")
                 src = vol[key]
@@ -282,7 +350,12 @@ def setup_volumes(
                         what = "configmap" if kind == "configmaps" else "secret"
                         raise MountError(f'{what} "{ref}" not found')
                     data = {}
-                _write_items(dest, data, src.get("items"), src.get("defaultMode", 0o644))
+                if kind == "secrets":
+                    fmode, dmode = owner.secret_modes(src.get("defaultMode"))
+                    _write_items(dest, data, src.get("items"), fmode, owner, dmode)
+                else:
+                    cm_owner = Owner(0, owner.fs_group)
+                    _write_items(dest, data, src.get("items"), src.get("defaultMode", 0o644), cm_owner)
             elif "downwardAPI" in vol:
                 src = vol["downwardAPI"]
                 _downward(
@@ -290,14 +363,14 @@ def setup_volumes(
                 )
             elif "projected" in vol:
                 src = vol["projected"]
-                mode = src.get("defaultMode", 0o644)
+                mode, dmode = owner.secret_modes(src.get("defaultMode"))
                 dest.mkdir(parents=True, exist_ok=True)
+                owner.apply(dest, dmode)
                 for s in src.get("sources") or []:
                     if "serviceAccountToken" in s:
                         t = s["serviceAccountToken"]
                         tok = token_for(kube, pod, t.get("audience"), int(t.get("expirationSeconds", 3607)))
-                        (dest / t["path"]).write_text(tok)
-                        os.chmod(dest / t["path"], mode)
+                        _write_private(dest / t["path"], tok.encode(), mode, owner)
                     elif "configMap" in s:
                         cm = s["configMap"]
                         data = res.data("configmaps", cm["name"])
@@ -307,7 +380,7 @@ def setup_volumes(
                             if cm.get("optional"):
                                 continue
                             raise MountError(f'configmap "{cm["name"]}" not found')
-                        _write_items(dest, data, cm.get("items"), mode)
+                        _write_items(dest, data, cm.get("items"), mode, owner, dmode)
                     elif "secret" in s:
                         sec = s["secret"]
                         data = res.data("secrets", sec["name"])
@@ -315,9 +388,10 @@ def setup_volumes(
                             if sec.get("optional"):
                                 continue
                             raise MountError(f'secret "{sec["name"]}" not found')
-                        _write_items(dest, data, sec.get("items"), mode)
+                        _write_items(dest, data, sec.get("items"), mode, owner, dmode)
                     elif "downwardAPI" in s:
-                        _downward(pod, dest, s["downwardAPI"].get("items") or [], node_ip, node_alloc, mode)
+                        items = s["downwardAPI"].get("items") or []
+                        _downward(pod, dest, items, node_ip, node_alloc, mode, owner)
             else:
                 # persistentVolumeClaim, csi, ...: an empty directory stands in (documented)
                 dest.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from kubeclient.client import ApiError
 from testbed.k8s.quantity import Quantity
 from testbed.k8s.timefmt import now
 
-from . import images, netns, podcheckpoint, podspec, probes, toolkit
+from . import images, netns, podcheckpoint, podspec, probes, rootfs, toolkit
 from .container import LaunchSpec, Process, StartError
 from .devices_api import ContainerDevices, run_allocate
 from .logs import pod_log_dir
@@ -220,9 +220,10 @@ class PodWorker:
     def _sandbox(self) -> None:
         a = self.agent
         self.pod_dir.mkdir(parents=True, exist_ok=True)
+        owner = rootfs.volume_owner(self.pod)
         try:
             self.volumes = podspec.setup_volumes(
-                a.kube, self.pod, self.pod_dir, a.root, a.ip, a.spec.allocatable(), a.ca_pem
+                a.kube, self.pod, self.pod_dir, a.root, a.ip, a.spec.allocatable(), a.ca_pem, owner
             )
         except podspec.MountError as e:
             a.recorder.pod(self.pod, "Warning", "FailedMount", str(e))
@@ -230,7 +231,7 @@ class PodWorker:
                 self._sleep(a.options.mount_retry)
                 try:
                     self.volumes = podspec.setup_volumes(
-                        a.kube, self.pod, self.pod_dir, a.root, a.ip, a.spec.allocatable(), a.ca_pem
+                        a.kube, self.pod, self.pod_dir, a.root, a.ip, a.spec.allocatable(), a.ca_pem, owner
                     )
                     break
                 except podspec.MountError as e2:
@@ -356,6 +357,7 @@ class PodWorker:
         fp = self._field_path(c)
         try:
             env = podspec.container_env(self._pod_with_ip(), spec, res, a.ip, a.spec.allocatable())
+            user = rootfs.user_for(self.pod, spec, entry.user)
         except (podspec.ConfigError, ApiError) as e:
             c.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(e)}}
             a.recorder.pod(self.pod, "Warning", "Failed", f"Error: {e}", fp)
@@ -402,16 +404,24 @@ class PodWorker:
         launch = LaunchSpec(
             argv=argv,
             env=full_env,
-            cwd=spec.get("workingDir") or "",
+            cwd=spec.get("workingDir") or entry.workdir or "",
             netns=self.netns_path,
             mount_ns=as_root,
             mounts=[(m[0], m[1], bool(m[2])) for m in mounts],
             devices=[(d[0], d[1]) for d in devs.devices],
+            user=user if as_root else None,
         )
         a.recorder.pod(self.pod, "Normal", "Created", f"Created container {c.name}", fp)
         try:
             launch.env = toolkit.inject(full_env, toolkit.nvidia_state_dir(a.root))
             c.env = launch.env
+            if as_root:
+                # the container's own root (isolation: rootfs.py); the toolkit's driver state is the
+                # one part of the node root it sees, as the real toolkit mounts the driver's files
+                launch.root = rootfs.root_spec(self.pod_dir, a.root.parent.parent, rootfs.privileged(spec))
+                state = launch.env.get("HAMI_EMU_GPU_STATE_DIR")
+                if state and os.path.isdir(state):
+                    launch.mounts.append((state, state, False))
             c.proc = Process(launch, log_path)
         except StartError as e:
             msg = (

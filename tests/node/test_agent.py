@@ -350,7 +350,7 @@ def test_simulated_pods(agents: NodeAgents, kube: Kube, ns: str) -> None:
     wait_for(lambda: pod_gone(kube, ns, "sim-1"))
 
 
-def test_kubelet_healthz_pods_and_cli_help(agents: NodeAgents) -> None:
+def test_kubelet_healthz_pods_and_cli_help(agents: NodeAgents, testbed: EmbeddedTestbed) -> None:
     import json
     import ssl
     import urllib.request
@@ -358,9 +358,12 @@ def test_kubelet_healthz_pods_and_cli_help(agents: NodeAgents) -> None:
     a = agents.agent("node-a")
     ctx = ssl.create_default_context()
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-    with urllib.request.urlopen(f"https://{a.ip}:{a.kubelet_port}/healthz", context=ctx, timeout=5) as r:
+    auth = {"Authorization": f"Bearer {testbed.admin_token}"}  # the kubelet API authenticates callers
+    req = urllib.request.Request(f"https://{a.ip}:{a.kubelet_port}/healthz", headers=auth)
+    with urllib.request.urlopen(req, context=ctx, timeout=5) as r:
         assert r.read() == b"ok"
-    with urllib.request.urlopen(f"https://{a.ip}:{a.kubelet_port}/pods", context=ctx, timeout=5) as r:
+    req = urllib.request.Request(f"https://{a.ip}:{a.kubelet_port}/pods", headers=auth)
+    with urllib.request.urlopen(req, context=ctx, timeout=5) as r:
         assert json.load(r)["kind"] == "PodList"
     out = subprocess.run(
         [sys.executable, "-m", "testbed.node", "--help"],
