@@ -230,6 +230,9 @@ CATALOGUE: tuple[Fault, ...] = (
        "MET-MON-USED-1"),
     _f("monitor-utilization-zero", "monitor", "the monitor reports 0 SM utilisation for every container",
        "MET-MON-UTIL-1"),
+    _f("monitor-utilization-is-limit", "monitor",
+       "the monitor reports each container's gpucores limit as its SM utilisation (not a measure)",
+       "MET-MON-UTIL-2"),
     _f("monitor-limit-halved", "monitor", "the monitor reports half of each container's memory limit",
        "MET-MON-1"),
     # --- chart -----------------------------------------------------------------------------------

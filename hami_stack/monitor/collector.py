@@ -71,6 +71,8 @@ def _fault_view(dev: Any) -> Any:
         dev = dataclasses.replace(dev, used=0)
     if faults.on("monitor-utilization-zero"):
         dev = dataclasses.replace(dev, sm_util=0)
+    if faults.on("monitor-utilization-is-limit"):
+        dev = dataclasses.replace(dev, sm_util=dev.sm_limit)
     if faults.on("monitor-limit-halved"):
         dev = dataclasses.replace(dev, limit=dev.limit // 2)
     return dev
