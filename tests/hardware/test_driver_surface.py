@@ -290,3 +290,66 @@ def test_stream_queries_and_array_descriptors(make_state: Callable[..., DeviceSt
     assert res["occupancy"] == 8  # 2048 threads per SM / 256
     assert res["desc"] == [64, 32, 8, 0x20, 2]
     assert res["lazy"] == 2
+
+
+def test_2d_memsets_pointer_attributes_and_managed_hints(make_state: Callable[..., DeviceState]) -> None:
+    st = make_state({"model": "A100-SXM4-80GB", "count": 2})
+    code = textwrap.dedent("""
+        cuda_ctx()
+        res = {}
+        rc, p = alloc(4096)
+        ck(rc, "alloc")
+        ck(cu.cuMemsetD8_v2(c_u64(p), 0, c_size_t(4096)), "clear")
+        # 3 rows of 4 shorts at a pitch of 16 bytes
+        pitch, width, height = c_size_t(16), c_size_t(4), c_size_t(3)
+        ck(cu.cuMemsetD2D16_v2(c_u64(p), pitch, ctypes.c_ushort(0x0101), width, height), "2d16")
+        out = (ctypes.c_ubyte * 48)()
+        ck(cu.cuMemcpyDtoH_v2(out, c_u64(p), c_size_t(48)), "dtoh")
+        res["rows"] = [list(out[r * 16:(r + 1) * 16]) for r in range(3)]
+        res["overlap"] = cu.cuMemsetD2D32_v2(c_u64(p), c_size_t(8), c_uint(1), c_size_t(4), c_size_t(2))
+        res["past_end"] = cu.cuMemsetD2D8Async(c_u64(p), c_size_t(4096), ctypes.c_ubyte(1), c_size_t(1),
+                                               c_size_t(2), None)
+        # several attributes at once; a plain host pointer reads as unknown memory instead of failing
+        mt, managed, ordinal = c_uint(9), c_int(9), c_int(9)
+        attrs = (c_int * 3)(2, 8, 9)
+        data = (ctypes.c_void_p * 3)(*[ctypes.addressof(x) for x in (mt, managed, ordinal)])
+        ck(cu.cuPointerGetAttributes(3, attrs, data, c_u64(p)), "attrs")
+        res["device_ptr"] = [mt.value, managed.value, ordinal.value]
+        host = ctypes.create_string_buffer(64)
+        ck(cu.cuPointerGetAttributes(3, attrs, data, c_u64(ctypes.addressof(host))), "attrs host")
+        res["host_ptr"] = [mt.value, ordinal.value]
+        m = c_u64()
+        ck(cu.cuMemAllocManaged(byref(m), c_size_t(1 << 20), 1), "managed")
+        ck(cu.cuPointerGetAttributes(3, attrs, data, m), "attrs managed")
+        res["managed_flag"] = managed.value
+        class Loc(ctypes.Structure):
+            _fields_ = [("type", c_int), ("id", c_int)]
+        res["advise"] = cu.cuMemAdvise_v2(m, c_size_t(4096), 3, Loc(1, 1))
+        res["advise_plain"] = cu.cuMemAdvise_v2(c_u64(p), c_size_t(4096), 3, Loc(1, 0))
+        res["advise_bad_dev"] = cu.cuMemAdvise_v2(m, c_size_t(4096), 3, Loc(1, 7))
+        res["prefetch"] = cu.cuMemPrefetchAsync_v2(m, c_size_t(1 << 20), Loc(2, 0), 0, None)
+        res["prefetch_too_long"] = cu.cuMemPrefetchAsync_v2(m, c_size_t(2 << 20), Loc(1, 0), 0, None)
+        v = c_int(-1)
+        ck(cu.cuDeviceGetP2PAttribute(byref(v), 2, 0, 1), "p2p")
+        res["p2p_access"] = v.value
+        res["p2p_self"] = cu.cuDeviceGetP2PAttribute(byref(v), 2, 0, 0)
+        mod = ctypes.c_void_p()
+        ck(cu.cuModuleLoadData(byref(mod), b"HAMIEMU-KERNEL name=k duration_us=1\\n"), "load")
+        res["global"] = cu.cuModuleGetGlobal_v2(byref(c_u64()), byref(c_size_t()), mod, b"counter")
+        cfg = c_int(-1)
+        ck(cu.cuCtxGetSharedMemConfig(byref(cfg)), "smem")
+        res["smem"] = cfg.value
+        emit(res)
+    """)
+    res = run_snippet(code, child_env(st))
+    row = [1] * 8 + [0] * 8
+    assert res["rows"] == [row, row, row]
+    assert res["overlap"] == 1 and res["past_end"] == 1
+    assert res["device_ptr"] == [2, 0, 0]
+    assert res["host_ptr"] == [0, -2]
+    assert res["managed_flag"] == 1
+    assert res["advise"] == 0 and res["advise_plain"] == 1 and res["advise_bad_dev"] == 101
+    assert res["prefetch"] == 0 and res["prefetch_too_long"] == 1
+    assert res["p2p_access"] == 1 and res["p2p_self"] == 101
+    assert res["global"] == 500
+    assert res["smem"] == 1

@@ -118,6 +118,7 @@ struct region {
     struct vmm_handle *handle;  /* KIND_MAPPING */
     struct CUmemPoolHandle_st *pool; /* KIND_ALLOC from a memory pool: the pool holds the device memory */
     unsigned host_flags;        /* KIND_HOST */
+    int managed;                /* KIND_ALLOC from cuMemAllocManaged */
     struct region *next;
 };
 
@@ -767,10 +768,19 @@ API CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize) {
     return alloc_common(dptr, bytesize, current_ctx());
 }
 
+static struct region *find_region_locked(uintptr_t p, int kind);
+
 API CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytesize, unsigned int flags) {
     REQUIRE_INIT();
     if (flags != CU_MEM_ATTACH_GLOBAL && flags != CU_MEM_ATTACH_HOST) return CUDA_ERROR_INVALID_VALUE;
-    return alloc_common(dptr, bytesize, current_ctx());
+    CUresult rc = alloc_common(dptr, bytesize, current_ctx());
+    if (rc == CUDA_SUCCESS) {
+        pthread_mutex_lock(&g_lock);
+        struct region *r = find_region_locked((uintptr_t)*dptr, KIND_ALLOC);
+        if (r) r->managed = 1;
+        pthread_mutex_unlock(&g_lock);
+    }
+    return rc;
 }
 
 API CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pPitch, size_t WidthInBytes, size_t Height,
@@ -2226,7 +2236,7 @@ API CUresult cuPointerGetAttribute(void *data, CUpointer_attribute attribute, CU
         if (!host) return CUDA_ERROR_INVALID_VALUE;
         *(void **)data = (void *)(uintptr_t)ptr;
         break;
-    case CU_POINTER_ATTRIBUTE_IS_MANAGED: *(int *)data = 0; break;
+    case CU_POINTER_ATTRIBUTE_IS_MANAGED: *(int *)data = copy.managed; break;
     case CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL: *(int *)data = host && copy.ctx ? copy.ctx->ordinal : ordinal; break;
     case CU_POINTER_ATTRIBUTE_RANGE_START_ADDR: *(CUdeviceptr *)data = (CUdeviceptr)copy.base; break;
     case CU_POINTER_ATTRIBUTE_RANGE_SIZE: *(size_t *)data = copy.size; break;
@@ -2477,6 +2487,185 @@ API CUresult cuModuleGetLoadingMode(CUmoduleLoadingMode *mode) {
     return CUDA_SUCCESS;
 }
 
+/* ---- 2D memsets, pointer and peer queries, managed-memory hints ---- */
+
+static CUresult memset2d(CUdeviceptr dst, size_t pitch, unsigned value, unsigned elem, size_t width, size_t height) {
+    if (!width || !height) return CUDA_SUCCESS;
+    if (dst % elem || pitch % elem) return CUDA_ERROR_INVALID_VALUE;
+    if (width > pitch / elem && height > 1) return CUDA_ERROR_INVALID_VALUE; /* rows would overlap */
+    if (height > 1 && (height - 1) > (SIZE_MAX - width * elem) / pitch) return CUDA_ERROR_INVALID_VALUE;
+    size_t span = (height - 1) * pitch + width * elem;
+    int backed, phys;
+    CUresult rc = device_range((uintptr_t)dst, span, &backed, &phys);
+    if (rc || !backed) return rc;
+    for (size_t row = 0; row < height; row++) {
+        unsigned char *p = (unsigned char *)(uintptr_t)(dst + row * pitch);
+        for (size_t i = 0; i < width; i++) {
+            if (elem == 1) p[i] = (unsigned char)value;
+            else if (elem == 2) ((unsigned short *)p)[i] = (unsigned short)value;
+            else ((unsigned int *)p)[i] = value;
+        }
+    }
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuMemsetD2D8_v2(CUdeviceptr dstDevice, size_t dstPitch, unsigned char uc, size_t Width, size_t Height) {
+    REQUIRE_INIT();
+    return memset2d(dstDevice, dstPitch, uc, 1, Width, Height);
+}
+
+API CUresult cuMemsetD2D16_v2(CUdeviceptr dstDevice, size_t dstPitch, unsigned short us, size_t Width,
+                              size_t Height) {
+    REQUIRE_INIT();
+    return memset2d(dstDevice, dstPitch, us, 2, Width, Height);
+}
+
+API CUresult cuMemsetD2D32_v2(CUdeviceptr dstDevice, size_t dstPitch, unsigned int ui, size_t Width, size_t Height) {
+    REQUIRE_INIT();
+    return memset2d(dstDevice, dstPitch, ui, 4, Width, Height);
+}
+
+API CUresult cuMemsetD2D8Async(CUdeviceptr dstDevice, size_t dstPitch, unsigned char uc, size_t Width, size_t Height,
+                               CUstream hStream) {
+    REQUIRE_INIT();
+    STREAM_CHECK(hStream);
+    return memset2d(dstDevice, dstPitch, uc, 1, Width, Height);
+}
+
+API CUresult cuMemsetD2D16Async(CUdeviceptr dstDevice, size_t dstPitch, unsigned short us, size_t Width,
+                                size_t Height, CUstream hStream) {
+    REQUIRE_INIT();
+    STREAM_CHECK(hStream);
+    return memset2d(dstDevice, dstPitch, us, 2, Width, Height);
+}
+
+API CUresult cuMemsetD2D32Async(CUdeviceptr dstDevice, size_t dstPitch, unsigned int ui, size_t Width, size_t Height,
+                                CUstream hStream) {
+    REQUIRE_INIT();
+    STREAM_CHECK(hStream);
+    return memset2d(dstDevice, dstPitch, ui, 4, Width, Height);
+}
+
+API CUresult cuPointerGetAttributes(unsigned int numAttributes, CUpointer_attribute *attributes, void **data,
+                                    CUdeviceptr ptr) {
+    REQUIRE_INIT();
+    if (!numAttributes || !attributes || !data) return CUDA_ERROR_INVALID_VALUE;
+    for (unsigned i = 0; i < numAttributes; i++) {
+        if (!data[i]) continue;
+        CUresult rc = cuPointerGetAttribute(data[i], attributes[i], ptr);
+        /* unlike the single query, an unknown pointer is not an error here: its attributes read as
+         * unset (memory type 0, context NULL), which is how callers probe plain host pointers */
+        if (rc == CUDA_ERROR_INVALID_VALUE) {
+            size_t width = attributes[i] == CU_POINTER_ATTRIBUTE_CONTEXT || attributes[i] == CU_POINTER_ATTRIBUTE_DEVICE_POINTER ||
+                                   attributes[i] == CU_POINTER_ATTRIBUTE_HOST_POINTER ||
+                                   attributes[i] == CU_POINTER_ATTRIBUTE_RANGE_START_ADDR ||
+                                   attributes[i] == CU_POINTER_ATTRIBUTE_RANGE_SIZE
+                               ? sizeof(void *)
+                               : sizeof(int);
+            memset(data[i], 0, width);
+            if (attributes[i] == CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL) *(int *)data[i] = -2;
+        } else if (rc) {
+            return rc;
+        }
+    }
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuDeviceGetP2PAttribute(int *value, CUdevice_P2PAttribute attrib, CUdevice srcDevice,
+                                     CUdevice dstDevice) {
+    REQUIRE_INIT();
+    if (!value) return CUDA_ERROR_INVALID_VALUE;
+    if (!valid_ordinal(srcDevice) || !valid_ordinal(dstDevice)) return CUDA_ERROR_INVALID_DEVICE;
+    if (srcDevice == dstDevice) return CUDA_ERROR_INVALID_DEVICE;
+    switch ((int)attrib) {
+    case CU_DEVICE_P2P_ATTRIBUTE_PERFORMANCE_RANK: *value = 0; break;
+    case CU_DEVICE_P2P_ATTRIBUTE_ACCESS_SUPPORTED:
+    case CU_DEVICE_P2P_ATTRIBUTE_CUDA_ARRAY_ACCESS_SUPPORTED: *value = 1; break;
+    case CU_DEVICE_P2P_ATTRIBUTE_NATIVE_ATOMIC_SUPPORTED:
+        /* native atomics need NVLink between the two cards */
+        *value = ginfo(g_node.visible[srcDevice])->nvlink_count && ginfo(g_node.visible[dstDevice])->nvlink_count;
+        break;
+    default: return CUDA_ERROR_INVALID_VALUE;
+    }
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuCtxGetSharedMemConfig(CUsharedconfig *pConfig) {
+    REQUIRE_INIT();
+    if (!pConfig) return CUDA_ERROR_INVALID_VALUE;
+    if (!current_ctx()) return CUDA_ERROR_INVALID_CONTEXT;
+    *pConfig = CU_SHARED_MEM_CONFIG_FOUR_BYTE_BANK_SIZE; /* fixed 4-byte banks since Maxwell */
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuCtxSetSharedMemConfig(CUsharedconfig config) {
+    REQUIRE_INIT();
+    if ((unsigned)config > CU_SHARED_MEM_CONFIG_EIGHT_BYTE_BANK_SIZE) return CUDA_ERROR_INVALID_VALUE;
+    return current_ctx() ? CUDA_SUCCESS : CUDA_ERROR_INVALID_CONTEXT; /* accepted and ignored, as on the hardware */
+}
+
+API CUresult cuFuncSetSharedMemConfig(CUfunction hfunc, CUsharedconfig config) {
+    REQUIRE_INIT();
+    if (!valid_func(hfunc)) return CUDA_ERROR_INVALID_HANDLE;
+    return (unsigned)config > CU_SHARED_MEM_CONFIG_EIGHT_BYTE_BANK_SIZE ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
+}
+
+API CUresult cuModuleGetGlobal_v2(CUdeviceptr *dptr, size_t *bytes, CUmodule hmod, const char *name) {
+    REQUIRE_INIT();
+    if (!name) return CUDA_ERROR_INVALID_VALUE;
+    if (!live_has(hmod) || hmod->magic != MAGIC_MODULE) return CUDA_ERROR_INVALID_HANDLE;
+    (void)dptr;
+    (void)bytes;
+    return CUDA_ERROR_NOT_FOUND; /* emulated images declare kernels only, never device globals */
+}
+
+/* the managed allocation holding [p, p+count), for the unified-memory hints */
+static CUresult managed_range(CUdeviceptr p, size_t count) {
+    if (!count) return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&g_lock);
+    struct region *r = find_region_locked((uintptr_t)p, KIND_ALLOC);
+    int ok = r && r->managed && count <= r->base + r->size - (uintptr_t)p;
+    pthread_mutex_unlock(&g_lock);
+    return ok ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
+
+static CUresult check_location(CUmemLocation loc) {
+    if (loc.type == CU_MEM_LOCATION_TYPE_DEVICE) return valid_ordinal(loc.id) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_DEVICE;
+    return loc.type >= CU_MEM_LOCATION_TYPE_HOST && loc.type <= CU_MEM_LOCATION_TYPE_HOST_NUMA_CURRENT
+               ? CUDA_SUCCESS
+               : CUDA_ERROR_INVALID_VALUE;
+}
+
+/* Hints and prefetches change where pages live, which the emulation does not model: they are checked
+ * and accepted. */
+API CUresult cuMemAdvise_v2(CUdeviceptr devPtr, size_t count, CUmem_advise advice, CUmemLocation location) {
+    REQUIRE_INIT();
+    if (advice < CU_MEM_ADVISE_SET_READ_MOSTLY || advice > CU_MEM_ADVISE_UNSET_ACCESSED_BY) return CUDA_ERROR_INVALID_VALUE;
+    CUresult rc = managed_range(devPtr, count);
+    if (!rc && advice != CU_MEM_ADVISE_SET_READ_MOSTLY && advice != CU_MEM_ADVISE_UNSET_READ_MOSTLY)
+        rc = check_location(location);
+    return rc;
+}
+
+API CUresult cuMemAdvise(CUdeviceptr devPtr, size_t count, CUmem_advise advice, CUdevice device) {
+    CUmemLocation loc = {device == -1 ? CU_MEM_LOCATION_TYPE_HOST : CU_MEM_LOCATION_TYPE_DEVICE, device};
+    return cuMemAdvise_v2(devPtr, count, advice, loc);
+}
+
+API CUresult cuMemPrefetchAsync_v2(CUdeviceptr devPtr, size_t count, CUmemLocation location, unsigned int flags,
+                                   CUstream hStream) {
+    REQUIRE_INIT();
+    if (flags) return CUDA_ERROR_INVALID_VALUE;
+    STREAM_CHECK(hStream);
+    CUresult rc = managed_range(devPtr, count);
+    return rc ? rc : check_location(location);
+}
+
+API CUresult cuMemPrefetchAsync(CUdeviceptr devPtr, size_t count, CUdevice dstDevice, CUstream hStream) {
+    CUmemLocation loc = {dstDevice == -1 ? CU_MEM_LOCATION_TYPE_HOST : CU_MEM_LOCATION_TYPE_DEVICE, dstDevice};
+    return cuMemPrefetchAsync_v2(devPtr, count, loc, 0, hStream);
+}
+
 /* ---- entry points by name and version ---- */
 
 typedef struct {
@@ -2623,6 +2812,22 @@ static const proc_entry_t g_procs[] = {
     E("cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags", 7000, cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags),
     E("cuFuncGetName", 12030, cuFuncGetName),
     E("cuModuleGetLoadingMode", 11070, cuModuleGetLoadingMode),
+    E("cuMemsetD2D8", 3020, cuMemsetD2D8_v2),
+    E("cuMemsetD2D16", 3020, cuMemsetD2D16_v2),
+    E("cuMemsetD2D32", 3020, cuMemsetD2D32_v2),
+    E("cuMemsetD2D8Async", 3020, cuMemsetD2D8Async),
+    E("cuMemsetD2D16Async", 3020, cuMemsetD2D16Async),
+    E("cuMemsetD2D32Async", 3020, cuMemsetD2D32Async),
+    E("cuPointerGetAttributes", 7000, cuPointerGetAttributes),
+    E("cuDeviceGetP2PAttribute", 8000, cuDeviceGetP2PAttribute),
+    E("cuCtxGetSharedMemConfig", 4020, cuCtxGetSharedMemConfig),
+    E("cuCtxSetSharedMemConfig", 4020, cuCtxSetSharedMemConfig),
+    E("cuFuncSetSharedMemConfig", 4020, cuFuncSetSharedMemConfig),
+    E("cuModuleGetGlobal", 3020, cuModuleGetGlobal_v2),
+    E("cuMemAdvise", 12020, cuMemAdvise_v2),
+    E("cuMemAdvise", 8000, cuMemAdvise),
+    E("cuMemPrefetchAsync", 12020, cuMemPrefetchAsync_v2),
+    E("cuMemPrefetchAsync", 8000, cuMemPrefetchAsync),
 };
 #undef E
 
