@@ -193,6 +193,13 @@ def test_nvml_board_properties(make_state: Callable[..., DeviceState]) -> None:
         res["tiny_buffer"] = nv.nvmlSystemGetProcessName(os.getpid(), name, 2)
         n = c_uint(5)
         res["units"] = [nv.nvmlUnitGetCount(byref(n)), n.value]
+        rc, h = nvml_handle(0)
+        lists = []
+        for fn in ("nvmlDeviceGetGraphicsRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses_v2",
+                   "nvmlDeviceGetMPSComputeRunningProcesses"):
+            n = c_uint(5)
+            lists.append([getattr(nv, fn)(h, byref(n), None), n.value])
+        res["empty_lists"] = lists
         emit(res)
     """)
     res = run_snippet(code, child_env(st))
@@ -212,6 +219,7 @@ def test_nvml_board_properties(make_state: Callable[..., DeviceState]) -> None:
     assert res["self_name"][0] == 0 and res["self_name"][1].startswith("python")
     assert res["tiny_buffer"] == 7  # NVML_ERROR_INSUFFICIENT_SIZE
     assert res["units"] == [0, 0]
+    assert res["empty_lists"] == [[0, 0]] * 3
 
 
 def test_every_entry_point_libcudart_asks_for_resolves(make_state: Callable[..., DeviceState]) -> None:

@@ -939,3 +939,29 @@ API nvmlReturn_t nvmlUnitGetCount(unsigned int *unitCount) {
     OUT_ENABLED(unitCount, 0u); /* units are S-class enclosures; servers report none */
     return NVML_SUCCESS;
 }
+
+/* Graphics and MPS process lists: a compute server runs neither graphics clients nor an MPS server, so
+ * the lists are empty. The older entry points take older structs; none is written for an empty list.
+ * Not declared in nvml_emu.h: the real header shows these names only as macros for the _v3 variants. */
+static nvmlReturn_t empty_process_list(nvmlDevice_t device, unsigned int *infoCount) {
+    DEVICE_ENTER(device, phys);
+    (void)phys;
+    if (!infoCount) return NVML_ERROR_INVALID_ARGUMENT;
+    *infoCount = 0;
+    return NVML_SUCCESS;
+}
+
+API nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses(nvmlDevice_t device, unsigned int *infoCount, void *infos) {
+    (void)infos;
+    return empty_process_list(device, infoCount);
+}
+
+API nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses_v2(nvmlDevice_t device, unsigned int *infoCount, void *infos) {
+    (void)infos;
+    return empty_process_list(device, infoCount);
+}
+
+API nvmlReturn_t nvmlDeviceGetMPSComputeRunningProcesses(nvmlDevice_t device, unsigned int *infoCount, void *infos) {
+    (void)infos;
+    return empty_process_list(device, infoCount);
+}
