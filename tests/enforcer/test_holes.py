@@ -73,6 +73,10 @@ def test_async_and_pool_allocations_are_charged_to_the_stream_and_pool_device(ru
     _passed(r, "async_device")
 
 
+def test_a_pool_is_charged_its_reserve(run_hole: Run) -> None:
+    _passed(run_hole("hole_pool_reserve", {"CUDA_DEVICE_MEMORY_LIMIT": "16m"}), "pool_reserve")
+
+
 def test_every_resolution_path_yields_the_wrapper(run_hole: Run, holes: Path) -> None:
     fake = str(holes / "libfakecuda.so")
     r = run_hole("hole_resolve", {"CUDA_DEVICE_MEMORY_LIMIT": "4m"}, args=(fake,))

@@ -91,6 +91,9 @@ typedef struct vgpu_real {
     CUresult (*cuMemPoolCreate)(CUmemoryPool *, const vgpu_CUmemPoolProps *);
     CUresult (*cuDeviceGetMemPool)(CUmemoryPool *, CUdevice);
     CUresult (*cuDeviceGetDefaultMemPool)(CUmemoryPool *, CUdevice);
+    CUresult (*cuMemPoolDestroy)(CUmemoryPool);
+    CUresult (*cuMemPoolTrimTo)(CUmemoryPool, size_t);
+    CUresult (*cuMemPoolSetAttribute)(CUmemoryPool, int, void *);
     CUresult (*cuArrayCreate_v2)(CUarray_vgpu *, const vgpu_CUDA_ARRAY_DESCRIPTOR *);
     CUresult (*cuArray3DCreate_v2)(CUarray_vgpu *, const vgpu_CUDA_ARRAY3D_DESCRIPTOR *);
     CUresult (*cuMipmappedArrayCreate)(CUmipmappedArray_vgpu *, const vgpu_CUDA_ARRAY3D_DESCRIPTOR *, unsigned int);
@@ -126,6 +129,7 @@ typedef struct vgpu_real {
     CUresult (*cuCtxPushCurrent_v2)(CUcontext);
     CUresult (*cuCtxPopCurrent_v2)(CUcontext *);
     CUresult (*cuStreamGetCtx)(CUstream, CUcontext *);
+    CUresult (*cuMemPoolGetAttribute)(CUmemoryPool, int, void *);
     CUresult (*cuDevicePrimaryCtxGetState)(CUdevice, unsigned int *, int *);
     vgpu_cuDeviceGetUuid_t cuDeviceGetUuid_v2;
     vgpu_cuDeviceGetUuid_t cuDeviceGetUuid;

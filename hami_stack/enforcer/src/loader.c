@@ -126,6 +126,9 @@ CUresult cuMemAddressFree(CUdeviceptr ptr, size_t size);
 CUresult cuMemPoolCreate(CUmemoryPool *pool, const vgpu_CUmemPoolProps *props);
 CUresult cuDeviceGetMemPool(CUmemoryPool *pool, CUdevice dev);
 CUresult cuDeviceGetDefaultMemPool(CUmemoryPool *pool, CUdevice dev);
+CUresult cuMemPoolDestroy(CUmemoryPool pool);
+CUresult cuMemPoolTrimTo(CUmemoryPool pool, size_t minBytesToKeep);
+CUresult cuMemPoolSetAttribute(CUmemoryPool pool, int attr, void *value);
 CUresult cuArrayCreate_v2(CUarray_vgpu *pHandle, const vgpu_CUDA_ARRAY_DESCRIPTOR *desc);
 CUresult cuArray3DCreate_v2(CUarray_vgpu *pHandle, const vgpu_CUDA_ARRAY3D_DESCRIPTOR *desc);
 CUresult cuMipmappedArrayCreate(CUmipmappedArray_vgpu *pHandle, const vgpu_CUDA_ARRAY3D_DESCRIPTOR *desc,
@@ -150,7 +153,7 @@ static const hook_t cuda_hooks[] = {
     H(cuMemAllocAsync), H(cuMemAllocAsync_ptsz), H(cuMemAllocFromPoolAsync), H(cuMemAllocFromPoolAsync_ptsz),
     H(cuMemFreeAsync), H(cuMemFreeAsync_ptsz), H(cuMemCreate), H(cuMemRelease),
     H(cuMemMap), H(cuMemUnmap), H(cuMemAddressFree), H(cuMemPoolCreate), H(cuDeviceGetMemPool),
-    H(cuDeviceGetDefaultMemPool), H(cuArrayCreate_v2), H(cuArray3DCreate_v2), H(cuMipmappedArrayCreate),
+    H(cuDeviceGetDefaultMemPool), H(cuMemPoolDestroy), H(cuMemPoolTrimTo), H(cuMemPoolSetAttribute), H(cuArrayCreate_v2), H(cuArray3DCreate_v2), H(cuMipmappedArrayCreate),
     H(cuArrayDestroy), H(cuMipmappedArrayDestroy), H(cuCtxDestroy_v2), H(cuCtxDestroy),
     H(cuDevicePrimaryCtxRelease_v2), H(cuDevicePrimaryCtxRelease), H(cuDevicePrimaryCtxReset_v2),
     H(cuDevicePrimaryCtxReset),
@@ -183,6 +186,7 @@ static void load_cuda(void) {
     *(void **)&vgpu_real.cuCtxPushCurrent_v2 = lookup(cuda_handle, "cuCtxPushCurrent_v2");
     *(void **)&vgpu_real.cuCtxPopCurrent_v2 = lookup(cuda_handle, "cuCtxPopCurrent_v2");
     *(void **)&vgpu_real.cuStreamGetCtx = lookup(cuda_handle, "cuStreamGetCtx");
+    *(void **)&vgpu_real.cuMemPoolGetAttribute = lookup(cuda_handle, "cuMemPoolGetAttribute");
     *(void **)&vgpu_real.cuDevicePrimaryCtxGetState = lookup(cuda_handle, "cuDevicePrimaryCtxGetState");
     vgpu_real.cuDeviceGetUuid_v2 = (vgpu_cuDeviceGetUuid_t)lookup(cuda_handle, "cuDeviceGetUuid_v2");
     vgpu_real.cuDeviceGetUuid = (vgpu_cuDeviceGetUuid_t)lookup(cuda_handle, "cuDeviceGetUuid");
@@ -372,6 +376,8 @@ static const ver_entry_t versions[] = {
     {"cuMemAddressFree", 10020, 0, "cuMemAddressFree"}, {"cuMemPoolCreate", 11020, 0, "cuMemPoolCreate"},
     {"cuDeviceGetMemPool", 11020, 0, "cuDeviceGetMemPool"},
     {"cuDeviceGetDefaultMemPool", 11020, 0, "cuDeviceGetDefaultMemPool"},
+    {"cuMemPoolDestroy", 11020, 0, "cuMemPoolDestroy"}, {"cuMemPoolTrimTo", 11020, 0, "cuMemPoolTrimTo"},
+    {"cuMemPoolSetAttribute", 11020, 0, "cuMemPoolSetAttribute"},
     {"cuArrayCreate", 3020, 0, "cuArrayCreate_v2"}, {"cuArray3DCreate", 3020, 0, "cuArray3DCreate_v2"},
     {"cuMipmappedArrayCreate", 5000, 0, "cuMipmappedArrayCreate"}, {"cuArrayDestroy", 2000, 0, "cuArrayDestroy"},
     {"cuMipmappedArrayDestroy", 5000, 0, "cuMipmappedArrayDestroy"},

@@ -13,9 +13,10 @@
  * CLS_ARR  CUDA array / mipmapped array:                           aux = owning context
  * CLS_VMM  cuMemCreate handle: aux = live mappings | VMM_RELEASED once cuMemRelease has run
  * CLS_MAP  one cuMemMap of a tracked handle at key = address:      aux = the handle
+ * CLS_POOL allocation out of a memory pool: bytes = the pool (the pool is charged its reserve)
  * The charge of a VMM handle stays until it is released AND its last mapping is gone, because that is
  * when the driver gives the physical memory back. */
-enum { CLS_PTR = 1, CLS_VMM = 2, CLS_MAP = 3, CLS_ARR = 4 };
+enum { CLS_PTR = 1, CLS_VMM = 2, CLS_MAP = 3, CLS_ARR = 4, CLS_POOL = 5 };
 #define VMM_RELEASED (1ULL << 63)
 typedef struct entry {
     uint64_t key;
@@ -78,7 +79,7 @@ static int track_locked(int cls, uint64_t key, int dev, uint64_t bytes, uint64_t
     size_t j = hash(key, cls) & (table_cap - 1);
     while (table[j].cls > 0 && !(table[j].cls == cls && table[j].key == key)) j = (j + 1) & (table_cap - 1);
     if (table[j].cls > 0) { /* a key reused without our seeing its free: keep the newest */
-        if (cls != CLS_MAP) vgpu_uncharge(table[j].dev, table[j].bytes);
+        if (cls != CLS_MAP && cls != CLS_POOL) vgpu_uncharge(table[j].dev, table[j].bytes);
     } else {
         if (table[j].cls < 0) table_tomb--;
         table_used++;
@@ -168,21 +169,29 @@ static int ctx_index(CUcontext c, CUcontext cur) {
 }
 
 /* Give back every charge the driver drops when context c goes away (linear allocations, arrays). */
+static void resync_all_pools(void);
+
 static void release_context(CUcontext c) {
     atomic_fetch_add_explicit(&ctx_gen, 1, memory_order_acq_rel);
     if (!c) return;
     uint64_t back[VGPU_MAX_DEVICES] = {0};
+    int pooled = 0;
     pthread_mutex_lock(&table_lock);
     for (size_t i = 0; i < table_cap; i++) {
         entry_t *e = &table[i];
-        if ((e->cls == CLS_PTR || e->cls == CLS_ARR) && e->aux == (uint64_t)(uintptr_t)c) {
+        if (e->cls <= 0 || e->aux != (uint64_t)(uintptr_t)c) continue;
+        if (e->cls == CLS_PTR || e->cls == CLS_ARR) {
             if (e->dev >= 0 && e->dev < VGPU_MAX_DEVICES) back[e->dev] += e->bytes;
+            remove_locked(e);
+        } else if (e->cls == CLS_POOL) {
+            pooled = 1;
             remove_locked(e);
         }
     }
     pthread_mutex_unlock(&table_lock);
     for (int d = 0; d < VGPU_MAX_DEVICES; d++)
         if (back[d]) vgpu_uncharge(d, back[d]);
+    if (pooled) resync_all_pools(); /* the driver gave those back to their pools */
 }
 
 static uint64_t limit_of(int d) { return d >= 0 && d < VGPU_MAX_DEVICES ? vgpu_cfg.mem_limit[d] : 0; }
@@ -278,6 +287,8 @@ VGPU_API CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pPitch, size_t W
     return CUDA_SUCCESS;
 }
 
+static void pool_resync(CUmemoryPool p);
+
 static CUresult free_ptr(CUresult (*real)(CUdeviceptr, CUstream), CUdeviceptr dptr, CUstream s, int async) {
     vgpu_depth++;
     CUresult rc = async ? real(dptr, s) : vgpu_real.cuMemFree_v2(dptr);
@@ -285,7 +296,10 @@ static CUresult free_ptr(CUresult (*real)(CUdeviceptr, CUstream), CUdeviceptr dp
     int d;
     uint64_t bytes;
     /* only a successful free gives the charge back; unknown pointers were never charged */
-    if (rc == CUDA_SUCCESS && dptr && untrack(CLS_PTR, dptr, &d, &bytes)) vgpu_uncharge(d, bytes);
+    if (rc == CUDA_SUCCESS && dptr) {
+        if (untrack(CLS_PTR, dptr, &d, &bytes)) vgpu_uncharge(d, bytes);
+        else if (untrack(CLS_POOL, dptr, &d, &bytes)) pool_resync((CUmemoryPool)(uintptr_t)bytes);
+    }
     return rc;
 }
 
@@ -304,57 +318,135 @@ static CUcontext stream_ctx(CUstream s, CUcontext cur) {
     return cur;
 }
 
-/* ---- memory pools: the device a pool allocates on ---- */
+/* ---- memory pools ----
+ * A pool holds device memory (its reserve) of which allocations use a part; freed memory may stay
+ * reserved (release threshold) and is still in use on the card. So a pool is charged its reserve, as
+ * the driver reports it (CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT), re-read after every allocation and
+ * free from it; before an allocation, only the growth it can cause (request - idle reserve) is checked
+ * against the limit. Pools are learned from creation, from the device queries, and from use. */
+enum { POOL_RESERVED = 5, POOL_USED = 7 }; /* CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT, _USED_MEM_CURRENT */
 #define MAX_POOLS 256
-static struct {
+static struct pool_rec {
     CUmemoryPool pool;
     int dev;
+    uint64_t charged;
 } pools[MAX_POOLS];
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static struct pool_rec *pool_find_locked(CUmemoryPool p, int dev_if_new) {
+    struct pool_rec *free_rec = NULL;
+    for (int i = 0; i < MAX_POOLS; i++) {
+        if (pools[i].pool == p) return &pools[i];
+        if (!free_rec && !pools[i].pool) free_rec = &pools[i];
+    }
+    if (!free_rec || dev_if_new < 0) return NULL;
+    *free_rec = (struct pool_rec){p, dev_if_new, 0};
+    return free_rec;
+}
 
 static void note_pool(CUmemoryPool p, int d) {
     if (!p || d < 0) return;
     pthread_mutex_lock(&pool_lock);
-    int slot = -1;
-    for (int i = 0; i < MAX_POOLS; i++) {
-        if (pools[i].pool == p) {
-            slot = i;
-            break;
-        }
-        if (slot < 0 && !pools[i].pool) slot = i;
-    }
-    if (slot >= 0) {
-        pools[slot].pool = p;
-        pools[slot].dev = d;
-    }
+    pool_find_locked(p, d);
     pthread_mutex_unlock(&pool_lock);
 }
 
 static int pool_index(CUmemoryPool p) {
-    int d = -1;
     pthread_mutex_lock(&pool_lock);
-    for (int i = 0; i < MAX_POOLS; i++)
-        if (pools[i].pool == p) {
-            d = pools[i].dev;
-            break;
-        }
+    struct pool_rec *r = pool_find_locked(p, -1);
+    int d = r ? r->dev : -1;
     pthread_mutex_unlock(&pool_lock);
     return d;
 }
 
-/* Stream-ordered allocations are charged to the device of the stream's context. */
+static int pool_attr(CUmemoryPool p, int attr, uint64_t *v) {
+    cuuint64_t x = 0;
+    if (!vgpu_real.cuMemPoolGetAttribute || vgpu_real.cuMemPoolGetAttribute(p, attr, &x) != CUDA_SUCCESS) return -1;
+    *v = x;
+    return 0;
+}
+
+/* bring the pool's charge to its reserve; pool_lock held */
+static void pool_settle_locked(struct pool_rec *r) {
+    uint64_t reserved;
+    if (pool_attr(r->pool, POOL_RESERVED, &reserved) != 0) return;
+    if (reserved > r->charged) vgpu_charge(r->dev, reserved - r->charged, 0); /* already on the card */
+    else if (reserved < r->charged) vgpu_uncharge(r->dev, r->charged - reserved);
+    r->charged = reserved;
+}
+
+static void pool_resync(CUmemoryPool p) {
+    pthread_mutex_lock(&pool_lock);
+    struct pool_rec *r = pool_find_locked(p, -1);
+    if (r) pool_settle_locked(r);
+    pthread_mutex_unlock(&pool_lock);
+}
+
+static void resync_all_pools(void) {
+    pthread_mutex_lock(&pool_lock);
+    for (int i = 0; i < MAX_POOLS; i++)
+        if (pools[i].pool) pool_settle_locked(&pools[i]);
+    pthread_mutex_unlock(&pool_lock);
+}
+
+/* Allocate from pool p on container device d: check the growth, allocate, settle on the reserve. */
+#define POOL_ALLOC(d, p, bytes, call, ctx)                                                                     \
+    do {                                                                                                       \
+        uint64_t _need = granules(bytes), _res = 0, _used = 0;                                                 \
+        pthread_mutex_lock(&pool_lock);                                                                        \
+        struct pool_rec *_r = pool_find_locked((p), (d));                                                      \
+        if (!_r || pool_attr((p), POOL_RESERVED, &_res) || pool_attr((p), POOL_USED, &_used)) {                \
+            pthread_mutex_unlock(&pool_lock); /* no view of the pool: charge the allocation itself */          \
+            CHARGED_ALLOC(d, _need, CLS_PTR, call, *dptr, ctx);                                                \
+        }                                                                                                      \
+        pool_settle_locked(_r);                                                                                \
+        uint64_t _idle = _res > _used ? _res - _used : 0, _grow = _need > _idle ? _need - _idle : 0;          \
+        CUresult _c = vgpu_charge((d), _grow, limit_of(d));                                                    \
+        if (_c != CUDA_SUCCESS) {                                                                              \
+            pthread_mutex_unlock(&pool_lock);                                                                  \
+            return _c;                                                                                         \
+        }                                                                                                      \
+        _r->charged += _grow;                                                                                  \
+        vgpu_depth++;                                                                                          \
+        CUresult _rc = (call);                                                                                 \
+        vgpu_depth--;                                                                                          \
+        pool_settle_locked(_r);                                                                                \
+        pthread_mutex_unlock(&pool_lock);                                                                      \
+        if (_rc == CUDA_SUCCESS &&                                                                             \
+            track(CLS_POOL, *dptr, (d), (uint64_t)(uintptr_t)(p), (uint64_t)(uintptr_t)(ctx)) != 0)           \
+            LOG_WARN("allocation table full");                                                                 \
+        return _rc;                                                                                            \
+    } while (0)
+
+/* CUDA ordinal of context c's device */
+static int ctx_ordinal(CUcontext c, CUcontext cur) {
+    CUdevice dev = -1;
+    if (!vgpu_real.cuCtxGetDevice) return -1;
+    if (!c || c == cur) return vgpu_real.cuCtxGetDevice(&dev) == CUDA_SUCCESS ? dev : -1;
+    if (!vgpu_real.cuCtxPushCurrent_v2 || vgpu_real.cuCtxPushCurrent_v2(c) != CUDA_SUCCESS) return -1;
+    if (vgpu_real.cuCtxGetDevice(&dev) != CUDA_SUCCESS) dev = -1;
+    CUcontext popped;
+    vgpu_real.cuCtxPopCurrent_v2(&popped);
+    return dev;
+}
+
+/* Stream-ordered allocations come from the current pool of the stream's device. */
 static CUresult alloc_async(CUresult (*real)(CUdeviceptr *, size_t, CUstream), CUdeviceptr *dptr, size_t bytesize,
                             CUstream s) {
     if (!real) return CUDA_ERROR_NOT_SUPPORTED;
     if (vgpu_depth || !dptr || !bytesize) return real(dptr, bytesize, s);
     CUcontext cur = current_ctx();
     CUcontext c = stream_ctx(s, cur);
-    int d = ctx_index(c, cur);
+    int ord = ctx_ordinal(c, cur);
+    int d = ord >= 0 ? vgpu_container_index(ord) : -1;
     if (d < 0) return real(dptr, bytesize, s);
 #ifdef VGPU_FAULT_ASYNC_UNLIMITED /* deliberate fault build only (hami_stack/faults) */
     return real(dptr, bytesize, s);
 #endif
-    CHARGED_ALLOC(d, granules(bytesize), CLS_PTR, real(dptr, bytesize, s), *dptr, c);
+    CUmemoryPool pool = NULL;
+    if (!vgpu_real.cuDeviceGetMemPool || vgpu_real.cuDeviceGetMemPool(&pool, ord) != CUDA_SUCCESS || !pool)
+        CHARGED_ALLOC(d, granules(bytesize), CLS_PTR, real(dptr, bytesize, s), *dptr, c);
+    POOL_ALLOC(d, pool, bytesize, real(dptr, bytesize, s), c);
 }
 
 VGPU_API CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytesize, CUstream hStream) {
@@ -380,7 +472,7 @@ static CUresult alloc_pool(CUresult (*real)(CUdeviceptr *, size_t, CUmemoryPool,
 #ifdef VGPU_FAULT_ASYNC_UNLIMITED /* deliberate fault build only (hami_stack/faults) */
     return real(dptr, bytesize, pool, s);
 #endif
-    CHARGED_ALLOC(d, granules(bytesize), CLS_PTR, real(dptr, bytesize, pool, s), *dptr, c);
+    POOL_ALLOC(d, pool, bytesize, real(dptr, bytesize, pool, s), c);
 }
 
 VGPU_API CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t bytesize, CUmemoryPool pool, CUstream hStream) {
@@ -399,6 +491,44 @@ VGPU_API CUresult cuMemPoolCreate(CUmemoryPool *pool, const vgpu_CUmemPoolProps 
     CUresult rc = vgpu_real.cuMemPoolCreate(pool, props);
     if (rc == CUDA_SUCCESS && !vgpu_depth && pool && props && props->location.type == CU_MEM_LOCATION_TYPE_DEVICE)
         note_pool(*pool, vgpu_container_index(props->location.id));
+    return rc;
+}
+
+/* trimming or lowering the release threshold hands reserve back to the card at once */
+VGPU_API CUresult cuMemPoolTrimTo(CUmemoryPool pool, size_t minBytesToKeep) {
+    vgpu_init();
+    REAL_OR_UNSUPPORTED(cuMemPoolTrimTo);
+    CUresult rc = vgpu_real.cuMemPoolTrimTo(pool, minBytesToKeep);
+    if (rc == CUDA_SUCCESS && !vgpu_depth) pool_resync(pool);
+    return rc;
+}
+
+VGPU_API CUresult cuMemPoolSetAttribute(CUmemoryPool pool, int attr, void *value) {
+    vgpu_init();
+    REAL_OR_UNSUPPORTED(cuMemPoolSetAttribute);
+    CUresult rc = vgpu_real.cuMemPoolSetAttribute(pool, attr, value);
+    if (rc == CUDA_SUCCESS && !vgpu_depth) pool_resync(pool);
+    return rc;
+}
+
+/* a destroyed pool gives its reserve back (one with allocations outstanding lives until they go) */
+VGPU_API CUresult cuMemPoolDestroy(CUmemoryPool pool) {
+    vgpu_init();
+    REAL_OR_UNSUPPORTED(cuMemPoolDestroy);
+    if (vgpu_depth) return vgpu_real.cuMemPoolDestroy(pool);
+    pthread_mutex_lock(&pool_lock);
+    vgpu_depth++;
+    CUresult rc = vgpu_real.cuMemPoolDestroy(pool);
+    vgpu_depth--;
+    struct pool_rec *r = rc == CUDA_SUCCESS ? pool_find_locked(pool, -1) : NULL;
+    uint64_t reserved;
+    if (r && pool_attr(pool, POOL_RESERVED, &reserved) == 0) {
+        pool_settle_locked(r);
+    } else if (r) {
+        vgpu_uncharge(r->dev, r->charged);
+        memset(r, 0, sizeof(*r));
+    }
+    pthread_mutex_unlock(&pool_lock);
     return rc;
 }
 

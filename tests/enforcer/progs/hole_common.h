@@ -105,6 +105,9 @@ static void *sym(const char *name) {
     FN(CUresult, "cuMemAllocFromPoolAsync", CUdeviceptr *, size_t, CUmemoryPool, CUstream)(p, n, pool, s)
 #define cuMemPoolCreate(p, props) FN(CUresult, "cuMemPoolCreate", CUmemoryPool *, const PoolProps *)(p, props)
 #define cuDeviceGetMemPool(p, d) FN(CUresult, "cuDeviceGetMemPool", CUmemoryPool *, CUdevice)(p, d)
+#define cuMemPoolSetAttribute(p, a, v) FN(CUresult, "cuMemPoolSetAttribute", CUmemoryPool, int, void *)(p, a, v)
+#define cuMemPoolTrimTo(p, n) FN(CUresult, "cuMemPoolTrimTo", CUmemoryPool, size_t)(p, n)
+#define cuMemPoolDestroy(p) FN(CUresult, "cuMemPoolDestroy", CUmemoryPool)(p)
 #define cuMemCreate(h, n, prop, f)                                                                             \
     FN(CUresult, "cuMemCreate", CUmemGenericAllocationHandle *, size_t, const MemProp *, unsigned long long)(h, n, prop, f)
 #define cuMemRelease(h) FN(CUresult, "cuMemRelease", CUmemGenericAllocationHandle)(h)
