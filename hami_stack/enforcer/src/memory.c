@@ -108,6 +108,8 @@ static int untrack(int cls, uint64_t key, int *dev, uint64_t *bytes) {
     return e != NULL;
 }
 
+static void forget_pools(void);
+
 void vgpu_memory_prefork(void) { pthread_mutex_lock(&table_lock); }
 void vgpu_memory_postfork_parent(void) { pthread_mutex_unlock(&table_lock); }
 void vgpu_memory_after_fork_child(void) {
@@ -116,6 +118,7 @@ void vgpu_memory_after_fork_child(void) {
     table = NULL;
     table_cap = table_used = table_tomb = live_maps = 0;
     pthread_mutex_init(&table_lock, NULL);
+    forget_pools();
 }
 
 /* Every linear allocation is charged in whole granules of the driver's allocator (cuMemAlloc hands
@@ -332,6 +335,12 @@ static struct pool_rec {
     uint64_t charged;
 } pools[MAX_POOLS];
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* a forked child holds none of its parent's pool reserves */
+static void forget_pools(void) {
+    memset(pools, 0, sizeof(pools));
+    pthread_mutex_init(&pool_lock, NULL);
+}
 
 static struct pool_rec *pool_find_locked(CUmemoryPool p, int dev_if_new) {
     struct pool_rec *free_rec = NULL;
