@@ -199,3 +199,30 @@ def test_without_the_system_wide_install_the_variable_is_honoured(run_hole: Run,
     seen = _limits(run_hole, {"CUDA_DEVICE_MEMORY_LIMIT": "1g"}, lib=plugin / "libvgpu.so",
                    cache=str(tmp_path / "any.cache"))
     assert seen["total"] == GIB and seen["alloc"] == 0
+
+
+def test_a_second_region_beside_a_live_one_is_refused(run_hole: Run, installed: tuple[Path, Path],
+                                                     probe_bin: Path, node: DeviceState) -> None:
+    plugin, _ = installed
+    lib = plugin / "libvgpu.so"
+    env = probe_env(node, lib, {"CUDA_DEVICE_MEMORY_LIMIT": "1g",
+                                "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(plugin / "pod.cache")})
+    holder = subprocess.Popen([str(probe_bin), "dlsym", "ready", "hold"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().startswith("init")
+        assert holder.stdout.readline().strip() == "ready"
+        # the container's region has a live process: a second file in the same directory is refused
+        limit = {"CUDA_DEVICE_MEMORY_LIMIT": "1g"}
+        seen = _limits(run_hole, limit, lib=lib, cache=str(plugin / "mine.cache"))
+        assert _denied(seen), seen
+        assert not (plugin / "mine.cache").exists()
+        # the container's own region is joined as usual
+        seen = _limits(run_hole, {"CUDA_DEVICE_MEMORY_LIMIT": "1g"}, lib=lib, cache=str(plugin / "pod.cache"))
+        assert seen["total"] == GIB and seen["alloc"] == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    # nobody lives in the old region any more: a new one holds no budget of anyone else's
+    seen = _limits(run_hole, {"CUDA_DEVICE_MEMORY_LIMIT": "1g"}, lib=lib, cache=str(plugin / "next.cache"))
+    assert seen["total"] == GIB and seen["alloc"] == 0

@@ -5,7 +5,9 @@
  * Charging reserves under the lock *before* the driver allocates, so the container-wide sum can never
  * exceed the limit, whatever the interleaving of processes (no post-check race to lose).
  */
+#include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -200,8 +202,58 @@ static void on_exit_release(void) {
     vgpu_region_unlock();
 }
 
+/* Installed system-wide, a container has one region: another region file in the shim's directory
+ * that a live process is registered in means this process named a second one, which would be a fresh
+ * budget. Returns the other file's name, or NULL. */
+static const char *live_sibling_region(char *out, size_t n) {
+    char dir[PATH_MAX], self[PATH_MAX];
+    const char *slash = strrchr(vgpu_cfg.cache_path, '/');
+    if (!slash || (size_t)(slash - vgpu_cfg.cache_path) >= sizeof(dir)) return NULL;
+    memcpy(dir, vgpu_cfg.cache_path, (size_t)(slash - vgpu_cfg.cache_path));
+    dir[slash - vgpu_cfg.cache_path] = 0;
+    if (!dir[0]) strcpy(dir, "/");
+    if (!realpath(vgpu_cfg.cache_path, self)) self[0] = 0; /* not created yet: nothing can equal it */
+    DIR *d = opendir(dir);
+    if (!d) return NULL;
+    const char *found = NULL;
+    struct dirent *e;
+    while (!found && (e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (len < 7 || strcmp(e->d_name + len - 6, ".cache")) continue;
+        char path[PATH_MAX], real[PATH_MAX];
+        if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) >= sizeof(path)) continue;
+        if (!realpath(path, real) || !strcmp(real, self)) continue;
+        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0) continue;
+        struct stat st;
+        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= (off_t)sizeof(vgpu_region_t)) {
+            const vgpu_region_t *r = mmap(NULL, sizeof(vgpu_region_t), PROT_READ, MAP_SHARED, fd, 0);
+            if (r != MAP_FAILED) {
+                if (r->magic == VGPU_REGION_MAGIC && r->major == VGPU_REGION_MAJOR)
+                    for (int i = 0; i < VGPU_MAX_SLOTS && !found; i++)
+                        if (r->slots[i].pid && r->slots[i].pid != (int)getpid() && slot_alive(&r->slots[i])) {
+                            snprintf(out, n, "%s", path);
+                            found = out;
+                        }
+                munmap((void *)r, sizeof(vgpu_region_t));
+            }
+        }
+        close(fd);
+    }
+    closedir(d);
+    return found;
+}
+
 void vgpu_region_open(void) {
     const char *path = vgpu_cfg.cache_path;
+    char other[PATH_MAX];
+    if (vgpu_cfg.cache_enforced && !vgpu_cfg.cache_refused && live_sibling_region(other, sizeof(other))) {
+        LOG_ERROR("CUDA_DEVICE_MEMORY_SHARED_CACHE='%s' is not the container's region: %s is in use by a "
+                  "live process; every allocation is refused (fail closed: a second region would be a fresh "
+                  "budget)", path, other);
+        vgpu_cfg.cache_refused = 1;
+        for (int i = 0; i < VGPU_MAX_DEVICES; i++) vgpu_cfg.mem_blocked[i] = 1;
+    }
     if (vgpu_cfg.cache_refused) { /* never touch (or create) the file the process named */
         use_private("not in the shim's directory");
         vgpu_region_lock();
