@@ -216,8 +216,11 @@ def main():
             if root and not root.get("privileged"):
                 # the netns belongs to the host's user namespace: without this, a container in its own
                 # user namespace could not bind ports below 1024, which containers normally may
-                with open("/proc/sys/net/ipv4/ip_unprivileged_port_start", "w") as f:
-                    f.write("0")
+                try:
+                    with open("/proc/sys/net/ipv4/ip_unprivileged_port_start", "w") as f:
+                        f.write("0")
+                except OSError:
+                    pass  # an older kernel: low ports stay privileged
         if spec.get("mount_ns"):
             _check(lib.unshare(CLONE_NEWNS), "unshare mount namespace")
             # private: our binds must not propagate back to the host

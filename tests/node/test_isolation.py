@@ -198,6 +198,37 @@ def test_hostpath_exposes_exactly_that_path(agents: NodeAgents, kube: Kube, core
     assert out[probe[1]].startswith("denied") and out["/var/lib/kubelet"].startswith("denied")
 
 
+@ROOT_ONLY
+def test_data_dir_under_an_image_path_is_covered(kube: Kube, core: Any, ns: str) -> None:
+    """`testbed up` keeps its data dir in ./.testbed, inside the checkout every image shows: it must be
+    covered there too."""
+    import shutil
+
+    from testbed.node.rootfs import REPO
+
+    data = REPO / ".cache" / f"isolation-test-{os.getpid()}"
+    inv = parse_inventory({"nodes": [{"name": "node-r", "capacity": {"cpu": "4"}}]})
+    try:
+        with NodeAgents(kube, inv, data, options=AgentOptions(lease_interval=0.3, backoff_base=0.3)):
+            decoy = data / "pki" / "decoy.key"
+            decoy.parent.mkdir(parents=True, exist_ok=True)
+            decoy.write_text("secret")
+            probe = [str(decoy), str(data), str(REPO / "testbed" / "__init__.py")]
+            argv = [sys.executable, "-c", HOSTILE, json.dumps(probe)]
+            spec = {
+                "containers": [{"name": "h", "image": "python:3.11", "command": argv}],
+                "restartPolicy": "Never",
+            }
+            create_bound_pod(kube, ns, "node-r", "inrepo", spec)
+            _finished(kube, ns, "inrepo")
+            out = _result(core, ns, "inrepo")
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+    assert out[probe[2]].startswith("read ")  # the checkout itself is there (the images' contents)
+    assert out[str(decoy)].startswith("denied"), out
+    assert out[str(data)] == "listed ", out  # an empty directory
+
+
 def _mode(p: Path) -> int:
     return stat.S_IMODE(p.stat().st_mode)
 
