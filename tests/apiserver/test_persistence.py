@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import ssl
+import time
 import urllib.request
 from pathlib import Path
 
@@ -166,3 +167,29 @@ def test_key_files_are_private(tmp_path: Path):
     for f in ("ca.key", "sa.key", "admin.token"):
         assert (tmp_path / "pki" / f).stat().st_mode & 0o777 == 0o600, f
     assert (tmp_path / DB_NAME).stat().st_mode & 0o777 == 0o600
+
+
+def test_an_informer_rides_through_an_apiserver_restart(tmp_path: Path):
+    """A client built from the old kubeconfig keeps working: its watch ends, the resume from the old
+    version gets 410 Gone, it relists and sees what was written after the restart."""
+    from kubeclient.client import Kube
+    from kubeclient.informer import Informer
+
+    tb = EmbeddedTestbed(33, data_dir=tmp_path).start()
+    try:
+        kube = Kube.from_config(str(tb.kubeconfig_path))
+        kube.create("/api/v1/namespaces/default/configmaps", _cm("before"))
+        inf = Informer(kube, "/api/v1/namespaces/default/configmaps").start()
+        assert inf.wait_synced(10)
+        assert inf.get("default/before") is not None
+    finally:
+        tb.stop()
+    with EmbeddedTestbed(33, data_dir=tmp_path) as tb2:
+        kube.create("/api/v1/namespaces/default/configmaps", _cm("after"))
+        deadline = time.monotonic() + 20
+        while inf.get("default/after") is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        inf.stop()
+        assert inf.get("default/after") is not None
+        assert inf.get("default/before") is not None
+        assert tb2.server is not None and tb2.server.restored > 0
