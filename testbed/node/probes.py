@@ -28,7 +28,13 @@ def exec_in(
     """Run ``argv`` inside the namespaces of process ``pid`` (nsenter) with the container's env."""
     cmd = list(argv)
     if use_ns and pid and shutil.which("nsenter"):
-        cmd = ["nsenter", "-t", str(pid), "-m", "-n", "--", *argv]
+        # also its user namespace when it has its own (unprivileged containers): a command the pod
+        # put in its root must not run with the host's capabilities
+        try:
+            own_userns = os.readlink(f"/proc/{pid}/ns/user") != os.readlink("/proc/self/ns/user")
+        except OSError:
+            own_userns = False
+        cmd = ["nsenter", "-t", str(pid), "-m", "-n", *(["-U"] if own_userns else []), "--", *argv]
     try:
         r = subprocess.run(cmd, env=env, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:

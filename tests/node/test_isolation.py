@@ -229,6 +229,45 @@ def test_data_dir_under_an_image_path_is_covered(kube: Kube, core: Any, ns: str)
     assert out[str(data)] == "listed ", out  # an empty directory
 
 
+@ROOT_ONLY
+def test_exec_probe_runs_without_host_privileges(
+    agents: NodeAgents, kube: Kube, core: Any, ns: str, testbed: EmbeddedTestbed
+) -> None:
+    """An exec probe runs a command of the pod's choosing: it must not carry the host's capabilities."""
+    target = f"/proc/{os.getpid()}/root{testbed.kubeconfig_path}"  # the node agent: host root
+    probe_cmd = textwrap.dedent(f"""
+        try:
+            r = "read " + open({target!r}).read(16)
+        except OSError as e:
+            r = "denied " + type(e).__name__
+        open("/tmp/probe-out", "w").write(r)
+    """)
+    main = textwrap.dedent("""
+        import os, time
+        while not os.path.exists("/tmp/probe-out"):
+            time.sleep(0.1)
+        time.sleep(0.2)
+        print("RESULT " + __import__("json").dumps({"probe": open("/tmp/probe-out").read()}), flush=True)
+    """)
+    spec = {
+        "containers": [
+            {
+                "name": "c",
+                "image": "python:3.11",
+                "command": [sys.executable, "-c", main],
+                "readinessProbe": {
+                    "exec": {"command": [sys.executable, "-c", probe_cmd]}, "periodSeconds": 1
+                },
+            }
+        ],
+        "restartPolicy": "Never",
+    }
+    assert Path(testbed.kubeconfig_path).exists()
+    create_bound_pod(kube, ns, "node-i", "prober", spec)
+    _finished(kube, ns, "prober")
+    assert _result(core, ns, "prober")["probe"].startswith("denied")
+
+
 def _mode(p: Path) -> int:
     return stat.S_IMODE(p.stat().st_mode)
 
