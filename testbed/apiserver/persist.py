@@ -37,18 +37,40 @@ class SQLiteBackend:
         existed = path.exists() and path.stat().st_size > 0
         try:
             # isolation_level=None: every statement commits on its own (one WAL append per write).
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0.5)
+        except sqlite3.Error as e:
+            raise DataDirError(f"{path}: cannot be opened as a database ({e})") from e
+        try:
+            self._setup(minor, existed)
+        except BaseException:
+            self._db.close()  # never keep the lock of a database we refused
+            raise
+        path.chmod(0o600)
+
+    def _setup(self, minor: int, existed: bool) -> None:
+        path = self.path
+        try:
+            # One apiserver per data dir: the first write takes a lock held until we close (or die).
+            self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             if existed:
                 self._check(minor)
+                # take the write lock now rather than at the first write
+                self._db.execute("UPDATE meta SET v = v WHERE k = 'format'")
             else:
                 self._create(minor)
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e):
+                raise DataDirError(f"{path}: in use by another testbed apiserver (the database is locked); "
+                                   "stop it first (`testbed down`)") from e
+            raise DataDirError(
+                f"{path}: not a testbed state database ({e}); remove it or start with `testbed up --fresh`"
+            ) from e
         except sqlite3.DatabaseError as e:
             raise DataDirError(
                 f"{path}: not a testbed state database ({e}); remove it or start with `testbed up --fresh`"
             ) from e
-        path.chmod(0o600)
 
     def _create(self, minor: int) -> None:
         self._db.executescript(

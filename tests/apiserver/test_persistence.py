@@ -193,3 +193,12 @@ def test_an_informer_rides_through_an_apiserver_restart(tmp_path: Path):
         assert inf.get("default/after") is not None
         assert inf.get("default/before") is not None
         assert tb2.server is not None and tb2.server.restored > 0
+
+
+def test_a_second_apiserver_on_the_same_data_dir_is_refused(tmp_path: Path):
+    busy = rf"{tmp_path / DB_NAME}: in use by another testbed apiserver"
+    with EmbeddedTestbed(33, data_dir=tmp_path), pytest.raises(DataDirError, match=busy):
+        _server(tmp_path)
+    backend = _server(tmp_path).backend  # released on stop
+    assert backend is not None
+    backend.close()
