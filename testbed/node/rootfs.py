@@ -61,9 +61,16 @@ def root_spec(pod_dir: Path, data_dir: Path, privileged: bool) -> dict[str, Any]
         "image": [p for p in _top(image) if p != "/"],
         "links": links,
         # the data dir, and the host's TLS private keys where /etc/ssl is shown
-        "hide": [str(data_dir.resolve()), "/etc/ssl/private"],
+        "hide": [str(data_dir.resolve()), "/etc/ssl/private", *_other_data_dirs()],
         "privileged": privileged,
     }
+
+
+def _other_data_dirs() -> list[str]:
+    """Where other testbeds keep their data inside the checkout: ``testbed up``'s default ``.testbed``
+    (and siblings) and the harness's run output, whose cells hold their testbeds' data dirs."""
+    out = [str(p) for p in REPO.glob(".testbed*") if p.is_dir()]
+    return out + [str(p) for p in (REPO / "reports" / "out",) if p.is_dir()]
 
 
 def _sc(obj: dict[str, Any] | None) -> dict[str, Any]:
