@@ -151,7 +151,24 @@ PKI_FILES = ("ca.crt", "ca.key", "sa.key", "admin.token", "apiserver.crt", "apis
 
 
 def wipe_state(data_dir: Path) -> list[Path]:
-    """Remove the persisted cluster from ``data_dir``; returns what was removed."""
+    """Remove the persisted cluster from ``data_dir``; returns what was removed.
+
+    Refused while an apiserver holds the database: its files would vanish under it."""
+    db = data_dir / DB_NAME
+    if db.exists():
+        try:
+            probe = sqlite3.connect(db, timeout=0.5, isolation_level=None)
+            try:
+                probe.execute("BEGIN EXCLUSIVE")
+                probe.execute("ROLLBACK")
+            finally:
+                probe.close()
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e):
+                raise DataDirError(f"{db}: in use by a running testbed apiserver; "
+                                   "stop it before --fresh") from e
+        except sqlite3.DatabaseError:
+            pass  # not a database at all: exactly what --fresh is for
     removed = []
     for p in [data_dir / f for f in STATE_FILES] + [data_dir / "pki" / f for f in PKI_FILES]:
         if p.exists() or p.is_symlink():

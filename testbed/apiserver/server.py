@@ -191,6 +191,7 @@ class APIServer:
         try:
             self.restored = self.store.load()
         except ValueError as e:  # an object row that is not JSON
+            self.backend.close()
             raise DataDirError(f"{db}: an object is not valid JSON ({e}); "
                                "start with `testbed up --fresh`") from e
 

@@ -202,3 +202,21 @@ def test_a_second_apiserver_on_the_same_data_dir_is_refused(tmp_path: Path):
     backend = _server(tmp_path).backend  # released on stop
     assert backend is not None
     backend.close()
+
+
+def test_fresh_is_refused_while_an_apiserver_holds_the_data_dir(tmp_path: Path):
+    with EmbeddedTestbed(33, data_dir=tmp_path) as tb:
+        with pytest.raises(DataDirError, match=r"in use by a running testbed apiserver; stop it before"):
+            APIServer(ServerConfig(minor=33, data_dir=tmp_path, fresh=True))
+        assert raw_json(tb, "GET", "/api/v1/namespaces/default")[0] == 200
+        assert (tmp_path / DB_NAME).exists() and (tmp_path / "pki" / "ca.key").exists()
+
+
+def test_corrupt_object_row_is_refused(tmp_path: Path):
+    _populated(tmp_path)
+    db = sqlite3.connect(tmp_path / DB_NAME)
+    db.execute("UPDATE objects SET value = x'7b6e6f' WHERE name = 'default' AND store_key = 'namespaces'")
+    db.commit()
+    db.close()
+    with pytest.raises(DataDirError, match=rf"{tmp_path / DB_NAME}: an object is not valid JSON"):
+        _server(tmp_path)
