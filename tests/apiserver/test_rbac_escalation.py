@@ -159,3 +159,45 @@ def test_aggregation_rule_needs_full_authority(tb, admin_token):
     code, body = raw_json(tb, "POST", f"{RBAC}/clusterroles", agg, token=token)
     assert code == 403
     assert body["message"].endswith("must have cluster-admin privileges to use the aggregationRule")
+
+
+def _held(rules: list[dict[str, Any]]):
+    """A store where user u holds ``rules`` through one ClusterRoleBinding."""
+    from testbed.apiserver import rbac
+    from testbed.apiserver.store import Store
+
+    s = Store()
+    role = {"kind": "ClusterRole", "metadata": {"name": "r"}, "rules": rules}
+    s.put(rbac.CLUSTER_ROLES, role, event="ADDED")
+    s.put(rbac.CLUSTER_ROLE_BINDINGS, {"kind": "ClusterRoleBinding", "metadata": {"name": "b"},
+                                       "roleRef": {"kind": "ClusterRole", "name": "r"},
+                                       "subjects": [{"kind": "User", "name": "u"}]}, event="ADDED")
+    return s
+
+
+@pytest.mark.parametrize("owned, wanted, missing", [
+    ([{"apiGroups": [""], "resources": ["*/status"], "verbs": ["get"]}],
+     [{"apiGroups": [""], "resources": ["pods/status"], "verbs": ["get"]}], None),
+    ([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}],
+     [{"apiGroups": [""], "resources": ["pods/status"], "verbs": ["get"]}],
+     '{APIGroups:[""], Resources:["pods/status"], Verbs:["get"]}'),
+    ([{"nonResourceURLs": ["/metrics*"], "verbs": ["get"]}],
+     [{"nonResourceURLs": ["/metrics/cadvisor"], "verbs": ["get"]}], None),
+    ([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": ["a"]}],
+     [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}],
+     '{APIGroups:[""], Resources:["secrets"], Verbs:["get"]}'),
+    ([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": ["a", "b"]}],
+     [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list"], "resourceNames": ["b", "c"]}],
+     '{APIGroups:[""], Resources:["secrets"], ResourceNames:["b"], Verbs:["list"]}\n'
+     '{APIGroups:[""], Resources:["secrets"], ResourceNames:["c"], Verbs:["get" "list"]}'),
+])
+def test_coverage_rules(owned, wanted, missing):
+    from testbed.apiserver import rbac
+    from testbed.apiserver.auth import UserInfo
+
+    msg = rbac.escalation_error(_held(owned), UserInfo("u", "", ("g",)), "", wanted)
+    if missing is None:
+        assert msg == ""
+    else:
+        assert msg == ('user "u" (groups=["g"]) is attempting to grant RBAC permissions not currently held:\n'
+                       + missing)
