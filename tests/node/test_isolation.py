@@ -353,15 +353,12 @@ def test_image_user_and_run_as_non_root(agents: NodeAgents, kube: Kube, ns: str)
             "containers": [{"name": "c", "image": "busybox", "command": ["true"]}],
         },
     )
-    waiting = wait_for(
-        lambda: (
-            (get_pod(kube, ns, "nonroot")["status"].get("containerStatuses") or [{}])[0]
-            .get("state", {})
-            .get("waiting")
-        ),
-        timeout=20,
-    )
-    assert waiting["reason"] == "CreateContainerConfigError"
+    def config_error() -> dict[str, Any] | None:
+        st = (get_pod(kube, ns, "nonroot")["status"].get("containerStatuses") or [{}])[0]
+        w = (st.get("state") or {}).get("waiting") or {}
+        return w if w.get("reason") == "CreateContainerConfigError" else None
+
+    waiting = wait_for(config_error, timeout=20)
     assert "runAsNonRoot" in waiting["message"]
 
 
