@@ -22,6 +22,19 @@ def _port(cont: dict[str, Any], port: Any) -> int:
     raise ValueError(f"unknown port {port!r}")
 
 
+def _as_user_of(pid: int) -> list[str]:
+    """nsenter options running the command as the container's user and group (its runAsUser)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            status = f.read().splitlines()
+    except OSError:
+        return []
+    ids = {ln.split(":")[0]: ln.split()[1] for ln in status if ln.startswith(("Uid:", "Gid:"))}
+    if ids.get("Uid", "0") == "0" and ids.get("Gid", "0") == "0":
+        return []
+    return ["-S", ids["Uid"], "-G", ids["Gid"]]
+
+
 def exec_in(
     pid: int | None, argv: list[str], env: dict[str, str], timeout: float, use_ns: bool
 ) -> tuple[int, str]:
@@ -34,7 +47,8 @@ def exec_in(
             own_userns = os.readlink(f"/proc/{pid}/ns/user") != os.readlink("/proc/self/ns/user")
         except OSError:
             own_userns = False
-        cmd = ["nsenter", "-t", str(pid), "-m", "-n", *(["-U"] if own_userns else []), "--", *argv]
+        cmd = ["nsenter", "-t", str(pid), "-m", "-n", *(["-U"] if own_userns else []),
+               *_as_user_of(pid), "--", *argv]
     try:
         r = subprocess.run(cmd, env=env, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:

@@ -236,11 +236,13 @@ def test_exec_probe_runs_without_host_privileges(
     """An exec probe runs a command of the pod's choosing: it must not carry the host's capabilities."""
     target = f"/proc/{os.getpid()}/root{testbed.kubeconfig_path}"  # the node agent: host root
     probe_cmd = textwrap.dedent(f"""
+        import os
         try:
             r = "read " + open({target!r}).read(16)
         except OSError as e:
             r = "denied " + type(e).__name__
-        open("/tmp/probe-out", "w").write(r)
+        open("/tmp/probe-out.tmp", "w").write(r + " uid=%d" % os.getuid())
+        os.rename("/tmp/probe-out.tmp", "/tmp/probe-out")
     """)
     main = textwrap.dedent("""
         import os, time
@@ -265,7 +267,14 @@ def test_exec_probe_runs_without_host_privileges(
     assert Path(testbed.kubeconfig_path).exists()
     create_bound_pod(kube, ns, "node-i", "prober", spec)
     _finished(kube, ns, "prober")
-    assert _result(core, ns, "prober")["probe"].startswith("denied")
+    out = _result(core, ns, "prober")["probe"]
+    assert out.startswith("denied") and out.endswith(" uid=0"), out
+    # a probe runs as the container's user
+    spec["securityContext"] = {"runAsUser": 1000, "runAsGroup": 1000}
+    create_bound_pod(kube, ns, "node-i", "prober-user", spec)
+    _finished(kube, ns, "prober-user")
+    out = _result(core, ns, "prober-user")["probe"]
+    assert out.startswith("denied") and out.endswith(" uid=1000"), out
 
 
 def _mode(p: Path) -> int:
