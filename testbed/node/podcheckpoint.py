@@ -133,6 +133,7 @@ def recover(runtime: PodRuntime) -> None:
                         e.get("namespace"), e.get("name"), ip)
         resumable[uid] = e
     runtime.recovered = resumable
+    runtime.plugins_expected_until = time.monotonic() + PLUGIN_WAIT_S
     log.info("node %s: previous agent left %d pod(s), %d process(es) stopped; %d pod(s) to restart",
              runtime.agent.name, len(entries), len(stopped), len(resumable))
     runtime.agent.later(RELEASE_UNCLAIMED_AFTER, release_unclaimed, runtime)
@@ -151,6 +152,7 @@ def release_unclaimed(runtime: PodRuntime) -> None:
 def resume(w: PodWorker, pod: dict[str, Any], entry: dict[str, Any]) -> None:
     """Prepare a fresh worker for a pod the previous agent ran: keep its IP and restart counts."""
     w.recovered_ip = entry.get("claimedIP") or ""
+    w.resumed = True
     status = pod.get("status") or {}
     before = {s.get("name"): s for s in (status.get("containerStatuses") or [])
               + (status.get("initContainerStatuses") or [])}
@@ -180,3 +182,45 @@ def fail_never(runtime: PodRuntime, pod: dict[str, Any], entry: dict[str, Any]) 
                                  {"status": st}, kind="merge")
     except ApiError as e:
         log.warning("pod %s/%s: %s", meta["namespace"], meta["name"], e)
+
+
+PLUGIN_WAIT_S = 30.0  # how long after a restart a new pod waits for the device plugins to re-register
+
+
+def await_plugins(agent: Any, need: dict[str, int]) -> dict[str, str]:
+    """Right after an agent restart, wait (bounded) until the device plugins have re-registered.
+
+    The restart removed every plugin socket and recreated ``kubelet.sock``; plugins notice and register
+    again within seconds. A pod admitted in that window would see 0 allocatable (or a plugin with no
+    endpoint), fail with ``UnexpectedAdmissionError`` and, with HAMi, keep its node lock until expiry.
+    Returns the allocatable to check against."""
+    from testbed.k8s.quantity import Quantity
+
+    alloc: dict[str, str] = agent.capacity()[1]
+    until = getattr(agent.runtime, "plugins_expected_until", 0.0)
+    while time.monotonic() < until:
+        short = [r for r, n in need.items() if r in alloc and Quantity.parse(alloc[r]).value() < n]
+        if not short:
+            break
+        time.sleep(0.2)
+        alloc = agent.capacity()[1]
+    return alloc
+
+
+def allocate(agent: Any, pod: dict[str, Any], container: dict[str, Any]) -> Any:
+    """``run_allocate``, retried while a restart is settling (until ``plugins_expected_until``).
+
+    What a plugin's Allocate needs may still be coming back with the agent's restarted pods (HAMi's
+    plugin patches the pod, and that passes the stack's webhook, served by a pod the restart stopped
+    too); outside that window an error rejects the pod at once, as the kubelet does."""
+    from .devices_api import run_allocate
+
+    while True:
+        try:
+            return run_allocate(agent.devices, pod, container)
+        except Exception as e:
+            if time.monotonic() >= getattr(agent.runtime, "plugins_expected_until", 0.0) or agent.stopped:
+                raise
+            log.info("pod %s/%s: Allocate failed during the restart (%s); retrying",
+                     pod["metadata"].get("namespace"), pod["metadata"].get("name"), e)
+            time.sleep(1.0)

@@ -23,7 +23,7 @@ from testbed.k8s.timefmt import now
 
 from . import images, netns, podcheckpoint, podspec, probes, rootfs, toolkit
 from .container import LaunchSpec, Process, StartError
-from .devices_api import ContainerDevices, run_allocate
+from .devices_api import ContainerDevices
 from .logs import pod_log_dir
 
 if TYPE_CHECKING:
@@ -136,6 +136,7 @@ class PodWorker:
         self.pod_ip = ""
         self.leased_ip = ""  # the pod IP this worker took from the allocator (not the node's own)
         self.recovered_ip = ""  # the IP the previous agent gave this pod, re-claimed (podcheckpoint.py)
+        self.resumed = False  # the previous agent admitted it: no second fit check (podcheckpoint.py)
         self.netns_name = ""
         self.netns_path: str | None = None
         self.listeners: list[Any] = []  # this pod's forwarders, closed at teardown
@@ -192,7 +193,10 @@ class PodWorker:
     def _admit(self) -> bool:
         alloc = self.agent.capacity()[1]
         need = admission_requests(self.pod, alloc)
-        if need:
+        # a pod the previous agent admitted keeps its place: right after a restart the device plugins
+        # have not re-registered yet and capacity reads 0 (the kubelet's UnexpectedAdmissionError bug)
+        if need and not self.resumed:
+            alloc = podcheckpoint.await_plugins(self.agent, need)
             used = self.agent.runtime.extended_in_use(exclude=self.uid)
             for res, n in sorted(need.items()):
                 have = Quantity.parse(alloc[res]).value()
@@ -205,7 +209,7 @@ class PodWorker:
                     return False
         try:
             for c in (self.pod["spec"].get("initContainers") or []) + self.pod["spec"]["containers"]:
-                self.devices[c["name"]] = run_allocate(self.agent.devices, self.pod, c)
+                self.devices[c["name"]] = podcheckpoint.allocate(self.agent, self.pod, c)
         except Exception as e:
             # the device manager's admission errors already carry the kubelet's full wording
             msg = str(e) if str(e).startswith("Allocate failed due to ") else (
@@ -788,6 +792,7 @@ class PodRuntime:
         self.checkpoint = podcheckpoint.PodCheckpoint(agent.root)
         self.recovered: dict[str, Any] = {}  # uid -> the previous agent's entry, until the pod is seen
         self._agent_stopping = False
+        self.plugins_expected_until = 0.0  # monotonic: set by a restart (podcheckpoint.await_plugins)
 
     def extended_in_use(self, exclude: str = "") -> dict[str, int]:
         out: dict[str, int] = {}

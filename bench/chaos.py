@@ -1,0 +1,339 @@
+"""Chaos: kill each testbed component in turn during a GPU pod burst and check nothing is lost.
+
+The testbed comes up as the conformance harness brings it up (``conformance/backends/testbed.py``:
+``testbed up`` with the two-node A100 inventory, the HAMi stack installed by its chart). Then, for each
+component in turn, a batch of the burst's GPU pods (``restartPolicy: Always``, 1 GPU and 2000 MiB each,
+``hami-scheduler``) is created and the component is killed with SIGKILL at once:
+
+* ``scheduler``, ``controllers``, ``node-agent``: the testbed's own processes (``state.json`` names their
+  pids); the supervisor restarts them;
+* ``extender``: the ``vgpu-scheduler-extender`` container's process of the ``hami-scheduler`` pod;
+* ``device-plugin``: the ``device-plugin`` container's process of one node's device plugin pod;
+  (both found through the node agent's pod checkpoint); the node agent restarts them;
+* ``apiserver``: runs inside the ``testbed up`` process and is not supervised (see the report line).
+
+Time to recover is from the kill until the component works again: a probe pod bound (scheduler), a
+probe ReplicaSet's pod created (controllers), every node's Lease renewed and every ``hami-system`` pod
+Ready (node agent), the killed container Ready again with one more restart and the nodes' GPUs
+allocatable (extender, device plugin). Invariants checked at the end: every burst pod Running, no
+over-commit (per-GPU memory from the pods' ``hami.io/vgpu-devices-allocated`` <= the device's memory in
+the node's register annotation), no lost object (every created pod and the chart's workloads still
+there), no node lock older than its 5 min expiry, no process of the testbed left after ``down``.
+
+    .venv/bin/python bench/chaos.py [--pods 50] [--components scheduler,extender,...]
+
+The last line printed is one JSON object: ``recover_s`` per component, ``invariants``, ``ok``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from conformance import contract as C  # noqa: E402
+from conformance.backends import Options  # noqa: E402
+from conformance.backends.testbed import TestbedBackend  # noqa: E402
+from conformance.kube import ContainerSpec, describe_pod, pod_manifest  # noqa: E402
+from hami_stack.protocol.assignment import decode_pod_devices  # noqa: E402
+from hami_stack.protocol.nodelock import DEFAULT_TIMEOUT, parse_lock  # noqa: E402
+from hami_stack.protocol.register import decode_register  # noqa: E402
+from kubeclient.client import ApiError, Kube  # noqa: E402
+from testbed.node.podcheckpoint import NAME as CHECKPOINT  # noqa: E402
+from testbed.supervisor import Containment, descendants  # noqa: E402
+
+ALL = ["scheduler", "controllers", "node-agent", "extender", "device-plugin", "apiserver"]
+SUPERVISED = {"scheduler": "scheduler", "controllers": "controllers", "node-agent": "nodes"}
+NS = "chaos"
+HAMI_NS = "hami-system"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def wait(fn: Any, timeout: float, every: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            v = fn()
+        except (ApiError, OSError, KeyError, ValueError):
+            v = None  # the component under test may be down: keep asking
+        if v:
+            return v
+        time.sleep(every)
+    return None
+
+
+class Chaos:
+    def __init__(self, kube: Kube, data_dir: Path) -> None:
+        self.kube = kube
+        self.data_dir = data_dir
+        self.created: list[str] = []
+
+    # -- the burst ---------------------------------------------------------------------------------
+
+    def create_pods(self, names: list[str]) -> None:
+        for name in names:
+            pod = pod_manifest(name, [ContainerSpec(gpus=1, mem=2000,
+                                                    args=["--alloc-mib", "0", "--kernel-seconds", "0",
+                                                          "--hold-seconds", "3600"])],
+                               scheduler_name="hami-scheduler", restart_policy="Always")
+            while True:
+                try:
+                    self.kube.create(f"/api/v1/namespaces/{NS}/pods", pod)
+                    break
+                except ApiError as e:
+                    if e.status == 409:
+                        break
+                    time.sleep(0.5)  # the webhook or the apiserver is down: a client retries
+                except OSError:
+                    time.sleep(0.5)
+            self.created.append(name)
+
+    # -- components --------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        return json.loads((self.data_dir / "state.json").read_text())
+
+    def hami_pod(self, prefix: str, node: str | None = None) -> dict[str, Any]:
+        for p in self.kube.get(f"/api/v1/namespaces/{HAMI_NS}/pods")["items"]:
+            on_node = node is None or p["spec"].get("nodeName") == node
+            if p["metadata"]["name"].startswith(prefix) and on_node:
+                return p  # type: ignore[no-any-return]
+        raise KeyError(prefix)
+
+    def container_pids(self, pod: dict[str, Any], container: str) -> list[int]:
+        path = self.data_dir / "nodes" / pod["spec"]["nodeName"] / CHECKPOINT
+        entry = json.loads(path.read_text())["pods"][pod["metadata"]["uid"]]
+        return [p["pid"] for p in entry["processes"] if p["container"] == container]
+
+    @staticmethod
+    def restarts(pod: dict[str, Any], container: str) -> int:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            if cs["name"] == container:
+                return int(cs.get("restartCount") or 0)
+        return -1
+
+    def container_back(self, name: str, container: str, before: int) -> bool:
+        p = self.kube.get(f"/api/v1/namespaces/{HAMI_NS}/pods/{name}")
+        cs = next(c for c in p["status"]["containerStatuses"] if c["name"] == container)
+        return bool(cs.get("ready")) and int(cs.get("restartCount") or 0) > before and self.gpus_allocatable()
+
+    def gpus_allocatable(self) -> bool:
+        nodes = self.kube.get("/api/v1/nodes")["items"]
+        return all(int(n["status"].get("allocatable", {}).get(C.GPU, "0")) > 0 for n in nodes)
+
+    def hami_restarts(self) -> dict[str, int]:
+        return {p["metadata"]["name"]: sum(int(c.get("restartCount") or 0)
+                                           for c in p["status"].get("containerStatuses") or [])
+                for p in self.kube.get(f"/api/v1/namespaces/{HAMI_NS}/pods")["items"]}
+
+    def hami_restarted(self, before: dict[str, int]) -> bool:
+        now = self.hami_restarts()
+        return all(now.get(name, -1) > n for name, n in before.items())
+
+    def hami_ready(self) -> bool:
+        pods = self.kube.get(f"/api/v1/namespaces/{HAMI_NS}/pods")["items"]
+        return bool(pods) and all(
+            any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or [])
+            for p in pods)
+
+    def leases_renewed(self, since: float) -> bool:
+        leases = self.kube.get("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases")["items"]
+        stamps = [dt.datetime.fromisoformat(lease["spec"]["renewTime"].replace("Z", "+00:00")).timestamp()
+                  for lease in leases]
+        return bool(stamps) and all(t >= since - 1 for t in stamps)
+
+    def probe_scheduled(self) -> bool:
+        name = f"probe-{int(time.monotonic() * 1000)}"
+        self.kube.create(f"/api/v1/namespaces/{NS}/pods", {
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"chaos-probe": "1"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["sleep", "600"]}]}})
+        try:
+            return bool(wait(lambda: self.kube.get(f"/api/v1/namespaces/{NS}/pods/{name}")["spec"].get(
+                "nodeName"), 15, 0.1))
+        finally:
+            self.kube.delete(f"/api/v1/namespaces/{NS}/pods/{name}", gracePeriodSeconds=0)
+
+    def probe_controllers(self) -> bool:
+        name = f"probe-rs-{int(time.monotonic() * 1000)}"
+        labels = {"chaos-rs": name}
+        self.kube.create(f"/apis/apps/v1/namespaces/{NS}/replicasets", {
+            "apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": name},
+            "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels},
+                                  "spec": {"containers": [{"name": "c", "image": "busybox",
+                                                           "command": ["sleep", "600"]}]}}}})
+        try:
+            return bool(wait(lambda: self.kube.get(f"/api/v1/namespaces/{NS}/pods",
+                                                   labelSelector=f"chaos-rs={name}")["items"], 15, 0.1))
+        finally:
+            self.kube.delete(f"/apis/apps/v1/namespaces/{NS}/replicasets/{name}")
+
+    def kill(self, component: str, timeout: float) -> float | None:
+        """Kill one component; seconds until it works again (None: not within ``timeout``)."""
+        if component in SUPERVISED:
+            name = SUPERVISED[component]
+            before = self.state()["components"][name]
+            hami_before = self.hami_restarts()
+            os.kill(int(before["pid"]), signal.SIGKILL)
+            t0 = time.monotonic()
+            wall0 = time.time()
+
+            def back() -> bool:
+                now = self.state()["components"][name]
+                if now["restarts"] <= before["restarts"] or not now.get("pid"):
+                    return False
+                if component == "scheduler":
+                    return self.probe_scheduled()
+                if component == "controllers":
+                    return self.probe_controllers()
+                # its pods were restarted with it: each hami-system pod shows a new restart, and is Ready
+                return (self.leases_renewed(wall0) and self.hami_restarted(hami_before) and self.hami_ready()
+                        and self.gpus_allocatable())
+
+            return time.monotonic() - t0 if wait(back, timeout) else None
+        if component in ("extender", "device-plugin"):
+            prefix, container = (("hami-scheduler", "vgpu-scheduler-extender") if component == "extender"
+                                 else ("hami-device-plugin", "device-plugin"))
+            pod = self.hami_pod(prefix)
+            before_restarts = self.restarts(pod, container)
+            pids = self.container_pids(pod, container)
+            if not pids:
+                raise RuntimeError(f"no process of {pod['metadata']['name']}/{container} in the checkpoint")
+            for pid in pids:
+                os.killpg(pid, signal.SIGKILL)
+            t0 = time.monotonic()
+            name = pod["metadata"]["name"]
+            ok = wait(lambda: self.container_back(name, container, before_restarts), timeout)
+            return time.monotonic() - t0 if ok else None
+        raise ValueError(f"cannot kill {component!r}: the apiserver runs inside `testbed up`, unsupervised")
+
+    # -- invariants --------------------------------------------------------------------------------
+
+    def invariants(self) -> dict[str, Any]:
+        pods = {p["metadata"]["name"]: p for p in self.kube.get(f"/api/v1/namespaces/{NS}/pods")["items"]
+                if not (p["metadata"].get("labels") or {}).get("chaos-probe")}
+        not_running = sorted(n for n in self.created if (pods.get(n) or {}).get("status", {}).get("phase")
+                             != "Running")
+        lost = sorted(set(self.created) - set(pods))
+        capacity: dict[str, int] = {}
+        for n in self.kube.get("/api/v1/nodes")["items"]:
+            ann = n["metadata"].get("annotations") or {}
+            if C.NVIDIA_REGISTER in ann:
+                for d in decode_register(ann[C.NVIDIA_REGISTER]):
+                    capacity[d.id] = d.devmem
+        used: dict[str, int] = {}
+        for p in pods.values():
+            value = (p["metadata"].get("annotations") or {}).get(C.NVIDIA_ALLOCATED)
+            if value:
+                for ctr in decode_pod_devices(value):
+                    for dev in ctr:
+                        used[dev.uuid] = used.get(dev.uuid, 0) + dev.usedmem
+        over = {u: (m, capacity.get(u)) for u, m in used.items()
+                if capacity.get(u) is None or m > capacity[u]}
+        now = dt.datetime.now(dt.UTC)
+        stuck = {}
+        for n in self.kube.get("/api/v1/nodes")["items"]:
+            lock = (n["metadata"].get("annotations") or {}).get(C.NODE_LOCK)
+            if lock and now - parse_lock(lock).time > DEFAULT_TIMEOUT:
+                stuck[n["metadata"]["name"]] = lock
+        chart = {
+            "deployments": [d["metadata"]["name"] for d in
+                            self.kube.get(f"/apis/apps/v1/namespaces/{HAMI_NS}/deployments")["items"]],
+            "daemonsets": [d["metadata"]["name"] for d in
+                           self.kube.get(f"/apis/apps/v1/namespaces/{HAMI_NS}/daemonsets")["items"]],
+        }
+        why = {n: describe_pod(pods.get(n)) + " " + str({k: (pods.get(n) or {}).get("status", {}).get(k)
+                                                          for k in ("reason", "message")})
+               for n in not_running[:5]}
+        return {"pods": len(self.created), "not_running": not_running, "not_running_why": why,
+                "lost": lost, "over_commit": over,
+                "gpu_memory_used_mib": sum(used.values()), "stuck_locks": stuck, "chart_workloads": chart}
+
+
+def run(components: list[str], pods: int, k8s: str, recover_timeout: float, settle: float) -> dict[str, Any]:
+    backend = TestbedBackend()
+    log(f"testbed {k8s} with the HAMi chart: provisioning")
+    info = backend.provision(Options(k8s_version=k8s, timeout=180))
+    data_dir = Path(info.state["data_dir"])
+    kube = Kube.from_config(info.kubeconfig, user_agent="chaos")
+    result: dict[str, Any] = {"k8s": k8s, "recover_s": {}, "skipped": {}, "goal_s": 15.0}
+    orphans: list[int] = []
+    tracked: set[int] = set()
+    try:
+        kube.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+        chaos = Chaos(kube, data_dir)
+        killable = [c for c in components if c != "apiserver"]
+        if "apiserver" in components:
+            result["skipped"]["apiserver"] = ("runs inside the `testbed up` process (the supervisor): not "
+                                              "restartable on its own")
+        per = -(-pods // max(1, len(killable)))
+        names = [f"burst-{i}" for i in range(pods)]
+        for i, comp in enumerate(killable):
+            batch = names[i * per:(i + 1) * per]
+            creator = threading.Thread(target=chaos.create_pods, args=(batch,), daemon=True)
+            creator.start()
+            time.sleep(0.5)  # the burst is under way
+            log(f"killing {comp} ({len(batch)} pods being created)")
+            t = chaos.kill(comp, recover_timeout)
+            result["recover_s"][comp] = round(t, 2) if t is not None else None
+            log(f"{comp}: back in {t:.2f}s" if t is not None
+                else f"{comp}: NOT back within {recover_timeout:.0f}s")
+            creator.join(120)
+        chaos.create_pods(names[len(killable) * per:])  # any rest
+        log("waiting for every burst pod to run")
+        wait(lambda: not chaos.invariants()["not_running"], settle, 1.0)
+        result["invariants"] = chaos.invariants()
+        st = chaos.state()
+        result["restarts"] = {k: v["restarts"] for k, v in st["components"].items()}
+        tracked = set(Containment(data_dir).pids()) | set(descendants(int(st["pid"]))) | {int(st["pid"])}
+    finally:
+        kube.close()
+        log("testbed down")
+        backend.teardown(info)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        orphans = [p for p in tracked if Path(f"/proc/{p}").exists()
+                   and Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+        if not orphans:
+            break
+        time.sleep(0.2)
+    inv = result["invariants"]
+    inv["orphans"] = orphans
+    result["ok"] = (not inv["not_running"] and not inv["lost"] and not inv["over_commit"]
+                    and not inv["stuck_locks"] and not orphans
+                    and all(v is not None and v <= result["goal_s"] for v in result["recover_s"].values()))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--k8s", default="1.33")
+    ap.add_argument("--pods", type=int, default=50)
+    ap.add_argument("--components", default=",".join(ALL), help=f"comma-separated, of {', '.join(ALL)}")
+    ap.add_argument("--recover-timeout", type=float, default=60.0, help="give up on a component after this")
+    ap.add_argument("--settle", type=float, default=180.0, help="seconds for every pod to end Running")
+    args = ap.parse_args(argv)
+    comps = [c for c in args.components.split(",") if c]
+    bad = [c for c in comps if c not in ALL]
+    if bad:
+        ap.error(f"unknown component(s) {', '.join(bad)}; known: {', '.join(ALL)}")
+    result = run(comps, args.pods, args.k8s, args.recover_timeout, args.settle)
+    print(json.dumps(result, sort_keys=True))
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
