@@ -296,6 +296,10 @@ def run(components: list[str], pods: int, k8s: str, recover_timeout: float, sett
         log("waiting for every burst pod to run")
         wait(lambda: not chaos.invariants()["not_running"], settle, 1.0)
         result["invariants"] = chaos.invariants()
+        agent_log = (data_dir / "logs" / "nodes.log").read_text(errors="replace").splitlines()
+        result["invariants"]["agent_log"] = {
+            n: [ln[:300] for ln in agent_log if n in ln][-6:]
+            for n in result["invariants"]["not_running"][:3]}
         st = chaos.state()
         result["restarts"] = {k: v["restarts"] for k, v in st["components"].items()}
         tracked = set(Containment(data_dir).pids()) | set(descendants(int(st["pid"]))) | {int(st["pid"])}

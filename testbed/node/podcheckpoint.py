@@ -133,6 +133,9 @@ def recover(runtime: PodRuntime) -> None:
                         e.get("namespace"), e.get("name"), ip)
         resumable[uid] = e
     runtime.recovered = resumable
+    if hasattr(runtime.agent.devices, "pending_uids"):
+        # the device manager must not take back what the pods still to resume hold
+        runtime.agent.devices.pending_uids = lambda: list(runtime.recovered)
     runtime.plugins_expected_until = time.monotonic() + PLUGIN_WAIT_S
     log.info("node %s: previous agent left %d pod(s), %d process(es) stopped; %d pod(s) to restart",
              runtime.agent.name, len(entries), len(stopped), len(resumable))

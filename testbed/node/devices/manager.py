@@ -129,6 +129,8 @@ class DevicePluginManager:
         self.socket_path = self.socket_dir / KUBELET_SOCKET
         self.checkpoint_path = self.socket_dir / ckpt.CHECKPOINT_NAME
         self._active_pods = active_pods
+        # uids a restarted agent will resume but has not started yet: their assignments stay
+        self.pending_uids: Callable[[], Iterable[str]] | None = None
         gates = dict(feature_gates or {})
         self.cdi_enabled = gates.get("DevicePluginCDIDevices", minor >= 29) and minor >= 28
         self.preferred_allocation = minor >= 19
@@ -538,6 +540,8 @@ class DevicePluginManager:
             log.exception("active_pods() failed; keeping device assignments")
             return
         active.add(keep)
+        if self.pending_uids is not None:
+            active.update(self.pending_uids())
         with self._lock:
             gone = [u for u in self._pods if u not in active]
             for uid in gone:
