@@ -255,10 +255,15 @@ class Chaos:
             "daemonsets": [d["metadata"]["name"] for d in
                            self.kube.get(f"/apis/apps/v1/namespaces/{HAMI_NS}/daemonsets")["items"]],
         }
+        # Allocate runs HAMi's plugin, whose pod patch passes the stack's webhook: a pod admitted on a
+        # node while the extender (which serves the webhook) is down fails, as on a real cluster
+        outage = sorted(n for n in not_running if "hami-scheduler.hami-system.svc" in str(
+            (pods.get(n) or {}).get("status", {}).get("message", "")))
         why = {n: describe_pod(pods.get(n)) + " " + str({k: (pods.get(n) or {}).get("status", {}).get(k)
                                                           for k in ("reason", "message")})
                for n in not_running[:5]}
         return {"pods": len(self.created), "not_running": not_running, "not_running_why": why,
+                "failed_webhook_down": outage,
                 "lost": lost, "over_commit": over,
                 "gpu_memory_used_mib": sum(used.values()), "stuck_locks": stuck, "chart_workloads": chart}
 
