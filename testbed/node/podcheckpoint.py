@@ -135,11 +135,18 @@ def recover(runtime: PodRuntime) -> None:
     runtime.recovered = resumable
     if hasattr(runtime.agent.devices, "pending_uids"):
         # the device manager must not take back what the pods still to resume hold
-        runtime.agent.devices.pending_uids = lambda: list(runtime.recovered)
+        runtime.agent.devices.pending_uids = lambda: _resumable_or_running(runtime)
     runtime.plugins_expected_until = time.monotonic() + PLUGIN_WAIT_S
     log.info("node %s: previous agent left %d pod(s), %d process(es) stopped; %d pod(s) to restart",
              runtime.agent.name, len(entries), len(stopped), len(resumable))
     runtime.agent.later(RELEASE_UNCLAIMED_AFTER, release_unclaimed, runtime)
+
+
+def _resumable_or_running(runtime: PodRuntime) -> list[str]:
+    # one view under the runtime's lock: a pod moving from "to resume" to "has a worker" is in one of
+    # the two whenever the device manager looks, never in neither
+    with runtime._lock:
+        return [*runtime.recovered, *runtime.workers]
 
 
 def release_unclaimed(runtime: PodRuntime) -> None:
