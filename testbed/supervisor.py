@@ -218,6 +218,17 @@ class Containment:
 
     def remove(self) -> None:
         """Remove the (empty) cgroup; a no-op while a process is still in it."""
-        if self.cgroup is not None:
-            with contextlib.suppress(OSError):
+        if self.cgroup is None:
+            return
+        # killed processes leave the cgroup only once reaped (by whoever is their parent): retry briefly
+        deadline = time.monotonic() + 3.0
+        while True:
+            try:
                 self.cgroup.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.1)

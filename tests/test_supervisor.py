@@ -110,3 +110,5 @@ def test_killed_components_restart_and_down_leaves_nothing(tmp_path: Path) -> No
     assert not survivors, f"processes of the testbed survived `down`: {survivors}"
     assert not pod_processes()
     assert not marked(str(data.resolve()))
+    cg = Containment(data).cgroup
+    assert cg is None or not cg.exists(), f"the testbed's cgroup {cg} was left behind"
