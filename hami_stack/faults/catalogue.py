@@ -239,9 +239,11 @@ CATALOGUE: tuple[Fault, ...] = (
     _f("chart-scheduler-config-old-api", "chart",
        "the scheduler configuration uses kubescheduler.config.k8s.io/v1beta2 on every minor >= 1.22",
        "VER-SCHEDCFG-1", "VER-SCHED-2", kind=CHART),
-    _f("chart-rbac-no-binding-create", "chart",
-       "the scheduler's ClusterRole lacks create on pods/binding, so /bind cannot bind",
-       "SCHED-FIT-1", kind=CHART),
+    # (not pods/binding: the built-in system:kube-scheduler role the chart also binds grants that)
+    _f("chart-rbac-no-node-patch", "chart",
+       "the scheduler's ClusterRole lacks patch on nodes, so the extender cannot take the node lock "
+       "(or answer handshakes) and /bind fails",
+       "SCHED-FIT-1", "SCHED-LOCK-1", kind=CHART),
     # --- other vendors (the NVIDIA self-test refuses them) ---------------------------------------
     _f("ascend-webhook-skip-scheduler-name", "webhook",
        "Ascend pods keep their scheduler name", "ADM-SCHED-1", vendor="ascend"),

@@ -491,10 +491,26 @@ class Extender:
             raise
 
     def _holder_exists(self, ns: str, name: str) -> bool:
+        """Whether the lock's holder may still need it (else the lock is taken over before expiry).
+
+        Gone: a deleted pod. Also done: a pod HAMi allocated (it carries ``bind-phase``) whose
+        allocation has concluded (``success``/``failed``), or that is running or finished, since the
+        kubelet allocates devices before any container starts. Without that, a holder whose plugin
+        never released the lock (a node agent restarted mid-allocation) blocks its node for the whole
+        expiry. A live pod without ``bind-phase`` keeps the lock until it expires, as upstream.
+        """
         try:
-            return self._get_pod(ns, name) is not None
+            pod = self._get_pod(ns, name)
         except ApiError:
             return True  # unknown: do not steal the lock
+        if pod is None:
+            return False
+        phase = ((pod.get("metadata") or {}).get("annotations") or {}).get(ann.BIND_PHASE)
+        if phase is None:
+            return True
+        if phase in (ev.PHASE_SUCCESS, ev.PHASE_FAILED):
+            return False
+        return (pod.get("status") or {}).get("phase") not in ("Running", "Succeeded", "Failed")
 
     def _event(self, pod: Obj, etype: str, reason: str, message: str) -> None:
         if reason == ev.FILTERING_FAILED and faults.on("scheduler-no-failure-events"):

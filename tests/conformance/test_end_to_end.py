@@ -57,8 +57,9 @@ def test_a_plugin_giving_the_wrong_memory_limit_fails_the_memory_rules(tmp_path:
     failed = {c["ruleId"]: c["message"] for c in results["cases"] if c["outcome"] == "failed"}
     assert {"ALLOC-ENV-1", "ENF-MEM-1", "ENF-MEM-2"} <= set(failed), failed
     assert "[ALLOC-ENV-1] CUDA_DEVICE_MEMORY_LIMIT_0='3512m', want '3000m'" in failed["ALLOC-ENV-1"]
-    # nothing outside memory limits breaks
-    assert all(r.startswith(("ALLOC-", "ENF-MEM", "MET-MON")) for r in failed), failed
+    # nothing outside memory limits breaks (ISO-SHARE-1 checks each sharing pod's own limit)
+    outside = sorted(r for r in failed if not r.startswith(("ALLOC-", "ENF-MEM", "MET-MON", "ISO-SHARE-")))
+    assert outside == [], outside
 
 
 def test_a_terminated_run_tears_its_cluster_down(tmp_path: Path) -> None:

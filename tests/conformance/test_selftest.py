@@ -25,7 +25,7 @@ SUBSET = [
     "plugin-memory-limit-skew",
     "shim-cuda-total-unclamped",
     "monitor-limit-halved",
-    "chart-rbac-no-binding-create",
+    "chart-rbac-no-node-patch",
 ]
 
 
@@ -76,7 +76,7 @@ def test_a_fault_the_installed_chart_does_not_deliver_is_refused(tmp_path: Path,
     known = _catalogue()
     monkeypatch.setattr(stackfaults, "catalogue", lambda: [*known, unrouted])
     assert (
-        stackfaults.chart_unknown(["webhook-allows-privileged", "chart-rbac-no-binding-create"], "1.33") == []
+        stackfaults.chart_unknown(["webhook-allows-privileged", "chart-rbac-no-node-patch"], "1.33") == []
     )
     from conformance.cli import main
 

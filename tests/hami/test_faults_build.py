@@ -152,5 +152,7 @@ def test_chart_faults_change_the_rendered_objects() -> None:
     clean = _render_text()
     old_api = _render_text("faultInjection.faults={chart-scheduler-config-old-api}")
     assert "kubescheduler.config.k8s.io/v1\n" in clean and "kubescheduler.config.k8s.io/v1beta2" in old_api
-    no_bind = _render_text("faultInjection.faults={chart-rbac-no-binding-create}")
-    assert "pods/binding" in clean and "pods/binding" not in no_bind
+    no_patch = _render_text("faultInjection.faults={chart-rbac-no-node-patch}")
+    nodes_verbs = 'resources: ["nodes"]\n    verbs: ["get", "list", "patch", "watch"]'
+    assert nodes_verbs in clean and nodes_verbs not in no_patch
+    assert 'resources: ["nodes"]\n    verbs: ["get", "list", "watch"]' in no_patch
