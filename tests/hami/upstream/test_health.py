@@ -49,6 +49,8 @@ FRESH = NOW.strftime("%Y-%m-%d %H:%M:%S")
         (4, 4, f"Requesting_{PAST}", _register(True), _register(True), HealthResult(True, False)),
         (4, 4, f"Requesting_{PAST}", _register(True), None, HealthResult(True, True)),
     ],
+    # stable ids: the stamps hold the collection time, and pytest-xdist workers must collect the same ids
+    ids=["fresh-request", "expired-request", "register-changed", "register-same", "no-register"],
 )
 def test_nvidia_check_health(
     current: int, reported: int, handshake: str, cached: str | None, register: str | None, want: HealthResult
