@@ -97,6 +97,11 @@ def _build_root(lib, spec, mounts, devices):
     scratch = os.path.join(r, ".scratch")
     os.makedirs(scratch)
     _mount(lib, "tmpfs", scratch, "tmpfs", 0, "mode=700", "tmpfs scratch")
+    # the private /tmp first: image paths that live under the host's /tmp (a checkout or venv there,
+    # as in CI's clone) are then mounted on top of it instead of being covered by it
+    tmp = _inside(r, "/tmp")
+    os.makedirs(tmp, exist_ok=True)
+    _mount(lib, "tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", "tmpfs /tmp")
     for i, path in enumerate(spec.get("image") or []):
         if not os.path.exists(path):
             continue
@@ -139,9 +144,6 @@ def _build_root(lib, spec, mounts, devices):
     proc = _inside(r, "/proc")
     os.makedirs(proc, exist_ok=True)
     _mount(lib, "proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None, "mount /proc")
-    tmp = _inside(r, "/tmp")
-    os.makedirs(tmp, exist_ok=True)
-    _mount(lib, "tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", "tmpfs /tmp")
     for src, dst, ro in mounts:
         _bind(lib, src, _inside(r, dst), ro)
     for src, dst in devices:
