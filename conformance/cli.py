@@ -2,7 +2,7 @@
 
     hami-conformance run                      # testbed 1.33, the stack's chart, NVIDIA suites, bundle
     hami-conformance run --k8s 1.30,1.31      # several minors, one cell (and one bundle) each
-    hami-conformance run --k8s all            # the whole NVIDIA matrix 1.18..1.33
+    hami-conformance run --k8s all            # the whole NVIDIA matrix 1.18..1.35
     hami-conformance run --cluster kubeconfig --kubeconfig ~/.kube/config
     hami-conformance verify reports/out/<run id>/bundle
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
-from conformance.backends import MINORS, NEWEST_MINOR, BackendError, check_minor
+from conformance.backends import DEFAULT_MINOR, MINORS, BackendError, check_minor
 from conformance.cases import VENDORS
 from reports.summary import EXIT_BAD_INPUT, EXIT_CODES, EXIT_NO_VERDICT, VERDICTS
 
@@ -77,7 +77,7 @@ def parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--vendor", default="nvidia", choices=VENDORS)
     r.add_argument(
-        "--k8s", default=NEWEST_MINOR, help="minor, comma list or 'all' (testbed/k3s; default 1.33)"
+        "--k8s", default=DEFAULT_MINOR, help="minor, comma list or 'all' (testbed/k3s; default 1.33)"
     )
     r.add_argument("--cluster", default="testbed", choices=("testbed", "kubeconfig", "k3s"))
     r.add_argument("--kubeconfig", help="kubeconfig for --cluster kubeconfig")
@@ -106,7 +106,7 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--key", help="the signer's public key (PEM); default: the bundled one")
     from conformance.selftest import add_parser as add_selftest
 
-    add_selftest(sub, _Parser, NEWEST_MINOR, str(REPO / "reports" / "out"))
+    add_selftest(sub, _Parser, DEFAULT_MINOR, str(REPO / "reports" / "out"))
     return p
 
 

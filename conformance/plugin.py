@@ -27,8 +27,8 @@ import pytest
 
 from conformance import cases, profiles
 from conformance.backends import (
+    DEFAULT_MINOR,
     MINORS,
-    NEWEST_MINOR,
     BackendError,
     BackendUnavailable,
     ClusterInfo,
@@ -87,9 +87,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--kubeconfig", default=None, help="kubeconfig of the cluster for --cluster kubeconfig")
     g.addoption(
         "--k8s-version",
-        default=NEWEST_MINOR,
+        default=DEFAULT_MINOR,
         metavar="MINOR",
-        help=f"Kubernetes minor for testbed and k3s, {MINORS[0]}..{MINORS[-1]} (default {NEWEST_MINOR})",
+        help=f"Kubernetes minor for testbed and k3s, {MINORS[0]}..{MINORS[-1]} (default {DEFAULT_MINOR})",
     )
     g.addoption(
         "--vendor",

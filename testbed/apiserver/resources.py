@@ -278,6 +278,16 @@ RESOURCES: tuple[ResourceType, ...] = (
     # watches it, so discovery must list it where the minor serves it.
     _r("storage.k8s.io", "csistoragecapacities", "CSIStorageCapacity"),
     _r("discovery.k8s.io", "endpointslices", "EndpointSlice"),
+    # Dynamic Resource Allocation, served as resource.k8s.io/v1 from 1.34 (versions.py)
+    _r("resource.k8s.io", "deviceclasses", "DeviceClass", False),
+    _r(
+        "resource.k8s.io",
+        "resourceclaims",
+        "ResourceClaim",
+        subresources={"status": ("ResourceClaim", _STATUS)},
+    ),
+    _r("resource.k8s.io", "resourceclaimtemplates", "ResourceClaimTemplate"),
+    _r("resource.k8s.io", "resourceslices", "ResourceSlice", False),
     _r("networking.k8s.io", "networkpolicies", "NetworkPolicy", short_names=("netpol",)),
     _r(
         "networking.k8s.io",

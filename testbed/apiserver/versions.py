@@ -1,4 +1,4 @@
-"""Version profiles: what a default kube-apiserver of each minor 1.18-1.33 serves and how it behaves.
+"""Version profiles: what a default kube-apiserver of each minor 1.18-1.35 serves and how it behaves.
 
 The tables here are data. Every row names its source with the keys of
 ``shared/reference/k8s-versions.md`` (DG = the API deprecation guide, API@x = k8s.io/api at
@@ -7,6 +7,13 @@ PRIO = the APIService priority table of kube-apiserver, ``pkg/controlplane/apise
 ``DefaultGenericAPIServicePriorities`` and its predecessor in ``cmd/kube-apiserver/app/aggregator.go``).
 Which resource types exist at all lives in :mod:`testbed.apiserver.resources`; this module says
 which group-versions expose which of them, per minor.
+
+1.34 and 1.35 (CL-1.34, CL-1.35, the v1.34 and v1.35 release announcements): neither removes a
+group-version a 1.33 server serves. 1.34 graduates Dynamic Resource Allocation, so
+``resource.k8s.io/v1`` (DeviceClass, ResourceClaim, ResourceClaimTemplate, ResourceSlice) is served
+by default [FG:DynamicResourceAllocation: GA, on, 1.34; locked on in 1.35]; the older DRA versions
+stay off. Discovery, admission and the scheduler configuration (``kubescheduler.config.k8s.io/v1``
+only) behave as in 1.33.
 """
 
 from __future__ import annotations
@@ -17,12 +24,12 @@ from functools import cache
 
 from .resources import ResourceType, lookup
 
-MINORS: tuple[int, ...] = tuple(range(18, 34))
+MINORS: tuple[int, ...] = tuple(range(18, 36))
 FIRST, LAST = MINORS[0], MINORS[-1]
 
 
 class UnknownMinor(ValueError):
-    """A Kubernetes version outside 1.18-1.33 (or not a version at all)."""
+    """A Kubernetes version outside 1.18-1.35 (or not a version at all)."""
 
     def __init__(self, given: str) -> None:
         super().__init__(
@@ -47,6 +54,9 @@ _GIT_VERSION: dict[int, str] = {
     23: "v1.23.17", 24: "v1.24.17", 25: "v1.25.16", 26: "v1.26.15", 27: "v1.27.16",
     28: "v1.28.15", 29: "v1.29.15", 30: "v1.30.14", 31: "v1.31.14", 32: "v1.32.13",
     33: "v1.33.13",  # final-patch status UNCONFIRMED in the reference
+    # 1.34/1.35: the patch the pinned kubectl of that minor reports (testbed/clients.py); newer
+    # patches exist upstream, the emulation does not depend on the patch level
+    34: "v1.34.5", 35: "v1.35.2",
 }
 
 # -- section 2: served group-versions --------------------------------------------------------
@@ -61,6 +71,7 @@ _STORAGE = ("csidrivers", "csinodes", "storageclasses", "volumeattachments")
 _WEBHOOKS = ("mutatingwebhookconfigurations", "validatingwebhookconfigurations")
 _HPA = ("horizontalpodautoscalers",)
 _APF = ("flowschemas", "prioritylevelconfigurations")
+_DRA = ("deviceclasses", "resourceclaims", "resourceclaimtemplates", "resourceslices")
 
 
 @dataclass(frozen=True)
@@ -72,58 +83,62 @@ class _Row:
     resources: tuple[str, ...]
 
 
+LATEST_ROW = 35  # rows still served by the newest emulated minor
+
 # One row per (group-version, set of resources sharing a lifetime). Rows of one group-version
 # merge. Only what a default server serves (no --runtime-config, default feature gates).
 _ROWS: tuple[_Row, ...] = (
-    _Row("", "v1", 18, 33, _CORE),                                        # §2a, API@18
-    _Row("apiregistration.k8s.io", "v1", 18, 33, ("apiservices",)),      # §2a
+    _Row("", "v1", 18, LATEST_ROW, _CORE),  # §2a, API@18
+    _Row("apiregistration.k8s.io", "v1", 18, LATEST_ROW, ("apiservices",)),  # §2a
     _Row("apiregistration.k8s.io", "v1beta1", 18, 21, ("apiservices",)),  # §2c note, DG v1.22
-    _Row("apps", "v1", 18, 33, _APPS),                                    # §2a
-    _Row("events.k8s.io", "v1", 19, 33, ("events",)),                     # §2b, DG
-    _Row("events.k8s.io", "v1beta1", 18, 24, ("events",)),                # §2b, DG v1.25
-    _Row("authentication.k8s.io", "v1", 18, 33, ("tokenreviews",)),       # §2a
-    _Row("authentication.k8s.io", "v1", 28, 33, ("selfsubjectreviews",)),  # §2b, API@28, kk#117713
+    _Row("apps", "v1", 18, LATEST_ROW, _APPS),  # §2a
+    _Row("events.k8s.io", "v1", 19, LATEST_ROW, ("events",)),  # §2b, DG
+    _Row("events.k8s.io", "v1beta1", 18, 24, ("events",)),  # §2b, DG v1.25
+    _Row("authentication.k8s.io", "v1", 18, LATEST_ROW, ("tokenreviews",)),  # §2a
+    _Row("authentication.k8s.io", "v1", 28, LATEST_ROW, ("selfsubjectreviews",)),  # §2b, API@28, kk#117713
     _Row("authentication.k8s.io", "v1beta1", 18, 21, ("tokenreviews",)),  # §2b, DG v1.22
-    _Row("authorization.k8s.io", "v1", 18, 33, _AUTHZ),                   # §2a
-    _Row("authorization.k8s.io", "v1beta1", 18, 21, _AUTHZ),              # §2b, DG v1.22
-    _Row("autoscaling", "v1", 18, 33, _HPA),                              # §2c note, DG
-    _Row("autoscaling", "v2", 23, 33, _HPA),                              # DG (autoscaling/v2 since 1.23)
-    _Row("autoscaling", "v2beta1", 18, 24, _HPA),                         # DG v1.25
-    _Row("autoscaling", "v2beta2", 18, 25, _HPA),                         # DG v1.26
-    _Row("batch", "v1", 18, 33, ("jobs",)),                               # §2a
-    _Row("batch", "v1", 21, 33, ("cronjobs",)),                           # §2b, DG
-    _Row("batch", "v1beta1", 18, 24, ("cronjobs",)),                      # §2b, DG v1.25
-    _Row("certificates.k8s.io", "v1", 19, 33, ("certificatesigningrequests",)),       # DG v1.22
+    _Row("authorization.k8s.io", "v1", 18, LATEST_ROW, _AUTHZ),  # §2a
+    _Row("authorization.k8s.io", "v1beta1", 18, 21, _AUTHZ),  # §2b, DG v1.22
+    _Row("autoscaling", "v1", 18, LATEST_ROW, _HPA),  # §2c note, DG
+    _Row("autoscaling", "v2", 23, LATEST_ROW, _HPA),  # DG (autoscaling/v2 since 1.23)
+    _Row("autoscaling", "v2beta1", 18, 24, _HPA),  # DG v1.25
+    _Row("autoscaling", "v2beta2", 18, 25, _HPA),  # DG v1.26
+    _Row("batch", "v1", 18, LATEST_ROW, ("jobs",)),  # §2a
+    _Row("batch", "v1", 21, LATEST_ROW, ("cronjobs",)),  # §2b, DG
+    _Row("batch", "v1beta1", 18, 24, ("cronjobs",)),  # §2b, DG v1.25
+    _Row("certificates.k8s.io", "v1", 19, LATEST_ROW, ("certificatesigningrequests",)),  # DG v1.22
     _Row("certificates.k8s.io", "v1beta1", 18, 21, ("certificatesigningrequests",)),  # DG v1.22
-    _Row("networking.k8s.io", "v1", 18, 33, ("networkpolicies",)),        # API@18
-    _Row("networking.k8s.io", "v1", 19, 33, ("ingressclasses", "ingresses")),  # DG v1.22 (v1 since 1.19)
+    _Row("networking.k8s.io", "v1", 18, LATEST_ROW, ("networkpolicies",)),  # API@18
+    _Row("networking.k8s.io", "v1", 19, LATEST_ROW, ("ingressclasses", "ingresses")),  # DG v1.22
     _Row("networking.k8s.io", "v1beta1", 18, 21, ("ingressclasses", "ingresses")),  # DG v1.22
-    _Row("policy", "v1", 21, 33, ("poddisruptionbudgets",)),              # §2b, DG
+    _Row("policy", "v1", 21, LATEST_ROW, ("poddisruptionbudgets",)),  # §2b, DG
     _Row("policy", "v1beta1", 18, 24, ("poddisruptionbudgets", "podsecuritypolicies")),  # §2b, DG v1.25
-    _Row("rbac.authorization.k8s.io", "v1", 18, 33, _RBAC),               # §2a
-    _Row("rbac.authorization.k8s.io", "v1beta1", 18, 21, _RBAC),          # §2b, DG v1.22
+    _Row("rbac.authorization.k8s.io", "v1", 18, LATEST_ROW, _RBAC),  # §2a
+    _Row("rbac.authorization.k8s.io", "v1beta1", 18, 21, _RBAC),  # §2b, DG v1.22
     # CSIDriver is in storage.k8s.io/v1 from 1.18 (kk#84814), §2a
-    _Row("storage.k8s.io", "v1", 18, 33, _STORAGE),                       # §2a
-    _Row("storage.k8s.io", "v1", 24, 33, ("csistoragecapacities",)),      # §2b, API@24
-    _Row("storage.k8s.io", "v1beta1", 18, 21, _STORAGE),                  # §2b, DG v1.22
+    _Row("storage.k8s.io", "v1", 18, LATEST_ROW, _STORAGE),  # §2a
+    _Row("storage.k8s.io", "v1", 24, LATEST_ROW, ("csistoragecapacities",)),  # §2b, API@24
+    _Row("storage.k8s.io", "v1beta1", 18, 21, _STORAGE),  # §2b, DG v1.22
     _Row("storage.k8s.io", "v1beta1", 21, 26, ("csistoragecapacities",)),  # §2b, DG v1.27, API@21
-    _Row("admissionregistration.k8s.io", "v1", 18, 33, _WEBHOOKS),        # §2a
+    _Row("admissionregistration.k8s.io", "v1", 18, LATEST_ROW, _WEBHOOKS),  # §2a
     # admissionregistration v1beta1 returns in 1.28 for ValidatingAdmissionPolicy, off by default (KEP3136)
-    _Row("admissionregistration.k8s.io", "v1beta1", 18, 21, _WEBHOOKS),   # §2b, DG v1.22
-    _Row("apiextensions.k8s.io", "v1", 18, 33, ("customresourcedefinitions",)),       # §2a
+    _Row("admissionregistration.k8s.io", "v1beta1", 18, 21, _WEBHOOKS),  # §2b, DG v1.22
+    _Row("apiextensions.k8s.io", "v1", 18, LATEST_ROW, ("customresourcedefinitions",)),  # §2a
     _Row("apiextensions.k8s.io", "v1beta1", 18, 21, ("customresourcedefinitions",)),  # §2b, DG v1.22
-    _Row("scheduling.k8s.io", "v1", 18, 33, ("priorityclasses",)),        # §2a
-    _Row("scheduling.k8s.io", "v1beta1", 18, 21, ("priorityclasses",)),   # §2b, DG v1.22
-    _Row("coordination.k8s.io", "v1", 18, 33, ("leases",)),               # §2a
-    _Row("coordination.k8s.io", "v1beta1", 18, 21, ("leases",)),          # §2b, DG v1.22
-    _Row("node.k8s.io", "v1", 20, 33, ("runtimeclasses",)),               # §2b, DG, API@20
-    _Row("node.k8s.io", "v1beta1", 18, 24, ("runtimeclasses",)),          # §2b, DG v1.25
-    _Row("discovery.k8s.io", "v1", 21, 33, ("endpointslices",)),          # §2b, DG
-    _Row("discovery.k8s.io", "v1beta1", 18, 24, ("endpointslices",)),     # §2b, DG v1.25
-    _Row("flowcontrol.apiserver.k8s.io", "v1", 29, 33, _APF),             # §2b, DG
-    _Row("flowcontrol.apiserver.k8s.io", "v1beta3", 26, 31, _APF),        # §2b, API@26, kk#127017
-    _Row("flowcontrol.apiserver.k8s.io", "v1beta2", 23, 28, _APF),        # §2b, API@23, DG v1.29
-    _Row("flowcontrol.apiserver.k8s.io", "v1beta1", 20, 25, _APF),        # §2b, FG:APIPriorityAndFairness, DG
+    _Row("scheduling.k8s.io", "v1", 18, LATEST_ROW, ("priorityclasses",)),  # §2a
+    _Row("scheduling.k8s.io", "v1beta1", 18, 21, ("priorityclasses",)),  # §2b, DG v1.22
+    _Row("coordination.k8s.io", "v1", 18, LATEST_ROW, ("leases",)),  # §2a
+    _Row("coordination.k8s.io", "v1beta1", 18, 21, ("leases",)),  # §2b, DG v1.22
+    _Row("node.k8s.io", "v1", 20, LATEST_ROW, ("runtimeclasses",)),  # §2b, DG, API@20
+    _Row("node.k8s.io", "v1beta1", 18, 24, ("runtimeclasses",)),  # §2b, DG v1.25
+    _Row("discovery.k8s.io", "v1", 21, LATEST_ROW, ("endpointslices",)),  # §2b, DG
+    _Row("discovery.k8s.io", "v1beta1", 18, 24, ("endpointslices",)),  # §2b, DG v1.25
+    _Row("flowcontrol.apiserver.k8s.io", "v1", 29, LATEST_ROW, _APF),  # §2b, DG
+    _Row("flowcontrol.apiserver.k8s.io", "v1beta3", 26, 31, _APF),  # §2b, API@26, kk#127017
+    _Row("flowcontrol.apiserver.k8s.io", "v1beta2", 23, 28, _APF),  # §2b, API@23, DG v1.29
+    _Row("flowcontrol.apiserver.k8s.io", "v1beta1", 20, 25, _APF),  # §2b, FG:APIPriorityAndFairness, DG
+    # DRA GA in 1.34, on by default (FG:DynamicResourceAllocation, CL-1.34); v1beta1/v1beta2 stay off
+    _Row("resource.k8s.io", "v1", 34, LATEST_ROW, _DRA),
 )
 # Not modelled (no client of this project needs them; see the report): extensions/v1beta1 Ingress
 # (1.18-1.21), admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy (1.30+), networking.k8s.io/v1
@@ -134,13 +149,13 @@ _ROWS: tuple[_Row, ...] = (
 # 17700 authentication, 17600 authorization, 17500 autoscaling, 17400 batch, 17300 certificates,
 # 17200 networking, 17100 policy, 17000 rbac, 16800 storage, 16700 admissionregistration and
 # apiextensions (observed in that order on real clusters), 16600 scheduling, 16500 coordination,
-# 16300 node, 16200 discovery, 16100 flowcontrol.
+# 16300 node, 16200 discovery, 16100 flowcontrol, then resource (15900, served from 1.34).
 _GROUP_ORDER: tuple[str, ...] = (
     "", "apiregistration.k8s.io", "apps", "events.k8s.io", "authentication.k8s.io",
     "authorization.k8s.io", "autoscaling", "batch", "certificates.k8s.io", "networking.k8s.io",
     "policy", "rbac.authorization.k8s.io", "storage.k8s.io", "admissionregistration.k8s.io",
     "apiextensions.k8s.io", "scheduling.k8s.io", "coordination.k8s.io", "node.k8s.io",
-    "discovery.k8s.io", "flowcontrol.apiserver.k8s.io",
+    "discovery.k8s.io", "flowcontrol.apiserver.k8s.io", "resource.k8s.io",
 )
 
 # Version priority inside a group [PRIO]; higher is preferred. Where the table is silent
@@ -230,7 +245,8 @@ def _served(minor: int) -> tuple[GroupVersion, ...]:
 
 def _aggregated(minor: int) -> tuple[str, ...]:
     # §5a: 1.26 has the gate alpha (off); 1.27-1.29 beta on, v2beta1; 1.30-1.32 v2 + v2beta1;
-    # 1.33 AggregatedDiscoveryRemoveBetaType defaults true [AS@25..33, FG:AggregatedDiscoveryEndpoint].
+    # 1.33 AggregatedDiscoveryRemoveBetaType defaults true [AS@25..33, FG:AggregatedDiscoveryEndpoint];
+    # 1.34 and 1.35 keep v2 only (no change in CL-1.34/CL-1.35).
     if minor <= 26:
         return ()
     if minor <= 29:

@@ -27,7 +27,7 @@ CONFIG_VERSIONS: dict[int, tuple[str, ...]] = {
     23: ("v1beta2", "v1beta3"), 24: ("v1beta2", "v1beta3"),
     25: ("v1beta2", "v1beta3", "v1"), 26: ("v1beta2", "v1beta3", "v1"), 27: ("v1beta2", "v1beta3", "v1"),
     28: ("v1beta3", "v1"),
-    **{m: ("v1",) for m in range(29, 34)},
+    **{m: ("v1",) for m in range(29, 36)},  # 1.34, 1.35: v1 only (CL-1.34, CL-1.35)
 }
 POLICY_LAST_MINOR = 22  # legacy Policy API and its flags removed in 1.23 (kk#105424)
 SCHEDULER_NAME_FLAG_LAST_MINOR = 21  # --scheduler-name removed in 1.22 (kk#102805)

@@ -8,8 +8,8 @@ from testbed.apiserver import resources
 from testbed.apiserver.versions import MINORS, UnknownMinor, profile
 
 
-def test_minors_cover_1_18_to_1_33() -> None:
-    assert (MINORS[0], MINORS[-1], len(MINORS)) == (18, 33, 16)
+def test_minors_cover_1_18_to_1_35() -> None:
+    assert (MINORS[0], MINORS[-1], len(MINORS)) == (18, 35, 18)
 
 
 @pytest.mark.parametrize("spelling", [33, "33", "1.33", "v1.33", "1.33.2", "v1.33.13"])
@@ -18,12 +18,12 @@ def test_every_spelling_gives_the_same_cached_profile(spelling: int | str) -> No
     assert profile(spelling).minor == 33
 
 
-@pytest.mark.parametrize(("given", "shown"), [(17, "1.17"), ("1.17", "1.17"), ("1.34.0", "1.34"),
+@pytest.mark.parametrize(("given", "shown"), [(17, "1.17"), ("1.17", "1.17"), ("1.36.0", "1.36"),
                                               ("2.33", "2.33"), ("latest", "latest")])
 def test_unknown_minor_message(given: int | str, shown: str) -> None:
     with pytest.raises(UnknownMinor) as err:
         profile(given)
-    assert str(err.value) == f'unknown Kubernetes minor "{shown}": supported minors are 1.18 to 1.33'
+    assert str(err.value) == f'unknown Kubernetes minor "{shown}": supported minors are 1.18 to 1.35'
     assert isinstance(err.value, ValueError)
 
 

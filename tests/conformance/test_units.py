@@ -43,7 +43,7 @@ def test_every_suite_rule_is_in_the_nvidia_profile_and_back() -> None:
 
 def test_profile_requirements_and_range() -> None:
     prof = profiles.load_profile("nvidia")
-    assert prof.version == "1.2.0" and prof.minor_list()[0] == "1.18" and prof.minor_list()[-1] == "1.33"
+    assert prof.version == "1.2.0" and prof.minor_list()[0] == "1.18" and prof.minor_list()[-1] == "1.35"
     # the compute limiter and the monitor are part of the NVIDIA certification
     assert prof.requirement("ENF-CORE-1", "1.33") == "required"
     assert prof.requirement("MET-MON-1", "1.18") == "required"
@@ -181,9 +181,9 @@ def test_vendor_discovery_from_annotations_and_capacity() -> None:
 def test_minor_checks() -> None:
     assert check_minor("v1.25.3") == "1.25" and check_minor("1.18") == "1.18"
     with pytest.raises(
-        BackendError, match=r'unknown Kubernetes minor "1\.34": supported minors are 1\.18 to 1\.33'
+        BackendError, match=r'unknown Kubernetes minor "1\.36": supported minors are 1\.18 to 1\.35'
     ):
-        check_minor("1.34")
+        check_minor("1.36")
 
 
 def test_k3s_pieces_without_an_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

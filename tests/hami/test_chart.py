@@ -1,4 +1,4 @@
-"""The Helm chart: lint, render for every minor 1.18-1.33, and the rendered scheduler config and flags are
+"""The Helm chart: lint, render for every minor 1.18-1.35, and the rendered scheduler config and flags are
 what the testbed's kube-scheduler of that minor accepts (real helm 3; skipped when none is cached)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from testbed.scheduler.config import config_from_policy, decode_config, decode_p
 CHART = Path(__file__).resolve().parents[2] / "hami_stack" / "chart"
 HELM = helm_path(major=3)
 NS = "hami-system"
-MINORS = range(18, 34)
+MINORS = range(18, 36)  # 1.34, 1.35: kubescheduler.config.k8s.io/v1 as 1.29-1.33
 
 pytestmark = [pytest.mark.helm, pytest.mark.skipif(HELM is None, reason=helm_skip_reason(3))]
 
