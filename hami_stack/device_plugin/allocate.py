@@ -30,12 +30,22 @@ vouches for:
 
 GetPreferredAllocation uses the lock holder, without popping, to steer the kubelet to virtual IDs of
 the GPUs the scheduler chose.
+
+A kubelet that restarts between our answer and its own checkpoint write asks again for a pod we have
+already served (``bind-phase: success``, lock released). Refusing would fail a pod the scheduler placed,
+so the answer is repeated, but only from our own record of what we handed out (``served.json`` under the
+hook path, 0600, never the tenant-writable annotations): the pod must be one we served, still bound here
+and not yet admitted, the only pod that may be asking, and the request must match a container segment
+of that record.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
 import logging
+import os
 import shutil
 import threading
 import uuid as uuidlib
@@ -139,6 +149,7 @@ class Allocator:
         events: EventSink | None = None,
         lock_timeout: dt.timedelta = DEFAULT_TIMEOUT,
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        served_path: Path | None = None,
     ) -> None:
         self.memory_skew_mib = faults.memory_limit_skew_mib() if memory_skew_mib is None else memory_skew_mib
         self.kube = kube
@@ -156,6 +167,13 @@ class Allocator:
         # UIDs of pods whose allocation we completed (not forgeable), until the kubelet's status shows
         # them admitted; bounded, oldest first out (by then their status says so)
         self.served: dict[str, None] = {}
+        # what we handed out per served pod (uid -> {"pod": ns/name, "devices": to-allocate value}),
+        # persisted so a re-asking kubelet gets the same answer after either of us restarted
+        self.served_path: Path | None = served_path
+        self.records: dict[str, dict[str, str]] = {}
+        self.reserved: dict[str, set[int]] = {}  # uid -> record segments answered again (this process)
+        self._first: dict[str, str] = {}  # uid -> to-allocate value at the pod's first Allocate
+        self._load_served()
         self._lock = threading.Lock()  # one Allocate at a time: they share the pod's annotation
 
     # --- finding the pod ---------------------------------------------------------------------------
@@ -281,10 +299,97 @@ class Allocator:
 
     # --- Allocate ------------------------------------------------------------------------------------
 
-    def remember_served(self, uid: str) -> None:
+    def remember_served(self, uid: str, pod: str = "", devices: str = "") -> None:
         self.served[uid] = None
+        if devices:
+            self.records[uid] = {"pod": pod, "devices": devices}
         while len(self.served) > SERVED_MEMORY:
             del self.served[next(iter(self.served))]
+        for old in [u for u in self.records if u not in self.served]:
+            del self.records[old]
+        self._save_served()
+
+    def _load_served(self) -> None:
+        if self.served_path is None:
+            return
+        try:
+            data = json.loads(self.served_path.read_text())
+            records = data["records"]
+            if not isinstance(records, dict):
+                raise ValueError("'records' is not an object")
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            # a damaged record only costs the repeat answers: say so, never guess
+            log.error("served-allocation record %s is unreadable (%s); starting without it",
+                      self.served_path, e)
+            return
+        for uid, rec in records.items():
+            if isinstance(rec, dict) and isinstance(rec.get("devices"), str):
+                self.served[str(uid)] = None
+                self.records[str(uid)] = {"pod": str(rec.get("pod", "")), "devices": rec["devices"]}
+
+    def _save_served(self) -> None:
+        if self.served_path is None:
+            return
+        try:
+            self.served_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = self.served_path.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump({"version": 1, "records": self.records}, f, sort_keys=True)
+            os.replace(tmp, self.served_path)
+        except OSError as e:
+            log.error("cannot write the served-allocation record %s: %s", self.served_path, e)
+
+    def _served_again(self, refusal: AllocateRefused) -> dict[str, Any] | None:
+        """The pod a repeated request is for (see the module doc), or None: then ``refusal`` stands."""
+        if refusal.pods:  # someone we did not serve waits too: the request may be theirs
+            return None
+        candidates = []
+        for p in self._node_pods():
+            uid = _uid(p)
+            if (
+                uid in self.records
+                and awaiting_admission(p)
+                and (p.get("spec") or {}).get("nodeName") == self.node
+                and _annotations(p).get(ann.BIND_PHASE) == ev.PHASE_SUCCESS
+                and _ref(p) == self.records[uid]["pod"]
+            ):
+                candidates.append(p)
+        return candidates[0] if len(candidates) == 1 else None
+
+    def _answer_again(
+        self, pod: dict[str, Any], requests: Sequence[Sequence[str]]
+    ) -> list[api.ContainerAllocateResponse]:
+        uid = _uid(pod)
+        segments = decode_pod_devices(self.records[uid]["devices"])
+        done = self.reserved.setdefault(uid, set())
+        chosen: list[int] = []
+        for ids in requests:
+            index = next(
+                (i for i, seg in enumerate(segments)
+                 if seg and i not in done and i not in chosen and len(seg) == len(ids)),
+                None,
+            )
+            if index is None:
+                raise AllocateRefused(
+                    f"pod {_ref(pod)} was served already and no recorded container allocation of "
+                    f"{len(ids)} device(s) is left to repeat"
+                )
+            chosen.append(index)
+        # answer exactly the chosen segments, in request order, through the normal path
+        picked = [segments[i] if i in chosen else [] for i in range(len(segments))]
+        order = sorted(range(len(chosen)), key=lambda k: chosen[k])
+        answers, _ = self._allocate_pod(
+            pod, [requests[k] for k in order], devices=encode_pod_devices(picked)
+        )
+        done.update(chosen)
+        out: list[api.ContainerAllocateResponse] = [api.ContainerAllocateResponse()] * len(requests)
+        for answer, k in zip(answers, order, strict=True):
+            out[k] = answer
+        log.info("Allocate repeated for pod %s (served before; the kubelet asked again)", _ref(pod))
+        return out
 
     def _warn(self, pod: dict[str, Any], reason: str, message: str) -> None:
         if self.events is None:
@@ -299,6 +404,11 @@ class Allocator:
             try:
                 pod = self.pending_pod()
             except AllocateRefused as e:
+                again = None
+                with contextlib.suppress(ApiError):
+                    again = self._served_again(e)
+                if again is not None:
+                    return self._answer_again(again, requests)
                 log.error("Allocate refused: %s", e)
                 for p in e.pods:
                     self._warn(p, REFUSED_REASON, f"devices not handed out: {e}")
@@ -307,16 +417,20 @@ class Allocator:
                 raise AllocateFailed(f"cannot read the node lock or pods of node {self.node}: {e}") from e
             meta = pod.get("metadata") or {}
             ns, name = meta.get("namespace", "default"), meta.get("name", "")
+            uid = _uid(pod)
+            # a pod with several GPU containers is popped over several calls: record the whole
+            self._first.setdefault(uid, _annotations(pod).get(self.keys.to_allocate, ""))
             try:
                 responses, remaining = self._allocate_pod(pod, requests)
                 self._patch_pod(ns, name, {self.keys.to_allocate: remaining})
                 if not has_devices(remaining, [self.family.common_word]):
                     self._patch_pod(ns, name, {ann.BIND_PHASE: ev.PHASE_SUCCESS})
-                    self.remember_served(_uid(pod))
+                    self.remember_served(uid, f"{ns}/{name}", self._first.pop(uid, ""))
                     self.release_lock(ns, name)
                 log.info("Allocate for pod %s/%s: %d container(s)", ns, name, len(responses))
                 return responses
             except (AllocateFailed, ProtocolError, ApiError, OSError) as e:
+                self._first.pop(uid, None)
                 log.error("Allocate for pod %s/%s failed: %s", ns, name, e)
                 self._warn(pod, FAILED_REASON, f"Allocate on node {self.node} failed: {e}")
                 try:
@@ -341,9 +455,9 @@ class Allocator:
             log.info("kubelet picked GPUs %s; serving the scheduler's %s", asked, allocated)
 
     def _allocate_pod(
-        self, pod: dict[str, Any], requests: Sequence[Sequence[str]]
+        self, pod: dict[str, Any], requests: Sequence[Sequence[str]], devices: str | None = None
     ) -> tuple[list[api.ContainerAllocateResponse], str]:
-        value = _annotations(pod).get(self.keys.to_allocate, "")
+        value = _annotations(pod).get(self.keys.to_allocate, "") if devices is None else devices
         # untrimmed, as HAMi decodes it: the empty piece after the final ";" stays a (never used)
         # container, so what is left is written back HAMi's way (";;" for a one-container pod)
         pod_devices = decode_pod_devices(value)
@@ -365,6 +479,7 @@ class Allocator:
                     hook_path=self.hook_path,
                     libvgpu_name=self._libvgpu_name(),
                     license_present=Path(self.hook_path, "vgpu", "license").exists(),
+                    pod_annotations=dict(_annotations(pod)),
                 )
             )
             faults.skew_memory_limits(alloc.envs, self.memory_skew_mib)

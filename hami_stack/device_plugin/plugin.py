@@ -24,6 +24,7 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 from kubeclient.client import Kube
 
@@ -95,6 +96,8 @@ class NvidiaDevicePlugin:
             pass_device_specs=opts.pass_device_specs,
             minors=lambda: {g.uuid: g.minor for g in self.gpus},
             events=self.events.pod_event,
+            # beside the shim on the node, outside every container mount (allocate.py: repeats)
+            served_path=Path(opts.hook_path, "vgpu", "plugin-state", f"served-{opts.node_name}.json"),
         )
         self.server = PluginServer(opts.resource_name, opts.socket_dir, opts.endpoint, self.allocator)
         self.xids: nvml.XidWatcher | None = None

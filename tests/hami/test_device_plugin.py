@@ -303,6 +303,16 @@ def test_allocate_answers_from_the_pod_and_finishes_the_bind(
     assert pa[ann.BIND_PHASE] == "success"
     assert ann.NODE_LOCK not in _node_ann(kube)
 
+    # a kubelet that restarted before checkpointing asks again: the same answer, from the plugin's own
+    # record (the pod's annotations are spent), once per container
+    again = stub.Allocate(api.AllocateRequest(container_requests=[{"devices_ids": [f"{a}-2"]}]), timeout=10)
+    r3 = again.container_responses[0]
+    assert (r3.envs["NVIDIA_VISIBLE_DEVICES"], r3.envs["CUDA_DEVICE_MEMORY_LIMIT_0"]) == (a, "3000m")
+    assert r3.envs["CUDA_DEVICE_SM_LIMIT"] == "30"
+    assert ann.NODE_LOCK not in _node_ann(kube)
+    assert "no recorded container allocation" in _refused(stub, [f"{a}-3"])
+    _delete_pod(kube, "alloc-ok")
+
 
 def test_allocate_device_count_mismatch_fails_the_bind(stub: Any, kube: Kube, state: Any) -> None:
     a = state.gpus[0].uuid
@@ -414,6 +424,7 @@ def test_a_pod_placed_beside_the_lock_holder_cannot_take_its_allocation(
     assert resp.container_responses[0].envs["CUDA_DEVICE_MEMORY_LIMIT_0"] == "1000m"
     assert _pod_ann(kube, "holder")[ann.BIND_PHASE] == "success"
     assert ann.NODE_LOCK not in _node_ann(kube)
+    _delete_pod(kube, "holder")  # served and never admitted (no kubelet here): a repeat would go to it
 
 
 @pytest.mark.parametrize(
@@ -465,6 +476,7 @@ def test_allocate_serves_the_scheduled_gpu_whatever_ids_the_kubelet_picked(
     assert (envs["NVIDIA_VISIBLE_DEVICES"], envs["CUDA_DEVICE_MEMORY_LIMIT_0"]) == (a, "1000m")
     assert _pod_ann(kube, "other-ids")[ann.BIND_PHASE] == "success"
     assert ann.NODE_LOCK not in _node_ann(kube)
+    _delete_pod(kube, "other-ids")
 
 
 def test_failed_allocate_of_the_holder_releases_the_lock_with_an_event(

@@ -147,3 +147,73 @@ def test_served_memory_is_bounded() -> None:
         alloc.remember_served(str(i))
     assert len(alloc.served) == SERVED_MEMORY
     assert "9" not in alloc.served and "10" in alloc.served and str(SERVED_MEMORY + 9) in alloc.served
+
+
+class PatchingKube(FakeKube):
+    """FakeKube that applies merge patches of pod annotations and node lock deletions."""
+
+    def patch(self, path: str, body: dict[str, Any], kind: str = "merge") -> Any:
+        meta = body.get("metadata") or {}
+        target = self.node if path.startswith("/api/v1/nodes/") else next(
+            p for p in self.pods if p["metadata"]["name"] == path.rsplit("/", 1)[1])
+        notes = target["metadata"].setdefault("annotations", {})
+        for k, v in (meta.get("annotations") or {}).items():
+            if v is None:
+                notes.pop(k, None)
+            else:
+                notes[k] = v
+        return target
+
+
+def _served_allocator(tmp_path: Any, pods: list[dict[str, Any]], lock: str | None) -> Allocator:
+    node = {"metadata": {"annotations": {ann.NODE_LOCK: lock} if lock else {}}}
+    return Allocator(
+        PatchingKube(node, pods), "n", NvidiaFamily(), memory_skew_mib=0,  # type: ignore[arg-type]
+        now=lambda: NOW, hook_path=str(tmp_path), served_path=tmp_path / "state" / "served.json",
+    )
+
+
+def test_a_kubelet_asking_again_gets_the_same_answer_from_the_record(tmp_path: Any) -> None:
+    holder = _holder()
+    first = _served_allocator(tmp_path, [holder], format_lock(NOW, "ns", "holder"))
+    [answer] = first.allocate([["GPU-a::0"]])
+    assert holder["metadata"]["annotations"][ann.BIND_PHASE] == "success"
+    assert ann.NODE_LOCK not in first.kube.node["metadata"]["annotations"]  # type: ignore[attr-defined]
+    record = tmp_path / "state" / "served.json"
+    assert record.stat().st_mode & 0o777 == 0o600
+    # the kubelet restarted before its checkpoint: a new plugin process (same record) is asked again
+    again = _served_allocator(tmp_path, [holder], None)
+    [repeat] = again.allocate([["GPU-a::3"]])
+    # the same env, but for the per-answer cache file name
+    assert {k: v for k, v in repeat.envs.items() if "CACHE" not in k} == {
+        k: v for k, v in answer.envs.items() if "CACHE" not in k}
+    assert repeat.envs["NVIDIA_VISIBLE_DEVICES"] == "GPU-a"
+    # the record is spent for that container: a third ask is refused, as is a different count
+    with pytest.raises(AllocateRefused, match="no recorded container allocation"):
+        again.allocate([["GPU-a::1"]])
+
+
+def test_a_repeat_is_refused_when_the_pod_is_admitted_forged_or_not_alone(tmp_path: Any) -> None:
+    holder = _holder()
+    first = _served_allocator(tmp_path, [holder], format_lock(NOW, "ns", "holder"))
+    first.allocate([["GPU-a::0"]])
+    admitted = dict(holder, status={"phase": "Running"})
+    with pytest.raises(AllocateRefused, match="no binding pod"):
+        _served_allocator(tmp_path, [admitted], None).allocate([["GPU-a::0"]])
+    # a pod we never served, with annotations copied from the served one, gets nothing
+    forged = _holder(**{ann.BIND_PHASE: "success"})
+    forged["metadata"].update(uid="forged", name="forged")
+    with pytest.raises(AllocateRefused):
+        _served_allocator(tmp_path, [forged], None).allocate([["GPU-a::0"]])
+    # another pod waits too: the request may be that pod's
+    other = _pod("other", limits={GPU: "1"})
+    with pytest.raises(AllocateRefused, match="no binding pod"):
+        _served_allocator(tmp_path, [holder, other], None).allocate([["GPU-a::0"]])
+
+
+def test_a_damaged_record_is_reported_and_ignored(tmp_path: Any, caplog: Any) -> None:
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "served.json").write_text("{not json")
+    alloc = _served_allocator(tmp_path, [], None)
+    assert alloc.records == {}
+    assert "served.json is unreadable" in caplog.text
