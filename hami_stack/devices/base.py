@@ -178,6 +178,7 @@ class AllocateInput:
     hook_path: str = "/usr/local"
     libvgpu_name: str = "libvgpu.so"  # host file under <hook>/vgpu, e.g. libvgpu.so.<version>
     license_present: bool = False  # <hook>/vgpu/license exists on the host
+    pod_annotations: dict[str, str] = field(default_factory=dict)  # the pod's (Ascend reads its vNPU mode)
 
 
 @dataclass
@@ -363,8 +364,10 @@ class DeviceFamily(abc.ABC):
         """The family's extra node-score contribution (0 for most families)."""
         return 0.0
 
-    def pod_annotations(self, pod_devices: PodDevices) -> dict[str, str]:
-        """Annotations /filter writes for this family's decision (none for an empty decision, as HAMi)."""
+    def pod_annotations(self, pod_devices: PodDevices, pod: Obj | None = None) -> dict[str, str]:
+        """Annotations /filter writes for this family's decision (none for an empty decision, as HAMi).
+
+        ``pod`` is the pod being placed, for families whose annotations depend on it (Ascend's mode)."""
         if not pod_devices:
             return {}
         value = encode_pod_devices(pod_devices)

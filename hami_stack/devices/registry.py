@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from .ascend import ascend_families
 from .base import DeviceFamily
 from .config import DeviceConfig
 from .counted import SPECS, CountedFamily, CountedSpec
 from .nvidia import NvidiaFamily
 
-FamilyFactory = Callable[[DeviceConfig], DeviceFamily | None]
+# a factory may also return several families (Ascend: one per configured chip)
+FamilyFactory = Callable[[DeviceConfig], DeviceFamily | list[DeviceFamily] | None]
 _FACTORIES: dict[str, FamilyFactory] = {}
 
 
@@ -35,7 +37,9 @@ def build_families(config: DeviceConfig, *, only: set[str] | None = None) -> lis
         if only is not None and name not in only:
             continue
         family = _FACTORIES[name](config)
-        if family is not None:
+        if isinstance(family, list):
+            out.extend(family)
+        elif family is not None:
             out.append(family)
     return sorted(out, key=lambda f: f.common_word)
 
@@ -52,6 +56,12 @@ def _counted(spec: CountedSpec) -> FamilyFactory:
     return make
 
 
+def _ascend(config: DeviceConfig) -> list[DeviceFamily]:
+    # the section is present only when Ascend is enabled (chart: devices.ascend.enabled)
+    return list(ascend_families(config.section("vnpus")))
+
+
 register_family("NVIDIA", _nvidia)
+register_family("Ascend", _ascend)
 for _spec in SPECS:
     register_family(_spec.common_word, _counted(_spec))

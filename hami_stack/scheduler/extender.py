@@ -206,7 +206,7 @@ class Extender:
             ann.BIND_PHASE: ev.PHASE_ALLOCATING,
         }
         for family, _ in plan.requests:
-            annotations.update(family.pod_annotations(fit.devices[family.common_word]))
+            annotations.update(family.pod_annotations(fit.devices[family.common_word], pod))
         if self.kube is None:
             return None
         meta = pod.get("metadata") or {}
