@@ -1,10 +1,18 @@
-"""One container process: started through ``nsexec.py`` (namespaces, bind mounts, exec), logged in CRI
-format, stopped with SIGTERM then SIGKILL."""
+"""One container process: started through ``nsexec.py`` (namespaces, bind mounts, exec) under a shim
+that logs it in CRI format and records its exit code; stopped with SIGTERM then SIGKILL.
+
+The shim (``nsexec.py``) is the container's parent, not the node agent: the agent only holds the
+shim's pid. A container therefore outlives a killed agent (its output still reaches its log file), and
+a restarted agent re-attaches to it with :meth:`Process.adopt` from what the pod checkpoint recorded
+(pids and start times, so a reused pid is told apart); the exit code comes from the shim's exit file.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -13,9 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .logs import LogWriter
+from .podips import _alive, _start_time
 
 NSEXEC = str(Path(__file__).with_name("nsexec.py"))
+LOST_EXIT = 137  # the shim vanished without recording the exit: reported as a kill
 
 
 @dataclass
@@ -36,8 +45,15 @@ class StartError(Exception):
 
 
 class Process:
-    def __init__(self, spec: LaunchSpec, log_path: Path) -> None:
+    """A container's process and its shim; ``pid`` is the container's (probes, exec enter its namespaces)."""
+
+    def __init__(self, spec: LaunchSpec, log_path: Path, exit_path: Path) -> None:
         self.log_path = log_path
+        self.exit_path = exit_path
+        self._code: int | None = None
+        self._pidfd: int | None = None
+        with contextlib.suppress(FileNotFoundError):
+            exit_path.unlink()  # a previous run's record (same restart number after an agent restart)
         r, w = os.pipe()
         payload = {
             "argv": spec.argv,
@@ -50,14 +66,15 @@ class Process:
             "root": spec.root,
             "user": spec.user,
             "status_fd": w,
+            "log_path": str(log_path),
+            "exit_path": str(exit_path),
         }
-        self.log = LogWriter(log_path)
         try:
-            self.proc = subprocess.Popen(
+            self.shim: subprocess.Popen[bytes] | None = subprocess.Popen(
                 [sys.executable, "-S", NSEXEC, json.dumps(payload)],
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
                 pass_fds=(w,),
                 start_new_session=True,
                 env={"PATH": os.environ.get("PATH", os.defpath)},
@@ -67,47 +84,116 @@ class Process:
             os.close(w)
             raise StartError(str(e)) from e
         os.close(w)
-        assert self.proc.stdout is not None and self.proc.stderr is not None
-        self.log.attach(self.proc.stdout, "stdout")
-        self.log.attach(self.proc.stderr, "stderr")
-        # the helper marks the status fd close-on-exec: EOF with no data means exec succeeded
+        self.shim_pid = self.shim.pid
+        self.shim_start = _start_time(self.shim_pid)
+        # the shim writes "pid N" first; anything after it is why the exec failed (empty: it succeeded)
         os.set_blocking(r, True)
         with os.fdopen(r, "rb") as f:
-            msg = f.read().decode(errors="replace")
+            raw = f.read().decode(errors="replace")
+        first, _, msg = raw.partition("\n")
+        self.pid = int(first.split()[1]) if first.startswith("pid ") else 0
+        if not first.startswith("pid "):
+            msg = raw
+        self.start = _start_time(self.pid) if self.pid else ""
         self.started_at = time.time()
-        if msg:
-            self.proc.wait()
-            self.log.done.wait(2)
-            raise StartError(msg)
+        if msg or not self.pid:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.shim.wait(5)
+            raise StartError(msg or "the container shim exited before starting the container")
 
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+    @classmethod
+    def adopt(cls, entry: dict[str, Any], log_path: Path, exit_path: Path) -> Process:
+        """Re-attach to a container a previous agent started (``entry``: its pod checkpoint record)."""
+        self = cls.__new__(cls)
+        self.log_path, self.exit_path = log_path, exit_path
+        self.shim = None
+        self._code = None
+        self._pidfd = None
+        self.pid, self.start = int(entry["pid"]), str(entry.get("start") or "")
+        self.shim_pid, self.shim_start = int(entry["shimPid"]), str(entry.get("shimStart") or "")
+        self.started_at = time.time()
+        if _alive(self.shim_pid, self.shim_start) and not _zombie(self.shim_pid):
+            # not our child: a pidfd says when it ends (no pid-reuse race once opened)
+            with contextlib.suppress(OSError, AttributeError):
+                self._pidfd = os.pidfd_open(self.shim_pid)
+            if _start_time(self.shim_pid) != self.shim_start and self.shim_start:
+                self._close_pidfd()
+                self._finish()
+        else:
+            self._finish()
+        return self
+
+    def _close_pidfd(self) -> None:
+        if self._pidfd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._pidfd)
+            self._pidfd = None
+
+    def _shim_running(self) -> bool:
+        if self.shim is not None:
+            return self.shim.poll() is None
+        if self._pidfd is not None:
+            ready, _, _ = select.select([self._pidfd], [], [], 0)
+            return not ready
+        return _alive(self.shim_pid, self.shim_start) and not _zombie(self.shim_pid)
+
+    def _finish(self) -> None:
+        self._close_pidfd()
+        try:
+            self._code = int(json.loads(self.exit_path.read_text())["exitCode"])
+        except (OSError, ValueError, KeyError, TypeError):
+            # the shim was killed: whatever is left of the container goes too, and the exit is unknown
+            if self.pid and _alive(self.pid, self.start):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.pid, signal.SIGKILL)
+            self._code = LOST_EXIT
 
     def poll(self) -> int | None:
-        return self.proc.poll()
+        """None while the container runs; its exit code once it (and its shim) ended."""
+        if self._code is not None:
+            return self._code
+        if self._shim_running():
+            return None
+        self._finish()
+        return self._code
 
     def signal(self, sig: int) -> None:
-        try:
-            os.killpg(self.proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+        if self._code is not None or not self.pid:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+
+    def _wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + max(timeout, 0)
+        while self.poll() is None:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     def stop(self, grace: float) -> int:
         """SIGTERM, wait up to ``grace`` seconds, then SIGKILL; returns the exit code."""
-        if self.proc.poll() is None:
+        if self.poll() is None:
             self.signal(signal.SIGTERM)
-            try:
-                self.proc.wait(max(grace, 0))
-            except subprocess.TimeoutExpired:
+            if not self._wait(grace):
                 self.signal(signal.SIGKILL)
-                self.proc.wait()
-        self.signal(signal.SIGKILL)  # stragglers of the process group
-        self.log.done.wait(2)
+                if not self._wait(5.0) and self.shim_pid:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(self.shim_pid, signal.SIGKILL)
+                    self._wait(2.0)
         return self.exit_code()
 
     def exit_code(self) -> int:
-        rc = self.proc.returncode
-        if rc is None:
-            return 0
-        return 128 - rc if rc < 0 else rc  # -15 -> 143, as shells and runtimes report signals
+        return self._code if self._code is not None else 0
+
+    def record(self) -> dict[str, Any]:
+        """What the pod checkpoint keeps to adopt this container after an agent restart."""
+        return {"pid": self.pid, "start": self.start, "shimPid": self.shim_pid, "shimStart": self.shim_start,
+                "logPath": str(self.log_path), "exitPath": str(self.exit_path)}
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True

@@ -1,14 +1,13 @@
 """Container logs in the CRI file format (``<RFC3339Nano> <stream> <F|P> <line>``), as kubelets keep
 them under ``/var/log/pods/<ns>_<pod>_<uid>/<container>/<restart>.log``, and reading them back with the
-options of ``GET /containerLogs``."""
+options of ``GET /containerLogs``. Each container's shim (``nsexec.py``) writes its file, so logging goes
+on while no node agent runs."""
 
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 
 def now_nano() -> str:
@@ -18,42 +17,6 @@ def now_nano() -> str:
 
 def pod_log_dir(node_root: Path, ns: str, name: str, uid: str) -> Path:
     return node_root / "var" / "log" / "pods" / f"{ns}_{name}_{uid}"
-
-
-class LogWriter:
-    """Copies a process's stdout and stderr into one CRI log file, line by line, on two threads."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._f = open(path, "ab", buffering=0)  # noqa: SIM115 - closed when both streams end
-        self._lock = threading.Lock()
-        self._open = 0
-        self.done = threading.Event()
-
-    def attach(self, stream: IO[bytes], name: str) -> None:
-        self._open += 1
-        threading.Thread(
-            target=self._copy, args=(stream, name.encode()), daemon=True, name=f"log {self.path.parent.name}"
-        ).start()
-
-    def _copy(self, stream: IO[bytes], name: bytes) -> None:
-        try:
-            for line in iter(stream.readline, b""):
-                tag = b"F"
-                if line.endswith(b"\n"):
-                    line = line[:-1]
-                else:
-                    tag = b"P" if len(line) >= 16384 else b"F"
-                with self._lock:
-                    self._f.write(now_nano().encode() + b" " + name + b" " + tag + b" " + line + b"\n")
-        finally:
-            stream.close()
-            with self._lock:
-                self._open -= 1
-                if self._open == 0:
-                    self._f.close()
-                    self.done.set()
 
 
 def parse_line(raw: bytes) -> tuple[str, str, bytes] | None:

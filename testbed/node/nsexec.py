@@ -17,12 +17,23 @@ fresh procfs; /tmp a private tmpfs. After ``pivot_root`` the host's root is deta
 container then enters its own user namespace (identity-mapped, so file ownership means what it means
 on the host) and so holds no capability over the host: it cannot mount, and cannot follow
 ``/proc/<pid>/root`` of host processes or of other pods.
+
+With ``log_path`` and ``exit_path`` in the spec the helper is the container's *shim* (as
+containerd-shim is): it forks; the child becomes the container (a session of its own, so its process
+group is the container's) and the shim stays outside every namespace, writing the container's stdout
+and stderr into ``log_path`` in the CRI log format and, when the container ends, its exit code into
+``exit_path`` (JSON ``{"exitCode", "finishedAt"}``). Nothing of the container passes through the
+node agent: the container and its logs outlive a killed agent, and a restarted agent adopts them
+(``podcheckpoint.py``). The first line on ``status_fd`` is then ``pid <container pid>``.
 """
 
 import ctypes
 import json
 import os
+import select
+import signal
 import sys
+import time
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
@@ -208,6 +219,143 @@ def main():
     fd = spec.get("status_fd")
     if fd is not None:
         os.set_inheritable(fd, False)  # closes on a successful exec, which the runtime reads as success
+    if spec.get("log_path"):
+        _shim(spec, fd)
+    else:
+        _container(spec, fd)
+
+
+def _cri_stamp():
+    ns = time.time_ns()
+    secs, frac = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:09d}Z"
+
+
+MAX_LINE = 16384  # longer lines are split into partial (P) records, as containerd does
+
+
+class _Stream:
+    def __init__(self, name, out):
+        self.name = name.encode()
+        self.out = out
+        self.buf = b""
+
+    def feed(self, data):
+        self.buf += data
+        while True:
+            nl = self.buf.find(b"\n")
+            if nl < 0 or nl > MAX_LINE:
+                break
+            self._write(b"F", self.buf[:nl])
+            self.buf = self.buf[nl + 1:]
+        while len(self.buf) >= MAX_LINE and self.buf.find(b"\n", 0, MAX_LINE) < 0:
+            self._write(b"P", self.buf[:MAX_LINE])
+            self.buf = self.buf[MAX_LINE:]
+
+    def flush(self):
+        if self.buf:
+            self._write(b"F", self.buf)
+            self.buf = b""
+
+    def _write(self, tag, line):
+        self.out.write(_cri_stamp().encode() + b" " + self.name + b" " + tag + b" " + line + b"\n")
+
+
+def _shim(spec, fd):
+    """Fork the container, copy its output into the CRI log, record its exit code, then exit."""
+    try:
+        os.makedirs(os.path.dirname(spec["log_path"]), exist_ok=True)
+        os.makedirs(os.path.dirname(spec["exit_path"]), exist_ok=True)
+        log = open(spec["log_path"], "ab", buffering=0)  # noqa: SIM115 - the shim's whole life
+    except OSError as e:
+        _report(fd, f"error during container init: log file: {e}")
+        os._exit(128)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    go_r, go_w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(out_r)
+        os.close(err_r)
+        os.close(go_w)
+        os.read(go_r, 1)  # the shim has told the runtime our pid first: an error message comes after it
+        os.close(go_r)
+        log.close()
+        os.setsid()  # the container's own process group: the runtime signals it, never the shim
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        os.close(out_w)
+        os.close(err_w)
+        _container(spec, fd)
+        os._exit(128)
+    os.close(out_w)
+    os.close(err_w)
+    os.close(go_r)
+    _report(fd, f"pid {child}\n")
+    os.write(go_w, b"x")
+    os.close(go_w)
+    if fd is not None:
+        os.close(fd)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        # signals are for the container (its own group); the shim stays to record how it ended
+        signal.signal(sig, lambda *_: None)
+    streams = {out_r: _Stream("stdout", log), err_r: _Stream("stderr", log)}
+    poller = select.poll()
+    for r in streams:
+        poller.register(r, select.POLLIN | select.POLLHUP | select.POLLERR)
+    status = None
+    drain_until = None
+    while streams:
+        try:
+            events = poller.poll(200)
+        except InterruptedError:
+            continue
+        for r, _ev in events:
+            try:
+                data = os.read(r, 65536)
+            except OSError:
+                data = b""
+            if data:
+                streams[r].feed(data)
+            else:
+                streams.pop(r).flush()
+                poller.unregister(r)
+                os.close(r)
+        if status is None:
+            pid, st = os.waitpid(child, os.WNOHANG)
+            if pid == child:
+                status = st
+                # the container's main process ended: so does the container (what it left behind in its
+                # group goes, as in a PID namespace whose init exits); its last output is still read
+                try:
+                    os.killpg(child, signal.SIGKILL)
+                except OSError:
+                    pass
+                drain_until = time.monotonic() + 2.0
+        elif drain_until is not None and time.monotonic() > drain_until:
+            break  # something outside the group still holds the pipes
+    for s in streams.values():
+        s.flush()
+    if status is None:  # it closed its output but runs on
+        _pid, status = os.waitpid(child, 0)
+        try:
+            os.killpg(child, signal.SIGKILL)
+        except OSError:
+            pass
+    code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    finished = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    tmp = spec["exit_path"] + ".tmp"
+    try:
+        with open(tmp, "w") as f:
+            json.dump({"exitCode": code, "finishedAt": finished}, f)
+        os.replace(tmp, spec["exit_path"])
+    except OSError:
+        pass  # the runtime then reports the container as ended with an unknown status
+    log.close()
+    os._exit(code & 0xFF)
+
+
+def _container(spec, fd):
     root = spec.get("root")
     try:
         lib = _libc()

@@ -1,17 +1,22 @@
 """The node agent's pod checkpoint: what a restarted agent needs to reconcile with what the last one ran.
 
 ``<node root>/var/lib/kubelet/testbed_pods_checkpoint.json`` lists, per pod the agent runs: its
-namespace/name, pod IP (the one it leased), network namespace, and each container process (pid and
-start time in clock ticks, so a reused pid is told apart). It is rewritten after every status change.
+namespace/name, pod IP (the one it leased), network namespace, phase, and each container's process
+record (``container.Process.record``: the container's and its shim's pids and start times in clock
+ticks, so a reused pid is told apart, its log and exit files, its container ID). It is rewritten after
+every status change and whenever a container starts.
 
-A restarted agent (:func:`recover`) reconciles as the kubelet does with its runtime after a restart,
-with one difference: our container processes' stdout/stderr were pipes into the dead agent, so they
-cannot be re-attached; every process the old agent left is stopped (SIGTERM, then SIGKILL) and its
-network namespace removed, and the pod is started again in the same sandbox identity — same pod IP
-(the address is re-claimed from the host registry before anything else can take it), same device
-assignment (the device manager's own checkpoint) — with each container's restart count one higher,
-as after a container crash. A ``restartPolicy: Never`` pod cannot be restarted: it ends Failed. No
-process of the old agent survives, so no new pod can get an address an orphan still serves on.
+A restarted agent (:func:`recover`) reconciles as the kubelet does with its runtime after a restart:
+container processes run under shims of their own (``nsexec.py``), not under the agent, so they
+outlived it and are **adopted** — the worker that takes the pod over re-attaches to each process by
+pid + start time, keeps the pod IP (re-claimed from the host registry before anything else can take
+it), the network namespace and the device assignment (the device manager's own checkpoint), admits
+nothing again (no second fit check, no second Allocate) and leaves every restart count as it was. A
+container that ended while no agent watched is seen through its shim's exit file and handled as any
+exit (restart policy, restart count + 1). Pods deleted meanwhile lose their processes, network
+namespace and address (:func:`discard`). Checkpoints of the earlier format (no shim records: processes
+whose output went through pipes into the dead agent) are handled as before: processes stopped, pods
+started again in the same sandbox identity with one more restart, ``restartPolicy: Never`` pods Failed.
 """
 
 from __future__ import annotations
@@ -23,10 +28,14 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from testbed.k8s.timefmt import now
+
 from . import netns
+from .container import LOST_EXIT, Process
 from .podips import _start_time, default_allocator
 
 if TYPE_CHECKING:
@@ -35,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("testbed.node.checkpoint")
 
 NAME = "var/lib/kubelet/testbed_pods_checkpoint.json"
+VERSION = 2  # 2: container processes under shims (adoptable); 1: processes piped into the agent
 RELEASE_UNCLAIMED_AFTER = 60.0  # seconds: recovered pods the apiserver no longer lists give their IP back
 
 
@@ -48,11 +58,14 @@ class PodCheckpoint:
         for w in workers:
             procs = []
             for c in w.init + w.apps:
-                if c.proc is not None and c.proc.poll() is None:
-                    procs.append({"container": c.name, "pid": c.proc.pid, "start": _start_time(c.proc.pid)})
+                proc = c.proc
+                if proc is not None:
+                    procs.append({"container": c.name, "containerID": c.container_id,
+                                  "startedAt": (c.state.get("running") or {}).get("startedAt", ""),
+                                  **proc.record()})
             entries[w.uid] = {"namespace": w.ns, "name": w.name, "podIP": w.leased_ip,
-                              "netns": w.netns_name, "phase": w.phase, "processes": procs}
-        body = json.dumps({"version": 1, "pods": entries}, sort_keys=True)
+                              "netns": w.netns_name, "phase": w.phase, "processes": procs, "adopt": True}
+        body = json.dumps({"version": VERSION, "pods": entries}, sort_keys=True)
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(f".tmp{threading.get_ident()}")
@@ -91,10 +104,19 @@ def _same_process(pid: int, start: str) -> bool:
     return not start or _start_time(pid) == start
 
 
+def _entry_processes(entry: dict[str, Any]) -> list[tuple[int, str]]:
+    out = []
+    for p in entry.get("processes") or []:
+        out.append((int(p["pid"]), str(p.get("start", ""))))
+        if p.get("shimPid"):
+            out.append((int(p["shimPid"]), str(p.get("shimStart", ""))))
+    return out
+
+
 def stop_orphans(entries: dict[str, Any], grace: float = 2.0) -> list[int]:
-    """Stop every container process the dead agent left (each is its own process group)."""
-    live = [(int(p["pid"]), str(p.get("start", ""))) for e in entries.values()
-            for p in e.get("processes") or [] if _same_process(int(p["pid"]), str(p.get("start", "")))]
+    """Stop every container process (and shim) the dead agent left (each is its own process group)."""
+    live = [(pid, start) for e in entries.values() for pid, start in _entry_processes(e)
+            if _same_process(pid, start)]
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
         for pid, _start in live:
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -108,24 +130,36 @@ def stop_orphans(entries: dict[str, Any], grace: float = 2.0) -> list[int]:
     return [p for p, _ in live]
 
 
+def adoptable(entry: dict[str, Any]) -> bool:
+    """A pod whose containers run under shims (this format) and had not ended: the new agent adopts it."""
+    return bool(entry.get("adopt")) and entry.get("phase") not in ("Succeeded", "Failed")
+
+
 def recover(runtime: PodRuntime) -> None:
     """Reconcile with what the previous agent of this node left; called before the pod informer starts."""
     ckpt = runtime.checkpoint
     entries = ckpt.load()
     if not entries:
         return
-    stopped = [p for e in entries.values() for p in e.get("processes") or []]
-    left = stop_orphans(entries)
-    if left:
-        log.error("node %s: processes of the previous agent survived SIGKILL: %s", runtime.agent.name, left)
-    for e in entries.values():
-        if e.get("netns"):
-            netns.delete_netns(e["netns"])
     resumable: dict[str, Any] = {}
     alloc = default_allocator()
+    stopped = adopted = 0
     for uid, e in entries.items():
-        if e.get("phase") in ("Succeeded", "Failed"):
-            continue
+        terminal = e.get("phase") in ("Succeeded", "Failed")
+        if not adoptable(e):
+            # the earlier format (processes cannot be re-attached), or a pod that had ended
+            left = stop_orphans({uid: e})
+            stopped += len(e.get("processes") or [])
+            if left:
+                log.error("node %s: processes of the previous agent survived SIGKILL: %s",
+                          runtime.agent.name, left)
+            if e.get("netns"):
+                netns.delete_netns(e["netns"])
+            e["netns"] = ""
+            if terminal:
+                continue
+        else:
+            adopted += 1
         ip = e.get("podIP") or ""
         e["claimedIP"] = ip if ip and alloc.claim(ip) else ""
         if ip and not e["claimedIP"]:
@@ -137,8 +171,9 @@ def recover(runtime: PodRuntime) -> None:
         # the device manager must not take back what the pods still to resume hold
         runtime.agent.devices.pending_uids = lambda: _resumable_or_running(runtime)
     runtime.plugins_expected_until = time.monotonic() + PLUGIN_WAIT_S
-    log.info("node %s: previous agent left %d pod(s), %d process(es) stopped; %d pod(s) to restart",
-             runtime.agent.name, len(entries), len(stopped), len(resumable))
+    log.info("node %s: previous agent left %d pod(s): %d to adopt with their processes, %d process(es) "
+             "stopped, %d pod(s) to restart", runtime.agent.name, len(entries), adopted, stopped,
+             len(resumable) - adopted)
     runtime.agent.later(RELEASE_UNCLAIMED_AFTER, release_unclaimed, runtime)
 
 
@@ -149,18 +184,83 @@ def _resumable_or_running(runtime: PodRuntime) -> list[str]:
         return [*runtime.recovered, *runtime.workers]
 
 
+def discard(entry: dict[str, Any], then: Callable[[], None] | None = None) -> None:
+    """A recovered pod that is not to run again (deleted meanwhile): its processes, netns, IP go."""
+    stop_orphans({"_": entry})
+    if entry.get("netns"):
+        netns.delete_netns(entry["netns"])
+    if entry.get("claimedIP"):
+        netns.release_pod_ip(entry["claimedIP"])
+    if then is not None:
+        then()
+
+
 def release_unclaimed(runtime: PodRuntime) -> None:
-    """Recovered pods the apiserver never listed again (deleted meanwhile) give their IPs back."""
+    """Recovered pods the apiserver never listed again (deleted meanwhile) end and give their IPs back."""
     with runtime._lock:
         gone = list(runtime.recovered.items())
         runtime.recovered = {}
     for _uid, e in gone:
-        if e.get("claimedIP"):
-            netns.release_pod_ip(e["claimedIP"])
+        discard(e)
+
+
+def _environ(pid: int) -> dict[str, str]:
+    """An adopted container's environment (what exec probes and hooks run with)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    return dict(kv.split("=", 1) for kv in raw.decode(errors="replace").split("\0") if "=" in kv)
+
+
+def adopt(w: PodWorker, pod: dict[str, Any], entry: dict[str, Any]) -> None:
+    """Prepare a worker for a pod whose containers the previous agent left running: take over its
+    status as the apiserver has it, its IP and netns, and re-attach to each container's process."""
+    w.resumed = True
+    w.recovered_ip = entry.get("claimedIP") or ""
+    w.adopted_netns = entry.get("netns") or ""
+    status = pod.get("status") or {}
+    w.phase = status.get("phase") or "Pending"
+    w.start_time = status.get("startTime") or w.start_time
+    for cond in status.get("conditions") or []:
+        w.cond_times[cond["type"]] = (cond.get("status", ""), cond.get("lastTransitionTime") or now())
+        if cond["type"] == "Initialized" and cond.get("status") == "True":
+            w.initialized = True
+    before = {s.get("name"): s for s in (status.get("containerStatuses") or [])
+              + (status.get("initContainerStatuses") or [])}
+    records = {p["container"]: p for p in entry.get("processes") or [] if p.get("shimPid")}
+    for c in w.init + w.apps:
+        st = before.get(c.name) or {}
+        c.restarts = int(st.get("restartCount") or 0)
+        c.last = st.get("lastState") or {}
+        c.ready = bool(st.get("ready"))
+        c.started = bool(st.get("started", c.ready))
+        c.container_id = st.get("containerID") or ""
+        c.pulled = bool(st.get("imageID"))
+        if st.get("state"):
+            c.state = st["state"]
+        rec = records.get(c.name)
+        if rec is not None:
+            c.proc = Process.adopt(rec, Path(rec["logPath"]), Path(rec["exitPath"]))
+            c.pulled = True
+            c.env = _environ(c.proc.pid)
+            c.container_id = rec.get("containerID") or c.container_id
+            if "running" not in c.state:
+                c.state = {"running": {"startedAt": rec.get("startedAt") or now()}}
+        elif "running" in c.state:
+            # the status says it runs, but no process was recorded for it: it ended unseen
+            started = c.state["running"].get("startedAt")
+            c.last = {"terminated": {"exitCode": LOST_EXIT, "reason": "ContainerStatusUnknown",
+                                     "message": "The container could not be located after the node agent "
+                                                "restarted", "startedAt": started, "finishedAt": now()}}
+            c.state = {"waiting": {"reason": "ContainerCreating"}}
+            c.restarts += 1
+            c.ready = False
 
 
 def resume(w: PodWorker, pod: dict[str, Any], entry: dict[str, Any]) -> None:
-    """Prepare a fresh worker for a pod the previous agent ran: keep its IP and restart counts."""
+    """Prepare a fresh worker for a pod the previous agent ran (earlier checkpoint format, processes
+    stopped): keep its IP and restart counts."""
     w.recovered_ip = entry.get("claimedIP") or ""
     w.resumed = True
     status = pod.get("status") or {}

@@ -137,6 +137,7 @@ class PodWorker:
         self.leased_ip = ""  # the pod IP this worker took from the allocator (not the node's own)
         self.recovered_ip = ""  # the IP the previous agent gave this pod, re-claimed (podcheckpoint.py)
         self.resumed = False  # the previous agent admitted it: no second fit check (podcheckpoint.py)
+        self.adopted_netns = ""  # the previous agent's network namespace, kept with its processes
         self.netns_name = ""
         self.netns_path: str | None = None
         self.listeners: list[Any] = []  # this pod's forwarders, closed at teardown
@@ -247,7 +248,12 @@ class PodWorker:
         if a.options.use_netns and not self.pod["spec"].get("hostNetwork"):
             self.netns_name = f"tb-{self.uid[:18]}"
             try:
-                self.netns_path = netns.create_netns(self.netns_name)
+                if self.adopted_netns and os.path.exists(f"{netns.NETNS_DIR}/{self.adopted_netns}"):
+                    # adopted containers live in it: only the forwarders the dead agent held are new
+                    self.netns_name = self.adopted_netns
+                    self.netns_path = f"{netns.NETNS_DIR}/{self.adopted_netns}"
+                else:
+                    self.netns_path = netns.create_netns(self.netns_name)
                 api_host, api_port = a.api_addr
                 self.listeners.append(
                     a.forwarder.listen(self.netns_path, (api_host, api_port), None, (api_host, api_port))
@@ -394,6 +400,7 @@ class PodWorker:
         c.env = full_env
         restart = c.restarts
         log_path = self.log_dir / c.name / f"{restart}.log"
+        exit_path = self.pod_dir / "containers" / c.name / f"{restart}.exit"
         c.container_id = f"testbed://{os.urandom(32).hex()}"
         if not argv:
             c.state = {"waiting": {"reason": "CreateContainerError", "message": "no command specified"}}
@@ -422,7 +429,9 @@ class PodWorker:
                 state = launch.env.get("HAMI_EMU_GPU_STATE_DIR")
                 if state and os.path.isdir(state):
                     launch.mounts.append((state, state, False))
-            c.proc = Process(launch, log_path)
+            c.proc = Process(launch, log_path, exit_path)
+            # recorded before anything else: an agent killed now must find it, not start a second one
+            a.runtime.save_checkpoint()
         except StartError as e:
             msg = (
                 "failed to create containerd task: failed to create shim task: OCI runtime create failed: "
@@ -522,13 +531,14 @@ class PodWorker:
                 if c.backoff_until:
                     self._sleep(max(0.0, c.backoff_until - time.monotonic()))
                     c.backoff_until = 0
-                ok = self._launch(c)
+                if "terminated" in c.state and c.state["terminated"].get("exitCode") == 0 and c.proc is None:
+                    break  # it completed under the previous agent (adopted pod)
+                ok = c.proc is not None or self._launch(c)  # an adopted init container is waited for
                 if ok:
                     assert c.proc is not None
                     while c.proc.poll() is None:
                         self._sleep(0.05)
                     code = c.proc.exit_code()
-                    c.proc.log.done.wait(2)
                     self._terminated(c, code)
                     if code == 0:
                         self._write_status()
@@ -550,6 +560,8 @@ class PodWorker:
         policy = self._restart_policy()
         for c in self.apps:
             self._check()
+            if c.proc is not None:
+                continue  # adopted: it runs since the previous agent started it
             if not self._launch(c) and policy != "Never" and "terminated" in c.state:
                 c.restarts += 1
                 self._backoff_wait(c)
@@ -562,7 +574,6 @@ class PodWorker:
                 if c.proc is not None:
                     code = c.proc.poll()
                     if code is not None:
-                        c.proc.log.done.wait(2)
                         self._terminated(c, c.proc.exit_code())
                         changed = True
                         if policy == "Always" or (
@@ -842,26 +853,36 @@ class PodRuntime:
             w = self.workers.get(uid)
             if w is None and not deleting and uid not in self.finished:
                 phase = (pod.get("status") or {}).get("phase")
-                entry = None
-                if phase in ("Succeeded", "Failed") or (pod.get("status") or {}).get("containerStatuses"):
-                    entry = self.recovered.pop(uid, None)
-                    if entry is None or phase in ("Succeeded", "Failed"):
-                        return  # a pod another agent instance ran; a restarted kubelet does not rerun it
+                entry = self.recovered.pop(uid, None)
+                ran = phase in ("Succeeded", "Failed") or bool(
+                    (pod.get("status") or {}).get("containerStatuses"))
+                if ran and (entry is None or phase in ("Succeeded", "Failed")):
+                    if entry is not None:
+                        self.agent.submit(podcheckpoint.discard, entry)
+                    return  # a pod another agent instance ran; a restarted kubelet does not rerun it
+                w = PodWorker(self.agent, pod)
+                if entry is not None and podcheckpoint.adoptable(entry):
+                    podcheckpoint.adopt(w, pod, entry)  # its containers run on: re-attach, admit nothing
+                elif entry is not None and ran:
                     if (pod["spec"].get("restartPolicy") or "Always") == "Never":
                         self.agent.submit(podcheckpoint.fail_never, self, pod, entry)
                         return
-                w = PodWorker(self.agent, pod)
-                if entry is not None:
                     podcheckpoint.resume(w, pod, entry)
+                elif entry is not None:
+                    w.recovered_ip = entry.get("claimedIP") or ""
                 self.workers[uid] = w
                 w.start()
                 return
+            entry = self.recovered.pop(uid, None) if w is None and deleting else None
         if w is not None:
             w.pod = {**w.pod, "metadata": meta}
             if deleting:
                 w.request_delete(float(meta.get("deletionGracePeriodSeconds") or 0))
         elif deleting:
-            self._confirm_delete(pod)
+            if entry is not None:  # deleted while the agent was down: its processes go first
+                self.agent.submit(podcheckpoint.discard, entry, lambda: self._confirm_delete(pod))
+            else:
+                self._confirm_delete(pod)
 
     def _confirm_delete(self, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]

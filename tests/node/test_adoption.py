@@ -71,7 +71,17 @@ def test_a_damaged_checkpoint_is_reported_by_name_and_set_aside(tmp_path: Path,
     assert ck.path.with_suffix(".corrupt").read_text() == "{not json"
 
 
-def test_restarted_agent_keeps_pod_ips_and_leaves_no_orphan(tmp_path: Path) -> None:
+def _ticks(core: object, name: str) -> list[int]:
+    from kubernetes.client.exceptions import ApiException
+
+    try:  # the restarted agent serves its kubelet API on a new port, posted with its node status
+        text = core.read_namespaced_pod_log(name, "default")  # type: ignore[attr-defined]
+    except ApiException:
+        return []
+    return [int(line.split()[1]) for line in text.splitlines() if line.startswith("tick ")]
+
+
+def test_restarted_agent_adopts_its_running_pods(tmp_path: Path) -> None:
     from kubernetes import client, config
 
     inv = tmp_path / "nodes.yaml"
@@ -86,10 +96,14 @@ def test_restarted_agent_keeps_pod_ips_and_leaves_no_orphan(tmp_path: Path) -> N
                 "metadata": {"name": name},
                 "spec": {"restartPolicy": policy,
                          "containers": [{"name": "c", "image": "busybox", "command": ["sleep", SLEEP_ARG]}]}})
+        core.create_namespaced_pod("default", {
+            "metadata": {"name": "talker"},
+            "spec": {"containers": [{"name": "c", "image": "busybox", "command": [
+                "sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done"]}]}})
 
         def running() -> dict[str, client.V1Pod] | None:
             pods = {p.metadata.name: p for p in core.list_namespaced_pod("default").items}
-            ok = len(pods) == 3 and all(p.status.phase == "Running" and p.status.pod_ip
+            ok = len(pods) == 4 and all(p.status.phase == "Running" and p.status.pod_ip
                                         for p in pods.values())
             return pods if ok else None
 
@@ -97,34 +111,60 @@ def test_restarted_agent_keeps_pod_ips_and_leaves_no_orphan(tmp_path: Path) -> N
         old_procs = wait_for(lambda: len(p := _sleepers()) == 3 and p, timeout=10)
         ckpt_path = data / "nodes" / "ad1" / "var/lib/kubelet/testbed_pods_checkpoint.json"
         ckpt = json.loads(ckpt_path.read_text())
-        assert {e["name"] for e in ckpt["pods"].values()} == {"a", "b", "never"}
-        assert sorted(p["pid"] for e in ckpt["pods"].values() for p in e["processes"]) == sorted(old_procs)
+        assert {e["name"] for e in ckpt["pods"].values()} == {"a", "b", "never", "talker"}
+        assert set(old_procs) <= {p["pid"] for e in ckpt["pods"].values() for p in e["processes"]}
 
         agent = json.loads((data / "state.json").read_text())["components"]["nodes"]["pid"]
-        os.kill(agent, signal.SIGKILL)  # no clean-up at all: its pods' processes are orphaned
+        os.kill(agent, signal.SIGKILL)  # no clean-up at all: its pods' processes run on, unwatched
+        time.sleep(1.0)
+        assert sorted(_sleepers()) == sorted(old_procs)
 
-        def recovered() -> dict[str, client.V1Pod] | None:
+        def restarted() -> bool:
+            st = json.loads((data / "state.json").read_text())["components"]["nodes"]
+            return bool(st["restarts"] >= 1 and st["running"])
+
+        wait_for(restarted, timeout=30)
+
+        def adopted() -> dict[str, client.V1Pod] | None:
             pods = {p.metadata.name: p for p in core.list_namespaced_pod("default").items}
-            a, b, never = pods["a"], pods["b"], pods["never"]
-            ok = (a.status.phase == b.status.phase == "Running"
-                  and all(p.status.container_statuses[0].restart_count == 1
-                          and p.status.container_statuses[0].ready for p in (a, b))
-                  and never.status.phase == "Failed")
+            lease = client.CoordinationV1Api(core.api_client).read_namespaced_lease("ad1", "kube-node-lease")
+            ok = (all(p.status.phase == "Running" and p.status.container_statuses[0].ready
+                      for p in pods.values())
+                  and lease.spec.renew_time.timestamp() > time.time() - 5)
             return pods if ok else None
 
-        after = wait_for(recovered, timeout=40)
-        # the same pod IPs, every old process gone, one new process per restarted pod
-        for name in ("a", "b"):
+        after = wait_for(adopted, timeout=40)
+        # the very same processes, IPs and container IDs; no restart counted
+        assert sorted(_sleepers()) == sorted(old_procs)
+        for name in ("a", "b", "never", "talker"):
             assert after[name].status.pod_ip == before[name].status.pod_ip
-        assert not set(old_procs) & set(_sleepers())
-        wait_for(lambda: len(_sleepers()) == 2, timeout=10)
+            cs, old = after[name].status.container_statuses[0], before[name].status.container_statuses[0]
+            assert cs.restart_count == 0 and cs.container_id == old.container_id, cs
+        # the talker's output while no agent ran reached its log, without a gap
+        ticks = wait_for(lambda: len(t := _ticks(core, "talker")) > 40 and t, timeout=20)
+        assert ticks == list(range(len(ticks)))
+        # an adopted container that exits is seen through its shim (not the agent's child): its exit code,
+        # restart policy and restart count apply as before the restart
+        by_pod = {e["name"]: e for e in json.loads(ckpt_path.read_text())["pods"].values()}
+        os.kill(by_pod["a"]["processes"][0]["pid"], signal.SIGKILL)
+        os.kill(by_pod["never"]["processes"][0]["pid"], signal.SIGKILL)
+
+        def ended() -> bool:
+            a = core.read_namespaced_pod("a", "default").status
+            never = core.read_namespaced_pod("never", "default").status
+            last = a.container_statuses[0].last_state.terminated
+            term = never.container_statuses[0].state.terminated
+            return bool(a.container_statuses[0].restart_count == 1 and last and last.exit_code == 137
+                        and never.phase == "Failed" and term and term.exit_code == 137)
+
+        wait_for(ended, timeout=30)
         # a new pod gets none of the addresses in use
         core.create_namespaced_pod("default", {
             "metadata": {"name": "new"},
             "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["sleep", SLEEP_ARG]}]}})
         new = wait_for(lambda: (p := core.read_namespaced_pod("new", "default")).status.pod_ip and p,
                        timeout=30)
-        assert new.status.pod_ip not in {after["a"].status.pod_ip, after["b"].status.pod_ip}
+        assert new.status.pod_ip not in {p.status.pod_ip for p in after.values()}
     finally:
         d = _run("down", "--data-dir", str(data))
     assert d.returncode == 0, d.stderr
