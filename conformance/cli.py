@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from conformance.backends import DEFAULT_MINOR, MINORS, BackendError, check_minor
 from conformance.cases import VENDORS
@@ -97,6 +100,17 @@ def parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="the self-test's sensitivity.json to carry in each bundle (refused, exit 4, if it is "
         "not of this checkout's commit)",
+    )
+    r.add_argument(
+        "--json",
+        action="store_true",
+        help="machine-readable progress: one JSON event per line on stdout (see conformance.progress)",
+    )
+    r.add_argument(
+        "--no-retry",
+        action="store_true",
+        help="do not re-run a failed case once (by default a pass on the re-run marks it flaky, "
+        "and it stays failed)",
     )
     r.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     v = sub.add_parser(
@@ -197,44 +211,73 @@ def exit_code(cells: list[Cell]) -> int:
 _INTERRUPTED: list[int] = []  # signals received while a cell ran: no further cell starts
 
 
-def _run_cell(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+def _run_cell(
+    cmd: list[str], env: dict[str, str] | None = None, on_tick: Callable[[], None] | None = None
+) -> subprocess.CompletedProcess[str]:
     """One cell's pytest; a SIGTERM or Ctrl-C here is passed on, so the cell tears its cluster down
-    (and writes its bundle, INCOMPLETE), and the cells after it do not start."""
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    (and writes its bundle, INCOMPLETE), and the cells after it do not start. ``on_tick`` is called
+    a few times a second while it runs (the progress view reads the cell's events then)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=err, text=True, env=env)
 
-    def forward(signum: int, _frame: object) -> None:
-        _INTERRUPTED.append(signum)
-        proc.send_signal(signal.SIGTERM)
+        def forward(signum: int, _frame: object) -> None:
+            _INTERRUPTED.append(signum)
+            proc.send_signal(signal.SIGTERM)
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        out, err = proc.communicate()
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+        previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=0.25)
+                    break
+                except subprocess.TimeoutExpired:
+                    if on_tick is not None:
+                        on_tick()
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+        if on_tick is not None:
+            on_tick()
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read())
 
 
-def run_cells(args: argparse.Namespace, minors: list[str]) -> list[Cell]:
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+def run_cells(args: argparse.Namespace, minors: list[str], view: Any = None) -> list[Cell]:
+    """Run the cells one after the other; ``view`` (a ``conformance.progress`` view) gets each
+    cell's events as they arrive, and a ``cell-end`` event with its verdict and bundle."""
+    from conformance import progress, retry
 
-    console = Console(stderr=True)
     cells = [Cell(args.vendor, m) for m in minors]
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
-    ) as progress:
-        task = progress.add_task(f"{args.vendor}: {len(cells)} cell(s)", total=len(cells))
+    with tempfile.TemporaryDirectory(prefix="hami-progress-") as spool:
         for cell in cells:
+            label = cell.minor if args.cluster != "kubeconfig" else "cluster"
+            name = f"{args.vendor}-{label}"
             if _INTERRUPTED:
                 cell.verdict, cell.note = "INCOMPLETE", "not run: the run was interrupted"
+                if view is not None:
+                    view.handle(name, {"event": "cell-end", "verdict": cell.verdict, "note": cell.note})
                 continue
-            label = cell.minor if args.cluster != "kubeconfig" else "cluster"
-            progress.update(task, description=f"{args.vendor} {label}: provisioning, deploying, testing")
             out_dir = Path(args.out).resolve() / f"{stamp}-{args.vendor}-{label}"
+            events = Path(spool) / f"{name}.jsonl"
+            env = {**os.environ, progress.ENV: str(events)}
+            if not getattr(args, "no_retry", False):
+                env[retry.ENV] = "1"
+            tail = progress.Tail(events)
+            if view is not None:
+                view.handle(
+                    name,
+                    {"event": "cell-start", "t": time.time(), "vendor": cell.vendor, "minor": cell.minor},
+                )
+
+            def tick(tail: progress.Tail = tail, name: str = name) -> None:
+                if view is not None:
+                    for ev in tail.read():
+                        view.handle(name, ev)
+
             t = time.monotonic()
-            proc = _run_cell(cell_command(args, cell.minor, out_dir))
+            proc = _run_cell(cell_command(args, cell.minor, out_dir), env=env, on_tick=tick)
             cell.wall_s = round(time.monotonic() - t, 1)
             cell.exit_code = proc.returncode
             cell.run_dir = out_dir
@@ -251,7 +294,21 @@ def run_cells(args: argparse.Namespace, minors: list[str]) -> list[Cell]:
                 cell.verdict = ERROR
             if out_dir.exists():
                 (out_dir / "pytest.log").write_text(proc.stdout + proc.stderr)
-            progress.advance(task)
+                if events.is_file():
+                    shutil.copyfile(events, out_dir / "progress.jsonl")
+            if view is not None:
+                bundle = out_dir / "bundle"
+                view.handle(
+                    name,
+                    {
+                        "event": "cell-end",
+                        "verdict": cell.verdict,
+                        "bundle": str(bundle) if bundle.is_dir() else None,
+                        "counts": cell.counts,
+                        "wall_s": cell.wall_s,
+                        "note": cell.note,
+                    },
+                )
     return cells
 
 
@@ -300,7 +357,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.sensitivity and (problem := check_sensitivity(args.sensitivity)):
         print(f"hami-conformance: error: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    cells = run_cells(args, minors)
+    from conformance import progress
+
+    if args.json:
+        with progress.JsonLines() as view:
+            cells = run_cells(args, minors, view)
+            code = exit_code(cells)
+            view.write(
+                {
+                    "event": "run-end",
+                    "verdict": _overall(cells),
+                    "exit_code": code,
+                    "cells": [
+                        {
+                            "vendor": c.vendor,
+                            "minor": c.minor,
+                            "verdict": c.verdict or cell_verdict(c),
+                            "counts": c.counts,
+                            "wall_s": c.wall_s,
+                            "note": c.note,
+                            "bundle": str(c.run_dir / "bundle")
+                            if c.run_dir is not None and (c.run_dir / "bundle").is_dir()
+                            else None,
+                        }
+                        for c in cells
+                    ],
+                }
+            )
+        return code
+    with progress.LiveView() as live:
+        cells = run_cells(args, minors, live)
     console = Console()
     console.print(summary_table(cells))
     for c in cells:
@@ -309,7 +395,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             why = "; ".join(decision.get("reasons") or [])  # type: ignore[union-attr]
             console.print(f"{c.vendor} {c.minor}: {c.verdict}" + (f" ({why})" if why else ""), markup=False)
             console.print(f"bundle: {c.run_dir / 'bundle'}", markup=False)
+    console.print(f"verdict: {_overall(cells)}", markup=False)
     return exit_code(cells)
+
+
+def _overall(cells: list[Cell]) -> str:
+    """The run's verdict in words, the worst cell's (the exit code says the same)."""
+    code = exit_code(cells)
+    if code == EXIT_BAD_INPUT:
+        return BAD_INPUT
+    if code == EXIT_NO_VERDICT:
+        return ERROR
+    return next(v for v, c in EXIT_CODES.items() if c == code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -221,6 +221,13 @@ def pytest_configure(config: pytest.Config) -> None:
             state.run_dir = Path(workerinput[WORKER_RUN_DIR])
     elif config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(state), "hami-conformance-xdist")
+    # hami-conformance run: live progress (controller) and one retry of failed cases (where they run)
+    from conformance import progress, retry
+
+    if workerinput is None and os.environ.get(progress.ENV):
+        config.pluginmanager.register(progress.Hooks(), "hami-conformance-progress")
+    if retry.enabled():
+        config.pluginmanager.register(retry.RetryHooks(), "hami-conformance-retry")
     if workerinput is None:
         # A terminated run still tears its cluster down: pytest finishes the session on an interrupt.
         signal.signal(signal.SIGTERM, _interrupt)

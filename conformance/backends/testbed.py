@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance import contract as C
+from conformance import progress
 from conformance.backends import BackendError, ClusterInfo, Options, check_minor, preflight
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,6 +114,7 @@ class TestbedBackend:
         )
         try:
             self._up(info, minor, data_dir, inventory)
+            progress.phase("deploy")
             t = time.monotonic()
             _run(
                 helm_install_command(helm, info.kubeconfig, opts.hami_namespace, opts.chart_set),
@@ -121,6 +123,7 @@ class TestbedBackend:
             )
             info.timings["helm_s"] = round(time.monotonic() - t, 3)
             info.chart_values = _values(opts.chart_set)
+            progress.phase("register")
             t = time.monotonic()
             self._wait_registered(info, expected_gpu_nodes(inventory), opts.timeout)
             info.timings["register_s"] = round(time.monotonic() - t, 3)

@@ -162,7 +162,7 @@ def test_an_interrupted_run_starts_no_further_cell(tmp_path: Path, monkeypatch: 
 
     started: list[list[str]] = []
 
-    def fake_cell(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    def fake_cell(cmd: list[str], **_kw: object) -> subprocess.CompletedProcess[str]:
         started.append(cmd)
         cli._INTERRUPTED.append(15)  # SIGTERM arrived while the first cell ran
         out = Path(cmd[cmd.index("--bundle-dir") + 1]) / "bundle"
@@ -183,7 +183,7 @@ def test_a_cell_interrupted_before_its_bundle_is_incomplete(
 ) -> None:
     from conformance import cli
 
-    def fake_cell(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    def fake_cell(cmd: list[str], **_kw: object) -> subprocess.CompletedProcess[str]:
         cli._INTERRUPTED.append(15)  # terminated while provisioning: no bundle
         return subprocess.CompletedProcess(cmd, 2, "", "KeyboardInterrupt")
 
