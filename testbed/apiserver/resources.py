@@ -83,6 +83,11 @@ RESOURCES: tuple[ResourceType, ...] = (
             "eviction": ("Eviction", CREATE_ONLY),
             "log": ("Pod", ("get",)),
             "ephemeralcontainers": ("Pod", _STATUS),
+            # ended on the node by testbed/node/kubeletproxy.py
+            "exec": ("PodExecOptions", ("create", "get")),
+            "attach": ("PodAttachOptions", ("create", "get")),
+            "portforward": ("PodPortForwardOptions", ("create", "get")),
+            "proxy": ("PodProxyOptions", ("create", "delete", "get", "patch", "update")),
         },
     ),
     _r("", "bindings", "Binding", verbs=CREATE_ONLY, virtual=True),

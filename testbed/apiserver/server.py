@@ -810,6 +810,10 @@ class APIServer:
             )
         if rt.store_key == "pods" and sub == "eviction" and ri.verb == "create":
             return await self._evict(t, await self._body(request), user)
+        if (rt.store_key == "pods" and sub in ("exec", "attach", "portforward", "proxy")) or (
+            rt.plural == "nodes" and sub == "proxy"
+        ):
+            return await self._node_side(request, t)
         if rt.store_key == "pods" and sub == "log" and ri.verb == "get":
             return await self._pod_log(request, t)
         if rt.store_key == "serviceaccounts" and sub == "token" and ri.verb == "create":
@@ -1013,6 +1017,32 @@ class APIServer:
         )
         obj = res.obj if isinstance(res, Entry) else res
         return _json(scale_of(obj))
+
+    async def _node_side(self, request: web.Request, t: Target) -> web.StreamResponse:
+        """pods/exec|attach|portforward|proxy and nodes/proxy (testbed/node/kubeletproxy.py)."""
+        from testbed.node import kubeletproxy
+
+        if getattr(self, "_kubelet_tls", None) is None:
+            self._kubelet_tls = pki.kubelet_client_context(self.ca, self._cert_dir())
+        marker = f"/{t.subresource}"
+        rest = request.path.split(marker, 1)[1] if marker in request.path else ""
+        try:
+            if t.rtype.plural == "nodes":
+                node = self.store.get("nodes", "", t.name.split(":")[0])
+                if node is None:
+                    raise errors.not_found("", "nodes", t.name)
+                return await kubeletproxy.node_proxy(request, node, rest, kubelet_endpoint, self._kubelet_tls)
+            pod = self.store.get("pods", t.namespace, t.name.split(":")[-2 if t.name.count(":") == 2 else 0])
+            if pod is None:
+                raise errors.not_found("", "pods", t.name)
+            node_name = (pod.get("spec") or {}).get("nodeName")
+            node = self.store.get("nodes", "", node_name) if node_name else None
+            return await kubeletproxy.pod_subresource(
+                request, pod, node, t.subresource, rest, kubelet_endpoint, self._kubelet_tls
+            )
+        except kubeletproxy.ProxyError as e:
+            reason = {400: "BadRequest", 404: "NotFound", 503: "ServiceUnavailable"}.get(e.code, "")
+            raise errors.APIError(e.code, reason, str(e)) from e
 
     async def _pod_log(self, request: web.Request, t: Target) -> web.StreamResponse:
         pod = self.store.get("pods", t.namespace, t.name)
