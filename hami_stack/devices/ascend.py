@@ -51,6 +51,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .. import faults
 from ..protocol import annotations as ann
 from ..protocol import events as ev
 from ..protocol.assignment import ContainerDevice, PodDevices
@@ -495,7 +496,7 @@ class AscendFamily(DeviceFamily):
                 requests = resources.get("requests") or {}
                 if self.count_resource in requests:
                     requests[self.count_resource] = "2"
-            elif count % 2:
+            elif count % 2 and not faults.on("webhook-ascend-910c-odd-allowed"):
                 raise AdmissionError(odd_910c_message(count))
         annotations = (pod.get("metadata") or {}).get("annotations") or {}
         hami_core = is_hami_core_pod(annotations)
@@ -505,7 +506,7 @@ class AscendFamily(DeviceFamily):
         trimmed = self.config.memory_allocatable
         if self.memory_resource in limits:
             asked = resource_int(container, self.memory_resource) or 0
-            if hami_core:
+            if hami_core or faults.on("webhook-ascend-no-template-rounding"):
                 trimmed = asked
             else:
                 trimmed = self.config.trim_memory(asked)[0]
@@ -650,12 +651,14 @@ class AscendFamily(DeviceFamily):
             if d.uuid not in phy:
                 raise ProtocolError(f"unknown uuid: {d.uuid}")
             ids.append(phy[d.uuid])
+        if faults.on("plugin-ascend-visible-all"):
+            ids = sorted(set(phy.values()))
         out.envs[VISIBLE_ENV] = ",".join(str(i) for i in ids)
         mode = req.pod_annotations.get(VNPU_MODE_ANNOTATION, "")
         hami_core = mode == VNPU_MODE_HAMI_CORE or (mode == "" and self.hami_vnpu_core)
         if not hami_core:
             temp = next((t for t in (self.config.trim_memory(d.usedmem)[1] for d in req.devices) if t), "")
-            if temp:
+            if temp and not faults.on("plugin-ascend-no-vnpu-spec"):
                 out.envs[VNPU_SPECS_ENV] = temp
             return out
         for path in (
