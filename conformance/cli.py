@@ -5,6 +5,7 @@
     hami-conformance run --k8s all            # the whole NVIDIA matrix 1.18..1.35
     hami-conformance run --cluster kubeconfig --kubeconfig ~/.kube/config
     hami-conformance verify reports/out/<run id>/bundle
+    hami-conformance matrix merge cell1/bundle cell2/bundle -o matrix   # CI: one matrix bundle
 
 Each cell is one ``pytest conformance/suites`` session (its own cluster, run directory and bundle
 under ``reports/out/<run id>/``); progress is shown with ``rich`` and a vendor x minor table closes
@@ -121,6 +122,9 @@ def parser() -> argparse.ArgumentParser:
     from conformance.selftest import add_parser as add_selftest
 
     add_selftest(sub, _Parser, DEFAULT_MINOR, str(REPO / "reports" / "out"))
+    from reports.matrix_cli import add_parser as add_matrix
+
+    add_matrix(sub, _Parser)
     return p
 
 
@@ -420,6 +424,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from conformance.selftest import cmd_selftest
 
         return cmd_selftest(args)
+    if args.command == "matrix":
+        from reports.matrix_cli import main as matrix_main
+
+        return matrix_main(args)
     return cmd_run(args)
 
 

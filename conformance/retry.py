@@ -18,10 +18,10 @@ import pytest
 from _pytest.runner import runtestprotocol
 
 from conformance import progress
+from reports.matrix import FLAKY_NOTE as FLAKY
+from reports.matrix import STABLE_NOTE as STABLE
 
 ENV = "HAMI_CONFORMANCE_RETRY"
-FLAKY = "[flaky: failed, then passed when re-run once]"
-STABLE = "[failed again when re-run once]"
 
 
 def enabled() -> bool:

@@ -67,9 +67,24 @@ def _session(tmp_path: Path, *, retry_on: bool) -> tuple[list[dict], ET.Element,
     if retry_on:
         env[retry.ENV] = "1"
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-         "--junitxml", str(tmp_path / "junit.xml"), "test_demo.py"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:randomly",
+            "--junitxml",
+            str(tmp_path / "junit.xml"),
+            "test_demo.py",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr  # two failures
     tail = progress.Tail(events)
@@ -84,8 +99,13 @@ def test_a_session_reports_phases_counts_and_each_case(tmp_path: Path) -> None:
     ends = [e for e in evs if e["event"] == "case-end"]
     assert [e["done"] for e in ends] == [1, 2, 3, 4, 5] and ends[-1]["failures"] == 3
     by_case = {e["case"].split("::")[-1]: e["outcome"] for e in ends}
-    assert by_case == {"test_ok": "passed", "test_flaky": "failed", "test_broken": "failed",
-                       "test_unknown": "unknown", "test_unmarked_failure_is_not_retried": "failed"}
+    assert by_case == {
+        "test_ok": "passed",
+        "test_flaky": "failed",
+        "test_broken": "failed",
+        "test_unknown": "unknown",
+        "test_unmarked_failure_is_not_retried": "failed",
+    }
     assert kinds.count("case-start") == 5 and "retry" not in kinds
     board = progress.Board()
     for e in evs:
@@ -139,8 +159,10 @@ def test_live_view_shows_phase_counts_current_case_and_the_end(tmp_path: Path) -
         view.handle("nvidia-1.33", {"event": "cell-start", "t": 0})
         view.handle("nvidia-1.33", {"event": "phase", "phase": "suites"})
         view.handle("nvidia-1.33", {"event": "collected", "total": 12})
-        view.handle("nvidia-1.33", {"event": "case-end", "case": "a", "outcome": "failed", "done": 3,
-                                    "total": 12, "failures": 1})
+        view.handle(
+            "nvidia-1.33",
+            {"event": "case-end", "case": "a", "outcome": "failed", "done": 3, "total": 12, "failures": 1},
+        )
         view.handle("nvidia-1.33", {"event": "case-start", "case": "suites/test_x.py::test_memory_limit"})
         view.handle("nvidia-1.34", {"event": "cell-start", "t": 0})
         frame = Console(file=io.StringIO(), width=160)
@@ -158,9 +180,18 @@ def test_run_json_prints_one_event_per_line_and_ends_with_the_verdict(
     def fake_cell(cmd: list[str], env: dict[str, str] | None = None, on_tick=None):  # type: ignore[no-untyped-def]
         assert env is not None and env[retry.ENV] == "1"
         with open(env[progress.ENV], "a") as f:
-            for ev in ({"event": "phase", "phase": "provision"}, {"event": "collected", "total": 2},
-                       {"event": "case-end", "case": "c1", "outcome": "passed", "done": 1, "total": 2,
-                        "failures": 0}):
+            for ev in (
+                {"event": "phase", "phase": "provision"},
+                {"event": "collected", "total": 2},
+                {
+                    "event": "case-end",
+                    "case": "c1",
+                    "outcome": "passed",
+                    "done": 1,
+                    "total": 2,
+                    "failures": 0,
+                },
+            ):
                 f.write(json.dumps(ev) + "\n")
         if on_tick:
             on_tick()
@@ -175,8 +206,12 @@ def test_run_json_prints_one_event_per_line_and_ends_with_the_verdict(
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert code == 0
     assert [(e["event"], e.get("cell")) for e in lines[:5]] == [
-        ("cell-start", "nvidia-1.34"), ("phase", "nvidia-1.34"), ("collected", "nvidia-1.34"),
-        ("case-end", "nvidia-1.34"), ("cell-end", "nvidia-1.34")]
+        ("cell-start", "nvidia-1.34"),
+        ("phase", "nvidia-1.34"),
+        ("collected", "nvidia-1.34"),
+        ("case-end", "nvidia-1.34"),
+        ("cell-end", "nvidia-1.34"),
+    ]
     end = lines[-1]
     assert end["event"] == "run-end" and end["verdict"] == "PASSED" and end["exit_code"] == 0
     assert [c["minor"] for c in end["cells"]] == ["1.34", "1.35"]

@@ -51,7 +51,9 @@ def test_dra_v1_is_served_and_usable(kubectl: Client, tmp_path: Path) -> None:
     versions = set(kubectl.run("api-versions").stdout.split())
     assert "resource.k8s.io/v1" in versions
     assert not {"resource.k8s.io/v1beta1", "resource.k8s.io/v1beta2", "batch/v1beta1"} & versions
-    rows = {r[0]: r for r in table_rows(kubectl.run("api-resources", "--api-group=resource.k8s.io").stdout)[1:]}
+    rows = {
+        r[0]: r for r in table_rows(kubectl.run("api-resources", "--api-group=resource.k8s.io").stdout)[1:]
+    }
     assert set(rows) == {"deviceclasses", "resourceclaims", "resourceclaimtemplates", "resourceslices"}
     assert rows["deviceclasses"][-2:] == ["false", "DeviceClass"]
     assert rows["resourceclaims"][-2:] == ["true", "ResourceClaim"]
@@ -69,5 +71,7 @@ def test_discovery_is_aggregated_v2(kubectl: Client) -> None:
     # -v=8 logs the response headers: a v2 aggregated document answers /apis, no per-group walk
     proc = kubectl.run("api-resources", "-v=8", "--cache-dir", str(kubectl.home / "fresh-cache"))
     log = proc.stderr
-    assert "as=APIGroupDiscoveryList" in log and "v=v2;" in log and "v=v2beta1" not in log.split("Response")[-1]
+    assert (
+        "as=APIGroupDiscoveryList" in log and "v=v2;" in log and "v=v2beta1" not in log.split("Response")[-1]
+    )
     assert "/apis/resource.k8s.io/v1 " not in log  # no legacy per-group-version request
