@@ -249,6 +249,10 @@ CATALOGUE: tuple[Fault, ...] = (
        "Ascend pods keep their scheduler name", "ADM-SCHED-1", vendor="ascend"),
 )
 
+# Ascend's faults live in their own module (vendor "ascend")
+from .ascend import ASCEND_FAULTS  # noqa: E402 - needs Fault defined above
+
+CATALOGUE = (*CATALOGUE, *ASCEND_FAULTS)
 BY_NAME: dict[str, Fault] = {f.name: f for f in CATALOGUE}
 NAMES: frozenset[str] = frozenset(BY_NAME)
 
