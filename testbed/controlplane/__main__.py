@@ -1,0 +1,109 @@
+"""``python -m testbed.controlplane``: build and list the real Kubernetes control planes.
+
+python -m testbed.controlplane build 1.33          # latest served patch of 1.33
+python -m testbed.controlplane build 1.33,1.35     # several; `all` for every minor the proxy serves
+python -m testbed.controlplane build v1.33.13      # an exact release
+python -m testbed.controlplane list                # what the cache holds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+
+from .build import BuildError, build, find
+from .gomod import GoModError, Release
+from .releases import MINORS, k8s_cache, latest
+
+
+def _targets(spec: str, refresh: bool) -> list[Release]:
+    """``1.33``, ``v1.33.13``, ``all``, or a comma/space separated list of those."""
+    exact: list[Release] = []
+    minors: list[int] = []
+    for item in re.split(r"[,\s]+", spec.strip()):
+        if not item:
+            continue
+        if item == "all":
+            minors += list(MINORS)
+        elif re.fullmatch(r"v?1\.\d+\.\d+", item):
+            exact.append(Release.parse(item))
+        elif re.fullmatch(r"1\.\d+", item):
+            minors.append(int(item.split(".")[1]))
+        else:
+            raise GoModError(f"{item!r} is not a minor (1.33), a release (v1.33.13) or 'all'")
+    found = latest(sorted(set(minors)), refresh=refresh) if minors else {}
+    missing = [f"1.{m}" for m, r in found.items() if r is None and spec.strip() != "all"]
+    if missing:
+        raise GoModError(f"the Go module proxy serves no release of {', '.join(missing)}")
+    return exact + [r for _, r in sorted(found.items()) if r is not None]
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    try:
+        targets = _targets(args.versions, args.refresh)
+    except GoModError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print("building: " + ", ".join(r.version for r in targets), flush=True)
+    failed: dict[str, str] = {}
+    for rel in targets:
+        try:
+            build(rel, parallel=args.parallel, force=args.force)
+        except BuildError as e:
+            failed[rel.version] = str(e)
+            print(f"error: {rel.version}: {e}", file=sys.stderr, flush=True)
+            if not args.keep_going:
+                break
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rows = []
+    for m in MINORS:
+        b = find(m)
+        if b is not None:
+            rows.append({"minor": f"1.{m}", "version": b.release.version, "path": str(b.path),
+                         "buildSeconds": b.manifest.get("buildSeconds"), "go": b.manifest.get("go"),
+                         "sizes": {k: v["size"] for k, v in b.manifest.get("binaries", {}).items()}})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    elif not rows:
+        print(f"no control plane built in {k8s_cache()}; "
+              "build one with `python -m testbed.controlplane build 1.33`")
+    else:
+        for r in rows:
+            mib = sum(r["sizes"].values()) / 2**20
+            print(f"{r['minor']:5} {r['version']:9} {r['go']:10} {r['buildSeconds']:>7}s "
+                  f"{mib:6.0f} MiB  {r['path']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m testbed.controlplane", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="build kube-apiserver, kube-controller-manager, kube-scheduler")
+    b.add_argument("versions", help="1.33, v1.33.13, all, or a comma-separated list")
+    b.add_argument("-p", "--parallel", type=int, default=None,
+                   help="go build -p (packages compiled at once; default: the CPU count)")
+    b.add_argument("--force", action="store_true", help="rebuild even when the cache has the release")
+    b.add_argument("--refresh", action="store_true", help="ask the proxy again for the latest patches")
+    b.add_argument("--keep-going", action="store_true", help="continue with the next release after a failure")
+    b.set_defaults(func=cmd_build)
+    ls = sub.add_parser("list", help="the builds in the cache")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_list)
+    args = p.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""Build kube-apiserver, kube-controller-manager and kube-scheduler of a release into the cache.
+
+One cache entry per release: ``~/.cache/hami-conformance/k8s/v1.<minor>.<patch>/`` with ``bin/`` (the
+three commands), ``module/`` (the generated go.mod and the go.sum it resolved: the module checksums the
+binaries were built from) and ``manifest.json`` (versions, sizes, digests, toolchain, build time). An
+entry exists only complete: it is built in a temporary directory beside it and renamed into place, so
+a failed or interrupted build leaves nothing that looks like a build. One builder at a time
+(``k8s/.build.lock``); a second waits and says for whom.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from .gomod import COMMANDS, KUBERNETES, Release, build_gomod, ldflags
+from .releases import go_dirs, k8s_cache, proxy_url
+
+MANIFEST = "manifest.json"
+# The only other toolchain the proxy serves; used when a release's go line is newer than the local go.
+NEWER_TOOLCHAIN = "go1.27.3"
+
+
+class BuildError(Exception):
+    """A build that did not produce the three commands (the message carries the go tool's error)."""
+
+
+@dataclass(frozen=True)
+class Built:
+    release: Release
+    path: Path
+    manifest: dict[str, Any]
+
+    def binary(self, command: str) -> Path:
+        return self.path / "bin" / command
+
+
+def entry_path(release: Release) -> Path:
+    return k8s_cache() / release.version
+
+
+def load(release: Release) -> Built | None:
+    """The complete cache entry of ``release``, if it was built."""
+    path = entry_path(release)
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    if not all((path / "bin" / c).is_file() for c in COMMANDS):
+        return None
+    return Built(release, path, manifest)
+
+
+def find(minor: int) -> Built | None:
+    """The newest built release of ``minor`` in the cache (no network)."""
+    best: Built | None = None
+    root = k8s_cache()
+    if not root.is_dir():
+        return None
+    for d in root.iterdir():
+        m = re.fullmatch(rf"v1\.{minor}\.(\d+)", d.name)
+        if not m:
+            continue
+        b = load(Release(minor, int(m.group(1))))
+        if b is not None and (best is None or b.release.patch > best.release.patch):
+            best = b
+    return best
+
+
+@contextlib.contextmanager
+def build_lock(out: TextIO) -> Iterator[None]:
+    root = k8s_cache()
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".build.lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            print(f"waiting for the build lock {root / '.build.lock'} (held by {holder})",
+                  file=out, flush=True)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.seek(0)
+            fh.truncate()
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _go_env(toolchain: str) -> dict[str, str]:
+    gocache, gomodcache = go_dirs()
+    gocache.mkdir(parents=True, exist_ok=True)
+    gomodcache.mkdir(parents=True, exist_ok=True)
+    return {**os.environ, "GOCACHE": str(gocache), "GOMODCACHE": str(gomodcache),
+            "CGO_ENABLED": "0", "GOTOOLCHAIN": toolchain, "GOPROXY": os.environ.get("GOPROXY", proxy_url()),
+            "GOWORK": "off"}
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str], what: str, timeout: float) -> str:
+    try:
+        p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+                           check=False)
+    except subprocess.TimeoutExpired:
+        raise BuildError(f"{what} did not finish within {timeout:.0f}s: {' '.join(cmd)}") from None
+    if p.returncode != 0:
+        raise BuildError(f"{what} failed (exit {p.returncode}):\n{(p.stderr or p.stdout).strip()[-6000:]}")
+    return p.stdout
+
+
+def local_go_version() -> str:
+    try:
+        return subprocess.run(["go", "env", "GOVERSION"], capture_output=True, text=True, timeout=30,
+                              check=True, env={**os.environ, "GOTOOLCHAIN": "local"}).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as e:
+        raise BuildError(f"no usable go toolchain on PATH: {e}") from e
+
+
+def _go_key(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", v)[:3])
+
+
+def upstream_gomod(release: Release, env: dict[str, str], cwd: Path) -> tuple[str, dict[str, Any]]:
+    """The release's go.mod text and its module info, through ``go mod download`` (the ordinary client)."""
+    out = _run(["go", "mod", "download", "-json", f"{KUBERNETES}@{release.version}"], cwd, env,
+               f"go mod download {KUBERNETES}@{release.version}", 1800)
+    info = json.loads(out)
+    if info.get("Error"):
+        raise BuildError(f"{KUBERNETES}@{release.version}: {info['Error']}")
+    return Path(info["GoMod"]).read_text(), info
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _progress_build(cmd: list[str], cwd: Path, env: dict[str, str], total: int,
+                    say: Callable[[str], None], timeout: float) -> None:
+    """Run ``go build -v``, turning its package lines into ``[n/total]`` progress."""
+    start = time.monotonic()
+    lines: list[str] = []
+    with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True) as p:
+        assert p.stdout is not None
+        shown = 0.0
+        done = 0
+        for line in p.stdout:
+            lines.append(line.rstrip())
+            if re.fullmatch(r"[\w.\-/~]+", line.strip()):
+                done += 1
+            now = time.monotonic()
+            if now - shown > 10:
+                say(f"  compiling: {done}/{total} packages not in the build cache done, "
+                    f"{now - start:.0f}s ({line.strip()[:80]})")
+                shown = now
+            if now - start > timeout:
+                p.kill()
+                raise BuildError(f"go build did not finish within {timeout:.0f}s")
+        rc = p.wait()
+    if rc != 0:
+        errors = [ln for ln in lines if not re.fullmatch(r"[\w.\-/~]+", ln.strip())]
+        raise BuildError(f"go build failed (exit {rc}):\n" + "\n".join(errors[-80:]))
+
+
+def build(release: Release, *, parallel: int | None = None, force: bool = False,
+          out: TextIO = sys.stdout, timeout: float = 4 * 3600) -> Built:
+    """Build ``release`` into its cache entry (a no-op when the entry is complete, unless ``force``)."""
+
+    def say(msg: str) -> None:
+        print(msg, file=out, flush=True)
+
+    with build_lock(out):
+        have = load(release)
+        if have is not None and not force:
+            say(f"{release.version}: already built in {have.path}")
+            return have
+        root = k8s_cache()
+        tmp = root / f".tmp-{release.version}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        for stale in root.glob(f".tmp-{release.version}-*"):  # a builder killed mid-way (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        (tmp / "module").mkdir(parents=True)
+        (tmp / "bin").mkdir()
+        try:
+            built = _build_into(release, tmp, parallel, say, timeout)
+            final = entry_path(release)
+            if final.exists():
+                old = root / f".old-{release.version}-{os.getpid()}"
+                final.rename(old)
+                shutil.rmtree(old, ignore_errors=True)
+            tmp.rename(final)
+            say(f"{release.version}: built in {built['buildSeconds']:.0f}s -> {final}")
+            return Built(release, final, built)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _build_into(release: Release, tmp: Path, parallel: int | None, say: Callable[[str], None],
+                timeout: float) -> dict[str, Any]:
+    t0 = time.monotonic()
+    local = local_go_version()
+    env = _go_env("local")
+    module = tmp / "module"
+    say(f"{release.version}: fetching {KUBERNETES}@{release.version} go.mod")
+    text, info = upstream_gomod(release, env, module)
+    upstream_go = re.search(r"^go\s+(\S+)", text, re.M)
+    toolchain = "local"
+    if upstream_go and _go_key(upstream_go.group(1)) > _go_key(local):
+        toolchain = NEWER_TOOLCHAIN
+        env = _go_env(toolchain)
+        say(f"{release.version}: needs go {upstream_go.group(1)} > local {local}; using {toolchain}")
+    (module / "go.mod").write_text(build_gomod(release, text))
+    say(f"{release.version}: resolving modules (go mod tidy)")
+    _run(["go", "mod", "tidy"], module, env, "go mod tidy", 3600)
+    pkgs = [f"{KUBERNETES}/cmd/{c}" for c in COMMANDS]
+    deps = _run(["go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", *pkgs],
+                module, env, "go list -deps", 1800).split()
+    say(f"{release.version}: compiling {len(deps)} packages (-p {parallel or os.cpu_count()})")
+    gover = _run(["go", "env", "GOVERSION"], module, env, "go env GOVERSION", 600).strip()
+    flags = ldflags(release, commit=(info.get("Origin") or {}).get("Hash", ""),
+                    build_date=str(info.get("Time") or "1970-01-01T00:00:00Z").replace(".000", ""))
+    cmd = ["go", "build", "-v", "-trimpath", "-ldflags", flags, "-o", str(tmp / "bin") + "/"]
+    if parallel:
+        cmd[2:2] = ["-p", str(parallel)]
+    _progress_build([*cmd, *pkgs], module, env, len(deps), say, timeout)
+    binaries = {}
+    for c in COMMANDS:
+        path = tmp / "bin" / c
+        ver = _run([str(path), "--version"], module, env, f"{c} --version", 60).strip()
+        if release.version not in ver:
+            raise BuildError(f"{c} reports {ver!r}, not {release.version} "
+                             "(the version ldflags did not apply)")
+        binaries[c] = {"size": path.stat().st_size, "sha256": _sha256(path), "version": ver}
+    gosum = module / "go.sum"
+    sums = [ln for ln in gosum.read_text().splitlines() if ln.startswith(f"{KUBERNETES} {release.version} ")]
+    manifest = {
+        "version": release.version,
+        "minor": release.minor,
+        "go": gover,
+        "toolchain": toolchain,
+        "ldflags": flags,
+        "parallel": parallel or os.cpu_count(),
+        "packages": len(deps),
+        "binaries": binaries,
+        "goSumSha256": _sha256(gosum),
+        "kubernetesModuleSum": sums[0].split()[-1] if sums else "",
+        "buildSeconds": round(time.monotonic() - t0, 1),
+        "builtAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
