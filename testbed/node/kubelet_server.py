@@ -1,4 +1,5 @@
-"""The kubelet's HTTPS API, the part the apiserver proxies to: ``/containerLogs``, ``/healthz``, ``/pods``.
+"""The kubelet's HTTPS API, the part the apiserver proxies to: ``/containerLogs``, ``/healthz``, ``/pods``,
+and the streaming endpoints ``/exec``, ``/attach``, ``/portForward`` (``streaming.py``).
 
 It serves a self-signed certificate (the apiserver runs without ``--kubelet-certificate-authority``)
 and, like a kubelet with ``authentication.webhook`` and ``authorization.mode: Webhook`` and anonymous
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from . import streaming
 from .logs import follow_from, pod_log_dir, read_lines
 
 if TYPE_CHECKING:
@@ -218,6 +220,7 @@ def make_app(agent: NodeAgent) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/pods", pods)
     app.router.add_get("/containerLogs/{ns}/{pod}/{container}", container_logs)
+    streaming.add_routes(app, agent)  # /exec, /attach, /portForward
     return app
 
 

@@ -25,7 +25,8 @@ def test_catalog_records_image_configs() -> None:
     redis = images.lookup("redis")
     assert redis is not None and redis.cmd == ("redis-server",) and redis.workdir == "/data"
     for ref, cmd in (("busybox:1.36", ("sh",)), ("alpine", ("/bin/sh",)), ("ubuntu:22.04", ("/bin/bash",)),
-                     ("python:3.12-slim", ("python3",)), ("nvidia/cuda:12.4.1-base-ubuntu22.04", ("/bin/bash",))):
+                     ("python:3.12-slim", ("python3",)),
+                     ("nvidia/cuda:12.4.1-base-ubuntu22.04", ("/bin/bash",))):
         entry = images.lookup(ref)
         assert entry is not None and entry.cmd == cmd, ref
     sample = images.lookup("nvcr.io/nvidia/k8s/cuda-sample:vectoradd-cuda12.5.0-ubuntu22.04")
@@ -57,8 +58,12 @@ def agents(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nod
         yield ag
 
 
+def _phase(kube: Kube, name: str, phases: tuple[str, ...]) -> dict[str, Any]:
+    return wait_for(lambda: (p := get_pod(kube, "default", name))["status"].get("phase") in phases and p, 30)
+
+
 def _running(kube: Kube, name: str) -> dict[str, Any]:
-    return wait_for(lambda: (p := get_pod(kube, "default", name))["status"].get("phase") == "Running" and p, 30)
+    return _phase(kube, name, ("Running",))
 
 
 def _ask(agents: NodeAgents, pod: dict[str, Any], port: int, request: bytes) -> bytes:
@@ -83,8 +88,8 @@ def _ask(agents: NodeAgents, pod: dict[str, Any], port: int, request: bytes) -> 
 
 @ROOT_ONLY
 def test_nginx_and_redis_without_command(kube: Kube, agents: NodeAgents) -> None:
-    create_bound_pod(kube, "default", "node-img", "web", {"containers": [{"name": "nginx", "image": "nginx"}]})
-    create_bound_pod(kube, "default", "node-img", "kv", {"containers": [{"name": "redis", "image": "redis:7"}]})
+    create_bound_pod(kube, "default", "node-img", "web", {"containers": [{"name": "c", "image": "nginx"}]})
+    create_bound_pod(kube, "default", "node-img", "kv", {"containers": [{"name": "c", "image": "redis:7"}]})
     web = _running(kube, "web")
     reply = _ask(agents, web, 80, b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 200") and b"Server: nginx/" in reply and b"Welcome to nginx!" in reply
@@ -99,11 +104,11 @@ def test_args_replace_cmd_and_image_env_and_workdir(kube: Kube, agents: NodeAgen
     # python's CMD (python3) is replaced by args; the image's env and WORKDIR apply under the pod's
     spec = {"restartPolicy": "Never", "containers": [{
         "name": "c", "image": "python:3.11", "env": [{"name": "LANG", "value": "pod"}],
-        "args": ["python3", "-c", "import os; print(os.environ['PYTHON_VERSION'], os.environ['LANG'], os.getcwd())"],
+        "args": ["python3", "-c",
+                 "import os; print(os.environ['PYTHON_VERSION'], os.environ['LANG'], os.getcwd())"],
     }]}
     create_bound_pod(kube, "default", "node-img", "py", spec)
-    done = wait_for(lambda: (p := get_pod(kube, "default", "py"))["status"].get("phase") in ("Succeeded", "Failed")
-                    and p, 30)
+    done = _phase(kube, "py", ("Succeeded", "Failed"))
     assert done["status"]["phase"] == "Succeeded", done["status"]
     w = agents.agent("node-img")
     logs = list((w.root / "var/log/pods").glob(f"default_py_{done['metadata']['uid']}/c/0.log"))
@@ -111,8 +116,7 @@ def test_args_replace_cmd_and_image_env_and_workdir(kube: Kube, agents: NodeAgen
     # busybox with no command and no args runs its CMD (sh), which exits at once without stdin
     create_bound_pod(kube, "default", "node-img", "bb", {"restartPolicy": "Never",
                                                          "containers": [{"name": "c", "image": "busybox"}]})
-    bb = wait_for(lambda: (p := get_pod(kube, "default", "bb"))["status"].get("phase") in ("Succeeded", "Failed")
-                  and p, 30)
+    bb = _phase(kube, "bb", ("Succeeded", "Failed"))
     assert bb["status"]["phase"] == "Succeeded"
 
 

@@ -1,0 +1,146 @@
+"""Issue 14 item 3: exec, attach, cp and port-forward through the apiserver to the node agent's kubelet
+API, with real kubectl of the oldest and newest cached minors (SPDY; WebSocket first from 1.30/1.31)
+and the official Python client's WebSocket ``stream()``."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubeclient.client import Kube
+from testbed.clients import cached_minors, kubectl_path
+from testbed.embedded import EmbeddedTestbed
+from testbed.node import AgentOptions, NodeAgents, parse_inventory
+
+from .helpers import create_bound_pod, get_pod, wait_for
+
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (pod namespaces)")
+NS = "default"
+
+
+def _minors() -> list[int]:
+    have = cached_minors()
+    return sorted({have[0], have[-1]}) if have else []
+
+
+@pytest.fixture(scope="module")
+def kube(testbed: EmbeddedTestbed) -> Kube:
+    return Kube.from_config(str(testbed.kubeconfig_path))
+
+
+@pytest.fixture(scope="module")
+def agents(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeAgents]:
+    inv = parse_inventory({"nodes": [{"name": "node-s", "capacity": {"cpu": "16"}}]})
+    opts = AgentOptions(lease_interval=0.3, backoff_base=0.3)
+    with NodeAgents(kube, inv, tmp_path_factory.mktemp("streaming"), options=opts) as ag:
+        yield ag
+
+
+@pytest.fixture(scope="module")
+def pod(kube: Kube, agents: NodeAgents) -> dict[str, Any]:
+    spec = {"containers": [
+        {"name": "web", "image": "nginx"},
+        {"name": "sh", "image": "busybox", "command": ["sh", "-c", "echo started; sleep 3600"]},
+    ]}
+    create_bound_pod(kube, NS, "node-s", "box", spec)
+    return wait_for(lambda: (p := get_pod(kube, NS, "box"))["status"].get("phase") == "Running" and p, 30)
+
+
+def _kubectl(testbed: EmbeddedTestbed, minor: int, home: Path, *args: str, input: str | None = None,
+             timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    binary = kubectl_path(minor)
+    assert binary is not None
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "KUBECONFIG": str(testbed.kubeconfig_path)}
+    return subprocess.run([str(binary), "--cache-dir", str(home / "cache"), *args], input=input,
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@ROOT_ONLY
+@pytest.mark.parametrize("minor", _minors(), ids=lambda m: f"kubectl-1.{m}")
+def test_kubectl_exec_cp_port_forward(testbed: EmbeddedTestbed, pod: dict[str, Any], minor: int,
+                                      tmp_path: Path) -> None:
+    run = lambda *a, **kw: _kubectl(testbed, minor, tmp_path, *a, **kw)  # noqa: E731
+    r = run("exec", "box", "-c", "sh", "--", "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert r.returncode == 3, r
+    assert r.stdout == "out\n" and "err" in r.stderr
+    # stdin, and the command runs in the container's own root and network namespace
+    r = run("exec", "-i", "box", "-c", "sh", "--", "sh", "-c", "tr a-z A-Z", input="hello\n")
+    assert r.returncode == 0 and r.stdout.startswith("HELLO\n"), r
+    r = run("exec", "box", "-c", "web", "--", "ls", "/docker-entrypoint.sh")
+    assert r.returncode == 0 and r.stdout.strip() == "/docker-entrypoint.sh", r
+    # cp both ways (tar over exec)
+    src = tmp_path / "in.txt"
+    src.write_text("payload 1\n" * 1000)
+    r = run("cp", str(src), f"{NS}/box:/tmp/in.txt", "-c", "sh")
+    assert r.returncode == 0, r
+    r = run("exec", "box", "-c", "sh", "--", "wc", "-l", "/tmp/in.txt")
+    assert r.stdout.split()[0] == "1000", r
+    back = tmp_path / "back.txt"
+    r = run("cp", f"{NS}/box:/tmp/in.txt", str(back), "-c", "sh")
+    assert r.returncode == 0 and back.read_text() == src.read_text(), r
+    # port-forward to the pod's nginx (no containerPort declared: reached inside the pod's namespace)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    binary = kubectl_path(minor)
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path),
+           "KUBECONFIG": str(testbed.kubeconfig_path)}
+    pf = subprocess.Popen([str(binary), "--cache-dir", str(tmp_path / "cache"), "port-forward", "pod/box",
+                           f"{port}:80"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        def fetch() -> bytes:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=3) as resp:
+                    return bytes(resp.read())
+            except OSError:
+                time.sleep(0.2)
+                return b""
+
+        assert b"Welcome to nginx!" in wait_for(fetch, timeout=20)
+        assert b"Welcome to nginx!" in fetch()  # a second connection over the same session
+    finally:
+        pf.terminate()
+        pf.wait(10)
+
+
+@ROOT_ONLY
+def test_python_client_stream_exec(testbed: EmbeddedTestbed, pod: dict[str, Any]) -> None:
+    from kubernetes import client
+    from kubernetes.stream import stream
+
+    core = client.CoreV1Api(testbed.api_client())
+    out = stream(core.connect_get_namespaced_pod_exec, "box", NS, container="sh",
+                 command=["sh", "-c", "echo from-python; hostname"], stderr=True, stdin=False, stdout=True,
+                 tty=False)
+    assert out.splitlines()[0] == "from-python"
+    ws = stream(core.connect_get_namespaced_pod_exec, "box", NS, container="sh",
+                command=["sh", "-c", "read x; echo got $x; exit 4"], stderr=True, stdin=True, stdout=True,
+                tty=False, _preload_content=False)
+    ws.write_stdin("abc\n")
+    out = ""
+    deadline = time.monotonic() + 15
+    while ws.is_open() and time.monotonic() < deadline:
+        ws.update(timeout=1)
+        out += ws.read_stdout() if ws.peek_stdout() else ""
+    assert "got abc" in out
+    assert ws.returncode == 4
+
+
+@ROOT_ONLY
+def test_errors_name_the_problem(kube: Kube, pod: dict[str, Any], testbed: EmbeddedTestbed) -> None:
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+    from kubernetes.stream import stream
+
+    core = client.CoreV1Api(testbed.api_client())
+    with pytest.raises(ApiException) as e:
+        stream(core.connect_get_namespaced_pod_exec, "box", NS, command=["true"], stdout=True)
+    assert "a container name must be specified" in str(e.value.body or e.value)
