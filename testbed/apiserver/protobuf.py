@@ -1,12 +1,12 @@
-"""Decoding of ``application/vnd.kubernetes.protobuf`` request bodies for the few kinds clients send that way.
+"""``application/vnd.kubernetes.protobuf`` request and response bodies.
 
 client-go's typed clientsets, as configured by kubectl (1.30+) and helm 4, encode request bodies as
-protobuf and do not retry with JSON when the server answers 415. Bodies of the dynamic/unstructured
-clients (``apply``, ``create -f``, ``patch``) stay JSON, so only the kinds built by typed clients need
-a decoder. The real apiserver decodes every built-in kind; the testbed keeps a small field-number
-table for the kinds its clients are seen to send and turns them into the JSON dicts the rest of the
-server already handles. Responses stay JSON: those clients accept
-``application/vnd.kubernetes.protobuf,application/json``.
+protobuf, do not retry with JSON when the server answers 415, and list protobuf first in ``Accept``.
+With the Kubernetes API schema of the server's minor compiled into the cache
+(:mod:`testbed.apiserver.k8sproto`), every kind with a protobuf form is decoded and, when the client
+prefers protobuf, answered in protobuf (:mod:`testbed.apiserver.transcode`). Without a cached schema
+the server falls back to the small hand-written field table below (the kinds kubectl 1.30+ and
+helm 4 were seen to send) and answers JSON, which those clients also accept.
 
 Wire format: the 4 bytes ``k8s\\x00``, then a ``runtime.Unknown`` message whose ``typeMeta`` (field 1:
 apiVersion=1, kind=2) names the kind and whose ``raw`` (field 2) is the object's own message. Each
@@ -17,12 +17,19 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import logging
 from collections.abc import Iterator
+from functools import cache
 from typing import Any, Union
 
 import orjson
 
+from . import k8sproto
 from .errors import APIError
+from .transcode import Schema as ApiSchema
+from .transcode import TranscodeError, UnknownKind
+
+log = logging.getLogger("testbed.apiserver.protobuf")
 
 MAGIC = b"k8s\x00"
 MEDIA_TYPE = "application/vnd.kubernetes.protobuf"
@@ -380,8 +387,8 @@ def decode_message(buf: bytes, schema: Schema, where: str = "") -> dict[str, Any
     return out
 
 
-def decode(raw: bytes) -> dict[str, Any]:
-    """Turn a protobuf request body into the JSON-shaped dict of the same object.
+def decode_table(raw: bytes) -> dict[str, Any]:
+    """Turn a protobuf request body into its JSON-shaped dict with the hand-written table above.
 
     Raises ``APIError`` 415 for a kind the table lacks and 400 for a malformed body."""
     if not raw.startswith(MAGIC):
@@ -396,7 +403,8 @@ def decode(raw: bytes) -> dict[str, Any]:
                 415,
                 "UnsupportedMediaType",
                 f"the testbed decodes {MEDIA_TYPE} bodies only for the kinds "
-                f"{', '.join(sorted(KINDS))} (got kind {kind!r}); send application/json",
+                f"{', '.join(sorted(KINDS))} (got kind {kind!r}) when no Kubernetes API schema is cached "
+                "(python -m testbed.apiserver.k8sproto fetch); send application/json",
             )
         obj = decode_message(unknown.get("raw", b""), schema, kind)
     except UnsupportedField as e:
@@ -404,6 +412,64 @@ def decode(raw: bytes) -> dict[str, Any]:
     except (ProtobufError, UnicodeDecodeError, orjson.JSONDecodeError) as e:
         raise APIError(400, "BadRequest", f"unable to decode {MEDIA_TYPE} body: {e}") from e
     return {"kind": kind, "apiVersion": type_meta.get("apiVersion", ""), **obj}
+
+
+@cache
+def schema(minor: int) -> ApiSchema | None:
+    """The compiled Kubernetes API schema of ``minor`` from the cache, or None where none is cached."""
+    try:
+        descriptors, pointers = k8sproto.load(minor)
+    except k8sproto.ProtoUnavailable as e:
+        log.info("%s; protobuf bodies fall back to the built-in table, responses stay JSON", e)
+        return None
+    return ApiSchema(descriptors, pointers)
+
+
+def decode(raw: bytes, minor: int | None = None) -> dict[str, Any]:
+    """A protobuf request body -> its JSON-shaped dict: every kind with the compiled schema of ``minor``,
+    else the built-in table. ``APIError`` 415 for a kind without a protobuf form, 400 for a bad body."""
+    sch = schema(minor) if minor is not None else None
+    if sch is None:
+        return decode_table(raw)
+    try:
+        return sch.decode_object(raw)
+    except UnknownKind as e:
+        raise APIError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
+                       f"accepted media types include: application/json, application/yaml ({e})") from e
+    except (TranscodeError, UnicodeDecodeError) as e:
+        raise APIError(400, "BadRequest", f"unable to decode {MEDIA_TYPE} body: {e}") from e
+
+
+def prefers_protobuf(accept: str) -> bool:
+    """Whether the first media range of ``Accept`` the server can serve is protobuf (as the real server
+    negotiates: order decides; ``as=`` variants such as Table have no protobuf form here)."""
+    for part in accept.split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        media = media.lower()
+        if media == MEDIA_TYPE:
+            if any(p.startswith("as=") for p in params):
+                continue
+            return True
+        if media in ("application/json", "application/yaml", "application/*", "*/*"):
+            return False
+    return False
+
+
+def encode_response(body: bytes, minor: int) -> bytes | None:
+    """A JSON response body as protobuf, or None where the kind has no protobuf form (the JSON stays)."""
+    sch = schema(minor)
+    if sch is None:
+        return None
+    try:
+        obj = orjson.loads(body)
+        if not isinstance(obj, dict):
+            return None
+        return sch.encode_object(obj)
+    except UnknownKind:
+        return None
+    except (TranscodeError, orjson.JSONDecodeError, ValueError) as e:
+        log.warning("answering JSON: could not encode a %s response as protobuf: %s", MEDIA_TYPE, e)
+        return None
 
 
 def _encode_varint(v: int) -> bytes:
@@ -433,4 +499,5 @@ def envelope(api_version: str, kind: str, body: bytes) -> bytes:
     return MAGIC + encode_field(1, type_meta) + encode_field(2, body)
 
 
-__all__ = ["KINDS", "MEDIA_TYPE", "decode", "decode_message", "encode_field", "envelope"]
+__all__ = ["KINDS", "MEDIA_TYPE", "decode", "decode_message", "decode_table", "encode_field",
+           "encode_response", "envelope", "prefers_protobuf", "schema"]

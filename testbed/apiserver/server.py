@@ -332,15 +332,29 @@ class APIServer:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         try:
             user = self._authenticate(request)
-            return await self._dispatch(request, user)
+            return self._negotiate(request, await self._dispatch(request, user))
         except APIError as e:
-            return _json(e.status(), status=e.code)
+            return self._negotiate(request, _json(e.status(), status=e.code))
         except (ConnectionResetError, asyncio.CancelledError):
             raise
         except Exception as e:  # pragma: no cover - a bug; answer like the real server's panic filter
             log.exception("internal error serving %s %s", request.method, request.path)
             err = errors.internal(repr(e))
             return _json(err.status(), status=500)
+
+    def _negotiate(self, request: web.Request, resp: web.StreamResponse) -> web.StreamResponse:
+        """A JSON object answer re-encoded as protobuf when the client lists protobuf first in Accept
+        (what the real server does); kinds without a protobuf form and streams stay JSON."""
+        if (not isinstance(resp, web.Response) or resp.content_type != "application/json"
+                or not isinstance(resp.body, bytes)
+                or not protobuf.prefers_protobuf(request.headers.get("Accept", ""))):
+            return resp
+        body = protobuf.encode_response(resp.body, self.profile.minor)
+        if body is None:
+            return resp
+        dropped = ("content-type", "content-length")
+        headers = {k: v for k, v in resp.headers.items() if k.lower() not in dropped}
+        return web.Response(body=body, status=resp.status, headers=headers, content_type=protobuf.MEDIA_TYPE)
 
     def _authenticate(self, request: web.Request) -> UserInfo:
         header = request.headers.get("Authorization")
@@ -430,13 +444,14 @@ class APIServer:
     async def _body(self, request: web.Request) -> dict[str, Any]:
         raw = await request.read()
         ctype = request.headers.get("Content-Type", "application/json").split(";")[0].strip()
-        return decode_body(raw, ctype)
+        return decode_body(raw, ctype, self.profile.minor)
 
     async def _delete_options(self, request: web.Request) -> dict[str, Any]:
         opts: dict[str, Any] = {}
         raw = await request.read()
         if raw.strip():
-            opts = decode_body(raw, request.headers.get("Content-Type", "application/json").split(";")[0])
+            ctype = request.headers.get("Content-Type", "application/json").split(";")[0]
+            opts = decode_body(raw, ctype, self.profile.minor)
         q = request.query
         g = _int_param(q, "gracePeriodSeconds")
         if g is not None:
@@ -1001,7 +1016,9 @@ class APIServer:
                 body = patchmod.apply_merge_patch(cur, raw)
         else:
             raise errors.method_not_allowed()
-        replicas = (body.get("spec") or {}).get("replicas")
+        # ScaleSpec.replicas is a plain int32 with omitempty: absent means 0 (kubectl scale --replicas=0
+        # over protobuf leaves it out)
+        replicas = (body.get("spec") or {}).get("replicas", 0)
         if not isinstance(replicas, int) or replicas < 0:
             raise errors.invalid(
                 "autoscaling",
@@ -1126,12 +1143,12 @@ def kubelet_endpoint(node: dict[str, Any]) -> tuple[str, int]:
     return addr, int(port)
 
 
-def decode_body(raw: bytes, ctype: str) -> dict[str, Any]:
+def decode_body(raw: bytes, ctype: str, minor: int | None = None) -> dict[str, Any]:
     if not raw.strip():
         raise errors.bad_request("the body of the request was empty")
     ctype = ctype.strip().lower()
     if ctype == protobuf.MEDIA_TYPE:
-        return protobuf.decode(raw)
+        return protobuf.decode(raw, minor)
     try:
         if ctype in ("application/yaml", "application/x-yaml", "text/yaml"):
             obj = yaml.safe_load(raw)
