@@ -14,6 +14,11 @@ round did not change); ``*_cold`` rounds give every pod a unique annotation so e
 A cProfile of cold filters at 100 nodes is printed before the JSON line.
 
     .venv/bin/python bench/extender.py [--rounds 400]
+    .venv/bin/python bench/extender.py --stack upstream[@v2.10.0] [--rounds 200]
+
+``--stack upstream`` compares our extender with upstream HAMi's Go extender (built by
+``python -m testbed.upstream build``), both as processes against one live testbed apiserver, and
+prints the ratios ours/upstream (``bench/extender_stacks.py``).
 
 The last line printed is one JSON object; times are milliseconds.
 """
@@ -298,7 +303,21 @@ def measure(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=400)
+    ap.add_argument(
+        "--stack",
+        default="ours",
+        help="ours (in-process, stub apiserver) or upstream[@TAG]: ours vs upstream HAMi on a live apiserver",
+    )
     args = ap.parse_args()
+    if args.stack != "ours":
+        from bench.extender_stacks import compare
+        from testbed.upstream.source import resolve
+
+        name, _, tag = args.stack.partition("@")
+        if name != "upstream":
+            ap.error(f"--stack {args.stack}: expected ours or upstream[@TAG]")
+        print(json.dumps(compare("upstream@" + resolve(tag or "latest", None).tag, args.rounds)))
+        return
     tmp = Path(tempfile.mkdtemp(prefix="bench-extender-"))
     ca = pki.make_ca()
     pki.make_serving_cert(ca, "hami-scheduler", ["127.0.0.1"]).write(tmp / "tls.crt", tmp / "tls.key")
