@@ -1,0 +1,85 @@
+"""The build cache and the `testbed up --control-plane` decision, without building anything.
+
+A fake ``go`` on PATH stands in for the toolchain where a test needs one to fail.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from testbed.controlplane import build as build_mod
+from testbed.controlplane.gomod import COMMANDS, Release
+from testbed.controlplane.hook import RealControlPlaneError, decide
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture()
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HAMI_CONFORMANCE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("TESTBED_CONTROL_PLANE", raising=False)
+    return tmp_path / "cache" / "k8s"
+
+
+def _fake_entry(cache: Path, version: str, binaries: tuple[str, ...] = COMMANDS) -> Path:
+    d = cache / version
+    (d / "bin").mkdir(parents=True)
+    for c in binaries:
+        (d / "bin" / c).write_text("#!/bin/sh\n")
+    (d / "manifest.json").write_text(json.dumps({"version": version, "binaries": {}}))
+    return d
+
+
+def test_find_takes_the_newest_complete_entry_of_the_minor(cache: Path):
+    _fake_entry(cache, "v1.33.6")
+    _fake_entry(cache, "v1.33.13")
+    _fake_entry(cache, "v1.33.20", binaries=("kube-apiserver",))  # incomplete: not a build
+    _fake_entry(cache, "v1.32.99")
+    found = build_mod.find(33)
+    assert found is not None and found.release == Release(33, 13)
+    assert build_mod.find(31) is None
+
+
+def test_real_without_a_build_names_the_minor_and_the_command(cache: Path):
+    with pytest.raises(RealControlPlaneError) as e:
+        decide("1.33", "real")
+    assert e.value.code == 4
+    assert "1.33" in str(e.value) and "python -m testbed.controlplane build 1.33" in str(e.value)
+    assert decide("1.33", "auto") == ("emulated", None)
+    assert decide("1.33", "emulated") == ("emulated", None)
+    _fake_entry(cache, "v1.33.13")
+    mode, built = decide("1.33", "auto")
+    assert mode == "real" and built.release == Release(33, 13)
+
+
+def test_testbed_up_real_without_a_build_exits_4_and_starts_nothing(cache: Path, tmp_path: Path):
+    data = tmp_path / "data"
+    p = subprocess.run([sys.executable, "-m", "testbed", "up", "--k8s", "1.31", "--control-plane", "real",
+                        "--data-dir", str(data), "--port", "0"],
+                       capture_output=True, text=True, timeout=60, cwd=REPO, env={**os.environ})
+    assert p.returncode == 4, p.stderr
+    assert "1.31" in p.stderr and "python -m testbed.controlplane build 1.31" in p.stderr
+    assert not data.exists()
+
+
+def test_a_failed_build_shows_the_go_error_and_leaves_no_entry(cache: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch):
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    go = fake / "go"
+    # `go env GOVERSION` answers; everything else fails the way the proxy refuses a module
+    go.write_text('#!/bin/sh\nif [ "$1" = env ]; then echo go1.26.0; exit 0; fi\n'
+                  'echo "go: k8s.io/kubernetes@v1.33.13: reading proxy: 403 Forbidden" >&2\nexit 1\n')
+    go.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    with pytest.raises(build_mod.BuildError, match="403 Forbidden"):
+        build_mod.build(Release(33, 13), out=io.StringIO())
+    assert build_mod.load(Release(33, 13)) is None
+    assert [p.name for p in cache.iterdir() if not p.name.startswith(".build.lock")] == []
