@@ -11,4 +11,5 @@
     HAMI_EMU_EXPORT nvmlReturn_t name(void);                                      \
     HAMI_EMU_EXPORT nvmlReturn_t name(void) { return NVML_ERROR_NOT_SUPPORTED; }
 #include "nvml_unsupported_list.h"
+#include "nvml_gonvml_unsupported_list.h" /* what go-nvml binds besides (upstream HAMi's plugin) */
 #undef X
