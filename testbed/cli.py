@@ -93,7 +93,9 @@ def _live_state(data_dir: Path) -> dict[str, Any] | None:
 
 
 async def _serve(args: argparse.Namespace, data_dir: Path) -> int:
-    from .apiserver.server import APIServer, ServerConfig
+    from kubeclient.client import Kube
+
+    from .components import ComponentError
 
     started = time.monotonic()
     # every process of the testbed (components, pods) stays in our cgroup / under us as subreaper,
@@ -101,44 +103,45 @@ async def _serve(args: argparse.Namespace, data_dir: Path) -> int:
     containment = Containment(data_dir)
     containment.enter()
     become_subreaper()
-    from .apiserver.persist import DataDirError
-
-    try:
-        server = APIServer(ServerConfig(minor=args.k8s_minor, host=args.host, port=args.port,
-                                        data_dir=data_dir, fresh=getattr(args, "fresh", False)))
-    except DataDirError as e:
-        # never a silent reset: the operator decides (restore the file, or --fresh)
-        raise CLIError(f"cannot use the data directory {data_dir}: {e}") from e
-    try:
-        await server.start()
-    except OSError as e:
-        raise CLIError(f"cannot start the apiserver on {args.host}:{args.port}: {e.strerror or e}") from e
-    kubeconfig = server.write_kubeconfig(data_dir / "kubeconfig")
     catalog = Path(args.image_catalog).resolve() if args.image_catalog else None
-    components = ComponentSet(kubeconfig, data_dir, server.profile.minor, nodes=args.node_inventory,
+    components = ComponentSet(data_dir / "kubeconfig", data_dir, args.k8s_minor, nodes=args.node_inventory,
                               scheduler=not args.no_scheduler, controllers=not args.no_controllers,
                               image_catalog=catalog, containment=containment)
-    components.start()
+    # the apiserver is a supervised process too: killed, it comes back on the data dir's state and port
+    api_argv = [sys.executable, "-m", "testbed.apiserver_process", "--data-dir", str(data_dir),
+                "--k8s-minor", str(args.k8s_minor), "--host", args.host, "--port", str(args.port)]
+    if getattr(args, "fresh", False):
+        api_argv.append("--fresh")
     try:
-        await _wait_nodes_ready(server, components, len(args.node_names))
-    except CLIError:
+        # from this (main) thread: the apiserver's parent-death signal follows the thread that spawned it
+        ready = components.start_apiserver(api_argv)
+    except ComponentError as e:
         components.stop()
-        await server.stop()
+        raise CLIError(str(e)) from e
+    kubeconfig = Path(str(ready["kubeconfig"]))
+    components.start()
+    kube = Kube.from_config(str(kubeconfig), user_agent="testbed-up")
+    try:
+        await _wait_nodes_ready(kube, components, len(args.node_names))
+    except CLIError:
+        kube.close()
+        components.stop()
         raise
+    kube.close()
     state = {
         "pid": os.getpid(),
-        "url": server.url,
-        "minor": f"1.{server.profile.minor}",
-        "gitVersion": server.profile.git_version,
+        "url": ready["url"],
+        "minor": f"1.{ready['minor']}",
+        "gitVersion": ready["gitVersion"],
         "kubeconfig": str(kubeconfig),
         "started": time.time(),
     }
     state["components"] = components.describe()
     _write_state(data_dir, state)
     elapsed = time.monotonic() - started
-    print(f"testbed {server.profile.git_version} ready at {server.url} in {elapsed:.2f}s", flush=True)
+    print(f"testbed {ready['gitVersion']} ready at {ready['url']} in {elapsed:.2f}s", flush=True)
     running = ", ".join(c.name for c in components.components) or "apiserver only"
-    print(f"components: apiserver, {running}; logs in {data_dir / 'logs'}", flush=True)
+    print(f"components: {running}; logs in {data_dir / 'logs'}", flush=True)
     print(f"kubeconfig: {kubeconfig}", flush=True)
     print(f"  export KUBECONFIG={kubeconfig}", flush=True)
     stop = asyncio.Event()
@@ -148,7 +151,7 @@ async def _serve(args: argparse.Namespace, data_dir: Path) -> int:
     try:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.25)
+                await asyncio.wait_for(stop.wait(), 0.1)
             events = components.supervise()
             for line in events:
                 print(f"supervisor: {line}", file=sys.stderr, flush=True)
@@ -158,7 +161,6 @@ async def _serve(args: argparse.Namespace, data_dir: Path) -> int:
             reap_orphans({c.proc.pid for c in components.components if c.proc is not None})
     finally:
         components.stop()
-        await server.stop()
         with contextlib.suppress(OSError):
             st = _read_state(data_dir)
             if st and st.get("pid") == os.getpid():
@@ -167,7 +169,7 @@ async def _serve(args: argparse.Namespace, data_dir: Path) -> int:
     return 0
 
 
-async def _wait_nodes_ready(server: Any, components: ComponentSet, expected: int,
+async def _wait_nodes_ready(kube: Any, components: ComponentSet, expected: int,
                             timeout: float = 180) -> None:
     """Wait until the inventory's nodes report Ready, showing progress; fail if a component dies."""
     if not expected:
@@ -176,8 +178,9 @@ async def _wait_nodes_ready(server: Any, components: ComponentSet, expected: int
     deadline = loop.time() + timeout
     shown = -1
     while True:
+        nodes = (await asyncio.to_thread(kube.get, "/api/v1/nodes"))["items"]
         ready = sum(
-            1 for n in server.store.list("nodes")
+            1 for n in nodes
             if any(c.get("type") == "Ready" and c.get("status") == "True"
                    for c in (n.get("status") or {}).get("conditions") or []))
         if ready != shown:
@@ -196,11 +199,18 @@ async def _wait_nodes_ready(server: Any, components: ComponentSet, expected: int
 
 def cmd_up(args: argparse.Namespace) -> int:
     from .apiserver.versions import UnknownMinor, profile
+    from .controlplane.hook import RealControlPlaneError, decide
 
+    try:  # which control plane (real needs the minor's build): decided before anything starts
+        args.control_plane, args.real_build = decide(args.k8s, args.control_plane)
+    except RealControlPlaneError as e:
+        raise CLIError(str(e), code=e.code) from e
     try:
         args.k8s_minor = profile(args.k8s).minor
     except UnknownMinor as e:
-        raise CLIError(str(e), code=2) from e
+        if args.real_build is None:
+            raise CLIError(str(e), code=2) from e
+        args.k8s_minor = args.real_build.release.minor  # a real minor newer than the emulated profiles
     data_dir = _prepare_data_dir(Path(args.data_dir))
     args.node_inventory = None
     args.node_names = []
@@ -222,6 +232,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         )
     _check_port(args.host, args.port)
     if not args.detach:
+        if args.real_build is not None:
+            from .controlplane.cluster import serve
+
+            try:
+                return serve(args, data_dir, args.real_build)
+            except RealControlPlaneError as e:
+                raise CLIError(str(e), code=e.code) from e
         return asyncio.run(_serve(args, data_dir))
     log_path = data_dir / "testbed.log"
     cmd = [
@@ -245,6 +262,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     cmd += ["--no-scheduler"] if args.no_scheduler else []
     cmd += ["--no-controllers"] if args.no_controllers else []
     cmd += ["--fresh"] if args.fresh else []
+    cmd += ["--control-plane", args.control_plane]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
@@ -338,6 +356,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--fresh", action="store_true",
                     help="discard the cluster kept in the data dir (objects, CA, keys, tokens) "
                          "and start empty")
+    from .controlplane.hook import MODES, default_mode
+
+    up.add_argument("--control-plane", choices=MODES, default=default_mode(),
+                    help="real: the minor's kube-apiserver, kube-controller-manager and kube-scheduler "
+                         "built by `python -m testbed.controlplane build` (with etcd); emulated: the "
+                         "testbed's own; "
+                         "auto: real when built (default $TESTBED_CONTROL_PLANE, else emulated)")
     up.set_defaults(func=cmd_up)
     demo = sub.add_parser("demo", help="start a testbed, drive it with the official client, print a report")
     demo.add_argument("--k8s", default="1.33", help="Kubernetes minor to emulate (default 1.33)")

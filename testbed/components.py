@@ -1,15 +1,17 @@
 """The control-plane and node processes that run beside the testbed apiserver.
 
-``testbed up`` (and :class:`testbed.embedded.EmbeddedTestbed` when asked) starts the controller
-manager, the default scheduler and the node agents as separate processes, as on a real cluster,
-each logging to ``<data dir>/logs/<component>.log``. :meth:`ComponentSet.supervise` restarts one that
-exits (back-off from :mod:`testbed.supervisor`); :meth:`ComponentSet.stop` ends every process of the
-testbed, pods' included.
+``testbed up`` (and :class:`testbed.embedded.EmbeddedTestbed` when asked) starts the apiserver
+(:meth:`ComponentSet.start_apiserver`, ``testbed.apiserver_process``), then the controller manager, the
+default scheduler and the node agents as separate processes, as on a real cluster, each logging to
+``<data dir>/logs/<component>.log``. :meth:`ComponentSet.supervise` restarts one that exits (back-off
+from :mod:`testbed.supervisor`; the apiserver comes back on its persisted state and port);
+:meth:`ComponentSet.stop` ends every process of the testbed, pods' included, the apiserver last.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -18,7 +20,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .apiserver_process import EXIT_DATA_DIR, EXIT_PORT, read_ready
 from .supervisor import MARKER_ENV, Backoff, Containment, instance_id
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # runs in the child before exec; the parent *thread* must outlive it, so spawn from the main thread
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+class ComponentError(Exception):
+    """A component could not start (the message says why, from its log)."""
 
 
 @dataclass
@@ -32,6 +47,7 @@ class Component:
     restart_at: float | None = None  # monotonic time of the pending restart, if it exited
     last_exit: int | None = None
     backoff: Backoff = field(default_factory=Backoff)
+    die_with_parent: bool = False  # SIGKILLed by the kernel when the `up` process dies
 
 
 @dataclass
@@ -46,6 +62,44 @@ class ComponentSet:
     image_catalog: Path | None = None
     components: list[Component] = field(default_factory=list)
     containment: Containment | None = None
+    apiserver: Component | None = None
+
+    def start_apiserver(self, argv: list[str], timeout: float = 60.0) -> dict[str, object]:
+        """Start the apiserver process and wait until it serves; returns what it reported
+        (``apiserver_process.READY_FILE``). Raises ComponentError with its own words when it exits."""
+        logs = self.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        # it dies with `up` (as when it ran inside it): a later `up` must find the data dir unlocked
+        c = Component("apiserver", argv, log=logs / "apiserver.log", die_with_parent=True)
+        self._spawn(c)
+        assert c.proc is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            ready = read_ready(self.data_dir, c.proc.pid)
+            if ready is not None:
+                break
+            if c.proc.poll() is not None:
+                lines = (c.log.read_text(errors="replace").strip().splitlines() if c.log and c.log.exists()
+                         else [])
+                if c.proc.returncode in (EXIT_DATA_DIR, EXIT_PORT) and lines:
+                    raise ComponentError(lines[-1])
+                raise ComponentError(self.describe_failure(c))
+            if time.monotonic() > deadline:
+                self._kill(c)
+                raise ComponentError(f"the apiserver did not serve within {timeout:.0f}s; see {c.log}")
+            time.sleep(0.05)
+        # a restart comes back on the state the first start made (or found)
+        c.argv = [a for a in argv if a != "--fresh"]
+        self.apiserver = c
+        self.components.insert(0, c)
+        return ready
+
+    @staticmethod
+    def _kill(c: Component) -> None:
+        if c.proc is not None and c.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(c.proc.pid, signal.SIGKILL)
+            c.proc.wait(5)
 
     def plan(self) -> list[Component]:
         kc = ["--kubeconfig", str(self.kubeconfig)]
@@ -76,7 +130,8 @@ class ComponentSet:
         with open(c.log, "ab") as fh:
             c.proc = subprocess.Popen(
                 c.argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, env=self._env())
+                start_new_session=True, env=self._env(),
+                preexec_fn=_die_with_parent if c.die_with_parent else None)
         c.started_at = time.monotonic()
         c.restart_at = None
 
@@ -88,6 +143,22 @@ class ComponentSet:
             self._spawn(c)
             self.components.append(c)
         return self
+
+    def _stop_all(self, group: list[Component], timeout: float) -> None:
+        for c in group:
+            if c.proc is not None and c.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(c.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for c in group:
+            if c.proc is None:
+                continue
+            try:
+                c.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(c.proc.pid, signal.SIGKILL)
+                c.proc.wait(5)
 
     def supervise(self) -> list[str]:
         """Restart components that exited, after their back-off; returns what happened, one line each."""
@@ -131,20 +202,10 @@ class ComponentSet:
         return f"{c.name} exited with status {code}; last lines of {c.log}:\n  {tail}"
 
     def stop(self, timeout: float = 15) -> None:
-        for c in self.components:
-            if c.proc is not None and c.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(c.proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for c in self.components:
-            if c.proc is None:
-                continue
-            try:
-                c.proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(c.proc.pid, signal.SIGKILL)
-                c.proc.wait(5)
+        # the apiserver last: node agents stopping their pods still report to it
+        self._stop_all([c for c in self.components if c is not self.apiserver], timeout)
+        if self.apiserver is not None:
+            self._stop_all([self.apiserver], timeout)
         self.components.clear()
         # what the components left behind (pod processes of a node agent that died, re-parented to us)
         if self.containment is not None:

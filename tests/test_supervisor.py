@@ -84,7 +84,7 @@ def test_killed_components_restart_and_down_leaves_nothing(tmp_path: Path) -> No
             return json.loads((data / "state.json").read_text())["components"]
 
         before = components()
-        assert set(before) == {"controllers", "scheduler", "nodes"}
+        assert set(before) == {"apiserver", "controllers", "scheduler", "nodes"}
         # every component runs in a process group of its own
         for c in before.values():
             assert os.getpgid(c["pid"]) == c["pid"]
@@ -98,9 +98,21 @@ def test_killed_components_restart_and_down_leaves_nothing(tmp_path: Path) -> No
         assert "component scheduler:" in st.stdout and "restarts 1, last exit status -9" in st.stdout
         log = (data / "testbed.log").read_text()
         assert "component scheduler restarted" in log
-        # the node agent dies alone (SIGKILL, no clean-up): its pod's process is orphaned but stays ours
+        # the node agent dies alone (SIGKILL, no clean-up): its pod's process runs on (adopted) and stays ours
         os.kill(before["nodes"]["pid"], signal.SIGKILL)
         wait_for(lambda: components()["nodes"]["restarts"] == 1, timeout=15, what="node agent restart")
+        # the apiserver too: it comes back on the same port and state; the client built before reconnects
+        os.kill(before["apiserver"]["pid"], signal.SIGKILL)
+        wait_for(lambda: components()["apiserver"]["restarts"] == 1, timeout=15, what="apiserver restart")
+
+        def pod_seen() -> bool:
+            try:
+                return core.read_namespaced_pod("sleeper", "default").status.phase == "Running"
+            except Exception:
+                return False
+
+        wait_for(pod_seen, timeout=15, what="the old client reaching the restarted apiserver")
+        assert pod_processes() == pods  # neither restart touched the pod's process
         tree = set(descendants(up_pid)) | set(pods) | {up_pid}
         assert set(pods) <= set(Containment(data).pids()) | set(descendants(up_pid))
     finally:
