@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import streaming
+from . import streaming, volumesync
 from .logs import follow_from, pod_log_dir, read_lines
 
 if TYPE_CHECKING:
@@ -142,6 +142,9 @@ def _middleware(auth: Auth) -> Callable[..., Awaitable[web.StreamResponse]]:
     return check
 
 
+_SYNC = web.AppKey("volume_sync", asyncio.Task)
+
+
 def make_app(agent: NodeAgent) -> web.Application:
     app = web.Application(middlewares=[_middleware(Auth(agent))])
 
@@ -221,6 +224,16 @@ def make_app(agent: NodeAgent) -> web.Application:
     app.router.add_get("/pods", pods)
     app.router.add_get("/containerLogs/{ns}/{pod}/{container}", container_logs)
     streaming.add_routes(app, agent)  # /exec, /attach, /portForward
+
+    # the kubelet's periodic volume sync (volumesync.py) lives as long as its API server
+    async def start_sync(app: web.Application) -> None:
+        app[_SYNC] = asyncio.ensure_future(volumesync.run(agent))
+
+    async def stop_sync(app: web.Application) -> None:
+        app[_SYNC].cancel()
+
+    app.on_startup.append(start_sync)
+    app.on_cleanup.append(stop_sync)
     return app
 
 

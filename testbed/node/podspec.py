@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import os
 import re
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,28 +206,17 @@ class Owner:
         os.chmod(path, mode)
 
 
-def _write_items(
-    dest: Path,
-    data: dict[str, bytes],
-    items: list[dict[str, Any]] | None,
-    mode: int,
-    owner: Owner | None = None,
-    dir_mode: int = 0o755,
-) -> None:
-    dest.mkdir(parents=True, exist_ok=True)
-    owner = owner or Owner()
-    owner.apply(dest, dir_mode)
+Files = dict[str, tuple[bytes, int]]  # relative path -> (content, mode)
+
+
+def _items(data: dict[str, bytes], items: list[dict[str, Any]] | None, mode: int, out: Files) -> None:
     chosen = (
         [(it["key"], it["path"], it.get("mode")) for it in items] if items else [(k, k, None) for k in data]
     )
     for key, rel, item_mode in chosen:
         if key not in data:
             raise MountError(f"configmap/secret key {key!r} not found")
-        p = dest / rel
-        if p.parent != dest:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            owner.apply(p.parent, dir_mode)
-        _write_private(p, data[key], item_mode if item_mode is not None else mode, owner)
+        out[rel] = (data[key], item_mode if item_mode is not None else mode)
 
 
 def _write_private(p: Path, data: bytes, mode: int, owner: Owner) -> None:
@@ -238,29 +229,86 @@ def _write_private(p: Path, data: bytes, mode: int, owner: Owner) -> None:
     os.replace(tmp, p)
 
 
+DATA_LINK = "..data"
+
+
+def current_files(dest: Path) -> dict[str, bytes]:
+    """What an atomically written volume shows now (relative path -> content)."""
+    data = dest / DATA_LINK
+    out: dict[str, bytes] = {}
+    if not data.is_dir():
+        return out
+    for p in data.rglob("*"):
+        if p.is_file():
+            out[str(p.relative_to(data))] = p.read_bytes()
+    return out
+
+
+def write_atomic(dest: Path, files: Files, owner: Owner, dir_mode: int) -> bool:
+    """The kubelet's atomic writer: the files go to a fresh ``..<timestamp>`` directory, ``..data``
+    is switched to it with one rename, each top-level name is a symlink through ``..data``, and the
+    old directory is removed. A reader sees the old set or the new one, never a mix. Returns whether
+    anything changed."""
+    dest.mkdir(parents=True, exist_ok=True)
+    owner.apply(dest, dir_mode)
+    old_target = os.readlink(dest / DATA_LINK) if (dest / DATA_LINK).is_symlink() else None
+    if old_target is not None:
+        old = dest / old_target
+        same = current_files(dest) == {k: v for k, (v, _m) in files.items()}
+        same = same and all(
+            (old / rel).stat().st_mode & 0o7777 == mode for rel, (_v, mode) in files.items()
+        )
+        if same:
+            return False
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y_%m_%d_%H_%M_%S.%f")
+    ts_dir = dest / f"..{stamp}{os.urandom(3).hex()}"
+    ts_dir.mkdir()
+    owner.apply(ts_dir, dir_mode)
+    for rel, (data, mode) in files.items():
+        p = ts_dir / rel
+        if p.parent != ts_dir:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            owner.apply(p.parent, dir_mode)
+        _write_private(p, data, mode, owner)
+    tmp_link = dest / "..data_tmp"
+    if tmp_link.is_symlink():
+        tmp_link.unlink()
+    os.symlink(ts_dir.name, tmp_link)
+    os.replace(tmp_link, dest / DATA_LINK)  # the one atomic step
+    tops = {rel.split("/", 1)[0] for rel in files}
+    for name in tops:
+        link = dest / name
+        if not link.is_symlink():
+            if link.is_dir():
+                shutil.rmtree(link)
+            elif link.exists():
+                link.unlink()
+            os.symlink(f"{DATA_LINK}/{name}", link)
+    for entry in dest.iterdir():
+        if entry.name.startswith(".."):
+            continue
+        if entry.is_symlink() and entry.name not in tops:
+            entry.unlink()  # a key that is gone
+    if old_target is not None and old_target != ts_dir.name:
+        shutil.rmtree(dest / old_target, ignore_errors=True)
+    return True
+
+
 def _downward(
     pod: dict[str, Any],
-    dest: Path,
     items: list[dict[str, Any]],
     node_ip: str,
     node_alloc: dict[str, str],
     mode: int,
-    owner: Owner | None = None,
+    out: Files,
 ) -> None:
-    dest.mkdir(parents=True, exist_ok=True)
     for it in items:
         if "fieldRef" in it:
             val = _field_path(pod, it["fieldRef"]["fieldPath"], node_ip)
         else:
             ref = it["resourceFieldRef"]
             val = _resource_field(pod, ref.get("containerName", ""), ref, node_alloc)
-        p = dest / it["path"]
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(val)
-        if owner is not None:
-            owner.apply(p, it.get("mode") or mode)
-        else:
-            os.chmod(p, it.get("mode") or mode)
+        out[it["path"]] = (val.encode(), it.get("mode") or mode)
 
 
 def token_for(kube: Kube, pod: dict[str, Any], audience: str | None, expiration: int) -> str:
@@ -340,58 +388,11 @@ def setup_volumes(
                     os.chmod(dest, 0o2777)
                 else:
                     os.chmod(dest, 0o777)
-            elif "configMap" in vol or "secret" in vol:
-                kind, key = ("configmaps", "configMap") if "configMap" in vol else ("secrets", "secret")
-                src = vol[key]
-                ref = src.get("name") if kind == "configmaps" else src.get("secretName")
-                data = res.data(kind, ref)
-                if data is None:
-                    if not src.get("optional"):
-                        what = "configmap" if kind == "configmaps" else "secret"
-                        raise MountError(f'{what} "{ref}" not found')
-                    data = {}
-                if kind == "secrets":
-                    fmode, dmode = owner.secret_modes(src.get("defaultMode"))
-                    _write_items(dest, data, src.get("items"), fmode, owner, dmode)
-                else:
-                    cm_owner = Owner(0, owner.fs_group)
-                    _write_items(dest, data, src.get("items"), src.get("defaultMode", 0o644), cm_owner)
-            elif "downwardAPI" in vol:
-                src = vol["downwardAPI"]
-                _downward(
-                    pod, dest, src.get("items") or [], node_ip, node_alloc, src.get("defaultMode", 0o644)
+            elif any(k in vol for k in CONTENT_VOLUMES):
+                files, file_owner, dmode = volume_files(
+                    kube, res, pod, vol, node_ip, node_alloc, ca_pem, owner, dest
                 )
-            elif "projected" in vol:
-                src = vol["projected"]
-                mode, dmode = owner.secret_modes(src.get("defaultMode"))
-                dest.mkdir(parents=True, exist_ok=True)
-                owner.apply(dest, dmode)
-                for s in src.get("sources") or []:
-                    if "serviceAccountToken" in s:
-                        t = s["serviceAccountToken"]
-                        tok = token_for(kube, pod, t.get("audience"), int(t.get("expirationSeconds", 3607)))
-                        _write_private(dest / t["path"], tok.encode(), mode, owner)
-                    elif "configMap" in s:
-                        cm = s["configMap"]
-                        data = res.data("configmaps", cm["name"])
-                        if data is None and cm["name"] == "kube-root-ca.crt":
-                            data = {"ca.crt": ca_pem}  # not yet published in this namespace
-                        if data is None:
-                            if cm.get("optional"):
-                                continue
-                            raise MountError(f'configmap "{cm["name"]}" not found')
-                        _write_items(dest, data, cm.get("items"), mode, owner, dmode)
-                    elif "secret" in s:
-                        sec = s["secret"]
-                        data = res.data("secrets", sec["name"])
-                        if data is None:
-                            if sec.get("optional"):
-                                continue
-                            raise MountError(f'secret "{sec["name"]}" not found')
-                        _write_items(dest, data, sec.get("items"), mode, owner, dmode)
-                    elif "downwardAPI" in s:
-                        items = s["downwardAPI"].get("items") or []
-                        _downward(pod, dest, items, node_ip, node_alloc, mode, owner)
+                write_atomic(dest, files, file_owner, dmode)
             else:
                 # persistentVolumeClaim, csi, ...: an empty directory stands in (documented)
                 dest.mkdir(parents=True, exist_ok=True)
@@ -401,6 +402,110 @@ def setup_volumes(
             raise MountError(f"MountVolume.SetUp failed for volume {name!r} : {e}") from e
         out.paths[name] = dest
     return out
+
+
+CONTENT_VOLUMES = ("configMap", "secret", "downwardAPI", "projected")
+TOKEN_REFRESH = 0.8  # the kubelet renews a projected token once 80% of its lifetime has passed
+
+
+def volume_files(
+    kube: Kube,
+    res: Resolver,
+    pod: dict[str, Any],
+    vol: dict[str, Any],
+    node_ip: str,
+    node_alloc: dict[str, str],
+    ca_pem: bytes,
+    owner: Owner,
+    dest: Path,
+) -> tuple[Files, Owner, int]:
+    """The files a configMap, secret, downwardAPI or projected volume shows, who owns them, and the
+    directory mode. A projected token already in ``dest`` is kept until it is due for renewal."""
+    files: Files = {}
+    if "configMap" in vol or "secret" in vol:
+        kind, key = ("configmaps", "configMap") if "configMap" in vol else ("secrets", "secret")
+        src = vol[key]
+        ref = src.get("name") if kind == "configmaps" else src.get("secretName")
+        data = res.data(kind, ref)
+        if data is None:
+            if not src.get("optional"):
+                what = "configmap" if kind == "configmaps" else "secret"
+                raise MountError(f'{what} "{ref}" not found')
+            data = {}
+        if kind == "secrets":
+            fmode, dmode = owner.secret_modes(src.get("defaultMode"))
+            _items(data, src.get("items"), fmode, files)
+            return files, owner, dmode
+        _items(data, src.get("items"), src.get("defaultMode", 0o644), files)
+        return files, Owner(0, owner.fs_group), 0o755
+    if "downwardAPI" in vol:
+        src = vol["downwardAPI"]
+        _downward(pod, src.get("items") or [], node_ip, node_alloc, src.get("defaultMode", 0o644), files)
+        return files, Owner(0, owner.fs_group), 0o755
+    src = vol["projected"]
+    mode, dmode = owner.secret_modes(src.get("defaultMode"))
+    for s in src.get("sources") or []:
+        if "serviceAccountToken" in s:
+            t = s["serviceAccountToken"]
+            exp = int(t.get("expirationSeconds", 3607))
+            old = dest / DATA_LINK / t["path"]
+            try:
+                fresh = time.time() - old.stat().st_mtime < TOKEN_REFRESH * exp
+            except OSError:
+                fresh = False
+            tok = old.read_bytes() if fresh else token_for(kube, pod, t.get("audience"), exp).encode()
+            files[t["path"]] = (tok, mode)
+        elif "configMap" in s:
+            cm = s["configMap"]
+            data = res.data("configmaps", cm["name"])
+            if data is None and cm["name"] == "kube-root-ca.crt":
+                data = {"ca.crt": ca_pem}  # not yet published in this namespace
+            if data is None:
+                if cm.get("optional"):
+                    continue
+                raise MountError(f'configmap "{cm["name"]}" not found')
+            _items(data, cm.get("items"), mode, files)
+        elif "secret" in s:
+            sec = s["secret"]
+            data = res.data("secrets", sec["name"])
+            if data is None:
+                if sec.get("optional"):
+                    continue
+                raise MountError(f'secret "{sec["name"]}" not found')
+            _items(data, sec.get("items"), mode, files)
+        elif "downwardAPI" in s:
+            _downward(pod, s["downwardAPI"].get("items") or [], node_ip, node_alloc, mode, files)
+    return files, owner, dmode
+
+
+def sync_volumes(
+    kube: Kube,
+    pod: dict[str, Any],
+    vols: Volumes,
+    node_ip: str,
+    node_alloc: dict[str, str],
+    ca_pem: bytes,
+    owner: Owner,
+    res: Resolver | None = None,
+) -> list[str]:
+    """The kubelet's periodic volume sync: rewrite (atomically) each configMap, secret, downwardAPI and
+    projected volume whose content changed; returns the names of the volumes that changed. Volumes
+    whose source is gone keep their last content, as the kubelet's do. ``res`` may be shared by the
+    pods of one namespace within one sync round (one read per object)."""
+    res = res or Resolver(kube, pod["metadata"]["namespace"])
+    changed = []
+    for vol in pod["spec"].get("volumes") or []:
+        dest = vols.paths.get(vol["name"])
+        if dest is None or not any(k in vol for k in CONTENT_VOLUMES) or not (dest / DATA_LINK).exists():
+            continue
+        try:
+            files, file_owner, dmode = volume_files(kube, res, pod, vol, node_ip, node_alloc, ca_pem, owner,
+                                                    dest)
+            if write_atomic(dest, files, file_owner, dmode):
+                changed.append(vol["name"])
+        except (MountError, ApiError, OSError, KeyError, ConfigError):
+            continue
+    return changed
 
 
 def container_mounts(cont: dict[str, Any], vols: Volumes) -> list[tuple[str, str, bool]]:

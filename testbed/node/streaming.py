@@ -47,6 +47,8 @@ REMOTECOMMAND = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io", 
 PORTFORWARD = "portforward.k8s.io"
 TUNNEL = "SPDY/3.1+portforward.k8s.io"
 STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
+# (kind, transport, protocol) of the sessions served, newest last (tests and debugging read it)
+SEEN: list[tuple[str, str, str]] = []
 
 
 def _flag(q: Any, key: str) -> bool:
@@ -459,6 +461,8 @@ async def serve_spdy(request: web.Request, protocols: list[str], reader: asyncio
                      target: dict[str, Any]) -> web.StreamResponse:
     """Run a SPDY session (hijacked, or over ``reader``/``send`` when tunnelled)."""
     hijacked = reader is None
+    SEEN.append((kind, "spdy" if hijacked else "websocket", protocols[0]))
+    del SEEN[:-50]
     if hijacked:
         reader, transport = await upgrade.hijack(request, {
             "Connection": "Upgrade", "Upgrade": "SPDY/3.1", "X-Stream-Protocol-Version": protocols[0]})
@@ -559,6 +563,9 @@ async def serve_ws(request: web.Request, kind: str, target: dict[str, Any]) -> w
     chosen = next((p for p in offered if p in supported), None)
     if chosen is None:
         raise web.HTTPBadRequest(text=f"unable to upgrade: no supported subprotocol among {offered}")
+    if chosen != TUNNEL:
+        SEEN.append((kind, "websocket", chosen))
+        del SEEN[:-50]
     ws = web.WebSocketResponse(protocols=[chosen], max_msg_size=0, autoping=True)
     await ws.prepare(request)
     if chosen == TUNNEL:

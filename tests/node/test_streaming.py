@@ -18,7 +18,7 @@ import pytest
 from kubeclient.client import Kube
 from testbed.clients import cached_minors, kubectl_path
 from testbed.embedded import EmbeddedTestbed
-from testbed.node import AgentOptions, NodeAgents, parse_inventory
+from testbed.node import AgentOptions, NodeAgents, parse_inventory, streaming
 
 from .helpers import create_bound_pod, get_pod, wait_for
 
@@ -70,6 +70,8 @@ def test_kubectl_exec_cp_port_forward(testbed: EmbeddedTestbed, pod: dict[str, A
     run = lambda *a, **kw: _kubectl(testbed, minor, tmp_path, *a, **kw)  # noqa: E731
     r = run("exec", "box", "-c", "sh", "--", "sh", "-c", "echo out; echo err >&2; exit 3")
     assert r.returncode == 3, r
+    # kubectl 1.30+ speaks WebSocket (v5) first; older ones SPDY
+    assert streaming.SEEN[-1][:2] == ("exec", "websocket" if minor >= 30 else "spdy"), streaming.SEEN
     assert r.stdout == "out\n" and "err" in r.stderr
     # stdin, and the command runs in the container's own root and network namespace
     r = run("exec", "-i", "box", "-c", "sh", "--", "sh", "-c", "tr a-z A-Z", input="hello\n")
@@ -106,6 +108,8 @@ def test_kubectl_exec_cp_port_forward(testbed: EmbeddedTestbed, pod: dict[str, A
 
         assert b"Welcome to nginx!" in wait_for(fetch, timeout=20)
         assert b"Welcome to nginx!" in fetch()  # a second connection over the same session
+        # kubectl 1.31+ tunnels SPDY in a WebSocket
+        assert streaming.SEEN[-1][:2] == ("portforward", "websocket" if minor >= 31 else "spdy")
     finally:
         pf.terminate()
         pf.wait(10)
