@@ -77,7 +77,13 @@ def main(argv: list[str] | None = None) -> int:
                 "workers": int(args.workers),
                 "exit_code": proc.returncode,
                 "clean_exit_code": doc.get("clean_exit_code"),
-                "per_fault_wall_s": {r["fault"]: r.get("wall_s") for r in doc["rows"]},
+                "clean_wall_s": doc.get("clean_wall_s"),
+                "switch_total_s": round(sum(r.get("switch_s") or 0 for r in doc["rows"]), 1),
+                "cases_total_s": round(sum(r.get("suites_s") or 0 for r in doc["rows"]), 1),
+                # per fault: [wall, helm switch + re-registration, its cases]
+                "per_fault_s": {
+                    r["fault"]: [r.get("wall_s"), r.get("switch_s"), r.get("suites_s")] for r in doc["rows"]
+                },
                 "survivors": survivors,
                 "out": str(docs[0].parent),
             }

@@ -587,7 +587,10 @@ def namespace(kube: Any, request: pytest.FixtureRequest) -> Iterator[str]:
 
     name = create_namespace(kube, "hc")
     yield name
-    if not request.config.getoption("--keep-cluster"):
+    # --keep-cluster keeps a failed case's pods for inspection; a passed case's pods would only hold
+    # GPUs that later cases (which start from idle GPUs and nodes) then wait for
+    rep = getattr(request.node, "rep_call", None)
+    if not request.config.getoption("--keep-cluster") or not (rep is not None and rep.failed):
         delete_namespace(kube, name)
 
 

@@ -57,6 +57,8 @@ class Row:
     reason: str = ""
     cases_run: int = 0
     wall_s: float = 0.0
+    switch_s: float = 0.0  # helm upgrade to the fault and the nodes' re-registration
+    suites_s: float = 0.0  # the fault's cases
 
     def doc(self) -> dict[str, Any]:
         return {
@@ -69,6 +71,8 @@ class Row:
             "reason": self.reason,
             "cases_run": self.cases_run,
             "wall_s": self.wall_s,
+            "switch_s": self.switch_s,
+            "suites_s": self.suites_s,
         }
 
 
@@ -229,6 +233,7 @@ class Selftest:
         self.cases = rule_cases()
         self.clean_failed: frozenset[str] = frozenset()
         self.log_lock = threading.Lock()
+        self.clean_wall_s = 0.0  # the clean run: provision, deploy, every suite
 
     def say(self, text: str) -> None:
         with self.log_lock:
@@ -293,6 +298,8 @@ class Selftest:
             note = self.sf.wait_ready(bed.kubeconfig, self.sf.gpu_nodes())
         if note:
             self.say(f"{row.fault}: {note} (running its cases anyway)")
+        row.switch_s = round(time.monotonic() - t, 1)
+        t_suites = time.monotonic()
         proc = _pytest(
             [
                 *nodeids,
@@ -307,6 +314,7 @@ class Selftest:
             ],
             self.out / "faults" / row.fault,
         )
+        row.suites_s = round(time.monotonic() - t_suites, 1)
         results = _results(self.out / "faults" / row.fault)
         if not results:
             tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-2:]
@@ -319,15 +327,17 @@ class Selftest:
         row.wall_s = round(time.monotonic() - t, 1)
         self.say(
             f"{row.fault}: {row.verdict}, caught={'yes' if row.caught_by_expected_rule else 'no'} "
-            f"({row.wall_s}s)"
+            f"({row.wall_s}s: switch {row.switch_s}s, cases {row.suites_s}s)"
         )
         return row
 
     def run(self) -> tuple[list[Row], Path | None, int]:
         self.sf.prepare([f["name"] for f in self.faults])
         self.say("clean stack: every suite (provision, deploy, test)")
+        t = time.monotonic()
         try:
             proc, kubeconfig = self.clean_run()
+            self.clean_wall_s = round(time.monotonic() - t, 1)
         except BaseException:
             self.sf.teardown_all(self.out / "tmp")
             raise
@@ -358,6 +368,8 @@ class Selftest:
 
             def worker(kc: str) -> None:
                 bed = Testbed(kc, self.sf.namespaces(kc))
+                # what the clean run kept (its failed cases' pods) must not hold GPUs the faults' cases need
+                self.sf.cleanup(kc, bed.baseline_namespaces)
                 while True:
                     try:
                         i, f = work.get_nowait()
@@ -489,14 +501,17 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     for minor in minors:
         out = base / minor
         t = time.monotonic()
+        st = Selftest(args, faults, minor, out)
         try:
-            rows, clean_dir, clean_exit = Selftest(args, faults, minor, out).run()
+            rows, clean_dir, clean_exit = st.run()
         except BackendError as e:
             print(f"hami-conformance selftest: {minor}: {e}", file=sys.stderr)
             return EXIT_FAILED
         wall = round(time.monotonic() - t, 1)
         doc = sensitivity_doc(rows, run_commit(clean_dir) if clean_dir else "", minor, clean_exit)
         doc["selftest_wall_s"] = wall
+        doc["clean_wall_s"] = st.clean_wall_s
+        doc["workers"] = int(args.workers or 1)
         bundle = None
         try:
             bundle = write_bundle(clean_dir, doc, args.signing_key) if clean_dir else None

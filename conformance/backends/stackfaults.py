@@ -108,6 +108,10 @@ def switch(kubeconfig: str, minor: str, namespace: str, faults: list[str], base_
         f"{ROLLOUT_TIMEOUT_S}s",
         "--set",
         value,
+        # every node's device plugin restarts at once (one node at a time doubles each switch); only
+        # the rollout changes, not what runs
+        "--set",
+        "devicePlugin.updateStrategy.rollingUpdate.maxUnavailable=100%",
     ]
     for kv in base_set:
         cmd += ["--set", kv]
@@ -169,12 +173,21 @@ def cleanup(kubeconfig: str, keep_namespaces: set[str]) -> None:
         kube.close()
 
 
+HARNESS_LABEL = ("app.kubernetes.io/managed-by", "hami-conformance")  # the suites' per-case namespaces
+
+
 def namespaces(kubeconfig: str) -> set[str]:
+    """The namespaces to keep: all but those the suites created (labelled by the harness)."""
     from conformance.backends import preflight
 
     kube = preflight.connect(kubeconfig)
+    key, value = HARNESS_LABEL
     try:
-        return {n["metadata"]["name"] for n in kube.get("/api/v1/namespaces").get("items") or []}
+        return {
+            n["metadata"]["name"]
+            for n in kube.get("/api/v1/namespaces").get("items") or []
+            if (n["metadata"].get("labels") or {}).get(key) != value
+        }
     finally:
         kube.close()
 

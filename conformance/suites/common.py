@@ -79,6 +79,9 @@ def idle_gpu(kube: Any, *, node: str | None = None, timeout: float = 90) -> Gpu:
                 return g
         return None
 
+    ready = pick(_busy_uuids(kube))
+    if ready is not None:
+        return ready
     busy = poll(
         f"an NVIDIA GPU{' on ' + node if node else ''} that no live pod holds",
         lambda: _busy_uuids(kube),
@@ -89,12 +92,20 @@ def idle_gpu(kube: Any, *, node: str | None = None, timeout: float = 90) -> Gpu:
     )
     gpu = pick(busy)
     assert gpu is not None
+    time.sleep(SCHEDULER_CATCH_UP_S)  # it was freed just now: let the scheduler see that too
     return gpu
 
 
+# The scheduler learns of a deleted pod through its informer a moment after the API stops showing it:
+# a case that had to wait for an earlier case's pods gives it this long before relying on idle GPUs.
+SCHEDULER_CATCH_UP_S = 3
+
+
 def idle_node_gpus(kube: Any, node: str, timeout: float = 90) -> None:
-    """Wait until no live pod holds any GPU of ``node``."""
+    """Wait until no live pod holds any GPU of ``node`` (and the scheduler has caught up with that)."""
     uuids = {g.uuid for g in all_gpus(kube) if g.node == node}
+    if not _busy_uuids(kube) & uuids:
+        return
     poll(
         f"no live GPU pod on node {node}",
         lambda: _busy_uuids(kube) & uuids,
@@ -103,6 +114,7 @@ def idle_node_gpus(kube: Any, node: str, timeout: float = 90) -> None:
         interval=1,
         describe=lambda b: f"busy GPUs of {node}: {sorted(b or ())}",
     )
+    time.sleep(SCHEDULER_CATCH_UP_S)
 
 
 def on_gpu(

@@ -17,6 +17,7 @@ from conformance.kube import (
     gpu_pod,
     parse_probe_output,
     pod_manifest,
+    poll,
 )
 from conformance.suites.common import (
     MIB,
@@ -24,7 +25,10 @@ from conformance.suites.common import (
     Gpu,
     all_gpus,
     cuda_devices,
+    failure_messages,
+    idle_gpu,
     nvml_devices,
+    on_gpu,
     probe_limit_mib,
 )
 from kubeclient.client import ApiError
@@ -330,3 +334,85 @@ def test_forged_while_webhook_down(workloads: Workloads, kube: Any, cluster: Any
         attach("denied.txt", str(err))  # refused at admission: safe
         return
     _check_granted(workloads, "forge-down", gpu, None, "ADM-FORGE-6", attach)
+
+
+# --- forged annotations must not take capacity ------------------------------------------------------
+# A pod no scheduler ever places (it names a scheduler that does not exist) but that carries a forged
+# assignment of a whole GPU: HAMi's usage bookkeeping reads assignments from pod annotations, so a
+# forgery that is admitted keeps every other tenant off that GPU (a denial of service without ever
+# running). The property: another pod asking 1 MiB-scale memory on that GPU is still placed there.
+SQUATTER_SCHEDULER = "hc-no-such-scheduler"
+VICTIM_GRACE_S = 10
+
+
+def _victim_placed(w: Workloads, kube: Any, gpu: Gpu, squatter: str, rule_id: str) -> None:
+    w.create(on_gpu("victim", gpu.uuid, mem=1000, args=QUICK))
+
+    def observe() -> tuple[str, list[str]]:
+        return (w.get("victim").get("spec") or {}).get("nodeName") or "", failure_messages(w, "victim")
+
+    node, msgs = poll(
+        f"pod {w.ns}/victim (1000 MiB on {gpu.uuid}) to be bound, or refused",
+        observe,
+        lambda obs: bool(obs[0]) or bool(obs[1]),
+        w.timeout,
+        describe=lambda obs: f"failure messages {obs[1]!r}" if obs else "nothing",
+        rule_id=rule_id,
+    )
+    if not node:  # a refusal may be transient (a retry after the scheduler's backoff): a short grace
+        try:
+            node = (w.wait_scheduled("victim", VICTIM_GRACE_S).get("spec") or {}).get("nodeName") or ""
+        except AssertionError:
+            node = ""
+    ann = (w.get(squatter).get("metadata") or {}).get("annotations") or {}
+    assert node, violated(
+        rule_id,
+        f"pod victim asking 1000 MiB on idle GPU {gpu.uuid} was refused ({msgs!r}) while pod {squatter}, "
+        f"never scheduled, carries the forged assignment {ann.get(C.NVIDIA_ALLOCATED)!r}",
+    )
+
+
+@rule(
+    "ADM-FORGE-7",
+    "A GPU pod created with a forged assignment of a whole GPU, which no scheduler ever places, is denied "
+    "or takes no capacity: another pod is still placed on that GPU",
+    ai=("secure_accelerator_access",),
+)
+def test_forged_on_create_takes_no_capacity(workloads: Workloads, kube: Any, attach: Any) -> None:
+    gpu = idle_gpu(kube)
+    manifest = pod_manifest(
+        "squat-create",
+        [ContainerSpec(gpus=1, mem=1000, args=QUICK)],
+        annotations=_forged_annotations(gpu),
+        scheduler_name=SQUATTER_SCHEDULER,
+    )
+    _, err = workloads.try_create(manifest)
+    if err is not None:
+        attach("denied.txt", str(err))  # refused at admission: safe, nothing to squat
+        return
+    _victim_placed(workloads, kube, gpu, "squat-create", "ADM-FORGE-7")
+
+
+@rule(
+    "ADM-FORGE-8",
+    "A forged assignment of a whole GPU written by an update to a pod no scheduler places is denied or "
+    "takes no capacity: another pod is still placed on that GPU",
+    ai=("secure_accelerator_access",),
+)
+def test_forged_on_update_takes_no_capacity(workloads: Workloads, kube: Any, attach: Any) -> None:
+    gpu = idle_gpu(kube)
+    workloads.create(
+        pod_manifest(
+            "squat-update", [ContainerSpec(gpus=1, mem=1000, args=QUICK)], scheduler_name=SQUATTER_SCHEDULER
+        )
+    )
+    try:
+        kube.patch(
+            f"{workloads.pods_path}/squat-update",
+            {"metadata": {"annotations": _forged_annotations(gpu)}},
+            kind="merge",
+        )
+    except ApiError as e:
+        attach("denied.txt", str(e))  # the update was refused: safe
+        return
+    _victim_placed(workloads, kube, gpu, "squat-update", "ADM-FORGE-8")

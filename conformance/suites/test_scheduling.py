@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,6 +20,7 @@ from conformance.kube import (
     pod_manifest,
     poll,
     registered_devices,
+    summarize_events,
 )
 from conformance.suites.common import (
     HOLD,
@@ -30,6 +32,7 @@ from conformance.suites.common import (
     idle_node_gpus,
     on_gpu,
 )
+from kubeclient.client import ApiError
 
 pytestmark = [pytest.mark.nvidia, pytest.mark.scheduling]
 
@@ -89,6 +92,8 @@ def test_reject_count(workloads: Workloads, kube: Any) -> None:
 
 
 def _two(workloads: Workloads, policy: str, node: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    # only this case's pods may score the node's GPUs: start from an idle node, whatever ran before
+    idle_node_gpus(workloads.kube, node)
     ann = {C.GPU_POLICY: policy, C.NODE_POLICY: "binpack"}
     pods = []
     for i in (1, 2):
@@ -380,6 +385,16 @@ def test_slots_filled_by_containers(workloads: Workloads, kube: Any) -> None:
 
 
 # --- node policy between two candidate nodes (no nodeSelector) ----------------------------------------
+# Each case sets up its own precondition, whatever ran before: no live GPU pod on any node (as the API
+# shows it), and then, from the scheduler's own FilteringSucceed message, that both nodes really were
+# candidates for the first pod (a scheduler still counting a just-deleted pod of an earlier case would
+# otherwise decide on a node the case cannot see). The first pod takes three GPUs nearly whole, so its
+# node is far busier than anything that still fits the same pod elsewhere.
+BIG = ContainerSpec(gpus=3, mem=60000, cores=80, args=HOLD)
+FIT_COUNT_RE = re.compile(r"(\d+) nodes fit\(")
+CANDIDATES_WAIT_S = 60
+
+
 def _two_idle_nodes(kube: Any, rule_id: str) -> list[str]:
     """Two or more GPU nodes, with no live GPU pod left on any (so only this case's pods score them)."""
     gpus = all_gpus(kube)
@@ -390,21 +405,74 @@ def _two_idle_nodes(kube: Any, rule_id: str) -> list[str]:
     return nodes
 
 
+def _wait_gone(workloads: Workloads, name: str) -> None:
+    def exists() -> bool:
+        try:
+            workloads.get(name)
+        except ApiError as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
+
+    poll(f"pod {workloads.ns}/{name} to be deleted", exists, lambda there: not there, workloads.timeout)
+
+
+def _fit_count(workloads: Workloads, name: str) -> int | None:
+    """How many nodes the scheduler found fit for pod ``name`` (its FilteringSucceed message), None
+    when it records no such message."""
+    try:
+        ev = workloads.wait_event(name, C.FILTERING_SUCCEED, timeout=10)
+    except AssertionError:
+        return None
+    m = FIT_COUNT_RE.search(ev.get("message") or "")
+    return int(m.group(1)) if m else None
+
+
+def _first_on_two_candidates(
+    workloads: Workloads, kube: Any, ann: dict[str, str], rule_id: str
+) -> tuple[str, str]:
+    """Place the big first pod while both nodes are candidates; (its name, its node)."""
+    nodes = _two_idle_nodes(kube, rule_id)
+    deadline = time.monotonic() + CANDIDATES_WAIT_S
+    attempt, fits = 0, None
+    while True:
+        attempt += 1
+        name = f"big-{attempt}"
+        workloads.create(pod_manifest(name, [BIG], annotations=ann))
+        node = workloads.wait_scheduled(name)["spec"]["nodeName"]
+        fits = _fit_count(workloads, name)
+        if fits is None or fits >= 2:
+            return name, node
+        if time.monotonic() > deadline:
+            break
+        # the scheduler still counted usage the API no longer shows: try again once it has caught up
+        workloads.delete(name)
+        _wait_gone(workloads, name)
+        time.sleep(2)
+    raise AssertionError(
+        violated(
+            rule_id,
+            f"for {CANDIDATES_WAIT_S}s the scheduler found only {fits} of nodes {nodes} fit for a 3-GPU pod "
+            f"although no live GPU pod was on any of them (events: {workloads.event_summary(name)})",
+        )
+    )
+
+
 @rule(
     "SCHED-NODEPOLICY-1",
     "hami.io/node-scheduler-policy binpack puts a second pod on the node the first one made busier, "
     "with two candidate nodes",
 )
 def test_node_binpack(workloads: Workloads, kube: Any) -> None:
-    _two_idle_nodes(kube, "SCHED-NODEPOLICY-1")
     ann = {C.NODE_POLICY: "binpack", C.GPU_POLICY: "spread"}
-    big = pod_manifest("big", [ContainerSpec(gpus=2, mem=20000, cores=50, args=HOLD)], annotations=ann)
-    workloads.create(big)
-    first = workloads.wait_scheduled("big")["spec"]["nodeName"]
+    _, first = _first_on_two_candidates(workloads, kube, ann, "SCHED-NODEPOLICY-1")
     workloads.create(pod_manifest("small", [ContainerSpec(gpus=1, mem=1000, args=HOLD)], annotations=ann))
     second = workloads.wait_scheduled("small")["spec"]["nodeName"]
     assert second == first, violated(
-        "SCHED-NODEPOLICY-1", f"binpack placed the first pod on {first} and the second on {second}"
+        "SCHED-NODEPOLICY-1",
+        f"binpack placed the first pod on {first} and the second on {second} "
+        f"(events: {workloads.event_summary('small')})",
     )
 
 
@@ -413,16 +481,14 @@ def test_node_binpack(workloads: Workloads, kube: Any) -> None:
     "hami.io/node-scheduler-policy spread puts a second pod on the other node, with two candidate nodes",
 )
 def test_node_spread(workloads: Workloads, kube: Any) -> None:
-    _two_idle_nodes(kube, "SCHED-NODEPOLICY-2")
     ann = {C.NODE_POLICY: "spread", C.GPU_POLICY: "spread"}
-    # the first pod makes its node far busier than anything a finished case can leave behind
-    big = pod_manifest("big", [ContainerSpec(gpus=3, mem=60000, cores=80, args=HOLD)], annotations=ann)
-    workloads.create(big)
-    first = workloads.wait_scheduled("big")["spec"]["nodeName"]
+    _, first = _first_on_two_candidates(workloads, kube, ann, "SCHED-NODEPOLICY-2")
     workloads.create(pod_manifest("small", [ContainerSpec(gpus=1, mem=1000, args=HOLD)], annotations=ann))
     second = workloads.wait_scheduled("small")["spec"]["nodeName"]
     assert second != first, violated(
-        "SCHED-NODEPOLICY-2", f"spread placed both pods on {first} although another node was emptier"
+        "SCHED-NODEPOLICY-2",
+        f"spread placed both pods on {first} although another node was emptier "
+        f"(events: {workloads.event_summary('small')})",
     )
 
 
@@ -462,6 +528,57 @@ def test_binding_succeed_event(workloads: Workloads) -> None:
     msg = ev.get("message") or ""
     assert node in msg and "evt-bind" in msg, violated(
         "SCHED-EVENT-2", f"BindingSucceed message {msg!r} does not name node {node} and pod evt-bind"
+    )
+
+
+NO_AVAILABLE_NODE = "no available node"  # HAMi's FilteringFailed summary message starts so
+EVENT_GRACE_S = 10
+
+
+@rule(
+    "SCHED-EVENT-3",
+    "A GPU pod that fits on no node gets a FilteringFailed event from the HAMi scheduler whose message "
+    "says no available node",
+)
+def test_filtering_failed_event(workloads: Workloads) -> None:
+    # what upstream HAMi's own e2e test checks for an overcommitted pod; the refusal cases accept the
+    # reason from kube-scheduler's FailedScheduling too, so only this case notices a silent extender
+    workloads.create(pod_manifest("evt-fail", [ContainerSpec(gpus=1, mem=10_000_000)]))
+
+    def failing(evs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [e for e in evs if e.get("reason") == C.FILTERING_FAILED]
+
+    def summary(evs: list[dict[str, Any]]) -> bool:
+        return any(NO_AVAILABLE_NODE in (e.get("message") or "") for e in failing(evs))
+
+    # the extender records its event before it answers the refusal kube-scheduler then reports: once
+    # FailedScheduling shows, a FilteringFailed that has not come within a short grace never will
+    refused_at: list[float] = []
+
+    def settled(evs: list[dict[str, Any]]) -> bool:
+        if summary(evs):
+            return True
+        if not refused_at and any(e.get("reason") == "FailedScheduling" for e in evs):
+            refused_at.append(time.monotonic())
+        return bool(refused_at) and time.monotonic() - refused_at[0] > EVENT_GRACE_S
+
+    evs = poll(
+        f"event {C.FILTERING_FAILED} on pod {workloads.ns}/evt-fail",
+        lambda: workloads.events("evt-fail"),
+        settled,
+        workloads.timeout,
+        describe=lambda items: f"events: {summarize_events(items or [])}",
+        rule_id="SCHED-EVENT-3",
+    )
+    assert summary(evs), violated(
+        "SCHED-EVENT-3",
+        f"no {C.FILTERING_FAILED} event saying {NO_AVAILABLE_NODE!r} for pod evt-fail {EVENT_GRACE_S}s after "
+        f"kube-scheduler reported it unschedulable; events: {summarize_events(evs)}",
+    )
+    node = (workloads.get("evt-fail").get("spec") or {}).get("nodeName")
+    assert not node, violated("SCHED-EVENT-3", f"pod evt-fail was bound to {node} although it fits nowhere")
+    assert all(e.get("type") == "Warning" for e in failing(evs)), violated(
+        "SCHED-EVENT-3", f"FilteringFailed events not of type Warning: {summarize_events(failing(evs))}"
     )
 
 

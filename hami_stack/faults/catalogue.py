@@ -90,15 +90,10 @@ CATALOGUE: tuple[Fault, ...] = (
        "ADM-DEFAULT-2", "ALLOC-SHAPE-1"),
     _f("webhook-allows-forged-annotations", "webhook",
        "a pod created with hami.io/* allocation annotations (a forged assignment) is admitted",
-       "ADM-FORGE-1", "ADM-FORGE-3",
-       uncatchable="defence in depth: the scheduler rewrites the allocation annotations at filter and "
-       "the device plugin serves only the node lock's holder, so the pod never gets more than the "
-       "scheduler granted, which ADM-FORGE-1 accepts"),
+       "ADM-FORGE-1", "ADM-FORGE-3", "ADM-FORGE-7"),
     _f("webhook-allows-forged-annotations-on-update", "webhook",
        "allocation annotations added to an existing pod by an update are admitted",
-       "ADM-FORGE-2",
-       uncatchable="defence in depth, as for webhook-allows-forged-annotations: ADM-FORGE-2 accepts a "
-       "pod that never runs with a GPU the scheduler did not grant"),
+       "ADM-FORGE-2", "ADM-FORGE-8"),
     # --- scheduler extender ----------------------------------------------------------------------
     _f("scheduler-ignores-memory-fit", "extender",
        "the filter does not compare the requested device memory with the GPU's memory",
@@ -141,7 +136,7 @@ CATALOGUE: tuple[Fault, ...] = (
        "SCHED-USEDMEM-2", "SCHED-USEDMEM-3", "SCHED-USEDCORE-1", "SCHED-SLOTS-1", dirty=True),
     _f("scheduler-no-failure-events", "extender",
        "no FilteringFailed event is recorded for a pod that fits nowhere",
-       "SCHED-REJECT-1", "SCHED-REJECT-2"),
+       "SCHED-EVENT-3"),
     _f("scheduler-no-success-events", "extender",
        "no FilteringSucceed / BindingSucceed events are recorded",
        "SCHED-EVENT-1", "SCHED-EVENT-2"),
@@ -225,6 +220,13 @@ CATALOGUE: tuple[Fault, ...] = (
        "ENF-MEM-NVML-1", "ENF-MEM-NVML-2", kind=SHIM),
     _f("shim-limiter-off", "shim", "the compute limiter never throttles kernel launches",
        "ENF-CORE-1", "ENF-CORE-2", "ENF-CORE-3", kind=SHIM),
+    _f("shim-free-not-credited", "shim",
+       "cuMemFree does not give the freed memory back to the container's limit (only exit does)",
+       "ENF-MEM-FREE-1", kind=SHIM),
+    _f("shim-unlimited-throttled", "shim",
+       "a container without a core limit (CUDA_DEVICE_SM_LIMIT unset or 0) is throttled to a default "
+       "50 % share instead of running unthrottled",
+       "ENF-CORE-4", kind=SHIM),
     # --- monitor ---------------------------------------------------------------------------------
     _f("monitor-memory-used-zero", "monitor", "the monitor reports 0 memory used for every container",
        "MET-MON-USED-1"),

@@ -224,6 +224,9 @@ void vgpu_config_load(void) {
         if (sm_state == 1 && p == 0) sm_state = 0;
         int sm_bad = sm_state < 0 || (sm_state == 0 && sm_global_state < 0);
         if (sm_state == 0) p = sm_global;
+#ifdef VGPU_FAULT_UNLIMITED_THROTTLED /* deliberate fault build only (hami_stack/faults) */
+        if (p == 0) p = 50; /* "no core limit" enforced as a default half share */
+#endif
         vgpu_cfg.sm_limit[i] = sm_bad ? 1 : p >= 100 ? 0 : p; /* 0 and 100 both mean "whole device" */
         vgpu_cfg.mem_blocked[i] = (uint8_t)(bad || sm_bad);
     }

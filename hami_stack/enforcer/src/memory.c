@@ -300,8 +300,11 @@ static CUresult free_ptr(CUresult (*real)(CUdeviceptr, CUstream), CUdeviceptr dp
     uint64_t bytes;
     /* only a successful free gives the charge back; unknown pointers were never charged */
     if (rc == CUDA_SUCCESS && dptr) {
-        if (untrack(CLS_PTR, dptr, &d, &bytes)) vgpu_uncharge(d, bytes);
-        else if (untrack(CLS_POOL, dptr, &d, &bytes)) pool_resync((CUmemoryPool)(uintptr_t)bytes);
+        if (untrack(CLS_PTR, dptr, &d, &bytes)) {
+#if !defined(VGPU_FAULT_FREE_NOT_CREDITED) /* deliberate fault build only (hami_stack/faults) */
+            vgpu_uncharge(d, bytes);
+#endif
+        } else if (untrack(CLS_POOL, dptr, &d, &bytes)) pool_resync((CUmemoryPool)(uintptr_t)bytes);
     }
     return rc;
 }
