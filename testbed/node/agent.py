@@ -155,6 +155,11 @@ class NodeAgent:
 
             self.hardware_dir = self.root / "hardware" / "nvidia"
             create_state(self.hardware_dir, nvidia, node_name=self.name).close()
+        ascend = self.spec.hardware.get("ascend")
+        if ascend and not self.spec.simulated and self.options.create_hardware:
+            from testbed.hardware.ascend import create_npu_state
+
+            create_npu_state(self.root / "hardware" / "ascend", ascend, node_name=self.name)
 
     def capacity(self) -> tuple[dict[str, str], dict[str, str]]:
         cap = dict(self.spec.capacity)

@@ -11,6 +11,7 @@ nodes:
     simulate: {podStartSeconds: 0.5, podCompleteSeconds: 0}
     hardware:
       nvidia: {model: A100-SXM4-80GB, count: 4, memory_mib: 81920, numa: [0, 0, 1, 1]}
+      ascend: {chip: 910B3, count: 8}   # Huawei NPUs (testbed/hardware/ascend.py)
 ```
 
 Loading is strict: unknown fields and impossible values raise :class:`InventoryError` naming the file,
@@ -26,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from testbed.hardware.ascend import MAX_NPUS, lookup_npu_model
 from testbed.hardware.state import MAX_GPUS, lookup_model
 from testbed.k8s.quantity import Quantity
 
@@ -60,7 +62,8 @@ _NVIDIA_KEYS = {
     "cuda_driver_version",
     "context_mib",
 }
-_HW_KINDS = {"nvidia"}
+_HW_KINDS = {"nvidia", "ascend"}
+_ASCEND_KEYS = {"chip", "count", "driver_version"}
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL_KEY_RE = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _LABEL_VAL_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
@@ -224,6 +227,20 @@ def _nvidia(ctx: _Ctx, v: Any) -> dict[str, Any]:
     return {**spec, "model": model.key, "count": count}
 
 
+def _ascend(ctx: _Ctx, v: Any) -> dict[str, Any]:
+    """``hardware.ascend: {chip: 910B3, count: 8}`` (emulated NPUs read through libdcmi.so)."""
+    spec = ctx.mapping(v, "hardware.ascend")
+    ctx.keys(spec, _ASCEND_KEYS, "hardware.ascend.")
+    try:
+        model = lookup_npu_model(str(spec.get("chip", "910B3")))
+    except KeyError as e:
+        raise ctx.err("hardware.ascend.chip", str(e.args[0])) from None
+    count = ctx.int_(spec.get("count", 8), "hardware.ascend.count", 1)
+    if count > MAX_NPUS:
+        raise ctx.err("hardware.ascend.count", f"at most {MAX_NPUS} NPUs per node, got {count}")
+    return {**spec, "chip": model.chip_name, "count": count}
+
+
 def _node(ctx: _Ctx, raw: dict[str, Any], name: str, index: int) -> NodeSpec:
     ctx.node = name
     if len(name) > 253 or not _NAME_RE.match(name):
@@ -252,6 +269,8 @@ def _node(ctx: _Ctx, raw: dict[str, Any], name: str, index: int) -> NodeSpec:
     hw_raw = ctx.mapping(raw.get("hardware"), "hardware")
     ctx.keys(hw_raw, _HW_KINDS, "hardware.")
     hardware = {"nvidia": _nvidia(ctx, hw_raw["nvidia"])} if "nvidia" in hw_raw else {}
+    if "ascend" in hw_raw:
+        hardware["ascend"] = _ascend(ctx, hw_raw["ascend"])
     return NodeSpec(
         name=name,
         labels=ctx.str_map(raw.get("labels"), "labels", _LABEL_KEY_RE, _LABEL_VAL_RE),

@@ -420,15 +420,17 @@ class PodWorker:
         a.recorder.pod(self.pod, "Normal", "Created", f"Created container {c.name}", fp)
         try:
             launch.env = toolkit.inject(full_env, toolkit.nvidia_state_dir(a.root))
+            launch.env = toolkit.inject_ascend(launch.env, toolkit.ascend_state_dir(a.root))
             c.env = launch.env
             if as_root:
                 # the container's own root (isolation: rootfs.py); the toolkit's driver state is the
                 # one part of the node root it sees, as the real toolkit mounts the driver's files
                 launch.root = rootfs.root_spec(self.pod_dir, a.root.parent.parent, rootfs.privileged(spec))
                 launch.root["links"] += images.root_links(entry)  # the image's programs at its paths
-                state = launch.env.get("HAMI_EMU_GPU_STATE_DIR")
-                if state and os.path.isdir(state):
-                    launch.mounts.append((state, state, False))
+                for key in ("HAMI_EMU_GPU_STATE_DIR", "HAMI_EMU_NPU_STATE_DIR"):
+                    state = launch.env.get(key)
+                    if state and os.path.isdir(state):
+                        launch.mounts.append((state, state, False))
             c.proc = Process(launch, log_path, exit_path)
             # recorded before anything else: an agent killed now must find it, not start a second one
             a.runtime.save_checkpoint()

@@ -19,6 +19,8 @@ from .container import StartError
 
 VISIBLE = "NVIDIA_VISIBLE_DEVICES"
 INJECTED = ("LD_LIBRARY_PATH", "HAMI_EMU_GPU_STATE_DIR")
+ASCEND_VISIBLE = "ASCEND_VISIBLE_DEVICES"
+ASCEND_STATE = "HAMI_EMU_NPU_STATE_DIR"
 
 
 def nvidia_state_dir(node_root: Path) -> Path | None:
@@ -49,4 +51,40 @@ def inject(env: Mapping[str, str], state_dir: Path | None) -> dict[str, str]:
         raise StartError(f"nvidia-container-cli: initialization error: load library failed: {e}") from e
     for key in INJECTED:
         out[key] = lib[key]
+    return out
+
+
+def ascend_state_dir(node_root: Path) -> Path | None:
+    """The node's emulated Ascend state directory, when the node has emulated NPUs."""
+    path = node_root / "hardware" / "ascend"
+    return path if (path / "npus.conf").is_file() else None
+
+
+def inject_ascend(env: Mapping[str, str], state_dir: Path | None) -> dict[str, str]:
+    """What the Ascend container runtime does for a container with ``ASCEND_VISIBLE_DEVICES``: the
+    driver library (our ``libdcmi.so``) on ``LD_LIBRARY_PATH`` and the node's NPU state. ``all`` is the
+    host view a privileged device-plugin container with the driver mounted has (the emulated library
+    reads it as ``HAMI_EMU_NPU_ALL=1``); ``ASCEND_VNPU_SPECS`` passes through (the library shows the
+    vNPU the runtime would create from it)."""
+    out = dict(env)
+    visible = env.get(ASCEND_VISIBLE, "").strip()
+    if state_dir is None or not visible:
+        return out
+    from testbed.hardware.ascend import npu_library_env
+    from testbed.hardware.build import BuildError
+
+    host = visible == "all"
+    try:
+        lib = npu_library_env(
+            state_dir,
+            None if host else visible,
+            base={"LD_LIBRARY_PATH": env.get("LD_LIBRARY_PATH", "")},
+            host_view=host,
+            vnpu_spec=env.get("ASCEND_VNPU_SPECS") or None,
+        )
+    except (BuildError, OSError) as e:
+        raise StartError(f"ascend-docker-runtime: cannot load the driver library: {e}") from e
+    out.update(lib)
+    if host:
+        out.pop(ASCEND_VISIBLE, None)
     return out
