@@ -48,6 +48,7 @@ from .releases import k8s_cache
 SERVICE_CIDR = "10.96.0.0/12"
 SERVICE_IP = "10.96.0.1"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 EXIT_NO_BUILD = 4
 
 
@@ -192,6 +193,27 @@ class RealControlPlane(ComponentSet):
         os.chmod(self.kubeconfig, 0o600)
 
     # -- processes --------------------------------------------------------------------------------
+
+    def _env(self) -> dict[str, str]:
+        env = super()._env()
+        env["TESTBED_IMAGE_CATALOG"] = str(self.image_catalog_file())
+        return env
+
+    def image_catalog_file(self) -> Path:
+        """The node agents' catalog: the one given to `up` (its entries first), then kube-scheduler
+        images mapped to this minor's real kube-scheduler (the chart's HAMi scheduler pod runs it;
+        the chart names the command ``kube-scheduler``, so the build's ``bin/`` goes first on PATH)."""
+        path = self.layout.root / "image-catalog.yaml"
+        images: list[dict[str, Any]] = []
+        if self.image_catalog is not None:
+            images += (yaml.safe_load(Path(self.image_catalog).read_text()) or {}).get("images") or []
+        binary = str(self.built.binary("kube-scheduler"))
+        env = {"PATH": f"{self.built.path / 'bin'}:{SYSTEM_PATH}"}
+        for registry in ("registry.k8s.io", "k8s.gcr.io"):
+            images.append({"match": f"{registry}/kube-scheduler:*", "entrypoint": [binary], "env": env})
+        if not path.exists() or yaml.safe_load(path.read_text()) != {"images": images}:
+            path.write_text(yaml.safe_dump({"images": images}, sort_keys=False))
+        return path
 
     def _bin(self, command: str) -> str:
         return str(self.built.binary(command))
