@@ -191,12 +191,44 @@ def _pod(i: int) -> dict[str, Any]:
     }
 
 
+def device_config(chart: Path, out: Path) -> Path:
+    """The ``device-config.yaml`` upstream's chart renders (both stacks read the same file)."""
+    import yaml
+
+    from testbed.clients import helm_path
+
+    helm = helm_path()
+    if helm is None:
+        raise SystemExit("helm is not cached: python -m testbed.clients fetch 1.33")
+    text = subprocess.run(
+        [str(helm), "template", "hami", str(chart), "--namespace", "kube-system"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for doc in yaml.safe_load_all(text):
+        if doc and doc.get("kind") == "ConfigMap" and "device-config.yaml" in (doc.get("data") or {}):
+            out.write_text(doc["data"]["device-config.yaml"])
+            return out
+    raise SystemExit(f"{chart}: no ConfigMap with device-config.yaml in the rendered chart")
+
+
+def _upstream(stack: str) -> Any:
+    from testbed.upstream.build import installed
+
+    built = installed(stack.split("@", 1)[1])
+    if built is None:
+        raise SystemExit(f"upstream HAMi {stack} is not built: python -m testbed.upstream build <version>")
+    return built
+
+
 def _command(stack: str, port: int, tls: Path, kubeconfig: str) -> tuple[list[str], dict[str, str]]:
     common = [
         f"--http_bind=127.0.0.1:{port}",
         f"--cert_file={tls}/tls.crt",
         f"--key_file={tls}/tls.key",
         "--scheduler-name=hami-scheduler",
+        f"--device-config-file={tls / 'device-config.yaml'}",
         f"--metrics-bind-address=127.0.0.1:{_free_port()}",
     ]
     env = {**os.environ, "KUBECONFIG": kubeconfig}
@@ -210,12 +242,7 @@ def _command(stack: str, port: int, tls: Path, kubeconfig: str) -> tuple[list[st
             f"--client-ca-file={tls}/ca.crt",
             f"--client-cn={CLIENT_CN}",
         ], {**env, "PYTHONPATH": str(REPO)}
-    from testbed.upstream.build import installed
-
-    built = installed(stack.split("@", 1)[1])
-    if built is None:
-        raise SystemExit(f"upstream HAMi {stack} is not built: python -m testbed.upstream build <version>")
-    return [str(built.binary("scheduler")), *common], env
+    return [str(_upstream(stack).binary("scheduler")), *common], env
 
 
 class Client:
@@ -327,10 +354,12 @@ def live(stack: str, n_nodes: int, tls: Path, work: Path) -> Iterator[Live]:
         api.join(20)
 
 
-def make_tls(work: Path) -> Path:
-    """Serving certificate for 127.0.0.1 and the kube-scheduler's client certificate, one CA."""
+def make_tls(work: Path, upstream: str) -> Path:
+    """Serving certificate for 127.0.0.1, the kube-scheduler's client certificate (one CA) and the
+    device config of ``upstream``'s chart, in one directory both stacks' flags point at."""
     tls = work / "tls"
-    tls.mkdir()
+    tls.mkdir(parents=True)
+    device_config(_upstream(upstream).chart, tls / "device-config.yaml")
     ca = pki.make_ca()
     pki.make_serving_cert(ca, "hami-scheduler", ["127.0.0.1"]).write(tls / "tls.crt", tls / "tls.key")
     (tls / "ca.crt").write_bytes(ca.cert_pem)
@@ -357,7 +386,7 @@ def _pct(values: list[float], p: float) -> float:
 
 def compare(upstream: str, rounds: int) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-extender-stacks-"))
-    tls = make_tls(work)
+    tls = make_tls(work, upstream)
     result: dict[str, Any] = {"upstream": upstream, "work_dir": str(work)}
     for n, r in ((100, rounds), (1000, max(rounds // 4, 50))):
         figures = {}

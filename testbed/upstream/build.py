@@ -120,7 +120,7 @@ def _go_build(tree: Path, rel: Release, name: str, pkg: str, out: Path, env: dic
             f"-X {VERSION_PKG}/version.revision={rel.commit[:12]}",
         ]
     )
-    cmd = ["nice", "-n", "10", "go", "build", "-trimpath", "-ldflags", ldflags, "-o", str(out / name), pkg]
+    cmd = ["nice", "-n", "10", "go", "build", "-ldflags", ldflags, "-o", str(out / name), pkg]
     res = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
     if res.returncode != 0:
         tail = "\n".join((res.stderr or res.stdout).strip().splitlines()[-15:])

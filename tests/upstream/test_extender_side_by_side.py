@@ -66,7 +66,7 @@ def _decisions(stack: str, work: Path) -> list[dict[str, Any]]:
     from bench.extender_stacks import live, make_tls
 
     out = []
-    with live(stack, 4, make_tls(work), work) as lv:
+    with live(stack, 4, make_tls(work, f"upstream@{TAG}"), work) as lv:
         for pod in PODS:
             _f, b_ms, res, after = lv.round(pod)
             ann = after["metadata"].get("annotations") or {}
@@ -87,9 +87,15 @@ def _decisions(stack: str, work: Path) -> list[dict[str, Any]]:
 def test_same_decisions_as_upstream(tmp_path: Path) -> None:
     ours = _decisions("ours", tmp_path / "ours")
     upstream = _decisions(f"upstream@{TAG}", tmp_path / "upstream")
+    # On success upstream answers the chosen node alone (pkg/scheduler/scheduler.go:1152 at v2.10.0)
+    # where ours also lists the nodes that did not fit; kube-scheduler reads FailedNodes only when no
+    # node is left (hami_stack/UPSTREAM-DIFFERENCES.md), so refusals are compared on refused pods.
+    for d in (*ours, *upstream):
+        if d["nodes"]:
+            d["failed"] = "(not compared on success)"
     diffs = [
         (o["pod"], k, o[k], u[k]) for o, u in zip(ours, upstream, strict=True) for k in o if o[k] != u[k]
     ]
     assert not diffs, "pod, field, ours, upstream:\n" + "\n".join(map(repr, diffs))
     # the comparison means something: pods were placed and some were refused, on both sides
-    assert sum(d["bound"] for d in ours) >= 6 and any(d["failed"] for d in ours)
+    assert sum(d["bound"] for d in ours) >= 6 and sum(not d["nodes"] for d in ours) == 3
