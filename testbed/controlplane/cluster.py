@@ -9,8 +9,9 @@ does not have (the insecure ports up to 1.23) are detected from the binary's ``-
 
 Identities, all client certificates signed by the testbed CA (``<data dir>/pki``):
 ``kubernetes-admin`` in ``system:masters`` (the kubeconfig handed out), ``system:kube-controller-manager``,
-``system:kube-scheduler``, ``system:node:<name>`` in ``system:nodes`` (one node-agent process per node, so
-the Node authorizer and NodeRestriction apply), and ``kube-apiserver-kubelet-client`` for the
+``system:kube-scheduler``, ``system:node:<name>`` in ``system:nodes`` (one node-agent process per
+executed node, so the Node authorizer and NodeRestriction apply; simulated nodes share one process as
+``testbed:simulated-node-agents`` in ``system:masters``), and ``kube-apiserver-kubelet-client`` for the
 apiserver's calls to the node agents' kubelet API.
 """
 
@@ -50,6 +51,7 @@ SERVICE_IP = "10.96.0.1"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 EXIT_NO_BUILD = 4
+SIMULATED_NODES_USER = "testbed:simulated-node-agents"
 
 
 class RealControlPlaneError(Exception):
@@ -157,6 +159,17 @@ class RealControlPlane(ComponentSet):
         self.etcd = etcd_mod.locate()
         self.fresh = fresh
         self.url = f"https://{host}:{self.port}"
+        # executed nodes: a process each, under its own node identity; simulated nodes (hundreds, for
+        # scale) share one process and one identity, as a process per node would not fit in memory
+        self.executed: list[str] = []
+        self.simulated: list[str] = []
+        if nodes is not None:
+            from testbed.node.inventory import load_inventory
+
+            wanted = set(self.node_names)
+            for spec in load_inventory(nodes):
+                if spec.name in wanted:
+                    (self.simulated if spec.simulated else self.executed).append(spec.name)
 
     # -- files ------------------------------------------------------------------------------------
 
@@ -184,8 +197,10 @@ class RealControlPlane(ComponentSet):
             "controller-manager": Identity("system:kube-controller-manager"),
             "scheduler": Identity("system:kube-scheduler"),
         }
-        for name in self.node_names:
+        for name in self.executed:
             who[f"node-{name}"] = Identity(f"system:node:{name}", ("system:nodes",))
+        if self.simulated:
+            who["node-agents"] = Identity(SIMULATED_NODES_USER, ("system:masters",))
         for key, ident in who.items():
             pair = pki.make_client_cert(self.ca, ident.user, ident.groups)
             write_kubeconfig(lay.kubeconfig(key), self.url, self.ca.cert_pem, pair, ident.user)
@@ -273,10 +288,15 @@ class RealControlPlane(ComponentSet):
         if self.scheduler:
             out.append(Component("kube-scheduler", self._component_argv("kube-scheduler", "scheduler", [])))
         if self.nodes is not None:
-            for name in self.node_names:
+            node = [sys.executable, "-m", "testbed.node", "--inventory", str(self.nodes),
+                    "--data-dir", str(self.data_dir)]
+            for name in self.executed:
                 out.append(Component(f"node-{name}", [
-                    sys.executable, "-m", "testbed.node", "--kubeconfig", str(lay.kubeconfig(f"node-{name}")),
-                    "--inventory", str(self.nodes), "--data-dir", str(self.data_dir), "--node", name]))
+                    *node, "--kubeconfig", str(lay.kubeconfig(f"node-{name}")), "--node", name]))
+            if self.simulated:
+                out.append(Component("nodes-simulated", [
+                    *node, "--kubeconfig", str(lay.kubeconfig("node-agents")),
+                    *(a for name in self.simulated for a in ("--node", name))]))
         return out
 
     def _start_one(self, c: Component) -> None:

@@ -1,0 +1,146 @@
+"""Benchmark (not a timed test): the real control plane against the emulated one.
+
+    python bench/controlplane.py                    # builds in the cache, warm `up` real vs emulated
+    python bench/controlplane.py --minor 1.33 --scheduling 100,1000 --pods 300
+    python bench/controlplane.py --cell             # also one NVIDIA conformance cell on each
+
+Reported: each cached build's cold build time (as recorded when it was built: ``manifest.json``) and
+binary sizes; the wall time of ``testbed up --detach`` with two executed nodes, real and emulated, on
+a kept data dir (warm: the second start); pods/s bound by each control plane's default scheduler on N
+simulated nodes; with ``--cell``, the wall time of ``hami-conformance run`` on each. Timings on a shared
+2-core machine are inflated by other load: compare the ratios. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from testbed.controlplane.build import find  # noqa: E402
+from testbed.controlplane.releases import MINORS  # noqa: E402
+
+TWO_NODES = "nodes:\n  - name: n1\n    capacity: {cpu: '8', memory: 16Gi}\n" \
+            "  - name: n2\n    capacity: {cpu: '8', memory: 16Gi}\n"
+
+
+def _tb(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "TESTBED_CONTROL_PLANE"}
+    return subprocess.run([sys.executable, "-m", "testbed", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, env=env)
+
+
+def builds() -> dict[str, Any]:
+    out = {}
+    for m in MINORS:
+        b = find(m)
+        if b is not None:
+            out[f"1.{m}"] = {"version": b.release.version, "cold_build_s": b.manifest.get("buildSeconds"),
+                             "go": b.manifest.get("go"),
+                             "sizes_bytes": {k: v["size"] for k, v in b.manifest["binaries"].items()}}
+    return out
+
+
+def up_time(minor: str, mode: str, inventory: Path, tmp: Path) -> dict[str, float]:
+    """Cold (fresh data dir) and warm (second start on it) `up --detach` wall times."""
+    data = tmp / f"up-{mode}"
+    times = {}
+    for label in ("cold", "warm"):
+        t = time.monotonic()
+        r = _tb("up", "--k8s", minor, "--control-plane", mode, "--detach", "--port", "0",
+                "--data-dir", str(data), "--nodes", str(inventory))
+        times[f"{label}_s"] = round(time.monotonic() - t, 2)
+        _tb("down", "--data-dir", str(data))
+        if r.returncode != 0:
+            raise SystemExit(f"testbed up ({mode}) failed: {r.stderr[-1500:]}")
+    return times
+
+
+def scheduling(minor: str, mode: str, nodes: int, pods: int, tmp: Path) -> float:
+    """Pods per second bound by the default scheduler on ``nodes`` simulated nodes."""
+    from kubernetes import client, config
+
+    inv = tmp / f"sim-{nodes}.yaml"
+    inv.write_text("defaults:\n  capacity: {cpu: '96', memory: 1Ti, pods: '110'}\n  mode: simulated\n"
+                   f"nodes:\n  - namePattern: 'sim-{{index:04d}}'\n    count: {nodes}\n")
+    data = tmp / f"sched-{mode}-{nodes}"
+    r = _tb("up", "--k8s", minor, "--control-plane", mode, "--detach", "--port", "0", "--data-dir", str(data),
+            "--nodes", str(inv), timeout=600)
+    if r.returncode != 0:
+        raise SystemExit(f"testbed up ({mode}, {nodes} nodes) failed: {r.stderr[-1500:]}")
+    try:
+        core = client.CoreV1Api(config.new_client_from_config(str(data / "kubeconfig")))
+        deadline = time.monotonic() + 60
+        while not core.list_namespaced_service_account("default").items and time.monotonic() < deadline:
+            time.sleep(0.2)
+        t = time.monotonic()
+        for i in range(pods):
+            core.create_namespaced_pod("default", {
+                "metadata": {"name": f"p{i}"},
+                "spec": {"containers": [{"name": "c", "image": "busybox",
+                                         "resources": {"requests": {"cpu": "10m"}}}]}})
+        bound = 0
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            bound = sum(1 for p in core.list_namespaced_pod("default").items if p.spec.node_name)
+            if bound >= pods:
+                break
+            time.sleep(0.2)
+        return round(bound / (time.monotonic() - t), 1)
+    finally:
+        _tb("down", "--data-dir", str(data))
+
+
+def cell(minor: str, mode: str, tmp: Path) -> float:
+    env = {**os.environ, "TESTBED_CONTROL_PLANE": mode}
+    t = time.monotonic()
+    subprocess.run([sys.executable, "-m", "conformance", "run", "--k8s", minor,
+                    "--out", str(tmp / f"cell-{mode}")], capture_output=True, text=True, timeout=1800,
+                   cwd=REPO, env=env, check=False)
+    return round(time.monotonic() - t, 1)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--minor", default="1.33")
+    p.add_argument("--scheduling", default="", help="simulated node counts, e.g. 100,1000 (empty: skip)")
+    p.add_argument("--pods", type=int, default=300)
+    p.add_argument("--cell", action="store_true", help="also time one NVIDIA conformance cell on each")
+    args = p.parse_args()
+    result: dict[str, Any] = {"builds": builds(), "minor": args.minor}
+    minor_num = int(args.minor.split(".")[1])
+    if find(minor_num) is None:
+        result["skipped"] = (f"no real build of {args.minor}: "
+                             f"python -m testbed.controlplane build {args.minor}")
+        print(json.dumps(result))
+        return 0
+    with tempfile.TemporaryDirectory(prefix="bench-cp-") as d:
+        tmp = Path(d)
+        inv = tmp / "two.yaml"
+        inv.write_text(TWO_NODES)
+        for mode in ("real", "emulated"):
+            result[f"up_{mode}"] = up_time(args.minor, mode, inv, tmp)
+            print(f"up {mode}: {result[f'up_{mode}']}", file=sys.stderr, flush=True)
+        for n in [int(x) for x in args.scheduling.split(",") if x]:
+            for mode in ("real", "emulated"):
+                result[f"pods_per_s_{mode}_{n}_nodes"] = scheduling(args.minor, mode, n, args.pods, tmp)
+                print(f"scheduling {mode} {n} nodes: {result[f'pods_per_s_{mode}_{n}_nodes']}/s",
+                      file=sys.stderr, flush=True)
+        if args.cell:
+            for mode in ("real", "emulated"):
+                result[f"cell_{mode}_s"] = cell(args.minor, mode, tmp)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
