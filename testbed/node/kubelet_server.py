@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import streaming, volumesync
+from . import clusternet, streaming, volumesync
 from .logs import follow_from, pod_log_dir, read_lines
 
 if TYPE_CHECKING:
@@ -226,11 +226,14 @@ def make_app(agent: NodeAgent) -> web.Application:
     streaming.add_routes(app, agent)  # /exec, /attach, /portForward
 
     # the kubelet's periodic volume sync (volumesync.py) lives as long as its API server
+    # and the process's cluster networking (Service proxy and DNS in the pods' namespaces)
     async def start_sync(app: web.Application) -> None:
         app[_SYNC] = asyncio.ensure_future(volumesync.run(agent))
+        await clusternet.attach(agent)
 
     async def stop_sync(app: web.Application) -> None:
         app[_SYNC].cancel()
+        await clusternet.detach(agent)
 
     app.on_startup.append(start_sync)
     app.on_cleanup.append(stop_sync)

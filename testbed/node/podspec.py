@@ -176,6 +176,7 @@ class Volumes:
     """Host directories/files that back each volume of a pod."""
 
     paths: dict[str, Path] = field(default_factory=dict)
+    etc: list[tuple[str, str, bool]] = field(default_factory=list)  # per-pod /etc files (resolv.conf)
 
 
 @dataclass(frozen=True)
@@ -401,7 +402,48 @@ def setup_volumes(
         except (ApiError, OSError, KeyError) as e:
             raise MountError(f"MountVolume.SetUp failed for volume {name!r} : {e}") from e
         out.paths[name] = dest
+    conf = resolv_conf(pod)
+    if conf is not None:
+        path = pod_dir / "resolv.conf"
+        path.write_text(conf)
+        path.chmod(0o644)
+        out.etc.append((str(path), "/etc/resolv.conf", True))
     return out
+
+
+def resolv_conf(pod: dict[str, Any], domain: str = "cluster.local") -> str | None:
+    """The pod's /etc/resolv.conf as the kubelet writes it for its dnsPolicy (None: the host's own,
+    for ``Default``, host-network pods without ``ClusterFirstWithHostNet``, and agents without
+    network namespaces, whose pods cannot reach the cluster DNS address)."""
+    from . import clusternet, netns
+
+    spec = pod.get("spec") or {}
+    policy = spec.get("dnsPolicy") or "ClusterFirst"
+    host_net = bool(spec.get("hostNetwork"))
+    cfg = spec.get("dnsConfig") or {}
+    if policy == "Default" or not netns.can_use_netns():
+        return None
+    if policy == "None":
+        servers, searches, options = [], [], []
+    elif policy == "ClusterFirst" and host_net:
+        return None
+    else:
+        ns = pod["metadata"]["namespace"]
+        servers = [clusternet.DNS_IP]
+        searches = [f"{ns}.svc.{domain}", f"svc.{domain}", domain]
+        options = [{"name": "ndots", "value": "5"}]
+    servers += [s for s in cfg.get("nameservers") or [] if s not in servers]
+    searches += [s for s in cfg.get("searches") or [] if s not in searches]
+    names = {o["name"] for o in cfg.get("options") or []}
+    options = [o for o in options if o["name"] not in names] + list(cfg.get("options") or [])
+    lines = []
+    if searches:
+        lines.append("search " + " ".join(searches))
+    lines += [f"nameserver {s}" for s in servers[:3]]
+    if options:
+        lines.append("options " + " ".join(
+            o["name"] + (f":{o['value']}" if o.get("value") not in (None, "") else "") for o in options))
+    return "\n".join(lines) + "\n"
 
 
 CONTENT_VOLUMES = ("configMap", "secret", "downwardAPI", "projected")
@@ -519,7 +561,8 @@ def container_mounts(cont: dict[str, Any], vols: Volumes) -> list[tuple[str, str
             if not host.exists():
                 host.mkdir(parents=True, exist_ok=True)
         mounts.append((str(host), vm["mountPath"], bool(vm.get("readOnly"))))
-    return mounts
+    taken = {m[1] for m in mounts}
+    return mounts + [m for m in vols.etc if m[1] not in taken]
 
 
 def cleanup(pod_dir: Path) -> None:

@@ -1,0 +1,329 @@
+"""Cluster networking for the pods of one node-agent process: kube-proxy's and CoreDNS's jobs.
+
+Inside every pod network namespace the testbed created (and nowhere else):
+
+* the Service CIDR is made local (``ip route add local <cidr> dev lo``, the "AnyIP" route), so a
+  socket can listen on any ClusterIP;
+* a userspace proxy listens on ``<ClusterIP>:<port>`` for each TCP port of each Service and forwards
+  every connection to a ready endpoint, picked at random (kube-proxy's iptables mode is random too):
+  straight into the endpoint pod's own namespace when that pod runs in this process, else to
+  ``<podIP>:<targetPort>`` on the host (which the owning agent forwards for declared containerPorts);
+  a Service without ready endpoints refuses (the connection is closed at once);
+* the cluster DNS server (``dns.py``) answers on ``<DNS IP>:53`` (UDP), the address every pod's
+  ``/etc/resolv.conf`` names (``podspec.resolv_conf``); the agents keep a ``kube-system/kube-dns``
+  Service at that address, as clusters do.
+
+A userspace proxy rather than iptables/nftables DNAT: no rule is ever installed in the host's
+namespace, the host needs neither tool (this machine has none), and the proxy can dial into another
+pod's namespace directly. Services and Endpoints are listed every ``POLL`` seconds; pod namespaces are
+picked up as the runtime creates them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import random
+import socket
+import subprocess
+import threading
+from typing import TYPE_CHECKING, Any
+
+from kubeclient.client import ApiError
+
+from . import dns, netns
+
+if TYPE_CHECKING:
+    from .agent import NodeAgent
+
+log = logging.getLogger("testbed.node.clusternet")
+
+SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/16")  # the testbed apiserver's (testbed/apiserver/builtin.py)
+DNS_IP = str(SERVICE_CIDR.network_address + 10)  # 10.96.0.10, where kind and kubeadm put kube-dns
+POLL = 0.25
+
+
+class _Netns:
+    """One pod namespace's listeners."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.servers: dict[tuple[str, int], asyncio.base_events.Server] = {}
+        self.dns: asyncio.DatagramTransport | None = None
+
+
+class _DnsProtocol(asyncio.DatagramProtocol):
+    def __init__(self, resolver: dns.Resolver) -> None:
+        self.resolver = resolver
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        reply = self.resolver.answer(data)
+        if reply is not None and self.transport is not None:
+            self.transport.sendto(reply, addr)
+
+
+class ClusterNet:
+    def __init__(self, agent: NodeAgent) -> None:
+        self.kube = agent.kube
+        self.loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
+        self.agents: list[NodeAgent] = []
+        self.services: dict[tuple[str, str], dict[str, Any]] = {}
+        self.endpoints: dict[tuple[str, str], dict[str, Any]] = {}
+        self.resolver = dns.Resolver(lambda: self.services, lambda: self.endpoints)
+        self.pods: dict[str, _Netns] = {}  # netns path -> listeners
+        self._task: asyncio.Task[None] | None = None
+        self._dns_ensured = False
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        for ns in list(self.pods.values()):
+            self._close(ns)
+        self.pods.clear()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.sync()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("cluster networking sync failed")
+            await asyncio.sleep(POLL)
+
+    # -- state --------------------------------------------------------------------------------------
+
+    def _list(self) -> tuple[dict[tuple[str, str], Any], dict[tuple[str, str], Any]]:
+        svcs = self.kube.get("/api/v1/services")["items"]
+        eps = self.kube.get("/api/v1/endpoints")["items"]
+
+        def key(o: dict[str, Any]) -> tuple[str, str]:
+            return o["metadata"]["namespace"], o["metadata"]["name"]
+
+        return {key(s): s for s in svcs}, {key(e): e for e in eps}
+
+    def _ensure_dns_service(self) -> None:
+        body = {
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                         "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"}},
+            "spec": {"clusterIP": DNS_IP, "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+                {"name": "metrics", "port": 9153, "protocol": "TCP", "targetPort": 9153}]},
+        }
+        try:
+            self.kube.create("/api/v1/namespaces/kube-system/services", body)
+        except ApiError as e:
+            if e.status not in (409, 422, 403, 404):
+                raise
+        self._dns_ensured = True
+
+    def _pod_namespaces(self) -> dict[str, Any]:
+        out = {}
+        for a in list(self.agents):
+            for w in list(a.runtime.workers.values()):
+                if w.netns_path and w.sandbox_ready and not w.stopping.is_set():
+                    out[w.netns_path] = w
+        return out
+
+    async def sync(self) -> None:
+        if not self._dns_ensured:
+            await asyncio.to_thread(self._ensure_dns_service)
+        self.services, self.endpoints = await asyncio.to_thread(self._list)
+        wanted = self._listen_addresses()
+        current = self._pod_namespaces()
+        for path in [p for p in self.pods if p not in current]:
+            self._close(self.pods.pop(path))
+        for path in current:
+            ns = self.pods.get(path)
+            if ns is None:
+                ns = _Netns(path)
+                try:
+                    await asyncio.to_thread(_route_service_cidr, path)
+                    await self._start_dns(ns)
+                except OSError as e:
+                    log.warning("pod namespace %s: no cluster networking: %s", path, e)
+                    continue
+                self.pods[path] = ns
+            await self._reconcile(ns, wanted)
+
+    def _listen_addresses(self) -> set[tuple[str, int]]:
+        out = set()
+        for (ns, name), svc in self.services.items():
+            spec = svc.get("spec") or {}
+            if (ns, name) == ("kube-system", "kube-dns") or spec.get("type") == "ExternalName":
+                continue
+            for ip in spec.get("clusterIPs") or [spec.get("clusterIP")]:
+                if not ip or ip == "None" or ":" in ip:
+                    continue
+                if ipaddress.ip_address(ip) not in SERVICE_CIDR:
+                    continue
+                for p in spec.get("ports") or []:
+                    if (p.get("protocol") or "TCP") == "TCP":
+                        out.add((ip, int(p["port"])))
+        return out
+
+    # -- listeners ----------------------------------------------------------------------------------
+
+    async def _start_dns(self, ns: _Netns) -> None:
+        def make() -> socket.socket:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind((DNS_IP, 53))
+            s.setblocking(False)
+            return s
+
+        sock = await asyncio.to_thread(netns.in_netns, ns.path, make)
+        resolver = self.resolver
+        transport, _ = await self.loop.create_datagram_endpoint(lambda: _DnsProtocol(resolver), sock=sock)
+        ns.dns = transport  # type: ignore[assignment]
+
+    async def _reconcile(self, ns: _Netns, wanted: set[tuple[str, int]]) -> None:
+        for addr in [a for a in ns.servers if a not in wanted]:
+            ns.servers.pop(addr).close()
+        new = [a for a in wanted if a not in ns.servers]
+        if not new:
+            return
+
+        def make_all() -> list[tuple[tuple[str, int], socket.socket | None]]:
+            out = []
+            for addr in new:
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind(addr)
+                    s.listen(128)
+                    s.setblocking(False)
+                    out.append((addr, s))
+                except OSError:
+                    s.close()
+                    out.append((addr, None))
+            return out
+
+        for addr, sock in await asyncio.to_thread(netns.in_netns, ns.path, make_all):
+            if sock is None:
+                continue
+            server = await asyncio.start_server(self._handler(addr), sock=sock)
+            ns.servers[addr] = server
+
+    def _close(self, ns: _Netns) -> None:
+        for s in ns.servers.values():
+            s.close()
+        ns.servers.clear()
+        if ns.dns is not None:
+            ns.dns.close()
+
+    # -- forwarding ---------------------------------------------------------------------------------
+
+    def _backends(self, addr: tuple[str, int]) -> list[tuple[str, int, str]]:
+        """(pod IP, target port, pod uid) of the ready endpoints behind a ClusterIP and port."""
+        ip, port = addr
+        for (ns, name), svc in self.services.items():
+            spec = svc.get("spec") or {}
+            if ip not in (spec.get("clusterIPs") or [spec.get("clusterIP")]):
+                continue
+            sp = next((p for p in spec.get("ports") or [] if int(p["port"]) == port), None)
+            if sp is None:
+                continue
+            out = []
+            for subset in (self.endpoints.get((ns, name)) or {}).get("subsets") or []:
+                ports = subset.get("ports") or []
+                ep = next((p for p in ports if (p.get("name") or "") == (sp.get("name") or "")), None)
+                if ep is None and len(ports) == 1:
+                    ep = ports[0]
+                if ep is None:
+                    continue
+                for a in subset.get("addresses") or []:
+                    out.append((a["ip"], int(ep["port"]), ((a.get("targetRef") or {}).get("uid") or "")))
+            return out
+        return []
+
+    def _local_netns(self, uid: str) -> str | None:
+        for a in list(self.agents):
+            w = a.runtime.workers.get(uid)
+            if w is not None and w.netns_path:
+                return str(w.netns_path)
+        return None
+
+    def _handler(self, addr: tuple[str, int]) -> Any:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            backends = self._backends(addr)
+            if not backends:
+                writer.close()
+                return
+            ip, port, uid = random.choice(backends)
+            path = self._local_netns(uid) if uid else None
+            try:
+                up = await asyncio.to_thread(
+                    netns.connect, path, "127.0.0.1" if path else ip, port, 5
+                )
+                up.setblocking(False)
+                ur, uw = await asyncio.open_connection(sock=up)
+            except OSError:
+                writer.close()
+                return
+            await asyncio.gather(_pipe(reader, uw), _pipe(ur, writer))
+
+        return handle
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        await asyncio.sleep(0)
+
+
+def _route_service_cidr(path: str) -> None:
+    name = path.rsplit("/", 1)[-1]
+    r = subprocess.run(["ip", "-n", name, "route", "replace", "local", str(SERVICE_CIDR), "dev", "lo"],
+                       capture_output=True, text=True, timeout=10)
+    if r.returncode != 0:
+        raise OSError(f"ip route (netns {name}): {r.stderr.strip()}")
+
+
+# -- one instance per agent process ----------------------------------------------------------------
+
+_lock = threading.Lock()
+_instances: dict[int, ClusterNet] = {}
+
+
+async def attach(agent: NodeAgent) -> None:
+    """Called on the agent's loop when its kubelet API starts (pods of agents without network
+    namespaces get nothing)."""
+    if not agent.options.use_netns:
+        return
+    with _lock:
+        net = _instances.get(id(agent.group))
+        if net is None:
+            net = _instances[id(agent.group)] = ClusterNet(agent)
+            net.start()
+        net.agents.append(agent)
+
+
+async def detach(agent: NodeAgent) -> None:
+    with _lock:
+        net = _instances.get(id(agent.group))
+        if net is None or agent not in net.agents:
+            return
+        net.agents.remove(agent)
+        if net.agents:
+            return
+        del _instances[id(agent.group)]
+    await net.stop()

@@ -1,0 +1,124 @@
+"""Issue 14 item 5: cluster DNS and Service virtual IPs inside the pods' network namespaces: a pod
+reaches a Service by name and port; resolv.conf as the kubelet writes it; DNS answers."""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from kubeclient.client import Kube
+from testbed.embedded import EmbeddedTestbed
+from testbed.node import AgentOptions, NodeAgents, dns, parse_inventory, podspec
+
+from .helpers import create_bound_pod, get_pod, wait_for
+
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (pod network namespaces)")
+NS = "default"
+
+
+def _query(name: str, qtype: int = dns.A) -> bytes:
+    return struct.pack(">HHHHHH", 7, 0x0100, 1, 0, 0, 0) + dns._name(name) + struct.pack(">HH", qtype, 1)
+
+
+def test_dns_answers() -> None:
+    services = {
+        ("a", "web"): {"spec": {"clusterIP": "10.96.3.4", "clusterIPs": ["10.96.3.4"],
+                                "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}},
+        ("a", "db"): {"spec": {"clusterIP": "None", "ports": [{"name": "pg", "port": 5432}]}},
+        ("a", "ext"): {"spec": {"type": "ExternalName", "externalName": "example.org"}},
+    }
+    endpoints = {("a", "db"): {"subsets": [{"addresses": [{"ip": "127.64.0.9", "hostname": "db-0"}]}]}}
+    r = dns.Resolver(lambda: services, lambda: endpoints)
+    assert r.lookup("web.a.svc.cluster.local", dns.A) == (dns.NOERROR, [(dns.A, bytes([10, 96, 3, 4]))])
+    assert r.lookup("web.a.svc.cluster.local", dns.AAAA) == (dns.NOERROR, [])
+    assert r.lookup("db.a.svc.cluster.local", dns.A)[1] == [(dns.A, bytes([127, 64, 0, 9]))]
+    assert r.lookup("db-0.db.a.svc.cluster.local", dns.A)[1] == [(dns.A, bytes([127, 64, 0, 9]))]
+    assert r.lookup("nope.a.svc.cluster.local", dns.A) == (dns.NXDOMAIN, [])
+    assert r.lookup("example.com", dns.A) == (dns.NXDOMAIN, [])
+    assert r.lookup("10-1-2-3.a.pod.cluster.local", dns.A)[1] == [(dns.A, bytes([10, 1, 2, 3]))]
+    assert r.lookup("ext.a.svc.cluster.local", dns.A)[1][0][0] == dns.CNAME
+    srv = r.lookup("_http._tcp.web.a.svc.cluster.local", dns.SRV)[1]
+    assert srv and struct.unpack(">HHH", srv[0][1][:6])[2] == 80
+    reply = r.answer(_query("web.a.svc.cluster.local"))
+    assert reply is not None and reply[:2] == b"\x00\x07" and reply[3] & 0x0F == 0
+    assert struct.unpack(">H", reply[6:8])[0] == 1 and reply.endswith(bytes([10, 96, 3, 4]))
+
+
+def test_resolv_conf_follows_dns_policy() -> None:
+    pod: dict[str, Any] = {"metadata": {"namespace": "team"}, "spec": {}}
+    conf = podspec.resolv_conf(pod)
+    if conf is None:
+        assert os.geteuid() != 0
+        return
+    assert conf.splitlines() == ["search team.svc.cluster.local svc.cluster.local cluster.local",
+                                 "nameserver 10.96.0.10", "options ndots:5"]
+    assert podspec.resolv_conf({**pod, "spec": {"dnsPolicy": "Default"}}) is None
+    assert podspec.resolv_conf({**pod, "spec": {"hostNetwork": True}}) is None
+    custom = podspec.resolv_conf({**pod, "spec": {"dnsPolicy": "None", "dnsConfig": {
+        "nameservers": ["1.2.3.4"], "searches": ["x.y"], "options": [{"name": "ndots", "value": "2"}]}}})
+    assert custom == "search x.y\nnameserver 1.2.3.4\noptions ndots:2\n"
+
+
+@pytest.fixture(scope="module")
+def kube(testbed: EmbeddedTestbed) -> Kube:
+    return Kube.from_config(str(testbed.kubeconfig_path))
+
+
+@pytest.fixture(scope="module")
+def agents(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeAgents]:
+    inv = parse_inventory({"nodes": [{"name": "node-n", "capacity": {"cpu": "16"}}]})
+    opts = AgentOptions(lease_interval=0.3, backoff_base=0.3)
+    with NodeAgents(kube, inv, tmp_path_factory.mktemp("clusternet"), options=opts) as ag:
+        yield ag
+
+
+def _running(kube: Kube, name: str) -> dict[str, Any]:
+    return wait_for(lambda: (p := get_pod(kube, NS, name))["status"].get("phase") == "Running" and p, 30)
+
+
+@ROOT_ONLY
+def test_pod_reaches_a_service_by_name(kube: Kube, agents: NodeAgents) -> None:
+    create_bound_pod(kube, NS, "node-n", "backend", {"containers": [{"name": "c", "image": "nginx"}]})
+    backend = _running(kube, "backend")
+    svc = kube.create(f"/api/v1/namespaces/{NS}/services", {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 8080, "targetPort": 80}]}})
+    # the Endpoints the endpoints controller would write for a ready backend
+    kube.create(f"/api/v1/namespaces/{NS}/endpoints", {
+        "apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "web"},
+        "subsets": [{"addresses": [{"ip": backend["status"]["podIP"], "targetRef": {
+            "kind": "Pod", "name": "backend", "namespace": NS, "uid": backend["metadata"]["uid"]}}],
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}]})
+    script = (
+        "import socket, time, urllib.request\n"
+        "for i in range(100):\n"
+        "    try:\n"
+        "        body = urllib.request.urlopen('http://web:8080/', timeout=2).read().decode()\n"
+        "        break\n"
+        "    except OSError as e:\n"
+        "        err = e; time.sleep(0.2)\n"
+        "else:\n"
+        "    raise SystemExit(f'no answer: {err}')\n"
+        "print(socket.gethostbyname('web'), socket.gethostbyname('web.default.svc.cluster.local'))\n"
+        "print('nginx' in body)\n"
+        "try:\n"
+        "    socket.gethostbyname('missing-svc')\n"
+        "except OSError:\n"
+        "    print('missing: NXDOMAIN')\n"
+        "print(open('/etc/resolv.conf').read().split()[1])\n"
+    )
+    create_bound_pod(kube, NS, "node-n", "client", {"restartPolicy": "Never", "containers": [
+        {"name": "c", "image": "python:3.11", "command": ["python3", "-c", script]}]})
+    finished = ("Succeeded", "Failed")
+    done = wait_for(lambda: (p := get_pod(kube, NS, "client"))["status"].get("phase") in finished and p, 40)
+    log = next((agents.agent("node-n").root / "var/log/pods").glob(f"{NS}_client_*/c/0.log")).read_text()
+    lines = [ln.split(" ", 3)[3] for ln in log.splitlines()]
+    assert done["status"]["phase"] == "Succeeded", lines
+    ip = svc["spec"]["clusterIP"]
+    assert lines[:4] == [f"{ip} {ip}", "True", "missing: NXDOMAIN", "default.svc.cluster.local"], lines
+    dns_svc = kube.get("/api/v1/namespaces/kube-system/services/kube-dns")
+    assert dns_svc["spec"]["clusterIP"] == "10.96.0.10"
