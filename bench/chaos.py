@@ -5,20 +5,24 @@ The testbed comes up as the conformance harness brings it up (``conformance/back
 component in turn, a batch of the burst's GPU pods (``restartPolicy: Always``, 1 GPU and 2000 MiB each,
 ``hami-scheduler``) is created and the component is killed with SIGKILL at once:
 
-* ``scheduler``, ``controllers``, ``node-agent``: the testbed's own processes (``state.json`` names their
-  pids); the supervisor restarts them;
+* ``apiserver``, ``scheduler``, ``controllers``, ``node-agent``: the testbed's own processes (``state.json``
+  names their pids); the supervisor restarts them (the apiserver on its persisted state and port, the
+  node agent adopting its running pods: their containers keep running, with no restart counted);
 * ``extender``: the ``vgpu-scheduler-extender`` container's process of the ``hami-scheduler`` pod;
 * ``device-plugin``: the ``device-plugin`` container's process of one node's device plugin pod;
-  (both found through the node agent's pod checkpoint); the node agent restarts them;
-* ``apiserver``: runs inside the ``testbed up`` process and is not supervised (see the report line).
+  (both found through the node agent's pod checkpoint); the node agent restarts them.
 
-Time to recover is from the kill until the component works again: a probe pod bound (scheduler), a
-probe ReplicaSet's pod created (controllers), every node's Lease renewed and every ``hami-system`` pod
-Ready (node agent), the killed container Ready again with one more restart and the nodes' GPUs
-allocatable (extender, device plugin). Invariants checked at the end: every burst pod Running, no
-over-commit (per-GPU memory from the pods' ``hami.io/vgpu-devices-allocated`` <= the device's memory in
-the node's register annotation), no lost object (every created pod and the chart's workloads still
-there), no node lock older than its 5 min expiry, no process of the testbed left after ``down``.
+Time to recover is from the kill until the component works again: a probe pod bound by the restarted
+scheduler's informers and every node's Lease renewed through it (apiserver), a probe pod bound
+(scheduler), a probe ReplicaSet's pod created (controllers), every node's Lease renewed by the new
+agent, every ``hami-system`` pod Ready and the GPUs allocatable again (node agent: the device plugins
+re-registered), the killed container Ready again with one more restart and the nodes' GPUs
+allocatable (extender, device plugin). ``agent_kill_restarted_pods`` counts the ``hami-system``
+container restarts the node-agent kill caused (adoption: 0). Invariants checked at the end: every
+burst pod Running, no over-commit (per-GPU memory from the pods' ``hami.io/vgpu-devices-allocated``
+<= the device's memory in the node's register annotation), no lost object (every created pod and the
+chart's workloads still there), no node lock older than its 5 min expiry, no process of the testbed
+left after ``down``.
 
     .venv/bin/python bench/chaos.py [--pods 50] [--components scheduler,extender,...]
 
@@ -41,6 +45,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from urllib3.exceptions import HTTPError  # noqa: E402
+
 from conformance import contract as C  # noqa: E402
 from conformance.backends import Options  # noqa: E402
 from conformance.backends.testbed import TestbedBackend  # noqa: E402
@@ -53,7 +59,8 @@ from testbed.node.podcheckpoint import NAME as CHECKPOINT  # noqa: E402
 from testbed.supervisor import Containment, descendants  # noqa: E402
 
 ALL = ["scheduler", "controllers", "node-agent", "extender", "device-plugin", "apiserver"]
-SUPERVISED = {"scheduler": "scheduler", "controllers": "controllers", "node-agent": "nodes"}
+SUPERVISED = {"scheduler": "scheduler", "controllers": "controllers", "node-agent": "nodes",
+              "apiserver": "apiserver"}
 NS = "chaos"
 HAMI_NS = "hami-system"
 
@@ -67,7 +74,7 @@ def wait(fn: Any, timeout: float, every: float = 0.2) -> Any:
     while time.monotonic() < deadline:
         try:
             v = fn()
-        except (ApiError, OSError, KeyError, ValueError):
+        except (ApiError, OSError, KeyError, ValueError, HTTPError):
             v = None  # the component under test may be down: keep asking
         if v:
             return v
@@ -80,6 +87,7 @@ class Chaos:
         self.kube = kube
         self.data_dir = data_dir
         self.created: list[str] = []
+        self.agent_kill_restarted_pods: int | None = None
 
     # -- the burst ---------------------------------------------------------------------------------
 
@@ -97,8 +105,8 @@ class Chaos:
                     if e.status == 409:
                         break
                     time.sleep(0.5)  # the webhook or the apiserver is down: a client retries
-                except OSError:
-                    time.sleep(0.5)
+                except (OSError, HTTPError):
+                    time.sleep(0.5)  # the apiserver is restarting
             self.created.append(name)
 
     # -- components --------------------------------------------------------------------------------
@@ -138,10 +146,6 @@ class Chaos:
         return {p["metadata"]["name"]: sum(int(c.get("restartCount") or 0)
                                            for c in p["status"].get("containerStatuses") or [])
                 for p in self.kube.get(f"/api/v1/namespaces/{HAMI_NS}/pods")["items"]}
-
-    def hami_restarted(self, before: dict[str, int]) -> bool:
-        now = self.hami_restarts()
-        return all(now.get(name, -1) > n for name, n in before.items())
 
     def hami_ready(self) -> bool:
         pods = self.kube.get(f"/api/v1/namespaces/{HAMI_NS}/pods")["items"]
@@ -199,11 +203,18 @@ class Chaos:
                     return self.probe_scheduled()
                 if component == "controllers":
                     return self.probe_controllers()
-                # its pods were restarted with it: each hami-system pod shows a new restart, and is Ready
-                return (self.leases_renewed(wall0) and self.hami_restarted(hami_before) and self.hami_ready()
-                        and self.gpus_allocatable())
+                if component == "apiserver":
+                    return self.leases_renewed(wall0) and self.probe_scheduled()
+                # the new agent renews the leases; its pods were adopted (Ready, not restarted) and the
+                # device plugins have registered again
+                return (self.leases_renewed(wall0) and self.hami_ready() and self.gpus_allocatable())
 
-            return time.monotonic() - t0 if wait(back, timeout) else None
+            took = time.monotonic() - t0 if wait(back, timeout) else None
+            if component == "node-agent":
+                after = self.hami_restarts()
+                self.agent_kill_restarted_pods = sum(max(0, after.get(n, 0) - k)
+                                                     for n, k in hami_before.items())
+            return took
         if component in ("extender", "device-plugin"):
             prefix, container = (("hami-scheduler", "vgpu-scheduler-extender") if component == "extender"
                                  else ("hami-device-plugin", "device-plugin"))
@@ -218,7 +229,7 @@ class Chaos:
             name = pod["metadata"]["name"]
             ok = wait(lambda: self.container_back(name, container, before_restarts), timeout)
             return time.monotonic() - t0 if ok else None
-        raise ValueError(f"cannot kill {component!r}: the apiserver runs inside `testbed up`, unsupervised")
+        raise ValueError(f"cannot kill {component!r}")
 
     # -- invariants --------------------------------------------------------------------------------
 
@@ -280,10 +291,7 @@ def run(components: list[str], pods: int, k8s: str, recover_timeout: float, sett
     try:
         kube.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
         chaos = Chaos(kube, data_dir)
-        killable = [c for c in components if c != "apiserver"]
-        if "apiserver" in components:
-            result["skipped"]["apiserver"] = ("runs inside the `testbed up` process (the supervisor): not "
-                                              "restartable on its own")
+        killable = list(components)
         per = -(-pods // max(1, len(killable)))
         names = [f"burst-{i}" for i in range(pods)]
         for i, comp in enumerate(killable):
@@ -305,6 +313,7 @@ def run(components: list[str], pods: int, k8s: str, recover_timeout: float, sett
         result["invariants"]["agent_log"] = {
             n: [ln[:300] for ln in agent_log if n in ln][-6:]
             for n in result["invariants"]["not_running"][:3]}
+        result["agent_kill_restarted_pods"] = chaos.agent_kill_restarted_pods
         st = chaos.state()
         result["restarts"] = {k: v["restarts"] for k, v in st["components"].items()}
         tracked = set(Containment(data_dir).pids()) | set(descendants(int(st["pid"]))) | {int(st["pid"])}

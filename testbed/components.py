@@ -24,6 +24,10 @@ from .apiserver_process import EXIT_DATA_DIR, EXIT_PORT, read_ready
 from .supervisor import MARKER_ENV, Backoff, Containment, instance_id
 
 PR_SET_PDEATHSIG = 1
+# Leader-election leases a component holds alone in a testbed: when it was killed, the supervisor
+# releases the lease for it before the restart (as its own clean stop would), so the new process leads
+# at once instead of waiting out the dead holder's leaseDuration (15 s for kube-scheduler).
+LEADER_LEASES = {"scheduler": ("kube-system", "kube-scheduler")}
 
 
 def _die_with_parent() -> None:
@@ -174,6 +178,9 @@ class ComponentSet:
                 events.append(f"component {c.name} (pid {c.proc.pid}) exited with status {c.last_exit}; "
                               f"restarting in {delay:.1f}s")
             elif now >= c.restart_at:
+                released = self._release_dead_leader(c)
+                if released:
+                    events.append(f"component {c.name}: released lease {released} of the killed process")
                 c.restarts += 1
                 self._spawn(c)
                 assert c.proc is not None
@@ -183,6 +190,33 @@ class ComponentSet:
                         fh.write(f"--- restarted by the testbed supervisor (restart {c.restarts}, "
                                  f"previous exit status {c.last_exit}) ---\n")
         return events
+
+    def _release_dead_leader(self, c: Component) -> str:
+        lease = LEADER_LEASES.get(c.name)
+        if lease is None or not self.kubeconfig.exists():
+            return ""
+        from kubeclient.client import Kube
+
+        ns, name = lease
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}"
+        try:
+            kube = Kube.from_config(str(self.kubeconfig), user_agent="testbed-supervisor")
+        except Exception:
+            return ""
+        try:
+            obj = kube.request("GET", path, timeout=2)
+            spec = obj.get("spec") or {}
+            if not spec.get("holderIdentity"):
+                return ""
+            spec["holderIdentity"] = ""
+            spec["leaseDurationSeconds"] = 1
+            obj["spec"] = spec
+            kube.request("PUT", path, obj, timeout=2)
+            return f"{ns}/{name}"
+        except Exception:
+            return ""  # no lease, or the apiserver is down too: the new process waits the lease out
+        finally:
+            kube.close()
 
     def describe(self) -> dict[str, dict[str, object]]:
         """Each component's pid, restart count and last exit status (for the state file)."""

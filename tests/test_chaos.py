@@ -39,7 +39,8 @@ def test_node_agent_and_extender_kills_lose_nothing() -> None:
     assert inv["orphans"] == []
     assert set(inv["chart_workloads"]["deployments"]) == {"hami-scheduler"}
     assert result["restarts"]["nodes"] == 1
-    # each component came back; the goal is 15 s (the extender's container restart waits out the
-    # kubelet back-off's first 10 s, so it lands just above it): allow some slack on a loaded machine
+    # the restarted node agent adopted the running pods: no hami-system container was restarted by it
+    assert result["agent_kill_restarted_pods"] == 0
+    # each component came back; the goal is 15 s: allow some slack on a loaded machine
     for comp in ("extender", "node-agent"):
-        assert result["recover_s"][comp] is not None and result["recover_s"][comp] <= 30, result["recover_s"]
+        assert result["recover_s"][comp] is not None and result["recover_s"][comp] <= 25, result["recover_s"]

@@ -94,6 +94,7 @@ class CState:
     probe_ok: dict[str, int] = field(default_factory=dict)
     backoff_until: float = 0.0
     backoff: float = 0.0
+    backoff_mark: float = 0.0  # monotonic time of the last back-off step
     pulled: bool = False
 
     def status(self) -> dict[str, Any]:
@@ -508,12 +509,23 @@ class PodWorker:
         return str(self.pod["spec"].get("restartPolicy") or "Always")
 
     def _backoff_wait(self, c: CState) -> None:
-        """CrashLoopBackOff: wait before the next start (base doubling up to 5 min)."""
+        """CrashLoopBackOff, as the kubelet's per-container back-off: the first exit restarts at once;
+        each later one waits the current delay (base, doubling up to 5 min) from the exit. A container
+        whose last restart is more than 10 min old starts over (the kubelet drops the entry)."""
         base = self.agent.options.backoff_base
+        t = time.monotonic()
+        if c.backoff and t - c.backoff_mark > 600:
+            c.backoff = 0.0
+        wait = c.backoff
         c.backoff = base if c.backoff == 0 else min(c.backoff * 2, 300)
+        c.backoff_mark = t
         c.last = c.state
+        c.backoff_until = t + wait
+        if wait <= 0:
+            self._write_status()
+            return
         pod_ref = f"{self.name}_{self.ns}({self.uid})"
-        msg = f"back-off {int(c.backoff)}s restarting failed container={c.name} pod={pod_ref}"
+        msg = f"back-off {int(wait)}s restarting failed container={c.name} pod={pod_ref}"
         c.state = {"waiting": {"reason": "CrashLoopBackOff", "message": msg}}
         self.agent.recorder.pod(
             self.pod,
@@ -523,7 +535,6 @@ class PodWorker:
             self._field_path(c),
         )
         self._write_status()
-        c.backoff_until = time.monotonic() + c.backoff
 
     def _run_init(self) -> None:
         policy = self._restart_policy()
