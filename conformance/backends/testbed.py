@@ -24,6 +24,9 @@ from conformance.backends import BackendError, ClusterInfo, Options, check_minor
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "hami_stack" / "chart"
 INVENTORY = REPO / "inventories" / "emulated" / "two-nodes-a100.yaml"
+# the emulated inventory each vendor runs on by default (--inventory overrides)
+VENDOR_INVENTORIES = {"ascend": REPO / "inventories" / "emulated" / "two-nodes-ascend.yaml"}
+ASCEND_ENABLE = "devices.ascend.enabled=true"
 RELEASE = "hami"
 
 
@@ -82,20 +85,37 @@ def expected_gpu_nodes(inventory: Path) -> list[str]:
     return [n.name for n in inv if "nvidia" in n.hardware and not n.simulated]
 
 
+def expected_npu_nodes(inventory: Path) -> list[str]:
+    from testbed.node.inventory import load_inventory
+
+    return [n.name for n in load_inventory(inventory) if "ascend" in n.hardware and not n.simulated]
+
+
+def vendor_chart_set(inventory: Path, chart_set: list[str]) -> list[str]:
+    """The ``--set`` flags plus what the inventory's hardware needs: Ascend nodes enable Ascend."""
+    out = list(chart_set)
+    if expected_npu_nodes(inventory) and not any(s.startswith("devices.ascend.enabled=") for s in out):
+        out.append(ASCEND_ENABLE)
+    return out
+
+
 class TestbedBackend:
     name = "testbed"
     __test__ = False  # not a pytest test class despite the name
 
     def provision(self, opts: Options) -> ClusterInfo:
         minor = check_minor(opts.k8s_version)
-        inventory = Path(opts.inventory) if opts.inventory else INVENTORY
+        inventory = Path(opts.inventory) if opts.inventory else VENDOR_INVENTORIES.get(opts.vendor, INVENTORY)
         if not inventory.is_file():
             raise BackendError(f"node inventory {inventory} does not exist")
-        if opts.vendor != "nvidia":
+        emulated = {"nvidia": expected_gpu_nodes(inventory), "ascend": expected_npu_nodes(inventory)}
+        if not emulated.get(opts.vendor):
+            kinds = ", ".join(k for k, v in emulated.items() if v) or "no devices"
             raise BackendError(
                 f'no node of vendor "{opts.vendor}" on the testbed: its emulated inventory {inventory.name} '
-                "has NVIDIA GPUs only"
+                f"has {kinds} only"
             )
+        chart_set = vendor_chart_set(inventory, opts.chart_set)
         if not (CHART / "Chart.yaml").is_file():
             raise BackendError(
                 f"cannot deploy HAMi on the testbed: the chart {CHART.relative_to(REPO)} "
@@ -117,17 +137,17 @@ class TestbedBackend:
             progress.phase("deploy")
             t = time.monotonic()
             _run(
-                helm_install_command(helm, info.kubeconfig, opts.hami_namespace, opts.chart_set),
+                helm_install_command(helm, info.kubeconfig, opts.hami_namespace, chart_set),
                 "helm install of the HAMi chart",
                 opts.timeout,
             )
             info.timings["helm_s"] = round(time.monotonic() - t, 3)
-            info.chart_values = _values(opts.chart_set)
+            info.chart_values = _values(chart_set)
             progress.phase("register")
             t = time.monotonic()
-            self._wait_registered(info, expected_gpu_nodes(inventory), opts.timeout)
+            self._wait_registered(info, emulated["nvidia"] + emulated["ascend"], opts.timeout)
             info.timings["register_s"] = round(time.monotonic() - t, 3)
-            info.system = system_facts(opts.chart_set, data_dir)
+            info.system = system_facts(chart_set, data_dir)
             kube = preflight.connect(info.kubeconfig)
             try:
                 version, vendors = preflight.check(
@@ -195,7 +215,8 @@ class TestbedBackend:
                 if time.monotonic() > deadline:
                     raise BackendError(
                         f"the HAMi device plugins did not register on {', '.join(missing)} within "
-                        f"{timeout:.0f}s (no {C.NVIDIA_REGISTER} annotation or no {C.GPU} capacity); "
+                        f"{timeout:.0f}s (no {C.NVIDIA_REGISTER} / hami.io/node-register-Ascend* annotation, "
+                        f"or no {C.GPU} / huawei.com/Ascend* capacity); "
                         f"logs in {info.state['data_dir']}/logs"
                     )
                 time.sleep(0.5)
@@ -218,15 +239,24 @@ class TestbedBackend:
 
 
 def _registered(node: dict[str, Any] | None) -> bool:
+    """NVIDIA nodes: the register annotation and nvidia.com/gpu capacity; Ascend nodes: a
+    hami.io/node-register-Ascend* annotation and capacity of its huawei.com/<CW> resource."""
     if node is None:
         return False
-    if C.NVIDIA_REGISTER not in (node["metadata"].get("annotations") or {}):
-        return False
+    annotations = node["metadata"].get("annotations") or {}
     cap = (node.get("status") or {}).get("capacity") or {}
-    try:
-        return C.parse_quantity_int(str(cap.get(C.GPU, "0"))) > 0
-    except ValueError:
-        return False
+
+    def positive(resource: str) -> bool:
+        try:
+            return C.parse_quantity_int(str(cap.get(resource, "0"))) > 0
+        except ValueError:
+            return False
+
+    if C.NVIDIA_REGISTER in annotations:
+        return positive(C.GPU)
+    prefix = "hami.io/node-register-Ascend"
+    cws = [k.removeprefix("hami.io/node-register-") for k in annotations if k.startswith(prefix)]
+    return bool(cws) and all(positive(f"huawei.com/{cw}") for cw in cws)
 
 
 def _typed(value: str) -> Any:

@@ -31,6 +31,8 @@ ENV_PREFIXES = (
     "TESTBED_",
     "NODE_NAME",
     "POD_",
+    "ASCEND_",
+    "NPU_",
 )
 PRELOAD_FILE = Path("/etc/ld.so.preload")
 
@@ -89,6 +91,10 @@ def run_probe(
             result["cuda"]["error_name"] = exc.name
     if nvml is not None:
         nvml.close()
+    if "ASCEND_VISIBLE_DEVICES" in os.environ:  # an Ascend container: what DCMI shows it
+        from conformance.probe.dcmi import inventory
+
+        result["dcmi"] = inventory()
     return result
 
 

@@ -31,7 +31,10 @@ CREATE, first match wins:
 7. a privileged container while some family claimed a device -> deny ``container <name> is privileged``.
 8. a device was claimed: set ``spec.schedulerName`` to the configured name; ``spec.nodeName`` already
    set -> deny ``pod has node assigned``; the quota pre-check fails -> deny ``exceeding resource quota``.
-9. allow with the JSON patch from the original to the mutated pod (possibly empty).
+9. allow with the JSON patch from the original to the mutated pod (possibly empty), plus an
+   admission warning per container asking ``huawei.com/Ascend*`` when no Ascend family serves it
+   (Ascend disabled in the chart): the pod is left alone, as upstream leaves it, and the warning
+   says why the HAMi scheduler will not place it.
 
 Denials carry code 403 / reason ``Forbidden`` and errors only a code, as controller-runtime's
 ``admission.Denied`` / ``admission.Errored`` produce them.
@@ -54,6 +57,7 @@ from typing import Any
 import jsonpatch
 
 from .. import faults
+from ..devices.ascend import unsupported_ascend_message
 from ..devices.base import AdmissionError, DeviceFamily, containers
 from ..devices.config import DeviceConfig
 from ..devices.registry import build_families
@@ -256,7 +260,23 @@ def admit_create(pod: Obj, config: WebhookConfig) -> AdmissionResponse:
         ):
             return denied(MSG_QUOTA)
     ops = jsonpatch.make_patch(pod, mutated).patch
-    return allowed(patch=ops)
+    resp = allowed(patch=ops)
+    resp.warnings.extend(_unserved_ascend(pod, config.families))
+    return resp
+
+
+def _unserved_ascend(pod: Obj, families: Sequence[DeviceFamily]) -> list[str]:
+    """Admission warnings for Ascend requests this installation has no family for (Ascend disabled):
+    the pod is admitted unchanged, as upstream admits it, but the user learns why nothing places it."""
+    served = {f.count_resource for f in families}
+    out = []
+    for container in containers(pod):
+        limits = (container.get("resources") or {}).get("limits") or {}
+        if any(str(k).startswith("huawei.com/Ascend") and k not in served for k in limits):
+            message = unsupported_ascend_message(container)
+            if message:
+                out.append(message)
+    return out
 
 
 def _fault_ascend_skip(claims: _Claims) -> bool:

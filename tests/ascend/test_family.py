@@ -378,3 +378,23 @@ def test_allocate_hard_and_hami_core() -> None:
     assert core.envs["NPU_GLOBAL_SHM_PATH"] == "/hami-shared-region/5_global_registry"
     assert any(m.container_path == "/etc/ld.so.preload" for m in core.mounts)
     assert core.host_dirs == ["/usr/local/hami-vnpu-core/containers/uid_c"]
+
+
+def test_webhook_warns_when_ascend_is_disabled() -> None:
+    review = {
+        "uid": "1",
+        "operation": "CREATE",
+        "object": {
+            "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "d"},
+            "spec": {"containers": [ctr({"huawei.com/Ascend910B3": "1"})]},
+        },
+    }
+    resp = admit(
+        review, WebhookConfig(families=build_families(parse_device_config({"nvidia": {}})), trusted_users=())
+    )
+    assert resp.allowed and not resp.patch  # left to its scheduler, unchanged, as upstream
+    assert len(resp.warnings) == 1 and "devices.ascend.enabled=false" in resp.warnings[0]
+    enabled = build_families(parse_device_config({"nvidia": {}, "vnpus": {"configs": [_raw("Ascend910B3")]}}))
+    resp = admit(review, WebhookConfig(families=enabled, trusted_users=()))
+    assert resp.allowed and resp.warnings == []
