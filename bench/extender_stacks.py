@@ -242,7 +242,10 @@ def _command(stack: str, port: int, tls: Path, kubeconfig: str) -> tuple[list[st
             f"--client-ca-file={tls}/ca.crt",
             f"--client-cn={CLIENT_CN}",
         ], {**env, "PYTHONPATH": str(REPO)}
-    return [str(_upstream(stack).binary("scheduler")), *common], env
+    # upstream's client-side rate limiter (client-go's default 5 QPS, burst 10; the chart sets no
+    # --kube-qps) makes registering 1000 nodes take many minutes and throttles /bind; lifted so the
+    # figures are the extender's own cost, as ours has no client-side limiter
+    return [str(_upstream(stack).binary("scheduler")), *common, "--kube-qps=1000", "--kube-burst=2000"], env
 
 
 class Client:
