@@ -222,11 +222,17 @@ class Hooks:
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: Any) -> None:
         phase("provision")  # before the plugin's own sessionstart provisions the cluster
+        if session.config.pluginmanager.hasplugin("xdist"):
+            # with -n the controller collects nothing itself: its workers report what they collected
+            session.config.pluginmanager.register(_XdistTotal(self), "hami-conformance-progress-xdist")
 
     def pytest_collection_finish(self, session: Any) -> None:
-        self.total = len(session.items)
-        emit("collected", total=self.total)
-        phase("suites")
+        if hasattr(session.config, "workerinput") or (not session.items and self.total):
+            return
+        if session.items or not session.config.pluginmanager.hasplugin("dsession"):
+            self.total = len(session.items)
+            emit("collected", total=self.total)
+            phase("suites")
 
     def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
         emit("case-start", case=nodeid)
@@ -256,3 +262,16 @@ class Hooks:
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: Any, exitstatus: int) -> None:
         phase("report")  # before the plugin's sessionfinish builds the bundle
+
+
+class _XdistTotal:
+    """The case total under pytest-xdist (every worker collects the same items)."""
+
+    def __init__(self, hooks: Hooks) -> None:
+        self.hooks = hooks
+
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        if len(ids) != self.hooks.total:
+            self.hooks.total = len(ids)
+            emit("collected", total=len(ids))
+            phase("suites")

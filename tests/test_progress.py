@@ -23,7 +23,8 @@ from conformance import progress, retry
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "rule(rule_id): conformance rule")
-    config.pluginmanager.register(progress.Hooks(), "progress")
+    if not hasattr(config, "workerinput"):  # as the plugin does: the controller reports
+        config.pluginmanager.register(progress.Hooks(), "progress")
     if retry.enabled():
         config.pluginmanager.register(retry.RetryHooks(), "retry")
 """
@@ -58,7 +59,7 @@ def test_unmarked_failure_is_not_retried():
 """
 
 
-def _session(tmp_path: Path, *, retry_on: bool) -> tuple[list[dict], ET.Element, Path]:
+def _session(tmp_path: Path, *, retry_on: bool, xdist: bool = False) -> tuple[list[dict], ET.Element, Path]:
     (tmp_path / "conftest.py").write_text(CONFTEST)
     (tmp_path / "test_demo.py").write_text(CASES)
     events = tmp_path / "events.jsonl"
@@ -78,6 +79,7 @@ def _session(tmp_path: Path, *, retry_on: bool) -> tuple[list[dict], ET.Element,
             "no:randomly",
             "--junitxml",
             str(tmp_path / "junit.xml"),
+            *(["-n", "2"] if xdist else []),
             "test_demo.py",
         ],
         cwd=tmp_path,
@@ -217,3 +219,11 @@ def test_run_json_prints_one_event_per_line_and_ends_with_the_verdict(
     assert [c["minor"] for c in end["cells"]] == ["1.34", "1.35"]
     assert all(c["bundle"].endswith("/bundle") for c in end["cells"])
     assert all((Path(c["bundle"]).parent / "progress.jsonl").is_file() for c in end["cells"])
+
+
+def test_under_xdist_the_controller_reports_the_workers_cases(tmp_path: Path) -> None:
+    evs, _junit, _ = _session(tmp_path, retry_on=True, xdist=True)
+    assert next(e for e in evs if e["event"] == "collected")["total"] == 5
+    ends = [e for e in evs if e["event"] == "case-end"]
+    assert sorted(e["done"] for e in ends) == [1, 2, 3, 4, 5] and max(e["failures"] for e in ends) == 3
+    assert {e["case"].split("::")[-1] for e in evs if e["event"] == "retry"} == {"test_flaky", "test_broken"}
