@@ -826,7 +826,7 @@ class APIServer:
         if rt.store_key == "pods" and sub == "eviction" and ri.verb == "create":
             return await self._evict(t, await self._body(request), user)
         if (rt.store_key == "pods" and sub in ("exec", "attach", "portforward", "proxy")) or (
-            rt.plural == "nodes" and sub == "proxy"
+            rt.plural in ("nodes", "services") and sub == "proxy"
         ):
             return await self._node_side(request, t)
         if rt.store_key == "pods" and sub == "log" and ri.verb == "get":
@@ -1036,7 +1036,7 @@ class APIServer:
         return _json(scale_of(obj))
 
     async def _node_side(self, request: web.Request, t: Target) -> web.StreamResponse:
-        """pods/exec|attach|portforward|proxy and nodes/proxy (testbed/node/kubeletproxy.py)."""
+        """pods/exec|attach|portforward|proxy, services/proxy and nodes/proxy (testbed/node/kubeletproxy.py)."""
         from testbed.node import kubeletproxy
 
         if getattr(self, "_kubelet_tls", None) is None:
@@ -1049,13 +1049,20 @@ class APIServer:
                 if node is None:
                     raise errors.not_found("", "nodes", t.name)
                 return await kubeletproxy.node_proxy(request, node, rest, kubelet_endpoint, self._kubelet_tls)
+            if t.rtype.plural == "services":
+                svc = self.store.get("services", t.namespace, t.name.split(":")[-2 if t.name.count(":") == 2 else 0])
+                if svc is None:
+                    raise errors.not_found("", "services", t.name)
+                return await kubeletproxy.service_proxy(
+                    request, svc, t.name, rest, self.store.get, kubelet_endpoint, self._kubelet_tls
+                )
             pod = self.store.get("pods", t.namespace, t.name.split(":")[-2 if t.name.count(":") == 2 else 0])
             if pod is None:
                 raise errors.not_found("", "pods", t.name)
             node_name = (pod.get("spec") or {}).get("nodeName")
             node = self.store.get("nodes", "", node_name) if node_name else None
             return await kubeletproxy.pod_subresource(
-                request, pod, node, t.subresource, rest, kubelet_endpoint, self._kubelet_tls
+                request, pod, node, t.subresource, rest, kubelet_endpoint, self._kubelet_tls, t.name
             )
         except kubeletproxy.ProxyError as e:
             reason = {400: "BadRequest", 404: "NotFound", 503: "ServiceUnavailable"}.get(e.code, "")
