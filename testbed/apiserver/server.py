@@ -1036,7 +1036,7 @@ class APIServer:
         return _json(scale_of(obj))
 
     async def _node_side(self, request: web.Request, t: Target) -> web.StreamResponse:
-        """pods/exec|attach|portforward|proxy, services/proxy and nodes/proxy (testbed/node/kubeletproxy.py)."""
+        """pods/exec|attach|portforward|proxy, services/proxy, nodes/proxy (testbed/node/kubeletproxy.py)."""
         from testbed.node import kubeletproxy
 
         if getattr(self, "_kubelet_tls", None) is None:
@@ -1050,7 +1050,8 @@ class APIServer:
                     raise errors.not_found("", "nodes", t.name)
                 return await kubeletproxy.node_proxy(request, node, rest, kubelet_endpoint, self._kubelet_tls)
             if t.rtype.plural == "services":
-                svc = self.store.get("services", t.namespace, t.name.split(":")[-2 if t.name.count(":") == 2 else 0])
+                svc_name = t.name.split(":")[-2 if t.name.count(":") == 2 else 0]
+                svc = self.store.get("services", t.namespace, svc_name)
                 if svc is None:
                     raise errors.not_found("", "services", t.name)
                 return await kubeletproxy.service_proxy(
