@@ -58,11 +58,70 @@ def pod_stream_path(pod: dict[str, Any], sub: str, query: Any) -> str:
     return f"/{_KUBELET_PATH[sub]}/{quote(ns)}/{quote(name)}/{quote(container)}?{urlencode(rest)}"
 
 
+async def _to_pod(
+    request: web.Request, pod: dict[str, Any], node: dict[str, Any] | None, name_field: str, rest: str,
+    endpoint: Any, kubelet_tls: ssl.SSLContext, port: tuple[str, int] | None,
+) -> web.StreamResponse:
+    """HTTP(S) to a pod's port: through its kubelet into the pod's namespace (any port the pod listens
+    on), or to the pod IP when the pod has no node agent (declared ports only)."""
+    meta = pod["metadata"]
+    ip = (pod.get("status") or {}).get("podIP")
+    if not ip:
+        raise ProxyError(503, f"pod {meta['name']} has no IP yet")
+    scheme, num = port or _scheme_port(name_field, pod)
+    qs = request.query_string
+    path = "/" + rest.lstrip("/") + (f"?{qs}" if qs else "")
+    if node is not None:
+        host, kport = endpoint(node)
+        kpath = f"/testbed/podProxy/{quote(meta['namespace'])}/{quote(meta['name'])}/{scheme}/{num}{path}"
+        return await upgrade.proxy(request, host, kport, kpath, kubelet_tls)
+    ctx = None
+    if scheme == "https":
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return await upgrade.proxy(request, ip, num, path, ctx)
+
+
+async def service_proxy(
+    request: web.Request, svc: dict[str, Any], name_field: str, rest: str, get: Any, endpoint: Any,
+    kubelet_tls: ssl.SSLContext,
+) -> web.StreamResponse:
+    """services/proxy: to a ready endpoint of the Service (``[scheme:]name[:port]``, port by name or
+    number, default the first), through the endpoint pod's kubelet."""
+    meta, spec = svc["metadata"], svc.get("spec") or {}
+    parts = name_field.split(":")
+    scheme = parts[0] if len(parts) == 3 else "http"
+    want = parts[-1] if len(parts) >= 2 else ""
+    ports = spec.get("ports") or []
+    sp = next((p for p in ports if want in (str(p.get("name") or ""), str(p.get("port")))), None) if want \
+        else (ports[0] if ports else None)
+    if sp is None:
+        raise ProxyError(503, f'no endpoints available for service "{name_field}"')
+    ep = get("endpoints", meta["namespace"], meta["name"]) or {}
+    for subset in ep.get("subsets") or []:
+        eports = subset.get("ports") or []
+        target = next((p for p in eports if (p.get("name") or "") == (sp.get("name") or "")), None)
+        if target is None and len(eports) == 1:
+            target = eports[0]
+        for a in subset.get("addresses") or []:
+            ref = a.get("targetRef") or {}
+            pod = get("pods", ref.get("namespace") or meta["namespace"], ref.get("name", "")) if ref else None
+            if target is None or pod is None:
+                continue
+            node_name = (pod.get("spec") or {}).get("nodeName")
+            node = get("nodes", "", node_name) if node_name else None
+            return await _to_pod(request, pod, node, "", rest, endpoint, kubelet_tls,
+                                 (scheme, int(target["port"])))
+    raise ProxyError(503, f'no endpoints available for service "{meta["name"]}"')
+
+
 async def pod_subresource(
     request: web.Request, pod: dict[str, Any], node: dict[str, Any] | None, sub: str, rest: str,
-    endpoint: Any, kubelet_tls: ssl.SSLContext,
+    endpoint: Any, kubelet_tls: ssl.SSLContext, name_field: str = "",
 ) -> web.StreamResponse:
-    """Proxy ``sub`` of ``pod``; ``endpoint(node)`` gives the kubelet's (address, port)."""
+    """Proxy ``sub`` of ``pod``; ``endpoint(node)`` gives the kubelet's (address, port); ``name_field``
+    is the name as the URL gave it (``[scheme:]name[:port]`` for proxy)."""
     if sub in POD_STREAMING:
         if node is None:
             if not (pod.get("spec") or {}).get("nodeName"):
@@ -75,18 +134,7 @@ async def pod_subresource(
         host, port = endpoint(node)
         return await upgrade.proxy(request, host, port, pod_stream_path(pod, sub, request.query), kubelet_tls)
     if sub == "proxy":
-        ip = (pod.get("status") or {}).get("podIP")
-        if not ip:
-            raise ProxyError(503, f"pod {pod['metadata']['name']} has no IP yet")
-        scheme, port = _scheme_port(request.match_info.get("name", "") or pod["metadata"]["name"], pod)
-        qs = request.query_string
-        path = "/" + rest.lstrip("/") + (f"?{qs}" if qs else "")
-        ctx = None
-        if scheme == "https":
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return await upgrade.proxy(request, ip, port, path, ctx)
+        return await _to_pod(request, pod, node, name_field, rest, endpoint, kubelet_tls, None)
     raise ProxyError(404, f"the server could not find the requested resource ({sub})")
 
 

@@ -29,6 +29,7 @@ import fcntl
 import json
 import os
 import shutil
+import ssl
 import struct
 import termios
 from collections.abc import Awaitable, Callable
@@ -691,6 +692,30 @@ def add_routes(app: web.Application, agent: NodeAgent) -> None:
                                     target)
         raise web.HTTPBadRequest(text="Upgrade request required")
 
+    async def pod_proxy(r: web.Request) -> web.StreamResponse:
+        """Testbed-private: HTTP(S) to a pod port inside its namespace, for the apiserver's pods/proxy
+        and services/proxy (a real apiserver dials the pod IP, which here only carries declared ports)."""
+        m = r.match_info
+        w = _pod(agent, m["ns"], m["pod"])
+        scheme, port = m["scheme"], int(m["port"])
+
+        async def dial() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            sock = await asyncio.to_thread(
+                netns.connect, w.netns_path, "127.0.0.1" if w.netns_path else w.pod_ip, port, 5
+            )
+            sock.setblocking(False)
+            ctx = None
+            if scheme == "https":
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            sni = w.pod_ip if ctx else None
+            return await asyncio.open_connection(sock=sock, ssl=ctx, server_hostname=sni)
+
+        qs = r.query_string
+        return await upgrade.proxy(r, w.pod_ip, port, "/" + m["tail"] + (f"?{qs}" if qs else ""), None, dial)
+
+    app.router.add_route("*", "/testbed/podProxy/{ns}/{pod}/{scheme}/{port:[0-9]+}/{tail:.*}", pod_proxy)
     for path, handler in (
         ("/exec/{ns}/{pod}/{container}", exec_),
         ("/exec/{ns}/{pod}/{uid}/{container}", exec_),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -69,23 +70,32 @@ async def pipe(reader: asyncio.StreamReader, write: Any, close: Any = None) -> N
 
 
 async def proxy(
-    request: web.Request, host: str, port: int, path_qs: str, ssl_ctx: ssl.SSLContext | None
+    request: web.Request, host: str, port: int, path_qs: str, ssl_ctx: ssl.SSLContext | None,
+    dial: Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] | None = None,
 ) -> web.StreamResponse:
     """Send ``request`` (method, upgrade headers, body) to ``host:port`` at ``path_qs``; relay the answer.
 
-    On ``101`` both connections are spliced until either side closes; any other answer is relayed as
-    an ordinary response (status, headers, body)."""
+    ``dial`` replaces the TCP connection (e.g. one into a pod's network namespace). On ``101`` both
+    connections are spliced until either side closes; any other answer is relayed as an ordinary
+    response (status, content type, body)."""
     body = await request.read() if request.can_read_body else b""
     try:
-        up_r, up_w = await asyncio.wait_for(
-            asyncio.open_connection(host, port, ssl=ssl_ctx, server_hostname=host if ssl_ctx else None), 10
-        )
+        if dial is not None:
+            up_r, up_w = await asyncio.wait_for(dial(), 10)
+        else:
+            sni = host if ssl_ctx else None
+            up_r, up_w = await asyncio.wait_for(
+                asyncio.open_connection(host, port, ssl=ssl_ctx, server_hostname=sni), 10
+            )
     except (TimeoutError, OSError) as e:
         raise web.HTTPServiceUnavailable(text=f"error dialing backend: dial tcp {host}:{port}: {e}") from e
+    upgrading = bool(is_upgrade(request))
     lines = [f"{request.method} {path_qs} HTTP/1.1", f"Host: {host}:{port}"]
     for k, v in request.headers.items():
-        if k.lower() not in _HOP:
+        if k.lower() not in _HOP and (upgrading or k.lower() != "connection"):
             lines.append(f"{k}: {v}")
+    if not upgrading:
+        lines.append("Connection: close")  # one request per connection: the body ends at EOF at worst
     if body:
         lines.append(f"Content-Length: {len(body)}")
     up_w.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
