@@ -49,6 +49,8 @@ def pod(kube: Kube, agents: NodeAgents) -> dict[str, Any]:
     spec = {"containers": [
         {"name": "web", "image": "nginx"},
         {"name": "sh", "image": "busybox", "command": ["sh", "-c", "echo started; sleep 3600"]},
+        {"name": "ticker", "image": "busybox",
+         "command": ["sh", "-c", "while true; do echo tick; sleep 0.2; done"]},
     ]}
     create_bound_pod(kube, NS, "node-s", "box", spec)
     return wait_for(lambda: (p := get_pod(kube, NS, "box"))["status"].get("phase") == "Running" and p, 30)
@@ -148,3 +150,43 @@ def test_errors_name_the_problem(kube: Kube, pod: dict[str, Any], testbed: Embed
     with pytest.raises(ApiException) as e:
         stream(core.connect_get_namespaced_pod_exec, "box", NS, command=["true"], stdout=True)
     assert "a container name must be specified" in str(e.value.body or e.value)
+
+
+@ROOT_ONLY
+def test_tty_and_attach(testbed: EmbeddedTestbed, pod: dict[str, Any]) -> None:
+    from kubernetes import client
+    from kubernetes.stream import stream
+
+    core = client.CoreV1Api(testbed.api_client())
+    out = stream(core.connect_get_namespaced_pod_exec, "box", NS, container="sh",
+                 command=["sh", "-c", "test -t 0 && test -t 1 && echo is-a-tty"], stderr=True, stdin=True,
+                 stdout=True, tty=True)
+    assert "is-a-tty" in out
+    ws = stream(core.connect_get_namespaced_pod_attach, "box", NS, container="ticker", stdout=True,
+                stderr=True, stdin=False, tty=False, _preload_content=False)
+    seen = ""
+    deadline = time.monotonic() + 10
+    while "tick\ntick" not in seen and time.monotonic() < deadline:
+        ws.update(timeout=1)
+        seen += ws.read_stdout() if ws.peek_stdout() else ""
+    ws.close()
+    assert "tick\ntick" in seen
+
+
+@ROOT_ONLY
+def test_pod_service_and_node_proxy(kube: Kube, testbed: EmbeddedTestbed, pod: dict[str, Any]) -> None:
+    from kubernetes import client
+
+    core = client.CoreV1Api(testbed.api_client())
+    # nginx declares no containerPort: reached inside the pod's namespace through its kubelet
+    assert "Welcome to nginx!" in core.connect_get_namespaced_pod_proxy_with_path("box:80", NS, "index.html")
+    assert core.connect_get_node_proxy_with_path("node-s", "healthz") == "ok"
+    kube.create(f"/api/v1/namespaces/{NS}/services", {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "box-web"},
+        "spec": {"ports": [{"name": "http", "port": 8080, "targetPort": 80}]}})
+    kube.create(f"/api/v1/namespaces/{NS}/endpoints", {
+        "apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "box-web"},
+        "subsets": [{"addresses": [{"ip": pod["status"]["podIP"], "targetRef": {
+            "kind": "Pod", "name": "box", "namespace": NS, "uid": pod["metadata"]["uid"]}}],
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}]})
+    assert "Welcome to nginx!" in core.connect_get_namespaced_service_proxy_with_path("box-web:http", NS, "")
