@@ -1,27 +1,29 @@
 """Cluster networking for the pods of one node-agent process: kube-proxy's and CoreDNS's jobs.
 
-Inside every pod network namespace the testbed created (and nowhere else):
+All of it lives in network namespaces the testbed creates, never in the host's:
 
-* the Service CIDR is made local (``ip route add local <cidr> dev lo``, the "AnyIP" route), so a
-  socket can listen on any ClusterIP;
-* a userspace proxy listens on ``<ClusterIP>:<port>`` for each TCP port of each Service and forwards
-  every connection to a ready endpoint, picked at random (kube-proxy's iptables mode is random too):
+* one *service namespace* per agent process, where the Service CIDR is local (``ip route add local
+  <cidr> dev lo``, the "AnyIP" route) so a socket can listen on any ClusterIP. A userspace proxy
+  listens there on ``<ClusterIP>:<port>`` for each TCP port of each Service and forwards every
+  connection to a ready endpoint, picked at random (kube-proxy's iptables mode is random too):
   straight into the endpoint pod's own namespace when that pod runs in this process, else to
-  ``<podIP>:<targetPort>`` on the host (which the owning agent forwards for declared containerPorts);
-  a Service without ready endpoints refuses (the connection is closed at once);
-* the cluster DNS server (``dns.py``) answers on ``<DNS IP>:53`` (UDP), the address every pod's
-  ``/etc/resolv.conf`` names (``podspec.resolv_conf``); the agents keep a ``kube-system/kube-dns``
-  Service at that address, as clusters do.
+  ``<podIP>:<targetPort>`` on the host (which the owning agent forwards for declared containerPorts).
+  A Service without ready endpoints refuses (the connection is closed at once). The cluster DNS server
+  (``dns.py``) answers there on ``<DNS IP>:53`` (UDP), the address every pod's ``/etc/resolv.conf``
+  names (``podspec.resolv_conf``); the agents keep a ``kube-system/kube-dns`` Service at that address;
+* each pod namespace gets a veth link ``svc0`` into the service namespace (a link-local /32 address
+  per pod) and a route for the Service CIDR over it. The pod's own sockets are untouched: a pod that
+  listens on ``0.0.0.0:80`` can still be the backend of a Service on port 80.
 
-A userspace proxy rather than iptables/nftables DNAT: no rule is ever installed in the host's
-namespace, the host needs neither tool (this machine has none), and the proxy can dial into another
-pod's namespace directly. Services and Endpoints are listed every ``POLL`` seconds; pod namespaces are
-picked up as the runtime creates them.
+A userspace proxy rather than iptables/nftables DNAT: the host needs neither tool (this machine has
+none) and the proxy can dial into another pod's namespace directly. Services and Endpoints are listed
+every ``POLL`` seconds; pod namespaces are picked up as the runtime creates them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 import logging
 import random
@@ -42,15 +44,6 @@ log = logging.getLogger("testbed.node.clusternet")
 SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/16")  # the testbed apiserver's (testbed/apiserver/builtin.py)
 DNS_IP = str(SERVICE_CIDR.network_address + 10)  # 10.96.0.10, where kind and kubeadm put kube-dns
 POLL = 0.25
-
-
-class _Netns:
-    """One pod namespace's listeners."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.servers: dict[tuple[str, int], asyncio.base_events.Server] = {}
-        self.dns: asyncio.DatagramTransport | None = None
 
 
 class _DnsProtocol(asyncio.DatagramProtocol):
@@ -75,7 +68,12 @@ class ClusterNet:
         self.services: dict[tuple[str, str], dict[str, Any]] = {}
         self.endpoints: dict[tuple[str, str], dict[str, Any]] = {}
         self.resolver = dns.Resolver(lambda: self.services, lambda: self.endpoints)
-        self.pods: dict[str, _Netns] = {}  # netns path -> listeners
+        digest = hashlib.sha1(str(agent.group.data_dir).encode()).hexdigest()[:10]
+        self.svc_name = f"tbsvc-{digest}"
+        self.svc_path = ""
+        self.servers: dict[tuple[str, int], asyncio.base_events.Server] = {}
+        self.dns: asyncio.BaseTransport | None = None
+        self.pods: dict[str, int] = {}  # pod netns path -> link index
         self._task: asyncio.Task[None] | None = None
         self._dns_ensured = False
 
@@ -87,8 +85,13 @@ class ClusterNet:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-        for ns in list(self.pods.values()):
-            self._close(ns)
+        for server in self.servers.values():
+            server.close()
+        self.servers.clear()
+        if self.dns is not None:
+            self.dns.close()
+        if self.svc_path:
+            await asyncio.to_thread(netns.delete_netns, self.svc_name)  # the pods' veth ends go with it
         self.pods.clear()
 
     async def _run(self) -> None:
@@ -137,26 +140,44 @@ class ClusterNet:
                     out[w.netns_path] = w
         return out
 
+    async def _service_namespace(self) -> None:
+        def make() -> str:
+            path = netns.create_netns(self.svc_name)
+            _ip("-n", self.svc_name, "route", "replace", "local", str(SERVICE_CIDR), "dev", "lo")
+            return path
+
+        self.svc_path = await asyncio.to_thread(make)
+
+        def dns_socket() -> socket.socket:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind((DNS_IP, 53))
+            s.setblocking(False)
+            return s
+
+        sock = await asyncio.to_thread(netns.in_netns, self.svc_path, dns_socket)
+        resolver = self.resolver
+        self.dns, _ = await self.loop.create_datagram_endpoint(lambda: _DnsProtocol(resolver), sock=sock)
+
     async def sync(self) -> None:
         if not self._dns_ensured:
             await asyncio.to_thread(self._ensure_dns_service)
+        if not self.svc_path:
+            await self._service_namespace()
         self.services, self.endpoints = await asyncio.to_thread(self._list)
-        wanted = self._listen_addresses()
         current = self._pod_namespaces()
         for path in [p for p in self.pods if p not in current]:
-            self._close(self.pods.pop(path))
+            del self.pods[path]  # its namespace is gone, and the veth pair with it
         for path in current:
-            ns = self.pods.get(path)
-            if ns is None:
-                ns = _Netns(path)
-                try:
-                    await asyncio.to_thread(_route_service_cidr, path)
-                    await self._start_dns(ns)
-                except OSError as e:
-                    log.warning("pod namespace %s: no cluster networking: %s", path, e)
-                    continue
-                self.pods[path] = ns
-            await self._reconcile(ns, wanted)
+            if path in self.pods:
+                continue
+            index = next(i for i in range(1, 60000) if i not in set(self.pods.values()))
+            try:
+                await asyncio.to_thread(_link_pod, path, self.svc_name, index)
+            except OSError as e:
+                log.warning("pod namespace %s: no cluster networking: %s", path, e)
+                index = -index  # do not retry every round
+            self.pods[path] = index
+        await self._reconcile(self._listen_addresses())
 
     def _listen_addresses(self) -> set[tuple[str, int]]:
         out = set()
@@ -176,22 +197,10 @@ class ClusterNet:
 
     # -- listeners ----------------------------------------------------------------------------------
 
-    async def _start_dns(self, ns: _Netns) -> None:
-        def make() -> socket.socket:
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.bind((DNS_IP, 53))
-            s.setblocking(False)
-            return s
-
-        sock = await asyncio.to_thread(netns.in_netns, ns.path, make)
-        resolver = self.resolver
-        transport, _ = await self.loop.create_datagram_endpoint(lambda: _DnsProtocol(resolver), sock=sock)
-        ns.dns = transport  # type: ignore[assignment]
-
-    async def _reconcile(self, ns: _Netns, wanted: set[tuple[str, int]]) -> None:
-        for addr in [a for a in ns.servers if a not in wanted]:
-            ns.servers.pop(addr).close()
-        new = [a for a in wanted if a not in ns.servers]
+    async def _reconcile(self, wanted: set[tuple[str, int]]) -> None:
+        for addr in [a for a in self.servers if a not in wanted]:
+            self.servers.pop(addr).close()
+        new = [a for a in wanted if a not in self.servers]
         if not new:
             return
 
@@ -210,18 +219,9 @@ class ClusterNet:
                     out.append((addr, None))
             return out
 
-        for addr, sock in await asyncio.to_thread(netns.in_netns, ns.path, make_all):
-            if sock is None:
-                continue
-            server = await asyncio.start_server(self._handler(addr), sock=sock)
-            ns.servers[addr] = server
-
-    def _close(self, ns: _Netns) -> None:
-        for s in ns.servers.values():
-            s.close()
-        ns.servers.clear()
-        if ns.dns is not None:
-            ns.dns.close()
+        for addr, sock in await asyncio.to_thread(netns.in_netns, self.svc_path, make_all):
+            if sock is not None:
+                self.servers[addr] = await asyncio.start_server(self._handler(addr), sock=sock)
 
     # -- forwarding ---------------------------------------------------------------------------------
 
@@ -290,12 +290,28 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         await asyncio.sleep(0)
 
 
-def _route_service_cidr(path: str) -> None:
-    name = path.rsplit("/", 1)[-1]
-    r = subprocess.run(["ip", "-n", name, "route", "replace", "local", str(SERVICE_CIDR), "dev", "lo"],
-                       capture_output=True, text=True, timeout=10)
+LINK_NET = ipaddress.ip_network("169.254.0.0/16")  # one /32 per pod on its svc0 link
+
+
+def _ip(*args: str, stdin: str | None = None) -> None:
+    r = subprocess.run(["ip", *args], input=stdin, capture_output=True, text=True, timeout=10)
     if r.returncode != 0:
-        raise OSError(f"ip route (netns {name}): {r.stderr.strip()}")
+        raise OSError(f"ip {' '.join(args)}: {r.stderr.strip()}")
+
+
+def _link_pod(path: str, svc_name: str, index: int) -> None:
+    """A veth pair from the pod's namespace (``svc0``) into the service namespace, and the routes."""
+    pod = path.rsplit("/", 1)[-1]
+    addr = str(LINK_NET.network_address + 256 + index)
+    peer = f"p{index}"
+    with_link = subprocess.run(["ip", "-n", pod, "link", "show", "svc0"], capture_output=True).returncode == 0
+    if with_link:  # left by an agent before this one (its service namespace is gone): start afresh
+        _ip("-n", pod, "link", "del", "svc0")
+    _ip("-n", pod, "link", "add", "svc0", "type", "veth", "peer", "name", peer, "netns", svc_name)
+    _ip("-n", pod, "-batch", "-", stdin=(
+        f"addr add {addr}/32 dev svc0\nlink set svc0 up\n"
+        f"route replace {SERVICE_CIDR} dev svc0 src {addr}\n"))
+    _ip("-n", svc_name, "-batch", "-", stdin=f"link set {peer} up\nroute replace {addr}/32 dev {peer}\n")
 
 
 # -- one instance per agent process ----------------------------------------------------------------

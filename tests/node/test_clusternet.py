@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -82,11 +83,14 @@ def _running(kube: Kube, name: str) -> dict[str, Any]:
 
 @ROOT_ONLY
 def test_pod_reaches_a_service_by_name(kube: Kube, agents: NodeAgents) -> None:
-    create_bound_pod(kube, NS, "node-n", "backend", {"containers": [{"name": "c", "image": "nginx"}]})
-    backend = _running(kube, "backend")
+    # the Service first, on the port its backend listens on: the backend's own wildcard listener and
+    # the Service's address must not collide
     svc = kube.create(f"/api/v1/namespaces/{NS}/services", {
         "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
-        "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 8080, "targetPort": 80}]}})
+        "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": 80}]}})
+    time.sleep(0.6)  # a sync round of the proxy
+    create_bound_pod(kube, NS, "node-n", "backend", {"containers": [{"name": "c", "image": "nginx"}]})
+    backend = _running(kube, "backend")
     # the Endpoints the endpoints controller would write for a ready backend
     kube.create(f"/api/v1/namespaces/{NS}/endpoints", {
         "apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "web"},
@@ -97,7 +101,7 @@ def test_pod_reaches_a_service_by_name(kube: Kube, agents: NodeAgents) -> None:
         "import socket, time, urllib.request\n"
         "for i in range(100):\n"
         "    try:\n"
-        "        body = urllib.request.urlopen('http://web:8080/', timeout=2).read().decode()\n"
+        "        body = urllib.request.urlopen('http://web/', timeout=2).read().decode()\n"
         "        break\n"
         "    except OSError as e:\n"
         "        err = e; time.sleep(0.2)\n"
@@ -120,5 +124,6 @@ def test_pod_reaches_a_service_by_name(kube: Kube, agents: NodeAgents) -> None:
     assert done["status"]["phase"] == "Succeeded", lines
     ip = svc["spec"]["clusterIP"]
     assert lines[:4] == [f"{ip} {ip}", "True", "missing: NXDOMAIN", "default.svc.cluster.local"], lines
+    assert get_pod(kube, NS, "backend")["status"]["containerStatuses"][0]["restartCount"] == 0
     dns_svc = kube.get("/api/v1/namespaces/kube-system/services/kube-dns")
     assert dns_svc["spec"]["clusterIP"] == "10.96.0.10"
