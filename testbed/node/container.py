@@ -38,6 +38,7 @@ class LaunchSpec:
     devices: list[tuple[str, str]] = field(default_factory=list)
     root: dict[str, Any] | None = None  # the container's own root (rootfs.root_spec), None: the host's
     user: dict[str, Any] | None = None  # {uid, gid, groups}, None: root
+    pid_ns: bool = False  # a PID namespace of its own (nsexec.py runs a small init as its pid 1)
 
 
 class StartError(Exception):
@@ -65,6 +66,7 @@ class Process:
             "devices": spec.devices,
             "root": spec.root,
             "user": spec.user,
+            "pid_ns": spec.pid_ns,
             "status_fd": w,
             "log_path": str(log_path),
             "exit_path": str(exit_path),

@@ -4,8 +4,9 @@ Run as ``python -S nsexec.py SPEC_JSON`` (no imports from the project, so it sta
 outside the repository). Spec keys: ``argv``, ``env``, ``cwd``, ``netns`` (a /var/run/netns path or
 null), ``mount_ns`` (bool), ``mounts`` ([host, container, read_only]), ``devices`` ([host, container]),
 ``root`` (null, or the container's own root, see below), ``user`` (null or {uid, gid, groups}),
-``status_fd``. When ``exec`` fails the reason is written to ``status_fd`` (the runtime turns it into
-``StartError``); a successful exec closes it empty (it is close-on-exec).
+``pid_ns`` (bool: a PID namespace of its own, with a small init as pid 1), ``status_fd``. When
+``exec`` fails the reason is written to ``status_fd`` (the runtime turns it into ``StartError``); a
+successful exec closes it empty (it is close-on-exec).
 
 ``root`` = {``dir``: an empty directory to build the root on, ``image``: [host paths shown read-only
 at the same path: the image's contents], ``links``: [[path, target]] symlinks, ``hide``: [paths
@@ -36,6 +37,7 @@ import sys
 import time
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWPID = 0x20000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
 MS_RDONLY = 1
@@ -270,6 +272,14 @@ def _shim(spec, fd):
     except OSError as e:
         _report(fd, f"error during container init: log file: {e}")
         os._exit(128)
+    if spec.get("pid_ns"):
+        # the next child is the init (pid 1) of a PID namespace of its own: the container sees only
+        # its own processes, and they all end with it
+        lib = _libc()
+        if lib.unshare(CLONE_NEWPID) != 0:
+            err = os.strerror(ctypes.get_errno())
+            _report(fd, f"error during container init: unshare pid namespace: {err}")
+            os._exit(128)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     go_r, go_w = os.pipe()
@@ -399,6 +409,33 @@ def _container(spec, fd):
     except OSError as e:
         _report(fd, f"error during container init: {e}")
         os._exit(128)
+    if spec.get("pid_ns") and os.getpid() == 1:
+        _init(spec, fd)
+    _exec(spec, fd)
+
+
+def _init(spec, fd):
+    """Stay as the PID namespace's init: fork the container's command, reap every orphan, and exit with
+    the command's status (as ``docker run --init`` does). The command is pid 2, so SIGTERM reaches it
+    with its default action (the runtime signals the whole process group, this init included, which
+    ignores it); when the init exits, the kernel ends whatever is left in the namespace."""
+    cmd = os.fork()
+    if cmd == 0:
+        _exec(spec, fd)
+    if fd is not None:
+        os.close(fd)  # the command's copy closes on exec: EOF tells the runtime it started
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, lambda *_: None)
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(128)
+        if pid == cmd:
+            os._exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
+
+
+def _exec(spec, fd):
     argv = spec["argv"]
     env = spec["env"]
     try:

@@ -417,6 +417,10 @@ class PodWorker:
             mounts=[(m[0], m[1], bool(m[2])) for m in mounts],
             devices=[(d[0], d[1]) for d in devs.devices],
             user=user if as_root else None,
+            # each container its own PID namespace (the Kubernetes default); hostPID and
+            # shareProcessNamespace pods keep the host's (shared namespaces are not modelled)
+            pid_ns=as_root and not self.pod["spec"].get("hostPID")
+            and not self.pod["spec"].get("shareProcessNamespace"),
         )
         a.recorder.pod(self.pod, "Normal", "Created", f"Created container {c.name}", fp)
         try:

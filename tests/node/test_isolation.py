@@ -441,3 +441,28 @@ def test_kubelet_api_authn_authz(
     assert code == 200
     code, text = _get(base + "/pods", ctx=_cert_ctx(testbed, tmp_path, "mallory"))
     assert code == 403 and "user=mallory" in text
+
+
+PIDS = textwrap.dedent("""
+    import json, os, time
+    pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+    print("RESULT " + json.dumps({"me": os.getpid(), "pids": pids}), flush=True)
+    time.sleep(float(os.environ.get("HOLD", "0")))
+""")
+
+
+@ROOT_ONLY
+def test_each_container_sees_only_its_own_processes(agents: NodeAgents, kube: Kube, core: Any,
+                                                     ns: str) -> None:
+    spec = {
+        "containers": [{"name": "p", "image": "python:3.11", "command": [sys.executable, "-c", PIDS]}],
+        "restartPolicy": "Never",
+    }
+    create_bound_pod(kube, ns, "node-i", "pids", spec)
+    create_bound_pod(kube, ns, "node-i", "hostpid", {**spec, "hostPID": True})
+    for name in ("pids", "hostpid"):
+        assert _finished(kube, ns, name)["status"]["phase"] == "Succeeded"
+    own, host = _result(core, ns, "pids"), _result(core, ns, "hostpid")
+    # its own PID namespace: the runtime's init is pid 1, then the command, nothing of the host
+    assert own["me"] > 1 and own["pids"] == [1, own["me"]], own
+    assert host["me"] > 2 and len(host["pids"]) > 10  # hostPID: the host's processes, as asked
