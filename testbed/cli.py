@@ -341,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m testbed", description="Emulated Kubernetes control plane")
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the testbed")
-    up.add_argument("--k8s", default="1.33", help="Kubernetes minor to emulate, 1.18 to 1.33 (default 1.33)")
+    up.add_argument("--k8s", default="1.33", help="Kubernetes minor to emulate, 1.18 to 1.35 (default 1.33)")
     up.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
     up.add_argument("--port", type=int, default=DEFAULT_PORT, help="HTTPS port (0 picks a free one)")
     up.add_argument("--detach", action="store_true", help="run in the background")

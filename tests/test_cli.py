@@ -45,7 +45,7 @@ def test_up_detach_status_down(tmp_path: Path):
 def test_unknown_minor_is_a_usage_error(tmp_path: Path):
     r = _run("up", "--k8s", "1.17", "--data-dir", str(tmp_path))
     assert r.returncode == 2
-    assert "1.17" in r.stderr and "1.18" in r.stderr and "1.33" in r.stderr
+    assert "1.17" in r.stderr and "1.18" in r.stderr and "1.35" in r.stderr
 
 
 def test_port_in_use(tmp_path: Path):
