@@ -110,6 +110,7 @@ def register_entries(family: AscendFamily, npus: Sequence[dcmi.Npu], hami_core: 
                 devcore=100 if hami_core else cfg.ai_core,
                 type=cfg.common_word,
                 health=n.healthy and not faults.on("plugin-ascend-devices-unhealthy"),
+                mode="",  # upstream's Ascend plugin writes no mode
                 custom_info=custom,
             )
         )
