@@ -4,6 +4,7 @@ python -m testbed.controlplane build 1.33          # latest served patch of 1.33
 python -m testbed.controlplane build 1.33,1.35     # several; `all` for every minor the proxy serves
 python -m testbed.controlplane build v1.33.13      # an exact release
 python -m testbed.controlplane list                # what the cache holds
+python -m testbed.controlplane fidelity 1.33       # the request corpus, real vs emulated
 """
 
 from __future__ import annotations
@@ -83,6 +84,52 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fidelity(args: argparse.Namespace) -> int:
+    """Start the real and the emulated control plane of the minor, send the corpus to both, compare."""
+    import os
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from kubeclient.client import Kube
+
+    from .fidelity import compare, corpus, send
+
+    minor = args.minor
+    if find(int(minor.split(".")[1])) is None:
+        print(f"error: no real build of {minor}: python -m testbed.controlplane build {minor}",
+              file=sys.stderr)
+        return 4
+    env = {k: v for k, v in os.environ.items() if k != "TESTBED_CONTROL_PLANE"}
+    answers = {}
+    cases = corpus()
+    with tempfile.TemporaryDirectory(prefix="fidelity-") as tmp:
+        for mode in ("real", "emulated"):
+            data = Path(tmp) / mode
+            up = subprocess.run([sys.executable, "-m", "testbed", "up", "--k8s", minor,
+                                 "--control-plane", mode, "--detach", "--port", "0", "--data-dir", str(data)],
+                                capture_output=True, text=True, timeout=300, env=env)
+            if up.returncode != 0:
+                print(f"error: testbed up ({mode}) failed: {up.stderr.strip()[-1500:]}", file=sys.stderr)
+                return 1
+            try:
+                kube = Kube.from_config(str(data / "kubeconfig"), user_agent="fidelity")
+                answers[mode] = send(kube, cases)
+                kube.close()
+            finally:
+                subprocess.run([sys.executable, "-m", "testbed", "down", "--data-dir", str(data)],
+                               capture_output=True, text=True, timeout=120, env=env)
+    res = compare(minor, cases, answers["real"], answers["emulated"])
+    for d in res.differences:
+        print(f"differs: {d['case']}: real {d['real']['status']} / emulated {d['emulated']['status']}")
+    summary = {"minor": minor, "requests": res.total, "identical": res.identical,
+               "identicalFraction": round(res.fraction, 4)}
+    if args.json:
+        Path(args.json).write_text(json.dumps({**summary, "differences": res.differences}, indent=1))
+    print(json.dumps(summary))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m testbed.controlplane", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -98,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     ls = sub.add_parser("list", help="the builds in the cache")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_list)
+    f = sub.add_parser("fidelity", help="send the request corpus to the real and the emulated control plane")
+    f.add_argument("minor", help="a built minor, e.g. 1.33")
+    f.add_argument("--json", metavar="FILE", help="write the summary and every difference here")
+    f.set_defaults(func=cmd_fidelity)
     args = p.parse_args(argv)
     try:
         return int(args.func(args))
