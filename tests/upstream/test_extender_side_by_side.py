@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from testbed.upstream.build import installed
 
@@ -62,12 +63,12 @@ PODS = [
 ]
 
 
-def _decisions(stack: str, work: Path) -> list[dict[str, Any]]:
+def _decisions(stack: str, work: Path, pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
     from bench.extender_stacks import live, make_tls
 
     out = []
     with live(stack, 4, make_tls(work, f"upstream@{TAG}"), work) as lv:
-        for pod in PODS:
+        for pod in pods:
             _f, b_ms, res, after = lv.round(pod)
             ann = after["metadata"].get("annotations") or {}
             out.append(
@@ -84,9 +85,7 @@ def _decisions(stack: str, work: Path) -> list[dict[str, Any]]:
     return out
 
 
-def test_same_decisions_as_upstream(tmp_path: Path) -> None:
-    ours = _decisions("ours", tmp_path / "ours")
-    upstream = _decisions(f"upstream@{TAG}", tmp_path / "upstream")
+def _compare(ours: list[dict[str, Any]], upstream: list[dict[str, Any]]) -> None:
     # On success upstream answers the chosen node alone (pkg/scheduler/scheduler.go:1152 at v2.10.0)
     # where ours also lists the nodes that did not fit; kube-scheduler reads FailedNodes only when no
     # node is left (hami_stack/UPSTREAM-DIFFERENCES.md), so refusals are compared on refused pods.
@@ -97,5 +96,38 @@ def test_same_decisions_as_upstream(tmp_path: Path) -> None:
         (o["pod"], k, o[k], u[k]) for o, u in zip(ours, upstream, strict=True) for k in o if o[k] != u[k]
     ]
     assert not diffs, "pod, field, ours, upstream:\n" + "\n".join(map(repr, diffs))
+
+
+def test_same_decisions_as_upstream(tmp_path: Path) -> None:
+    ours = _decisions("ours", tmp_path / "ours", PODS)
+    upstream = _decisions(f"upstream@{TAG}", tmp_path / "upstream", PODS)
+    _compare(ours, upstream)
     # the comparison means something: pods were placed and some were refused, on both sides
     assert sum(d["bound"] for d in ours) >= 6 and sum(not d["nodes"] for d in ours) == 3
+
+
+def _example_pods() -> list[dict[str, Any]]:
+    """Every Pod of upstream's NVIDIA examples (``examples/nvidia/*.yaml`` in the built tree), renamed
+    ``<file>-<n>`` into ``default`` (PVC-backed volumes play no part in filter and bind), with the
+    ``schedulerName`` the webhook would give them."""
+    assert BUILT is not None
+    pods = []
+    for path in sorted((Path(BUILT.manifest["tree"]) / "examples" / "nvidia").glob("*.yaml")):
+        for n, doc in enumerate(
+            d for d in yaml.safe_load_all(path.read_text()) if d and d.get("kind") == "Pod"
+        ):
+            meta = doc.setdefault("metadata", {})
+            meta["name"] = f"{path.stem.replace('_', '-')}-{n}"
+            meta["namespace"] = "default"
+            doc.setdefault("spec", {})["schedulerName"] = "hami-scheduler"
+            pods.append(doc)
+    return pods
+
+
+def test_upstream_examples_decide_alike(tmp_path: Path) -> None:
+    pods = _example_pods()
+    assert len(pods) >= 12
+    ours = _decisions("ours", tmp_path / "ours", pods)
+    upstream = _decisions(f"upstream@{TAG}", tmp_path / "upstream", pods)
+    _compare(ours, upstream)
+    assert sum(d["bound"] for d in ours) >= 6
