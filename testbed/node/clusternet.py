@@ -8,7 +8,7 @@ All of it lives in network namespaces the testbed creates, never in the host's:
   connection to a ready endpoint, picked at random (kube-proxy's iptables mode is random too):
   straight into the endpoint pod's own namespace when that pod runs in this process, else to
   ``<podIP>:<targetPort>`` on the host (which the owning agent forwards for declared containerPorts).
-  A Service without ready endpoints refuses (the connection is closed at once). The cluster DNS server
+  A Service without ready endpoints refuses connections (nothing listens). The cluster DNS server
   (``dns.py``) answers there on ``<DNS IP>:53`` (UDP), the address every pod's ``/etc/resolv.conf``
   names (``podspec.resolv_conf``); the agents keep a ``kube-system/kube-dns`` Service at that address;
 * each pod namespace gets a veth link ``svc0`` into the service namespace (a link-local /32 address
@@ -191,7 +191,9 @@ class ClusterNet:
                 if ipaddress.ip_address(ip) not in SERVICE_CIDR:
                     continue
                 for p in spec.get("ports") or []:
-                    if (p.get("protocol") or "TCP") == "TCP":
+                    # listening only while there are ready endpoints: otherwise the kernel refuses the
+                    # connection, as kube-proxy's REJECT rule does
+                    if (p.get("protocol") or "TCP") == "TCP" and self._backends((ip, int(p["port"]))):
                         out.add((ip, int(p["port"])))
         return out
 

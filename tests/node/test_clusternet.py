@@ -88,6 +88,9 @@ def test_pod_reaches_a_service_by_name(kube: Kube, agents: NodeAgents) -> None:
     svc = kube.create(f"/api/v1/namespaces/{NS}/services", {
         "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
         "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": 80}]}})
+    kube.create(f"/api/v1/namespaces/{NS}/services", {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "empty"},
+        "spec": {"selector": {"app": "none"}, "ports": [{"port": 81}]}})
     time.sleep(0.6)  # a sync round of the proxy
     create_bound_pod(kube, NS, "node-n", "backend", {"containers": [{"name": "c", "image": "nginx"}]})
     backend = _running(kube, "backend")
@@ -114,6 +117,10 @@ def test_pod_reaches_a_service_by_name(kube: Kube, agents: NodeAgents) -> None:
         "except OSError:\n"
         "    print('missing: NXDOMAIN')\n"
         "print(open('/etc/resolv.conf').read().split()[1])\n"
+        "try:\n"
+        "    urllib.request.urlopen('http://empty:81/', timeout=2)\n"
+        "except Exception as e:\n"
+        "    print('empty:', type(getattr(e, 'reason', e)).__name__)\n"
     )
     create_bound_pod(kube, NS, "node-n", "client", {"restartPolicy": "Never", "containers": [
         {"name": "c", "image": "python:3.11", "command": ["python3", "-c", script]}]})
@@ -124,6 +131,8 @@ def test_pod_reaches_a_service_by_name(kube: Kube, agents: NodeAgents) -> None:
     assert done["status"]["phase"] == "Succeeded", lines
     ip = svc["spec"]["clusterIP"]
     assert lines[:4] == [f"{ip} {ip}", "True", "missing: NXDOMAIN", "default.svc.cluster.local"], lines
+    # a Service without ready endpoints refuses, as kube-proxy's REJECT rule makes it
+    assert lines[4] == "empty: ConnectionRefusedError", lines
     assert get_pod(kube, NS, "backend")["status"]["containerStatuses"][0]["restartCount"] == 0
     dns_svc = kube.get("/api/v1/namespaces/kube-system/services/kube-dns")
     assert dns_svc["spec"]["clusterIP"] == "10.96.0.10"

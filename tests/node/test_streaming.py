@@ -190,3 +190,21 @@ def test_pod_service_and_node_proxy(kube: Kube, testbed: EmbeddedTestbed, pod: d
             "kind": "Pod", "name": "box", "namespace": NS, "uid": pod["metadata"]["uid"]}}],
             "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}]})
     assert "Welcome to nginx!" in core.connect_get_namespaced_service_proxy_with_path("box-web:http", NS, "")
+
+
+@ROOT_ONLY
+def test_exec_differences_from_runc(testbed: EmbeddedTestbed, pod: dict[str, Any]) -> None:
+    """DIFFERENCES.md: a missing command gets nsenter's exit code 127; a TTY is a terminal without a
+    /dev/pts name inside the container."""
+    from kubernetes import client
+    from kubernetes.stream import stream
+
+    core = client.CoreV1Api(testbed.api_client())
+    ws = stream(core.connect_get_namespaced_pod_exec, "box", NS, container="sh", command=["no-such-cmd"],
+                stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False)
+    ws.run_forever(timeout=10)
+    assert ws.returncode == 127
+    out = stream(core.connect_get_namespaced_pod_exec, "box", NS, container="sh",
+                 command=["sh", "-c", "test -t 1 && echo terminal; tty || echo no-name"], stderr=True,
+                 stdin=True, stdout=True, tty=True)
+    assert "terminal" in out and "no-name" in out
