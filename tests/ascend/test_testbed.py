@@ -46,3 +46,20 @@ def test_runtime_injects_the_driver_only_for_npu_containers(tmp_path: Path) -> N
     assert (Path(ctr["LD_LIBRARY_PATH"].split(":")[0]) / "libdcmi.so").is_file()
     host = toolkit.inject_ascend({"ASCEND_VISIBLE_DEVICES": "all"}, state)
     assert host["HAMI_EMU_NPU_ALL"] == "1" and "ASCEND_VISIBLE_DEVICES" not in host
+
+
+def test_backend_enables_ascend_for_npu_inventories_and_waits_for_their_registration() -> None:
+    from conformance.backends import testbed as tb
+
+    inv = REPO / "inventories/emulated/two-nodes-ascend.yaml"
+    assert tb.vendor_chart_set(inv, ["x=1"]) == ["x=1", "devices.ascend.enabled=true"]
+    assert tb.vendor_chart_set(inv, ["devices.ascend.enabled=false"]) == ["devices.ascend.enabled=false"]
+    assert tb.vendor_chart_set(REPO / "inventories/emulated/two-nodes-a100.yaml", []) == []
+    node = {
+        "metadata": {"annotations": {"hami.io/node-register-Ascend910B3": "[]"}},
+        "status": {"capacity": {"huawei.com/Ascend910B3": "32"}},
+    }
+    assert tb._registered(node)
+    node["status"]["capacity"]["huawei.com/Ascend910B3"] = "0"
+    assert not tb._registered(node)
+    assert not tb._registered({"metadata": {"annotations": {}}, "status": {}})
