@@ -16,8 +16,9 @@ All of it lives in network namespaces the testbed creates, never in the host's:
   listens on ``0.0.0.0:80`` can still be the backend of a Service on port 80.
 
 A userspace proxy rather than iptables/nftables DNAT: the host needs neither tool (this machine has
-none) and the proxy can dial into another pod's namespace directly. Services and Endpoints are listed
-every ``POLL`` seconds; pod namespaces are picked up as the runtime creates them.
+none) and the proxy can dial into another pod's namespace directly. Services and Endpoints come from
+informers (list and watch); every ``POLL`` seconds the listeners are reconciled with them and new pod
+namespaces are linked.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from kubeclient.client import ApiError
+from kubeclient.informer import Informer
 
 from . import dns, netns
 
@@ -76,13 +78,19 @@ class ClusterNet:
         self.pods: dict[str, int] = {}  # pod netns path -> link index
         self._task: asyncio.Task[None] | None = None
         self._dns_ensured = False
+        self._informers = (Informer(self.kube, "/api/v1/services", name="clusternet services"),
+                           Informer(self.kube, "/api/v1/endpoints", name="clusternet endpoints"))
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
     def start(self) -> None:
+        for inf in self._informers:
+            inf.start()
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
+        for inf in self._informers:
+            inf.stop()
         if self._task is not None:
             self._task.cancel()
         for server in self.servers.values():
@@ -106,13 +114,11 @@ class ClusterNet:
 
     # -- state --------------------------------------------------------------------------------------
 
-    def _list(self) -> tuple[dict[tuple[str, str], Any], dict[tuple[str, str], Any]]:
-        svcs = self.kube.get("/api/v1/services")["items"]
-        eps = self.kube.get("/api/v1/endpoints")["items"]
-
+    def _cached(self) -> tuple[dict[tuple[str, str], Any], dict[tuple[str, str], Any]]:
         def key(o: dict[str, Any]) -> tuple[str, str]:
             return o["metadata"]["namespace"], o["metadata"]["name"]
 
+        svcs, eps = (inf.items() for inf in self._informers)
         return {key(s): s for s in svcs}, {key(e): e for e in eps}
 
     def _ensure_dns_service(self) -> None:
@@ -163,7 +169,7 @@ class ClusterNet:
             await asyncio.to_thread(self._ensure_dns_service)
         if not self.svc_path:
             await self._service_namespace()
-        self.services, self.endpoints = await asyncio.to_thread(self._list)
+        self.services, self.endpoints = self._cached()
         current = self._pod_namespaces()
         for path in [p for p in self.pods if p not in current]:
             del self.pods[path]  # its namespace is gone, and the veth pair with it
