@@ -12,17 +12,16 @@ component in turn, a batch of the burst's GPU pods (``restartPolicy: Always``, 1
 * ``device-plugin``: the ``device-plugin`` container's process of one node's device plugin pod;
   (both found through the node agent's pod checkpoint); the node agent restarts them.
 
-Time to recover is from the kill until the component works again: a probe pod bound by the restarted
-scheduler's informers and every node's Lease renewed through it (apiserver), a probe pod bound
-(scheduler), a probe ReplicaSet's pod created (controllers), every node's Lease renewed by the new
+Time to recover is from the kill until the component works again: a probe pod bound and started through
+the restarted apiserver (its watchers resumed) and every node's Lease renewed (apiserver), a probe pod
+bound (scheduler), a probe ReplicaSet's pod created (controllers), every node's Lease renewed by the new
 agent, every ``hami-system`` pod Ready and the GPUs allocatable again (node agent: the device plugins
-re-registered), the killed container Ready again with one more restart and the nodes' GPUs
-allocatable (extender, device plugin). ``agent_kill_restarted_pods`` counts the ``hami-system``
-container restarts the node-agent kill caused (adoption: 0). Invariants checked at the end: every
-burst pod Running, no over-commit (per-GPU memory from the pods' ``hami.io/vgpu-devices-allocated``
-<= the device's memory in the node's register annotation), no lost object (every created pod and the
-chart's workloads still there), no node lock older than its 5 min expiry, no process of the testbed
-left after ``down``.
+re-registered), the killed container Ready again with one more restart and the nodes' GPUs allocatable
+(extender, device plugin). ``agent_kill_restarted_pods`` counts the ``hami-system`` container restarts
+the node-agent kill caused (adoption: 0). Invariants checked at the end: every burst pod Running, no
+over-commit (per-GPU memory from the pods' ``hami.io/vgpu-devices-allocated`` <= the device's memory in
+the node's register annotation), no lost object (every created pod and the chart's workloads still
+there), no node lock older than its 5 min expiry, no process of the testbed left after ``down``.
 
     .venv/bin/python bench/chaos.py [--pods 50] [--components scheduler,extender,...]
 
@@ -159,14 +158,20 @@ class Chaos:
                   for lease in leases]
         return bool(stamps) and all(t >= since - 1 for t in stamps)
 
-    def probe_scheduled(self) -> bool:
+    def probe_scheduled(self, running: bool = False) -> bool:
+        """A probe pod is bound (or, with ``running``, reported Running by its node agent)."""
         name = f"probe-{int(time.monotonic() * 1000)}"
         self.kube.create(f"/api/v1/namespaces/{NS}/pods", {
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"chaos-probe": "1"}},
             "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["sleep", "600"]}]}})
         try:
-            return bool(wait(lambda: self.kube.get(f"/api/v1/namespaces/{NS}/pods/{name}")["spec"].get(
-                "nodeName"), 15, 0.1))
+            def done() -> bool:
+                p = self.kube.get(f"/api/v1/namespaces/{NS}/pods/{name}")
+                if running:
+                    return (p.get("status") or {}).get("phase") == "Running"
+                return bool(p["spec"].get("nodeName"))
+
+            return bool(wait(done, 15, 0.1))
         finally:
             self.kube.delete(f"/api/v1/namespaces/{NS}/pods/{name}", gracePeriodSeconds=0)
 
@@ -204,7 +209,9 @@ class Chaos:
                 if component == "controllers":
                     return self.probe_controllers()
                 if component == "apiserver":
-                    return self.leases_renewed(wall0) and self.probe_scheduled()
+                    # the whole loop works again: scheduler and node agent informers resumed, a new
+                    # pod is bound and started, and the agents renew their leases
+                    return self.probe_scheduled(running=True) and self.leases_renewed(wall0)
                 # the new agent renews the leases; its pods were adopted (Ready, not restarted) and the
                 # device plugins have registered again
                 return (self.leases_renewed(wall0) and self.hami_ready() and self.gpus_allocatable())

@@ -330,6 +330,7 @@ class NodeAgent:
                 self.ensure_lease()
             else:
                 log.warning("node %s: lease renewal failed: %s", self.name, e)
+                raise
         if self.status_changed() or _mono() - self._last_report >= self.options.status_report_interval:
             self.post_status()
 
@@ -441,11 +442,20 @@ class NodeAgents:
         self._schedule_lease(a)
 
     def _schedule_lease(self, a: NodeAgent) -> None:
+        # as the kubelet's lease controller: a failed renewal (the apiserver restarting) is retried
+        # after 200 ms, doubling to 7 s, instead of waiting out the whole renew interval
+        retry = [0.0]
+
         def tick() -> None:
             if a.stopped or self._stopping:
                 return
-            _logged(a.renew_lease)
-            self.later(self.options.lease_interval, tick)
+            try:
+                a.renew_lease()
+                retry[0] = 0.0
+            except Exception as e:
+                log.debug("node %s: lease renewal failed (%r); retrying", a.name, e)
+                retry[0] = min(7.0, retry[0] * 2) if retry[0] else 0.2
+            self.later(retry[0] or self.options.lease_interval, tick)
 
         self.later(self.options.lease_interval, tick)
 
