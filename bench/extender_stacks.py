@@ -323,6 +323,30 @@ class Live:
         )
         return f_ms, b_ms, res, after
 
+    def admit(self, pod: dict[str, Any]) -> dict[str, Any]:
+        """The stack's mutating webhook on a CREATE of ``pod``: its AdmissionReview response."""
+        review = {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": f"review-{pod['metadata']['name']}",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+                "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+                "name": pod["metadata"]["name"],
+                "namespace": pod["metadata"].get("namespace", "default"),
+                "operation": "CREATE",
+                "userInfo": {"username": "bench", "groups": ["system:authenticated"]},
+                "object": pod,
+                "oldObject": None,
+                "dryRun": False,
+                "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
+            },
+        }
+        _ms, out = self.client.post("/webhook", review)
+        return dict(out.get("response") or {})
+
 
 @contextmanager
 def live(stack: str, n_nodes: int, tls: Path, work: Path) -> Iterator[Live]:

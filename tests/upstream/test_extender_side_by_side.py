@@ -12,6 +12,7 @@ without it, which is the case in CI (the Go module proxy refuses upstream's modu
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +132,64 @@ def test_upstream_examples_decide_alike(tmp_path: Path) -> None:
     upstream = _decisions(f"upstream@{TAG}", tmp_path / "upstream", pods)
     _compare(ours, upstream)
     assert sum(d["bound"] for d in ours) >= 6
+
+
+def _admissions(stack: str, work: Path, pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each pod, without its schedulerName, through the stack's webhook: allowed, message, patched pod."""
+    import base64
+    import copy
+
+    import jsonpatch
+
+    from bench.extender_stacks import live, make_tls
+
+    out = []
+    with live(stack, 1, make_tls(work, f"upstream@{TAG}"), work) as lv:
+        for pod in pods:
+            sent = copy.deepcopy(pod)
+            sent["spec"].pop("schedulerName", None)
+            res = lv.admit(sent)
+            patched = sent
+            if res.get("patch"):
+                assert res.get("patchType") == "JSONPatch", res
+                ops = json.loads(base64.b64decode(res["patch"]))
+                patched = jsonpatch.apply_patch(sent, ops)
+            out.append(
+                {
+                    "pod": pod["metadata"]["name"],
+                    "allowed": res.get("allowed"),
+                    "message": (res.get("status") or {}).get("message", ""),
+                    "patched": _canonical(patched),
+                }
+            )
+    return out
+
+
+def _canonical(pod: dict[str, Any]) -> dict[str, Any]:
+    """What the apiserver would store either way: quantities by value (upstream's webhook patches the
+    whole pod as Go re-serialises it: ``3000`` becomes ``3k``, ints become strings), no empty
+    ``annotations`` or ``status``."""
+    from testbed.k8s.quantity import parse_quantity
+
+    pod = json.loads(json.dumps(pod))
+    for c in [*pod["spec"].get("initContainers", []), *pod["spec"].get("containers", [])]:
+        for kind in ("limits", "requests"):
+            values = (c.get("resources") or {}).get(kind)
+            if values:
+                c["resources"][kind] = {k: parse_quantity(str(v)).nanos for k, v in values.items()}
+    for key, parent in (("annotations", pod["metadata"]), ("status", pod)):
+        if not parent.get(key):
+            parent.pop(key, None)
+    return pod
+
+
+def test_webhooks_mutate_alike(tmp_path: Path) -> None:
+    pods = PODS + _example_pods()
+    ours = _admissions("ours", tmp_path / "ours", pods)
+    upstream = _admissions(f"upstream@{TAG}", tmp_path / "upstream", pods)
+    diffs = [
+        (o["pod"], k, o[k], u[k]) for o, u in zip(ours, upstream, strict=True) for k in o if o[k] != u[k]
+    ]
+    assert not diffs, "pod, field, ours, upstream:\n" + "\n".join(map(repr, diffs))
+    # meaningful: the webhook did route HAMi pods to hami-scheduler on both sides
+    assert sum(d["patched"]["spec"].get("schedulerName") == "hami-scheduler" for d in ours) >= 15
