@@ -79,6 +79,7 @@ def run_cell(minor: str, out: Path, retry: bool) -> dict[str, Any]:
         "phases_s": phases,
         "bundle": cell.get("bundle"),
         "retries": sum(1 for e in events if e.get("event") == "retry"),
+        "note": cell.get("note", ""),
         "error": None if end else (proc.stderr.strip().splitlines() or ["no output"])[-1],
     }
 
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     cells_wall = round(time.monotonic() - t0, 2)
     t = time.monotonic()
     bundles = [c["bundle"] for c in cells if c["bundle"]]
-    merged = subprocess.run(
+    merged = subprocess.run(  # with no bundle at all the merge refuses (usage error), which is reported
         [sys.executable, "-m", "conformance", "matrix", "merge", *bundles, "-o", str(root / "matrix")],
         cwd=REPO,
         capture_output=True,
