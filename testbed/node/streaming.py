@@ -29,6 +29,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import ssl
 import struct
 import termios
@@ -216,11 +217,16 @@ class Exec:
         return 128 - code if code < 0 else code
 
     def kill(self) -> None:
-        with contextlib.suppress(Exception):
-            if self._pty_proc is not None and self._pty_proc.poll() is None:
-                self._pty_proc.kill()
-            if self.proc is not None and self.proc.returncode is None:
-                self.proc.kill()
+        """SIGKILL to the command's process group (its own session), so its children go too."""
+        for proc, alive in ((self._pty_proc, self._pty_proc is not None and self._pty_proc.poll() is None),
+                            (self.proc, self.proc is not None and self.proc.returncode is None)):
+            if proc is not None and alive:
+                with contextlib.suppress(OSError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+        self.close()
+
+    def close(self) -> None:
+        """The terminal's master side; what the command started in the background keeps running."""
         if self.master is not None:
             with contextlib.suppress(OSError):
                 os.close(self.master)
@@ -236,6 +242,7 @@ class Channels:
     def __init__(self) -> None:
         self.stdin: asyncio.Queue[bytes] = asyncio.Queue()  # b"" at end of input
         self.resize: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
+        self.gone = asyncio.Event()  # the client went away: the command is killed, as the runtime does
 
     async def stdout(self, data: bytes) -> None: ...
     async def stderr(self, data: bytes) -> None: ...
@@ -246,11 +253,15 @@ class SpdyChannels(Channels):
     def __init__(self, session: spdy.Session, streams: dict[str, spdy.Stream], protocol: str) -> None:
         super().__init__()
         self.session, self.streams, self.protocol = session, streams, protocol
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[None]] = [asyncio.ensure_future(self._watch_session())]
         if "stdin" in streams:
             self._tasks.append(asyncio.ensure_future(self._read_stdin(streams["stdin"])))
         if "resize" in streams:
             self._tasks.append(asyncio.ensure_future(self._read_resize(streams["resize"])))
+
+    async def _watch_session(self) -> None:
+        await self.session.closed.wait()
+        self.gone.set()
 
     async def _read_stdin(self, s: spdy.Stream) -> None:
         while data := await s.read():
@@ -316,6 +327,7 @@ class WsChannels(Channels):
             elif ch == CLOSE and data and data[0] == STDIN:
                 await self.stdin.put(b"")
         await self.stdin.put(b"")
+        self.gone.set()
 
     async def _send(self, ch: int, data: bytes) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):
@@ -367,13 +379,19 @@ async def run_exec(ch: Channels, ex: Exec) -> None:
     side = [asyncio.ensure_future(follow_resize())]
     if ex.want_stdin:
         side.append(asyncio.ensure_future(feed_stdin()))
+    pump = asyncio.ensure_future(ex.pump_output(ch.stdout, ch.stderr))
+    gone = asyncio.ensure_future(ch.gone.wait())
     try:
-        await ex.pump_output(ch.stdout, ch.stderr)
+        await asyncio.wait({pump, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not pump.done():  # the client is gone: so is the command
+            ex.kill()
+            pump.cancel()
+            return
         code = await ex.wait()
     finally:
-        for t in side:
+        for t in [*side, gone]:
             t.cancel()
-        ex.kill()
+        ex.close()
     if code == 0:
         await ch.finish(_status_ok(), None)
     else:
@@ -406,7 +424,7 @@ async def run_attach(ch: Channels, w: PodWorker, c: CState) -> None:
                 continue
             _ts, stream, msg = parsed
             await (ch.stderr if stream == "stderr" else ch.stdout)(msg)
-        if not running and not data:
+        if (not running and not data) or ch.gone.is_set():
             break
         await asyncio.sleep(0.1)
     await ch.finish(_status_ok(), None)

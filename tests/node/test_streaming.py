@@ -208,3 +208,28 @@ def test_exec_differences_from_runc(testbed: EmbeddedTestbed, pod: dict[str, Any
                  command=["sh", "-c", "test -t 1 && echo terminal; tty || echo no-name"], stderr=True,
                  stdin=True, stdout=True, tty=True)
     assert "terminal" in out and "no-name" in out
+
+
+def _running_cmdlines(needle: bytes) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if (d / "cmdline").read_bytes().replace(b"\0", b" ").strip() == needle:
+                    out.append(int(d.name))
+            except OSError:
+                pass
+    return out
+
+
+@ROOT_ONLY
+def test_exec_is_killed_when_the_client_goes(testbed: EmbeddedTestbed, pod: dict[str, Any]) -> None:
+    from kubernetes import client
+    from kubernetes.stream import stream
+
+    core = client.CoreV1Api(testbed.api_client())
+    ws = stream(core.connect_get_namespaced_pod_exec, "box", NS, container="sh", command=["sleep", "3141"],
+                stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False)
+    wait_for(lambda: _running_cmdlines(b"sleep 3141"), timeout=10)
+    ws.close()
+    wait_for(lambda: not _running_cmdlines(b"sleep 3141"), timeout=10)
