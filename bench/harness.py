@@ -3,6 +3,7 @@
     python bench/harness.py                 # one cell: NVIDIA, 1.33
     python bench/harness.py --minor 1.25
     python bench/harness.py --matrix        # also all 16 minors (slow), one after another
+    python bench/harness.py --vendor ascend # one Ascend cell (emulated 910B3 + 910C nodes)
 
 Where the time goes, per cell: provisioning (testbed up), helm (install + wait), registration (device
 plugins), and the suites (scheduling + pod start), read from the run's environment capture and the
@@ -76,8 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minor", default="1.33")
     p.add_argument("--matrix", action="store_true", help="also run the 16-minor NVIDIA matrix")
     p.add_argument("--workers", default="0", help="pytest-xdist workers per cell")
+    p.add_argument("--vendor", default="nvidia", help="vendor of the single cell (ascend: Ascend inventory)")
     args = p.parse_args(argv)
     extra = ["-n", args.workers] if args.workers != "0" else []
+    extra += ["--vendor", args.vendor]
     root = Path(tempfile.mkdtemp(prefix="hami-bench-"))
     cell = run_cell(args.minor, root / f"cell-{args.minor}", extra)
     print(json.dumps(cell))
@@ -95,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "cell_wall_s": cell["wall_s"],
                 "cell_minor": args.minor,
+                "cell_vendor": args.vendor,
                 "cell_exit_code": cell["exit_code"],
                 "cell_breakdown": {
                     k: cell.get(k) for k in ("provision_s", "helm_s", "register_s", "suites_s")
