@@ -14,6 +14,7 @@ import concurrent.futures
 import json
 import os
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -65,6 +66,48 @@ def served(module: str, version: str, proxy: str | None = None, timeout: float =
         return False
 
 
+def _fetch(url: str, timeout: float = 30) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return str(r.read().decode())
+    except urllib.error.HTTPError:
+        return None
+
+
+def _zip_served(module: str, version: str, proxy: str) -> bool:
+    req = urllib.request.Request(f"{proxy}/{module}/@v/{version}.zip", method="HEAD")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return bool(r.status == 200)
+    except urllib.error.HTTPError:
+        return False
+
+
+# staging modules no control-plane command imports: their absence does not matter
+_UNUSED_STAGING = ("k8s.io/sample-", "k8s.io/code-generator")
+
+
+def complete(rel: Release, proxy: str) -> str:
+    """Why the proxy cannot give everything ``rel`` needs ("" when it can): the k8s.io/kubernetes
+    source and each staging module's ``v0.<minor>.<patch>`` source archive (the proxy answers some
+    versions' ``.info`` but refuses their ``.zip``)."""
+    from .gomod import GoModError, parse_upstream
+
+    text = _fetch(f"{proxy}/k8s.io/kubernetes/@v/{rel.version}.mod")
+    if text is None:
+        return f"k8s.io/kubernetes@{rel.version}: go.mod not served"
+    try:
+        staging = parse_upstream(text).staging
+    except GoModError as e:
+        return str(e)
+    needed = [("k8s.io/kubernetes", rel.version)] + [
+        (m, rel.staging_version) for m in staging if not m.startswith(_UNUSED_STAGING)]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        ok = list(pool.map(lambda mv: _zip_served(mv[0], mv[1], proxy), needed))
+    missing = [f"{m}@{v}" for (m, v), good in zip(needed, ok, strict=True) if not good]
+    return f"not served by the proxy: {', '.join(missing)}" if missing else ""
+
+
 def _saved() -> dict[str, str]:
     try:
         return dict(json.loads((k8s_cache() / "releases.json").read_text()))
@@ -103,9 +146,11 @@ def latest(minors: list[int], refresh: bool = False) -> dict[int, Release | None
             patches = sorted((p for p in range(_MAX_PATCH) if futs[(m, p)].result()), reverse=True)
             rel = None
             for p in patches:  # the staging modules must be served at the same patch
-                if served("k8s.io/api", f"v0.{m}.{p}", proxy):
+                why = complete(Release(m, p), proxy)
+                if not why:
                     rel = Release(m, p)
                     break
+                print(f"v1.{m}.{p} skipped: {why}", file=sys.stderr, flush=True)
             out[m] = rel
             if rel is not None:
                 found[f"1.{m}"] = rel.version
