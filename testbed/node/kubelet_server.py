@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import clusternet, streaming, volumesync
+from . import clusternet, ephemeral, streaming, volumesync
 from .logs import follow_from, pod_log_dir, read_lines
 
 if TYPE_CHECKING:
@@ -143,6 +143,7 @@ def _middleware(auth: Auth) -> Callable[..., Awaitable[web.StreamResponse]]:
 
 
 _SYNC = web.AppKey("volume_sync", asyncio.Task)
+_EPHEMERAL = web.AppKey("ephemeral_containers", asyncio.Task)
 
 
 def make_app(agent: NodeAgent) -> web.Application:
@@ -229,10 +230,12 @@ def make_app(agent: NodeAgent) -> web.Application:
     # and the process's cluster networking (Service proxy and DNS in the pods' namespaces)
     async def start_sync(app: web.Application) -> None:
         app[_SYNC] = asyncio.ensure_future(volumesync.run(agent))
+        app[_EPHEMERAL] = asyncio.ensure_future(ephemeral.run(agent))
         await clusternet.attach(agent)
 
     async def stop_sync(app: web.Application) -> None:
         app[_SYNC].cancel()
+        app[_EPHEMERAL].cancel()
         await clusternet.detach(agent)
 
     app.on_startup.append(start_sync)

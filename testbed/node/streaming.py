@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
-from . import netns, probes, spdy, upgrade
+from . import ephemeral, netns, probes, spdy, upgrade
 
 if TYPE_CHECKING:
     from .agent import NodeAgent
@@ -86,7 +86,7 @@ def find(agent: NodeAgent, ns: str, pod: str, container: str | None) -> tuple[Po
             msg = f"a container name must be specified for pod {pod}, choose one of: [{names}]"
             raise web.HTTPBadRequest(text=msg)
         return w, w.apps[0]
-    c = next((c for c in w.init + w.apps if c.name == container), None)
+    c = next((c for c in w.init + w.apps + ephemeral.containers_of(w) if c.name == container), None)
     if c is None:
         raise web.HTTPNotFound(text=f'container "{container}" in pod "{pod}" not found')
     return w, c

@@ -18,7 +18,7 @@ import pytest
 from kubeclient.client import Kube
 from testbed.clients import cached_minors, kubectl_path
 from testbed.embedded import EmbeddedTestbed
-from testbed.node import AgentOptions, NodeAgents, parse_inventory, streaming
+from testbed.node import AgentOptions, NodeAgents, ephemeral, parse_inventory, streaming
 
 from .helpers import create_bound_pod, get_pod, wait_for
 
@@ -233,3 +233,38 @@ def test_exec_is_killed_when_the_client_goes(testbed: EmbeddedTestbed, pod: dict
     wait_for(lambda: _running_cmdlines(b"sleep 3141"), timeout=10)
     ws.close()
     wait_for(lambda: not _running_cmdlines(b"sleep 3141"), timeout=10)
+
+
+def test_ephemeral_container_rules() -> None:
+    pod = {"spec": {"containers": [{"name": "app", "image": "x"}], "ephemeralContainers": [
+        {"name": "dbg", "image": "busybox", "terminationMessagePath": "/dev/termination-log",
+         "terminationMessagePolicy": "File", "imagePullPolicy": "Always"}]}}
+    current = pod["spec"]["ephemeralContainers"]
+    added = ephemeral.apply_update(pod, [*current, {"name": "d2", "image": "alpine:3"}])
+    assert added["spec"]["ephemeralContainers"][1]["imagePullPolicy"] == "IfNotPresent"
+    for bad, why in (([], "may not be removed"), ([{"name": "dbg", "image": "other"}], "may not be changed"),
+                     ([*pod["spec"]["ephemeralContainers"], {"name": "app", "image": "x"}], "Duplicate"),
+                     ([*pod["spec"]["ephemeralContainers"], {"name": "p", "image": "x", "ports": [{}]}],
+                      "Forbidden")):
+        with pytest.raises(ephemeral.Invalid, match=why):
+            ephemeral.apply_update(pod, bad)
+
+
+@ROOT_ONLY
+def test_kubectl_debug_adds_an_ephemeral_container(
+    testbed: EmbeddedTestbed, pod: dict[str, Any], kube: Kube, tmp_path: Path
+) -> None:
+    minor = _minors()[-1] if _minors() else None
+    if minor is None or minor < 23:
+        pytest.skip("no kubectl 1.23+ cached (testbed.clients fetch)")
+    r = _kubectl(testbed, minor, tmp_path, "debug", "box", "--image=busybox", "-c", "dbg", "--target=sh",
+                 "--", "sleep", "300")
+    assert r.returncode == 0, r
+
+    def running() -> bool:
+        sts = get_pod(kube, NS, "box")["status"].get("ephemeralContainerStatuses") or []
+        return any(s["name"] == "dbg" and "running" in s["state"] for s in sts)
+
+    wait_for(running, timeout=20)
+    r = _kubectl(testbed, minor, tmp_path, "exec", "box", "-c", "dbg", "--", "sh", "-c", "echo from-debug")
+    assert r.returncode == 0 and r.stdout == "from-debug\n", r
