@@ -829,6 +829,8 @@ class APIServer:
             rt.plural in ("nodes", "services") and sub == "proxy"
         ):
             return await self._node_side(request, t)
+        if rt.store_key == "pods" and sub == "ephemeralcontainers":
+            return await self._ephemeral_containers(request, ri, t)
         if rt.store_key == "pods" and sub == "log" and ri.verb == "get":
             return await self._pod_log(request, t)
         if rt.store_key == "serviceaccounts" and sub == "token" and ri.verb == "create":
@@ -1034,6 +1036,36 @@ class APIServer:
         )
         obj = res.obj if isinstance(res, Entry) else res
         return _json(scale_of(obj))
+
+    async def _ephemeral_containers(self, request: web.Request, ri: RequestInfo, t: Target) -> web.Response:
+        """pods/ephemeralcontainers: get, or add ephemeral containers (testbed/node/ephemeral.py)."""
+        from testbed.node import ephemeral
+
+        from . import patch as patchmod
+
+        cur = self.store.get("pods", t.namespace, t.name)
+        if cur is None:
+            raise errors.not_found("", "pods", t.name)
+        if ri.verb == "get":
+            return _json(cur)
+        if ri.verb not in ("update", "patch"):
+            raise errors.method_not_allowed()
+        fns = {
+            "application/json-patch+json": patchmod.apply_json_patch,
+            "application/merge-patch+json": patchmod.apply_merge_patch,
+            "application/strategic-merge-patch+json":
+                lambda obj, raw: patchmod.apply_strategic_merge_patch(obj, raw, "", "Pod"),
+        }
+        try:
+            wanted = ephemeral.ephemeral_from_body(
+                request.method, request.headers.get("Content-Type", ""), await request.read(), cur, fns
+            )
+            new = ephemeral.apply_update(cur, wanted)
+        except ephemeral.Invalid as e:
+            raise errors.APIError(422, "Invalid", f'Pod "{t.name}" is invalid: {e}') from e
+        except ValueError as e:
+            raise errors.bad_request(str(e)) from e
+        return self._entry_response(t, self.store.put("pods", new, event="MODIFIED"))
 
     async def _node_side(self, request: web.Request, t: Target) -> web.StreamResponse:
         """pods/exec|attach|portforward|proxy, services/proxy, nodes/proxy (testbed/node/kubeletproxy.py)."""

@@ -770,6 +770,8 @@ class PodWorker:
         if self.init:
             st["initContainerStatuses"] = [c.status() for c in self.init]
         st["containerStatuses"] = [c.status() for c in self.apps]
+        if getattr(self, "ephemeral", None):  # started by ephemeral.py
+            st["ephemeralContainerStatuses"] = [c.status() for c in self.ephemeral]
         return st
 
     def _write_status(self, rejected: bool = False) -> None:
@@ -892,7 +894,9 @@ class PodRuntime:
                 return
             entry = self.recovered.pop(uid, None) if w is None and deleting else None
         if w is not None:
-            w.pod = {**w.pod, "metadata": meta}
+            # the spec too, for ephemeral containers added since (ephemeral.py starts them)
+            eph = (pod.get("spec") or {}).get("ephemeralContainers") or []
+            w.pod = {**w.pod, "metadata": meta, "spec": {**w.pod["spec"], "ephemeralContainers": eph}}
             if deleting:
                 w.request_delete(float(meta.get("deletionGracePeriodSeconds") or 0))
         elif deleting:
