@@ -333,38 +333,37 @@ class Selftest:
 
     def run(self) -> tuple[list[Row], Path | None, int]:
         self.sf.prepare([f["name"] for f in self.faults])
-        self.say("clean stack: every suite (provision, deploy, test)")
-        t = time.monotonic()
+        n_workers = max(1, min(int(self.args.workers or 1), len(self.faults)))
+        # the other workers' testbeds come up while the clean run provisions and tests its own
+        provisioner = concurrent.futures.ThreadPoolExecutor(max(1, n_workers - 1))
+        extras = [provisioner.submit(self.extra_testbed) for _ in range(n_workers - 1)]
+        beds: list[str] = []
+        rows: list[Row | None] = [None] * len(self.faults)
         try:
+            self.say("clean stack: every suite (provision, deploy, test)")
+            t = time.monotonic()
             proc, kubeconfig = self.clean_run()
             self.clean_wall_s = round(time.monotonic() - t, 1)
-        except BaseException:
-            self.sf.teardown_all(self.out / "tmp")
-            raise
-        clean_dir = self.out / "clean"
-        clean = _results(clean_dir)
-        self.clean_failed = frozenset(
-            str(c.get("ruleId")) for c in clean.get("cases") or [] if c.get("outcome") == "failed"
-        )
-        if self.clean_failed:
-            self.say(
-                f"the clean stack fails {', '.join(sorted(self.clean_failed))}: "
-                "those rules cannot catch a fault"
+            if kubeconfig:
+                beds.append(kubeconfig)
+            clean_dir = self.out / "clean"
+            clean = _results(clean_dir)
+            self.clean_failed = frozenset(
+                str(c.get("ruleId")) for c in clean.get("cases") or [] if c.get("outcome") == "failed"
             )
-        if not kubeconfig:
-            tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-3:]
-            raise BackendError(
-                f"the clean run did not leave a testbed (exit {proc.returncode}): {' | '.join(tail)}"
-            )
-        beds: list[str] = [kubeconfig]
-        try:
-            n_workers = max(1, min(int(self.args.workers or 1), len(self.faults)))
-            for _ in range(n_workers - 1):
-                beds.append(self.extra_testbed())
+            if self.clean_failed:
+                self.say(
+                    f"the clean stack fails {', '.join(sorted(self.clean_failed))}: "
+                    "those rules cannot catch a fault"
+                )
+            if not kubeconfig:
+                tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-3:]
+                raise BackendError(
+                    f"the clean run did not leave a testbed (exit {proc.returncode}): {' | '.join(tail)}"
+                )
             work: queue.Queue[tuple[int, dict[str, Any]]] = queue.Queue()
             for i, f in enumerate(self.faults):
                 work.put((i, f))
-            rows: list[Row | None] = [None] * len(self.faults)
 
             def worker(kc: str) -> None:
                 bed = Testbed(kc, self.sf.namespaces(kc))
@@ -385,9 +384,24 @@ class Selftest:
                             reason=f"self-test error: {e}",
                         )
 
-            with concurrent.futures.ThreadPoolExecutor(len(beds)) as pool:
-                list(pool.map(worker, beds))
+            def extra_worker(future: concurrent.futures.Future[str]) -> None:
+                try:
+                    kc = future.result()
+                except Exception as e:  # the other workers take its share
+                    self.say(f"an extra testbed did not come up: {e}")
+                    return
+                beds.append(kc)
+                worker(kc)
+
+            with concurrent.futures.ThreadPoolExecutor(n_workers) as pool:
+                jobs = [pool.submit(worker, kubeconfig), *(pool.submit(extra_worker, f) for f in extras)]
+                for job in jobs:
+                    job.result()
         finally:
+            provisioner.shutdown(wait=True)
+            for f in extras:  # one still provisioning when the clean run failed
+                if f.done() and not f.exception() and f.result() not in beds:
+                    beds.append(f.result())
             if not self.args.keep_cluster:
                 for kc in beds:
                     self.sf.teardown(kc)

@@ -91,6 +91,20 @@ def test_cases_are_found_by_rule() -> None:
     assert all(n.startswith("conformance/suites/test_") and "::" in n for ids in cases.values() for n in ids)
 
 
+def test_every_nvidia_fault_can_be_caught_by_a_required_rule_with_a_case() -> None:
+    """No fault survives for lack of a case: each names at least one rule that the nvidia profile
+    requires and that some case checks (which rule really catches it is the self-test's question)."""
+    import yaml
+
+    profile = yaml.safe_load((REPO / "conformance" / "profiles" / "nvidia.yaml").read_text())
+    required = {r for r, req in profile["rules"].items() if req == "required"}
+    cases = selftest.rule_cases()
+    for f in selftest.select_faults(_catalogue(), None, "nvidia"):
+        assert not f["uncatchable"], f
+        usable = [r for r in f["expected_rules"] if r in required and cases.get(r)]
+        assert usable, f"{f['name']}: no required rule with a case among {f['expected_rules']}"
+
+
 def _row(*rules: str) -> selftest.Row:
     return selftest.Row("f", "webhook", list(rules))
 
