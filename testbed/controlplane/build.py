@@ -237,8 +237,12 @@ def _build_into(release: Release, tmp: Path, parallel: int | None, say: Callable
                 module, env, "go list -deps", 1800).split()
     say(f"{release.version}: compiling {len(deps)} packages (-p {parallel or os.cpu_count()})")
     gover = _run(["go", "env", "GOVERSION"], module, env, "go env GOVERSION", 600).strip()
+    try:  # the release's publication time stands in for the build date (reproducible binaries)
+        published = json.loads(Path(info["Info"]).read_text()).get("Time", "")
+    except (KeyError, OSError, ValueError):
+        published = ""
     flags = ldflags(release, commit=(info.get("Origin") or {}).get("Hash", ""),
-                    build_date=str(info.get("Time") or "1970-01-01T00:00:00Z").replace(".000", ""))
+                    build_date=published or "1970-01-01T00:00:00Z")
     cmd = ["go", "build", "-v", "-trimpath", "-ldflags", flags, "-o", str(tmp / "bin") + "/"]
     if parallel:
         cmd[2:2] = ["-p", str(parallel)]

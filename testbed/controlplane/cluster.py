@@ -46,8 +46,9 @@ from . import etcd as etcd_mod
 from .build import Built, find
 from .releases import k8s_cache
 
-SERVICE_CIDR = "10.96.0.0/12"
+SERVICE_CIDR = "10.96.0.0/16"  # the node agents' service proxy serves this range (kind uses it too)
 SERVICE_IP = "10.96.0.1"
+DNS_IP = "10.96.0.10"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 EXIT_NO_BUILD = 4
@@ -190,6 +191,14 @@ class RealControlPlane(ComponentSet):
         pub = serialization.load_pem_private_key(sa_pem, password=None).public_key()
         (lay.root / "sa.pub").write_bytes(pub.public_bytes(serialization.Encoding.PEM,
                                                             serialization.PublicFormat.SubjectPublicKeyInfo))
+        # the front proxy (request-header authentication), as kubeadm sets it up
+        front = lay.root / "front-proxy-ca.crt"
+        if not front.exists():
+            fca = pki.make_ca("front-proxy-ca")
+            fca.write(front, lay.root / "front-proxy-ca.key")
+        fca = pki.KeyPair(front.read_bytes(), (lay.root / "front-proxy-ca.key").read_bytes())
+        pki.make_client_cert(fca, "front-proxy-client").write(lay.root / "front-proxy-client.crt",
+                                                              lay.root / "front-proxy-client.key")
         pki.make_client_cert(self.ca, pki.KUBELET_CLIENT, ("system:masters",)).write(
             lay.root / "apiserver-kubelet-client.crt", lay.root / "apiserver-kubelet-client.key")
         who = {
@@ -255,6 +264,13 @@ class RealControlPlane(ComponentSet):
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             f"--tls-cert-file={lay.root / 'apiserver.crt'}",
             f"--tls-private-key-file={lay.root / 'apiserver.key'}",
+            f"--proxy-client-cert-file={lay.root / 'front-proxy-client.crt'}",
+            f"--proxy-client-key-file={lay.root / 'front-proxy-client.key'}",
+            "--requestheader-allowed-names=front-proxy-client",
+            f"--requestheader-client-ca-file={lay.root / 'front-proxy-ca.crt'}",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-username-headers=X-Remote-User",
         ]
         if has_flag(api, "insecure-port"):
             argv.append("--insecure-port=0")
@@ -282,6 +298,7 @@ class RealControlPlane(ComponentSet):
                     f"--cluster-signing-key-file={lay.pki / 'ca.key'}",
                     "--controllers=*,bootstrapsigner,tokencleaner",
                     f"--root-ca-file={lay.pki / 'ca.crt'}",
+                    f"--requestheader-client-ca-file={lay.root / 'front-proxy-ca.crt'}",
                     f"--service-account-private-key-file={lay.root / 'sa.key'}",
                     "--use-service-account-credentials=true",
                 ])))
@@ -320,9 +337,43 @@ class RealControlPlane(ComponentSet):
         api = Component("kube-apiserver", self.apiserver_argv(etcd_url))
         self._start_one(api)
         self._wait(api, f"{self.url}/readyz", 90, tls=True)
+        self.bootstrap()
         for c in self.plan():
             self._start_one(c)
         return self
+
+    def bootstrap(self) -> None:
+        """What kubeadm's addons would create, for the parts the node agents play: kube-proxy's
+        permissions (the agents proxy Services: ``system:node-proxier`` for ``system:nodes``) and
+        CoreDNS's Service at 10.96.0.10 (the agents answer DNS there). Existing objects are kept."""
+        objs = [
+            ("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", {
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": {"name": "testbed:node-proxier"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                            "name": "system:node-proxier"},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                              "name": "system:nodes"}]}),
+            ("/api/v1/namespaces/kube-system/services", {
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                             "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"}},
+                "spec": {"clusterIP": DNS_IP, "selector": {"k8s-app": "kube-dns"}, "ports": [
+                    {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                    {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+                    {"name": "metrics", "port": 9153, "protocol": "TCP", "targetPort": 9153}]}}),
+        ]
+        ctx = self._ssl()
+        for path, body in objs:
+            req = urllib.request.Request(f"{self.url}{path}", data=json.dumps(body).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, context=ctx, timeout=10):
+                    pass
+            except urllib.error.HTTPError as e:
+                if e.code != 409:
+                    raise RealControlPlaneError(f"creating {path} as the admin failed: {e.code} "
+                                                f"{e.read().decode(errors='replace')[:300]}") from e
 
     def _ssl(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.layout.pki / "ca.crt"))
