@@ -156,7 +156,12 @@ class Chaos:
         leases = self.kube.get("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases")["items"]
         stamps = [dt.datetime.fromisoformat(lease["spec"]["renewTime"].replace("Z", "+00:00")).timestamp()
                   for lease in leases]
-        return bool(stamps) and all(t >= since - 1 for t in stamps)
+        return bool(stamps) and all(t >= since for t in stamps)
+
+    def kubelet_ports(self) -> dict[str, int]:
+        return {n["metadata"]["name"]: int(((n["status"].get("daemonEndpoints") or {}).get("kubeletEndpoint")
+                                            or {}).get("Port") or 0)
+                for n in self.kube.get("/api/v1/nodes")["items"]}
 
     def probe_scheduled(self, running: bool = False) -> bool:
         """A probe pod is bound (or, with ``running``, reported Running by its node agent)."""
@@ -196,6 +201,7 @@ class Chaos:
             name = SUPERVISED[component]
             before = self.state()["components"][name]
             hami_before = self.hami_restarts()
+            ports_before = self.kubelet_ports()
             os.kill(int(before["pid"]), signal.SIGKILL)
             t0 = time.monotonic()
             wall0 = time.time()
@@ -212,9 +218,12 @@ class Chaos:
                     # the whole loop works again: scheduler and node agent informers resumed, a new
                     # pod is bound and started, and the agents renew their leases
                     return self.probe_scheduled(running=True) and self.leases_renewed(wall0)
-                # the new agent renews the leases; its pods were adopted (Ready, not restarted) and the
-                # device plugins have registered again
-                return (self.leases_renewed(wall0) and self.hami_ready() and self.gpus_allocatable())
+                # the new agent has registered (every node's kubelet endpoint is its new one) and renews
+                # the leases; its pods were adopted (Ready, not restarted) and the device plugins have
+                # registered again (GPUs allocatable in the status it posted)
+                ports = self.kubelet_ports()
+                return (all(ports.get(n) != p for n, p in ports_before.items()) and self.leases_renewed(wall0)
+                        and self.hami_ready() and self.gpus_allocatable())
 
             took = time.monotonic() - t0 if wait(back, timeout) else None
             if component == "node-agent":

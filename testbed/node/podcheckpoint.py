@@ -216,7 +216,7 @@ def _environ(pid: int) -> dict[str, str]:
 def adopt(w: PodWorker, pod: dict[str, Any], entry: dict[str, Any]) -> None:
     """Prepare a worker for a pod whose containers the previous agent left running: take over its
     status as the apiserver has it, its IP and netns, and re-attach to each container's process."""
-    w.resumed = True
+    w.resumed = w.adopted = True
     w.recovered_ip = entry.get("claimedIP") or ""
     w.adopted_netns = entry.get("netns") or ""
     status = pod.get("status") or {}
@@ -315,6 +315,19 @@ def await_plugins(agent: Any, need: dict[str, int]) -> dict[str, str]:
         time.sleep(0.2)
         alloc = agent.capacity()[1]
     return alloc
+
+
+def cached_devices(agent: Any, pod: dict[str, Any], container: dict[str, Any]) -> Any:
+    """An adopted pod's devices, from the device manager's checkpoint only: a plugin is never asked
+    again for a container that already runs (HAMi's plugin would refuse a second Allocate)."""
+    from .devices_api import run_allocate
+
+    unrecorded = getattr(agent.devices, "unrecorded", None)
+    if unrecorded is not None:
+        missing = unrecorded(pod, container)
+        if missing:
+            raise RuntimeError(f"the device manager's checkpoint has no assignment of {', '.join(missing)}")
+    return run_allocate(agent.devices, pod, container)
 
 
 def allocate(agent: Any, pod: dict[str, Any], container: dict[str, Any]) -> Any:

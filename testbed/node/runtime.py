@@ -139,6 +139,7 @@ class PodWorker:
         self.recovered_ip = ""  # the IP the previous agent gave this pod, re-claimed (podcheckpoint.py)
         self.resumed = False  # the previous agent admitted it: no second fit check (podcheckpoint.py)
         self.adopted_netns = ""  # the previous agent's network namespace, kept with its processes
+        self.adopted = False  # its containers run on from the previous agent: never admitted again
         self.netns_name = ""
         self.netns_path: str | None = None
         self.listeners: list[Any] = []  # this pod's forwarders, closed at teardown
@@ -152,6 +153,7 @@ class PodWorker:
         self.volumes = podspec.Volumes()
         self.thread = threading.Thread(target=self._run, name=f"pod {self.key}", daemon=True)
         self._last_status: dict[str, Any] | None = None
+        self._status_pending = ""  # "", "status" or "rejected": a write to retry (apiserver unreachable)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -168,12 +170,27 @@ class PodWorker:
             raise Deleted()
 
     def _sleep(self, seconds: float) -> None:
-        if self.stopping.wait(seconds):
-            raise Deleted()
+        end = time.monotonic() + seconds
+        while True:
+            left = end - time.monotonic()
+            # a status the apiserver did not take (it was restarting) is sent again every second
+            step = min(left, 1.0) if self._status_pending else left
+            if step > 0 and self.stopping.wait(step):
+                raise Deleted()
+            if self._status_pending:
+                self._write_status(self._status_pending == "rejected")
+            if time.monotonic() >= end:
+                return
+
+    def _flush_status(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self._status_pending and time.monotonic() < deadline and not self.stopping.wait(1.0):
+            self._write_status(self._status_pending == "rejected")
 
     def _run(self) -> None:
         try:
             if not self._admit():
+                self._flush_status(30.0)  # a rejection the apiserver did not take yet
                 return
             self._sandbox()
             self._run_init()
@@ -209,6 +226,18 @@ class PodWorker:
                         f"used: {used.get(res, 0)}, capacity: {have}",
                     )
                     return False
+        if self.adopted:
+            # running containers already hold their devices: the device manager answers from its
+            # checkpoint (for later restarts); it never asks a plugin again, and no failure here may
+            # fail a pod whose containers run
+            for c in (self.pod["spec"].get("initContainers") or []) + self.pod["spec"]["containers"]:
+                try:
+                    self.devices[c["name"]] = podcheckpoint.cached_devices(self.agent, self.pod, c)
+                except Exception as e:
+                    log.warning("pod %s: no recorded devices for container %s after the agent restart (%s); "
+                                "it keeps what it runs with", self.key, c["name"], e)
+            self._write_status()
+            return True
         try:
             for c in (self.pod["spec"].get("initContainers") or []) + self.pod["spec"]["containers"]:
                 self.devices[c["name"]] = podcheckpoint.allocate(self.agent, self.pod, c)
@@ -783,12 +812,21 @@ class PodWorker:
                 f"/api/v1/namespaces/{self.ns}/pods/{self.name}/status", {"status": st}, kind="merge"
             )
             self._last_status = st
+            self._status_pending = ""
             self.agent.runtime.save_checkpoint()
         except ApiError as e:
             if e.status == 404:
                 self.stopping.set()
                 raise Deleted() from e
             log.warning("pod %s: status update failed: %s", self.key, e)
+            self._status_pending = "rejected" if rejected else "status"
+        except Exception as e:
+            # the apiserver is unreachable (restarting): the kubelet's status manager keeps the latest
+            # status and sends it again; the pod's containers are not affected
+            if not self._status_pending:
+                log.warning("pod %s: status update failed (%r); retrying", self.key, e)
+            self._status_pending = "rejected" if rejected else "status"
+            self.agent.runtime.save_checkpoint()
 
     def extended(self) -> dict[str, int]:
         return {} if self.phase in ("Succeeded", "Failed") else pod_extended(self.pod)
@@ -907,23 +945,31 @@ class PodRuntime:
 
     def _confirm_delete(self, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
-        try:
-            self.agent.kube.delete(
-                f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
-                gracePeriodSeconds=0,
-                preconditions={"uid": meta["uid"]},
-            )
-        except ApiError as e:
-            if e.status not in (404, 409):
-                log.warning("pod %s/%s: final delete failed: %s", meta["namespace"], meta["name"], e)
+        for attempt in range(60):  # the apiserver may be restarting: keep trying for about 30 s
+            try:
+                self.agent.kube.delete(
+                    f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
+                    gracePeriodSeconds=0,
+                    preconditions={"uid": meta["uid"]},
+                )
+                return
+            except ApiError as e:
+                if e.status not in (404, 409):
+                    log.warning("pod %s/%s: final delete failed: %s", meta["namespace"], meta["name"], e)
+                return
+            except Exception as e:
+                if attempt == 0:
+                    log.warning("pod %s/%s: final delete failed (%r); retrying", meta["namespace"],
+                                meta["name"], e)
+                time.sleep(0.5)
 
     def finish_delete(self, w: PodWorker) -> None:
         try:
             self.agent.kube.patch(
                 f"/api/v1/namespaces/{w.ns}/pods/{w.name}/status", {"status": w.build_status()}, kind="merge"
             )
-        except ApiError:
-            pass
+        except Exception:
+            pass  # the final delete below is what matters (and is retried)
         self._confirm_delete(w.pod)
         podspec.cleanup(w.pod_dir)
 

@@ -176,3 +176,31 @@ def test_restarted_agent_adopts_its_running_pods(tmp_path: Path) -> None:
     while _sleepers() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _sleepers()
+
+
+def test_adopted_pod_never_asks_a_plugin_again() -> None:
+    from types import SimpleNamespace
+
+    from testbed.node.devices_api import ContainerDevices
+    from testbed.node.podcheckpoint import cached_devices
+
+    calls: list[str] = []
+
+    class Manager:
+        def __init__(self, missing: list[str]) -> None:
+            self.missing = missing
+
+        def unrecorded(self, pod: dict, container: dict) -> list[str]:
+            return self.missing
+
+        def allocate(self, pod: dict, container: dict) -> ContainerDevices:
+            calls.append(container["name"])
+            return ContainerDevices(envs={"FROM": "checkpoint"})
+
+    pod = {"metadata": {"uid": "u1"}, "spec": {"containers": [{"name": "c"}]}}
+    recorded = SimpleNamespace(devices=Manager([]))
+    assert cached_devices(recorded, pod, {"name": "c"}).envs == {"FROM": "checkpoint"}
+    lost = SimpleNamespace(devices=Manager(["nvidia.com/gpu"]))
+    with pytest.raises(RuntimeError, match=r"nvidia\.com/gpu"):
+        cached_devices(lost, pod, {"name": "c"})
+    assert calls == ["c"]  # the checkpoint-less container never reached allocate (a plugin)

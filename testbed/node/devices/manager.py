@@ -250,6 +250,15 @@ class DevicePluginManager:
 
     # ---- queries (PodResources, tests) ----------------------------------------------------------
 
+    def unrecorded(self, pod: dict[str, Any], container: dict[str, Any]) -> list[str]:
+        """Device-plugin resources the container asks for that no checkpointed assignment covers (what
+        an ``allocate`` would have to ask a plugin for)."""
+        uid, name = _uid(pod), str(container.get("name") or "")
+        with self._lock:
+            held = self._pods.get(uid, {}).get(name, {})
+        return sorted(r for r in _device_limits(container)
+                      if self._is_device_plugin_resource(r) and r not in held)
+
     def container_options(self, pod_uid: str, container: str) -> AllocatedDevices:
         """The merged Allocate answers of one container; the first resource to set a key wins."""
         out = AllocatedDevices()
