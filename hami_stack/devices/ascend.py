@@ -618,6 +618,13 @@ class AscendFamily(DeviceFamily):
             score += max(counts.values()) / sum(counts.values())
         return score * NETWORK_WEIGHT
 
+    def no_devices_message(self) -> str | None:
+        return (
+            f"no node registers {self.common_word} NPUs ({self.keys.register}): {self.count_resource} "
+            "cannot be placed; check that the Ascend device plugin runs on the Ascend nodes "
+            "(chart value devices.ascend.nodeSelector) and that they have that chip"
+        )
+
     def pod_annotations(self, pod_devices: PodDevices, pod: Obj | None = None) -> dict[str, str]:
         out = super().pod_annotations(pod_devices)
         if not out:

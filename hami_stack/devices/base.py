@@ -364,6 +364,11 @@ class DeviceFamily(abc.ABC):
         """The family's extra node-score contribution (0 for most families)."""
         return 0.0
 
+    def no_devices_message(self) -> str | None:
+        """An extra FilteringFailed event text for a pod none of whose candidate nodes has a single
+        device of this family (None: HAMi's reasons only, as for NVIDIA)."""
+        return None
+
     def pod_annotations(self, pod_devices: PodDevices, pod: Obj | None = None) -> dict[str, str]:
         """Annotations /filter writes for this family's decision (none for an empty decision, as HAMi).
 

@@ -115,6 +115,10 @@ class Extender:
         if outcome.best is None:
             for message in outcome.failure_messages():  # one event per reason, as HAMi
                 self._event(pod, "Warning", ev.FILTERING_FAILED, message)
+            for family, _ in plan.requests:  # no candidate node has this family's devices at all
+                hint = family.no_devices_message()
+                if hint and not any(self.cache.has_family(n, family.common_word) for n in names):
+                    self._event(pod, "Warning", ev.FILTERING_FAILED, hint)
             if live is not None and _carries_decision(live):
                 self._withdraw(live)  # an earlier decision must not keep counting, nor stay on the pod
             return filter_result(node_names=None, failed=outcome.failed)
