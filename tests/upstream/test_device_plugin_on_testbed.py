@@ -8,7 +8,7 @@ Checked: it discovers the node's GPUs through go-nvml, registers ``nvidia.com/gp
 agent's kubelet, and its ``hami.io/node-nvidia-register`` annotation decodes with our codec to the
 emulated inventory.
 
-Needs upstream's build and root (mount namespace); skipped otherwise, as in CI.
+Needs upstream's build, ``HAMI_UPSTREAM_TESTS=1`` (``needs_build.py``) and root (mount namespace).
 """
 
 from __future__ import annotations
@@ -25,16 +25,12 @@ import pytest
 import yaml
 
 from hami_stack.protocol.register import decode_register
-from testbed.upstream.build import installed
 
-TAG = "v2.10.0"
-BUILT = installed(TAG)
+from .needs_build import BUILT, requires_build
+
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [
-    pytest.mark.skipif(
-        BUILT is None,
-        reason=f"upstream HAMi {TAG} is not built: python -m testbed.upstream build {TAG} --source GIT_DIR",
-    ),
+    requires_build,
     pytest.mark.skipif(
         os.geteuid() != 0 or shutil.which("unshare") is None,
         reason="needs root and unshare (mount namespace)",

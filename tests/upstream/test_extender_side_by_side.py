@@ -5,9 +5,9 @@ existing usage, ``bench/extender_stacks.py``); the same pods are filtered and bo
 order, and every answer is compared: the node chosen, the nodes refused with their reasons, and the
 devices the filter wrote into the pod (``hami.io/vgpu-devices-to-allocate``, ``hami.io/vgpu-node``).
 
-Needs upstream's build (``python -m testbed.upstream build v2.10.0 --source GIT_DIR``): skipped
-without it, which is the case in CI (the Go module proxy refuses upstream's module; see
-``testbed/upstream/source.py``).
+Needs upstream's build (``python -m testbed.upstream build v2.10.0 --source GIT_DIR``; the Go module
+proxy refuses upstream's module, see ``testbed/upstream/source.py``) and ``HAMI_UPSTREAM_TESTS=1``
+(``needs_build.py``).
 """
 
 from __future__ import annotations
@@ -16,18 +16,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
-from testbed.upstream.build import installed
+from .needs_build import BUILT, TAG, requires_build
 
-TAG = "v2.10.0"
-BUILT = installed(TAG)
-pytestmark = pytest.mark.skipif(
-    BUILT is None,
-    reason=f"upstream HAMi {TAG} is not built: python -m testbed.upstream build {TAG} --source GIT_DIR "
-    "(a clone of Project-HAMi/HAMi; the Go module proxy refuses the module)",
-)
+pytestmark = requires_build
 
 
 def _pod(name: str, limits: dict[str, str], annotations: dict[str, str] | None = None) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 It runs as a host process with the node's emulated ``libnvidia-ml.so.1`` (``LD_LIBRARY_PATH``),
 ``HOOK_PATH`` pointing at an empty containers directory and the testbed's kubeconfig; its
 ``/metrics`` must carry a host GPU series for every emulated GPU, named by the state's UUIDs, and
-its build info must be the release built. Needs upstream's build; skipped otherwise, as in CI.
+its build info must be the release built. Needs upstream's build and
+``HAMI_UPSTREAM_TESTS=1`` (``needs_build.py``).
 """
 
 from __future__ import annotations
@@ -15,18 +16,12 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
 import yaml
 
-from testbed.upstream.build import installed
+from .needs_build import BUILT, TAG, requires_build
 
-TAG = "v2.10.0"
-BUILT = installed(TAG)
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.skipif(
-    BUILT is None,
-    reason=f"upstream HAMi {TAG} is not built: python -m testbed.upstream build {TAG} --source GIT_DIR",
-)
+pytestmark = requires_build
 
 INVENTORY = {
     "defaults": {
