@@ -158,12 +158,22 @@ def _suites_selected(config: pytest.Config) -> bool:
     return False
 
 
+def _vendor(config: pytest.Config) -> str:
+    """``--vendor``; without it, a ``-m`` that names exactly one vendor (``pytest -m ascend``) picks it."""
+    args = [str(a) for a in config.invocation_params.args]
+    explicit = any(a == "--vendor" or a.startswith("--vendor=") for a in args)
+    markexpr = str(config.getoption("markexpr", "") or "").strip()
+    if not explicit and markexpr in cases.VENDORS:
+        return markexpr
+    return str(config.getoption("--vendor"))
+
+
 def _options(config: pytest.Config) -> Options:
     return Options(
         cluster=config.getoption("--cluster") or "testbed",
         kubeconfig=config.getoption("--kubeconfig"),
         k8s_version=config.getoption("--k8s-version"),
-        vendor=config.getoption("--vendor"),
+        vendor=_vendor(config),
         hami_namespace=config.getoption("--hami-namespace"),
         scheduler_name=config.getoption("--hami-scheduler-name"),
         keep_cluster=config.getoption("--keep-cluster"),

@@ -23,6 +23,8 @@ from hami_stack.protocol.assignment import ContainerDevice
 from hami_stack.protocol.register import DeviceInfo, encode_register_json
 from hami_stack.webhook.admit import WebhookConfig, admit
 
+pytestmark = pytest.mark.ascend
+
 CHIPS = {c.common_word: c for c in DEFAULT_CHIPS}
 
 

@@ -28,7 +28,7 @@ from testbed.embedded import EmbeddedTestbed
 from testbed.hardware.ascend import create_npu_state, npu_library_env
 from tests.hami.test_device_plugin import FakeKubelet, wait_for
 
-pytestmark = pytest.mark.hardware
+pytestmark = [pytest.mark.hardware, pytest.mark.ascend]
 
 REPO = Path(__file__).resolve().parents[2]
 NODE = "npu-node"

@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from hami_stack.devices.ascend import DEFAULT_CHIPS, AscendFamily
 from hami_stack.protocol.register import DeviceInfo
 from hami_stack.scheduler.extender import Extender, ExtenderOptions
 from hami_stack.scheduler.wire import FilterArgs
 from tests.hami.extender_helpers import NV, add_node, gpus, make_pod
+
+pytestmark = pytest.mark.ascend
 
 CFG = {c.common_word: c for c in DEFAULT_CHIPS}
 

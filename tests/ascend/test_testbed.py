@@ -10,6 +10,8 @@ from testbed.hardware.ascend import create_npu_state
 from testbed.node import toolkit
 from testbed.node.inventory import InventoryError, load_inventory
 
+pytestmark = pytest.mark.ascend
+
 REPO = Path(__file__).resolve().parents[2]
 
 
