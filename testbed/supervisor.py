@@ -77,13 +77,13 @@ def _ppid_map() -> dict[int, int]:
     return out
 
 
-def descendants(root: int) -> list[int]:
-    """Every live descendant of ``root`` (children before grandchildren)."""
+def descendants(root: int | list[int]) -> list[int]:
+    """Every live descendant of ``root`` (or of each of several roots), children before grandchildren."""
     children: dict[int, list[int]] = {}
     for pid, ppid in _ppid_map().items():
         children.setdefault(ppid, []).append(pid)
     out: list[int] = []
-    todo = list(children.get(root, []))
+    todo = [c for r in ([root] if isinstance(root, int) else root) for c in children.get(r, [])]
     while todo:
         pid = todo.pop(0)
         out.append(pid)
@@ -182,7 +182,9 @@ class Containment:
     def pids(self, extra: list[int] | None = None) -> list[int]:
         """Every process of this testbed except the caller."""
         me = os.getpid()
-        found = set(self.cgroup_pids()) | set(descendants(me)) | set(marked(self.instance))
+        tagged = marked(self.instance)
+        found = set(self.cgroup_pids()) | set(descendants(me)) | set(tagged)
+        found |= set(descendants(tagged))  # a marked container shim's container (its env is the pod's)
         found |= set(extra or [])
         found.discard(me)
         return sorted(p for p in found if pid_alive(p) and not is_zombie(p))
