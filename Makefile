@@ -18,6 +18,8 @@ install: $(BIN)/.installed
 
 clients: install
 	$(BIN)/python -m testbed.clients fetch $(CLIENT_MINORS)
+	@# the Kubernetes API .proto schema (Go module proxy); without it protobuf falls back to a small table
+	$(BIN)/python -m testbed.apiserver.k8sproto fetch all || echo "WARNING: no protobuf schema cached"
 
 # the conformance run: testbed 1.33 + the stack by its chart + the NVIDIA suites -> reports/out/<run>/bundle
 run: install clients

@@ -5,18 +5,20 @@ the repository holds none of them. ``fetch(minor)`` downloads the two modules of
 (``v0.<minor>.0``) from the Go module proxy (plain HTTPS, no Go toolchain needed), checks each zip
 against the module checksum pinned in :data:`SUMS` (Go's ``h1:`` directory hash, the one ``go.sum``
 holds), and compiles every ``generated.proto`` with ``grpc_tools.protoc`` (the compiler
-``kubeletapi/regen.sh`` uses) into one ``FileDescriptorSet``. Beside it goes ``fields.json``: for each
-message, the fields whose Go type is a pointer, read from the struct tags of the same modules'
-``types.go`` files (protobuf cannot say whether a zero was set on purpose; the Go types can).
+``kubeletapi/regen.sh`` uses) into one ``FileDescriptorSet``. Beside it goes ``fields-v3.json``: for
+each message, the fields whose Go type is a pointer, the fields Go's JSON always writes (no
+``omitempty``) and the embedded structs JSON inlines, read from the struct tags of the same modules'
+Go files (protobuf cannot say whether a zero was set on purpose, nor whether JSON shows it; the Go
+types can).
 
 Cache layout (``$HAMI_K8S_PROTO_CACHE`` or ``~/.cache/hami-conformance/k8s-api-proto``)::
 
     v0.<minor>.0/descriptors.pb   FileDescriptorSet of k8s.io/api + k8s.io/apimachinery
-    v0.<minor>.0/fields.json      {"<proto message full name>": [pointer field numbers]}
+    v0.<minor>.0/fields-v3.json   {"<message full name>": {"pointer": [..], "always": [..], "inline": [..]}}
 
 Both files appear by atomic rename, so their presence means a complete build. The apiserver only
-reads the cache (:func:`load`); it never fetches at run time. ``make clients`` fetches the minors the
-tests use; anything else::
+reads the cache (:func:`load`); it never fetches at run time. ``make clients`` fetches every minor;
+by hand::
 
     python -m testbed.apiserver.k8sproto fetch 1.33 1.18   # or: all
     python -m testbed.apiserver.k8sproto list
@@ -43,9 +45,46 @@ PROXY = os.environ.get("HAMI_GOPROXY", "https://proxy.golang.org")
 MODULES = ("k8s.io/api", "k8s.io/apimachinery")
 # go.sum's h1: hash of each module zip (sum.golang.org records the same values).
 SUMS: dict[tuple[str, str], str] = {
+    ("k8s.io/api", "v0.18.0"): "h1:lwYk8Vt7rsVTwjRU6pzEsa9YNhThbmbocQlKvNBB4EQ=",
+    ("k8s.io/apimachinery", "v0.18.0"): "h1:fuPfYpk3cs1Okp/515pAf0dNhL66+8zk8RLbSX+EgAE=",
+    ("k8s.io/api", "v0.19.0"): "h1:XyrFIJqTYZJ2DU7FBE/bSPz7b1HvbVBuBf07oeo6eTc=",
+    ("k8s.io/apimachinery", "v0.19.0"): "h1:gjKnAda/HZp5k4xQYjL0K/Yb66IvNqjthCb03QlKpaQ=",
+    ("k8s.io/api", "v0.20.0"): "h1:WwrYoZNM1W1aQEbyl8HNG+oWGzLpZQBlcerS9BQw9yI=",
+    ("k8s.io/apimachinery", "v0.20.0"): "h1:jjzbTJRXk0unNS71L7h3lxGDH/2HPxMPaQY+MjECKL8=",
+    ("k8s.io/api", "v0.21.0"): "h1:gu5iGF4V6tfVCQ/R+8Hc0h7H1JuEhzyEi9S4R5LM8+Y=",
+    ("k8s.io/apimachinery", "v0.21.0"): "h1:3Fx+41if+IRavNcKOz09FwEXDBG6ORh6iMsTSelhkMA=",
+    ("k8s.io/api", "v0.22.0"): "h1:elCpMZ9UE8dLdYxr55E06TmSeji9I3KH494qH70/y+c=",
+    ("k8s.io/apimachinery", "v0.22.0"): "h1:CqH/BdNAzZl+sr3tc0D3VsK3u6ARVSo3GWyLmfIjbP0=",
+    ("k8s.io/api", "v0.23.0"): "h1:WrL1gb73VSC8obi8cuYETJGXEoFNEh3LU0Pt+Sokgro=",
+    ("k8s.io/apimachinery", "v0.23.0"): "h1:mIfWRMjBuMdolAWJ3Fd+aPTMv3X9z+waiARMpvvb0HQ=",
+    ("k8s.io/api", "v0.24.0"): "h1:J0hann2hfxWr1hinZIDefw7Q96wmCBx6SSB8IY0MdDg=",
+    ("k8s.io/apimachinery", "v0.24.0"): "h1:ydFCyC/DjCvFCHK5OPMKBlxayQytB8pxy8YQInd5UyQ=",
+    ("k8s.io/api", "v0.25.0"): "h1:H+Q4ma2U/ww0iGB78ijZx6DRByPz6/733jIuFpX70e0=",
+    ("k8s.io/apimachinery", "v0.25.0"): "h1:MlP0r6+3XbkUG2itd6vp3oxbtdQLQI94fD5gCS+gnoU=",
+    ("k8s.io/api", "v0.26.0"): "h1:IpPlZnxBpV1xl7TGk/X6lFtpgjgntCg8PJ+qrPHAC7I=",
+    ("k8s.io/apimachinery", "v0.26.0"): "h1:1feANjElT7MvPqp0JT6F3Ss6TWDwmcjLypwoPpEf7zg=",
+    ("k8s.io/api", "v0.27.0"): "h1:2owttiA8Oa+J3idFeq8TSnNpm4y6AOGPI3PDbIpp2cE=",
+    ("k8s.io/apimachinery", "v0.27.0"): "h1:vEyy/PVMbPMCPutrssCVHCf0JNZ0Px+YqPi82K2ALlk=",
+    ("k8s.io/api", "v0.28.0"): "h1:3j3VPWmN9tTDI68NETBWlDiA9qOiGJ7sdKeufehBYsM=",
+    ("k8s.io/apimachinery", "v0.28.0"): "h1:ScHS2AG16UlYWk63r46oU3D5y54T53cVI5mMJwwqFNA=",
+    ("k8s.io/api", "v0.29.0"): "h1:NiCdQMY1QOp1H8lfRyeEf8eOwV6+0xA6XEE44ohDX2A=",
+    ("k8s.io/apimachinery", "v0.29.0"): "h1:+ACVktwyicPz0oc6MTMLwa2Pw3ouLAfAon1wPLtG48o=",
+    ("k8s.io/api", "v0.30.0"): "h1:siWhRq7cNjy2iHssOB9SCGNCl2spiF1dO3dABqZ8niA=",
+    ("k8s.io/apimachinery", "v0.30.0"): "h1:qxVPsyDM5XS96NIh9Oj6LavoVFYff/Pon9cZeDIkHHA=",
+    ("k8s.io/api", "v0.31.0"): "h1:b9LiSjR2ym/SzTOlfMHm1tr7/21aD7fSkqgD/CVJBCo=",
+    ("k8s.io/apimachinery", "v0.31.0"): "h1:m9jOiSr3FoSSL5WO9bjm1n6B9KROYYgNZOb4tyZ1lBc=",
+    ("k8s.io/api", "v0.32.0"): "h1:OL9JpbvAU5ny9ga2fb24X8H6xQlVp+aJMFlgtQjR9CE=",
+    ("k8s.io/apimachinery", "v0.32.0"): "h1:cFSE7N3rmEEtv4ei5X6DaJPHHX0C+upp+v5lVPiEwpg=",
     ("k8s.io/api", "v0.33.0"): "h1:yTgZVn1XEe6opVpP1FylmNrIFWuDqe2H0V8CT5gxfIU=",
     ("k8s.io/apimachinery", "v0.33.0"): "h1:1a6kHrJxb2hs4t8EE5wuR/WxKDwGN1FKH3JvDtA0CIQ=",
+    ("k8s.io/api", "v0.34.0"): "h1:L+JtP2wDbEYPUeNGbeSa/5GwFtIA662EmT2YSLOkAVE=",
+    ("k8s.io/apimachinery", "v0.34.0"): "h1:eR1WO5fo0HyoQZt1wdISpFDffnWOvFLOOeJ7MgIv4z0=",
+    ("k8s.io/api", "v0.35.0"): "h1:iBAU5LTyBI9vw3L5glmat1njFK34srdLmktWwLTprlY=",
+    ("k8s.io/apimachinery", "v0.35.0"): "h1:Z2L3IHvPVv/MJ7xRxHEtk6GoJElaAqDCCU0S6ncYok8=",
 }
+
+
+FIELDS = "fields-v3.json"  # the layout of field_facts(); a new layout gets a new name, so old caches rebuild
 
 
 class ProtoUnavailable(RuntimeError):
@@ -81,23 +120,44 @@ def _download(module: str, version: str) -> bytes:
         raise ProtoUnavailable(f"downloading {url} failed: {e}") from e
     got = h1_hash(data)
     want = SUMS.get((module, version))
-    if want is not None and got != want:
+    if want is None:
+        raise ProtoUnavailable(f"{module}@{version} has no pinned checksum in SUMS; add its go.sum h1: line")
+    if got != want:
         raise ProtoUnavailable(f"{module}@{version} from {url} has checksum {got}, expected {want}")
     return data
 
 
-# A struct field with a protobuf tag: Go name, Go type, protobuf tag body.
-_FIELD = re.compile(r'^\s*\w+\s+(\S+)\s+`[^`]*protobuf:"[a-z0-9]+,(\d+),[^"]*"', re.M)
+# A struct field with a tag: "Name Type `tag`", or an embedded "Type `tag`".
+_FIELD = re.compile(r"^\s*(\*?\w+)(?:[ \t]+(\S+))?[ \t]+`([^`]*)`", re.M)
+_PB_NUM = re.compile(r'protobuf:"[a-z0-9]+,(\d+),')
+_JSON_TAG = re.compile(r'json:"([^"]*)"')
 _STRUCT = re.compile(r"^type (\w+) struct \{\n(.*?)^\}", re.M | re.S)
 
 
-def pointer_fields(go_source: str) -> dict[str, list[int]]:
-    """Message name -> numbers of the fields whose Go type is a pointer (``*int32``, ``*bool``, ...)."""
-    out: dict[str, list[int]] = {}
+def field_facts(go_source: str) -> dict[str, dict[str, list[int]]]:
+    """Message name -> lists of field numbers: "pointer" (the Go type is a pointer: ``*int32``,
+    ``*bool``, ...), "always" (a non-pointer field whose JSON tag lacks ``omitempty``: Go's JSON writes
+    it even at zero, e.g. ``nodeInfo.kubeProxyVersion: ""``), "inline" (an embedded struct tagged
+    ``json:",inline"``, whose fields JSON puts in the parent object: ``Volume``'s ``VolumeSource``)."""
+    out: dict[str, dict[str, list[int]]] = {}
     for m in _STRUCT.finditer(go_source):
-        nums = [int(f.group(2)) for f in _FIELD.finditer(m.group(2)) if f.group(1).startswith("*")]
-        if nums:
-            out[m.group(1)] = nums
+        facts: dict[str, list[int]] = {"pointer": [], "always": [], "inline": []}
+        for f in _FIELD.finditer(m.group(2)):
+            num = _PB_NUM.search(f.group(3))
+            if num is None:
+                continue
+            n = int(num.group(1))
+            go_type = f.group(2) if f.group(2) is not None else f.group(1)
+            js = _JSON_TAG.search(f.group(3))
+            name, *opts = js.group(1).split(",") if js is not None else ("",)
+            if not name and "inline" in opts:
+                facts["inline"].append(n)
+            elif go_type.startswith("*"):
+                facts["pointer"].append(n)
+            elif js is not None and "omitempty" not in opts:
+                facts["always"].append(n)
+        if any(facts.values()):
+            out[m.group(1)] = facts
     return out
 
 
@@ -110,13 +170,13 @@ def build(minor: int) -> Path:
     """Download, verify and compile the schema of ``minor`` into the cache; returns its directory."""
     version = module_version(minor)
     out = cache_root() / version
-    if (out / "descriptors.pb").exists() and (out / "fields.json").exists():
+    if (out / "descriptors.pb").exists() and (out / FIELDS).exists():
         return out
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="k8sproto-", dir=out) as tmp:
         src = Path(tmp) / "src"
         protos: list[str] = []
-        pointers: dict[str, list[int]] = {}
+        facts: dict[str, dict[str, list[int]]] = {}
         for module in MODULES:
             data = _download(module, version)
             prefix = f"{module}@{version}/"
@@ -140,8 +200,8 @@ def build(minor: int) -> Path:
                 package = _proto_package(proto)
                 for base, text in files.items():
                     if base.endswith(".go"):
-                        for msg, nums in pointer_fields(text).items():
-                            pointers[f"{package}.{msg}"] = nums
+                        for msg, ff in field_facts(text).items():
+                            facts[f"{package}.{msg}"] = ff
         desc = Path(tmp) / "descriptors.pb"
         cmd = [
             sys.executable,
@@ -155,16 +215,16 @@ def build(minor: int) -> Path:
         res = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if res.returncode != 0:
             raise ProtoUnavailable(f"protoc failed for {version}: {res.stderr.strip()[:2000]}")
-        fields = Path(tmp) / "fields.json"
-        fields.write_text(json.dumps(pointers, sort_keys=True))
-        os.replace(fields, out / "fields.json")
+        fields = Path(tmp) / FIELDS
+        fields.write_text(json.dumps(facts, sort_keys=True))
+        os.replace(fields, out / FIELDS)
         os.replace(desc, out / "descriptors.pb")
     return out
 
 
 @cache
-def load(minor: int) -> tuple[bytes, dict[str, list[int]]]:
-    """The cached schema of ``minor`` (descriptor set bytes, pointer fields); ProtoUnavailable if absent.
+def load(minor: int) -> tuple[bytes, dict[str, dict[str, list[int]]]]:
+    """The cached schema of ``minor`` (descriptor set bytes, field facts); ProtoUnavailable if absent.
 
     A minor without its own build uses the nearest cached one above it, then below it: field numbers
     never change between releases, only fields and kinds are added or removed."""
@@ -172,8 +232,8 @@ def load(minor: int) -> tuple[bytes, dict[str, list[int]]]:
     order = [minor, *range(minor + 1, minor + 8), *range(minor - 1, minor - 8, -1)]
     for m in order:
         d = root / module_version(m)
-        if (d / "descriptors.pb").exists() and (d / "fields.json").exists():
-            return (d / "descriptors.pb").read_bytes(), json.loads((d / "fields.json").read_text())
+        if (d / "descriptors.pb").exists() and (d / FIELDS).exists():
+            return (d / "descriptors.pb").read_bytes(), json.loads((d / FIELDS).read_text())
     raise ProtoUnavailable(
         f"no Kubernetes API protobuf schema cached for 1.{minor} under {root}; "
         f"run: python -m testbed.apiserver.k8sproto fetch 1.{minor}"

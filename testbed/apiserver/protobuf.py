@@ -440,6 +440,13 @@ def decode(raw: bytes, minor: int | None = None) -> dict[str, Any]:
         raise APIError(400, "BadRequest", f"unable to decode {MEDIA_TYPE} body: {e}") from e
 
 
+def fill_always(obj: dict[str, Any], minor: int) -> None:
+    """The zero-valued fields Go's JSON always writes, added where missing (no-op without a schema)."""
+    sch = schema(minor)
+    if sch is not None:
+        sch.fill_always(obj)
+
+
 def prefers_protobuf(accept: str) -> bool:
     """Whether the first media range of ``Accept`` the server can serve is protobuf (as the real server
     negotiates: order decides; ``as=`` variants such as Table have no protobuf form here)."""
@@ -500,4 +507,4 @@ def envelope(api_version: str, kind: str, body: bytes) -> bytes:
 
 
 __all__ = ["KINDS", "MEDIA_TYPE", "decode", "decode_message", "decode_table", "encode_field",
-           "encode_response", "envelope", "prefers_protobuf", "schema"]
+           "encode_response", "envelope", "fill_always", "prefers_protobuf", "schema"]

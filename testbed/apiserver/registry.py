@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from testbed.k8s.timefmt import now as now_rfc3339
 
-from . import convert, defaults, errors, patch, quota, rbac, validation
+from . import convert, defaults, errors, patch, protobuf, quota, rbac, validation
 from .auth import UserInfo
 from .errors import APIError
 from .meta import new_uid, random_suffix
@@ -132,7 +132,12 @@ class Registry:
         return f"{rt.group}/{version}" if rt.group else "v1"
 
     def present(self, t: Target, obj: dict[str, Any]) -> dict[str, Any]:
-        return convert.from_storage(t.group, t.version, t.kind, obj)
+        out = convert.from_storage(t.group, t.version, t.kind, obj)
+        if out is not obj and out.get("apiVersion") != obj.get("apiVersion"):
+            # another version's struct may write other fields at zero (an HPA's v1 currentReplicas)
+            out = copy.deepcopy(out)
+            protobuf.fill_always(out, self.profile.minor)
+        return out
 
     async def _admit(
         self,

@@ -117,6 +117,8 @@ class APIServer:
             self.store = Store(history=config.history)
             self.ca = pki.make_ca("testbed-ca")
             self.authority = TokenAuthority()
+        # every stored object carries the zero-valued fields the real server always writes
+        self.store.shape = functools.partial(protobuf.fill_always, minor=self.profile.minor)
         self.serving = pki.make_serving_cert(
             self.ca,
             "kube-apiserver",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import copy
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +67,9 @@ class Store:
         self._watchers: dict[str, set[Watcher]] = collections.defaultdict(set)
         # Bumped on every write of a given store key; lets caches (RBAC) invalidate cheaply.
         self.revisions: dict[str, int] = collections.defaultdict(int)
+        # Called on every object before it is stored: the server adds the fields the real server
+        # always writes (see protobuf.fill_always).
+        self.shape: Callable[[dict[str, Any]], None] | None = None
 
     def load(self) -> int:
         """Bring back the objects and the resourceVersion counter kept by the backend; returns the count.
@@ -125,6 +128,8 @@ class Store:
 
     def put(self, store_key: str, obj: dict[str, Any], *, event: str) -> Entry:
         """Store ``obj`` (already validated) as a new version; fills metadata.resourceVersion."""
+        if self.shape is not None:
+            self.shape(obj)
         rv = self._next()
         meta = obj.setdefault("metadata", {})
         meta["resourceVersion"] = str(rv)

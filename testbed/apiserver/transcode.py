@@ -9,13 +9,16 @@ a protobuf encoding (all built-in kinds and their lists, ``Status``, ``DeleteOpt
 
 The JSON shapes follow the Go types' JSON encoding:
 
-* field names are the proto field names, which go-to-protobuf takes from the JSON tags;
+* field names are the proto field names, which go-to-protobuf takes from the JSON tags; an embedded
+  struct tagged ``json:",inline"`` (``Volume``'s ``volumeSource``) is a field in protobuf and merged
+  into its parent object in JSON;
 * ``Time``/``MicroTime`` are RFC 3339 strings, ``Duration`` a Go duration string, ``Quantity`` a
   string, ``IntOrString`` a bare int or string, ``RawExtension`` and ``FieldsV1`` embedded JSON;
 * a message whose only field is a repeated ``items`` of scalars (``ExtraValue``, ``Verbs``) is a list;
-* decoding: a non-pointer field holding its zero value is left out (what ``omitempty`` does, and what
-  a Go server decoding into its structs cannot tell apart from absent); a pointer field (per the Go
-  types, ``fields.json``) is kept even when zero, so ``replicas: 0`` stays 0;
+* decoding: a non-pointer scalar holding its zero value is left out where its JSON tag says
+  ``omitempty`` (a Go server decoding into its structs cannot tell it from absent) and kept where it
+  does not (``currentReplicas: 0``); a pointer field is kept even when zero, so ``replicas: 0``
+  stays 0 (both facts from the Go types, ``fields-v2.json``);
 * encoding: fields in field-number order, map entries sorted by key, as Go's marshaller writes them.
 
 Wire format of a whole object: ``k8s\\x00`` then ``runtime.Unknown{typeMeta{apiVersion, kind}, raw,
@@ -45,9 +48,17 @@ _QUANTITY = ".k8s.io.apimachinery.pkg.api.resource.Quantity"
 _INTORSTR = ".k8s.io.apimachinery.pkg.util.intstr.IntOrString"
 _RAWEXT = ".k8s.io.apimachinery.pkg.runtime.RawExtension"
 _ZERO_TIME = -62135596800  # Go's zero time.Time in Unix seconds: a field never set
+_SPECIAL = {_TIME, _MICROTIME, _DURATION, _FIELDSV1, _QUANTITY, _INTORSTR, _RAWEXT}
 
 F = descriptor_pb2.FieldDescriptorProto
 _VARINTS = {F.TYPE_INT32, F.TYPE_INT64, F.TYPE_UINT32, F.TYPE_UINT64, F.TYPE_BOOL, F.TYPE_ENUM}
+_ZERO_OF: dict[int, Any] = {
+    F.TYPE_STRING: "",
+    F.TYPE_BOOL: False,
+    F.TYPE_BYTES: "",
+    F.TYPE_DOUBLE: 0.0,
+    F.TYPE_FLOAT: 0.0,
+}
 # API groups whose proto package is not named after the group's first label
 _PACKAGE_OF_GROUP = {"internal.apiserver.k8s.io": "apiserverinternal", "": "core"}
 
@@ -68,6 +79,8 @@ class Field:
     type_name: str
     repeated: bool
     pointer: bool
+    always: bool = False  # Go's JSON writes it even at zero (no omitempty)
+    inline: bool = False  # an embedded struct whose fields JSON puts in the parent object
 
 
 @dataclass
@@ -87,26 +100,32 @@ class Message:
 class Schema:
     """The messages of one descriptor set, and the kind -> message index."""
 
-    def __init__(self, descriptor_set: bytes, pointers: dict[str, list[int]]) -> None:
+    def __init__(self, descriptor_set: bytes, facts: dict[str, dict[str, list[int]]]) -> None:
         fds = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set)
         self.messages: dict[str, Message] = {}
         for f in fds.file:
             for m in f.message_type:
-                self._add(f".{f.package}", m, pointers)
+                self._add(f".{f.package}", m, facts)
 
-    def _add(self, scope: str, m: descriptor_pb2.DescriptorProto, pointers: dict[str, list[int]]) -> None:
+    def _add(
+        self, scope: str, m: descriptor_pb2.DescriptorProto, facts: dict[str, dict[str, list[int]]]
+    ) -> None:
         full = f"{scope}.{m.name}"
-        ptr = set(pointers.get(full[1:], ()))
+        mine = facts.get(full[1:], {})
+        ptr, always = set(mine.get("pointer", ())), set(mine.get("always", ()))
+        inline = set(mine.get("inline", ()))
         msg = Message(full, map_entry=m.options.map_entry)
         for fd in m.field:
             fl = Field(
                 fd.number, fd.name, fd.type, fd.type_name, fd.label == F.LABEL_REPEATED, fd.number in ptr
             )
+            fl.always = fd.number in always
+            fl.inline = fd.number in inline
             msg.by_number[fd.number] = fl
             msg.by_name[fd.name] = fl
         self.messages[full] = msg
         for nested in m.nested_type:
-            self._add(full, nested, pointers)
+            self._add(full, nested, facts)
 
     def message_for(self, api_version: str, kind: str) -> Message:
         group, _, version = api_version.rpartition("/")
@@ -149,9 +168,12 @@ class Schema:
                 out.setdefault(f.name, {})[key] = value
                 continue
             value = self._value(f, val)
+            if f.inline and isinstance(value, dict):
+                out.update(value)
+                continue
             if f.repeated:
                 out.setdefault(f.name, []).append(value)
-            elif f.pointer or not _omitted(f, value):
+            elif f.pointer or f.always or not _omitted(f, value):
                 out[f.name] = value
             else:
                 out.pop(f.name, None)
@@ -235,6 +257,57 @@ class Schema:
             return [self._value(f, v) for _n, v in _fields(b)]
         return self.decode_message(b, msg)
 
+    # -- Go's JSON shape ------------------------------------------------------------------------
+    def fill_always(self, obj: dict[str, Any]) -> None:
+        """Add, in place, what Go's JSON writes even when zero, wherever it is missing: scalar fields
+        without ``omitempty`` and every non-pointer struct field (as ``{}``, then filled in turn). This
+        is what the real server sends for every object of a kind, such as
+        ``nodeInfo.kubeProxyVersion: ""`` or an HPA's ``status.desiredReplicas: 0``. The special
+        types (times, quantities, int-or-string, embedded objects) are not added, and kinds without a
+        message (custom resources) are left alone."""
+        try:
+            msg = self.message_for(obj.get("apiVersion", ""), obj.get("kind", ""))
+        except UnknownKind:
+            return
+        self._fill(obj, msg)
+
+    def _fill(self, obj: dict[str, Any], msg: Message) -> None:
+        for f in msg.by_number.values():
+            if f.inline:
+                self._fill(obj, self.messages[f.type_name])
+                continue
+            value = obj.get(f.name)
+            if f.type != F.TYPE_MESSAGE:
+                if value is None and f.always and not f.repeated and f.name not in obj:
+                    obj[f.name] = _ZERO_OF.get(f.type, 0)
+                continue
+            sub = self.messages.get(f.type_name)
+            if sub is None or sub.items_wrapper or f.type_name in _SPECIAL:
+                continue
+            if value is None and f.name not in obj and not (f.pointer or f.repeated or sub.map_entry):
+                # Go's JSON writes every non-pointer struct field, omitempty or not ("status": {})
+                value = obj[f.name] = {}
+            if sub.map_entry:
+                vf = sub.by_number.get(2)
+                inner = (
+                    self.messages.get(vf.type_name) if vf is not None and vf.type == F.TYPE_MESSAGE else None
+                )
+                if (
+                    inner is not None
+                    and isinstance(value, dict)
+                    and vf is not None
+                    and vf.type_name not in _SPECIAL
+                ):
+                    for v in value.values():
+                        if isinstance(v, dict):
+                            self._fill(v, inner)
+            elif isinstance(value, list):
+                for v in value:
+                    if isinstance(v, dict):
+                        self._fill(v, sub)
+            elif isinstance(value, dict):
+                self._fill(value, sub)
+
     # -- encoding -------------------------------------------------------------------------------
     def encode_object(self, obj: dict[str, Any]) -> bytes:
         """A JSON-shaped object with ``kind``/``apiVersion`` -> its ``k8s\\x00`` envelope."""
@@ -248,9 +321,16 @@ class Schema:
         if not isinstance(obj, dict):
             raise TranscodeError(f"{msg.full_name[1:]} expects an object, got {type(obj).__name__}")
         chunks: list[tuple[int, bytes]] = []
+        for f in msg.by_number.values():
+            if f.inline:
+                sub = self.messages[f.type_name]
+                keys = self._json_names(sub)
+                part = {k: v for k, v in obj.items() if k in keys}
+                if part:  # absent and empty read the same; Go would write the empty message
+                    chunks.append((f.number, _field(f.number, self.encode_message(part, sub))))
         for name, value in obj.items():
             f = msg.by_name.get(name)
-            if f is None or value is None:
+            if f is None or value is None or f.inline:
                 continue  # kind/apiVersion live in the envelope; unknown keys Go would drop too
             entry = self.messages.get(f.type_name) if f.type == F.TYPE_MESSAGE else None
             if entry is not None and entry.map_entry:
@@ -271,6 +351,14 @@ class Schema:
                 chunks.append((f.number, self._encode_one(f, f.number, value)))
         chunks.sort(key=lambda c: c[0])
         return b"".join(c for _n, c in chunks)
+
+    def _json_names(self, msg: Message) -> set[str]:
+        """The JSON keys of ``msg``, with those of its inlined structs."""
+        names = {f.name for f in msg.by_number.values() if not f.inline}
+        for f in msg.by_number.values():
+            if f.inline:
+                names |= self._json_names(self.messages[f.type_name])
+        return names
 
     def _encode_one(self, f: Field, num: int, value: Any) -> bytes:
         t = f.type

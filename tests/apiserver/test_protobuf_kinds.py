@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import pytest
@@ -441,3 +442,87 @@ def test_scale_subresource_in_protobuf(testbed) -> None:
     assert sch.decode_object(data)["spec"].get("replicas", 0) == 0
     code, _, data = raw(testbed, "GET", "/apis/apps/v1/namespaces/default/deployments/scaled")
     assert code == 200 and b'"replicas":0' in data
+
+
+# -- older minors: their own schema, including kinds later releases removed ----------------------
+@pytest.mark.parametrize("minor", [18, 20, 22, 25, 28, 30])
+def test_every_kind_each_minor_serves_has_a_protobuf_message(minor: int) -> None:
+    sch = protobuf.schema(minor)
+    if sch is None:
+        pytest.skip(f"no schema cached for 1.{minor}: python -m testbed.apiserver.k8sproto fetch 1.{minor}")
+    p = profile(minor)
+    missing = []
+    for group in ["", *p.groups()]:
+        for gv in p.group_versions(group):
+            for plural in gv.resources:
+                rt = p.resource(group, gv.version, plural)
+                if rt is None or "/" in plural or group in ("apiregistration.k8s.io", "apiextensions.k8s.io"):
+                    continue
+                try:
+                    sch.message_for(gv.api_version, rt.kind)
+                except transcode.UnknownKind:
+                    missing.append(f"{gv.api_version}/{rt.kind}")
+    assert not missing
+
+
+def test_removed_kinds_round_trip_on_the_minor_that_serves_them() -> None:
+    from testbed.embedded import EmbeddedTestbed
+
+    sch = protobuf.schema(20)
+    if sch is None:
+        pytest.skip("no schema cached for 1.20: python -m testbed.apiserver.k8sproto fetch 1.20")
+    cron = {
+        "apiVersion": "batch/v1beta1",
+        "kind": "CronJob",
+        "metadata": {"name": "old"},
+        "spec": {
+            "schedule": "*/5 * * * *",
+            "jobTemplate": {"spec": {"template": {"spec": {**POD_SPEC, "restartPolicy": "Never"}}}},
+        },
+    }
+    with EmbeddedTestbed(20) as tb:
+        code, h, data = raw(
+            tb,
+            "POST",
+            "/apis/batch/v1beta1/namespaces/default/cronjobs",
+            sch.encode_object(cron),
+            content_type=PB,
+            headers={"Accept": PB},
+        )
+        assert code == 201, data[:300]
+        assert h["Content-Type"] == PB
+        got = sch.decode_object(data)
+        assert got["apiVersion"] == "batch/v1beta1" and got["spec"]["schedule"] == "*/5 * * * *"
+
+
+def test_inline_structs_are_merged_into_their_parent(testbed) -> None:
+    """``Volume`` embeds ``VolumeSource`` inline: a field in protobuf, flat keys in JSON."""
+    sch = protobuf.schema(MINOR)
+    assert sch is not None
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "inline"},
+        "spec": {**POD_SPEC, "volumes": [{"name": "s", "secret": {"secretName": "x", "defaultMode": 0}}]},
+    }
+    code, _, data = raw(
+        testbed, "POST", "/api/v1/namespaces/default/pods", sch.encode_object(pod), content_type=PB
+    )
+    assert code == 201, data
+    code, _, data = raw(testbed, "GET", "/api/v1/namespaces/default/pods/inline")
+    volume = json.loads(data)["spec"]["volumes"][0]
+    assert volume == {"name": "s", "secret": {"secretName": "x", "defaultMode": 0}}
+    assert "volumeSource" not in volume
+
+
+def test_field_facts_from_go_struct_tags() -> None:
+    src = (
+        "type Thing struct {\n"
+        '\tName string `json:"name" protobuf:"bytes,1,opt,name=name"`\n'
+        '\tCount *int32 `json:"count,omitempty" protobuf:"varint,2,opt,name=count"`\n'
+        '\tSource `json:",inline" protobuf:"bytes,3,opt,name=source"`\n'
+        '\tNote string `json:"note,omitempty" protobuf:"bytes,4,opt,name=note"`\n'
+        '\tLocal string `json:"-"`\n'
+        "}\n"
+    )
+    assert k8sproto.field_facts(src) == {"Thing": {"pointer": [2], "always": [1], "inline": [3]}}

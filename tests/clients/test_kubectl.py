@@ -419,6 +419,36 @@ def test_generators_create_typed_objects(env: Env) -> None:
     assert role.rules[0].verbs == ["get"] and role.rules[0].resources == ["pods"]
 
 
+def test_more_generators_autoscale_and_whoami(env: Env) -> None:
+    """The typed-client commands that got 415 before every kind had a protobuf form (kubectl 1.33 sends
+    protobuf bodies and reads protobuf answers); older kubectl sends JSON and must keep working."""
+    ns = f"gen{next(_names)}"
+    env.run("create", "namespace", ns)
+    run = lambda *a: env.run("-n", ns, *a).stdout.strip()  # noqa: E731
+    assert run("create", "job", "j", "--image=busybox") == "job.batch/j created"
+    assert run("create", "quota", "q", "--hard=cpu=1,pods=2") == "resourcequota/q created"
+    assert run("create", "cronjob", "cj", "--image=busybox", "--schedule=*/5 * * * *") == "cronjob.batch/cj created"
+    assert run("create", "service", "clusterip", "svc", "--tcp=80:8080") == "service/svc created"
+    assert run("create", "ingress", "ing", "--rule=foo.com/bar=svc:80") == "ingress.networking.k8s.io/ing created"
+    assert run("create", "pdb", "pdb", "--selector=app=x", "--min-available=1") == "poddisruptionbudget.policy/pdb created"
+    assert run("create", "priorityclass", f"pc-{ns}", "--value=1000") == f"priorityclass.scheduling.k8s.io/pc-{ns} created"
+    env.run("-n", ns, "create", "deployment", "d", "--image=nginx")
+    assert run("autoscale", "deployment", "d", "--max=3") == "horizontalpodautoscaler.autoscaling/d autoscaled"
+    quota = env.core.read_namespaced_resource_quota("q", ns)
+    assert quota.spec.hard == {"cpu": "1", "pods": "2"}
+    svc = env.core.read_namespaced_service("svc", ns)
+    assert [(p.port, p.target_port) for p in svc.spec.ports] == [(80, 8080)]
+    hpa = client.AutoscalingV1Api(env.api).read_namespaced_horizontal_pod_autoscaler("d", ns)
+    assert hpa.spec.max_replicas == 3 and hpa.spec.scale_target_ref.name == "d"
+    job = client.BatchV1Api(env.api).read_namespaced_job("j", ns)
+    assert job.spec.template.spec.containers[0].image == "busybox"
+    listed = table_rows(env.run("-n", ns, "get", "job,quota,cronjob,svc,ingress,pdb,hpa", "-o", "name").stdout)
+    assert len(listed) == 7
+    if env.minor >= 28:  # `auth whoami` (SelfSubjectReview v1) is there from 1.28's kubectl and server
+        who = env.run("auth", "whoami", "-o", "json").stdout
+        assert json.loads(who)["status"]["userInfo"]["username"] == "testbed-admin"
+
+
 def test_describe_pod_with_events(env: Env) -> None:
     ns = env.namespace()
     env.pod(ns, "desc", bind=True)
