@@ -59,7 +59,10 @@ K3S_IMAGES: dict[str, str] = {
 
 
 def image_for(minor: str) -> str:
-    return K3S_IMAGES[check_minor(minor)]
+    m = check_minor(minor)
+    if m not in K3S_IMAGES:  # the testbed emulates newer minors than k3s images are pinned for
+        raise BackendError(f"no k3s image is pinned for Kubernetes {m} (pinned: {', '.join(K3S_IMAGES)})")
+    return K3S_IMAGES[m]
 
 
 def upstream_version(image: str) -> str:
