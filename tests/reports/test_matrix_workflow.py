@@ -9,6 +9,7 @@ neither that binary nor a Go toolchain is there.
 from __future__ import annotations
 
 import configparser
+import json
 import os
 import re
 import shutil
@@ -106,3 +107,13 @@ def test_every_planned_cell_has_its_tox_env_and_adding_a_vendor_is_one_line() ->
     assert set(planned) <= envs, sorted(set(planned) - envs)
     more = matrix_plan.cells({**matrix_plan.VENDORS, "ascend": (30, 33, ("ours", "upstream"))})
     assert [c.toxenv for c in more[-2:]] == ["ascend-1.33", "ascend-1.33-upstream"]
+
+
+def test_the_plan_job_output_is_one_github_output_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert matrix_plan.main(["github"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("cells=") and "\n" not in line
+    cells = json.loads(line.removeprefix("cells="))
+    assert cells[0] == {"vendor": "nvidia", "minor": "1.18", "stack": "ours", "toxenv": "nvidia-1.18"}
+    assert len(cells) == len(matrix_plan.cells()) == 18
+    assert matrix_plan.main(["gitlab"]) == 4
