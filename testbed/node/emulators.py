@@ -15,15 +15,11 @@ Standalone on purpose (``python -S emulators.py NAME ARGS``): it runs inside a c
 shows the interpreter and the checkout but not the project's virtual environment on ``sys.path``.
 """
 
-import fnmatch
 import os
 import signal
 import socket
-import socketserver
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 NGINX_VERSION = "1.27.3"
 REDIS_VERSION = "7.4.1"
@@ -65,6 +61,15 @@ def nginx(args):
         return 0
     root = os.environ.get("NGINX_ROOT", "/usr/share/nginx/html")
     port = int(os.environ.get("NGINX_PORT", "80"))
+    # listen before anything else is imported: clients that connect as soon as the pod is Running
+    # wait in the backlog instead of being refused (real nginx binds within milliseconds)
+    family = socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET
+    try:
+        sock = _listen(family, port)
+    except OSError:
+        family = socket.AF_INET
+        sock = _listen(family, port)
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Handler(BaseHTTPRequestHandler):
         server_version = f"nginx/{NGINX_VERSION}"
@@ -119,19 +124,13 @@ def nginx(args):
             sys.stderr.write((format % args) + "\n")
 
     class Server(ThreadingHTTPServer):
-        address_family = socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET
+        address_family = family
         daemon_threads = True
 
-        def server_bind(self):
-            if self.address_family == socket.AF_INET6:
-                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            super().server_bind()
-
-    try:
-        srv = Server(("::", port), Handler)
-    except OSError:
-        Server.address_family = socket.AF_INET
-        srv = Server(("0.0.0.0", port), Handler)
+    srv = Server(("", port), Handler, bind_and_activate=False)
+    srv.socket.close()
+    srv.socket = sock
+    srv.server_address = sock.getsockname()[:2]
     _stop_on(signal.SIGQUIT, signal.SIGTERM, signal.SIGINT)
     stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.gmtime())
     sys.stderr.write(f"{stamp} [notice] 1#1: nginx/{NGINX_VERSION}\n")
@@ -139,6 +138,16 @@ def nginx(args):
     sys.stderr.flush()
     srv.serve_forever()
     return 0
+
+
+def _listen(family, port):
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
+    s.listen(128)
+    return s
 
 
 def docker_entrypoint(args):
@@ -156,6 +165,8 @@ def docker_entrypoint(args):
 
 class _Store:
     def __init__(self):
+        import threading
+
         self.data = {}
         self.expires = {}
         self.lock = threading.Lock()
@@ -248,6 +259,8 @@ def _redis_command(store, argv, port):
             store.data[a[0]] = str(n).encode()
             return _int(n)
         if cmd == "KEYS":
+            import fnmatch
+
             pat = a[0].decode() if a else "*"
             keys = [k for k in list(store.data) if store.live(k)]
             return _array([k for k in keys if fnmatch.fnmatchcase(k.decode(), pat)])
@@ -297,6 +310,9 @@ def redis_server(args):
     port = 6379
     if "--port" in args:
         port = int(args[args.index("--port") + 1])
+    sock = _listen(socket.AF_INET, port)  # first, as for nginx
+    import socketserver
+
     store = _Store()
 
     class Handler(socketserver.StreamRequestHandler):
@@ -320,7 +336,9 @@ def redis_server(args):
         allow_reuse_address = True
         daemon_threads = True
 
-    srv = Server(("0.0.0.0", port), Handler)
+    srv = Server(("0.0.0.0", port), Handler, bind_and_activate=False)
+    srv.socket.close()
+    srv.socket = sock
     _stop_on(signal.SIGTERM, signal.SIGINT)
     stamp = time.strftime("%d %b %Y %H:%M:%S.000", time.gmtime())
     pid = os.getpid()

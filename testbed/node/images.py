@@ -27,6 +27,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,9 @@ class ImageEntry:
     user: str = ""  # the image config's User ("uid" or "uid:gid"; empty: root)
     workdir: str = ""  # the image config's WorkingDir (empty: /)
     links: tuple[tuple[str, str], ...] = ()  # (path in the container, host path it shows)
+    # host directories the container shows read-only at the same path (a program outside this
+    # checkout and the system directories, e.g. a real kube-scheduler in the build cache)
+    paths: tuple[str, ...] = ()
 
 
 def _py(module: str) -> tuple[str, ...]:
@@ -61,6 +65,7 @@ _KUBE_SCHEDULER_ENV = {
 # images whose programs are stand-ins: the launchers first on PATH, run by this interpreter
 _EMULATED_ENV = {"PATH": f"{BIN}:{SYSTEM_PATH}", "TESTBED_PYTHON": sys.executable}
 _EMULATOR = str(BIN / "_emulator")
+_HOST_PYTHON3 = shutil.which("python3", path=SYSTEM_PATH) or sys.executable
 
 
 def _shell(match: str, cmd: str, **env: str) -> ImageEntry:
@@ -109,6 +114,8 @@ _BUILTIN: list[ImageEntry] = [
         "python:*",
         cmd=("python3",),
         env={"PATH": "/usr/local/bin:" + SYSTEM_PATH, "LANG": "C.UTF-8", "PYTHON_VERSION": "3.11.7"},
+        # the image has `python` too; the host may have only python3
+        links=(("/usr/local/bin/python", _HOST_PYTHON3),),
     ),
     # CUDA base/runtime/devel images: a shell; the toolkit's part depends on NVIDIA_VISIBLE_DEVICES,
     # which the device plugin sets (the real images' NVIDIA_VISIBLE_DEVICES=all is left out: on a
@@ -171,6 +178,7 @@ def _from_file(path: str) -> list[ImageEntry]:
             str(e.get("user") or ""),
             str(e.get("workdir") or ""),
             tuple((str(k), str(v)) for k, v in (e.get("links") or {}).items()),
+            tuple(str(p) for p in e.get("paths") or ()),
         )
         for e in data.get("images") or []
     ]
@@ -227,8 +235,12 @@ def root_links(entry: ImageEntry) -> list[list[str]]:
 
 def host_argv(entry: ImageEntry, argv: list[str]) -> list[str]:
     """Without a root of its own (no mount namespaces) a linked path does not exist: use its target."""
+    if not argv:
+        return argv
     targets = dict(entry.links)
-    return [targets.get(argv[0], argv[0]), *argv[1:]] if argv else argv
+    by_name = {path.rsplit("/", 1)[-1]: target for path, target in entry.links}
+    first = targets.get(argv[0]) or ("/" not in argv[0] and by_name.get(argv[0])) or argv[0]
+    return [first, *argv[1:]]
 
 
 def image_id(image: str) -> str:

@@ -43,6 +43,9 @@ def test_register_links_and_host_argv() -> None:
     entry = images.lookup("example.test/linked:v1")
     assert entry is not None and images.root_links(entry) == [["/entry", "/bin/true"]]
     assert images.host_argv(entry, ["/entry", "x"]) == ["/bin/true", "x"]
+    assert images.host_argv(entry, ["entry"]) == ["/bin/true"]  # by name, as PATH would find it
+    py = images.lookup("python:3")
+    assert py is not None and "/usr/local/bin/python" in dict(py.links)  # the image's `python`
 
 
 @pytest.fixture(scope="module")
