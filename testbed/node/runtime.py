@@ -154,6 +154,7 @@ class PodWorker:
         self.thread = threading.Thread(target=self._run, name=f"pod {self.key}", daemon=True)
         self._last_status: dict[str, Any] | None = None
         self._status_pending = ""  # "", "status" or "rejected": a write to retry (apiserver unreachable)
+        self._status_retry_at = 0.0  # monotonic: not before (one retry a second)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -177,7 +178,7 @@ class PodWorker:
             step = min(left, 1.0) if self._status_pending else left
             if step > 0 and self.stopping.wait(step):
                 raise Deleted()
-            if self._status_pending:
+            if self._status_pending and time.monotonic() >= self._status_retry_at:
                 self._write_status(self._status_pending == "rejected")
             if time.monotonic() >= end:
                 return
@@ -461,6 +462,7 @@ class PodWorker:
                 # one part of the node root it sees, as the real toolkit mounts the driver's files
                 launch.root = rootfs.root_spec(self.pod_dir, a.root.parent.parent, rootfs.privileged(spec))
                 launch.root["links"] += images.root_links(entry)  # the image's programs at its paths
+                launch.root["image"] += list(entry.paths)  # host directories the entry's programs need
                 for key in ("HAMI_EMU_GPU_STATE_DIR", "HAMI_EMU_NPU_STATE_DIR"):
                     state = launch.env.get(key)
                     if state and os.path.isdir(state):
@@ -820,12 +822,14 @@ class PodWorker:
                 raise Deleted() from e
             log.warning("pod %s: status update failed: %s", self.key, e)
             self._status_pending = "rejected" if rejected else "status"
+            self._status_retry_at = time.monotonic() + 1.0
         except Exception as e:
             # the apiserver is unreachable (restarting): the kubelet's status manager keeps the latest
             # status and sends it again; the pod's containers are not affected
             if not self._status_pending:
                 log.warning("pod %s: status update failed (%r); retrying", self.key, e)
             self._status_pending = "rejected" if rejected else "status"
+            self._status_retry_at = time.monotonic() + 1.0
             self.agent.runtime.save_checkpoint()
 
     def extended(self) -> dict[str, int]:
