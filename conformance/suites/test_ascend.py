@@ -392,12 +392,48 @@ def _dcmi(doc: dict[str, Any], rule_id: str) -> list[dict[str, Any]]:
     return list(part.get("devices") or [])
 
 
+def _hami_core_nodes(kube: Any) -> set[str]:
+    return {
+        n
+        for n, node in ascend_nodes(kube).items()
+        if (node["metadata"].get("annotations") or {}).get(VNPU_CORE_NODE) == "true"
+    }
+
+
+@pytest.mark.allocation
+@rule("ASC-ALLOC-CORE-1", "A hami-core pod on a hami-core node gets NPU_MEM_QUOTA/NPU_PRIORITY, no template")
+def test_hami_core_allocation(workloads: Workloads, kube: Any) -> None:
+    cw, devs = chip(kube)
+    if not {d.node for d in devs} & _hami_core_nodes(kube):
+        unknown(f"no {cw} node runs in hami-core mode (hami-vnpu-core: true)")
+    workloads.create(
+        npu_pod("soft", cw, mem=1000, core=20, annotations={"huawei.com/vnpu-mode": "hami-core"})
+    )
+    doc = workloads.probe("soft")
+    pod = workloads.get("soft")
+    runtime = json.loads((pod["metadata"].get("annotations") or {}).get(f"huawei.com/{cw}", "[]"))
+    got = allocated(pod, cw)
+    assert len(got) == 1 and runtime == [{"UUID": got[0].uuid, "memory": 1000, "core": 20}], violated(
+        "ASC-ALLOC-CORE-1", f"huawei.com/{cw}={runtime!r}, assignment {got}"
+    )
+    env = doc.get("env") or {}
+    assert (env.get("NPU_MEM_QUOTA"), env.get("NPU_PRIORITY")) == ("1000", "20"), violated(
+        "ASC-ALLOC-CORE-1",
+        f"NPU_MEM_QUOTA={env.get('NPU_MEM_QUOTA')!r} NPU_PRIORITY={env.get('NPU_PRIORITY')!r}",
+    )
+    assert "ASCEND_VNPU_SPECS" not in env, violated(
+        "ASC-ALLOC-CORE-1", "a template was named in hami-core mode"
+    )
+
+
 @pytest.mark.allocation
 @rule(
     "ASC-ALLOC-TEMPLATE-1", "A template pod gets ASCEND_VNPU_SPECS and sees one NPU of the template's memory"
 )
 def test_template_allocation(workloads: Workloads, kube: Any) -> None:
-    cw, _ = chip(kube, templates=True)
+    cw, devs = chip(kube, templates=True)
+    if {d.node for d in devs} <= _hami_core_nodes(kube):
+        unknown(f"every {cw} node runs in hami-core mode: pods without a vnpu-mode are soft-split there")
     (temp, smallest), *_ = TEMPLATES[cw]
     workloads.create(npu_pod("vnpu", cw, mem=smallest))
     doc = workloads.probe("vnpu")

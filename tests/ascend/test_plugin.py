@@ -269,3 +269,24 @@ def test_allocate_hard_mode_template(plugin: Any, kube: Kube, state: Any, dirs: 
     assert after["hami.io/bind-phase"] == "success"
     assert "hami.io/mutex.lock" not in _ann(kube)
     assert os.environ.get("ASCEND_VISIBLE_DEVICES") is None  # the test process itself stays clean
+
+
+def test_register_entries_and_hook_dir_in_hami_core_mode(tmp_path: Path) -> None:
+    from hami_stack.device_plugin.ascend import dcmi
+    from hami_stack.device_plugin.ascend.plugin import prepare_hook_dir, register_entries
+    from hami_stack.devices.ascend import AscendFamily
+
+    cfg = next(c for c in DEFAULT_CHIPS if c.common_word == "Ascend910C")
+    npus = [
+        dcmi.Npu(f"U{i}", i, i, i // 2, i % 2, "Ascend", "Ascend910", 20, 3 if i == 1 else 0)
+        for i in range(6)
+    ]
+    soft = register_entries(AscendFamily(cfg), npus, True)
+    hard = register_entries(AscendFamily(cfg), npus, False)
+    assert [e.devcore for e in soft[:1] + hard[:1]] == [100, 20]
+    assert [e.health for e in hard] == [True, False, True, True, True, True]
+    assert {e.custom_info["NetworkID"] for e in hard} == {0}  # 910C: one HCCS network
+    assert all(e.mode == "" and e.count == 4 and e.devmem == 65536 for e in hard)
+    prepare_hook_dir(tmp_path / "hook")
+    assert (tmp_path / "hook" / "ld.so.preload").read_text() == ""
+    assert (tmp_path / "hook" / "containers").is_dir()

@@ -195,6 +195,8 @@ class AscendDevicePlugin:
         self.family = self.select_family(npus)
         self.npus = npus
         hook = self.opts.hook_path or "/usr/local/hami-vnpu-core"
+        if self.hami_core:
+            prepare_hook_dir(Path(hook))
         self.allocator = Allocator(
             self.kube, self.opts.node_name, self.family, hook_path=hook, events=self.events.pod_event
         )  # type: ignore[arg-type]
@@ -255,6 +257,16 @@ class AscendDevicePlugin:
         self.events.close()
         if self.server is not None:
             self.server.stop()
+
+
+def prepare_hook_dir(hook: Path) -> None:
+    """hami-core mode: the host directory Allocate mounts from. ``ld.so.preload`` names HAMi's NPU
+    limiter library when one is installed there (not part of this stack); an empty file otherwise,
+    so the ``/etc/ld.so.preload`` mount is well formed and preloads nothing."""
+    (hook / "containers").mkdir(parents=True, exist_ok=True)
+    preload = hook / "ld.so.preload"
+    if not preload.exists():
+        preload.write_text("")
 
 
 def dataclass_replace_health(n: dcmi.Npu) -> dcmi.Npu:
