@@ -19,12 +19,13 @@ What it does, as HAMi's ``ascend-device-plugin`` does it:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from kubeclient.client import Kube
@@ -65,7 +66,6 @@ class AscendOptions:
     register_interval_s: float = 30.0
     register_retry_s: float = 5.0
     health_interval_s: float = 5.0
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def load_vnpus(path: Path) -> VnpusConfig:
@@ -161,7 +161,7 @@ class AscendDevicePlugin:
             for n in found:
                 self.known[n.uuid] = n
             # a chip that vanished stays listed, unhealthy, until it is back
-            gone = [dataclass_replace_health(n) for u, n in self.known.items() if u not in present]
+            gone = [as_lost(n) for u, n in self.known.items() if u not in present]
             self.npus = sorted(found + gone, key=lambda n: n.phy_id)
             assert self.family is not None and self.server is not None
             entries = register_entries(self.family, self.npus, self.hami_core)
@@ -269,9 +269,8 @@ def prepare_hook_dir(hook: Path) -> None:
         preload.write_text("")
 
 
-def dataclass_replace_health(n: dcmi.Npu) -> dcmi.Npu:
-    import dataclasses
-
+def as_lost(n: dcmi.Npu) -> dcmi.Npu:
+    """A chip DCMI no longer lists: kept, with a non-zero (unhealthy) health code."""
     return dataclasses.replace(n, health=n.health or 0x7FFFFFFF)
 
 
