@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from testbed import pki
 from testbed.components import Component, ComponentSet
 
+from . import egress
 from . import etcd as etcd_mod
 from .build import Built, find
 from .releases import k8s_cache
@@ -160,6 +161,7 @@ class RealControlPlane(ComponentSet):
         self.etcd = etcd_mod.locate()
         self.fresh = fresh
         self.url = f"https://{host}:{self.port}"
+        self.egress_socket = ""
         # executed nodes: a process each, under its own node identity; simulated nodes (hundreds, for
         # scale) share one process and one identity, as a process per node would not fit in memory
         self.executed: list[str] = []
@@ -234,7 +236,8 @@ class RealControlPlane(ComponentSet):
         binary = str(self.built.binary("kube-scheduler"))
         env = {"PATH": f"{self.built.path / 'bin'}:{SYSTEM_PATH}"}
         for registry in ("registry.k8s.io", "k8s.gcr.io"):
-            images.append({"match": f"{registry}/kube-scheduler:*", "entrypoint": [binary], "env": env})
+            images.append({"match": f"{registry}/kube-scheduler:*", "entrypoint": [binary], "env": env,
+                           "paths": [str(self.built.path / "bin")]})
         if not path.exists() or yaml.safe_load(path.read_text()) != {"images": images}:
             path.write_text(yaml.safe_dump({"images": images}, sort_keys=False))
         return path
@@ -274,6 +277,8 @@ class RealControlPlane(ComponentSet):
         ]
         if has_flag(api, "insecure-port"):
             argv.append("--insecure-port=0")
+        if self.egress_socket:  # webhooks, pods and kubelets through the testbed's network (egress.py)
+            argv.append(f"--egress-selector-config-file={lay.root / 'egress-selector.yaml'}")
         return argv
 
     def _component_argv(self, command: str, conf: str, extra: list[str]) -> list[str]:
@@ -334,6 +339,13 @@ class RealControlPlane(ComponentSet):
         self._start_one(etcd)
         etcd_url = f"http://127.0.0.1:{client_port}"
         self._wait(etcd, f"{etcd_url}/health", 30, tls=False)
+        self.egress_socket = egress.socket_path(self.data_dir)
+        (self.layout.root / "egress-selector.yaml").write_text(
+            egress.config_yaml(self.egress_socket, self.built.release.minor))
+        self._start_one(Component("egress-proxy", [
+            sys.executable, "-m", "testbed.controlplane.egress",
+            "--kubeconfig", str(self.layout.kubeconfig("admin")), "--socket", self.egress_socket,
+            "--service-cidr", SERVICE_CIDR]))
         api = Component("kube-apiserver", self.apiserver_argv(etcd_url))
         self._start_one(api)
         self._wait(api, f"{self.url}/readyz", 90, tls=True)
