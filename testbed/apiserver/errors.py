@@ -66,27 +66,30 @@ class APIError(Exception):
         self.details = details
 
     def status(self) -> dict[str, Any]:
+        """The Status body, keys in the order of Go's ``metav1.Status`` fields (clients compare text)."""
         body: dict[str, Any] = {
             "kind": "Status",
             "apiVersion": "v1",
             "metadata": {},
             "status": "Failure",
             "message": self.message,
-            "code": self.code,
         }
         if self.reason:
             body["reason"] = self.reason
         if self.details is not None:
             body["details"] = self.details
+        body["code"] = self.code
         return body
 
 
 def _details(group: str, kind_or_resource: str, name: str | None) -> dict[str, Any]:
-    d: dict[str, Any] = {"kind": kind_or_resource}
+    """StatusDetails, keys in Go's field order: name, group, kind (then uid, causes)."""
+    d: dict[str, Any] = {}
     if name:
         d["name"] = name
     if group:
         d["group"] = group
+    d["kind"] = kind_or_resource
     return d
 
 

@@ -682,11 +682,12 @@ def forbidden_error(a: Attributes, reason: str = "") -> APIError:
     if a.resource_request and a.resource:
         gr = f"{a.resource}.{a.group}" if a.group else a.resource
         prefix = f'{gr} "{a.name}" is forbidden' if a.name else f"{gr} is forbidden"
-        details["kind"] = a.resource
+        # StatusDetails in Go's field order: name, group, kind
         if a.name:
             details["name"] = a.name
         if a.group:
             details["group"] = a.group
+        details["kind"] = a.resource
     else:
         prefix = "forbidden"
     return APIError(403, "Forbidden", f"{prefix}: {msg}", details=details)

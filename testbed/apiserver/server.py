@@ -11,6 +11,7 @@ import functools
 import logging
 import ssl
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,8 +60,9 @@ class ServerConfig:
 
 
 def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    # Go's json.Encoder, which the real server writes with, ends every document with a newline
     return web.Response(
-        body=orjson.dumps(obj), status=status, content_type="application/json", headers=headers
+        body=orjson.dumps(obj) + b"\n", status=status, content_type="application/json", headers=headers
     )
 
 
@@ -333,7 +335,7 @@ class APIServer:
     # -- request entry -----------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
         try:
-            user = self._authenticate(request)
+            user = self._impersonate(request, self._authenticate(request))
             return self._negotiate(request, await self._dispatch(request, user))
         except APIError as e:
             return self._negotiate(request, _json(e.status(), status=e.code))
@@ -366,6 +368,49 @@ class APIServer:
         if user is None:
             raise errors.unauthorized()
         return user
+
+    def _impersonate(self, request: web.Request, user: UserInfo) -> UserInfo:
+        """``Impersonate-User``/``-Group``/``-Uid``/``-Extra-*`` headers (kubectl ``--as``, ``--as-group``):
+        each one needs the ``impersonate`` verb on users, serviceaccounts, groups, uids or userextras,
+        as kube-apiserver's impersonation filter checks it; then the request runs as that user."""
+        h = request.headers
+        name = h.get("Impersonate-User", "")
+        groups = h.getall("Impersonate-Group", [])
+        uid = h.get("Impersonate-Uid", "")
+        extra: dict[str, list[str]] = {}
+        for key, value in h.items():
+            if key.lower().startswith("impersonate-extra-"):
+                extra_key = urllib.parse.unquote(key[len("impersonate-extra-"):]).lower()
+                extra.setdefault(extra_key, []).append(value)
+        if not (name or groups or uid or extra):
+            return user
+        if not name:
+            raise errors.internal("requested impersonation without impersonating a user")
+        checks: list[tuple[str, str, str, str]] = []  # (group, resource, namespace, name)
+        sa = name.split(":")
+        if len(sa) == 4 and name.startswith("system:serviceaccount:"):
+            checks.append(("", "serviceaccounts", sa[2], sa[3]))
+        else:
+            checks.append(("", "users", "", name))
+        checks += [("", "groups", "", g) for g in groups]
+        if uid:
+            checks.append(("authentication.k8s.io", "uids", "", uid))
+        for key, values in extra.items():
+            checks += [("authentication.k8s.io", f"userextras/{key}", "", v) for v in values]
+        if "system:masters" not in user.groups:
+            for group, resource, namespace, obj in checks:
+                res, _, sub = resource.partition("/")
+                attrs = rbac.Attributes(user=user, verb="impersonate", group=group, resource=res,
+                                        subresource=sub, namespace=namespace, name=obj)
+                allowed, reason = rbac.authorize(self.store, attrs, revision=self._rbac_revision())
+                if not allowed:
+                    raise rbac.forbidden_error(attrs, reason)
+        all_groups = list(groups)
+        if len(sa) == 4 and name.startswith("system:serviceaccount:") and not groups:
+            all_groups += ["system:serviceaccounts", f"system:serviceaccounts:{sa[2]}"]
+        if name != "system:anonymous" and "system:authenticated" not in all_groups:
+            all_groups.append("system:authenticated")
+        return UserInfo(name=name, uid=uid, groups=tuple(all_groups), extra=extra)
 
     def _rbac_revision(self) -> int:
         rev = self.store.revisions
