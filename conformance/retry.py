@@ -22,6 +22,7 @@ from reports.matrix import FLAKY_NOTE as FLAKY
 from reports.matrix import STABLE_NOTE as STABLE
 
 ENV = "HAMI_CONFORMANCE_RETRY"
+HEAD_LIMIT = 1300
 
 
 def enabled() -> bool:
@@ -38,6 +39,8 @@ def _annotate(reports: list[Any], note: str) -> None:
             # a plain-text longrepr keeps the crash line first: the recorder's message is that line
             crash = getattr(getattr(r, "longrepr", None), "reprcrash", None)
             head = crash.message if crash is not None else str(r.longreprtext)
+            if len(head) > HEAD_LIMIT:  # the recorder keeps 1500 characters: the note must survive that
+                head = head[:HEAD_LIMIT] + "…"
             r.longrepr = f"{head} {note}\n\n{r.longreprtext}"
             r.user_properties.append(("hami-conformance.retry", note))
 

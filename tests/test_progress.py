@@ -46,7 +46,7 @@ def test_flaky():
 
 @pytest.mark.rule("DEMO-BROKEN-1")
 def test_broken():
-    assert False, "[DEMO-BROKEN-1] always fails"
+    assert False, "[DEMO-BROKEN-1] always fails " + "x" * 3000
 
 @pytest.mark.rule("DEMO-SKIP-1")
 def test_unknown():
@@ -128,7 +128,8 @@ def test_a_failed_case_is_rerun_once_and_marked_never_passed(tmp_path: Path) -> 
     assert ends["test_flaky"] == "failed" and ends["test_ok"] == "passed"
     failures = {tc.get("name"): tc.find("failure") for tc in junit.iter("testcase")}
     assert failures["test_flaky"] is not None and retry.FLAKY in failures["test_flaky"].get("message", "")
-    assert retry.STABLE in failures["test_broken"].get("message", "")
+    broken = failures["test_broken"].get("message", "")
+    assert retry.STABLE in broken[:1500] and broken.startswith("AssertionError: [DEMO-BROKEN-1]")
     assert failures["test_flaky"].get("message", "").startswith("AssertionError: [DEMO-FLAKY-1]")
     assert len(list(junit.iter("testcase"))) == 5  # one entry per case, not per attempt
 
