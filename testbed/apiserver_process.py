@@ -3,7 +3,9 @@
 ``python -m testbed.apiserver_process --data-dir D --k8s-minor 33 --host H --port P [--fresh]`` starts
 the apiserver on the data directory's persisted state (objects, CA, tokens, port: ``apiserver/persist.py``),
 writes ``D/kubeconfig`` and then ``D/apiserver.json`` (``pid``, ``url``, ``minor``, ``gitVersion``), and
-serves until SIGTERM or SIGINT. A restarted one comes back on the same port with the same CA and
+serves until SIGTERM or SIGINT. With ``--wait-fd N`` it is a warm standby: it imports everything, then
+waits for one byte on fd N before starting (the supervisor wakes it when the running one died, so a
+restart skips Python's start-up and imports). A restarted one comes back on the same port with the same CA and
 tokens, so clients reconnect with the kubeconfig they already hold and their informers resume.
 A data directory it cannot use exits with status 2 and one line naming the file.
 """
@@ -75,7 +77,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--fresh", action="store_true")
-    return asyncio.run(_serve(ap.parse_args(argv)))
+    ap.add_argument("--wait-fd", type=int, default=None,
+                    help="a warm standby: import everything, then wait for one byte on this fd (EOF: exit)")
+    args = ap.parse_args(argv)
+    if args.wait_fd is not None:
+        from .apiserver import persist, server  # noqa: F401 - the imports are the point of a standby
+
+        try:
+            go = os.read(args.wait_fd, 1)
+        except OSError:
+            go = b""
+        if not go:
+            return 0  # the supervisor went away or stopped: nothing to take over
+        os.close(args.wait_fd)
+    return asyncio.run(_serve(args))
 
 
 if __name__ == "__main__":

@@ -52,6 +52,10 @@ class Component:
     last_exit: int | None = None
     backoff: Backoff = field(default_factory=Backoff)
     die_with_parent: bool = False  # SIGKILLed by the kernel when the `up` process dies
+    # a warm standby (imports done, waiting on a pipe) that a restart wakes instead of a cold start
+    standby: subprocess.Popen[bytes] | None = None
+    standby_go: int | None = None  # the pipe's write end
+    warm_standby: bool = False
 
 
 @dataclass
@@ -74,7 +78,7 @@ class ComponentSet:
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         # it dies with `up` (as when it ran inside it): a later `up` must find the data dir unlocked
-        c = Component("apiserver", argv, log=logs / "apiserver.log", die_with_parent=True)
+        c = Component("apiserver", argv, log=logs / "apiserver.log", die_with_parent=True, warm_standby=True)
         self._spawn(c)
         assert c.proc is not None
         deadline = time.monotonic() + timeout
@@ -96,7 +100,55 @@ class ComponentSet:
         c.argv = [a for a in argv if a != "--fresh"]
         self.apiserver = c
         self.components.insert(0, c)
+        self._spawn_standby(c)
         return ready
+
+    def _spawn_standby(self, c: Component) -> None:
+        """A second process of the component that imports everything, then waits for a byte on a pipe
+        (``--wait-fd``): most of a restart is Python start-up and imports, done before it is needed."""
+        assert c.log is not None
+        r, w = os.pipe()
+        try:
+            with open(c.log, "ab") as fh:
+                c.standby = subprocess.Popen(
+                    [*c.argv, "--wait-fd", str(r)], stdout=fh, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL, start_new_session=True, env=self._env(), pass_fds=(r,),
+                    preexec_fn=_die_with_parent if c.die_with_parent else None)
+            c.standby_go = w
+        except OSError:
+            os.close(w)
+            c.standby = None
+        finally:
+            os.close(r)
+
+    def _wake_standby(self, c: Component) -> bool:
+        sb, go = c.standby, c.standby_go
+        c.standby, c.standby_go = None, None
+        if sb is None or go is None:
+            return False
+        try:
+            if sb.poll() is not None:
+                return False
+            os.write(go, b"x")
+        except OSError:
+            return False
+        finally:
+            os.close(go)
+        c.proc = sb
+        c.started_at = time.monotonic()
+        c.restart_at = None
+        return True
+
+    def _stop_standby(self, c: Component) -> None:
+        sb, go = c.standby, c.standby_go
+        c.standby, c.standby_go = None, None
+        if go is not None:
+            os.close(go)  # EOF: the standby exits on its own
+        if sb is not None and sb.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(sb.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                sb.wait(5)
 
     @staticmethod
     def _kill(c: Component) -> None:
@@ -182,9 +234,14 @@ class ComponentSet:
                 if released:
                     events.append(f"component {c.name}: released lease {released} of the killed process")
                 c.restarts += 1
-                self._spawn(c)
+                warm = c.warm_standby and self._wake_standby(c)
+                if not warm:
+                    self._spawn(c)
                 assert c.proc is not None
-                events.append(f"component {c.name} restarted (pid {c.proc.pid}, restart {c.restarts})")
+                events.append(f"component {c.name} restarted (pid {c.proc.pid}, restart {c.restarts}"
+                              f"{', warm standby' if warm else ''})")
+                if c.warm_standby:
+                    self._spawn_standby(c)  # for the next time
                 if c.log is not None:
                     with open(c.log, "a") as fh:
                         fh.write(f"--- restarted by the testbed supervisor (restart {c.restarts}, "
@@ -239,6 +296,7 @@ class ComponentSet:
         # the apiserver last: node agents stopping their pods still report to it
         self._stop_all([c for c in self.components if c is not self.apiserver], timeout)
         if self.apiserver is not None:
+            self._stop_standby(self.apiserver)
             self._stop_all([self.apiserver], timeout)
         self.components.clear()
         # what the components left behind (pod processes of a node agent that died, re-parented to us)

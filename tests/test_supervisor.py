@@ -112,6 +112,9 @@ def test_killed_components_restart_and_down_leaves_nothing(tmp_path: Path) -> No
                 return False
 
         wait_for(pod_seen, timeout=15, what="the old client reaching the restarted apiserver")
+        # the restart woke the warm standby (imports done) rather than starting a process cold
+        assert "component apiserver restarted" in (data / "testbed.log").read_text()
+        assert "restart 1, warm standby)" in (data / "testbed.log").read_text()
         assert pod_processes() == pods  # neither restart touched the pod's process
         tree = set(descendants(up_pid)) | set(pods) | {up_pid}
         assert set(pods) <= set(Containment(data).pids()) | set(descendants(up_pid))
