@@ -447,6 +447,17 @@ def fill_always(obj: dict[str, Any], minor: int) -> None:
         sch.fill_always(obj)
 
 
+def encoded_size(obj: dict[str, Any], minor: int) -> int | None:
+    """The size of ``obj`` in protobuf, what etcd stores for a built-in kind; None without a form."""
+    sch = schema(minor)
+    if sch is None:
+        return None
+    try:
+        return len(sch.encode_object(obj))
+    except TranscodeError:
+        return None
+
+
 def prefers_protobuf(accept: str) -> bool:
     """Whether the first media range of ``Accept`` the server can serve is protobuf (as the real server
     negotiates: order decides; ``as=`` variants such as Table have no protobuf form here)."""
@@ -507,4 +518,4 @@ def envelope(api_version: str, kind: str, body: bytes) -> bytes:
 
 
 __all__ = ["KINDS", "MEDIA_TYPE", "decode", "decode_message", "decode_table", "encode_field",
-           "encode_response", "envelope", "fill_always", "prefers_protobuf", "schema"]
+           "encode_response", "encoded_size", "envelope", "fill_always", "prefers_protobuf", "schema"]

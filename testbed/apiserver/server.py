@@ -39,6 +39,7 @@ from .watch import serve_watch
 from .webhooks import WebhookDispatcher
 
 log = logging.getLogger("testbed.apiserver")
+MAX_REQUEST_BYTES = 3 * 1024 * 1024
 
 ADMIN_USER = UserInfo(name="testbed-admin", groups=("system:masters", "system:authenticated"))
 
@@ -121,6 +122,7 @@ class APIServer:
             self.authority = TokenAuthority()
         # every stored object carries the zero-valued fields the real server always writes
         self.store.shape = functools.partial(protobuf.fill_always, minor=self.profile.minor)
+        self.store.object_size = functools.partial(protobuf.encoded_size, minor=self.profile.minor)
         self.serving = pki.make_serving_cert(
             self.ca,
             "kube-apiserver",
@@ -225,7 +227,8 @@ class APIServer:
         return d
 
     def make_app(self) -> web.Application:
-        app = web.Application(client_max_size=16 * 1024 * 1024, handler_args={"tcp_keepalive": True})
+        # kube-apiserver's MaxRequestBodyBytes: a larger body is answered 413 (see handle)
+        app = web.Application(client_max_size=MAX_REQUEST_BYTES, handler_args={"tcp_keepalive": True})
         app.router.add_route("*", "/{tail:.*}", self.handle)
         return app
 
@@ -339,6 +342,10 @@ class APIServer:
             return self._negotiate(request, await self._dispatch(request, user))
         except APIError as e:
             return self._negotiate(request, _json(e.status(), status=e.code))
+        except web.HTTPRequestEntityTooLarge:
+            limit = f"Request entity too large: limit is {MAX_REQUEST_BYTES}"
+            err = APIError(413, "RequestEntityTooLarge", limit)
+            return self._negotiate(request, _json(err.status(), status=413))
         except (ConnectionResetError, asyncio.CancelledError):
             raise
         except Exception as e:  # pragma: no cover - a bug; answer like the real server's panic filter

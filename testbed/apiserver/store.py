@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .errors import gone
+from .errors import APIError, gone
 
 if TYPE_CHECKING:
     from .persist import SQLiteBackend
@@ -53,6 +53,15 @@ def encode(obj: dict[str, Any]) -> bytes:
     return orjson.dumps(obj)
 
 
+# etcd's default --max-request-bytes (kind and kubeadm keep it): a larger object never reaches storage,
+# and kube-apiserver answers etcd's error as it is, a 500 without a reason.
+MAX_OBJECT_BYTES = 1536 * 1024
+
+
+def too_large() -> APIError:
+    return APIError(500, "", "etcdserver: request is too large")
+
+
 class Store:
     """All objects of all resources, keyed by ``ResourceType.store_key``."""
 
@@ -70,6 +79,8 @@ class Store:
         # Called on every object before it is stored: the server adds the fields the real server
         # always writes (see protobuf.fill_always).
         self.shape: Callable[[dict[str, Any]], None] | None = None
+        # The size etcd would be sent for an object (its protobuf encoding); None: the JSON size.
+        self.object_size: Callable[[dict[str, Any]], int | None] | None = None
 
     def load(self) -> int:
         """Bring back the objects and the resourceVersion counter kept by the backend; returns the count.
@@ -130,6 +141,11 @@ class Store:
         """Store ``obj`` (already validated) as a new version; fills metadata.resourceVersion."""
         if self.shape is not None:
             self.shape(obj)
+        raw = encode(obj)
+        if len(raw) > MAX_OBJECT_BYTES:
+            size = self.object_size(obj) if self.object_size is not None else None
+            if (size if size is not None else len(raw)) > MAX_OBJECT_BYTES:
+                raise too_large()
         rv = self._next()
         meta = obj.setdefault("metadata", {})
         meta["resourceVersion"] = str(rv)

@@ -161,3 +161,16 @@ def test_field_selector_errors(text: str, group: str, plural: str, message: str)
         parse_field_selector(text, group, plural)
     assert exc.value.code == 400
     assert exc.value.message == message
+
+
+@pytest.mark.parametrize("text", ["a!=", "a=", "a=="])
+def test_empty_exact_value_is_a_valid_selector(text: str) -> None:
+    """Issue 14 listed ``a!=`` as accepted where Kubernetes refuses it; it does not refuse it:
+    k8s.io/apimachinery labels.Parser.parseExactValue takes end-of-string or ',' after an operator as
+    the empty value, so ``a!=`` selects objects whose label a is missing or not empty, ``a=`` those
+    with a present and empty."""
+    sel = parse_label_selector(text)
+    if text.startswith("a!="):
+        assert sel.matches({"a": "x"}) and sel.matches({}) and not sel.matches({"a": ""})
+    else:
+        assert sel.matches({"a": ""}) and not sel.matches({"a": "x"}) and not sel.matches({})
