@@ -5,7 +5,9 @@
 default scheduler and the node agents as separate processes, as on a real cluster, each logging to
 ``<data dir>/logs/<component>.log``. :meth:`ComponentSet.supervise` restarts one that exits (back-off
 from :mod:`testbed.supervisor`; the apiserver comes back on its persisted state and port);
-:meth:`ComponentSet.stop` ends every process of the testbed, pods' included, the apiserver last.
+:meth:`ComponentSet.stop` ends every process of the testbed, pods' included, the apiserver last. The
+apiserver has a warm standby (imports done, waiting on a pipe) that a restart wakes, and a killed
+scheduler's leader lease is released before its restart (``LEADER_LEASES``).
 """
 
 from __future__ import annotations
