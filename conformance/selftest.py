@@ -143,6 +143,9 @@ def _pytest(args: list[str], out_dir: Path, tmp: Path | None = None) -> subproce
         "pytest",
         "-p",
         "no:cacheprovider",
+        # hypothesis' plugin imports hypothesis for its summary: seconds per session, ~60 sessions
+        "-p",
+        "no:hypothesispytest",
         "-q",
         "--bundle-dir",
         str(out_dir),
@@ -150,6 +153,8 @@ def _pytest(args: list[str], out_dir: Path, tmp: Path | None = None) -> subproce
     ]
     out_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
+    # the sessions compile (and assertion-rewrite) the same modules each time: let them reuse bytecode
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     if tmp is not None:  # the testbed's data dir lands here, so an interrupted self-test can find it
         tmp.mkdir(parents=True, exist_ok=True)
         env["TMPDIR"] = str(tmp)
