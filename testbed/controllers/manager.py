@@ -15,6 +15,7 @@ from .job import JobController
 from .nodelifecycle import NodeLifecycleController, grace_default
 from .podgc import PodGCController
 from .replicaset import ReplicaSetController
+from .statefulset import StatefulSetController
 
 log = logging.getLogger("testbed.controllers")
 
@@ -23,6 +24,7 @@ CONTROLLERS: dict[str, type[Controller]] = {
     "deployment": DeploymentController,
     "replicaset": ReplicaSetController,
     "daemonset": DaemonSetController,
+    "statefulset": StatefulSetController,
     "job": JobController,
     "podgc": PodGCController,
     "nodelifecycle": NodeLifecycleController,

@@ -30,6 +30,7 @@ def test_grace_period_defaults_per_minor(kube: Kube) -> None:
         "deployment",
         "replicaset",
         "daemonset",
+        "statefulset",
         "nodelifecycle",
         "endpoint",
         "endpointslice",
