@@ -1,0 +1,231 @@
+"""``hami-conformance provision|deploy|certify|teardown -i INVENTORY``: Ansible-provisioned labs.
+
+    hami-conformance provision -i inventories/emulated/lab.yml          # lab hosts, control plane, nodes
+    hami-conformance provision -i inventories/emulated/lab.yml --check  # what would change, nothing done
+    hami-conformance deploy    -i inventories/emulated/lab.yml          # HAMi chart (roles/hami)
+    hami-conformance certify   -i inventories/emulated/lab.yml          # provision + deploy + suites + bundle
+    hami-conformance teardown  -i inventories/emulated/lab.yml          # services, namespaces, bridge, sshd
+
+The playbooks under ``playbooks/`` run through ``ansible_runner`` (in this process, not a subprocess of
+``ansible-playbook``). For an emulated lab (``all.vars.lab_name`` in the inventory) the hosts are first
+created by ``testbed.lab`` (network namespaces with sshd); its connection variables are a second
+inventory source. Each run keeps runner's artifacts (events, stdout, fact cache) under
+``<out>/<run id>/runner/`` and writes ``lab-facts.json`` (OS, kernel, accelerators of every host) and
+``lab-run.json`` (per playbook: ok/changed/failed per host, seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+PLAYBOOKS = REPO / "playbooks"
+COMMANDS = {
+    "provision": "create the lab's hosts and provision them over SSH (Ansible)",
+    "deploy": "install the HAMi chart on a provisioned lab (Ansible)",
+    "certify": "provision + deploy + run the suites + fetch the bundle (Ansible)",
+    "teardown": "stop the lab's services and remove its hosts",
+}
+FACT_KEYS = ("ansible_distribution", "ansible_distribution_version", "ansible_kernel", "ansible_architecture",
+             "ansible_python_version", "ansible_hostname", "ansible_processor_vcpus", "ansible_memtotal_mb",
+             "hcl_accelerators")
+
+
+class LabRunError(Exception):
+    """A playbook failed; the message names the host, the task and Ansible's message."""
+
+
+def add_parsers(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
+    for name, text in COMMANDS.items():
+        sp = sub.add_parser(name, help=text, description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        sp.add_argument("-i", "--inventory", required=True, help="Ansible inventory of the lab (YAML)")
+        sp.add_argument("--state", help="emulated lab's keys and host dirs (default .cache/lab/<lab_name>)")
+        sp.add_argument("--out", default=str(REPO / "reports" / "out"), help="run directories go here")
+        sp.add_argument("-e", "--extra-vars", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra variables for the playbooks")
+        if name in ("provision", "deploy"):
+            sp.add_argument("--check", action="store_true", help="Ansible check mode: report, change nothing")
+        sp.set_defaults(lab_command=name)
+
+
+class Progress:
+    """Runner events -> one line per host result: play, task, host, ok/changed/failed."""
+
+    def __init__(self, stream: Any = sys.stdout) -> None:
+        self.stream = stream
+        self.failures: list[dict[str, str]] = []
+        self.play = ""
+
+    def __call__(self, event: dict[str, Any]) -> bool:
+        kind = event.get("event", "")
+        data = event.get("event_data") or {}
+        if kind == "playbook_on_play_start":
+            self.play = data.get("play", "")
+            print(f"PLAY {self.play}", file=self.stream, flush=True)
+        elif kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable", "runner_on_skipped"):
+            res = data.get("res") or {}
+            status = {"runner_on_ok": "changed" if res.get("changed") else "ok",
+                      "runner_on_failed": "failed", "runner_on_unreachable": "unreachable",
+                      "runner_on_skipped": "skipped"}[kind]
+            if kind == "runner_on_failed" and data.get("ignore_errors"):
+                status = "failed (ignored)"
+            host, task = data.get("host", "?"), data.get("task", "?")
+            print(f"  {task} · {host}: {status}", file=self.stream, flush=True)
+            if status in ("failed", "unreachable"):
+                msg = " ".join(str(res.get(k) or "").strip() for k in ("msg", "stderr") if res.get(k)).strip()
+                self.failures.append({"host": host, "task": task, "status": status, "msg": msg})
+        return True  # keep the event in the artifacts
+
+
+def _extravars(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for p in pairs:
+        key, eq, value = p.partition("=")
+        if not eq or not key:
+            raise LabRunError(f"-e {p!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def run_playbook(playbook: str, inventories: list[Path], run_dir: Path, *, extravars: dict[str, Any],
+                 check: bool = False, progress: Progress | None = None,
+                 control_dir: Path | None = None) -> dict[str, Any]:
+    """One playbook through ansible_runner; returns its stats, raises LabRunError naming host and task."""
+    import ansible_runner
+
+    progress = progress or Progress()
+    done = run_dir / "runner" / "artifacts"
+    ident = f"{len(list(done.glob('*'))) if done.exists() else 0:02d}-{Path(playbook).stem}"
+    envvars = {
+        "ANSIBLE_ROLES_PATH": str(PLAYBOOKS / "roles"),
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_PIPELINING": "True",
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_NOCOLOR": "True",
+        # runner starts ansible-playbook itself: the one installed beside this interpreter
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    if control_dir is not None:  # ssh's multiplexing sockets stay with the lab, not in ~/.ansible
+        envvars["ANSIBLE_SSH_CONTROL_PATH_DIR"] = str(control_dir)
+    (run_dir / "runner").mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    r = ansible_runner.run(
+        private_data_dir=str(run_dir / "runner"),
+        ident=ident,
+        playbook=str(PLAYBOOKS / playbook),
+        inventory=[str(p) for p in inventories],
+        extravars=extravars,
+        cmdline="--check --diff" if check else None,
+        envvars=envvars,
+        event_handler=progress,
+        quiet=True,
+    )
+    stats = r.stats or {}
+    record = {
+        "playbook": playbook,
+        "status": r.status,
+        "rc": r.rc,
+        "check": check,
+        "seconds": round(time.monotonic() - started, 2),
+        "artifacts": str(run_dir / "runner" / "artifacts" / ident),
+        **{k: stats.get(k, {}) for k in ("ok", "changed", "failures", "dark", "skipped")},
+        "changedTotal": sum((stats.get("changed") or {}).values()),
+        "facts": {h: _cached_facts(Path(r.config.artifact_dir) / "fact_cache", h)
+                  for h in (stats.get("processed") or {})},
+        "errors": progress.failures,
+    }
+    log = run_dir / "lab-run.json"
+    doc = json.loads(log.read_text()) if log.exists() else []
+    doc.append(record)
+    log.write_text(json.dumps(doc, indent=2))
+    if r.rc != 0 or r.status != "successful":
+        detail = "; ".join(f"host {f['host']}: task '{f['task']}' {f['status']}: {f['msg'][:400]}"
+                           for f in progress.failures) or f"ansible-runner status {r.status}, rc {r.rc}"
+        raise LabRunError(f"{playbook}: {detail} (artifacts: {record['artifacts']})")
+    return record
+
+
+def _cached_facts(cache: Path, host: str) -> dict[str, Any]:
+    """The host's facts from runner's jsonfile fact cache (ansible-core 2.19 names the file
+    ``<prefix><host>`` and wraps the facts in ``__payload__``), reduced to FACT_KEYS."""
+    for f in sorted(cache.glob(f"*{host}")) if cache.exists() else []:
+        if f.name != host and not f.name.endswith(f"_{host}"):
+            continue
+        try:
+            doc = json.loads(f.read_text())
+            if isinstance(doc, dict) and "__payload__" in doc:
+                doc = json.loads(doc["__payload__"])
+        except (OSError, ValueError):
+            continue
+        return {k: _untag(v) for k, v in doc.items() if k in FACT_KEYS}
+    return {}
+
+
+def _untag(v: Any) -> Any:
+    """Drop ansible-core's data tags (``{"value": ..., "__ansible_type": ...}``) from cached facts."""
+    if isinstance(v, dict):
+        if "__ansible_type" in v and "value" in v:
+            return _untag(v["value"])
+        return {k: _untag(x) for k, x in v.items() if k != "__ansible_type"}
+    if isinstance(v, list):
+        return [_untag(x) for x in v]
+    return v
+
+
+def _merge_facts(run_dir: Path, record: dict[str, Any]) -> None:
+    path = run_dir / "lab-facts.json"
+    facts = json.loads(path.read_text()) if path.exists() else {}
+    for host, f in record["facts"].items():
+        facts.setdefault(host, {}).update(f)
+    path.write_text(json.dumps(facts, indent=2, sort_keys=True))
+
+
+def main(args: argparse.Namespace) -> int:
+    from testbed.lab import Lab, LabError, load_spec
+    from testbed.lab.__main__ import default_state
+
+    inventory = Path(args.inventory).resolve()
+    run_dir = Path(args.out).resolve() / f"lab-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        extravars = _extravars(args.extra_vars)
+        spec = load_spec(inventory)
+        lab = Lab(spec, Path(args.state) if args.state else default_state(str(inventory)))
+        inventories = [inventory, lab.connection_inventory]
+        kw = {"extravars": extravars, "control_dir": lab.state / "cp"}
+        cmd = args.lab_command
+        print(f"run directory: {run_dir}", flush=True)
+        if cmd == "teardown":
+            try:
+                if lab.connection_inventory.exists():
+                    run_playbook("teardown-lab.yml", inventories, run_dir, **kw)
+            except LabRunError as e:  # the hosts go anyway
+                print(f"warning: {e}", file=sys.stderr)
+            print(json.dumps(lab.down()))
+            return 0
+        check = getattr(args, "check", False)
+        if cmd in ("provision", "certify"):
+            if not check:
+                lab.up()
+            rec = run_playbook("provision.yml", inventories, run_dir, check=check, **kw)
+            _merge_facts(run_dir, rec)
+            print(f"provision: changed={rec['changedTotal']} in {rec['seconds']}s", flush=True)
+        if cmd in ("deploy", "certify"):
+            rec = run_playbook("deploy.yml", inventories, run_dir, check=check, **kw)
+            print(f"deploy: changed={rec['changedTotal']} in {rec['seconds']}s", flush=True)
+        if cmd == "certify":
+            rec = run_playbook("certify.yml", inventories, run_dir,
+                               **{**kw, "extravars": {**extravars, "certify_fetch_dir": str(run_dir),
+                                                      "certify_lab_facts": str(run_dir / "lab-facts.json")}})
+            print(f"certify: bundle under {run_dir / 'bundle'} in {rec['seconds']}s", flush=True)
+    except (LabError, LabRunError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
