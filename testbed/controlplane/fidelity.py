@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -267,7 +268,26 @@ def send(kube: Any, cases: list[Case]) -> list[Answer]:
         except ApiError as e:
             ans = Answer(e.status, e.body if e.body is not None else {"raw": str(e)})
         out.append(ans)
+        if c.id == "namespaces/create":
+            _settle(kube)
     return out
+
+
+def _settle(kube: Any, timeout: float = 30) -> None:
+    """Wait for what the controllers put into a new namespace (its ``default`` ServiceAccount and the
+    ``kube-root-ca.crt`` ConfigMap): kube-controller-manager adds them asynchronously, and the corpus
+    compares the API, not how fast a controller is."""
+    from kubeclient.client import ApiError
+
+    deadline = time.monotonic() + timeout
+    for path in (f"/api/v1/namespaces/{NS}/serviceaccounts/default",
+                 f"/api/v1/namespaces/{NS}/configmaps/kube-root-ca.crt"):
+        while time.monotonic() < deadline:
+            try:
+                kube.get(path)
+                break
+            except ApiError:
+                time.sleep(0.1)
 
 
 def compare(minor: str, cases: list[Case], real: list[Answer], emulated: list[Answer]) -> Result:
