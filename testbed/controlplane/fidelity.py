@@ -26,6 +26,9 @@ _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d
 _DROP = {"uid", "resourceVersion", "creationTimestamp", "managedFields", "selfLink", "continue",
          "remainingItemCount"}
 _IPS = {"clusterIP", "clusterIPs"}
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# names the apiserver makes with a random suffix (the projected service-account token volume)
+_RANDOM_SUFFIX = re.compile(r"^(kube-api-access)-[a-z0-9]{5}$")
 
 
 @dataclass
@@ -225,8 +228,10 @@ def normalise(body: Any, ignore: tuple[str, ...] = ()) -> Any:
         return out
     if isinstance(body, list):
         return [normalise(v) for v in body]
-    if isinstance(body, str) and _TIME.match(body):
-        return "<time>"
+    if isinstance(body, str):
+        if _TIME.match(body):
+            return "<time>"
+        body = _RANDOM_SUFFIX.sub(r"\1-<random>", _UUID.sub("<uuid>", body))
     return body
 
 

@@ -40,3 +40,10 @@ def test_compare_counts_identical_cases_and_lists_the_rest():
                   [Answer(200, {"kind": "Thing", "metadata": {"uid": "b"}}), Answer(200, {})])
     assert (res.total, res.identical, res.fraction) == (2, 1, 0.5)
     assert [d["case"] for d in res.differences] == ["two"]
+
+
+def test_normalise_hides_uids_in_values_and_random_volume_names():
+    a = {"labels": {"controller-uid": "6d015d9d-3365-43ce-b133-75cafe8f796c"}, "v": "kube-api-access-k4vm9"}
+    b = {"labels": {"controller-uid": "03a166c0-a658-4f2d-86aa-9701e8f2d5ab"}, "v": "kube-api-access-lt8b8"}
+    assert normalise(a) == normalise(b)
+    assert normalise({"v": "kube-api-access-k4vm9x"}) != normalise({"v": "kube-api-access-lt8b8y"})
