@@ -8,6 +8,7 @@ from kubeclient.client import Kube
 from testbed.apiserver.versions import profile
 
 from .base import Context, Controller, Options, SharedInformers
+from .cronjob import CronJobController
 from .daemonset import DaemonSetController
 from .deployment import DeploymentController
 from .endpoints import EndpointsController, EndpointSliceController
@@ -26,6 +27,7 @@ CONTROLLERS: dict[str, type[Controller]] = {
     "daemonset": DaemonSetController,
     "statefulset": StatefulSetController,
     "job": JobController,
+    "cronjob": CronJobController,
     "podgc": PodGCController,
     "nodelifecycle": NodeLifecycleController,
     "endpoint": EndpointsController,

@@ -31,6 +31,7 @@ def test_grace_period_defaults_per_minor(kube: Kube) -> None:
         "replicaset",
         "daemonset",
         "statefulset",
+        "cronjob",
         "nodelifecycle",
         "endpoint",
         "endpointslice",
