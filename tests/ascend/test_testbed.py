@@ -23,6 +23,7 @@ def test_inventories_with_ascend_nodes_load() -> None:
     ]
     mixed = {n.name: n for n in load_inventory(REPO / "inventories/emulated/mixed-nvidia-ascend.yaml")}
     assert set(mixed["gpu-node-1"].hardware) == {"nvidia"} and set(mixed["npu-node-1"].hardware) == {"ascend"}
+    assert len(mixed) == 3
 
 
 def test_bad_ascend_inventory_names_the_field(tmp_path: Path) -> None:
