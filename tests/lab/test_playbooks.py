@@ -1,0 +1,110 @@
+"""The lab playbooks without a lab: syntax of every playbook (the real-lab ones cannot run here), the
+real-lab templates rendered, and Ansible's argument validation failing before anything changes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+PLAYBOOKS = REPO / "playbooks"
+ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
+ROLES = ("control_plane", "emulated_node", "hami", "conformance", "teardown", "container_runtime",
+         "kubernetes", "vendor_runtime")
+
+pytestmark = pytest.mark.skipif(not ANSIBLE_PLAYBOOK.exists(),
+                                reason="ansible-core is not installed in this environment (pip install -e .)")
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "ANSIBLE_ROLES_PATH": str(PLAYBOOKS / "roles"), "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_RETRY_FILES_ENABLED": "0",
+            "PATH": f"{ANSIBLE_PLAYBOOK.parent}:{os.environ.get('PATH', '')}"}
+
+
+def test_every_role_documents_its_variables() -> None:
+    for role in ROLES:
+        spec = yaml.safe_load((PLAYBOOKS / "roles" / role / "meta" / "argument_specs.yml").read_text())
+        options = spec["argument_specs"]["main"]["options"]
+        defaults_file = PLAYBOOKS / "roles" / role / "defaults" / "main.yml"
+        defaults = yaml.safe_load(defaults_file.read_text()) if defaults_file.exists() else {}
+        for name, opt in options.items():
+            assert opt.get("description"), f"{role}: {name} has no description"
+            if not opt.get("required"):
+                # the documented default is the one the role really uses
+                assert "default" in opt, f"{role}: optional {name} documents no default"
+                assert defaults.get(name) == opt["default"], f"{role}: {name}: not defaults/main.yml's"
+
+
+def test_syntax_of_every_playbook(tmp_path: Path) -> None:
+    books = sorted(str(p) for p in PLAYBOOKS.glob("*.yml"))
+    assert {"provision.yml", "deploy.yml", "certify.yml", "teardown-lab.yml", "real-lab.yml"} <= {
+        Path(b).name for b in books}
+    r = subprocess.run([str(ANSIBLE_PLAYBOOK), "--syntax-check", "-i", "localhost,", *books],
+                       capture_output=True, text=True, env=_env(tmp_path), timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_real_lab_templates_render(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    r = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", "localhost,", str(REPO / "tests" / "lab" / "render.yml"),
+                        "-e", f"out={out}", "-e", f"roles_dir={PLAYBOOKS / 'roles'}",
+                        "-e", f"ansible_python_interpreter={sys.executable}"],
+                       capture_output=True, text=True, env=_env(tmp_path), timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    api = {m: next(d for d in yaml.safe_load_all((out / f"kubeadm-{m}.yaml").read_text())
+                   if d["kind"] == "ClusterConfiguration") for m in ("1.21", "1.28", "1.33")}
+    assert api["1.21"]["apiVersion"] == "kubeadm.k8s.io/v1beta2"
+    assert api["1.28"]["apiVersion"] == "kubeadm.k8s.io/v1beta3"
+    assert api["1.33"]["apiVersion"] == "kubeadm.k8s.io/v1beta4"
+    assert api["1.33"]["kubernetesVersion"] == "stable-1.33"
+    assert api["1.33"]["controlPlaneEndpoint"] == "192.0.2.10:6443"
+    assert api["1.33"]["networking"] == {"podSubnet": "10.244.0.0/16", "serviceSubnet": "10.96.0.0/12"}
+    assert "URIs: https://pkgs.k8s.io/core:/stable:/v1.33/deb/" in (out / "kubernetes.sources").read_text()
+    toml = (out / "config.toml").read_text()
+    assert 'sandbox_image = "registry.k8s.io/pause:3.10"' in toml
+    assert "SystemdCgroup = true" in toml
+    assert 'runtimes.nvidia.options]\n  BinaryName = "/usr/bin/nvidia-container-runtime"' in toml
+    nodes = yaml.safe_load((out / "nodes.yaml").read_text())
+    assert nodes["nodes"][0]["hardware"] == {"nvidia": {"model": "A100-SXM4-80GB", "count": 4}}
+    from testbed.node.inventory import load_inventory
+
+    assert [n.name for n in load_inventory(out / "nodes.yaml")] == ["node9"]
+
+
+def _bad_lab(tmp_path: Path, node_vars: dict, minor: str = "1.33") -> subprocess.CompletedProcess[str]:
+    """provision.yml against local-connection hosts: only its preflight can run, and must stop it."""
+    tmp_path.mkdir(parents=True)
+    host_dir = tmp_path / "hosts"
+    inv = {"all": {"vars": {"k8s_minor": minor, "ansible_connection": "local",
+                            "ansible_python_interpreter": sys.executable, "hcl_repo": str(REPO)},
+                   "children": {
+                       "control_plane": {"hosts": {"cp1": {"lab_host_dir": str(host_dir / "cp1")}}},
+                       "nodes": {"hosts": {"node1": {"lab_host_dir": str(host_dir / "node1"),
+                                                     **node_vars}}}}}}
+    (tmp_path / "inv.yml").write_text(yaml.safe_dump(inv))
+    r = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", str(tmp_path / "inv.yml"),
+                        str(PLAYBOOKS / "provision.yml")],
+                       capture_output=True, text=True, env=_env(tmp_path), timeout=180)
+    assert r.returncode != 0
+    assert not host_dir.exists(), "preflight failed but something was created"
+    assert "PLAY [Control plane]" not in r.stdout
+    return r
+
+
+def test_bad_variables_fail_before_anything_changes(tmp_path: Path) -> None:
+    r = _bad_lab(tmp_path / "vendor", {"node_vendor": "amd", "node_model": "MI300X", "node_count": 1})
+    out = r.stdout + r.stderr
+    assert "node1" in out and "node_vendor" in out and "amd" in out
+    r = _bad_lab(tmp_path / "missing", {"node_vendor": "nvidia", "node_count": 1})
+    assert "node1" in r.stdout and "node_model" in r.stdout
+    r = _bad_lab(tmp_path / "model", {"node_vendor": "nvidia", "node_model": "Z9000", "node_count": 2})
+    assert "host node1: node_vendor/node_model/node_count" in r.stdout and "Z9000" in r.stdout
+    r = _bad_lab(tmp_path / "minor", {"node_vendor": "nvidia", "node_model": "A100-SXM4-80GB"}, minor="1.9")
+    assert "cp1" in r.stdout and "k8s_minor" in r.stdout and "1.9" in r.stdout
