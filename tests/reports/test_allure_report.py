@@ -38,11 +38,12 @@ def chromium(url: str, *args: str, budget_ms: int = 4000) -> subprocess.Complete
     )
 
 
-def dom_when(url: str, ready: str) -> str:
-    """The page's DOM once it shows ``ready``: a loaded machine may need a longer render budget."""
+def dom_when(url: str, ready: str, *args: str) -> str:
+    """The page's DOM once it shows ``ready`` (a loaded machine may need a longer render budget);
+    ``args`` (e.g. ``--screenshot=...``) apply to the same load."""
     dom = ""
     for budget in (4000, 12000, 30000):
-        dom = chromium(url, "--dump-dom", budget_ms=budget).stdout
+        dom = chromium(url, "--dump-dom", *args, budget_ms=budget).stdout
         if ready in dom:
             return dom
     return dom
@@ -132,11 +133,10 @@ def test_a_failing_case_shows_its_attachment_in_a_screenshot(report: dict[str, P
     tests = json.loads((report["second"].parent / "test-results.json").read_text())["byId"]
     case = next(k for k, v in tests.items() if v["status"] == "failed" and "1.34" in v["name"])
     url = f"{report['second'].as_uri()}#{case}"
-    dom = dom_when(url, "probe.json")
+    shot = report["root"] / "case.png"
+    dom = dom_when(url, "probe.json", "--window-size=800,600", f"--screenshot={shot}")
     assert "ENF-MEM-1: test_enf-mem-1[nvidia-1.34]" in dom
     assert "probe.json" in dom and "flaky: failed, then passed when re-run once" in dom
-    shot = report["root"] / "case.png"
-    chromium(url, "--window-size=800,600", f"--screenshot={shot}", budget_ms=12000)
     width, height, pixels = png_pixels(shot)
     assert (width, height) == (800, 600)
     # the page is drawn (not blank) and the red "Failed" badge and error box are on it
