@@ -75,6 +75,20 @@ class HarnessState:
 # --- options and markers -----------------------------------------------------------------------
 
 
+def _lab_hosts() -> dict[str, Any]:
+    """Facts of an Ansible-provisioned lab's hosts (OS, kernel, accelerators), when the run is part of
+    ``hami-conformance certify``: its conformance role names the file in $HAMI_CONFORMANCE_LAB_FACTS."""
+    import json
+
+    path = os.environ.get("HAMI_CONFORMANCE_LAB_FACTS")
+    if not path:
+        return {}
+    try:
+        return {"labHosts": json.loads(Path(path).read_text())}
+    except (OSError, ValueError) as e:
+        return {"labHosts": {"error": f"{path}: {e}"}}
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("hami-conformance", "HAMi conformance suites (run: pytest conformance/suites ...)")
     g.addoption(
@@ -337,7 +351,8 @@ def _start_recording(config: pytest.Config, state: HarnessState) -> None:
         env = capture_environment(
             kube,
             version,
-            {"timings": cluster.timings, "vendors": cluster.vendors, "gitVersion": cluster.git_version},
+            {"timings": cluster.timings, "vendors": cluster.vendors, "gitVersion": cluster.git_version,
+             **_lab_hosts()},
         )
         images = running_images(kube, cluster.hami_namespace)
         if images:
