@@ -62,12 +62,14 @@ class Progress:
         self.stream = stream
         self.failures: list[dict[str, str]] = []
         self.play = ""
+        self.plays: list[str] = []
 
     def __call__(self, event: dict[str, Any]) -> bool:
         kind = event.get("event", "")
         data = event.get("event_data") or {}
         if kind == "playbook_on_play_start":
             self.play = data.get("play", "")
+            self.plays.append(self.play)
             print(f"PLAY {self.play}", file=self.stream, flush=True)
         elif kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable", "runner_on_skipped"):
             res = data.get("res") or {}
@@ -140,6 +142,7 @@ def run_playbook(playbook: str, inventories: list[Path], run_dir: Path, *, extra
         "facts": {h: _cached_facts(Path(r.config.artifact_dir) / "fact_cache", h)
                   for h in (stats.get("processed") or {})},
         "errors": progress.failures,
+        "plays": progress.plays,
     }
     log = run_dir / "lab-run.json"
     doc = json.loads(log.read_text()) if log.exists() else []
@@ -224,7 +227,10 @@ def main(args: argparse.Namespace) -> int:
             rec = run_playbook("certify.yml", inventories, run_dir,
                                **{**kw, "extravars": {**extravars, "certify_fetch_dir": str(run_dir),
                                                       "certify_lab_facts": str(run_dir / "lab-facts.json")}})
-            print(f"certify: bundle under {run_dir / 'bundle'} in {rec['seconds']}s", flush=True)
+            bundles = sorted(run_dir.glob("*/bundle"))
+            if not bundles:
+                raise LabRunError(f"certify.yml: no bundle was fetched to {run_dir}")
+            print(f"certify: {bundles[-1]} in {rec['seconds']}s", flush=True)
     except (LabError, LabRunError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
