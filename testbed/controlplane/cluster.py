@@ -377,6 +377,12 @@ class RealControlPlane(ComponentSet):
         ]
         ctx = self._ssl()
         for path, body in objs:
+            try:  # kept from an earlier start on this data dir (a second create could fail on its IP)
+                self.get(f"{path}/{body['metadata']['name']}")
+                continue
+            except urllib.error.HTTPError as e:
+                if e.code != 404:
+                    raise RealControlPlaneError(f"reading {path} as the admin failed: {e.code}") from e
             req = urllib.request.Request(f"{self.url}{path}", data=json.dumps(body).encode(), method="POST",
                                          headers={"Content-Type": "application/json"})
             try:
