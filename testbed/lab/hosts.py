@@ -305,7 +305,8 @@ class Lab:
         removed: list[str] = []
         names = [netns_name(self.spec, h.name) for h in self.spec.hosts] + [gateway_ns(self.spec)]
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            pids = [p for ns in names if _ns_exists(ns) for p in _ns_pids(ns)]
+            # with their descendants: a node agent's containers live in pod namespaces of their own
+            pids = _with_descendants([p for ns in names if _ns_exists(ns) for p in _ns_pids(ns)])
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
@@ -334,6 +335,21 @@ class Lab:
 def _ns_pids(ns: str) -> list[int]:
     r = _ip("netns", "pids", ns, check=False)
     return [int(x) for x in r.stdout.split() if x.isdigit() and int(x) != os.getpid()]
+
+
+def _with_descendants(pids: list[int]) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(stat.parent.name))
+    out, todo = set(), list(pids)
+    while todo:
+        pid = todo.pop()
+        if pid not in out and pid != os.getpid():
+            out.add(pid)
+            todo.extend(children.get(pid, []))
+    return sorted(out)
 
 
 def _alive(pid: int) -> bool:
