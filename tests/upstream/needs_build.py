@@ -2,7 +2,7 @@
 
 They need the release built (``python -m testbed.upstream build v2.10.0 --source GIT_DIR``: the Go
 module proxy refuses upstream's module, so CI has no source to build from) and, because together
-they take about two minutes, the opt-in ``HAMI_UPSTREAM_TESTS=1``.
+they take 2-4 minutes, the opt-in ``HAMI_UPSTREAM_TESTS=1``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def _reason() -> str:
             f"upstream HAMi {TAG} is not built: python -m testbed.upstream build {TAG} --source GIT_DIR "
             "(a clone of Project-HAMi/HAMi; the Go module proxy refuses the module)"
         )
-    return "runs upstream HAMi's binaries (about 2 min in all): set HAMI_UPSTREAM_TESTS=1"
+    return "runs upstream HAMi's binaries (2-4 min in all): set HAMI_UPSTREAM_TESTS=1"
 
 
 requires_build = pytest.mark.skipif(
