@@ -78,7 +78,7 @@ def test_real_lab_templates_render(tmp_path: Path) -> None:
     assert [n.name for n in load_inventory(out / "nodes.yaml")] == ["node9"]
 
 
-def _bad_lab(tmp_path: Path, node_vars: dict, minor: str = "1.33") -> subprocess.CompletedProcess[str]:
+def _bad_lab(tmp_path: Path, nodes: dict[str, dict], minor: str = "1.33") -> subprocess.CompletedProcess[str]:
     """provision.yml against local-connection hosts: only its preflight can run, and must stop it."""
     tmp_path.mkdir(parents=True)
     host_dir = tmp_path / "hosts"
@@ -86,8 +86,8 @@ def _bad_lab(tmp_path: Path, node_vars: dict, minor: str = "1.33") -> subprocess
                             "ansible_python_interpreter": sys.executable, "hcl_repo": str(REPO)},
                    "children": {
                        "control_plane": {"hosts": {"cp1": {"lab_host_dir": str(host_dir / "cp1")}}},
-                       "nodes": {"hosts": {"node1": {"lab_host_dir": str(host_dir / "node1"),
-                                                     **node_vars}}}}}}
+                       "nodes": {"hosts": {name: {"lab_host_dir": str(host_dir / name), **v}
+                                           for name, v in nodes.items()}}}}}
     (tmp_path / "inv.yml").write_text(yaml.safe_dump(inv))
     r = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", str(tmp_path / "inv.yml"),
                         str(PLAYBOOKS / "provision.yml")],
@@ -99,12 +99,14 @@ def _bad_lab(tmp_path: Path, node_vars: dict, minor: str = "1.33") -> subprocess
 
 
 def test_bad_variables_fail_before_anything_changes(tmp_path: Path) -> None:
-    r = _bad_lab(tmp_path / "vendor", {"node_vendor": "amd", "node_model": "MI300X", "node_count": 1})
+    # one run, two hosts: each failing host is named with its variable
+    r = _bad_lab(tmp_path / "vars", {"node1": {"node_vendor": "amd", "node_model": "MI300X"},
+                                     "node2": {"node_vendor": "nvidia", "node_count": 1}})
     out = r.stdout + r.stderr
-    assert "node1" in out and "node_vendor" in out and "amd" in out
-    r = _bad_lab(tmp_path / "missing", {"node_vendor": "nvidia", "node_count": 1})
-    assert "node1" in r.stdout and "node_model" in r.stdout
-    r = _bad_lab(tmp_path / "model", {"node_vendor": "nvidia", "node_model": "Z9000", "node_count": 2})
+    assert "[node1]" in out and "node_vendor" in out and "amd" in out
+    assert "[node2]" in out and "node_model" in out
+    r = _bad_lab(tmp_path / "model", {"node1": {"node_vendor": "nvidia", "node_model": "Z9000"}})
     assert "host node1: node_vendor/node_model/node_count" in r.stdout and "Z9000" in r.stdout
-    r = _bad_lab(tmp_path / "minor", {"node_vendor": "nvidia", "node_model": "A100-SXM4-80GB"}, minor="1.9")
-    assert "cp1" in r.stdout and "k8s_minor" in r.stdout and "1.9" in r.stdout
+    r = _bad_lab(tmp_path / "minor", {"node1": {"node_vendor": "nvidia", "node_model": "A100-SXM4-80GB"}},
+                 minor="1.9")
+    assert "[cp1]" in r.stdout and "k8s_minor" in r.stdout and "1.9" in r.stdout
