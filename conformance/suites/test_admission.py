@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ from conformance import contract as C
 from conformance.cases import rule, unknown, violated
 from conformance.kube import (
     ContainerSpec,
+    Pod,
     Workloads,
     container_limits,
     gpu_pod,
@@ -290,13 +293,11 @@ def test_forged_on_update(workloads: Workloads, kube: Any, attach: Any) -> None:
 MUTATING = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
 
 
-@rule(
-    "ADM-FORGE-6",
-    "While HAMi's webhook is unreachable, a GPU pod with spec.nodeName and forged allocation annotations is "
-    "denied or never runs with a GPU",
-    ai=("secure_accelerator_access",),
-)
-def test_forged_while_webhook_down(workloads: Workloads, kube: Any, cluster: Any, attach: Any) -> None:
+@contextlib.contextmanager
+def _webhook_unreachable(kube: Any, cluster: Any, *, ignore_failures: bool = False) -> Iterator[None]:
+    """HAMi's webhooks point at a path its server does not serve (as if the server were gone) for the
+    duration; with ``ignore_failures`` their failurePolicy is Ignore too (admission goes on without
+    them, as on a cluster whose HAMi webhook is not installed or not enforced). Restored afterwards."""
     configs = [
         c
         for c in kube.get(MUTATING).get("items") or []
@@ -308,32 +309,65 @@ def test_forged_while_webhook_down(workloads: Workloads, kube: Any, cluster: Any
     if not configs:
         unknown(f"no mutating webhook configuration calls a service in {cluster.hami_namespace}")
     saved = {c["metadata"]["name"]: c["webhooks"] for c in configs}
-    gpu = all_gpus(kube)[0]
     try:
         for name, hooks in saved.items():
             broken = json.loads(json.dumps(hooks))
             for w in broken:
                 svc = (w.get("clientConfig") or {}).get("service")
                 if svc and svc.get("namespace") == cluster.hami_namespace:
-                    svc["path"] = (
-                        "/hami-conformance-webhook-down"  # the call fails as if the server were gone
-                    )
+                    svc["path"] = "/hami-conformance-webhook-down"  # fails as if the server were gone
+                    if ignore_failures:
+                        w["failurePolicy"] = "Ignore"
             kube.patch(f"{MUTATING}/{name}", {"webhooks": broken}, kind="merge")
-        manifest = pod_manifest(
-            "forge-down",
-            [ContainerSpec(gpus=1, mem=1000, args=QUICK)],
-            annotations=_forged_annotations(gpu),
-            node_name=gpu.node,
-            scheduler_name="default-scheduler",
-        )
-        _, err = workloads.try_create(manifest)
+        yield
     finally:
         for name, hooks in saved.items():
             kube.patch(f"{MUTATING}/{name}", {"webhooks": hooks}, kind="merge")
+
+
+def _forged_bound(gpu: Gpu, name: str) -> Pod:
+    """A GPU pod placed on the GPU's node by spec.nodeName, carrying a forged whole-GPU assignment."""
+    return pod_manifest(
+        name,
+        [ContainerSpec(gpus=1, mem=1000, args=QUICK)],
+        annotations=_forged_annotations(gpu),
+        node_name=gpu.node,
+        scheduler_name="default-scheduler",
+    )
+
+
+@rule(
+    "ADM-FORGE-6",
+    "While HAMi's webhook is unreachable, a GPU pod with spec.nodeName and forged allocation annotations is "
+    "denied or never runs with a GPU",
+    ai=("secure_accelerator_access",),
+)
+def test_forged_while_webhook_down(workloads: Workloads, kube: Any, cluster: Any, attach: Any) -> None:
+    gpu = all_gpus(kube)[0]
+    with _webhook_unreachable(kube, cluster):
+        _, err = workloads.try_create(_forged_bound(gpu, "forge-down"))
     if err is not None:
         attach("denied.txt", str(err))  # refused at admission: safe
         return
-    _check_granted(workloads, "forge-down", gpu, None, "ADM-FORGE-6", attach)
+    _check_granted(workloads, "forge-down", gpu, None, "ADM-FORGE-6")
+
+
+@rule(
+    "ADM-FORGE-9",
+    "Without admission by HAMi's webhook (its failures ignored), a GPU pod placed by spec.nodeName with a "
+    "forged allocation never runs with a GPU: the node side serves only what the scheduler allocated",
+    ai=("secure_accelerator_access",),
+)
+def test_forged_without_webhook(workloads: Workloads, kube: Any, cluster: Any, attach: Any) -> None:
+    # defence in depth: the device plugin must not take a pod's own annotations as a grant (HAMi's
+    # node lock names the pod the scheduler is binding); the webhook is out of the way here
+    gpu = all_gpus(kube)[0]
+    with _webhook_unreachable(kube, cluster, ignore_failures=True):
+        _, err = workloads.try_create(_forged_bound(gpu, "forge-nohook"))
+    if err is not None:
+        attach("denied.txt", str(err))  # refused at admission anyway: safe
+        return
+    _check_granted(workloads, "forge-nohook", gpu, None, "ADM-FORGE-9")
 
 
 # --- forged annotations must not take capacity ------------------------------------------------------

@@ -160,7 +160,7 @@ CATALOGUE: tuple[Fault, ...] = (
     _f("plugin-trusts-pod-annotations", "device-plugin",
        "Allocate serves any pod on the node whose own annotations ask for devices (no lock holder "
        "check), so forged allocation annotations reach a GPU when the webhook is bypassed",
-       "ADM-FORGE-4", "ADM-FORGE-5", "ADM-FORGE-6"),
+       "ADM-FORGE-4", "ADM-FORGE-5", "ADM-FORGE-6", "ADM-FORGE-9"),
     _f("plugin-register-bad-encoding", "device-plugin",
        "the register annotation numbers GPUs from 1 instead of 0 (indexes 1..n)",
        "REG-ANNOT-2"),
