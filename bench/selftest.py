@@ -7,7 +7,10 @@
 Runs ``hami-conformance selftest`` (clean stack, then each fault switched by ``helm upgrade``) and
 reads its ``selftest.json``. Pin to 2 cores with ``taskset -c 0,1 python bench/selftest.py``. The last
 line is one JSON object with at least ``faults``, ``caught``, ``sensitivity`` and ``selftest_wall_s``
-(goal: sensitivity 1.0, wall under 15 minutes on 2 cores), plus the survivors and their reasons.
+(goal: sensitivity 1.0, wall under 15 minutes on 2 cores), plus the survivors and their reasons and
+where the time went: ``clean_wall_s`` (provision, deploy, every suite), ``switch_total_s`` (helm
+upgrades and re-registration), ``cases_total_s`` (the faults' pytest sessions) and ``per_fault_s``
+(``[wall, switch, cases]`` per fault). With ``--workers N`` the faults' totals are spread over N testbeds.
 """
 
 from __future__ import annotations
