@@ -95,3 +95,21 @@ def test_real_control_plane_runs_pods_on_node_agents(tmp_path: Path):
         assert core.read_namespaced_config_map("kube-root-ca.crt", "default").data["ca.crt"]
     finally:
         _tb("down", "--data-dir", str(data))
+
+
+@pytest.mark.skipif(not os.environ.get("HAMI_FIDELITY"),
+                    reason="the fidelity corpus takes ~70 s: set HAMI_FIDELITY=1 to run it")
+def test_fidelity_corpus_score_does_not_regress(tmp_path: Path):
+    """The corpus on the real and the emulated control plane of the newest built minor <= 1.33; the
+    identical fraction must not fall below what testbed/DIFFERENCES.md records (1.33: 362/504)."""
+    import json
+
+    assert BUILT is not None
+    out = tmp_path / "fidelity.json"
+    env = {k: v for k, v in os.environ.items() if k != "TESTBED_CONTROL_PLANE"}
+    p = subprocess.run([sys.executable, "-m", "testbed.controlplane", "fidelity", f"1.{BUILT.release.minor}",
+                        "--json", str(out)], capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
+    assert p.returncode == 0, p.stderr
+    res = json.loads(out.read_text())
+    assert res["requests"] >= 300
+    assert res["identical"] >= 362, [d["case"] for d in res["differences"]]
