@@ -479,9 +479,12 @@ class NodeAgents:
         leaf = pki.make_serving_cert(ca, "testbed-kubelet", hosts)
         pki_dir = self.data_dir / "pki"
         pki_dir.mkdir(parents=True, exist_ok=True)
-        leaf.write(pki_dir / "kubelet.crt", pki_dir / "kubelet.key")
+        # a process serving one node (the real control plane runs one per node, concurrently) keeps
+        # its own pair, so two processes never write the same files
+        stem = f"kubelet-{self.inventory[0].name}" if len(self.inventory) == 1 else "kubelet"
+        leaf.write(pki_dir / f"{stem}.crt", pki_dir / f"{stem}.key")
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(pki_dir / "kubelet.crt", pki_dir / "kubelet.key")
+        ctx.load_cert_chain(pki_dir / f"{stem}.crt", pki_dir / f"{stem}.key")
         return ctx
 
     def agent(self, name: str) -> NodeAgent:
