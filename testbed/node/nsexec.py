@@ -245,14 +245,15 @@ class _Stream:
     def feed(self, data):
         self.buf += data
         while True:
-            nl = self.buf.find(b"\n")
-            if nl < 0 or nl > MAX_LINE:
+            nl = self.buf.find(b"\n", 0, MAX_LINE + 1)
+            if nl >= 0:
+                self._write(b"F", self.buf[:nl])
+                self.buf = self.buf[nl + 1:]
+            elif len(self.buf) >= MAX_LINE:
+                self._write(b"P", self.buf[:MAX_LINE])
+                self.buf = self.buf[MAX_LINE:]
+            else:
                 break
-            self._write(b"F", self.buf[:nl])
-            self.buf = self.buf[nl + 1:]
-        while len(self.buf) >= MAX_LINE and self.buf.find(b"\n", 0, MAX_LINE) < 0:
-            self._write(b"P", self.buf[:MAX_LINE])
-            self.buf = self.buf[MAX_LINE:]
 
     def flush(self):
         if self.buf:

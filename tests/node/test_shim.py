@@ -26,8 +26,9 @@ def test_shim_writes_cri_records_and_the_exit_code(tmp_path: Path) -> None:
     p = Process(_spec(code), log, ex)
     assert wait_for(lambda: p.poll() is not None, timeout=20)
     assert p.exit_code() == 7 and json.loads(ex.read_text())["exitCode"] == 7
-    raw = log.read_bytes().splitlines()
-    tags = [(r.split(b" ")[1], r.split(b" ")[2]) for r in raw]
+    raw = log.read_bytes().split(b"\n")[:-1]
+    assert all(len(r.split(b" ", 3)) == 4 for r in raw), [r[:80] for r in raw]
+    tags = [tuple(r.split(b" ", 3)[1:3]) for r in raw]
     # a 20000-byte line: one partial record of 16384 bytes, then the rest; stderr's unterminated tail
     assert tags == [(b"stdout", b"P"), (b"stdout", b"F"), (b"stderr", b"F")], tags
     lines, _ = read_lines(log)
@@ -60,3 +61,21 @@ def test_adopt_tells_a_reused_pid_apart(tmp_path: Path) -> None:
     # this test's own pid with another start time: not the recorded shim, so the container has ended
     assert Process.adopt(rec, tmp_path / "l", tmp_path / "e").poll() == 3
     assert time.monotonic() - t0 < 5
+
+
+def test_cri_records_do_not_depend_on_how_output_is_chunked() -> None:
+    import io
+
+    from testbed.node.nsexec import MAX_LINE, _Stream
+
+    data = b"a" * (MAX_LINE + 100) + b"\nshort\n" + b"b" * 10
+    outs = []
+    for chunks in ([data], [data[i:i + 7] for i in range(0, len(data), 7)]):
+        buf = io.BytesIO()
+        s = _Stream("stdout", buf)
+        for c in chunks:
+            s.feed(c)
+        s.flush()
+        outs.append([tuple(r.split(b" ", 3)[1:]) for r in buf.getvalue().split(b"\n")[:-1]])
+    assert outs[0] == outs[1] == [(b"stdout", b"P", b"a" * MAX_LINE), (b"stdout", b"F", b"a" * 100),
+                                  (b"stdout", b"F", b"short"), (b"stdout", b"F", b"b" * 10)]
