@@ -14,6 +14,7 @@ from .ascend import ascend_families
 from .base import DeviceFamily
 from .config import DeviceConfig
 from .counted import SPECS, CountedFamily, CountedSpec
+from .hygon import HygonFamily
 from .nvidia import NvidiaFamily
 
 # a factory may also return several families (Ascend: one per configured chip)
@@ -65,3 +66,12 @@ register_family("NVIDIA", _nvidia)
 register_family("Ascend", _ascend)
 for _spec in SPECS:
     register_family(_spec.common_word, _counted(_spec))
+
+
+def _hygon(config: DeviceConfig) -> DeviceFamily | None:
+    section = config.section("hygon")
+    return HygonFamily(section=section) if section else None
+
+
+# families with behaviour beyond the counted data replace its factory
+register_family("DCU", _hygon)

@@ -253,8 +253,9 @@ CATALOGUE: tuple[Fault, ...] = (
 
 # Ascend's faults live in their own module (vendor "ascend")
 from .ascend import ASCEND_FAULTS  # noqa: E402 - needs Fault defined above
+from .families import FAMILY_FAULTS  # noqa: E402 - needs Fault defined above
 
-CATALOGUE = (*CATALOGUE, *ASCEND_FAULTS)
+CATALOGUE = (*CATALOGUE, *ASCEND_FAULTS, *FAMILY_FAULTS)
 BY_NAME: dict[str, Fault] = {f.name: f for f in CATALOGUE}
 NAMES: frozenset[str] = frozenset(BY_NAME)
 

@@ -1,0 +1,52 @@
+"""What the generic plugin needs to know per family: data only.
+
+* ``vendor`` names the emulated hardware directory (``testbed.hardware.families``);
+* ``register``: ``csv`` or ``json`` (the annotation the scheduler decodes, with the family's
+  handshake key), or ``capacity`` (the vendor's plugin writes no annotation; the scheduler derives
+  devices from the node's capacity, so advertising the count resource is all it does);
+* ``split_count``: slots per device (virtual devices the kubelet sees, ``count`` in the register);
+* ``make_family``: builds the stack's family from the device-config section (Allocate uses it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ...devices.base import DeviceFamily
+from ...devices.hygon import HygonFamily
+
+REGISTER_CSV = "csv"
+REGISTER_JSON = "json"
+REGISTER_CAPACITY = "capacity"
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    name: str  # --family value
+    vendor: str  # hardware directory and conformance vendor
+    config_section: str
+    make_family: Callable[[dict[str, object] | None], DeviceFamily]
+    register: str = REGISTER_JSON
+    split_count: int = 1
+    type_prefix: str = ""  # register type = prefix + model (DCU: "DCU-Z100L")
+
+
+SPECS: dict[str, PluginSpec] = {
+    "dcu": PluginSpec(
+        "dcu",
+        "hygon",
+        "hygon",
+        lambda section: HygonFamily(section=section),
+        register=REGISTER_CSV,
+        split_count=4,  # upstream's dcu plugin: 4 vdevs per card
+        type_prefix="DCU-",
+    ),
+}
+
+
+def get(name: str) -> PluginSpec:
+    try:
+        return SPECS[name]
+    except KeyError:
+        raise ValueError(f"unknown family {name!r} (known: {', '.join(sorted(SPECS))})") from None

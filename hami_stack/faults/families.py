@@ -1,0 +1,26 @@
+"""Deliberate faults of the data-driven families (one or more per family), joined to the catalogue
+by :mod:`.catalogue`. Names start with the container they reach (``webhook-``, ``plugin-``); each
+names the family rules (``conformance/profiles/<vendor>.yaml``) of which one must fail.
+"""
+
+from __future__ import annotations
+
+from .catalogue import Fault
+
+FAMILY_FAULTS: tuple[Fault, ...] = (
+    Fault(
+        "webhook-hygon-zero-admitted",
+        "webhook",
+        "a pod asking hygon.com/dcunum: 0 is admitted instead of refused",
+        ("DCU-ADM-1",),
+        vendor="hygon",
+    ),
+    Fault(
+        "plugin-hygon-register-half-memory",
+        "device-plugin",
+        "the DCU plugin registers half of each card's memory in hami.io/node-dcu-register",
+        ("DCU-REG-1",),
+        vendor="hygon",
+        dirty=True,
+    ),
+)
