@@ -349,7 +349,7 @@ def test_forged_while_webhook_down(workloads: Workloads, kube: Any, cluster: Any
     if err is not None:
         attach("denied.txt", str(err))  # refused at admission: safe
         return
-    _check_granted(workloads, "forge-down", gpu, None, "ADM-FORGE-6")
+    _check_granted(workloads, "forge-down", gpu, None, "ADM-FORGE-6", attach)
 
 
 @rule(
@@ -367,7 +367,7 @@ def test_forged_without_webhook(workloads: Workloads, kube: Any, cluster: Any, a
     if err is not None:
         attach("denied.txt", str(err))  # refused at admission anyway: safe
         return
-    _check_granted(workloads, "forge-nohook", gpu, None, "ADM-FORGE-9")
+    _check_granted(workloads, "forge-nohook", gpu, None, "ADM-FORGE-9", attach)
 
 
 # --- forged annotations must not take capacity ------------------------------------------------------
