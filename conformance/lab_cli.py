@@ -34,7 +34,7 @@ COMMANDS = {
 }
 FACT_KEYS = ("ansible_distribution", "ansible_distribution_version", "ansible_kernel", "ansible_architecture",
              "ansible_python_version", "ansible_hostname", "ansible_processor_vcpus", "ansible_memtotal_mb",
-             "hcl_accelerators")
+             "emulated_node_accelerators")
 
 
 class LabRunError(Exception):
@@ -224,9 +224,9 @@ def main(args: argparse.Namespace) -> int:
             rec = run_playbook("deploy.yml", inventories, run_dir, check=check, **kw)
             print(f"deploy: changed={rec['changedTotal']} in {rec['seconds']}s", flush=True)
         if cmd == "certify":
-            rec = run_playbook("certify.yml", inventories, run_dir,
-                               **{**kw, "extravars": {**extravars, "certify_fetch_dir": str(run_dir),
-                                                      "certify_lab_facts": str(run_dir / "lab-facts.json")}})
+            cert_vars = {**extravars, "certify_fetch_dir": str(run_dir),
+                         "conformance_lab_facts": str(run_dir / "lab-facts.json")}
+            rec = run_playbook("certify.yml", inventories, run_dir, **{**kw, "extravars": cert_vars})
             bundles = sorted(run_dir.glob("*/bundle"))
             if not bundles:
                 raise LabRunError(f"certify.yml: no bundle was fetched to {run_dir}")

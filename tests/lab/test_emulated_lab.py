@@ -58,7 +58,7 @@ def test_emulated_lab_over_ssh(tmp_path: Path) -> None:
         facts = json.loads(next((tmp_path / "p1").iterdir()).joinpath("lab-facts.json").read_text())
         assert set(facts) == {"cp1", "node1", "node2"}
         assert all(f.get("ansible_kernel") and f.get("ansible_distribution") for f in facts.values())
-        assert facts["node2"]["hcl_accelerators"]["devices"] == [
+        assert facts["node2"]["emulated_node_accelerators"]["devices"] == [
             {"node": "node2", "vendor": "nvidia", "model": "A100-SXM4-80GB", "count": 2,
              "driver_version": "580.65.06", "cuda_driver_version": 13000}]
         # the hosts are really separate network stacks: each sshd only on its own address

@@ -100,13 +100,27 @@ def _bad_lab(tmp_path: Path, nodes: dict[str, dict], minor: str = "1.33") -> sub
 
 def test_bad_variables_fail_before_anything_changes(tmp_path: Path) -> None:
     # one run, two hosts: each failing host is named with its variable
-    r = _bad_lab(tmp_path / "vars", {"node1": {"node_vendor": "amd", "node_model": "MI300X"},
+    r = _bad_lab(tmp_path / "vars", {"node1": {"node_vendor": "amd", "node_model": "MI300X", "node_count": 1},
                                      "node2": {"node_vendor": "nvidia", "node_count": 1}})
     out = r.stdout + r.stderr
     assert "[node1]" in out and "node_vendor" in out and "amd" in out
     assert "[node2]" in out and "node_model" in out
-    r = _bad_lab(tmp_path / "model", {"node1": {"node_vendor": "nvidia", "node_model": "Z9000"}})
+    r = _bad_lab(tmp_path / "model", {"node1": {"node_vendor": "nvidia", "node_model": "Z9000",
+                                                "node_count": 2}})
     assert "host node1: node_vendor/node_model/node_count" in r.stdout and "Z9000" in r.stdout
     r = _bad_lab(tmp_path / "minor", {"node1": {"node_vendor": "nvidia", "node_model": "A100-SXM4-80GB"}},
                  minor="1.9")
     assert "[cp1]" in r.stdout and "k8s_minor" in r.stdout and "1.9" in r.stdout
+
+
+ANSIBLE_LINT = Path(sys.executable).with_name("ansible-lint")
+
+
+@pytest.mark.skipif(not ANSIBLE_LINT.exists(), reason="ansible-lint is not installed (test extra)")
+def test_ansible_lint_production_profile(tmp_path: Path) -> None:
+    books = ["provision.yml", "deploy.yml", "certify.yml", "teardown-lab.yml", "real-lab.yml", "roles/"]
+    r = subprocess.run([str(ANSIBLE_LINT), "--offline", "--nocolor", "-f", "pep8", "--profile", "production",
+                        *books], cwd=PLAYBOOKS, capture_output=True, text=True, env=_env(tmp_path),
+                       timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Profile 'production' was required, and it passed" in r.stdout + r.stderr
