@@ -47,7 +47,27 @@ class BuiltIns:
         registry.after_write.append(self._after_write)
 
     # -- admission ---------------------------------------------------------------------------
+    def _default_storage_class(self, pvc: dict[str, Any]) -> None:
+        """The DefaultStorageClass admission plugin: a claim without ``storageClassName`` gets the class
+        annotated as default (the newest, when several are)."""
+        spec = pvc.setdefault("spec", {})
+        if "storageClassName" in spec and spec["storageClassName"] is not None:
+            return
+        if (pvc.get("metadata", {}).get("annotations") or {}).get("volume.beta.kubernetes.io/storage-class"):
+            return
+        defaults_ = [
+            sc for sc in self.store.list("storageclasses.storage.k8s.io")
+            if (sc["metadata"].get("annotations") or {}).get(DEFAULT_CLASS_ANNOTATION) == "true"
+        ]
+        if defaults_:
+            newest = max(defaults_, key=lambda sc: (sc["metadata"].get("creationTimestamp", ""),
+                                                    sc["metadata"]["name"]))
+            spec["storageClassName"] = newest["metadata"]["name"]
+
     def admit_create(self, t: Target, obj: dict[str, Any]) -> None:
+        if t.rtype.store_key == "persistentvolumeclaims":
+            self._default_storage_class(obj)
+            return
         if t.rtype.store_key != "pods":
             return
         spec = obj.setdefault("spec", {})
@@ -326,9 +346,27 @@ class BuiltIns:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
+DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
+
+
+def default_storage_class() -> dict[str, Any]:
+    """The StorageClass kind installs: the default class, served by a local-path provisioner that makes
+    a host directory on the node the pod was scheduled to (testbed.controllers.volumes plays it)."""
+    return {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {"name": "standard", "annotations": {DEFAULT_CLASS_ANNOTATION: "true"}},
+        "provisioner": "rancher.io/local-path",
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "WaitForFirstConsumer",
+    }
+
+
 def bootstrap_objects(api_port: int, api_host: str) -> list[tuple[str, str, dict[str, Any]]]:
     """(group, plural, object) a fresh cluster starts with, besides RBAC defaults."""
-    objs: list[tuple[str, str, dict[str, Any]]] = []
+    objs: list[tuple[str, str, dict[str, Any]]] = [
+        ("storage.k8s.io", "storageclasses", default_storage_class())
+    ]
     for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
         objs.append(
             (

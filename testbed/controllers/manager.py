@@ -17,6 +17,7 @@ from .nodelifecycle import NodeLifecycleController, grace_default
 from .podgc import PodGCController
 from .replicaset import ReplicaSetController
 from .statefulset import StatefulSetController
+from .volumes import PersistentVolumeBinderController
 
 log = logging.getLogger("testbed.controllers")
 
@@ -32,6 +33,7 @@ CONTROLLERS: dict[str, type[Controller]] = {
     "nodelifecycle": NodeLifecycleController,
     "endpoint": EndpointsController,
     "endpointslice": EndpointSliceController,
+    "persistentvolume-binder": PersistentVolumeBinderController,
 }
 
 # what the apiserver process already runs in the testbed (accepted in --controllers, nothing to start)

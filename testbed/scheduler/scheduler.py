@@ -31,14 +31,16 @@ log = logging.getLogger("testbed.scheduler")
 Obj = dict[str, Any]
 
 MIN_FEASIBLE_NODES = 100
+SELECTED_NODE = "volume.kubernetes.io/selected-node"
 TERMINAL = ("Succeeded", "Failed")
 EVENT_DEDUP_S = 360.0
 
 
 class FitError(Exception):
     def __init__(self, num_nodes: int, statuses: dict[str, tuple[list[str], bool]], pod: Obj,
-                 msgs: Messages) -> None:
+                 msgs: Messages, prefilter: str = "") -> None:
         self.num_nodes, self.statuses, self.pod, self.msgs = num_nodes, statuses, pod, msgs
+        self.prefilter = prefilter  # a PreFilter rejection: one message for the whole cluster
         super().__init__(self.message())
 
     @staticmethod
@@ -52,6 +54,8 @@ class FitError(Exception):
     def message(self) -> str:
         n, minor = self.num_nodes, self.msgs.minor
         base = f"0/{n} nodes are available: {self._histogram(self.statuses)}."
+        if self.prefilter and minor >= 25:
+            base = f"0/{n} nodes are available: {self.prefilter}."
         if minor < 24:  # preemption details joined the message in 1.24 (kk#107775)
             return base
         if (self.pod.get("spec") or {}).get("preemptionPolicy") == "Never":
@@ -97,6 +101,11 @@ class Scheduler:
         self.pod_informer = Informer(kube, "/api/v1/pods", name="pods")
         self.node_informer.add_handler(self._on_node)
         self.pod_informer.add_handler(self._on_pod)
+        # VolumeBinding's cluster events: a claim or volume that changes may make a waiting pod fit
+        self.volume_informers = [Informer(kube, p, name=p.rsplit("/", 1)[-1])
+                                 for p in ("/api/v1/persistentvolumeclaims", "/api/v1/persistentvolumes")]
+        for inf in self.volume_informers:
+            inf.add_handler(lambda _kind, _o, _old: self.queue.move_all())
         le = config.leader_election
         self.elector = (LeaderElector(kube, le, self._leading.set, self._leading.clear, identity)
                         if le.leader_elect else None)
@@ -108,6 +117,8 @@ class Scheduler:
     def start(self) -> Scheduler:
         self.node_informer.start()
         self.pod_informer.start()
+        for inf in self.volume_informers:
+            inf.start()
         self.node_informer.wait_synced(30)
         self.pod_informer.wait_synced(30)
         if self.elector is None:
@@ -128,6 +139,8 @@ class Scheduler:
             self.elector.stop()
         self.node_informer.stop()
         self.pod_informer.stop()
+        for inf in self.volume_informers:
+            inf.stop()
         for e in self.extenders:
             e.close()
 
@@ -221,6 +234,16 @@ class Scheduler:
         view = PodView.of(pod, req)
         feasible: list[str] = []
         statuses: dict[str, tuple[list[str], bool]] = {}
+        refused = self._volume_prefilter(pod)
+        if refused:
+            with self._lock:
+                total = len(self._node_order)
+                statuses = {name: ([refused], True) for name in self._node_order}
+            if total == 0:
+                self._fail(qp, prof_name, "no nodes available to schedule pods", fit=False)
+                return
+            self._fail(qp, prof_name, FitError(total, statuses, pod, self.msgs, refused).message(), fit=True)
+            return
         with self._lock:
             order = self._node_order
             total = len(order)
@@ -314,12 +337,69 @@ class Scheduler:
 
     # -- binding and outcomes (worker pool) ------------------------------------------------------
 
+    # -- VolumeBinding ----------------------------------------------------------------------------
+
+    def _claims(self, pod: Obj) -> list[str]:
+        return [v["persistentVolumeClaim"]["claimName"] for v in (pod.get("spec") or {}).get("volumes") or []
+                if (v.get("persistentVolumeClaim") or {}).get("claimName")]
+
+    def _volume_prefilter(self, pod: Obj) -> str:
+        """VolumeBinding's PreFilter: a missing claim, or an unbound claim whose class binds
+        Immediately (or that has no class), keeps the pod Pending with kube-scheduler's words."""
+        ns = (pod.get("metadata") or {}).get("namespace", "")
+        for claim in self._claims(pod):
+            try:
+                pvc = self.kube.get(f"/api/v1/namespaces/{ns}/persistentvolumeclaims/{claim}")
+            except ApiError as e:
+                if e.status == 404:
+                    return f'persistentvolumeclaim "{claim}" not found'
+                raise
+            if (pvc.get("metadata") or {}).get("deletionTimestamp"):
+                return f'persistentvolumeclaim "{claim}" is being deleted'
+            if (pvc.get("spec") or {}).get("volumeName"):
+                continue
+            if self._class_mode(pvc) != "WaitForFirstConsumer":
+                return "pod has unbound immediate PersistentVolumeClaims"
+        return ""
+
+    def _class_mode(self, pvc: Obj) -> str:
+        cls = (pvc.get("spec") or {}).get("storageClassName")
+        if not cls:
+            return "Immediate"
+        try:
+            sc = self.kube.get(f"/apis/storage.k8s.io/v1/storageclasses/{cls}")
+        except ApiError:
+            return "Immediate"
+        return sc.get("volumeBindingMode") or "Immediate"
+
+    def _bind_volumes(self, pod: Obj, host: str, timeout: float = 60.0) -> None:
+        """VolumeBinding's PreBind: name the chosen node on each delayed claim
+        (``volume.kubernetes.io/selected-node``) and wait until its provisioner has bound it."""
+        ns = (pod.get("metadata") or {}).get("namespace", "")
+        waiting = []
+        for claim in self._claims(pod):
+            path = f"/api/v1/namespaces/{ns}/persistentvolumeclaims/{claim}"
+            pvc = self.kube.get(path)
+            if (pvc.get("spec") or {}).get("volumeName"):
+                continue
+            annotations = (pvc.get("metadata") or {}).get("annotations") or {}
+            if annotations.get(SELECTED_NODE) != host:
+                self.kube.patch(path, {"metadata": {"annotations": {SELECTED_NODE: host}}}, "merge")
+            waiting.append(path)
+        deadline = time.monotonic() + timeout
+        for path in waiting:
+            while not (self.kube.get(path).get("spec") or {}).get("volumeName"):
+                if time.monotonic() > deadline or self._stop.is_set():
+                    raise ExtenderError(f"binding volumes: timed out waiting for the condition ({path})")
+                time.sleep(0.1)
+
     def _bind(self, qp: QueuedPod, prof_name: str, host: str) -> None:
         pod = qp.pod
         meta = pod.get("metadata") or {}
         ns, name = meta.get("namespace", ""), meta.get("name", "")
         binder = None
         try:
+            self._bind_volumes(pod, host)
             binder = next((e for e in self.extenders if e.is_binder and e.interested(pod)), None)
             if binder is not None:
                 binder.bind(pod, host)

@@ -72,7 +72,8 @@ def test_ordered_pods_claims_scale_and_update(kube: Kube, nodes: FakeNodes, mana
     )
     st = wait_for(
         lambda: (
-            (s := kube.get(path)["status"]).get("updatedReplicas") == 2
+            (s := kube.get(path)["status"]).get("updateRevision") != st["updateRevision"]
+            and s.get("updatedReplicas") == 2
             and s.get("readyReplicas") == 2
             and s["currentRevision"] == s["updateRevision"]
             and s

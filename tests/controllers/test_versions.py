@@ -35,6 +35,7 @@ def test_grace_period_defaults_per_minor(kube: Kube) -> None:
         "nodelifecycle",
         "endpoint",
         "endpointslice",
+        "persistentvolume-binder",
     ]
     with pytest.raises(ValueError, match='"nope" is not in the list of known controllers'):
         ControllerManager(kube, 20, controllers="*,-nope")
