@@ -48,10 +48,13 @@ import logging
 import os
 import shutil
 import threading
+import time
 import uuid as uuidlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import urllib3
 
 from kubeclient.client import ApiError, Kube
 from kubeletapi import deviceplugin_v1beta1_pb2 as api
@@ -80,6 +83,7 @@ REFUSED_REASON = "AllocationRefused"  # Warning event on a pod whose devices wer
 FAILED_REASON = "AllocationFailed"  # Warning event on the lock holder whose Allocate failed
 
 SERVED_MEMORY = 4096
+TRANSPORT_RETRY_S = 20.0  # how long a pod write is re-sent while the apiserver does not answer
 
 EventSink = Callable[[dict[str, Any], str, str, str], None]  # (pod, type, reason, message)
 
@@ -426,7 +430,13 @@ class Allocator:
                 if not has_devices(remaining, [self.family.common_word]):
                     self._patch_pod(ns, name, {ann.BIND_PHASE: ev.PHASE_SUCCESS})
                     self.remember_served(uid, f"{ns}/{name}", self._first.pop(uid, ""))
-                    self.release_lock(ns, name)
+                    try:
+                        self.release_lock(ns, name)
+                    except (ApiError, OSError, urllib3.exceptions.HTTPError) as e:
+                        # the devices are handed out: failing now would reject a served pod; the
+                        # extender takes over a lock whose holder has finished (bind-phase success)
+                        log.warning("cannot release the lock of node %s after %s/%s: %s",
+                                    self.node, ns, name, e)
                 log.info("Allocate for pod %s/%s: %d container(s)", ns, name, len(responses))
                 return responses
             except (AllocateFailed, ProtocolError, ApiError, OSError) as e:
@@ -511,9 +521,25 @@ class Allocator:
     # --- API writes ----------------------------------------------------------------------------------
 
     def _patch_pod(self, ns: str, name: str, values: dict[str, str]) -> None:
-        self.kube.patch(
-            f"/api/v1/namespaces/{ns}/pods/{name}", {"metadata": {"annotations": values}}, "merge"
-        )
+        # A merge patch of fixed annotation values is idempotent, so a write whose answer was lost
+        # (the apiserver restarting mid-request) is sent again. Giving up instead left a pod whose
+        # to-allocate value was already spent, and every retry of the kubelet was then refused.
+        deadline = time.monotonic() + TRANSPORT_RETRY_S
+        delay = 0.2
+        while True:
+            try:
+                self.kube.patch(
+                    f"/api/v1/namespaces/{ns}/pods/{name}", {"metadata": {"annotations": values}}, "merge"
+                )
+                return
+            except ApiError:
+                raise
+            except (OSError, urllib3.exceptions.HTTPError) as e:
+                if time.monotonic() + delay > deadline:
+                    raise AllocateFailed(f"cannot write the annotations of pod {ns}/{name}: {e}") from e
+                log.warning("patch of pod %s/%s got no answer (%s); sending it again", ns, name, e)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     def release_lock(self, ns: str, name: str, attempts: int = 5) -> bool:
         """Delete the node lock if ``ns/name`` holds it (guarded by resourceVersion, retried on conflict)."""

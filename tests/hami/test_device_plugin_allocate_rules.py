@@ -7,6 +7,7 @@ import datetime as dt
 from typing import Any
 
 import pytest
+import urllib3
 
 from hami_stack.device_plugin.allocate import (
     SERVED_MEMORY,
@@ -217,3 +218,33 @@ def test_a_damaged_record_is_reported_and_ignored(tmp_path: Any, caplog: Any) ->
     alloc = _served_allocator(tmp_path, [], None)
     assert alloc.records == {}
     assert "served.json is unreadable" in caplog.text
+
+
+class LosingKube(PatchingKube):
+    """Applies each pod patch, then loses the answer the first ``lose`` times (an apiserver restart)."""
+
+    def __init__(self, node: dict[str, Any], pods: list[dict[str, Any]], lose: int) -> None:
+        super().__init__(node, pods)
+        self.lose, self.sent = lose, 0
+
+    def patch(self, path: str, body: dict[str, Any], kind: str = "merge") -> Any:
+        out = super().patch(path, body, kind)
+        if "/pods/" in path:
+            self.sent += 1
+            if self.lose > 0:
+                self.lose -= 1
+                raise urllib3.exceptions.ProtocolError("Connection aborted: remote end closed connection")
+        return out
+
+
+def test_a_pod_write_whose_answer_was_lost_is_sent_again() -> None:
+    holder = _holder()
+    lock = format_lock(NOW, "ns", "holder")
+    kube = LosingKube({"metadata": {"annotations": {ann.NODE_LOCK: lock}}}, [holder], lose=2)
+    alloc = Allocator(kube, "n", NvidiaFamily(), memory_skew_mib=0, now=lambda: NOW)  # type: ignore[arg-type]
+    [answer] = alloc.allocate([["GPU-a::0"]])
+    assert answer.envs["NVIDIA_VISIBLE_DEVICES"] == "GPU-a"
+    assert holder["metadata"]["annotations"][ann.BIND_PHASE] == "success"
+    assert ann.NODE_LOCK not in kube.node["metadata"]["annotations"]
+    # the to-allocate write is lost twice and sent a third time; the bind-phase write once
+    assert kube.sent == 4
