@@ -34,6 +34,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--inventory", default=str(REPO / "inventories" / "emulated" / "lab.yml"))
     ap.add_argument("--no-certify", action="store_true")
+    ap.add_argument("--helm-timeout", type=int, default=180, help="hami_timeout_s for the certify run")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="hcl-bench-"))
     base = ["-i", args.inventory, "--state", str(tmp / "state")]
@@ -53,7 +54,8 @@ def main() -> int:
             t = time.monotonic()
             err = io.StringIO()
             with contextlib.redirect_stderr(err):
-                rc = cli_main(["certify", *base, "--out", str(tmp / "c")])
+                rc = cli_main(["certify", *base, "--out", str(tmp / "c"),
+                               "-e", f"hami_timeout_s={args.helm_timeout}"])
             if rc == 0:
                 result["certify_s"] = round(time.monotonic() - t, 2)
             else:

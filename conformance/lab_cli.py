@@ -63,6 +63,7 @@ class Progress:
         self.failures: list[dict[str, str]] = []
         self.play = ""
         self.plays: list[str] = []
+        self.results: list[dict[str, str]] = []  # play, task, host, status of every host result
 
     def __call__(self, event: dict[str, Any]) -> bool:
         kind = event.get("event", "")
@@ -80,6 +81,7 @@ class Progress:
                 status = "failed (ignored)"
             host, task = data.get("host", "?"), data.get("task", "?")
             print(f"  {task} · {host}: {status}", file=self.stream, flush=True)
+            self.results.append({"play": self.play, "task": task, "host": host, "status": status})
             if status in ("failed", "unreachable"):
                 msg = " ".join(str(res.get(k) or "").strip() for k in ("msg", "stderr") if res.get(k)).strip()
                 self.failures.append({"host": host, "task": task, "status": status, "msg": msg})
@@ -143,6 +145,7 @@ def run_playbook(playbook: str, inventories: list[Path], run_dir: Path, *, extra
                   for h in (stats.get("processed") or {})},
         "errors": progress.failures,
         "plays": progress.plays,
+        "results": progress.results,
     }
     log = run_dir / "lab-run.json"
     doc = json.loads(log.read_text()) if log.exists() else []
