@@ -15,6 +15,13 @@ from .errors import APIError
 from .store import Entry, Event, Store
 
 Filter = Callable[[dict[str, Any]], bool]
+DISCONNECT_POLL_S = 1.0
+
+
+def _disconnected(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
 Present = Callable[[Entry], bytes]
 
 
@@ -69,17 +76,27 @@ async def serve_watch(
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         last_rv = max([store.resource_version if send_initial else (since or 0)] + [e.rv for e in backlog])
+        next_bookmark = loop.time() + bookmark_interval
         while True:
-            remaining = deadline - loop.time()
+            now = loop.time()
+            remaining = deadline - now
             if remaining <= 0:
                 break
-            wait = min(remaining, bookmark_interval) if allow_bookmarks else remaining
+            # aiohttp does not cancel a handler whose client went away: look every second, so an idle
+            # watch a client dropped releases its queue at once instead of at its 30-60 min timeout
+            wait = min(remaining, DISCONNECT_POLL_S)
+            if allow_bookmarks:
+                wait = min(wait, max(0.0, next_bookmark - now))
             try:
                 ev = await asyncio.wait_for(watcher.queue.get(), timeout=wait)
             except TimeoutError:
-                if allow_bookmarks and loop.time() < deadline:
+                if _disconnected(request):
+                    break
+                if allow_bookmarks and next_bookmark <= loop.time() < deadline:
                     await resp.write(_bookmark(max(last_rv, store.resource_version), bookmark_kind))
+                    next_bookmark = loop.time() + bookmark_interval
                 continue
+            next_bookmark = loop.time() + bookmark_interval
             # Also handle what is already queued, without a wait_for per event. ``None`` is the
             # shutdown sentinel wherever it turns up: it ends the stream.
             while ev is not None:
