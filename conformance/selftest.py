@@ -300,7 +300,7 @@ class Selftest:
             bed.kubeconfig, self.minor, self.args.hami_namespace, [row.fault], list(self.args.chart_set)
         )
         if not note:
-            note = self.sf.wait_ready(bed.kubeconfig, self.sf.gpu_nodes())
+            note = self.sf.wait_ready(bed.kubeconfig, self.sf.gpu_nodes(), self.args.hami_namespace)
         if note:
             self.say(f"{row.fault}: {note} (running its cases anyway)")
         row.switch_s = round(time.monotonic() - t, 1)

@@ -123,8 +123,13 @@ def switch(kubeconfig: str, minor: str, namespace: str, faults: list[str], base_
     return ""
 
 
-def wait_ready(kubeconfig: str, nodes: list[str], timeout: float = 45.0) -> str:
-    """Until every GPU node shows allocatable nvidia.com/gpu again (device plugins re-registered)."""
+def wait_ready(
+    kubeconfig: str, nodes: list[str], namespace: str = "hami-system", timeout: float = 45.0
+) -> str:
+    """Until every GPU node shows allocatable nvidia.com/gpu again (device plugins re-registered) and
+    every Service of the stack has a ready endpoint (helm's rollout wait can return while the
+    replaced scheduler's endpoints are still being updated: its webhook would fail calls, which a
+    case cannot tell from a denial)."""
     from conformance.backends import preflight
 
     kube = preflight.connect(kubeconfig)
@@ -132,14 +137,52 @@ def wait_ready(kubeconfig: str, nodes: list[str], timeout: float = 45.0) -> str:
     try:
         while True:
             items = {n["metadata"]["name"]: n for n in kube.get("/api/v1/nodes").get("items") or []}
-            waiting = [n for n in nodes if not _allocatable(items.get(n))]
+            waiting = [
+                f"node {n} (no allocatable nvidia.com/gpu)" for n in nodes if not _allocatable(items.get(n))
+            ]
+            waiting += [
+                f"service {x} (no ready endpoint)" for x in _services_without_endpoints(kube, namespace)
+            ]
             if not waiting:
                 return ""
             if time.monotonic() > deadline:
-                return f"nodes {', '.join(waiting)} show no allocatable nvidia.com/gpu after {timeout:.0f}s"
+                return f"after {timeout:.0f}s still waiting for {', '.join(waiting)}"
             time.sleep(0.5)
     finally:
         kube.close()
+
+
+def _services_without_endpoints(kube: Any, namespace: str) -> list[str]:
+    out = []
+    for svc in kube.get(f"/api/v1/namespaces/{namespace}/services").get("items") or []:
+        if not (svc.get("spec") or {}).get("selector"):
+            continue  # endpoints managed by hand, if at all
+        name = svc["metadata"]["name"]
+        try:
+            ep = kube.get(f"/api/v1/namespaces/{namespace}/endpoints/{name}")
+        except Exception:
+            out.append(name)
+            continue
+        live = [
+            a
+            for sub in ep.get("subsets") or []
+            for a in sub.get("addresses") or []
+            if _live_pod(kube, namespace, (a.get("targetRef") or {}).get("name"))
+        ]
+        if not live:  # none, or only the replaced pod's address on its way out
+            out.append(name)
+    return out
+
+
+def _live_pod(kube: Any, namespace: str, name: str | None) -> bool:
+    if not name:
+        return True  # an address without a pod reference: nothing to check
+    try:
+        pod = kube.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
+    except Exception:
+        return False
+    running = (pod.get("status") or {}).get("phase") == "Running"
+    return running and not pod["metadata"].get("deletionTimestamp")
 
 
 def _allocatable(node: dict[str, Any] | None) -> bool:
