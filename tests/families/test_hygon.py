@@ -163,3 +163,19 @@ def test_hardware_reader_names_the_bad_file(tmp_path: Path) -> None:
     with pytest.raises(hardware.HardwareError, match=r"devices\.json"):
         hardware.read(tmp_path, "hygon")
     assert hardware.read(tmp_path, "nothing") == []
+
+
+def test_the_hygon_profile_lists_exactly_the_family_suite_rules() -> None:
+    import ast
+
+    from conformance import profiles
+
+    suite = Path(__file__).resolve().parents[2] / "conformance" / "suites" / "test_family_cases.py"
+    suffixes = {
+        n.args[0].value
+        for n in ast.walk(ast.parse(suite.read_text()))
+        if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "_cases"
+    }
+    prof = profiles.load_profile("hygon")
+    assert set(prof.rules) == {f"DCU-{s}" for s in suffixes}
+    assert prof.requirement("DCU-ADM-1", "1.33") == "required"

@@ -1,0 +1,155 @@
+"""Admission, registration and placement for the data-driven families (one parameter per family).
+
+Each family is a :class:`Family` row: its resources, register and handshake keys, allocation
+annotation and the memory of the models its nodes may carry. A case that needs registered devices
+ends ``unknown`` on a cluster where no node registers the family, naming the annotation it looked
+for; admission cases need only the webhook (the family must be enabled in the device config).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from conformance.cases import unknown, violated
+from conformance.kube import ContainerSpec, Workloads, pod_manifest, poll
+from conformance.suites.common import QUICK
+
+
+@dataclass(frozen=True)
+class Family:
+    vendor: str
+    cw: str
+    count: str
+    memory: str
+    cores: str
+    register: str
+    handshake: str
+    allocated: str
+    type_prefix: str
+    model_memory: dict[str, int]  # type after the prefix -> MiB the card has
+
+
+FAMILIES = (
+    Family(
+        "hygon",
+        "DCU",
+        "hygon.com/dcunum",
+        "hygon.com/dcumem",
+        "hygon.com/dcucores",
+        "hami.io/node-dcu-register",
+        "hami.io/node-handshake-dcu",
+        "hami.io/dcu-devices-allocated",
+        "DCU-",
+        {"Z100L": 32768, "Z100": 16384, "K100": 65536},
+    ),
+)
+
+
+def _cases(rule_suffix: str, text: str) -> list[Any]:
+    """One param per family, carrying the family's vendor marker and its rule."""
+    return [
+        pytest.param(
+            f,
+            id=f.vendor,
+            marks=[
+                getattr(pytest.mark, f.vendor),
+                pytest.mark.rule(f"{f.cw}-{rule_suffix}", text.format(f=f)),
+            ],
+        )
+        for f in FAMILIES
+    ]
+
+
+def _limits(f: Family, count: str, mem: int | None = None, cores: int | None = None) -> dict[str, str]:
+    out = {f.count: count}
+    if mem is not None:
+        out[f.memory] = str(mem)
+    if cores is not None:
+        out[f.cores] = str(cores)
+    return out
+
+
+def _registered(kube: Any, f: Family) -> list[tuple[str, list[list[str]]]]:
+    """(node, CSV device fields) for every node that registers the family."""
+    out = []
+    for n in kube.get("/api/v1/nodes").get("items") or []:
+        value = (n["metadata"].get("annotations") or {}).get(f.register)
+        if value:
+            out.append((n["metadata"]["name"], [d.split(",") for d in value.split(":") if d]))
+    return out
+
+
+@pytest.mark.admission
+@pytest.mark.parametrize("f", _cases("ADM-SCHED-1", "A pod asking {f.count} is given the HAMi scheduler"))
+def test_family_pod_goes_to_hami(f: Family, workloads: Workloads, cluster: Any) -> None:
+    pod = workloads.create(pod_manifest("fam-sched", [ContainerSpec(extra_limits=_limits(f, "1"))]))
+    got = pod["spec"].get("schedulerName")
+    assert got == cluster.scheduler_name, violated(
+        f"{f.cw}-ADM-SCHED-1",
+        f"schedulerName {got!r}, want {cluster.scheduler_name!r} ({f.vendor} not enabled?)",
+    )
+
+
+@pytest.mark.admission
+@pytest.mark.parametrize("f", _cases("ADM-1", "{f.count}: 0 is denied naming the resource and container"))
+def test_family_zero_count_denied(f: Family, workloads: Workloads) -> None:
+    spec = ContainerSpec(name="work", extra_limits=_limits(f, "0"))
+    _, err = workloads.try_create(pod_manifest("fam-zero", [spec]))
+    assert err is not None, violated(f"{f.cw}-ADM-1", f"{f.count}: 0 was admitted")
+    assert f.count in str(err) and "work" in str(err), violated(f"{f.cw}-ADM-1", f"denied with {str(err)!r}")
+
+
+@pytest.mark.registration
+@pytest.mark.parametrize(
+    "f", _cases("REG-1", "{f.register} lists each device with its card's memory, 100 cores and a handshake")
+)
+def test_family_registration(f: Family, kube: Any) -> None:
+    nodes = _registered(kube, f)
+    if not nodes:
+        unknown(f"no node registers {f.register} (the cluster has no {f.vendor} devices)")
+    rid = f"{f.cw}-REG-1"
+    for node, devices in nodes:
+        annotations = kube.get(f"/api/v1/nodes/{node}")["metadata"].get("annotations") or {}
+        assert annotations.get(f.handshake, "").startswith("Reported"), violated(
+            rid, f"{node}: {f.handshake} is {annotations.get(f.handshake)!r}"
+        )
+        for fields in devices:
+            assert len(fields) in (7, 9), violated(
+                rid, f"{node}: device entry {fields} has {len(fields)} fields"
+            )
+            model = fields[4].removeprefix(f.type_prefix)
+            want = f.model_memory.get(model)
+            assert want is not None, violated(rid, f"{node}: type {fields[4]!r} names no known model")
+            assert int(fields[2]) == want, violated(
+                rid, f"{node}: {fields[0]} devmem {fields[2]}, the card has {want}"
+            )
+            assert fields[3] == "100", violated(rid, f"{node}: {fields[0]} devcore {fields[3]}")
+
+
+@pytest.mark.scheduling
+@pytest.mark.parametrize(
+    "f", _cases("SCHED-FIT-1", "A pod asking part of one device is bound to a node registering it")
+)
+def test_family_pod_placed(f: Family, workloads: Workloads, kube: Any) -> None:
+    nodes = _registered(kube, f)
+    if not nodes:
+        unknown(f"no node registers {f.register} (the cluster has no {f.vendor} devices)")
+    rid = f"{f.cw}-SCHED-FIT-1"
+    spec = ContainerSpec(args=QUICK, extra_limits=_limits(f, "1", 1024, 10))
+    name = workloads.create(pod_manifest("fam-fit", [spec]))["metadata"]["name"]
+
+    pod = poll(
+        f"{name} bound",
+        lambda: workloads.get(name),
+        lambda p: bool(p["spec"].get("nodeName")),
+        60,
+        describe=lambda p: f"phase {(p or {}).get('status', {}).get('phase')}",
+    )
+    assert pod["spec"]["nodeName"] in {n for n, _ in nodes}, violated(
+        rid, f"bound to {pod['spec']['nodeName']}"
+    )
+    got = (pod["metadata"].get("annotations") or {}).get(f.allocated, "")
+    assert ",1024," in got, violated(rid, f"{f.allocated} is {got!r}, want one device with 1024 MiB")
