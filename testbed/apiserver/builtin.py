@@ -172,6 +172,32 @@ class BuiltIns:
             self.recompute_quota(meta.get("namespace", ""))
         if rt.store_key == "resourcequotas" and event != "DELETED":
             self.recompute_quota(meta.get("namespace", ""))
+        if event == "ADDED" and meta.get("ownerReferences") and obj is not None:
+            # the garbage collector also deletes a dependent created after its owner was deleted (a
+            # ReplicaSet the Deployment controller made just as its Deployment went away)
+            self._spawn(self._collect_if_orphan(rt, obj))
+
+    async def _collect_if_orphan(self, rt: ResourceType, obj: dict[str, Any]) -> None:
+        await asyncio.sleep(ORPHAN_CHECK_DELAY_S)
+        meta = obj["metadata"]
+        ns = meta.get("namespace", "")
+        cur = self.store.get(rt.store_key, ns, meta["name"])
+        if cur is None or cur["metadata"].get("uid") != meta.get("uid"):
+            return
+        refs = cur["metadata"].get("ownerReferences") or []
+        known = {r.kind for r in RESOURCES if not r.virtual}
+        # only owners of built-in kinds are looked up here; a custom resource owner is never judged absent
+        if cur["metadata"].get("deletionTimestamp") or not refs:
+            return
+        if any(r.get("kind") not in known for r in refs):
+            return
+        if any(self._owner_exists(r, ns) for r in refs):
+            return
+        t = Target(rt, self.registry.target_for(rt.group, rt.plural).version, ns, meta["name"])
+        try:
+            await self.registry.delete(t, {"propagationPolicy": "Background"}, SYSTEM_USER)
+        except APIError as e:
+            log.debug("garbage collection of orphan %s/%s: %s", rt.plural, meta["name"], e.message)
 
     async def _populate_namespace(self, ns: str) -> None:
         reg = self.registry
@@ -347,6 +373,7 @@ class BuiltIns:
 
 
 DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
+ORPHAN_CHECK_DELAY_S = 0.5  # owners are often created just before their dependents' informers see them
 
 
 def default_storage_class() -> dict[str, Any]:
