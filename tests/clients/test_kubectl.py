@@ -424,16 +424,22 @@ def test_more_generators_autoscale_and_whoami(env: Env) -> None:
     protobuf bodies and reads protobuf answers); older kubectl sends JSON and must keep working."""
     ns = f"gen{next(_names)}"
     env.run("create", "namespace", ns)
-    run = lambda *a: env.run("-n", ns, *a).stdout.strip()  # noqa: E731
-    assert run("create", "job", "j", "--image=busybox") == "job.batch/j created"
-    assert run("create", "quota", "q", "--hard=cpu=1,pods=2") == "resourcequota/q created"
-    assert run("create", "cronjob", "cj", "--image=busybox", "--schedule=*/5 * * * *") == "cronjob.batch/cj created"
-    assert run("create", "service", "clusterip", "svc", "--tcp=80:8080") == "service/svc created"
-    assert run("create", "ingress", "ing", "--rule=foo.com/bar=svc:80") == "ingress.networking.k8s.io/ing created"
-    assert run("create", "pdb", "pdb", "--selector=app=x", "--min-available=1") == "poddisruptionbudget.policy/pdb created"
-    assert run("create", "priorityclass", f"pc-{ns}", "--value=1000") == f"priorityclass.scheduling.k8s.io/pc-{ns} created"
-    env.run("-n", ns, "create", "deployment", "d", "--image=nginx")
-    assert run("autoscale", "deployment", "d", "--max=3") == "horizontalpodautoscaler.autoscaling/d autoscaled"
+    created = [
+        (("create", "job", "j", "--image=busybox"), "job.batch/j created"),
+        (("create", "quota", "q", "--hard=cpu=1,pods=2"), "resourcequota/q created"),
+        (("create", "cronjob", "cj", "--image=busybox", "--schedule=*/5 * * * *"),
+         "cronjob.batch/cj created"),
+        (("create", "service", "clusterip", "svc", "--tcp=80:8080"), "service/svc created"),
+        (("create", "ingress", "ing", "--rule=foo.com/bar=svc:80"), "ingress.networking.k8s.io/ing created"),
+        (("create", "pdb", "pdb", "--selector=app=x", "--min-available=1"),
+         "poddisruptionbudget.policy/pdb created"),
+        (("create", "priorityclass", f"pc-{ns}", "--value=1000"),
+         f"priorityclass.scheduling.k8s.io/pc-{ns} created"),
+        (("create", "deployment", "d", "--image=nginx"), "deployment.apps/d created"),
+        (("autoscale", "deployment", "d", "--max=3"), "horizontalpodautoscaler.autoscaling/d autoscaled"),
+    ]
+    for args, said in created:
+        assert env.run("-n", ns, *args).stdout.strip() == said
     quota = env.core.read_namespaced_resource_quota("q", ns)
     assert quota.spec.hard == {"cpu": "1", "pods": "2"}
     svc = env.core.read_namespaced_service("svc", ns)
@@ -442,7 +448,8 @@ def test_more_generators_autoscale_and_whoami(env: Env) -> None:
     assert hpa.spec.max_replicas == 3 and hpa.spec.scale_target_ref.name == "d"
     job = client.BatchV1Api(env.api).read_namespaced_job("j", ns)
     assert job.spec.template.spec.containers[0].image == "busybox"
-    listed = table_rows(env.run("-n", ns, "get", "job,quota,cronjob,svc,ingress,pdb,hpa", "-o", "name").stdout)
+    kinds = "job,quota,cronjob,svc,ingress,pdb,hpa"
+    listed = table_rows(env.run("-n", ns, "get", kinds, "-o", "name").stdout)
     assert len(listed) == 7
     if env.minor >= 28:  # `auth whoami` (SelfSubjectReview v1) is there from 1.28's kubectl and server
         who = env.run("auth", "whoami", "-o", "json").stdout
