@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from .ascend import ascend_families
 from .base import DeviceFamily
+from .cambricon import CambriconFamily
 from .config import DeviceConfig
 from .counted import SPECS, CountedFamily, CountedSpec
 from .hygon import HygonFamily
@@ -75,3 +76,11 @@ def _hygon(config: DeviceConfig) -> DeviceFamily | None:
 
 # families with behaviour beyond the counted data replace its factory
 register_family("DCU", _hygon)
+
+
+def _cambricon(config: DeviceConfig) -> DeviceFamily | None:
+    section = config.section("cambricon")
+    return CambriconFamily(section) if section else None
+
+
+register_family("MLU", _cambricon)
