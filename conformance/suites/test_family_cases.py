@@ -153,3 +153,67 @@ def test_family_pod_placed(f: Family, workloads: Workloads, kube: Any) -> None:
     )
     got = (pod["metadata"].get("annotations") or {}).get(f.allocated, "")
     assert ",1024," in got, violated(rid, f"{f.allocated} is {got!r}, want one device with 1024 MiB")
+
+
+# --- capacity-derived families: the scheduler synthesises cards from what the plugin advertises ---
+
+
+@dataclass(frozen=True)
+class CapacityFamily:
+    vendor: str
+    cw: str
+    count: str
+    cores: str  # 100 per card
+    memory: str  # in units of memory_unit MiB
+    memory_unit: int
+    model_memory: tuple[int, ...]  # MiB of the cards a node may carry
+
+
+CAPACITY_FAMILIES = (
+    CapacityFamily(
+        "cambricon",
+        "MLU",
+        "cambricon.com/vmlu",
+        "cambricon.com/mlu.smlu.vcore",
+        "cambricon.com/mlu.smlu.vmemory",
+        256,
+        (24576, 49152),
+    ),
+)
+
+
+@pytest.mark.registration
+@pytest.mark.parametrize(
+    "f",
+    [
+        pytest.param(
+            f,
+            id=f.vendor,
+            marks=[
+                getattr(pytest.mark, f.vendor),
+                pytest.mark.rule(
+                    f"{f.cw}-REG-1",
+                    f"{f.cores} is 100 per card and {f.memory} a whole card's memory per card",
+                ),
+            ],
+        )
+        for f in CAPACITY_FAMILIES
+    ],
+)
+def test_capacity_family_registration(f: CapacityFamily, kube: Any) -> None:
+    rid = f"{f.cw}-REG-1"
+    seen = 0
+    for n in kube.get("/api/v1/nodes").get("items") or []:
+        cap = (n.get("status") or {}).get("capacity") or {}
+        if int(cap.get(f.cores, "0") or 0) <= 0:
+            continue
+        seen += 1
+        cores, memory = int(cap[f.cores]), int(cap.get(f.memory, "0"))
+        name = n["metadata"]["name"]
+        assert cores % 100 == 0, violated(rid, f"{name}: {f.cores} {cores} is not 100 per card")
+        per_card = memory * f.memory_unit * 100 // cores
+        assert per_card in f.model_memory, violated(
+            rid, f"{name}: {f.memory} {memory} gives {per_card} MiB per card, no card has that"
+        )
+    if not seen:
+        unknown(f"no node advertises {f.cores} (the cluster has no {f.vendor} devices)")

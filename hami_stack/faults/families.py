@@ -23,4 +23,12 @@ FAMILY_FAULTS: tuple[Fault, ...] = (
         vendor="hygon",
         dirty=True,
     ),
+    Fault(
+        "plugin-cambricon-capacity-half-memory",
+        "device-plugin",
+        "the MLU plugin advertises half of each card's cambricon.com/mlu.smlu.vmemory capacity",
+        ("MLU-REG-1",),
+        vendor="cambricon",
+        dirty=True,
+    ),
 )

@@ -33,6 +33,10 @@ MODELS: dict[str, dict[str, Model]] = {
         "Z100": Model("hygon", "Z100", 16384, 60, "DCU"),
         "K100": Model("hygon", "K100", 65536, 120, "DCU"),
     },
+    "cambricon": {
+        "MLU370-X8": Model("cambricon", "MLU370-X8", 24576, 100, "MLU"),
+        "MLU590": Model("cambricon", "MLU590", 49152, 100, "MLU"),
+    },
 }
 
 

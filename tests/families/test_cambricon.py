@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +83,37 @@ def test_allocate_names_the_card_and_memory() -> None:
     assert (
         alloc.envs["CAMBRICON_SPLIT_VISIBLE_DEVICES"] == "2" and alloc.envs["CAMBRICON_SPLIT_MEMS"] == "2048"
     )
+
+
+def test_capacity_plugin_advertises_what_the_scheduler_turns_into_cards(tmp_path: Path) -> None:
+    from hami_stack.device_plugin.families.plugin import FamilyDevicePlugin, FamilyOptions, extra_devices
+    from hami_stack.device_plugin.families.specs import get
+    from testbed.hardware import families as hw
+
+    hw.create_state(tmp_path, "cambricon", "MLU370-X8", 2, node_name="mlu-a")
+    spec = get("mlu")
+    plugin = FamilyDevicePlugin(spec, FamilyOptions("mlu-a", tmp_path), None, spec.make_family({}))  # type: ignore[arg-type]
+    plugin.refresh()  # capacity family: no node patch (kube None would fail)
+    cores = len(extra_devices(spec, "cores", plugin.devices))
+    mem = len(extra_devices(spec, "memory_units", plugin.devices))
+    assert (len(plugin.kubelet_devices()), cores, mem) == (200, 200, 2 * 96)
+    node = _node("mlu-a", cards=2)
+    node["status"]["capacity"].update({VCORE: str(cores), VMEM: str(mem)})  # type: ignore[index]
+    assert [d.devmem for d in plugin.family.node_devices(node)] == [24576, 24576]
+
+
+def test_half_memory_capacity_fault(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hami_stack import faults
+    from hami_stack.device_plugin.families import hardware
+    from hami_stack.device_plugin.families.plugin import extra_devices
+    from hami_stack.device_plugin.families.specs import get
+    from testbed.hardware import families as hw
+
+    hw.create_state(tmp_path, "cambricon", "MLU370-X8", 1)
+    monkeypatch.setenv("HAMI_FAULTS", "plugin-cambricon-capacity-half-memory")
+    faults.reset_for_tests()
+    try:
+        assert len(extra_devices(get("mlu"), "memory_units", hardware.read(tmp_path, "cambricon"))) == 48
+    finally:
+        monkeypatch.delenv("HAMI_FAULTS")
+        faults.reset_for_tests()

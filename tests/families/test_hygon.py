@@ -179,3 +179,9 @@ def test_the_hygon_profile_lists_exactly_the_family_suite_rules() -> None:
     prof = profiles.load_profile("hygon")
     assert set(prof.rules) == {f"DCU-{s}" for s in suffixes}
     assert prof.requirement("DCU-ADM-1", "1.33") == "required"
+
+
+def test_the_cambricon_profile_lists_the_capacity_rule() -> None:
+    from conformance import profiles
+
+    assert set(profiles.load_profile("cambricon").rules) == {"MLU-REG-1"}

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kubeclient.client import Kube
 from kubeletapi.constants import DEVICE_PLUGINS_DIR
@@ -43,9 +44,14 @@ class FamilyOptions:
     register_retry_s: float = 5.0
 
 
+def _fault(name: str) -> bool:
+    """A per-family fault hook; families without that fault in the catalogue never have it on."""
+    return name in faults.NAMES and faults.on(name)
+
+
 def register_entries(spec: PluginSpec, devices: Sequence[hw.Device]) -> list[DeviceInfo]:
     # the fault under-reports memory: the scheduler then places more than the card holds
-    shrink = 2 if faults.on(f"plugin-{spec.vendor}-register-half-memory") else 1
+    shrink = 2 if _fault(f"plugin-{spec.vendor}-register-half-memory") else 1
     return [
         DeviceInfo(
             id=d.uuid,
@@ -65,11 +71,35 @@ def encode(spec: PluginSpec, entries: Sequence[DeviceInfo]) -> str:
     return encode_register_csv(entries) if spec.register == REGISTER_CSV else encode_register_json(entries)
 
 
+def extra_devices(spec: PluginSpec, kind: str, devices: Sequence[hw.Device]) -> list[PluginDevice]:
+    """Kubelet devices of one extra capacity resource: one per unit a device gives."""
+    out = []
+    for d in devices:
+        # the fault advertises half the memory: the scheduler synthesises smaller cards
+        shrink = 2 if _fault(f"plugin-{spec.vendor}-capacity-half-memory") else 1
+        units = 100 if kind == "cores" else d.memory_mib // spec.memory_unit_mib // shrink
+        out.extend(PluginDevice(f"{d.uuid}-{kind}-{i}", d.healthy, d.numa) for i in range(units))
+    return out
+
+
+class _NoEnv:
+    """Allocate of an extra capacity resource: the count resource's answer carries everything."""
+
+    def preferred(self, available: Sequence[str], must_include: Sequence[str], size: int) -> list[str]:
+        return [*must_include, *[a for a in available if a not in must_include]][:size]
+
+    def allocate(self, requests: Sequence[Sequence[str]]) -> list[Any]:
+        from kubeletapi import deviceplugin_v1beta1_pb2 as api
+
+        return [api.ContainerAllocateResponse() for _ in requests]
+
+
 class FamilyDevicePlugin:
     def __init__(self, spec: PluginSpec, opts: FamilyOptions, kube: Kube, family: DeviceFamily) -> None:
         self.spec, self.opts, self.kube, self.family = spec, opts, kube, family
         self.devices: list[hw.Device] = []
         self.server: PluginServer | None = None
+        self.extra: dict[str, PluginServer] = {}  # kind -> server of an extra capacity resource
         self._registered: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -96,6 +126,8 @@ class FamilyDevicePlugin:
                     len(self.devices),
                     sum(d.healthy for d in self.devices),
                 )
+            for kind, server in self.extra.items():
+                server.set_devices(extra_devices(self.spec, kind, self.devices))
             if self.spec.register == REGISTER_CAPACITY:
                 return  # the scheduler derives devices from the node's capacity
             keys = self.family.keys
@@ -118,12 +150,20 @@ class FamilyDevicePlugin:
         self.server = PluginServer(
             self.family.count_resource, self.opts.socket_dir, f"hami-{self.spec.name}.sock", allocator
         )
+        for attr, kind in self.spec.extra_resources:
+            self.extra[kind] = PluginServer(
+                getattr(self.family, attr),
+                self.opts.socket_dir,
+                f"hami-{self.spec.name}-{kind}.sock",
+                _NoEnv(),
+            )
         self.refresh()
-        try:
-            self.server.start()
-        except Exception as e:  # the kubelet may not be up yet: the watcher registers once it is
-            log.warning("registration with the kubelet failed, will retry: %s", e)
-        self.server.watch_kubelet()
+        for server in (self.server, *self.extra.values()):
+            try:
+                server.start()
+            except Exception as e:  # the kubelet may not be up yet: the watcher registers once it is
+                log.warning("registration with the kubelet failed, will retry: %s", e)
+            server.watch_kubelet()
         self._thread = threading.Thread(target=self._run, name="register", daemon=True)
         self._thread.start()
 
@@ -141,5 +181,6 @@ class FamilyDevicePlugin:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        if self.server is not None:
-            self.server.stop()
+        for server in (self.server, *self.extra.values()):
+            if server is not None:
+                server.stop()

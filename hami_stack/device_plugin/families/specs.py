@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ...devices.base import DeviceFamily
+from ...devices.cambricon import MEMORY_UNIT_MIB, CambriconFamily
 from ...devices.hygon import HygonFamily
 
 REGISTER_CSV = "csv"
@@ -30,6 +31,10 @@ class PluginSpec:
     register: str = REGISTER_JSON
     split_count: int = 1
     type_prefix: str = ""  # register type = prefix + model (DCU: "DCU-Z100L")
+    # capacity families: extra resources advertised per device, as (family attribute naming the
+    # resource, what one device gives: "cores" = 100, "memory_units" = MiB / memory_unit_mib)
+    extra_resources: tuple[tuple[str, str], ...] = ()
+    memory_unit_mib: int = 1
 
 
 SPECS: dict[str, PluginSpec] = {
@@ -41,6 +46,16 @@ SPECS: dict[str, PluginSpec] = {
         register=REGISTER_CSV,
         split_count=4,  # upstream's dcu plugin: 4 vdevs per card
         type_prefix="DCU-",
+    ),
+    "mlu": PluginSpec(
+        "mlu",
+        "cambricon",
+        "cambricon",
+        lambda section: CambriconFamily(section),
+        register=REGISTER_CAPACITY,
+        split_count=100,  # vmlu: 100 shares per card, as the scheduler synthesises them
+        extra_resources=(("core_resource", "cores"), ("memory_resource", "memory_units")),
+        memory_unit_mib=MEMORY_UNIT_MIB,
     ),
 }
 
