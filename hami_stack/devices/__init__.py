@@ -5,6 +5,8 @@
 * :mod:`.scoring` - device/node scores and policy ordering.
 * :mod:`.nvidia` - the NVIDIA family (complete).
 * :mod:`.counted` - a data-driven family (Vastai, Biren, Hygon DCU, MetaX whole GPU) proving neutrality.
+* :mod:`.hygon` - Hygon DCU (counted data plus count range and Allocate's devices and vdev config).
+* :mod:`.cambricon` - Cambricon MLU (cards from node capacity, DSMLU pod annotations).
 * :mod:`.registry` - families by name; :func:`build_families` from a config.
 """
 
