@@ -138,3 +138,28 @@ def test_recreate_and_unavailable(kube: Kube, nodes: FakeNodes, manager: Any, ns
     avail = next(c for c in d["status"]["conditions"] if c["type"] == "Available")
     assert avail["reason"] == "MinimumReplicasUnavailable"
     assert d["status"]["unavailableReplicas"] == 1
+
+
+def test_rollout_undo_reuses_the_old_replicaset(kube: Kube, nodes: FakeNodes, manager: Any, ns: str) -> None:
+    """``kubectl rollout undo`` writes the old ReplicaSet's template back into the Deployment: the
+    controller scales that ReplicaSet up again under the next revision, it makes no new one."""
+    nodes.add_node("undo-n1")
+    path = f"/apis/apps/v1/namespaces/{ns}/deployments/u"
+    kube.create(f"/apis/apps/v1/namespaces/{ns}/deployments", deployment("u", 1))
+    wait_for(lambda: rolled_out(kube, ns, "u"), what="v1 rolled out")
+    kube.patch(path, {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "app:v2"}]}}}})
+    wait_for(lambda: (d := rolled_out(kube, ns, "u")) and d["status"]["observedGeneration"] >= 2, what="v2")
+    rs = {r["spec"]["template"]["spec"]["containers"][0]["image"]: r
+          for r in kube.get(f"/apis/apps/v1/namespaces/{ns}/replicasets")["items"]}
+    assert set(rs) == {"app:v1", "app:v2"}
+    old = rs["app:v1"]
+    template = old["spec"]["template"]
+    template["metadata"]["labels"].pop(HASH_LABEL)  # what kubectl rollout undo does
+    kube.patch(path, [{"op": "replace", "path": "/spec/template", "value": template}], "json")
+    wait_for(
+        lambda: (d := rolled_out(kube, ns, "u")) and d["status"]["observedGeneration"] >= 3, what="undone"
+    )
+    after = kube.get(f"/apis/apps/v1/namespaces/{ns}/replicasets")["items"]
+    assert sorted(r["metadata"]["name"] for r in after) == sorted(r["metadata"]["name"] for r in rs.values())
+    again = next(r for r in after if r["metadata"]["name"] == old["metadata"]["name"])
+    assert again["metadata"]["annotations"][REVISION] == "3" and again["spec"]["replicas"] == 1
