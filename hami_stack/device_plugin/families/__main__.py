@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("no hardware directory: set %s or --hardware-dir", STATE_ENV)
         return 1
     try:
-        section = load_device_config(a.config_file).section(spec.config_section)
+        section = load_device_config(Path(a.config_file)).section(spec.config_section)
     except (OSError, DeviceConfigError) as e:
         log.error("device config %s: %s", a.config_file, e)
         return 1
