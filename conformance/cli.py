@@ -84,6 +84,13 @@ def parser() -> argparse.ArgumentParser:
         "--k8s", default=DEFAULT_MINOR, help="minor, comma list or 'all' (testbed/k3s; default 1.33)"
     )
     r.add_argument("--cluster", default="testbed", choices=("testbed", "kubeconfig", "k3s"))
+    r.add_argument(
+        "--control-plane",
+        choices=("real", "emulated", "auto"),
+        help="testbed: the minor's real kube-apiserver/controller-manager/scheduler (built by `python -m "
+        "testbed.controlplane build`), the emulated one, or real when built (default "
+        "$TESTBED_CONTROL_PLANE, else emulated)",
+    )
     r.add_argument("--kubeconfig", help="kubeconfig for --cluster kubeconfig")
     r.add_argument(
         "--profile",
@@ -352,6 +359,9 @@ def check_sensitivity(path: str) -> str | None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
+
+    if args.control_plane:  # read by `python -m testbed up`, which the testbed backend runs
+        os.environ["TESTBED_CONTROL_PLANE"] = args.control_plane
 
     try:
         minors = parse_minors(args.k8s) if args.cluster != "kubeconfig" else ["1.0"]

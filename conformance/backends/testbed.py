@@ -193,6 +193,10 @@ class TestbedBackend:
         state = json.loads((data_dir / "state.json").read_text())
         info.kubeconfig = state["kubeconfig"]
         info.git_version = state.get("gitVersion", "")
+        # the control plane the cell ran on; a real one with its binaries' versions and module checksums
+        keys = ("controlPlane", "binaries", "go", "goSumSha256", "kubernetesModuleSum", "etcd")
+        real = {k: state[k] for k in keys if k in state}
+        info.system["controlPlane"] = real or {"controlPlane": "emulated"}
         info.timings["provision_s"] = round(time.monotonic() - t, 3)
 
     @staticmethod
