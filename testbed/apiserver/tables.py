@@ -139,12 +139,28 @@ def _rs_row(o: dict[str, Any]) -> list[Any]:
     ]
 
 
+def _seconds(ts: str | None) -> float | None:
+    try:
+        return dt.datetime.strptime(ts or "", "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def _job_duration(st: dict[str, Any]) -> str:
+    """kubectl's DURATION: start to completion, or start to now while running; blank before start."""
+    start = _seconds(st.get("startTime"))
+    if start is None:
+        return ""
+    end = _seconds(st.get("completionTime"))
+    return human_duration((end if end is not None else dt.datetime.now(dt.UTC).timestamp()) - start)
+
+
 def _job_row(o: dict[str, Any]) -> list[Any]:
     s, st = o.get("spec", {}), o.get("status", {})
     return [
         o["metadata"]["name"],
         f"{st.get('succeeded', 0)}/{s.get('completions', 1)}",
-        "",
+        _job_duration(st),
         _age(o["metadata"]),
     ]
 
