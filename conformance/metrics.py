@@ -39,6 +39,12 @@ def scrape_namespace(kube: Kube, namespace: str, timeout: float = 5) -> dict[str
         services = []
     for svc in services:
         name = svc["metadata"]["name"]
+        # a DaemonSet's service (HAMi's monitor) fronts one pod per node, and its proxy answers from
+        # one of them: scrape every pod behind it, so a pod on any node shows up
+        per_pod = _scrape_endpoints(kube, namespace, name)
+        if per_pod:
+            found.update(per_pod)
+            continue
         for port in (svc.get("spec") or {}).get("ports") or []:
             try:
                 text = kube.text(
@@ -60,6 +66,32 @@ def scrape_namespace(kube: Kube, namespace: str, timeout: float = 5) -> dict[str
                 if text and ("hami_" in text or "vGPU" in text):
                     found[src] = text
     return found
+
+
+def _scrape_endpoints(kube: Kube, namespace: str, service: str) -> dict[str, str]:
+    """``pod <name>:<port> -> text`` through the apiserver's pod proxy, for each pod behind ``service``
+    (empty when the service has at most one pod or the proxy does not answer)."""
+    try:
+        ep = kube.get(f"/api/v1/namespaces/{namespace}/endpoints/{service}")
+    except Exception:
+        return {}
+    targets = [
+        ((a.get("targetRef") or {}).get("name"), p.get("port"))
+        for sub in ep.get("subsets") or []
+        for a in sub.get("addresses") or []
+        for p in sub.get("ports") or []
+    ]
+    if len({pod for pod, _ in targets}) < 2 or not all(pod for pod, _ in targets):
+        return {}
+    out: dict[str, str] = {}
+    for pod, port in targets:
+        try:
+            text = kube.text(f"/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy/metrics")
+        except Exception:
+            continue
+        if "hami_" in text or "vGPU" in text or "GPUDevice" in text:
+            out[f"pod {pod}:{port}"] = text
+    return out
 
 
 def _direct(ip: str, port: int, timeout: float) -> str | None:
