@@ -257,6 +257,10 @@ class RealControlPlane(ComponentSet):
             f"--client-ca-file={lay.pki / 'ca.crt'}",
             "--enable-admission-plugins=NodeRestriction",
             "--enable-bootstrap-token-auth=true",
+            # the advertised address is loopback, which Endpoints refuse (1.37 refuses to start with
+            # the lease reconciler): the `kubernetes` Service gets no Endpoints; pods reach the
+            # apiserver at KUBERNETES_SERVICE_HOST, which the node agents set to its real address
+            "--endpoint-reconciler-type=none",
             f"--etcd-servers={etcd_url}",
             f"--kubelet-client-certificate={lay.root / 'apiserver-kubelet-client.crt'}",
             f"--kubelet-client-key={lay.root / 'apiserver-kubelet-client.key'}",
