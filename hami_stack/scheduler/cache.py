@@ -181,6 +181,13 @@ def pod_devices_from_annotations(pod: Obj, families: Sequence[DeviceFamily]) -> 
         value = annotations.get(key) if key else None
         if not value:
             continue
+        if not _asks_family(pod, f):
+            # a tenant can write annotations on a pod that asks no device (the webhook only checks
+            # device pods); charging it would let that pod block a GPU it never uses
+            meta = pod.get("metadata") or {}
+            log.warning("pod %s/%s carries %s but requests no %s: not charged",
+                        meta.get("namespace"), meta.get("name"), key, f.count_resource)
+            continue
         try:
             out[f.common_word] = decode_pod_devices(value, trim_trailing=True)
         except ProtocolError as e:
@@ -190,6 +197,14 @@ def pod_devices_from_annotations(pod: Obj, families: Sequence[DeviceFamily]) -> 
             )
             return None
     return out
+
+
+def _asks_family(pod: Obj, family: DeviceFamily) -> bool:
+    """Whether any container of the pod requests the family's devices (its spec, not its annotations)."""
+    try:
+        return any(r is not None for r in family.pod_requests(pod))
+    except (ValueError, TypeError, ProtocolError):
+        return False
 
 
 def _stale(entry: PodEntry, rv: int | None) -> bool:

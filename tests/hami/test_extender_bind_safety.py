@@ -296,3 +296,23 @@ def test_a_filter_patch_applied_but_unanswered_is_taken_back() -> None:
     for kind, pod in kube.events:  # even the informer's copy with the lost decision does not count
         ext.cache.on_pod(kind, pod)
     assert used_mem(ext, "n1") == 6000
+
+
+def test_a_pod_asking_no_gpu_is_never_charged_for_forged_annotations() -> None:
+    # the webhook checks forged assignments only on device pods: a CPU-only pod bound to the node with
+    # a whole-GPU assignment in its annotations must not block that GPU for everyone else
+    kube, ext = world()
+    uuid = ext.cache.nodes["n1"].all_devices()[0].id
+    forged = kube.add_pod({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "cpu-only", "uid": "uid-cpu-only", "annotations": {
+            ann.VGPU_NODE: "n1",
+            ann.NVIDIA_KEYS.allocated: f"{uuid},NVIDIA,{A100},100:;",
+        }},
+        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "x"}]},
+        "status": {"phase": "Running"},
+    })
+    ext.cache.on_pod("ADDED", forged)
+    assert used_mem(ext, "n1") == 0
+    assert run(kube, ext, "tenant", mem=A100) == "n1"  # a real GPU pod still gets the whole GPU
+    assert used_mem(ext, "n1") == A100
