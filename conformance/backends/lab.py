@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PLAYBOOKS = REPO / "playbooks"
 COMMANDS = {
     "provision": "create the lab's hosts and provision them over SSH (Ansible)",

@@ -63,7 +63,7 @@ def test_options_and_markers_documented() -> None:
     [
         (["--k8s-version", "1.99"], 'unknown Kubernetes minor "1.99"'),
         (["--profile", "nope"], 'unknown profile "nope"'),
-        (["--vendor", "ascend"], 'unknown profile "ascend"'),
+        (["--vendor", "iluvatar"], 'unknown profile "iluvatar"'),
         (["--cluster", "kubeconfig", "--kubeconfig", "/nonexistent/kubeconfig"], "does not exist"),
     ],
 )
@@ -171,7 +171,7 @@ def test_plugin_is_inert_in_project_runs(tmp_path: Path) -> None:
 
 
 def test_main_job_arguments(tmp_path: Path) -> None:
-    assert parse_minors("all") == [f"1.{n}" for n in range(18, 34)]
+    assert parse_minors("all") == [f"1.{n}" for n in range(18, 36)]
     assert parse_minors("1.31,1.30") == ["1.30", "1.31"]
     args = parser().parse_args(["run", "--k8s", "1.30", "--signing-key", "k.pem"])
     cmd = cell_command(args, "1.30", tmp_path)
