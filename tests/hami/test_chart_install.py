@@ -262,6 +262,8 @@ def test_upgrade_to_the_user_override_file(installed: tuple[Kube, Path, list[str
             kube.create("/api/v1/namespaces/ml/pods", pod, dryRun="All")["spec"].get("schedulerName")
             == "hami-scheduler"
         ),
+        # the upgrade replaces the scheduler pod; under CI's full load that once took over 60 s
+        timeout=150,
         what="the webhook in the labelled namespace",
     )
     kube.create("/api/v1/namespaces/ml/pods", pod)
