@@ -270,8 +270,10 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
             raise ProtobufError("varint too long")
 
 
-def _fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
-    """Yield (field number, value) for each field: an int for varints, bytes for length-delimited."""
+def _fields(buf: bytes, fixed: bool = False) -> Iterator[tuple[int, int | bytes]]:
+    """Yield (field number, value) for each field: an int for varints, bytes for length-delimited.
+    Fixed-width fields are skipped, or yielded as their raw 8 or 4 bytes when ``fixed`` (the
+    descriptor-driven transcoder decodes doubles from them)."""
     pos = 0
     while pos < len(buf):
         key, pos = _varint(buf, pos)
@@ -286,8 +288,12 @@ def _fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
             yield num, buf[pos : pos + n]
             pos += n
         elif wire == 1:
+            if fixed:
+                yield num, buf[pos : pos + 8]
             pos += 8  # fixed64: no field in the table uses it; skip like an unknown field
         elif wire == 5:
+            if fixed:
+                yield num, buf[pos : pos + 4]
             pos += 4
         else:
             raise ProtobufError(f"unsupported wire type {wire}")
@@ -516,6 +522,8 @@ def envelope(api_version: str, kind: str, body: bytes) -> bytes:
     type_meta = encode_field(1, api_version) + encode_field(2, kind)
     return MAGIC + encode_field(1, type_meta) + encode_field(2, body)
 
+
+iter_fields = _fields  # the wire decoder, shared with transcode.py
 
 __all__ = ["KINDS", "MEDIA_TYPE", "decode", "decode_message", "decode_table", "encode_field",
            "encode_response", "encoded_size", "envelope", "fill_always", "prefers_protobuf", "schema"]

@@ -410,48 +410,12 @@ _NO_MSG = Message("")
 
 
 # -- wire helpers -------------------------------------------------------------------------------
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(buf):
-            raise TranscodeError("truncated varint")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise TranscodeError("varint too long")
-
-
 def _fields(buf: bytes) -> list[tuple[int, int | bytes]]:
-    out: list[tuple[int, int | bytes]] = []
-    pos = 0
-    n = len(buf)
-    while pos < n:
-        key, pos = _varint(buf, pos)
-        num, wire = key >> 3, key & 7
-        if wire == 0:
-            val, pos = _varint(buf, pos)
-            out.append((num, val))
-        elif wire == 2:
-            size, pos = _varint(buf, pos)
-            if pos + size > n:
-                raise TranscodeError("truncated field")
-            out.append((num, buf[pos : pos + size]))
-            pos += size
-        elif wire == 1:
-            out.append((num, buf[pos : pos + 8]))
-            pos += 8
-        elif wire == 5:
-            out.append((num, buf[pos : pos + 4]))
-            pos += 4
-        else:
-            raise TranscodeError(f"unsupported wire type {wire}")
-        if pos > n:
-            raise TranscodeError("truncated field")
-    return out
+    """(field number, value) pairs, fixed-width fields as raw bytes: protobuf.py's wire decoder."""
+    try:
+        return list(_wire.iter_fields(buf, fixed=True))
+    except _wire.ProtobufError as e:
+        raise TranscodeError(str(e)) from e
 
 
 def _bytes(v: int | bytes) -> bytes:
@@ -601,3 +565,8 @@ def _frac(v: int, size: int) -> str:
 
 
 __all__ = ["MEDIA_TYPE", "Schema", "TranscodeError", "UnknownKind", "format_duration", "parse_duration"]
+
+
+# Last, not at the top: protobuf.py imports this module's Schema and errors at its top, so whichever of
+# the two is imported first, everything protobuf.py needs from here is defined by the time it runs.
+from . import protobuf as _wire  # noqa: E402
