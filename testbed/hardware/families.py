@@ -4,6 +4,18 @@ Each node's devices of one vendor live in ``<state>/<vendor>/devices.json``: a J
 ``{uuid, index, model, memory_mib, compute_units, bus_id, numa, healthy}``, the properties the
 generic family plugin (``hami_stack.device_plugin.families``) registers and the scheduler reads.
 Health is flipped in place (:func:`set_health`), which is how faults reach the plugin.
+
+Adding a family here (the data seams; append, keep the shapes):
+
+* :data:`MODELS`: ``vendor -> {model name -> Model}``. The vendor is at once an inventory hardware
+  kind (``hardware.<vendor>: {model, count}``, ``testbed/node/inventory.py``), and node agents of
+  executed nodes write ``<node root>/hardware/families/<vendor>/devices.json`` for it;
+* :data:`VISIBLE_ENV`: ``vendor -> the env variable naming the devices a container gets`` (what that
+  vendor's Allocate sets). The node agent's container runtime (``testbed/node/toolkit.py``) gives a
+  container whose env sets it ``$HAMI_FAMILY_HARDWARE_DIR`` (the node's ``hardware/families``,
+  mounted read-only) - the driver files as the vendor's runtime would expose them. ``all`` is the
+  host view a device-plugin DaemonSet asks for; anything else is a workload's list of device IDs
+  (the probe shows only those: :func:`visible`).
 """
 
 from __future__ import annotations
@@ -15,6 +27,8 @@ from pathlib import Path
 
 STATE_ENV = "HAMI_FAMILY_HARDWARE_DIR"  # the plugin finds <dir>/<vendor>/devices.json here
 DEVICES_FILE = "devices.json"
+NODE_SUBDIR = "hardware/families"  # under a node agent's root
+MAX_DEVICES = 16  # per node and vendor
 
 
 @dataclass(frozen=True)
@@ -37,6 +51,13 @@ MODELS: dict[str, dict[str, Model]] = {
         "MLU370-X8": Model("cambricon", "MLU370-X8", 24576, 100, "MLU"),
         "MLU590": Model("cambricon", "MLU590", 49152, 100, "MLU"),
     },
+}
+
+
+# vendor -> the env variable of a container's devices (set by that family's Allocate; ``all``: every one)
+VISIBLE_ENV: dict[str, str] = {
+    "hygon": "DCU_VISIBLE_DEVICES",
+    "cambricon": "CAMBRICON_SPLIT_VISIBLE_DEVICES",
 }
 
 
@@ -110,3 +131,27 @@ def set_health(state_dir: Path, vendor: str, index: int, healthy: bool) -> None:
             write(state_dir, vendor, devices)
             return
     raise ValueError(f"{vendor}: no device with index {index} under {state_dir}")
+
+
+def node_state_dir(node_root: Path) -> Path:
+    """Where a node agent keeps its family devices (``<root>/hardware/families``)."""
+    return Path(node_root) / NODE_SUBDIR
+
+
+def vendors_present(state_dir: Path) -> list[str]:
+    """The vendors with a devices file under ``state_dir``."""
+    return sorted(v for v in MODELS if (Path(state_dir) / v / DEVICES_FILE).is_file())
+
+
+def visible(state_dir: Path, vendor: str, value: str) -> list[Device]:
+    """The devices a container whose visibility env is ``value`` sees: ``all`` every one, else
+    those whose UUID or index is listed (comma separated), in the listed order."""
+    devices = read(state_dir, vendor)
+    if value.strip() == "all":
+        return devices
+    by_key = {d.uuid: d for d in devices} | {str(d.index): d for d in devices}
+    out = []
+    for key in (k.strip() for k in value.split(",")):
+        if key in by_key and by_key[key] not in out:
+            out.append(by_key[key])
+    return out

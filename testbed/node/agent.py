@@ -160,6 +160,15 @@ class NodeAgent:
             from testbed.hardware.ascend import create_npu_state
 
             create_npu_state(self.root / "hardware" / "ascend", ascend, node_name=self.name)
+        if not self.spec.simulated and self.options.create_hardware:
+            from testbed.hardware import families
+
+            # the data-driven families (Hygon DCU, Cambricon MLU, ...): one devices file per vendor
+            for vendor in sorted(set(self.spec.hardware) & set(families.MODELS)):
+                hw = self.spec.hardware[vendor]
+                families.create_state(
+                    families.node_state_dir(self.root), vendor, hw["model"], hw["count"], node_name=self.name
+                )
 
     def capacity(self) -> tuple[dict[str, str], dict[str, str]]:
         cap = dict(self.spec.capacity)

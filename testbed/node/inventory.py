@@ -12,7 +12,11 @@ nodes:
     hardware:
       nvidia: {model: A100-SXM4-80GB, count: 4, memory_mib: 81920, numa: [0, 0, 1, 1]}
       ascend: {chip: 910B3, count: 8}   # Huawei NPUs (testbed/hardware/ascend.py)
+      hygon: {model: Z100L, count: 4}   # any vendor of testbed/hardware/families.py MODELS
 ```
+
+Every vendor with emulated hardware in :data:`testbed.hardware.families.MODELS` is a hardware kind
+(``{model, count}``, model one of that vendor's), so a family added there needs no code here.
 
 Loading is strict: unknown fields and impossible values raise :class:`InventoryError` naming the file,
 the node and the field, because a typo silently ignored would give a cluster other than the one meant.
@@ -27,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from testbed.hardware import families
 from testbed.hardware.ascend import MAX_NPUS, lookup_npu_model
 from testbed.hardware.state import MAX_GPUS, lookup_model
 from testbed.k8s.quantity import Quantity
@@ -62,8 +67,14 @@ _NVIDIA_KEYS = {
     "cuda_driver_version",
     "context_mib",
 }
-_HW_KINDS = {"nvidia", "ascend"}
 _ASCEND_KEYS = {"chip", "count", "driver_version"}
+_FAMILY_KEYS = {"model", "count"}
+
+
+def hardware_kinds() -> set[str]:
+    """nvidia, ascend and every vendor of the data-driven families (read when parsing, so a vendor
+    appended to ``families.MODELS`` is a kind at once)."""
+    return {"nvidia", "ascend", *families.MODELS}
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL_KEY_RE = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _LABEL_VAL_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
@@ -241,6 +252,24 @@ def _ascend(ctx: _Ctx, v: Any) -> dict[str, Any]:
     return {**spec, "chip": model.chip_name, "count": count}
 
 
+def _family(ctx: _Ctx, vendor: str, v: Any) -> dict[str, Any]:
+    """``hardware.<vendor>: {model, count}`` for a data-driven family (testbed/hardware/families.py)."""
+    path = f"hardware.{vendor}"
+    spec = ctx.mapping(v, path)
+    ctx.keys(spec, _FAMILY_KEYS, f"{path}.")
+    models = families.MODELS[vendor]
+    if "model" not in spec:
+        raise ctx.err(f"{path}.model", f"required (one of: {', '.join(sorted(models))})")
+    try:
+        model = families.lookup_model(vendor, str(spec["model"]))
+    except ValueError as e:
+        raise ctx.err(f"{path}.model", str(e)) from None
+    count = ctx.int_(spec.get("count", 1), f"{path}.count", 1)
+    if count > families.MAX_DEVICES:
+        raise ctx.err(f"{path}.count", f"at most {families.MAX_DEVICES} devices per node, got {count}")
+    return {"model": model.name, "count": count}
+
+
 def _node(ctx: _Ctx, raw: dict[str, Any], name: str, index: int) -> NodeSpec:
     ctx.node = name
     if len(name) > 253 or not _NAME_RE.match(name):
@@ -267,10 +296,12 @@ def _node(ctx: _Ctx, raw: dict[str, Any], name: str, index: int) -> NodeSpec:
         node_ready_seconds=ctx.number(sim_raw.get("nodeReadySeconds", 0), "simulate.nodeReadySeconds"),
     )
     hw_raw = ctx.mapping(raw.get("hardware"), "hardware")
-    ctx.keys(hw_raw, _HW_KINDS, "hardware.")
+    ctx.keys(hw_raw, hardware_kinds(), "hardware.")
     hardware = {"nvidia": _nvidia(ctx, hw_raw["nvidia"])} if "nvidia" in hw_raw else {}
     if "ascend" in hw_raw:
         hardware["ascend"] = _ascend(ctx, hw_raw["ascend"])
+    for vendor in sorted(set(hw_raw) & set(families.MODELS)):
+        hardware[vendor] = _family(ctx, vendor, hw_raw[vendor])
     return NodeSpec(
         name=name,
         labels=ctx.str_map(raw.get("labels"), "labels", _LABEL_KEY_RE, _LABEL_VAL_RE),

@@ -456,6 +456,7 @@ class PodWorker:
         try:
             launch.env = toolkit.inject(full_env, toolkit.nvidia_state_dir(a.root))
             launch.env = toolkit.inject_ascend(launch.env, toolkit.ascend_state_dir(a.root))
+            launch.env = toolkit.inject_families(launch.env, toolkit.family_state_dir(a.root))
             c.env = launch.env
             if as_root:
                 # the container's own root (isolation: rootfs.py); the toolkit's driver state is the
@@ -463,7 +464,7 @@ class PodWorker:
                 launch.root = rootfs.root_spec(self.pod_dir, a.root.parent.parent, rootfs.privileged(spec))
                 launch.root["links"] += images.root_links(entry)  # the image's programs at its paths
                 launch.root["image"] += list(entry.paths)  # host directories the entry's programs need
-                for key in ("HAMI_EMU_GPU_STATE_DIR", "HAMI_EMU_NPU_STATE_DIR"):
+                for key in ("HAMI_EMU_GPU_STATE_DIR", "HAMI_EMU_NPU_STATE_DIR", "HAMI_FAMILY_HARDWARE_DIR"):
                     state = launch.env.get(key)
                     if state and os.path.isdir(state):
                         launch.mounts.append((state, state, False))

@@ -88,3 +88,27 @@ def inject_ascend(env: Mapping[str, str], state_dir: Path | None) -> dict[str, s
     if host:
         out.pop(ASCEND_VISIBLE, None)
     return out
+
+
+def family_state_dir(node_root: Path) -> Path | None:
+    """The node's emulated family devices (``hardware/families``), when it has any."""
+    from testbed.hardware import families
+
+    path = families.node_state_dir(node_root)
+    return path if families.vendors_present(path) else None
+
+
+def inject_families(env: Mapping[str, str], state_dir: Path | None) -> dict[str, str]:
+    """What a family's container runtime does for a container naming its devices (the vendor's
+    visibility env, :data:`testbed.hardware.families.VISIBLE_ENV`): the node's driver files, here
+    ``$HAMI_FAMILY_HARDWARE_DIR`` (the caller mounts it read-only). ``all`` is the device plugin's
+    host view; a list of IDs a workload's (``families.visible`` filters by it)."""
+    out = dict(env)
+    if state_dir is None:
+        return out
+    from testbed.hardware import families
+
+    for vendor in families.vendors_present(state_dir):
+        if env.get(families.VISIBLE_ENV.get(vendor, ""), "").strip():
+            out[families.STATE_ENV] = str(state_dir)
+    return out
