@@ -15,6 +15,7 @@ Cache layout (``$HAMI_K8S_PROTO_CACHE`` or ``~/.cache/hami-conformance/k8s-api-p
 
     v0.<minor>.0/descriptors.pb   FileDescriptorSet of k8s.io/api + k8s.io/apimachinery
     v0.<minor>.0/fields-v3.json   {"<message full name>": {"pointer": [..], "always": [..], "inline": [..]}}
+    v0.<minor>.0/definitions-v1.json  OpenAPI definitions of every type (testbed.apiserver.openapi_source)
 
 Both files appear by atomic rename, so their presence means a complete build. The apiserver only
 reads the cache (:func:`load`); it never fetches at run time. ``make clients`` fetches every minor;
@@ -40,6 +41,8 @@ import urllib.request
 import zipfile
 from functools import cache
 from pathlib import Path
+
+from . import openapi_source
 
 PROXY = os.environ.get("HAMI_GOPROXY", "https://proxy.golang.org")
 MODULES = ("k8s.io/api", "k8s.io/apimachinery")
@@ -170,13 +173,14 @@ def build(minor: int) -> Path:
     """Download, verify and compile the schema of ``minor`` into the cache; returns its directory."""
     version = module_version(minor)
     out = cache_root() / version
-    if (out / "descriptors.pb").exists() and (out / FIELDS).exists():
+    if (out / "descriptors.pb").exists() and (out / FIELDS).exists() and openapi_source.present(out):
         return out
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="k8sproto-", dir=out) as tmp:
         src = Path(tmp) / "src"
         protos: list[str] = []
         facts: dict[str, dict[str, list[int]]] = {}
+        go_texts: dict[str, list[str]] = {}  # proto package -> Go files, for the OpenAPI definitions
         for module in MODULES:
             data = _download(module, version)
             prefix = f"{module}@{version}/"
@@ -200,6 +204,7 @@ def build(minor: int) -> Path:
                 package = _proto_package(proto)
                 for base, text in files.items():
                     if base.endswith(".go"):
+                        go_texts.setdefault(package, []).append(text)
                         for msg, ff in field_facts(text).items():
                             facts[f"{package}.{msg}"] = ff
         desc = Path(tmp) / "descriptors.pb"
@@ -215,6 +220,10 @@ def build(minor: int) -> Path:
         res = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if res.returncode != 0:
             raise ProtoUnavailable(f"protoc failed for {version}: {res.stderr.strip()[:2000]}")
+        try:
+            openapi_source.write(out, src, protos, go_texts)
+        except RuntimeError as e:
+            raise ProtoUnavailable(f"OpenAPI definitions for {version}: {e}") from e
         fields = Path(tmp) / FIELDS
         fields.write_text(json.dumps(facts, sort_keys=True))
         os.replace(fields, out / FIELDS)
