@@ -16,6 +16,8 @@ from .cambricon import CambriconFamily
 from .config import DeviceConfig
 from .counted import SPECS, CountedFamily, CountedSpec
 from .hygon import HygonFamily
+from .iluvatar import iluvatar_families
+from .mthreads import MthreadsFamily
 from .nvidia import NvidiaFamily
 
 # a factory may also return several families (Ascend: one per configured chip)
@@ -84,3 +86,17 @@ def _cambricon(config: DeviceConfig) -> DeviceFamily | None:
 
 
 register_family("MLU", _cambricon)
+
+
+def _iluvatar(config: DeviceConfig) -> list[DeviceFamily]:
+    # the list is rendered only when Iluvatar is enabled (chart: devices.iluvatar.enabled)
+    return list(iluvatar_families(config.section("iluvatars")))
+
+
+def _mthreads(config: DeviceConfig) -> DeviceFamily | None:
+    section = config.section("mthreads")
+    return MthreadsFamily(section) if section else None
+
+
+register_family("Iluvatar", _iluvatar)
+register_family("Mthreads", _mthreads)

@@ -31,4 +31,18 @@ FAMILY_FAULTS: tuple[Fault, ...] = (
         vendor="cambricon",
         dirty=True,
     ),
+    Fault(
+        "webhook-iluvatar-no-multi-core",
+        "webhook",
+        "a pod asking several Iluvatar devices keeps its core limit instead of count x 100 (shares cards)",
+        ("ILUVATAR-ADM-REWRITE-1",),
+        vendor="iluvatar",
+    ),
+    Fault(
+        "webhook-mthreads-any-memory",
+        "webhook",
+        "a pod asking an sGPU memory value Moore Threads cannot slice (3 units) is admitted",
+        ("MTHREADS-ADM-2",),
+        vendor="mthreads",
+    ),
 )

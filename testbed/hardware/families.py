@@ -51,6 +51,14 @@ MODELS: dict[str, dict[str, Model]] = {
         "MLU370-X8": Model("cambricon", "MLU370-X8", 24576, 100, "MLU"),
         "MLU590": Model("cambricon", "MLU590", 49152, 100, "MLU"),
     },
+    "iluvatar": {  # the model is the chip's common word (the register type the scheduler matches)
+        "BI-V150": Model("iluvatar", "BI-V150", 65536, 100, "ILU"),
+        "BI-V100": Model("iluvatar", "BI-V100", 32768, 100, "ILU"),
+        "MR-V100": Model("iluvatar", "MR-V100", 32768, 100, "ILU"),
+    },
+    "mthreads": {  # 16 sGPU cores and 96 memory units of 512 MiB (S4000) per card, as HAMi assumes
+        "MTT-S4000": Model("mthreads", "MTT-S4000", 49152, 16, "MT"),
+    },
 }
 
 
@@ -58,6 +66,8 @@ MODELS: dict[str, dict[str, Model]] = {
 VISIBLE_ENV: dict[str, str] = {
     "hygon": "DCU_VISIBLE_DEVICES",
     "cambricon": "CAMBRICON_SPLIT_VISIBLE_DEVICES",
+    "iluvatar": "ILUVATAR_VISIBLE_DEVICES",
+    "mthreads": "MTHREADS_VISIBLE_DEVICES",
 }
 
 

@@ -77,7 +77,7 @@ def extra_devices(spec: PluginSpec, kind: str, devices: Sequence[hw.Device]) -> 
     for d in devices:
         # the fault advertises half the memory: the scheduler synthesises smaller cards
         shrink = 2 if _fault(f"plugin-{spec.vendor}-capacity-half-memory") else 1
-        units = 100 if kind == "cores" else d.memory_mib // spec.memory_unit_mib // shrink
+        units = spec.cores_per_device if kind == "cores" else d.memory_mib // spec.memory_unit_mib // shrink
         out.extend(PluginDevice(f"{d.uuid}-{kind}-{i}", d.healthy, d.numa) for i in range(units))
     return out
 

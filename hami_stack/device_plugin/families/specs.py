@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from ...devices.base import DeviceFamily
 from ...devices.cambricon import MEMORY_UNIT_MIB, CambriconFamily
 from ...devices.hygon import HygonFamily
+from ...devices.iluvatar import DEFAULT_CHIPS, IluvatarFamily, parse_chips
+from ...devices.mthreads import CORES_PER_GPU as MTHREADS_CORES
+from ...devices.mthreads import MEMORY_UNIT_MIB as MTHREADS_MEMORY_UNIT
+from ...devices.mthreads import MthreadsFamily
 
 REGISTER_CSV = "csv"
 REGISTER_JSON = "json"
@@ -35,6 +39,7 @@ class PluginSpec:
     # resource, what one device gives: "cores" = 100, "memory_units" = MiB / memory_unit_mib)
     extra_resources: tuple[tuple[str, str], ...] = ()
     memory_unit_mib: int = 1
+    cores_per_device: int = 100  # what one device gives of a "cores" extra resource (Mthreads: 16)
 
 
 SPECS: dict[str, PluginSpec] = {
@@ -58,6 +63,35 @@ SPECS: dict[str, PluginSpec] = {
         memory_unit_mib=MEMORY_UNIT_MIB,
     ),
 }
+
+
+def _iluvatar(section: object) -> DeviceFamily:
+    # one plugin per chip; the emulated cards are BI-V150 (the chip the family is built for)
+    chips = parse_chips(section) or list(DEFAULT_CHIPS)
+    chip = next((c for c in chips if c.common_word == ILUVATAR_CHIP), chips[0])
+    return IluvatarFamily(chip)
+
+
+ILUVATAR_CHIP = "BI-V150"
+SPECS["iluvatar"] = PluginSpec(
+    "iluvatar",
+    "iluvatar",
+    "iluvatars",
+    _iluvatar,
+    register=REGISTER_CSV,
+    split_count=4,  # vGPUs per card the kubelet sees; memory and cores are the scheduler's
+)
+SPECS["mthreads"] = PluginSpec(
+    "mthreads",
+    "mthreads",
+    "mthreads",
+    lambda section: MthreadsFamily(section),
+    register=REGISTER_CAPACITY,
+    split_count=MTHREADS_CORES,  # vgpu: one per core slice of the card
+    extra_resources=(("core_resource", "cores"), ("memory_resource", "memory_units")),
+    memory_unit_mib=MTHREADS_MEMORY_UNIT,
+    cores_per_device=MTHREADS_CORES,
+)
 
 
 def get(name: str) -> PluginSpec:
