@@ -34,7 +34,7 @@ import json
 from functools import cache
 from typing import Any
 
-from .protobuf import encode_field
+from . import openapi_gnostic, openapi_source
 from .resources import ResourceType, lookup
 from .versions import GroupVersion, VersionProfile
 
@@ -109,6 +109,40 @@ def _gvk(gv: GroupVersion, r: ResourceType) -> dict[str, str]:
     return {"group": gv.group, "kind": r.kind, "version": gv.version}
 
 
+# -- definitions (the kinds' schemas) ----------------------------------------------------------
+# API groups whose Go package (and so definition name) is not the group's first label
+_PACKAGE_OF_GROUP = {"internal.apiserver.k8s.io": "apiserverinternal", "": "core"}
+
+
+def _package(gv: GroupVersion) -> str:
+    return f"io.k8s.api.{_PACKAGE_OF_GROUP.get(gv.group, gv.group.split('.')[0])}.{gv.version}"
+
+
+@cache
+def _definitions(p: VersionProfile) -> tuple[dict[str, Any], dict[tuple[str, str], tuple[str, ...]]]:
+    """Every definition of the minor (``{}`` when its sources are not cached), the kinds of each
+    served group-version tagged with ``x-kubernetes-group-version-kind`` as the real server's scheme
+    registers them (a type of that group-version's package that embeds ``TypeMeta``); and, per
+    served (group, version), the names of those kinds' definitions."""
+    source = openapi_source.load(p.minor)
+    if source is None:
+        return {}, {}
+    defs = dict(source)
+    by_package: dict[str, list[str]] = {}
+    for name, schema in defs.items():
+        props = schema.get("properties", {})
+        if "apiVersion" in props and "kind" in props:
+            by_package.setdefault(name.rpartition(".")[0], []).append(name)
+    kinds: dict[tuple[str, str], tuple[str, ...]] = {}
+    for gv in p.served:
+        names = tuple(by_package.get(_package(gv), ()))
+        kinds[(gv.group, gv.version)] = names
+        for name in names:
+            gvk = {"group": gv.group, "kind": name.rpartition(".")[2], "version": gv.version}
+            defs[name] = {**defs[name], "x-kubernetes-group-version-kind": [gvk]}
+    return defs, kinds
+
+
 # -- OpenAPI v2 ------------------------------------------------------------------------------
 def _v2_path_item(p: VersionProfile, gv: GroupVersion, r: ResourceType) -> dict[str, Any]:
     params: list[dict[str, Any]] = [{"name": "body", "in": "body", "required": True,
@@ -148,7 +182,7 @@ def _v2_cached(p: VersionProfile) -> str:
         for r in _patchable(gv):
             paths[_item_path(gv, r)] = _v2_path_item(p, gv, r)
     doc = {"swagger": "2.0", "info": {"title": "Kubernetes", "version": p.git_version},
-           "paths": dict(sorted(paths.items())), "definitions": {}}
+           "paths": dict(sorted(paths.items())), "definitions": _definitions(p)[0]}
     return json.dumps(doc)
 
 
@@ -158,94 +192,10 @@ def openapi_v2_json(p: VersionProfile) -> dict[str, Any]:
     return result
 
 
-# -- protobuf (gnostic openapi_v2) -----------------------------------------------------------
-# Field numbers of github.com/google/gnostic openapiv2/OpenAPIv2.proto used below.
-# Document: swagger 1, info 2, paths 8.  Info: title 1, version 2.  Paths: path 2 (NamedPathItem:
-# name 1, value 2).  PathItem: patch 8, parameters 9.  Operation: tags 1, description 3,
-# operation_id 5, produces 6, consumes 7, parameters 8, responses 9, vendor_extension 13.
-# ParametersItem: parameter 1.  Parameter: body_parameter 1, non_body_parameter 2.
-# BodyParameter: description 1, name 2, in 3, required 4, schema 5.  Schema: type 22 (TypeItem:
-# value 1).  NonBodyParameter: query_parameter_sub_schema 3, path_parameter_sub_schema 4.
-# QueryParameterSubSchema: required 1, in 2, description 3, name 4, type 6, unique_items 20.
-# PathParameterSubSchema: required 1, in 2, description 3, name 4, type 5, unique_items 19.
-# Responses: response_code 1 (NamedResponseValue: name 1, value 2 -> ResponseValue: response 1
-# -> Response: description 1).  NamedAny: name 1, value 2 (Any: yaml 2).
-
-def _len_field(num: int, payload: bytes) -> bytes:
-    return encode_field(num, payload)
-
-
-def _str(num: int, value: str) -> bytes:
-    return encode_field(num, value) if value else b""
-
-
-def _bool(num: int, value: bool) -> bytes:
-    return encode_field(num, True) if value else b""
-
-
-def _yaml_scalar(v: str) -> str:
-    return json.dumps(v) if v == "" or not v.replace("-", "").replace(".", "").isalnum() else v
-
-
-def _yaml(value: Any) -> str:
-    """YAML text of a string or flat string map, the form gnostic keeps vendor extensions in."""
-    if isinstance(value, dict):
-        return "".join(f"{k}: {_yaml_scalar(str(v))}\n" for k, v in sorted(value.items()))
-    return f"{_yaml_scalar(str(value))}\n"
-
-
-def _named_any(name: str, value: Any) -> bytes:
-    return _str(1, name) + _len_field(2, _str(2, _yaml(value)))
-
-
-def _param(prm: dict[str, Any]) -> bytes:
-    where = prm["in"]
-    if where == "body":
-        schema = _len_field(22, _str(1, prm["schema"]["type"]))
-        body = (_str(1, prm.get("description", "")) + _str(2, prm["name"]) + _str(3, where)
-                + _bool(4, bool(prm.get("required"))) + _len_field(5, schema))
-        parameter = _len_field(1, body)
-    else:
-        common = (_bool(1, bool(prm.get("required"))) + _str(2, where) + _str(3, prm.get("description", ""))
-                  + _str(4, prm["name"]))
-        if where == "query":
-            sub = _len_field(3, common + _str(6, prm["type"]) + _bool(20, bool(prm.get("uniqueItems"))))
-        else:
-            sub = _len_field(4, common + _str(5, prm["type"]) + _bool(19, bool(prm.get("uniqueItems"))))
-        parameter = _len_field(2, sub)
-    return _len_field(1, parameter)  # ParametersItem.parameter
-
-
-def _operation(op: dict[str, Any]) -> bytes:
-    out = b"".join(_str(1, t) for t in op.get("tags", []))
-    out += _str(3, op.get("description", "")) + _str(5, op.get("operationId", ""))
-    out += b"".join(_str(6, t) for t in op.get("produces", []))
-    out += b"".join(_str(7, t) for t in op.get("consumes", []))
-    out += b"".join(_len_field(8, _param(prm)) for prm in op.get("parameters", []))
-    responses = b"".join(
-        _len_field(1, _str(1, code) + _len_field(2, _len_field(1, _str(1, resp.get("description", "")))))
-        for code, resp in op.get("responses", {}).items())
-    out += _len_field(9, responses)
-    out += b"".join(_len_field(13, _named_any(k, v)) for k, v in op.items() if k.startswith("x-"))
-    return out
-
-
-def _encode_v2(doc: dict[str, Any]) -> bytes:
-    info = _str(1, doc["info"]["title"]) + _str(2, doc["info"]["version"])
-    paths = b""
-    for name, item in doc["paths"].items():
-        body = b""
-        if "patch" in item:
-            body += _len_field(8, _operation(item["patch"]))
-        body += b"".join(_len_field(9, _param(prm)) for prm in item.get("parameters", []))
-        paths += _len_field(2, _str(1, name) + _len_field(2, body))
-    return _str(1, doc["swagger"]) + _len_field(2, info) + _len_field(8, paths)
-
-
 @cache
 def openapi_v2_protobuf(p: VersionProfile) -> bytes:
     """The v2 document as a gnostic ``openapi_v2.Document`` in protobuf wire format."""
-    return _encode_v2(json.loads(_v2_cached(p)))
+    return openapi_gnostic.encode_document(json.loads(_v2_cached(p)))
 
 
 # -- OpenAPI v3 ------------------------------------------------------------------------------
@@ -281,6 +231,77 @@ def _v3_path_item(p: VersionProfile, gv: GroupVersion, r: ResourceType) -> dict[
     }
 
 
+_V2_REF = "#/definitions/"
+_V3_REF = "#/components/schemas/"
+
+
+def _v3_schema(s: dict[str, Any]) -> dict[str, Any]:
+    """A v2 schema in OpenAPI 3 form: references point into ``components/schemas``, and a reference
+    with a description (or extensions) beside it is wrapped in ``allOf``, since OpenAPI 3 ignores
+    siblings of ``$ref`` (kube-openapi writes its v3 documents that way)."""
+    out: dict[str, Any] = {}
+    for k, v in s.items():
+        if k == "$ref":
+            continue
+        if k in ("items", "additionalProperties") and isinstance(v, dict):
+            v = _v3_schema(v)
+        elif k == "properties":
+            v = {name: _v3_schema(sub) for name, sub in v.items()}
+        out[k] = v
+    if "$ref" in s:
+        ref = _V3_REF + s["$ref"].removeprefix(_V2_REF)
+        if out:
+            out["allOf"] = [{"$ref": ref}]
+        else:
+            out["$ref"] = ref
+    return out
+
+
+# kube-openapi's v3 form of the two types that are either of two JSON types: no "type", so
+# kubectl explain names them (<IntOrString>, <map[string]Quantity>) instead of printing "string"
+_V3_ONE_OF = {
+    "io.k8s.apimachinery.pkg.util.intstr.IntOrString": [{"type": "integer"}, {"type": "string"}],
+    "io.k8s.apimachinery.pkg.api.resource.Quantity": [{"type": "string"}, {"type": "number"}],
+}
+
+
+def _v3_definition(name: str, s: dict[str, Any]) -> dict[str, Any]:
+    out = _v3_schema(s)
+    if name in _V3_ONE_OF:
+        out.pop("type", None)
+        out["oneOf"] = _V3_ONE_OF[name]
+    return out
+
+
+def _refs(s: Any, found: set[str]) -> None:
+    if isinstance(s, dict):
+        for k, v in s.items():
+            if k == "$ref" and isinstance(v, str):
+                found.add(v.removeprefix(_V2_REF))
+            else:
+                _refs(v, found)
+    elif isinstance(s, list):
+        for v in s:
+            _refs(v, found)
+
+
+def _v3_schemas(p: VersionProfile, gv: GroupVersion) -> dict[str, Any]:
+    """The kinds of one group-version and every definition they reach, as the real server's
+    per-group-version documents hold them."""
+    defs, kinds = _definitions(p)
+    todo = list(kinds.get((gv.group, gv.version), ()))
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in defs:
+            continue
+        seen.add(name)
+        found: set[str] = set()
+        _refs(defs[name], found)
+        todo += sorted(found - seen)
+    return {name: _v3_definition(name, defs[name]) for name in sorted(seen)}
+
+
 def _parse_gv_path(path: str) -> tuple[str, str] | None:
     path = path.split("?", 1)[0].strip("/")
     path = path.removeprefix("openapi/v3/")
@@ -299,7 +320,7 @@ def _v3_doc_cached(p: VersionProfile, group: str, version: str) -> str | None:
         return None
     paths = {_item_path(gv, r): _v3_path_item(p, gv, r) for r in _patchable(gv)}
     doc = {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": p.git_version},
-           "paths": dict(sorted(paths.items())), "components": {"schemas": {}}}
+           "paths": dict(sorted(paths.items())), "components": {"schemas": _v3_schemas(p, gv)}}
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
