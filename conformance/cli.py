@@ -79,7 +79,12 @@ def parser() -> argparse.ArgumentParser:
         epilog=EXIT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    r.add_argument("--vendor", default="nvidia", choices=VENDORS)
+    r.add_argument(
+        "--vendor",
+        default="nvidia",
+        help=f"one of {', '.join(VENDORS)}; a comma list (nvidia,ascend: their suites in one cell on one "
+        "cluster, the mixed inventory by default) or all (every vendor with a profile)",
+    )
     r.add_argument(
         "--k8s", default=DEFAULT_MINOR, help="minor, comma list or 'all' (testbed/k3s; default 1.33)"
     )
@@ -261,19 +266,21 @@ def run_cells(args: argparse.Namespace, minors: list[str], view: Any = None) -> 
     """Run the cells one after the other; ``view`` (a ``conformance.progress`` view) gets each
     cell's events as they arrive, and a ``cell-end`` event with its verdict and bundle."""
     from conformance import progress, retry
+    from conformance.vendorsel import label as selection_label
 
+    vendor_label = selection_label(args.vendor.split(","))
     cells = [Cell(args.vendor, m) for m in minors]
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     with tempfile.TemporaryDirectory(prefix="hami-progress-") as spool:
         for cell in cells:
             label = cell.minor if args.cluster != "kubeconfig" else "cluster"
-            name = f"{args.vendor}-{label}"
+            name = f"{vendor_label}-{label}"
             if _INTERRUPTED:
                 cell.verdict, cell.note = "INCOMPLETE", "not run: the run was interrupted"
                 if view is not None:
                     view.handle(name, {"event": "cell-end", "verdict": cell.verdict, "note": cell.note})
                 continue
-            out_dir = Path(args.out).resolve() / f"{stamp}-{args.vendor}-{label}"
+            out_dir = Path(args.out).resolve() / f"{stamp}-{vendor_label}-{label}"
             events = Path(spool) / f"{name}.jsonl"
             env = {**os.environ, progress.ENV: str(events)}
             if not getattr(args, "no_retry", False):
@@ -363,10 +370,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.control_plane:  # read by `python -m testbed up`, which the testbed backend runs
         os.environ["TESTBED_CONTROL_PLANE"] = args.control_plane
 
+    from conformance.vendorsel import VendorError, parse_vendors
+
     try:
         minors = parse_minors(args.k8s) if args.cluster != "kubeconfig" else ["1.0"]
-    except BackendError as e:
+        args.vendor = ",".join(parse_vendors(args.vendor))
+    except (BackendError, VendorError) as e:
         print(f"hami-conformance: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if "," in args.vendor and args.profile:
+        print(
+            "hami-conformance: error: --profile names one vendor's profile; with several vendors each "
+            "runs under its own default profile",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     if args.cluster == "kubeconfig" and not args.kubeconfig:
         print("hami-conformance: error: --cluster kubeconfig needs --kubeconfig", file=sys.stderr)

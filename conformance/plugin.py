@@ -55,9 +55,10 @@ TOOL_VERSION = "0.1.0"
 
 
 class HarnessState:
-    def __init__(self, opts: Options, profile: profiles.Profile) -> None:
+    def __init__(self, opts: Options, profile: Any, vendors: list[str] | None = None) -> None:
         self.opts = opts
-        self.profile = profile
+        self.profile = profile  # a Profile, or a CombinedProfile for several vendors
+        self.vendors = vendors or [opts.vendor]
         self.cluster: ClusterInfo | None = None
         self.skip_reason = ""
         self.run_dir: Path | None = None
@@ -108,8 +109,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption(
         "--vendor",
         default="nvidia",
-        choices=cases.VENDORS,
-        help="vendor family whose suites run (default nvidia)",
+        help=f"vendor family whose suites run (default nvidia): one of {', '.join(cases.VENDORS)}, "
+        "a comma list (nvidia,ascend: one cell, one cluster) or all (every vendor with a profile)",
     )
     g.addoption(
         "--profile",
@@ -207,17 +208,38 @@ def validate(config: pytest.Config) -> HarnessState:
         raise pytest.UsageError(str(e)) from None
     if opts.cluster == "kubeconfig" and not (opts.kubeconfig or os.environ.get("KUBECONFIG")):
         raise pytest.UsageError("--cluster kubeconfig needs --kubeconfig PATH (or $KUBECONFIG)")
-    name = config.getoption("--profile") or opts.vendor
+    from conformance.vendorsel import VendorError, parse_vendors
+
     try:
-        profile = profiles.load_profile(name)
-    except profiles.ProfileError as e:
+        vendors = parse_vendors(opts.vendor)
+    except VendorError as e:
         raise pytest.UsageError(str(e)) from None
-    if profile.vendor != opts.vendor:
-        raise pytest.UsageError(f'profile "{profile.name}" is for vendor {profile.vendor}, not {opts.vendor}')
+    opts.vendor = ",".join(vendors)
+    profile: Any
+    if len(vendors) > 1:
+        from conformance.profiles.combined import CombinedProfile
+
+        if config.getoption("--profile"):
+            raise pytest.UsageError("--profile names one vendor's profile; with several vendors each "
+                                    "runs under its own default profile")
+        try:
+            profile = CombinedProfile([profiles.load_profile(v) for v in vendors])
+        except profiles.ProfileError as e:
+            raise pytest.UsageError(str(e)) from None
+    else:
+        name = config.getoption("--profile") or opts.vendor
+        try:
+            profile = profiles.load_profile(name)
+        except profiles.ProfileError as e:
+            raise pytest.UsageError(str(e)) from None
+        if profile.vendor != opts.vendor:
+            raise pytest.UsageError(
+                f'profile "{profile.name}" is for vendor {profile.vendor}, not {opts.vendor}'
+            )
     key = config.getoption("--signing-key")
     if key and not Path(key).is_file():
         raise pytest.UsageError(f"--signing-key {key}: no such file")
-    state = HarnessState(opts, profile)
+    state = HarnessState(opts, profile, vendors)
     sens_file = config.getoption("--sensitivity")
     if sens_file:
         from reports import sensitivity
@@ -284,7 +306,7 @@ def _state(config: pytest.Config) -> HarnessState | None:
 
 def _run_id(opts: Options, minor: str) -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{opts.vendor}-{minor}-{secrets.token_hex(2)}"
+    return f"{stamp}-{opts.vendor.replace(',', '+')}-{minor}-{secrets.token_hex(2)}"
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -429,7 +451,7 @@ def selection(session: pytest.Session, state: HarnessState, exitstatus: int) -> 
     reasons = []
     if keyword:
         reasons.append(f"-k {keyword!r}")
-    if markexpr and markexpr.strip() != state.opts.vendor:
+    if markexpr and markexpr.strip() != state.opts.vendor:  # (several vendors: any -m filters)
         reasons.append(f"-m {markexpr!r}")
     if state.user_deselected:
         reasons.append(f"{state.user_deselected} case(s) deselected")
@@ -474,7 +496,7 @@ def pytest_deselected(items: list[pytest.Item]) -> None:
         1
         for item in items
         if item.get_closest_marker("rule") is not None
-        and item.get_closest_marker(state.opts.vendor) is not None
+        and any(item.get_closest_marker(v) is not None for v in state.vendors)
     )
 
 
@@ -548,7 +570,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             keep.append(item)
             continue
         vendor = _marker_value(item, cases.VENDORS)
-        if vendor != state.opts.vendor:
+        if vendor not in state.vendors:
             drop.append(item)
             continue
         capability = _marker_value(item, list(cases.CAPABILITIES))
@@ -556,7 +578,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             raise pytest.UsageError(f"{item.nodeid}: conformance case without a capability marker")
         rule_id, text = mark.args[0], mark.args[1]
         ai = mark.kwargs.get("ai")
-        requirement = state.profile.requirement(rule_id, minor)
+        requirement = (
+            state.profile.requirement(rule_id, minor, vendor)
+            if len(state.vendors) > 1
+            else state.profile.requirement(rule_id, minor)
+        )
         identity = CaseIdentity(
             vendor=vendor,
             minor=minor,

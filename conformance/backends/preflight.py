@@ -96,7 +96,10 @@ def check(
             "(install the chart, or pass --hami-namespace)"
         )
     vendors = discover_vendors(kube)
-    if vendor not in vendors:
-        found = ", ".join(f"{v} ({len(n)} nodes)" for v, n in sorted(vendors.items())) or "none"
-        raise BackendError(f'no node of vendor "{vendor}" on the cluster at {where}: vendors found: {found}')
+    for wanted in vendor.split(","):  # several vendors in one cell: each must have nodes
+        if wanted not in vendors:
+            found = ", ".join(f"{v} ({len(n)} nodes)" for v, n in sorted(vendors.items())) or "none"
+            raise BackendError(
+                f'no node of vendor "{wanted}" on the cluster at {where}: vendors found: {found}'
+            )
     return version, vendors

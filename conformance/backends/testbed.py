@@ -24,8 +24,11 @@ from conformance.backends import BackendError, ClusterInfo, Options, check_minor
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "hami_stack" / "chart"
 INVENTORY = REPO / "inventories" / "emulated" / "two-nodes-a100.yaml"
-# the emulated inventory each vendor runs on by default (--inventory overrides)
+# the emulated inventory each vendor runs on by default (--inventory overrides); a data-driven family
+# finds inventories/emulated/two-nodes-<vendor>.yaml without an entry here
 VENDOR_INVENTORIES = {"ascend": REPO / "inventories" / "emulated" / "two-nodes-ascend.yaml"}
+# several vendors in one cell (--vendor nvidia,ascend or all): the mixed cluster of four families
+MIXED_INVENTORY = REPO / "inventories" / "emulated" / "mixed-families.yaml"
 ASCEND_ENABLE = "devices.ascend.enabled=true"
 RELEASE = "hami"
 
@@ -91,11 +94,63 @@ def expected_npu_nodes(inventory: Path) -> list[str]:
     return [n.name for n in load_inventory(inventory) if "ascend" in n.hardware and not n.simulated]
 
 
+def family_nodes(inventory: Path) -> dict[str, list[str]]:
+    """Executed nodes per data-driven family vendor (``hardware.<vendor>`` of testbed/hardware/families)."""
+    from testbed.hardware.families import MODELS
+    from testbed.node.inventory import load_inventory
+
+    out: dict[str, list[str]] = {}
+    for n in load_inventory(inventory):
+        for vendor in sorted(set(n.hardware) & set(MODELS)):
+            if not n.simulated:
+                out.setdefault(vendor, []).append(n.name)
+    return out
+
+
+def expected_nodes(inventory: Path) -> dict[str, list[str]]:
+    """Executed nodes per vendor the inventory gives hardware of."""
+    return {
+        "nvidia": expected_gpu_nodes(inventory),
+        "ascend": expected_npu_nodes(inventory),
+        **family_nodes(inventory),
+    }
+
+
+def default_inventory(vendors: list[str]) -> Path:
+    """The emulated inventory a vendor selection runs on when --inventory is not given."""
+    if len(vendors) > 1:
+        return MIXED_INVENTORY
+    vendor = vendors[0]
+    own = REPO / "inventories" / "emulated" / f"two-nodes-{vendor}.yaml"
+    return VENDOR_INVENTORIES.get(vendor) or (own if own.is_file() else INVENTORY)
+
+
+def family_chart_key(vendor: str) -> str:
+    """The chart's ``devices.<key>`` section of a family vendor: the vendor's name, or its device-config
+    section's when the chart names it so (kunlunxin -> kunlun)."""
+    import yaml
+
+    devices = (yaml.safe_load((CHART / "values.yaml").read_text()) or {}).get("devices") or {}
+    if vendor in devices:
+        return vendor
+    from hami_stack.device_plugin.families.specs import SPECS
+
+    for spec in SPECS.values():
+        if spec.vendor == vendor and spec.config_section in devices:
+            return spec.config_section
+    return vendor
+
+
 def vendor_chart_set(inventory: Path, chart_set: list[str]) -> list[str]:
-    """The ``--set`` flags plus what the inventory's hardware needs: Ascend nodes enable Ascend."""
+    """The ``--set`` flags plus what the inventory's hardware needs: Ascend nodes enable Ascend, nodes
+    of a data-driven family enable its family plugin DaemonSet (``devices.<vendor>.devicePlugin``)."""
     out = list(chart_set)
     if expected_npu_nodes(inventory) and not any(s.startswith("devices.ascend.enabled=") for s in out):
         out.append(ASCEND_ENABLE)
+    for vendor in family_nodes(inventory):
+        key = f"devices.{family_chart_key(vendor)}.devicePlugin.enabled="
+        if not any(s.startswith(key) for s in out):
+            out.append(key + "true")
     return out
 
 
@@ -105,16 +160,18 @@ class TestbedBackend:
 
     def provision(self, opts: Options) -> ClusterInfo:
         minor = check_minor(opts.k8s_version)
-        inventory = Path(opts.inventory) if opts.inventory else VENDOR_INVENTORIES.get(opts.vendor, INVENTORY)
+        vendors = opts.vendor.split(",")
+        inventory = Path(opts.inventory) if opts.inventory else default_inventory(vendors)
         if not inventory.is_file():
             raise BackendError(f"node inventory {inventory} does not exist")
-        emulated = {"nvidia": expected_gpu_nodes(inventory), "ascend": expected_npu_nodes(inventory)}
-        if not emulated.get(opts.vendor):
-            kinds = ", ".join(k for k, v in emulated.items() if v) or "no devices"
-            raise BackendError(
-                f'no node of vendor "{opts.vendor}" on the testbed: its emulated inventory {inventory.name} '
-                f"has {kinds} only"
-            )
+        emulated = expected_nodes(inventory)
+        for vendor in vendors:
+            if not emulated.get(vendor):
+                kinds = ", ".join(k for k, v in emulated.items() if v) or "no devices"
+                raise BackendError(
+                    f'no node of vendor "{vendor}" on the testbed: its emulated inventory {inventory.name} '
+                    f"has {kinds} only"
+                )
         chart_set = vendor_chart_set(inventory, opts.chart_set)
         if not (CHART / "Chart.yaml").is_file():
             raise BackendError(
@@ -145,7 +202,8 @@ class TestbedBackend:
             info.chart_values = _values(chart_set)
             progress.phase("register")
             t = time.monotonic()
-            self._wait_registered(info, emulated["nvidia"] + emulated["ascend"], opts.timeout)
+            nodes = sorted({n for names in emulated.values() for n in names})
+            self._wait_registered(info, nodes, opts.timeout)
             info.timings["register_s"] = round(time.monotonic() - t, 3)
             info.system = system_facts(chart_set, data_dir)
             kube = preflight.connect(info.kubeconfig)
@@ -213,14 +271,14 @@ class TestbedBackend:
         try:
             while True:
                 by_name = {n["metadata"]["name"]: n for n in kube.get("/api/v1/nodes").get("items") or []}
-                missing = [name for name in nodes if not _registered(by_name.get(name))]
+                missing = [name for name in nodes if not _registered(by_name.get(name), family_signs())]
                 if not missing:
                     return
                 if time.monotonic() > deadline:
                     raise BackendError(
                         f"the HAMi device plugins did not register on {', '.join(missing)} within "
-                        f"{timeout:.0f}s (no {C.NVIDIA_REGISTER} / hami.io/node-register-Ascend* annotation, "
-                        f"or no {C.GPU} / huawei.com/Ascend* capacity); "
+                        f"{timeout:.0f}s (no {C.NVIDIA_REGISTER} / hami.io/node-register-Ascend* / family "
+                        f"register annotation, or no {C.GPU} / huawei.com/Ascend* / family count capacity); "
                         f"logs in {info.state['data_dir']}/logs"
                     )
                 time.sleep(0.5)
@@ -242,9 +300,24 @@ class TestbedBackend:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def _registered(node: dict[str, Any] | None) -> bool:
+def family_signs() -> dict[str, tuple[str, str]]:
+    """Per data-driven family vendor: (count resource, register annotation or "" for capacity-only
+    families), from the stack's plugin specs (its default resource names)."""
+    from hami_stack.device_plugin.families.specs import REGISTER_CAPACITY, SPECS
+
+    out = {}
+    for spec in SPECS.values():
+        family = spec.make_family(None)
+        register = "" if spec.register == REGISTER_CAPACITY else family.keys.register
+        out[spec.vendor] = (family.count_resource, register)
+    return out
+
+
+def _registered(node: dict[str, Any] | None, families: dict[str, tuple[str, str]] | None = None) -> bool:
     """NVIDIA nodes: the register annotation and nvidia.com/gpu capacity; Ascend nodes: a
-    hami.io/node-register-Ascend* annotation and capacity of its huawei.com/<CW> resource."""
+    hami.io/node-register-Ascend* annotation and capacity of its huawei.com/<CW> resource; nodes of
+    a data-driven family (``families``: vendor -> count resource, register key): its count capacity
+    and, unless it is capacity-only, its register annotation."""
     if node is None:
         return False
     annotations = node["metadata"].get("annotations") or {}
@@ -256,6 +329,9 @@ def _registered(node: dict[str, Any] | None) -> bool:
         except ValueError:
             return False
 
+    for count, register in (families or {}).values():
+        if positive(count) and (not register or register in annotations):
+            return True
     if C.NVIDIA_REGISTER in annotations:
         return positive(C.GPU)
     prefix = "hami.io/node-register-Ascend"

@@ -262,7 +262,39 @@ def admit_create(pod: Obj, config: WebhookConfig) -> AdmissionResponse:
     ops = jsonpatch.make_patch(pod, mutated).patch
     resp = allowed(patch=ops)
     resp.warnings.extend(_unserved_ascend(pod, config.families))
+    if not _opted_out(pod):  # a pod that opted out of HAMi asked for nothing from it
+        resp.warnings.extend(unserved_family_warnings(pod, config.families))
     return resp
+
+
+def unserved_family_warnings(pod: Obj, families: Sequence[DeviceFamily]) -> list[str]:
+    """Admission warnings for requests of a data-driven family (``device_plugin.families.specs``)
+    this installation does not enable: the pod is admitted unchanged (its scheduler reports it
+    unschedulable), and the warning says the family is not enabled rather than leaving the user
+    with a bare ``Insufficient <resource>``."""
+    from ..device_plugin.families.specs import SPECS
+
+    def resources(f: DeviceFamily) -> set[str]:
+        return {r for a in ("count_resource", "memory_resource", "core_resource") if (r := getattr(f, a, ""))}
+
+    served = {r for f in families for r in resources(f)}
+    out = []
+    for spec in SPECS.values():
+        known = spec.make_family(None)
+        names = resources(known)
+        if known.count_resource in served:
+            continue
+        for container in containers(pod):
+            res = container.get("resources") or {}
+            asked = sorted({str(k) for part in ("limits", "requests") for k in (res.get(part) or {})} & names)
+            if asked:
+                out.append(
+                    f"container {container.get('name', '')} asks for {', '.join(asked)}, but the "
+                    f"{spec.vendor} family ({known.common_word}) is not enabled in this HAMi installation "
+                    f"(chart value devices.{spec.config_section}.enabled=false, or the scheduler's device "
+                    f"config has no {spec.config_section} section): the HAMi scheduler will not place it"
+                )
+    return out
 
 
 def _unserved_ascend(pod: Obj, families: Sequence[DeviceFamily]) -> list[str]:
