@@ -1,0 +1,270 @@
+"""Admission, registration and placement for the families beyond Hygon and Cambricon, from one table.
+
+Each :class:`Vendor` row says what HAMi's backend for that family does: the resource that claims a
+pod, the values it refuses (with the text of its message), the values it rewrites, how nodes
+register (an annotation with a handshake, or capacity the vendor's plugin advertises) and what a
+pod asking part of one device is given. Cases that need registered devices end ``unknown`` on a
+cluster where no node has the family, naming what they looked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from conformance.cases import unknown, violated
+from conformance.kube import ContainerSpec, Workloads, pod_manifest, poll
+from conformance.suites.common import QUICK
+
+
+@dataclass(frozen=True)
+class Denial:
+    suffix: str  # rule id suffix (ADM-1, ADM-2, ...)
+    limits: dict[str, str]
+    text: str  # what the message must contain (upstream's words)
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    limits: dict[str, str]  # asked
+    want_limits: dict[str, str]  # what the stored pod's limits must hold
+    want_annotations: dict[str, str] = field(default_factory=dict)
+    what: str = ""
+
+
+@dataclass(frozen=True)
+class Capacity:
+    cores: str  # capacity resource, cores_per_card per card
+    cores_per_card: int
+    memory: str  # capacity resource in units of memory_unit MiB
+    memory_unit: int
+
+
+@dataclass(frozen=True)
+class Vendor:
+    vendor: str
+    rule: str  # rule id prefix
+    count: str
+    fit_limits: dict[str, str]  # part of one device
+    fit_allocated: str  # the allocated annotation /filter writes
+    fit_expect: str  # what that annotation holds for the fit pod (",<MiB>,<cores>:")
+    model_memory: dict[str, int]  # register type (or card) -> MiB
+    register: str = ""  # CSV register annotation ("" = capacity-derived)
+    handshake: str = ""
+    capacity: Capacity | None = None
+    denials: tuple[Denial, ...] = ()
+    rewrites: tuple[Rewrite, ...] = ()
+
+
+ILU = "BI-V150"
+VENDORS = (
+    Vendor(
+        "iluvatar",
+        "ILUVATAR",
+        f"iluvatar.ai/{ILU}-vgpu",
+        {f"iluvatar.ai/{ILU}-vgpu": "1", f"iluvatar.ai/{ILU}.vMem": "4", f"iluvatar.ai/{ILU}.vCore": "10"},
+        f"hami.io/{ILU}-devices-allocated",
+        ",1024,10:",
+        {"BI-V150": 65536},
+        register=f"hami.io/node-{ILU}-register",
+        handshake=f"hami.io/node-handshake-{ILU}",
+        rewrites=(
+            Rewrite(
+                {f"iluvatar.ai/{ILU}-vgpu": "2"},
+                {f"iluvatar.ai/{ILU}.vCore": "200"},
+                what="two devices are two whole cards (vCore = count x 100)",
+            ),
+        ),
+    ),
+    Vendor(
+        "mthreads",
+        "MTHREADS",
+        "mthreads.com/vgpu",
+        {"mthreads.com/vgpu": "1", "mthreads.com/sgpu-memory": "2", "mthreads.com/sgpu-core": "1"},
+        "hami.io/mthreads-vgpu-devices-allocated",
+        ",1024,1:",
+        {"MTT-S4000": 49152},
+        capacity=Capacity("mthreads.com/sgpu-core", 16, "mthreads.com/sgpu-memory", 512),
+        denials=(
+            Denial("ADM-1", {"mthreads.com/vgpu": "0"}, "mthreads.com/vgpu must be greater than 0"),
+            Denial(
+                "ADM-2",
+                {"mthreads.com/vgpu": "1", "mthreads.com/sgpu-memory": "3"},
+                "sGPU memory request value is invalid, valid values are [2, 4, 8, 16, 32, 64, 96]",
+            ),
+        ),
+        rewrites=(
+            Rewrite(
+                {"mthreads.com/vgpu": "2"},
+                {"mthreads.com/sgpu-core": "32", "mthreads.com/sgpu-memory": "192"},
+                {"mthreads.com/request-gpu-num": "2"},
+                "two GPUs are two whole GPUs (16 cores, 96 memory units each)",
+            ),
+        ),
+    ),
+)
+
+
+def _param(v: Vendor, rule_id: str, text: str, value: Any = None) -> Any:
+    return pytest.param(
+        v if value is None else (v, value),
+        id=f"{v.vendor}-{rule_id}",
+        marks=[getattr(pytest.mark, v.vendor), pytest.mark.rule(rule_id, text)],
+    )
+
+
+def _nodes_with(kube: Any, v: Vendor) -> list[dict[str, Any]]:
+    out = []
+    for n in kube.get("/api/v1/nodes").get("items") or []:
+        if v.capacity is not None:
+            if int(((n.get("status") or {}).get("capacity") or {}).get(v.capacity.cores, "0") or 0) > 0:
+                out.append(n)
+        elif (n["metadata"].get("annotations") or {}).get(v.register):
+            out.append(n)
+    return out
+
+
+def _where(v: Vendor) -> str:
+    return f"{v.capacity.cores} capacity" if v.capacity else v.register
+
+
+@pytest.mark.admission
+@pytest.mark.parametrize(
+    "v",
+    [
+        _param(v, f"{v.rule}-ADM-SCHED-1", f"A pod asking {v.count} is given the HAMi scheduler")
+        for v in VENDORS
+    ],
+)
+def test_vendor_pod_goes_to_hami(v: Vendor, workloads: Workloads, cluster: Any) -> None:
+    spec = ContainerSpec(extra_limits=dict(v.fit_limits))
+    got = workloads.create(pod_manifest("fam-sched", [spec]))["spec"].get("schedulerName")
+    assert got == cluster.scheduler_name, violated(
+        f"{v.rule}-ADM-SCHED-1",
+        f"schedulerName {got!r}, want {cluster.scheduler_name!r} ({v.vendor} not enabled?)",
+    )
+
+
+@pytest.mark.admission
+@pytest.mark.parametrize(
+    "case",
+    [
+        _param(v, f"{v.rule}-{d.suffix}", f"{d.limits} is denied: {d.text}", d)
+        for v in VENDORS
+        for d in v.denials
+    ],
+)
+def test_vendor_values_denied(case: tuple[Vendor, Denial], workloads: Workloads) -> None:
+    v, d = case
+    rid = f"{v.rule}-{d.suffix}"
+    _, err = workloads.try_create(
+        pod_manifest("fam-deny", [ContainerSpec(name="work", extra_limits=dict(d.limits))])
+    )
+    assert err is not None, violated(rid, f"{d.limits} was admitted")
+    assert d.text in str(err), violated(rid, f"denied with {str(err)!r}, want it to say {d.text!r}")
+
+
+@pytest.mark.admission
+@pytest.mark.parametrize(
+    "case",
+    [
+        _param(v, f"{v.rule}-ADM-REWRITE-1", f"The webhook rewrites: {r.what}", r)
+        for v in VENDORS
+        for r in v.rewrites
+    ],
+)
+def test_vendor_values_rewritten(case: tuple[Vendor, Rewrite], workloads: Workloads) -> None:
+    v, r = case
+    rid = f"{v.rule}-ADM-REWRITE-1"
+    out = workloads.create(pod_manifest("fam-rewrite", [ContainerSpec(extra_limits=dict(r.limits))]))
+    limits = out["spec"]["containers"][0].get("resources", {}).get("limits") or {}
+    for k, want in r.want_limits.items():
+        assert str(limits.get(k)) == want, violated(
+            rid, f"limit {k} is {limits.get(k)!r}, want {want} ({r.what})"
+        )
+    annotations = out["metadata"].get("annotations") or {}
+    for k, want in r.want_annotations.items():
+        assert annotations.get(k) == want, violated(
+            rid, f"annotation {k} is {annotations.get(k)!r}, want {want}"
+        )
+
+
+@pytest.mark.registration
+@pytest.mark.parametrize(
+    "v",
+    [
+        _param(
+            v,
+            f"{v.rule}-REG-1",
+            f"Nodes register each {v.vendor} device with its card's memory ({_where(v)})",
+        )
+        for v in VENDORS
+    ],
+)
+def test_vendor_registration(v: Vendor, kube: Any) -> None:
+    rid = f"{v.rule}-REG-1"
+    nodes = _nodes_with(kube, v)
+    if not nodes:
+        unknown(f"no node has {_where(v)} (the cluster has no {v.vendor} devices)")
+    for n in nodes:
+        name = n["metadata"]["name"]
+        if v.capacity is not None:
+            cap = n["status"]["capacity"]
+            cores, memory = int(cap[v.capacity.cores]), int(cap.get(v.capacity.memory, "0"))
+            per = v.capacity.cores_per_card
+            assert cores % per == 0, violated(
+                rid, f"{name}: {v.capacity.cores} {cores} is not {per} per card"
+            )
+            card = memory * v.capacity.memory_unit * per // cores
+            assert card in v.model_memory.values(), violated(
+                rid, f"{name}: {v.capacity.memory} {memory} gives {card} MiB per card, no card has that"
+            )
+            continue
+        annotations = n["metadata"].get("annotations") or {}
+        assert annotations.get(v.handshake, "").startswith("Reported"), violated(
+            rid, f"{name}: {v.handshake} is {annotations.get(v.handshake)!r}"
+        )
+        for entry in [d.split(",") for d in annotations[v.register].split(":") if d]:
+            assert len(entry) in (7, 9), violated(
+                rid, f"{name}: device entry {entry} has {len(entry)} fields"
+            )
+            want = v.model_memory.get(entry[4])
+            assert want is not None, violated(rid, f"{name}: type {entry[4]!r} names no known model")
+            assert int(entry[2]) == want, violated(
+                rid, f"{name}: {entry[0]} devmem {entry[2]}, the card has {want}"
+            )
+
+
+@pytest.mark.scheduling
+@pytest.mark.parametrize(
+    "v",
+    [
+        _param(
+            v,
+            f"{v.rule}-SCHED-FIT-1",
+            f"A pod asking part of one {v.vendor} device is bound with its assignment",
+        )
+        for v in VENDORS
+    ],
+)
+def test_vendor_pod_placed(v: Vendor, workloads: Workloads, kube: Any) -> None:
+    rid = f"{v.rule}-SCHED-FIT-1"
+    nodes = {n["metadata"]["name"] for n in _nodes_with(kube, v)}
+    if not nodes:
+        unknown(f"no node has {_where(v)} (the cluster has no {v.vendor} devices)")
+    spec = ContainerSpec(args=QUICK, extra_limits=dict(v.fit_limits))
+    name = workloads.create(pod_manifest("fam-fit", [spec]))["metadata"]["name"]
+    pod = poll(
+        f"{name} bound",
+        lambda: workloads.get(name),
+        lambda p: bool(p["spec"].get("nodeName")),
+        60,
+        describe=lambda p: f"phase {(p or {}).get('status', {}).get('phase')}",
+    )
+    assert pod["spec"]["nodeName"] in nodes, violated(rid, f"bound to {pod['spec']['nodeName']}")
+    got = (pod["metadata"].get("annotations") or {}).get(v.fit_allocated, "")
+    assert v.fit_expect in got, violated(
+        rid, f"{v.fit_allocated} is {got!r}, want one device with {v.fit_expect!r}"
+    )
