@@ -41,6 +41,11 @@ class LaunchSpec:
     root: dict[str, Any] | None = None  # the container's own root (rootfs.root_spec), None: the host's
     user: dict[str, Any] | None = None  # {uid, gid, groups}, None: root
     pid_ns: bool = False  # a PID namespace of its own (nsexec.py runs a small init as its pid 1)
+    pid_ns_of: int | None = None  # join the PID namespace of this process instead (kubectl debug --target)
+    stdin: bool = False  # the container's stdin is held open for attach (``stdin: true``)
+    stdin_once: bool = False  # ... and closed when the first attached session's input ends
+    tty: bool = False  # a terminal from the container's own /dev/pts as its stdio
+    hostname: str = ""  # a UTS namespace of its own with this name (with mount_ns; "": the host's)
 
 
 class StartError(Exception):
@@ -69,6 +74,12 @@ class Process:
             "root": spec.root,
             "user": spec.user,
             "pid_ns": spec.pid_ns,
+            "pid_ns_of": spec.pid_ns_of,
+            "stdin": spec.stdin,
+            "stdin_once": spec.stdin_once,
+            "tty": spec.tty,
+            "hostname": spec.hostname,
+            "attach_path": str(attach_socket(exit_path)),
             "status_fd": w,
             "log_path": str(log_path),
             "exit_path": str(exit_path),
@@ -194,6 +205,11 @@ class Process:
         """What the pod checkpoint keeps to adopt this container after an agent restart."""
         return {"pid": self.pid, "start": self.start, "shimPid": self.shim_pid, "shimStart": self.shim_start,
                 "logPath": str(self.log_path), "exitPath": str(self.exit_path)}
+
+
+def attach_socket(exit_path: Path) -> Path:
+    """Where a container's shim serves attach (next to its exit file: an adopting agent finds it)."""
+    return exit_path.with_suffix(".attach")
 
 
 def _shim_env() -> dict[str, str]:

@@ -164,5 +164,15 @@ async def run(agent: NodeAgent) -> None:
             await asyncio.to_thread(sync_once, agent, state)
 
 
+def target_pid(w: PodWorker, spec: dict[str, Any]) -> int | None:
+    """The process whose PID namespace an ephemeral container with ``targetContainerName`` joins
+    (``kubectl debug --target``: it sees the target's processes), while that container runs."""
+    name = spec.get("targetContainerName")
+    c = next((c for c in w.apps if c.name == name), None) if name else None
+    if c is None or c.proc is None or c.proc.poll() is not None:
+        return None
+    return c.proc.pid
+
+
 def containers_of(w: PodWorker) -> list[CState]:
     return _worker_ephemeral(w)

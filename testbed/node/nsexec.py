@@ -4,7 +4,9 @@ Run as ``python -S nsexec.py SPEC_JSON`` (no imports from the project, so it sta
 outside the repository). Spec keys: ``argv``, ``env``, ``cwd``, ``netns`` (a /var/run/netns path or
 null), ``mount_ns`` (bool), ``mounts`` ([host, container, read_only]), ``devices`` ([host, container]),
 ``root`` (null, or the container's own root, see below), ``user`` (null or {uid, gid, groups}),
-``pid_ns`` (bool: a PID namespace of its own, with a small init as pid 1), ``status_fd``. When
+``pid_ns`` (bool: a PID namespace of its own, with a small init as pid 1), ``pid_ns_of`` (a pid whose
+PID namespace the container joins instead), ``hostname`` (with ``mount_ns``: a UTS namespace of its own
+with that name), ``status_fd``. When
 ``exec`` fails the reason is written to ``status_fd`` (the runtime turns it into ``StartError``); a
 successful exec closes it empty (it is close-on-exec).
 
@@ -26,6 +28,12 @@ and stderr into ``log_path`` in the CRI log format and, when the container ends,
 ``exit_path`` (JSON ``{"exitCode", "finishedAt"}``). Nothing of the container passes through the
 node agent: the container and its logs outlive a killed agent, and a restarted agent adopts them
 (``podcheckpoint.py``). The first line on ``status_fd`` is then ``pid <container pid>``.
+
+The shim also serves ``attach_path``, a unix socket (see ``_Attach``): attached clients get the
+container's output live and type into its stdin. ``stdin`` gives the container a pipe as stdin (held
+open by the shim; ``stdin_once``: closed when the first attached session's input ends); ``tty`` gives it
+a terminal instead, opened inside the container's own ``/dev/pts`` (a devpts ``newinstance``) and made
+its controlling terminal, whose master side the shim reads (the log gets it as ``stdout``) and writes.
 """
 
 import ctypes
@@ -37,6 +45,7 @@ import sys
 import time
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
@@ -151,6 +160,13 @@ def _build_root(lib, spec, mounts, devices):
                 _bind(lib, "/dev/" + name, os.path.join(dev, name), False)
         os.makedirs(os.path.join(dev, "shm"))
         _mount(lib, "tmpfs", os.path.join(dev, "shm"), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", "/dev/shm")
+        # a devpts instance of the container's own (as runc mounts one): terminals opened here are
+        # named inside the container, so tty/ttyname() work; the host's ptys stay invisible
+        pts = os.path.join(dev, "pts")
+        os.makedirs(pts)
+        _mount(lib, "devpts", pts, "devpts", MS_NOSUID | MS_NOEXEC,
+               "newinstance,ptmxmode=0666,mode=620,gid=5", "mount /dev/pts")
+        os.symlink("pts/ptmx", os.path.join(dev, "ptmx"))
         for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                              ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
             os.symlink(target, os.path.join(dev, name))
@@ -264,16 +280,207 @@ class _Stream:
         self.out.write(_cri_stamp().encode() + b" " + self.name + b" " + tag + b" " + line + b"\n")
 
 
+# -- attach: the shim's socket ---------------------------------------------------------------------
+# Frames on the attach socket are one kind byte, a 4-byte big-endian length, then the payload. From the
+# node agent: HELLO (payload b"1" when the session carries stdin), STDIN data, EOF (the session's stdin
+# ended), RESIZE (width, height as two 16-bit numbers). To it: STDOUT and STDERR data, as the container
+# writes them; the socket closes once the container has ended (its exit file is written by then).
+F_HELLO, F_STDIN, F_EOF, F_RESIZE, F_STDOUT, F_STDERR = b"h", b"i", b"e", b"r", b"1", b"2"
+MAX_QUEUED = 8 << 20  # an attached client that falls this far behind is dropped, never the container
+
+
+def frame(kind, data):
+    return kind + len(data).to_bytes(4, "big") + data
+
+
+def _listen(path):
+    """A listening unix socket at ``path`` (bound through /proc/self/fd: pod paths exceed 108 bytes)."""
+    import socket
+
+    d, name = os.path.split(path)
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    dfd = os.open(d, os.O_PATH | os.O_DIRECTORY)
+    try:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(f"/proc/self/fd/{dfd}/{name}")
+        os.chmod(path, 0o600)
+        s.listen(8)
+        return s
+    finally:
+        os.close(dfd)
+
+
+class _Attach:
+    """The container's live stdio for attached clients: stdin (a pipe or the terminal) and output."""
+
+    def __init__(self, listener, stdin_fd, stdin_once, master):
+        import threading
+
+        self.listener, self.stdin_fd, self.stdin_once, self.master = listener, stdin_fd, stdin_once, master
+        self.lock = threading.Lock()
+        self.clients = []  # [socket, queue]
+        self.threading = threading
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import queue
+
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            q = queue.Queue()
+            entry = [conn, q, 0]
+            with self.lock:
+                self.clients.append(entry)
+            self.threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+            self.threading.Thread(target=self._write, args=(entry,), daemon=True).start()
+
+    def _read(self, conn):
+        buf = b""
+        with_stdin = False
+        try:
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    break
+                buf += data
+                while len(buf) >= 5:
+                    n = int.from_bytes(buf[1:5], "big")
+                    if len(buf) < 5 + n:
+                        break
+                    kind, payload, buf = buf[:1], buf[5:5 + n], buf[5 + n:]
+                    if kind == F_HELLO:
+                        with_stdin = payload == b"1"
+                    elif kind == F_STDIN:
+                        self._to_stdin(payload)
+                    elif kind == F_EOF:
+                        self._stdin_ended()
+                        with_stdin = False
+                    elif kind == F_RESIZE and self.master is not None and n == 4:
+                        import fcntl
+                        import struct
+                        import termios
+
+                        w, h = struct.unpack(">HH", payload)
+                        try:
+                            fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", h, w, 0, 0))
+                        except OSError:
+                            pass
+        except OSError:
+            pass
+        if with_stdin:
+            self._stdin_ended()  # the client went away without ending its input
+
+    def _to_stdin(self, data):
+        with self.lock:
+            fd = self.master if self.master is not None else self.stdin_fd
+            if fd is None:
+                return
+            try:
+                while data:
+                    data = data[os.write(fd, data):]
+            except OSError:
+                pass
+
+    def _stdin_ended(self):
+        """stdinOnce: the first attached session's end of input is the container's (a pipe is closed:
+        the command reads EOF); without it, stdin stays open for the next session. A terminal's input
+        is never closed (containerd's behaviour)."""
+        with self.lock:
+            if self.stdin_once and self.stdin_fd is not None:
+                try:
+                    os.close(self.stdin_fd)
+                except OSError:
+                    pass
+                self.stdin_fd = None
+
+    def _write(self, entry):
+        conn, q = entry[0], entry[1]
+        while True:
+            data = q.get()
+            if data is None:
+                break
+            with self.lock:
+                entry[2] -= len(data)
+            try:
+                conn.sendall(data)
+            except OSError:
+                break
+        self._drop(entry)
+
+    def _drop(self, entry):
+        import socket
+
+        with self.lock:
+            if entry in self.clients:
+                self.clients.remove(entry)
+        try:
+            entry[0].shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        entry[0].close()
+
+    def output(self, kind, data):
+        with self.lock:
+            for entry in list(self.clients):
+                if entry[2] > MAX_QUEUED:
+                    entry[1].put(None)  # too far behind: this client goes
+                    continue
+                f = frame(kind, data)
+                entry[2] += len(f)
+                entry[1].put(f)
+
+    def close(self):
+        """The container ended: clients get what is queued, then EOF."""
+        try:
+            self.listener.close()
+        except OSError:
+            pass
+        with self.lock:
+            clients = list(self.clients)
+        for entry in clients:
+            entry[1].put(None)
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            with self.lock:
+                if not self.clients:
+                    break
+            time.sleep(0.01)
+
+
 def _shim(spec, fd):
-    """Fork the container, copy its output into the CRI log, record its exit code, then exit."""
+    """Fork the container, copy its output into the CRI log (and to attached clients), feed it what
+    attached clients type, record its exit code, then exit."""
     try:
         os.makedirs(os.path.dirname(spec["log_path"]), exist_ok=True)
         os.makedirs(os.path.dirname(spec["exit_path"]), exist_ok=True)
         log = open(spec["log_path"], "ab", buffering=0)  # noqa: SIM115 - the shim's whole life
+        listener = _listen(spec["attach_path"]) if spec.get("attach_path") else None
     except OSError as e:
         _report(fd, f"error during container init: log file: {e}")
         os._exit(128)
-    if spec.get("pid_ns"):
+    # the shim's own PID namespace, to return to once the container is forked: a process whose children
+    # would land in another PID namespace cannot start threads (clone fails with EINVAL)
+    own_pid_ns = None
+    if spec.get("pid_ns_of") or spec.get("pid_ns"):
+        own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY)
+    if spec.get("pid_ns_of"):
+        # the next child joins another container's PID namespace (an ephemeral container's target)
+        lib = _libc()
+        try:
+            nsfd = os.open(f"/proc/{int(spec['pid_ns_of'])}/ns/pid", os.O_RDONLY)
+            _check(lib.setns(nsfd, CLONE_NEWPID), "setns pid")
+            os.close(nsfd)
+        except OSError as e:
+            _report(fd, f"error during container init: join the target's pid namespace: {e}")
+            os._exit(128)
+        spec["pid_ns"] = False  # not its init
+    elif spec.get("pid_ns"):
         # the next child is the init (pid 1) of a PID namespace of its own: the container sees only
         # its own processes, and they all end with it
         lib = _libc()
@@ -281,27 +488,48 @@ def _shim(spec, fd):
             err = os.strerror(ctypes.get_errno())
             _report(fd, f"error during container init: unshare pid namespace: {err}")
             os._exit(128)
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
+    tty = bool(spec.get("tty"))
+    if tty:
+        import socket
+
+        # the container opens its terminal in its own /dev/pts and hands the master side over (as
+        # runc's console socket does)
+        console, console_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    else:
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        in_r, in_w = os.pipe() if spec.get("stdin") else (None, None)
     go_r, go_w = os.pipe()
     child = os.fork()
     if child == 0:
-        os.close(out_r)
-        os.close(err_r)
         os.close(go_w)
         os.read(go_r, 1)  # the shim has told the runtime our pid first: an error message comes after it
         os.close(go_r)
         log.close()
+        if listener is not None:
+            listener.close()
         os.setsid()  # the container's own process group: the runtime signals it, never the shim
-        os.dup2(out_w, 1)
-        os.dup2(err_w, 2)
-        os.close(out_w)
-        os.close(err_w)
+        if tty:
+            console.close()
+            spec["console_fd"] = console_child.fileno()
+            spec["_console"] = console_child  # kept referenced: the socket object owns the fd
+        else:
+            os.close(out_r)
+            os.close(err_r)
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
+            os.close(out_w)
+            os.close(err_w)
+            if in_r is not None:
+                os.close(in_w)
+                os.dup2(in_r, 0)
+                os.close(in_r)
         _container(spec, fd)
         os._exit(128)
-    os.close(out_w)
-    os.close(err_w)
     os.close(go_r)
+    if own_pid_ns is not None:
+        _libc().setns(own_pid_ns, CLONE_NEWPID)
+        os.close(own_pid_ns)
     _report(fd, f"pid {child}\n")
     os.write(go_w, b"x")
     os.close(go_w)
@@ -310,7 +538,28 @@ def _shim(spec, fd):
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         # signals are for the container (its own group); the shim stays to record how it ended
         signal.signal(sig, lambda *_: None)
-    streams = {out_r: _Stream("stdout", log), err_r: _Stream("stderr", log)}
+    master = None
+    if tty:
+        console_child.close()
+        try:
+            _msg, fds, _flags, _addr = socket.recv_fds(console, 16, 1)
+            master = fds[0] if fds else None
+        except OSError:
+            master = None
+        console.close()
+        streams = {master: _Stream("stdout", log)} if master is not None else {}
+        stdin_fd = None
+    else:
+        os.close(out_w)
+        os.close(err_w)
+        streams = {out_r: _Stream("stdout", log), err_r: _Stream("stderr", log)}
+        stdin_fd = None
+        if in_r is not None:
+            os.close(in_r)
+            stdin_fd = in_w
+    attach = None
+    if listener is not None:
+        attach = _Attach(listener, stdin_fd, bool(spec.get("stdin_once")), master)
     poller = select.poll()
     for r in streams:
         poller.register(r, select.POLLIN | select.POLLHUP | select.POLLERR)
@@ -325,13 +574,17 @@ def _shim(spec, fd):
             try:
                 data = os.read(r, 65536)
             except OSError:
-                data = b""
+                data = b""  # a terminal whose last slave closed reads EIO
             if data:
-                streams[r].feed(data)
+                s = streams[r]
+                s.feed(data)
+                if attach is not None:
+                    attach.output(F_STDERR if s.name == b"stderr" else F_STDOUT, data)
             else:
                 streams.pop(r).flush()
                 poller.unregister(r)
-                os.close(r)
+                if r != master:
+                    os.close(r)
         if status is None:
             pid, st = os.waitpid(child, os.WNOHANG)
             if pid == child:
@@ -363,6 +616,12 @@ def _shim(spec, fd):
     except OSError:
         pass  # the runtime then reports the container as ended with an unknown status
     log.close()
+    if attach is not None:
+        attach.close()
+        try:
+            os.unlink(spec["attach_path"])
+        except OSError:
+            pass
     os._exit(code & 0xFF)
 
 
@@ -382,6 +641,11 @@ def _container(spec, fd):
                         f.write("0")
                 except OSError:
                     pass  # an older kernel: low ports stay privileged
+        if spec.get("hostname") and spec.get("mount_ns"):
+            # a UTS namespace of its own: `hostname` says the pod's name, as in any pod
+            name = spec["hostname"].encode()
+            _check(lib.unshare(CLONE_NEWUTS), "unshare uts namespace")
+            _check(lib.sethostname(name, len(name)), "sethostname")
         if spec.get("mount_ns"):
             _check(lib.unshare(CLONE_NEWNS), "unshare mount namespace")
             # private: our binds must not propagate back to the host
@@ -398,6 +662,8 @@ def _container(spec, fd):
                 for src, dst in devices:
                     if src != dst:
                         _bind(lib, src, dst, False)
+        if spec.get("console_fd") is not None:
+            _take_terminal(spec)
         if spec.get("user"):
             _switch_user(spec["user"])
         cwd = spec.get("cwd")
@@ -415,6 +681,49 @@ def _container(spec, fd):
     _exec(spec, fd)
 
 
+TIOCSPTLCK, TIOCGPTPEER, TIOCGPTN = 0x40045431, 0x5441, 0x80045430
+
+
+def _open_terminal():
+    """A pseudo-terminal from the container's own /dev/pts (its slave then has a name inside)."""
+    import fcntl
+    import struct
+
+    for path in ("/dev/pts/ptmx", "/dev/ptmx"):
+        try:
+            master = os.open(path, os.O_RDWR | os.O_NOCTTY)
+        except OSError:
+            continue
+        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+        try:
+            slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
+        except OSError:  # before Linux 4.13: by name
+            n = struct.unpack("I", fcntl.ioctl(master, TIOCGPTN, b"\0\0\0\0"))[0]
+            slave = os.open(f"/dev/pts/{n}", os.O_RDWR | os.O_NOCTTY)
+        return master, slave
+    return os.openpty()
+
+
+def _take_terminal(spec):
+    """``tty``: the terminal becomes this process's controlling terminal and stdio; its master side
+    goes to the shim over the console socket."""
+    import fcntl
+    import socket
+    import termios
+
+    master, slave = _open_terminal()
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    for i in (0, 1, 2):
+        os.dup2(slave, i)
+    if slave > 2:
+        os.close(slave)
+    con = spec.pop("_console")
+    socket.send_fds(con, [b"m"], [master])
+    os.close(master)
+    con.close()
+    spec.pop("console_fd", None)
+
+
 def _init(spec, fd):
     """Stay as the PID namespace's init: fork the container's command, reap every orphan, and exit with
     the command's status (as ``docker run --init`` does). The command is pid 2, so SIGTERM reaches it
@@ -425,8 +734,11 @@ def _init(spec, fd):
         _exec(spec, fd)
     if fd is not None:
         os.close(fd)  # the command's copy closes on exec: EOF tells the runtime it started
+    # with a terminal the command may lead a process group of its own (a shell's job control), out of
+    # reach of the runtime's signal to the container's group: signals are passed on to it
+    forward = (lambda sig, _f: _kill(cmd, sig)) if spec.get("tty") else (lambda *_: None)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(sig, lambda *_: None)
+        signal.signal(sig, forward)
     while True:
         try:
             pid, status = os.waitpid(-1, 0)
@@ -434,6 +746,13 @@ def _init(spec, fd):
             os._exit(128)
         if pid == cmd:
             os._exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
+
+
+def _kill(pid, sig):
+    try:
+        os.kill(pid, sig)
+    except OSError:
+        pass
 
 
 def _exec(spec, fd):

@@ -47,8 +47,12 @@ def exec_in(
             own_userns = os.readlink(f"/proc/{pid}/ns/user") != os.readlink("/proc/self/ns/user")
         except OSError:
             own_userns = False
+        try:  # and its PID namespace: the hook or probe sees the container's processes
+            own_pidns = os.readlink(f"/proc/{pid}/ns/pid") != os.readlink("/proc/self/ns/pid")
+        except OSError:
+            own_pidns = False
         cmd = ["nsenter", "-t", str(pid), "-m", "-n", *(["-U"] if own_userns else []),
-               *_as_user_of(pid), "--", *argv]
+               *(["-p"] if own_pidns else []), *_as_user_of(pid), "--", *argv]
     try:
         r = subprocess.run(cmd, env=env, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:

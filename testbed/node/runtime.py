@@ -21,7 +21,7 @@ from kubeclient.client import ApiError
 from testbed.k8s.quantity import Quantity
 from testbed.k8s.timefmt import now
 
-from . import images, netns, podcheckpoint, podspec, probes, rootfs, toolkit
+from . import ephemeral, images, netns, podcheckpoint, podspec, probes, rootfs, toolkit
 from .container import LaunchSpec, Process, StartError
 from .devices_api import ContainerDevices
 from .logs import pod_log_dir
@@ -451,6 +451,12 @@ class PodWorker:
             # shareProcessNamespace pods keep the host's (shared namespaces are not modelled)
             pid_ns=as_root and not self.pod["spec"].get("hostPID")
             and not self.pod["spec"].get("shareProcessNamespace"),
+            stdin=bool(spec.get("stdin")),  # attach types into it (streaming.run_attach)
+            stdin_once=bool(spec.get("stdinOnce")),
+            tty=bool(spec.get("tty")),
+            pid_ns_of=ephemeral.target_pid(self, spec) if as_root else None,  # kubectl debug --target
+            hostname="" if self.pod["spec"].get("hostNetwork")
+            else (self.pod["spec"].get("hostname") or self.name)[:63],
         )
         a.recorder.pod(self.pod, "Normal", "Created", f"Created container {c.name}", fp)
         try:

@@ -98,16 +98,42 @@ def _running(w: PodWorker, c: CState) -> int:
     return c.proc.pid
 
 
+def _own_ns(pid: int, kind: str) -> bool:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/{kind}") != os.readlink(f"/proc/self/ns/{kind}")
+    except OSError:
+        return False
+
+
 def nsenter_argv(pid: int, argv: list[str], use_ns: bool) -> list[str]:
-    """``argv`` inside the namespaces of ``pid``, as its user, in its working directory."""
+    """``argv`` inside the namespaces of ``pid`` (mount, network, and its user and PID namespaces when
+    it has its own: ``ps`` then lists the container's processes), as its user, in its working
+    directory. With ``-p`` nsenter forks the command into the namespace and passes on its exit code."""
     if not (use_ns and shutil.which("nsenter")):
         return list(argv)
-    try:
-        own_userns = os.readlink(f"/proc/{pid}/ns/user") != os.readlink("/proc/self/ns/user")
-    except OSError:
-        own_userns = False
     user = probes._as_user_of(pid)
-    return ["nsenter", "-t", str(pid), "-m", "-n", *(["-U"] if own_userns else []), *user, "-w", "--", *argv]
+    flags = [*(["-U"] if _own_ns(pid, "user") else []), *(["-p"] if _own_ns(pid, "pid") else []),
+             *(["-u"] if _own_ns(pid, "uts") else [])]
+    return ["nsenter", "-t", str(pid), "-m", "-n", *flags, *user, "-w", "--", *argv]
+
+
+TIOCSPTLCK, TIOCGPTPEER = 0x40045431, 0x5441
+
+
+def container_pty(pid: int | None) -> tuple[int, int]:
+    """A pseudo-terminal from the container's own ``/dev/pts`` (``nsexec.py`` mounts a devpts
+    instance there), so the command's terminal has a name inside (``tty``); the host's otherwise."""
+    if pid:
+        try:
+            master = os.open(f"/proc/{pid}/root/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY)
+        except OSError:
+            return os.openpty()
+        try:
+            fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+            return master, fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
+        except OSError:
+            os.close(master)
+    return os.openpty()
 
 
 # -- the process side of exec -----------------------------------------------------------------------
@@ -116,8 +142,10 @@ def nsenter_argv(pid: int, argv: list[str], use_ns: bool) -> list[str]:
 class Exec:
     """One exec'd process: pipes, or a pseudo-terminal when ``tty``."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], tty: bool, stdin: bool) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str], tty: bool, stdin: bool,
+                 pid: int | None = None) -> None:
         self.argv, self.env, self.tty, self.want_stdin = argv, env, tty, stdin
+        self.pid = pid  # the container's: its /dev/pts provides the terminal
         self.proc: asyncio.subprocess.Process | None = None
         self.master: int | None = None
         self._pty_proc: Any = None
@@ -126,7 +154,7 @@ class Exec:
         if self.tty:
             import subprocess
 
-            master, slave = os.openpty()
+            master, slave = container_pty(self.pid)
 
             def ctty() -> None:
                 os.setsid()
@@ -400,7 +428,61 @@ async def run_exec(ch: Channels, ex: Exec) -> None:
         await ch.finish(_status_failure(msg, code), f"command terminated with non-zero exit code: {code}")
 
 
-async def run_attach(ch: Channels, w: PodWorker, c: CState) -> None:
+async def run_attach(ch: Channels, w: PodWorker, c: CState, stdin: bool) -> None:
+    """The container's live stdio through its shim's attach socket: what it writes from now on, and
+    (``stdin``) what the client types, until it exits or the client goes."""
+    from .container import attach_socket
+    from .nsexec import F_EOF, F_HELLO, F_RESIZE, F_STDERR, F_STDIN, frame
+
+    path = attach_socket(c.proc.exit_path) if c.proc is not None else None
+    try:
+        if path is None:
+            raise FileNotFoundError("no shim")
+        dfd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+        try:  # through /proc/self/fd: a pod's paths can exceed a socket address's 108 bytes
+            reader, writer = await asyncio.open_unix_connection(f"/proc/self/fd/{dfd}/{path.name}")
+        finally:
+            os.close(dfd)
+    except OSError:
+        await _attach_from_log(ch, w, c)  # a container whose shim serves no attach socket
+        return
+    writer.write(frame(F_HELLO, b"1" if stdin else b"0"))
+
+    async def feed_stdin() -> None:
+        while data := await ch.stdin.get():
+            writer.write(frame(F_STDIN, data))
+            await writer.drain()
+        writer.write(frame(F_EOF, b""))
+        await writer.drain()
+
+    async def follow_resize() -> None:
+        while True:
+            width, height = await ch.resize.get()
+            writer.write(frame(F_RESIZE, struct.pack(">HH", width & 0xFFFF, height & 0xFFFF)))
+            await writer.drain()
+
+    async def output() -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                head = await reader.readexactly(5)
+                data = await reader.readexactly(int.from_bytes(head[1:5], "big"))
+                await (ch.stderr if head[:1] == F_STDERR else ch.stdout)(data)
+
+    side = [asyncio.ensure_future(follow_resize())]
+    if stdin:
+        side.append(asyncio.ensure_future(feed_stdin()))
+    out = asyncio.ensure_future(output())
+    gone = asyncio.ensure_future(ch.gone.wait())
+    try:
+        await asyncio.wait({out, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (*side, out, gone):
+            t.cancel()
+        writer.close()
+    await ch.finish(_status_ok(), None)
+
+
+async def _attach_from_log(ch: Channels, w: PodWorker, c: CState) -> None:
     """Stream what the container writes from now on (its CRI log) until it exits."""
     from .logs import parse_line
 
@@ -570,9 +652,9 @@ async def _remotecommand_session(session: spdy.Session, arrived: asyncio.Queue[s
 
 async def _run_target(ch: Channels, target: dict[str, Any], stdin: bool) -> None:
     if target["kind"] == "attach":
-        await run_attach(ch, target["worker"], target["container"])
+        await run_attach(ch, target["worker"], target["container"], stdin)
         return
-    ex = Exec(target["argv"], target["env"], _flag(target["query"], "tty"), stdin)
+    ex = Exec(target["argv"], target["env"], _flag(target["query"], "tty"), stdin, target.get("pid"))
     await run_exec(ch, ex)
 
 
@@ -682,6 +764,7 @@ def add_routes(app: web.Application, agent: NodeAgent) -> None:
             if not cmd:
                 raise web.HTTPBadRequest(text="you must specify at least 1 command")
             target["argv"] = nsenter_argv(pid, list(cmd), agent.options.use_mount_ns)
+            target["pid"] = pid if agent.options.use_mount_ns else None
             target["env"] = dict(c.env)
         if not (_flag(q, "stdin") or _flag(q, "stdout") or _flag(q, "stderr")):
             raise web.HTTPBadRequest(text="you must specify at least 1 of stdin, stdout, stderr")
