@@ -15,7 +15,7 @@ Cache layout (``$HAMI_K8S_PROTO_CACHE`` or ``~/.cache/hami-conformance/k8s-api-p
 
     v0.<minor>.0/descriptors.pb   FileDescriptorSet of k8s.io/api + k8s.io/apimachinery
     v0.<minor>.0/fields-v3.json   {"<message full name>": {"pointer": [..], "always": [..], "inline": [..]}}
-    v0.<minor>.0/definitions-v1.json  OpenAPI definitions of every type (testbed.apiserver.openapi_source)
+    v0.<minor>.0/definitions-v2.json  OpenAPI definitions of every type (testbed.apiserver.openapi_source)
 
 Both files appear by atomic rename, so their presence means a complete build. The apiserver only
 reads the cache (:func:`load`); it never fetches at run time. ``make clients`` fetches every minor;
@@ -204,7 +204,8 @@ def build(minor: int) -> Path:
                 package = _proto_package(proto)
                 for base, text in files.items():
                     if base.endswith(".go"):
-                        go_texts.setdefault(package, []).append(text)
+                        if not base.startswith(("generated.", "zz_generated")):
+                            go_texts.setdefault(package, []).append(text)
                         for msg, ff in field_facts(text).items():
                             facts[f"{package}.{msg}"] = ff
         desc = Path(tmp) / "descriptors.pb"

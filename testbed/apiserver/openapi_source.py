@@ -12,7 +12,7 @@ modules that :mod:`testbed.apiserver.k8sproto` downloads and hash-checks:
   ``TypeMeta`` (``apiVersion``/``kind``, documented from ``metav1.TypeMeta``'s own comments), and
   the ``patchStrategy``/``patchMergeKey`` tags.
 
-Result (``definitions-v1.json`` in the minor's cache directory, beside ``descriptors.pb``): swagger
+Result (``definitions-v2.json`` in the minor's cache directory, beside ``descriptors.pb``): swagger
 2.0 ``definitions`` keyed ``io.k8s.api.core.v1.Pod`` etc., without ``x-kubernetes-group-version-kind``
 (which kinds a minor serves is the apiserver's business, :mod:`testbed.apiserver.openapi`).
 Mapping rules, as kube-openapi applies them:
@@ -24,6 +24,8 @@ Mapping rules, as kube-openapi applies them:
   ``Time``/``MicroTime`` ``date-time`` strings, ``RawExtension``, ``FieldsV1`` and ``Patch`` plain
   objects; a named slice type (``ExtraValue``: a message whose only field is a repeated ``items``)
   is an array in place;
+* a field whose Go type is a string type tagged ``+enum`` lists the type's constants in ``enum`` and,
+  with their docs, under "Possible enum values" in its description;
 * a field is ``required`` when its JSON tag lacks ``omitempty`` and its doc lacks ``+optional``;
 * descriptions: the doc text with generator tags and ``TODO`` lines dropped, everything after a
   ``---`` line dropped, lines of a paragraph joined by spaces, indented and bulleted lines kept on
@@ -43,7 +45,7 @@ from typing import Any
 
 from google.protobuf import descriptor_pb2
 
-DEFINITIONS = "definitions-v1.json"  # a new layout gets a new name, so old caches rebuild
+DEFINITIONS = "definitions-v2.json"  # a new layout gets a new name, so old caches rebuild
 
 _META = "k8s.io.apimachinery.pkg.apis.meta.v1"
 _PRIMITIVE_DEFS: dict[str, dict[str, Any]] = {
@@ -127,6 +129,43 @@ _GO_FIELD = re.compile(r"^(\*?[\w.]+)(?:[ \t]+([^`]+?))?[ \t]+`([^`]*)`")
 _GO_TAG = re.compile(r'(\w+):"([^"]*)"')
 
 
+_IMPORT = re.compile(r'^\s*(?:(\w+)\s+)?"(k8s\.io/[\w./-]+)"\s*$', re.M)
+_ENUM_TYPE = re.compile(r"type (\w+) string\b")
+_CONST = re.compile(r'(?:const\s+)?(\w+)\s+(\w+)\s*=\s*"((?:[^"\\]|\\.)*)"')
+
+
+def go_imports(go_source: str) -> dict[str, str]:
+    """Import name -> proto package of the Kubernetes packages a Go file imports."""
+    return {(alias or path.rsplit("/", 1)[-1]): path.replace("/", ".")
+            for alias, path in _IMPORT.findall(go_source[: go_source.find("\n)")])}
+
+
+def go_enums(go_source: str) -> dict[str, list[tuple[str, str]]]:
+    """Enum type name (a string type tagged ``+enum``) -> [(value, doc of its constant)], sorted by value."""
+    if "+enum" not in go_source:
+        return {}
+    lines = go_source.split("\n")
+    types: dict[str, list[tuple[str, str]]] = {}
+    for pass_ in ("types", "constants"):
+        comment: list[str] = []
+        for line in lines:
+            text = line.strip()
+            if text.startswith("//"):
+                comment.append(text[2:].strip())
+                continue
+            if pass_ == "types":
+                m = _ENUM_TYPE.match(text)
+                if m and "+enum" in comment:
+                    types[m.group(1)] = []
+            else:
+                c = _CONST.match(text)
+                if c and c.group(2) in types:
+                    doc = " ".join(x for x in comment if x and not x.startswith("+"))
+                    types[c.group(2)].append((c.group(3), doc))
+            comment = []
+    return {t: sorted(set(v)) for t, v in types.items()}
+
+
 def go_structs(go_source: str) -> dict[str, dict[str, Any]]:
     """Struct name -> {"fields": {proto field number: {json, omitempty, inline, skip, patchStrategy,
     patchMergeKey}}, "typemeta": embeds TypeMeta inline, "docs": {Go field name: doc}}."""
@@ -156,7 +195,8 @@ def go_structs(go_source: str) -> dict[str, dict[str, Any]]:
             if len(pb) < 2 or not pb[1].isdigit():
                 continue
             fields[int(pb[1])] = {
-                "json": js_name, "omitempty": "omitempty" in opts, "skip": js_name == "-",
+                "gotype": f.group(2) or "", "json": js_name, "omitempty": "omitempty" in opts,
+                "skip": js_name == "-",
                 "inline": not js_name and "inline" in opts,
                 "patchStrategy": tags.get("patchStrategy", ""),
                 "patchMergeKey": tags.get("patchMergeKey", ""),
@@ -167,8 +207,10 @@ def go_structs(go_source: str) -> dict[str, dict[str, Any]]:
 
 # -- definitions -----------------------------------------------------------------------------------
 class _Builder:
-    def __init__(self, fds: descriptor_pb2.FileDescriptorSet, go: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, fds: descriptor_pb2.FileDescriptorSet, go: dict[str, dict[str, Any]],
+                 enums: dict[str, list[tuple[str, str]]]) -> None:
         self.go = go
+        self.enums = enums
         self.messages: dict[str, tuple[descriptor_pb2.DescriptorProto, str, dict[int, str]]] = {}
         self.map_entries: dict[str, descriptor_pb2.DescriptorProto] = {}
         for f in fds.file:
@@ -254,6 +296,13 @@ class _Builder:
             text = describe(raw)
             if text:
                 schema["description"] = text
+            values = self.enums.get(facts.get("enum", ""))
+            if values:
+                # as kube-openapi: the values, and in the description each with its constant's doc
+                target = schema["items"] if schema.get("type") == "array" else schema
+                target["enum"] = [v for v, _ in values]
+                lines = "\n".join(f" - `{json.dumps(v)}`" + (f" {d}" if d else "") for v, d in values)
+                schema["description"] = (text + "\n\n" if text else "") + "Possible enum values:\n" + lines
             if facts.get("patchMergeKey"):
                 schema["x-kubernetes-patch-merge-key"] = facts["patchMergeKey"]
             if facts.get("patchStrategy"):
@@ -314,11 +363,26 @@ def build_definitions(src: Path, protos: list[str], go_by_package: dict[str, lis
         raise RuntimeError(f"protoc failed: {res.stderr.strip()[:2000]}")
     fds = descriptor_pb2.FileDescriptorSet.FromString(with_info.read_bytes())
     go: dict[str, dict[str, Any]] = {}
+    enums: dict[str, list[tuple[str, str]]] = {}
     for package, texts in go_by_package.items():
         for text in texts:
+            imports = go_imports(text)
+            for name, values in go_enums(text).items():
+                enums[f"{package}.{name}"] = values
             for name, facts in go_structs(text).items():
+                for field in facts["fields"].values():
+                    field["enum"] = _qualify(field.pop("gotype"), package, imports)
                 go[f"{package}.{name}"] = facts
-    return _Builder(fds, go).all()
+    return _Builder(fds, go, enums).all()
+
+
+def _qualify(go_type: str, package: str, imports: dict[str, str]) -> str:
+    """``[]*v1.PullPolicy`` in a file importing core/v1 as v1 -> ``k8s.io.api.core.v1.PullPolicy``."""
+    name = go_type.lstrip("[]*")
+    alias, _, base = name.rpartition(".")
+    if not alias:
+        return f"{package}.{name}"
+    return f"{imports[alias]}.{base}" if alias in imports else ""
 
 
 def write(out_dir: Path, src: Path, protos: list[str], go_by_package: dict[str, list[str]]) -> None:
