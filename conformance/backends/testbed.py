@@ -141,6 +141,17 @@ def family_chart_key(vendor: str) -> str:
     return vendor
 
 
+def device_share_npu_nodes(inventory: Path) -> list[str]:
+    """Ascend nodes whose NPUs are set up for sharing (``hardware.ascend.device_share``)."""
+    from testbed.node.inventory import load_inventory
+
+    return [
+        n.name
+        for n in load_inventory(inventory)
+        if (n.hardware.get("ascend") or {}).get("device_share") and not n.simulated
+    ]
+
+
 def vendor_chart_set(inventory: Path, chart_set: list[str]) -> list[str]:
     """The ``--set`` flags plus what the inventory's hardware needs: Ascend nodes enable Ascend, nodes
     of a data-driven family enable its family plugin DaemonSet (``devices.<vendor>.devicePlugin``)."""
@@ -151,6 +162,11 @@ def vendor_chart_set(inventory: Path, chart_set: list[str]) -> list[str]:
         key = f"devices.{family_chart_key(vendor)}.devicePlugin.enabled="
         if not any(s.startswith(key) for s in out):
             out.append(key + "true")
+    # Ascend nodes whose NPUs are set up for sharing run HAMi's hami-core mode (the node config)
+    if not any(s.startswith("devices.ascend.nodeConfig") for s in out):
+        for i, node in enumerate(device_share_npu_nodes(inventory)):
+            out += [f"devices.ascend.nodeConfig[{i}].name={node}",
+                    f"devices.ascend.nodeConfig[{i}].hamiVnpuMode=hami-core"]
     return out
 
 

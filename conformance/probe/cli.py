@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from conformance.probe.acl import parse_npu_op
 from conformance.probe.ops import parse_op
 from conformance.probe.result import MARKER, result_line
 from conformance.probe.run import run_probe
@@ -39,10 +40,19 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m conformance.p
         help="after the allocation, in order: PATH:MIB, PATH:MIBxN, proc:PATH:MIB, meminfo, free "
         "(paths: mem managed pitch async pool vmm; see conformance/probe/ops.py)",
     )
+    p.add_argument(
+        "--npu-op",
+        action="append",
+        default=[],
+        metavar="OP",
+        help="Ascend containers, through AscendCL: alloc:MIB, alloc:MIBxN, proc:MIB, meminfo, free "
+        "(see conformance/probe/acl.py)",
+    )
     p.add_argument("--pretty", action="store_true", help="indented JSON for a human (no longer one line)")
     args = p.parse_args(argv)
     try:
         ops = [parse_op(o) for o in args.op]
+        npu_ops = [parse_npu_op(o) for o in args.npu_op]
     except ValueError as e:
         p.error(str(e))
     doc = run_probe(
@@ -52,6 +62,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m conformance.p
         load_seconds=args.load_seconds,
         slice_ms=args.slice_ms,
         ops=ops,
+        npu_ops=npu_ops,
     )
     sys.stderr.flush()  # whatever went to stderr lands before the result, not inside it
     text = json.dumps(doc, indent=2) if args.pretty else result_line(doc)

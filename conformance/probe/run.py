@@ -45,6 +45,7 @@ class Actions:
     slice_ms: float = 20.0  # length of one kernel of the load loop
     device: int = 0
     ops: list[Op] = field(default_factory=list)  # --op operations, run after the allocation
+    npu_ops: list[Any] = field(default_factory=list)  # --npu-op operations (AscendCL, acl.py)
 
 
 def relevant_env(environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -68,9 +69,12 @@ def run_probe(
     load_seconds: float = 0.0,
     slice_ms: float = 20.0,
     ops: list[Op] | None = None,
+    npu_ops: list[Any] | None = None,
 ) -> dict[str, Any]:
     """The whole probe document as a dict; errors are captured, not raised."""
-    actions = Actions(alloc_mib, kernel_seconds, load_seconds, slice_ms, device, list(ops or []))
+    actions = Actions(
+        alloc_mib, kernel_seconds, load_seconds, slice_ms, device, list(ops or []), list(npu_ops or [])
+    )
     result: dict[str, Any] = {
         "probe": {"version": PROBE_VERSION, "hostname": socket.gethostname(), "pid": os.getpid()},
         "env": relevant_env(),
@@ -95,6 +99,9 @@ def run_probe(
         from conformance.probe.dcmi import inventory
 
         result["dcmi"] = inventory()
+        from conformance.probe.acl import acl_part
+
+        result["acl"] = acl_part(actions.npu_ops)  # what applications see through AscendCL
     return result
 
 

@@ -1,11 +1,14 @@
-"""Huawei Ascend (marker ``ascend``): registration, admission, scheduling, allocation and isolation.
+"""Huawei Ascend (marker ``ascend``): registration, admission, scheduling, allocation, isolation and
+hami-core enforcement.
 
 The contract is HAMi's for Ascend (one family per chip common word ``<CW>``): register annotation
 ``hami.io/node-register-<CW>`` (JSON, ``custominfo.NetworkID`` on 910 chips), handshake
 ``hami.io/node-handshake-<CW>: Reported_<2006.01.02 15:04:05>``, node annotation ``hami-vnpu-core``;
 webhook template rounding and 910C module rules; pod annotations ``hami.io/<CW>-devices-allocated``,
 ``huawei.com/<CW>`` and ``predicate-time``; Allocate env ``ASCEND_VISIBLE_DEVICES`` and
-``ASCEND_VNPU_SPECS``. The probe reports what DCMI shows inside the container (``dcmi`` part).
+``ASCEND_VNPU_SPECS``, or ``NPU_MEM_QUOTA`` and the limiter preloaded in hami-core mode. The probe
+reports what DCMI shows inside the container (``dcmi`` part) and what AscendCL tells and allows
+applications (``acl`` part).
 
 Cases pick the chip from the cluster: template cases use the first chip with templates (910B3 on
 the emulated inventory), module cases the 910C.
@@ -23,7 +26,7 @@ import pytest
 from conformance import contract as C
 from conformance.cases import rule, unknown, violated
 from conformance.kube import ContainerSpec, Workloads, pod_manifest
-from conformance.suites.common import HOLD, QUICK, expect_filter_failure
+from conformance.suites.common import HOLD, MIB, QUICK, expect_filter_failure
 
 pytestmark = [pytest.mark.ascend]
 
@@ -400,12 +403,19 @@ def _hami_core_nodes(kube: Any) -> set[str]:
     }
 
 
+def hami_core_chip(kube: Any) -> str:
+    """The first chip common word with a node in hami-core mode (unknown when there is none)."""
+    soft = _hami_core_nodes(kube)
+    words = sorted({n.cw for n in npus(kube) if n.node in soft})
+    if not words:
+        unknown("no Ascend node runs in hami-core mode (hami-vnpu-core: true)")
+    return words[0]
+
+
 @pytest.mark.allocation
 @rule("ASC-ALLOC-CORE-1", "A hami-core pod on a hami-core node gets NPU_MEM_QUOTA/NPU_PRIORITY, no template")
 def test_hami_core_allocation(workloads: Workloads, kube: Any) -> None:
-    cw, devs = chip(kube)
-    if not {d.node for d in devs} & _hami_core_nodes(kube):
-        unknown(f"no {cw} node runs in hami-core mode (hami-vnpu-core: true)")
+    cw = hami_core_chip(kube)
     workloads.create(
         npu_pod("soft", cw, mem=1000, core=20, annotations={"huawei.com/vnpu-mode": "hami-core"})
     )
@@ -413,7 +423,8 @@ def test_hami_core_allocation(workloads: Workloads, kube: Any) -> None:
     pod = workloads.get("soft")
     runtime = json.loads((pod["metadata"].get("annotations") or {}).get(f"huawei.com/{cw}", "[]"))
     got = allocated(pod, cw)
-    assert len(got) == 1 and runtime == [{"UUID": got[0].uuid, "memory": 1000, "core": 20}], violated(
+    want = [{"UUID": d.uuid, "memory": 1000, "core": 20} for d in got]
+    assert len(got) == (2 if cw == "Ascend910C" else 1) and runtime == want, violated(
         "ASC-ALLOC-CORE-1", f"huawei.com/{cw}={runtime!r}, assignment {got}"
     )
     env = doc.get("env") or {}
@@ -463,3 +474,68 @@ def test_visible_devices(workloads: Workloads, kube: Any) -> None:
         f"{(doc.get('env') or {}).get('ASCEND_VISIBLE_DEVICES')!r})",
     )
     assert all(d["memory_total_mib"] > 0 and d["health"] == 0 for d in seen), violated("ASC-ISO-1", f"{seen}")
+
+
+# --- enforcement (hami-core mode) --------------------------------------------------------------------
+# HAMi's hami-core limiter sits on the CANN runtime's memory calls inside the container (loaded through
+# /etc/ld.so.preload); the probe drives it through AscendCL (conformance/probe/acl.py).
+
+QUOTA_MIB = 1000
+OUT_OF_MEMORY = 207001  # ACL_ERROR_RT_MEMORY_ALLOCATION
+
+
+def _soft_probe(workloads: Workloads, kube: Any, name: str, ops: list[str], rule_id: str) -> dict[str, Any]:
+    """A hami-core pod with NPU_MEM_QUOTA=QUOTA_MIB running ``--npu-op`` ops; its AscendCL part."""
+    cw = hami_core_chip(kube)
+    args = [*QUICK, *(a for op in ops for a in ("--npu-op", op))]
+    workloads.create(npu_pod(name, cw, mem=QUOTA_MIB, core=20, args=args,
+                             annotations={"huawei.com/vnpu-mode": "hami-core"}))
+    doc = workloads.probe(name)
+    part = doc.get("acl") or {}
+    assert "error" not in part and part, violated(
+        rule_id, f"AscendCL in the container: {part.get('error', 'no acl part')} "
+        f"(env {doc.get('env')}, /etc/ld.so.preload {doc.get('preload')})"
+    )
+    return dict(part)
+
+
+@pytest.mark.enforcement
+@rule("ASC-ENF-MEM-1", "In a hami-core container AscendCL reports NPU_MEM_QUOTA as the device's total memory")
+def test_quota_is_total(workloads: Workloads, kube: Any) -> None:
+    part = _soft_probe(workloads, kube, "quota", ["meminfo"], "ASC-ENF-MEM-1")
+    info = part["ops"][0]
+    assert info.get("total_mib") == QUOTA_MIB and info.get("free_bytes", -1) <= QUOTA_MIB * MIB, violated(
+        "ASC-ENF-MEM-1", f"aclrtGetMemInfo with NPU_MEM_QUOTA={QUOTA_MIB}: {info}"
+    )
+
+
+@pytest.mark.enforcement
+@rule(
+    "ASC-ENF-MEM-2", "aclrtMalloc past NPU_MEM_QUOTA is refused (207001); within it or after a free: served"
+)
+def test_allocation_over_quota_refused(workloads: Workloads, kube: Any) -> None:
+    ops = [f"alloc:{QUOTA_MIB - 100}", "alloc:200", "alloc:100", "free", f"alloc:{QUOTA_MIB}"]
+    got = _soft_probe(workloads, kube, "overquota", ops, "ASC-ENF-MEM-2")["ops"]
+    outcome = [(o.get("ok"), o.get("code")) for o in got]
+    want = [(True, 0), (False, OUT_OF_MEMORY), (True, 0), (True, None), (True, 0)]
+    assert outcome == want, violated(
+        "ASC-ENF-MEM-2", f"NPU_MEM_QUOTA={QUOTA_MIB}: {list(zip(ops, outcome, strict=True))}, want {want}"
+    )
+
+
+@pytest.mark.enforcement
+@rule("ASC-ENF-MEM-3", "The processes of one hami-core container share its NPU_MEM_QUOTA")
+def test_quota_shared_by_processes(workloads: Workloads, kube: Any) -> None:
+    half = QUOTA_MIB // 2
+    ops = [f"alloc:{half}", f"proc:{half - 100}", "proc:200", "meminfo"]
+    got = _soft_probe(workloads, kube, "shared", ops, "ASC-ENF-MEM-3")["ops"]
+    outcome = [(o.get("ok"), o.get("code")) for o in got[:3]]
+    want = [(True, 0), (True, 0), (False, OUT_OF_MEMORY)]
+    assert outcome == want, violated(
+        "ASC-ENF-MEM-3",
+        f"{list(zip(ops[:3], outcome, strict=True))}, want {want}: a process passed the container's quota",
+    )
+    free_mib = got[3].get("free_bytes", 0) / MIB
+    assert free_mib <= 100, violated(
+        "ASC-ENF-MEM-3", f"aclrtGetMemInfo with {QUOTA_MIB - 100} MiB held by two processes: {got[3]}"
+    )

@@ -19,7 +19,7 @@ from nativebuild import BuildError
 HERE = Path(__file__).resolve().parent
 SRC = HERE / "src"
 REPO = HERE.parent.parent
-LIBRARIES = ("libnvidia-ml.so.1", "libcuda.so.1", "libdcmi.so")
+LIBRARIES = ("libnvidia-ml.so.1", "libcuda.so.1", "libdcmi.so", "libruntime.so", "libascendcl.so")
 
 
 def inputs() -> list[Path]:

@@ -11,7 +11,8 @@ nodes:
     simulate: {podStartSeconds: 0.5, podCompleteSeconds: 0}
     hardware:
       nvidia: {model: A100-SXM4-80GB, count: 4, memory_mib: 81920, numa: [0, 0, 1, 1]}
-      ascend: {chip: 910B3, count: 8}   # Huawei NPUs (testbed/hardware/ascend.py)
+      ascend: {chip: 910B3, count: 8}   # Huawei NPUs (testbed/hardware/ascend.py); device_share: true
+                                        # marks NPUs set up for hami-core (soft split) mode
       hygon: {model: Z100L, count: 4}   # any vendor of testbed/hardware/families.py MODELS
 ```
 
@@ -67,7 +68,7 @@ _NVIDIA_KEYS = {
     "cuda_driver_version",
     "context_mib",
 }
-_ASCEND_KEYS = {"chip", "count", "driver_version"}
+_ASCEND_KEYS = {"chip", "count", "driver_version", "device_share"}
 _FAMILY_KEYS = {"model", "count"}
 
 
@@ -249,6 +250,10 @@ def _ascend(ctx: _Ctx, v: Any) -> dict[str, Any]:
     count = ctx.int_(spec.get("count", 8), "hardware.ascend.count", 1)
     if count > MAX_NPUS:
         raise ctx.err("hardware.ascend.count", f"at most {MAX_NPUS} NPUs per node, got {count}")
+    # device_share: the NPUs are set up for sharing (npu-smi set -t device-share), which HAMi's
+    # hami-core (soft split) mode needs; the testbed backend turns hami-core mode on for such nodes
+    if not isinstance(spec.get("device_share", False), bool):
+        raise ctx.err("hardware.ascend.device_share", "must be true or false")
     return {**spec, "chip": model.chip_name, "count": count}
 
 

@@ -287,6 +287,6 @@ def test_register_entries_and_hook_dir_in_hami_core_mode(tmp_path: Path) -> None
     assert [e.health for e in hard] == [True, False, True, True, True, True]
     assert {e.custom_info["NetworkID"] for e in hard} == {0}  # 910C: one HCCS network
     assert all(e.mode == "" and e.count == 4 and e.devmem == 65536 for e in hard)
-    prepare_hook_dir(tmp_path / "hook")
-    assert (tmp_path / "hook" / "ld.so.preload").read_text() == ""
+    prepare_hook_dir(tmp_path / "hook")  # the limiter installed and preloaded: tests/ascend/test_limiter.py
+    assert (tmp_path / "hook" / "ld.so.preload").read_text() == "/hami-vnpu-core/libvnpu.so\n"
     assert (tmp_path / "hook" / "containers").is_dir()

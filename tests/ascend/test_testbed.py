@@ -23,7 +23,7 @@ def test_inventories_with_ascend_nodes_load() -> None:
     ]
     mixed = {n.name: n for n in load_inventory(REPO / "inventories/emulated/mixed-nvidia-ascend.yaml")}
     assert set(mixed["gpu-node-1"].hardware) == {"nvidia"} and set(mixed["npu-node-1"].hardware) == {"ascend"}
-    assert len(mixed) == 3
+    assert len(mixed) == 4 and mixed["npu-node-2"].hardware["ascend"]["device_share"] is True
 
 
 def test_bad_ascend_inventory_names_the_field(tmp_path: Path) -> None:
@@ -33,6 +33,9 @@ def test_bad_ascend_inventory_names_the_field(tmp_path: Path) -> None:
         load_inventory(bad)
     bad.write_text("nodes:\n  - name: n\n    hardware:\n      ascend: {chip: 910B3, count: 65}\n")
     with pytest.raises(InventoryError, match=r"hardware\.ascend\.count"):
+        load_inventory(bad)
+    bad.write_text("nodes:\n  - name: n\n    hardware:\n      ascend: {chip: 910C, device_share: 'yes'}\n")
+    with pytest.raises(InventoryError, match=r"hardware\.ascend\.device_share: must be true or false"):
         load_inventory(bad)
 
 
@@ -55,8 +58,14 @@ def test_backend_enables_ascend_for_npu_inventories_and_waits_for_their_registra
     from conformance.backends import testbed as tb
 
     inv = REPO / "inventories/emulated/two-nodes-ascend.yaml"
-    assert tb.vendor_chart_set(inv, ["x=1"]) == ["x=1", "devices.ascend.enabled=true"]
-    assert tb.vendor_chart_set(inv, ["devices.ascend.enabled=false"]) == ["devices.ascend.enabled=false"]
+    soft = [
+        "devices.ascend.nodeConfig[0].name=npu-node-2",
+        "devices.ascend.nodeConfig[0].hamiVnpuMode=hami-core",
+    ]
+    assert tb.vendor_chart_set(inv, ["x=1"]) == ["x=1", "devices.ascend.enabled=true", *soft]
+    assert tb.vendor_chart_set(inv, ["devices.ascend.enabled=false", "devices.ascend.nodeConfig=null"]) == [
+        "devices.ascend.enabled=false", "devices.ascend.nodeConfig=null"
+    ]
     assert tb.vendor_chart_set(REPO / "inventories/emulated/two-nodes-a100.yaml", []) == []
     node = {
         "metadata": {"annotations": {"hami.io/node-register-Ascend910B3": "[]"}},

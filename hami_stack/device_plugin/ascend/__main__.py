@@ -17,7 +17,13 @@ from pathlib import Path
 from kubeclient.client import Kube
 
 from .dcmi import DcmiError, DcmiUnavailable
-from .plugin import AscendDevicePlugin, PluginConfigError, load_vnpus, options_from_env
+from .plugin import (
+    AscendDevicePlugin,
+    PluginConfigError,
+    load_vnpus,
+    node_hami_core_override,
+    options_from_env,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
             socket_dir=Path(a.socket_dir) if a.socket_dir else opts.socket_dir,
         )
         vnpus = load_vnpus(opts.config_file)
+        override = node_hami_core_override(opts.node_config_file, opts.node_name)
+        if override is not None:  # the node config wins over vnpus.hamiVnpuCore
+            vnpus = dataclasses.replace(vnpus, hami_vnpu_core=override)
     except PluginConfigError as e:
         log.error("%s", e)
         return 1

@@ -23,6 +23,7 @@ import dataclasses
 import datetime as dt
 import logging
 import os
+import shutil
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from ...devices.ascend import (
     ASCEND_910_PREFIX,
     ASCEND_910C,
     NETWORK_ID,
+    VNPU_MODE_HAMI_CORE,
     AscendFamily,
     VnpusConfig,
     parse_vnpus,
@@ -63,6 +65,7 @@ class AscendOptions:
     kubeconfig: str | None = None
     socket_dir: Path = Path(DEVICE_PLUGINS_DIR)
     hook_path: str = ""  # HOOK_PATH; empty: /usr/local/hami-vnpu-core for the hami-core dirs
+    node_config_file: Path = Path("/node-config.yaml")  # upstream's hami-device-node-config; optional
     register_interval_s: float = 30.0
     register_retry_s: float = 5.0
     health_interval_s: float = 5.0
@@ -83,6 +86,36 @@ def load_vnpus(path: Path) -> VnpusConfig:
         return parse_vnpus(data.get("vnpus"))
     except DeviceConfigError as e:
         raise PluginConfigError(f"device config {path}: {e}") from e
+
+
+def node_hami_core_override(path: Path, node_name: str) -> bool | None:
+    """This node's hami-core setting from the node config (upstream's ``hami-device-node-config``,
+    ``nodes: [{name, hamiVnpuMode: hami-core | ..., or the older hami-vnpu-core: true|false}]``), which
+    wins over the global ``vnpus.hamiVnpuCore``; None when the file or the node's entry is absent."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise PluginConfigError(f"cannot read the node config {path}: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise PluginConfigError(f"node config {path}: invalid YAML: {e}") from e
+    nodes = data.get("nodes") if isinstance(data, dict) else None
+    if not isinstance(nodes, list):
+        raise PluginConfigError(f"node config {path}: want a mapping with a nodes list")
+    for i, entry in enumerate(nodes):
+        if not isinstance(entry, dict) or entry.get("name") != node_name:
+            continue
+        if "hamiVnpuMode" in entry:
+            return str(entry["hamiVnpuMode"]) == VNPU_MODE_HAMI_CORE
+        if "hami-vnpu-core" in entry:
+            value = entry["hami-vnpu-core"]
+            if not isinstance(value, bool):
+                raise PluginConfigError(f"node config {path}: nodes[{i}].hami-vnpu-core: want true or false")
+            return value
+    return None
 
 
 def network_id(index: int, common_word: str) -> int:
@@ -259,14 +292,42 @@ class AscendDevicePlugin:
             self.server.stop()
 
 
-def prepare_hook_dir(hook: Path) -> None:
-    """hami-core mode: the host directory Allocate mounts from. ``ld.so.preload`` names HAMi's NPU
-    limiter library when one is installed there (not part of this stack); an empty file otherwise,
-    so the ``/etc/ld.so.preload`` mount is well formed and preloads nothing."""
+LIMITER = "libvnpu.so"
+LIMITER_IN_CONTAINER = "/hami-vnpu-core"  # where Allocate mounts the hook directory
+
+
+def limiter_source() -> Path:
+    """The limiter to install: ``$HAMI_VNPU_SOURCE`` (an image's prebuilt copy) or the project's build."""
+    env = os.environ.get("HAMI_VNPU_SOURCE")
+    if env:
+        return Path(env)
+    from ...enforcer.ascend.build import ensure_built
+
+    return ensure_built()
+
+
+def _replace(dest: Path, write: object) -> None:
+    # by rename: a container that already mapped the old file keeps a whole one
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}")
+    write(tmp)  # type: ignore[operator]
+    os.replace(tmp, dest)
+
+
+def prepare_hook_dir(hook: Path, source: Path | None = None) -> None:
+    """hami-core mode: the host directory Allocate mounts at /hami-vnpu-core (and its ld.so.preload at
+    /etc/ld.so.preload). Installs the NPU limiter there and names it, by its path inside the container,
+    in ``ld.so.preload``, so every process of a hami-core container loads it; ``containers/`` holds the
+    per-container usage files. The fault ``plugin-ascend-no-limiter`` leaves ``ld.so.preload`` empty."""
     (hook / "containers").mkdir(parents=True, exist_ok=True)
     preload = hook / "ld.so.preload"
-    if not preload.exists():
-        preload.write_text("")
+    if faults.on("plugin-ascend-no-limiter"):
+        _replace(preload, lambda tmp: tmp.write_text(""))
+        return
+    lib = hook / LIMITER
+    src = source or limiter_source()
+    _replace(lib, lambda tmp: shutil.copyfile(src, tmp))
+    lib.chmod(0o755)
+    _replace(preload, lambda tmp: tmp.write_text(f"{LIMITER_IN_CONTAINER}/{LIMITER}\n"))
 
 
 def as_lost(n: dcmi.Npu) -> dcmi.Npu:
@@ -284,4 +345,5 @@ def options_from_env(node_name: str | None, config_file: str | None, kubeconfig:
         kubeconfig=kubeconfig,
         socket_dir=Path(os.environ.get("DP_SOCKET_DIR", DEVICE_PLUGINS_DIR)),
         hook_path=os.environ.get("HOOK_PATH", ""),
+        node_config_file=Path(os.environ.get("NODE_CONFIG_FILE", "/node-config.yaml")),
     )

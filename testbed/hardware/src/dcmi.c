@@ -10,7 +10,8 @@
  * it at its next call): health.<phy> (the health code, absent = 0 = healthy), lost.<phy> (present =
  * the chip fell off the bus: calls on it answer DEVICE_NOT_EXIST and it leaves the card list),
  * errcode.<phy> (error codes, space separated), used_mib.<phy> (memory in use, MB), vdev.<phy> (vNPUs
- * created by dcmi_create_vdevice: "<vdev id> <template>" lines, guarded by flock on the file).
+ * created by dcmi_create_vdevice: "<vdev id> <template>" lines, guarded by flock on the file), and
+ * rtmem/ (device memory processes hold through the emulated runtime, npu_rtmem.h: counted as used).
  *
  * Visibility, as the Ascend container runtime gives it: ASCEND_VISIBLE_DEVICES lists physical IDs;
  * unset means no device unless HAMI_EMU_NPU_ALL=1 (host processes such as the device plugin). Logic
@@ -27,6 +28,7 @@
 #include <unistd.h>
 
 #include "dcmi_emu.h"
+#include "npu_rtmem.h"
 
 #define EXPORT __attribute__((visibility("default")))
 #define MAX_NPUS 64
@@ -354,7 +356,9 @@ static void memory_view(int idx, unsigned long long *total, unsigned long long *
     const npu_t *d = &g.npus[idx];
     *total = g.vnpu ? g.vnpu->memory_mib : d->memory_mib;
     long u = read_long("used_mib", d->phy_id, 0);
-    *used = u < 0 ? 0 : (unsigned long long)u;
+    /* plus what processes hold through the emulated runtime (libruntime.so), rounded up to MB */
+    unsigned long long rt = rtmem_sum(g.dir, d->phy_id);
+    *used = (u < 0 ? 0 : (unsigned long long)u) + (rt + (1ULL << 20) - 1) / (1ULL << 20);
     if (*used > *total) *used = *total;
 }
 
