@@ -4,12 +4,13 @@ All of it lives in network namespaces the testbed creates, never in the host's:
 
 * one *service namespace* per agent process, where the Service CIDR is local (``ip route add local
   <cidr> dev lo``, the "AnyIP" route) so a socket can listen on any ClusterIP. A userspace proxy
-  listens there on ``<ClusterIP>:<port>`` for each TCP port of each Service and forwards every
-  connection to a ready endpoint, picked at random (kube-proxy's iptables mode is random too):
+  listens there on ``<ClusterIP>:<port>`` for each TCP and UDP port of each Service and forwards every
+  connection (UDP: every client address, until it has been idle ``UDP_IDLE`` seconds) to a ready
+  endpoint, picked at random (kube-proxy's iptables mode is random too):
   straight into the endpoint pod's own namespace when that pod runs in this process, else to
   ``<podIP>:<targetPort>`` on the host (which the owning agent forwards for declared containerPorts).
   A Service without ready endpoints refuses connections (nothing listens). The cluster DNS server
-  (``dns.py``) answers there on ``<DNS IP>:53`` (UDP), the address every pod's ``/etc/resolv.conf``
+  (``dns.py``) answers there on ``<DNS IP>:53`` (UDP and TCP), the address every pod's ``/etc/resolv.conf``
   names (``podspec.resolv_conf``); the agents keep a ``kube-system/kube-dns`` Service at that address;
 * each pod namespace gets a veth link ``svc0`` into the service namespace (a link-local /32 address
   per pod) and a route for the Service CIDR over it. The pod's own sockets are untouched: a pod that
@@ -31,6 +32,7 @@ import random
 import socket
 import subprocess
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from kubeclient.client import ApiError
@@ -46,6 +48,7 @@ log = logging.getLogger("testbed.node.clusternet")
 SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/16")  # the testbed apiserver's (testbed/apiserver/builtin.py)
 DNS_IP = str(SERVICE_CIDR.network_address + 10)  # 10.96.0.10, where kind and kubeadm put kube-dns
 POLL = 0.25
+UDP_IDLE = 30.0  # seconds a UDP flow keeps its backend (conntrack's default UDP timeout is 30 s)
 
 
 class _DnsProtocol(asyncio.DatagramProtocol):
@@ -73,8 +76,9 @@ class ClusterNet:
         digest = hashlib.sha1(str(agent.group.data_dir).encode()).hexdigest()[:10]
         self.svc_name = f"tbsvc-{digest}"
         self.svc_path = ""
-        self.servers: dict[tuple[str, int], asyncio.base_events.Server] = {}
+        self.servers: dict[tuple[str, int, str], Any] = {}  # (ip, port, protocol) -> server or transport
         self.dns: asyncio.BaseTransport | None = None
+        self.dns_tcp: asyncio.base_events.Server | None = None
         self.pods: dict[str, int] = {}  # pod netns path -> link index
         self._task: asyncio.Task[None] | None = None
         self._dns_ensured = False
@@ -98,6 +102,8 @@ class ClusterNet:
         self.servers.clear()
         if self.dns is not None:
             self.dns.close()
+        if self.dns_tcp is not None:
+            self.dns_tcp.close()
         if self.svc_path:
             await asyncio.to_thread(netns.delete_netns, self.svc_name)  # the pods' veth ends go with it
         self.pods.clear()
@@ -160,9 +166,20 @@ class ClusterNet:
             s.setblocking(False)
             return s
 
+        def dns_tcp_socket() -> socket.socket:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((DNS_IP, 53))
+            s.listen(64)
+            s.setblocking(False)
+            return s
+
         sock = await asyncio.to_thread(netns.in_netns, self.svc_path, dns_socket)
         resolver = self.resolver
         self.dns, _ = await self.loop.create_datagram_endpoint(lambda: _DnsProtocol(resolver), sock=sock)
+        # DNS over TCP (a resolver retries there when an answer is truncated, and some clients only use it)
+        tcp = await asyncio.to_thread(netns.in_netns, self.svc_path, dns_tcp_socket)
+        self.dns_tcp = await asyncio.start_server(lambda r, w: dns.serve_tcp(resolver, r, w), sock=tcp)
 
     async def sync(self) -> None:
         if not self._dns_ensured:
@@ -185,7 +202,7 @@ class ClusterNet:
             self.pods[path] = index
         await self._reconcile(self._listen_addresses())
 
-    def _listen_addresses(self) -> set[tuple[str, int]]:
+    def _listen_addresses(self) -> set[tuple[str, int, str]]:
         out = set()
         for (ns, name), svc in self.services.items():
             spec = svc.get("spec") or {}
@@ -198,28 +215,31 @@ class ClusterNet:
                     continue
                 for p in spec.get("ports") or []:
                     # listening only while there are ready endpoints: otherwise the kernel refuses the
-                    # connection, as kube-proxy's REJECT rule does
-                    if (p.get("protocol") or "TCP") == "TCP" and self._backends((ip, int(p["port"]))):
-                        out.add((ip, int(p["port"])))
+                    # connection, as kube-proxy's REJECT rule does (SCTP is not proxied)
+                    addr = (ip, int(p["port"]), p.get("protocol") or "TCP")
+                    if addr[2] in ("TCP", "UDP") and self._backends(addr):
+                        out.add(addr)
         return out
 
     # -- listeners ----------------------------------------------------------------------------------
 
-    async def _reconcile(self, wanted: set[tuple[str, int]]) -> None:
+    async def _reconcile(self, wanted: set[tuple[str, int, str]]) -> None:
         for addr in [a for a in self.servers if a not in wanted]:
             self.servers.pop(addr).close()
         new = [a for a in wanted if a not in self.servers]
         if not new:
             return
 
-        def make_all() -> list[tuple[tuple[str, int], socket.socket | None]]:
+        def make_all() -> list[tuple[tuple[str, int, str], socket.socket | None]]:
             out = []
             for addr in new:
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                udp = addr[2] == "UDP"
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
-                    s.bind(addr)
-                    s.listen(128)
+                    s.bind(addr[:2])
+                    if not udp:
+                        s.listen(128)
                     s.setblocking(False)
                     out.append((addr, s))
                 except OSError:
@@ -228,25 +248,33 @@ class ClusterNet:
             return out
 
         for addr, sock in await asyncio.to_thread(netns.in_netns, self.svc_path, make_all):
-            if sock is not None:
+            if sock is None:
+                continue
+            if addr[2] == "UDP":
+                transport, _ = await self.loop.create_datagram_endpoint(
+                    lambda a=addr, n=self: _UdpProxy(n, a), sock=sock)  # type: ignore[misc]
+                self.servers[addr] = transport
+            else:
                 self.servers[addr] = await asyncio.start_server(self._handler(addr), sock=sock)
 
     # -- forwarding ---------------------------------------------------------------------------------
 
-    def _backends(self, addr: tuple[str, int]) -> list[tuple[str, int, str]]:
-        """(pod IP, target port, pod uid) of the ready endpoints behind a ClusterIP and port."""
-        ip, port = addr
+    def _backends(self, addr: tuple[str, int, str]) -> list[tuple[str, int, str]]:
+        """(pod IP, target port, pod uid) of the ready endpoints behind a ClusterIP, port and protocol."""
+        ip, port, proto = addr
         for (ns, name), svc in self.services.items():
             spec = svc.get("spec") or {}
             if ip not in (spec.get("clusterIPs") or [spec.get("clusterIP")]):
                 continue
-            sp = next((p for p in spec.get("ports") or [] if int(p["port"]) == port), None)
+            sp = next((p for p in spec.get("ports") or []
+                       if int(p["port"]) == port and (p.get("protocol") or "TCP") == proto), None)
             if sp is None:
                 continue
             out = []
             for subset in (self.endpoints.get((ns, name)) or {}).get("subsets") or []:
                 ports = subset.get("ports") or []
-                ep = next((p for p in ports if (p.get("name") or "") == (sp.get("name") or "")), None)
+                ep = next((p for p in ports if (p.get("name") or "") == (sp.get("name") or "")
+                           and (p.get("protocol") or "TCP") == proto), None)
                 if ep is None and len(ports) == 1:
                     ep = ports[0]
                 if ep is None:
@@ -263,7 +291,7 @@ class ClusterNet:
                 return str(w.netns_path)
         return None
 
-    def _handler(self, addr: tuple[str, int]) -> Any:
+    def _handler(self, addr: tuple[str, int, str]) -> Any:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             backends = self._backends(addr)
             if not backends:
@@ -283,6 +311,106 @@ class ClusterNet:
             await asyncio.gather(_pipe(reader, uw), _pipe(ur, writer))
 
         return handle
+
+
+class _UdpProxy(asyncio.DatagramProtocol):
+    """One UDP Service port: each client address gets a flow to one backend (a connected socket, in the
+    backend pod's namespace when it runs here); replies go back from the ClusterIP and port."""
+
+    def __init__(self, net: ClusterNet, addr: tuple[str, int, str]) -> None:
+        self.net, self.addr = net, addr
+        self.transport: asyncio.DatagramTransport | None = None
+        self.flows: dict[tuple[str, int], _UdpFlow] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, client: tuple[str, int]) -> None:
+        flow = self.flows.get(client)
+        if flow is not None and not flow.closed:
+            flow.send(data)
+            return
+        backends = self.net._backends(self.addr)
+        if not backends:
+            return
+        ip, port, uid = random.choice(backends)
+        path = self.net._local_netns(uid) if uid else None
+        flow = self.flows[client] = _UdpFlow(self, client)
+        flow.pending.append(data)
+        flow.opener = asyncio.ensure_future(flow.open(path, "127.0.0.1" if path else ip, port))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for flow in list(self.flows.values()):
+            flow.close()
+        self.flows.clear()
+
+
+class _UdpFlow(asyncio.DatagramProtocol):
+    def __init__(self, proxy: _UdpProxy, client: tuple[str, int]) -> None:
+        self.proxy, self.client = proxy, client
+        self.up: asyncio.DatagramTransport | None = None
+        self.pending: list[bytes] = []
+        self.closed = False
+        self.last = time.monotonic()
+        self.idle: asyncio.TimerHandle | None = None
+        self.opener: asyncio.Future[None] | None = None
+
+    async def open(self, path: str | None, ip: str, port: int) -> None:
+        def make() -> socket.socket:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.connect((ip, port))
+            s.setblocking(False)
+            return s
+
+        try:
+            sock = await (asyncio.to_thread(netns.in_netns, path, make) if path else asyncio.to_thread(make))
+            self.up, _ = await asyncio.get_running_loop().create_datagram_endpoint(lambda: self, sock=sock)
+        except OSError:
+            self.close()
+            return
+        for data in self.pending:
+            self.up.sendto(data)
+        self.pending.clear()
+        self._arm()
+
+    def _arm(self) -> None:
+        self.last = time.monotonic()
+        if self.idle is None:
+            self.idle = asyncio.get_running_loop().call_later(UDP_IDLE, self._expire)
+
+    def _expire(self) -> None:
+        self.idle = None
+        if time.monotonic() - self.last >= UDP_IDLE:
+            self.close()
+        else:
+            self.idle = asyncio.get_running_loop().call_later(UDP_IDLE - (time.monotonic() - self.last),
+                                                              self._expire)
+
+    def send(self, data: bytes) -> None:
+        if self.up is None:
+            self.pending.append(data)
+            return
+        self.up.sendto(data)
+        self._arm()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        t = self.proxy.transport
+        if t is not None and not t.is_closing():
+            t.sendto(data, self.client)
+        self._arm()
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # ICMP port unreachable from the backend: the client times out, as through DNAT
+
+    def close(self) -> None:
+        self.closed = True
+        if self.proxy.flows.get(self.client) is self:
+            del self.proxy.flows[self.client]
+        if self.idle is not None:
+            self.idle.cancel()
+            self.idle = None
+        if self.up is not None:
+            self.up.close()
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -320,6 +448,47 @@ def _link_pod(path: str, svc_name: str, index: int) -> None:
         f"addr add {addr}/32 dev svc0\nlink set svc0 up\n"
         f"route replace {SERVICE_CIDR} dev svc0 src {addr}\n"))
     _ip("-n", svc_name, "-batch", "-", stdin=f"link set {peer} up\nroute replace {addr}/32 dev {peer}\n")
+
+
+# -- the Services' environment variables ----------------------------------------------------------
+
+
+def service_env(agent: NodeAgent, ns: str) -> dict[str, str]:
+    """``<NAME>_SERVICE_HOST``/``_PORT`` and the Docker-link variables for the Services of ``ns`` with a
+    cluster IP, as the kubelet adds them (``enableServiceLinks``) at container start; from the
+    informers' cache (empty for agents without cluster networking, whose pods cannot reach a ClusterIP).
+    ``kubernetes`` in ``default`` is left out: the agent's own ``KUBERNETES_*`` name the apiserver."""
+    net = _instances.get(id(agent.group))
+    if net is None:
+        return {}
+    out: dict[str, str] = {}
+    for (sns, name), svc in sorted(net._cached()[0].items()):
+        spec = svc.get("spec") or {}
+        ip = spec.get("clusterIP")
+        if sns != ns or not ip or ip == "None" or (sns, name) == ("default", "kubernetes"):
+            continue
+        out.update(link_env(name, ip, spec.get("ports") or []))
+    return out
+
+
+def link_env(name: str, ip: str, ports: list[dict[str, Any]]) -> dict[str, str]:
+    """One Service's variables (the kubelet's ``envvars`` rules): upper case, ``-`` as ``_``."""
+    if not ports:
+        return {}
+    pre = name.upper().replace("-", "_")
+    first = ports[0]
+    out = {f"{pre}_SERVICE_HOST": ip, f"{pre}_SERVICE_PORT": str(first["port"]),
+           f"{pre}_PORT": f"{(first.get('protocol') or 'TCP').lower()}://{ip}:{first['port']}"}
+    for p in ports:
+        port, proto = str(p["port"]), (p.get("protocol") or "TCP")
+        if p.get("name"):
+            out[f"{pre}_SERVICE_PORT_{p['name'].upper().replace('-', '_')}"] = port
+        link = f"{pre}_PORT_{port}_{proto.upper()}"
+        out[link] = f"{proto.lower()}://{ip}:{port}"
+        out[f"{link}_PROTO"] = proto.lower()
+        out[f"{link}_PORT"] = port
+        out[f"{link}_ADDR"] = ip
+    return out
 
 
 # -- one instance per agent process ----------------------------------------------------------------

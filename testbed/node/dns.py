@@ -8,10 +8,14 @@ and endpoints ``clusternet.py`` keeps.
 * ExternalName Services: a CNAME;
 * AAAA and other types of known names: no data (NOERROR, empty); anything else: NXDOMAIN (the
   testbed has no upstream resolver to forward to).
+
+Over UDP (``clusternet._DnsProtocol``) and TCP (``serve_tcp``: each message after its 2-byte length).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import struct
 from collections.abc import Callable
@@ -135,3 +139,17 @@ class Resolver:
         for rtype, rdata in records:
             body += struct.pack(">HHHIH", 0xC00C, rtype, 1, TTL, len(rdata)) + rdata
         return head + body
+
+
+async def serve_tcp(resolver: Resolver, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """DNS over TCP (RFC 1035 4.2.2, RFC 7766): length-prefixed queries, answered in order, until the
+    client closes or sends something unparseable."""
+    with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError, OSError):
+        while True:
+            n = struct.unpack(">H", await reader.readexactly(2))[0]
+            reply = resolver.answer(await reader.readexactly(n))
+            if reply is None:
+                break
+            writer.write(struct.pack(">H", len(reply)) + reply)
+            await writer.drain()
+    writer.close()

@@ -21,7 +21,7 @@ from kubeclient.client import ApiError
 from testbed.k8s.quantity import Quantity
 from testbed.k8s.timefmt import now
 
-from . import ephemeral, images, netns, podcheckpoint, podspec, probes, rootfs, toolkit
+from . import clusternet, ephemeral, etchosts, images, netns, podcheckpoint, podspec, probes, rootfs, toolkit
 from .container import LaunchSpec, Process, StartError
 from .devices_api import ContainerDevices
 from .logs import pod_log_dir
@@ -403,6 +403,8 @@ class PodWorker:
             "HOSTNAME": self.name,
         }
         full_env.update(entry.env)
+        if self.pod["spec"].get("enableServiceLinks") is not False:  # the namespace's Services (default on)
+            full_env.update(clusternet.service_env(a, self.ns))
         full_env.update(a.service_env())
         full_env.update(devs.envs)
         full_env.update(env)
@@ -422,6 +424,8 @@ class PodWorker:
             if not host_path.exists():
                 host_path.mkdir(parents=True, exist_ok=True)
         mounts = podspec.container_mounts(spec, self.volumes) + [(str(h), c, r) for h, c, r in dev_mounts]
+        if a.options.use_mount_ns:  # the kubelet-managed /etc/hosts
+            mounts += etchosts.mounts(self.pod_dir, self.pod, self.pod_ip or "", mounts)
         # Parents before children, as containerd orders a container's mounts: a file mounted inside a
         # mounted directory (the shim inside HAMi's per-container dir) must not be hidden by it.
         mounts.sort(key=lambda m: len(PurePosixPath(m[1]).parts))

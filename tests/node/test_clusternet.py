@@ -136,3 +136,88 @@ def test_pod_reaches_a_service_by_name(kube: Kube, agents: NodeAgents) -> None:
     assert get_pod(kube, NS, "backend")["status"]["containerStatuses"][0]["restartCount"] == 0
     dns_svc = kube.get("/api/v1/namespaces/kube-system/services/kube-dns")
     assert dns_svc["spec"]["clusterIP"] == "10.96.0.10"
+
+
+UDP_ECHO = (
+    "import socket\n"
+    "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+    "s.bind(('0.0.0.0', 5353))\n"
+    "while True:\n"
+    "    data, addr = s.recvfrom(2048)\n"
+    "    s.sendto(b'echo:' + data, addr)\n"
+)
+UDP_CLIENT = (
+    "import os, socket, struct, time\n"
+    "print(os.environ.get('UDP_ECHO_SERVICE_HOST'), os.environ.get('UDP_ECHO_SERVICE_PORT'),\n"
+    "      os.environ.get('UDP_ECHO_SERVICE_PORT_U'), os.environ.get('UDP_ECHO_PORT'))\n"
+    "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+    "s.settimeout(0.5)\n"
+    "for i in range(60):\n"
+    "    s.sendto(b'ping', ('udp-echo', 9999))\n"
+    "    try:\n"
+    "        data, src = s.recvfrom(2048)\n"
+    "        break\n"
+    "    except OSError:\n"
+    "        time.sleep(0.2)\n"
+    "print(data.decode(), src[0] == socket.gethostbyname('udp-echo'))\n"
+    "q = struct.pack('>HHHHHH', 9, 0x100, 1, 0, 0, 0)\n"
+    "q += b''.join(bytes([len(p)]) + p.encode() for p in 'udp-echo.default.svc.cluster.local'.split('.'))\n"
+    "q += b'\\0' + struct.pack('>HH', 1, 1)\n"
+    "t = socket.create_connection(('10.96.0.10', 53), timeout=5)\n"
+    "t.sendall(struct.pack('>H', len(q)) + q)\n"
+    "n = struct.unpack('>H', t.recv(2))[0]\n"
+    "reply = b''\n"
+    "while len(reply) < n:\n"
+    "    reply += t.recv(n - len(reply))\n"
+    "print('tcp-dns', socket.inet_ntoa(reply[-4:]))\n"
+    "print(socket.gethostname())\n"
+    "print('|'.join(l for l in open('/etc/hosts').read().splitlines() if l and not l.startswith('#')))\n"
+)
+
+
+@ROOT_ONLY
+def test_udp_service_tcp_dns_service_env_and_hosts(kube: Kube, agents: NodeAgents) -> None:
+    """A UDP Service port is proxied both ways (the reply comes from the ClusterIP); the cluster DNS
+    answers over TCP; containers get the namespace's Service variables (not with enableServiceLinks:
+    false) and the kubelet's /etc/hosts (hostname, subdomain, hostAliases)."""
+    svc = kube.create(f"/api/v1/namespaces/{NS}/services", {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "udp-echo"},
+        "spec": {"selector": {"app": "udp-echo"},
+                 "ports": [{"name": "u", "port": 9999, "protocol": "UDP", "targetPort": 5353}]}})
+    ip = svc["spec"]["clusterIP"]
+    create_bound_pod(kube, NS, "node-n", "udp-backend", {"containers": [
+        {"name": "c", "image": "python:3.11", "command": ["python3", "-c", UDP_ECHO]}]})
+    backend = _running(kube, "udp-backend")
+    kube.create(f"/api/v1/namespaces/{NS}/endpoints", {
+        "apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "udp-echo"},
+        "subsets": [{"addresses": [{"ip": backend["status"]["podIP"], "targetRef": {
+            "kind": "Pod", "name": "udp-backend", "namespace": NS, "uid": backend["metadata"]["uid"]}}],
+            "ports": [{"name": "u", "port": 5353, "protocol": "UDP"}]}]})
+    time.sleep(0.6)  # a sync round: the client's container starts with the Service in the cache
+    create_bound_pod(kube, NS, "node-n", "udp-client", {
+        "restartPolicy": "Never", "hostname": "box", "subdomain": "grp",
+        "hostAliases": [{"ip": "10.1.2.3", "hostnames": ["foo.local", "bar.local"]}],
+        "containers": [{"name": "c", "image": "python:3.11", "command": ["python3", "-c", UDP_CLIENT]}]})
+    create_bound_pod(kube, NS, "node-n", "no-links", {
+        "restartPolicy": "Never", "enableServiceLinks": False, "containers": [{
+            "name": "c", "image": "busybox",
+            "command": ["sh", "-c",
+                        "echo links=${UDP_ECHO_SERVICE_HOST:-none} k8s=${KUBERNETES_SERVICE_HOST:+set}"]}]})
+    finished = ("Succeeded", "Failed")
+    root = agents.agent("node-n").root / "var/log/pods"
+    for name in ("udp-client", "no-links"):
+        done = wait_for(lambda n=name: (p := get_pod(kube, NS, n))["status"].get("phase") in finished and p,
+                        40)
+        log = next(root.glob(f"{NS}_{name}_*/c/0.log")).read_text()
+        lines = [ln.split(" ", 3)[3] for ln in log.splitlines()]
+        assert done["status"]["phase"] == "Succeeded", lines
+        if name == "no-links":
+            assert lines == ["links=none k8s=set"], lines
+            continue
+        assert lines[0] == f"{ip} 9999 9999 udp://{ip}:9999", lines
+        assert lines[1:4] == ["echo:ping True", f"tcp-dns {ip}", "box"], lines
+        pod_ip = done["status"]["podIP"]
+        hosts = lines[4].split("|")
+        assert hosts[0] == "127.0.0.1\tlocalhost", hosts
+        assert f"{pod_ip}\tbox.grp.{NS}.svc.cluster.local\tbox" in hosts, hosts
+        assert hosts[-1] == "10.1.2.3\tfoo.local\tbar.local", hosts
