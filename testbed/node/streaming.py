@@ -15,10 +15,12 @@ Protocols, as kubectl of every minor and the official clients negotiate them:
 
 The error channel carries a ``Status`` (v4+): ``Success``, or ``Failure`` with reason
 ``NonZeroExitCode`` and the code as cause ``ExitCode``, which kubectl turns into its own exit code.
-Commands run in the container's namespaces (mount, network and, for unprivileged containers, its
-user namespace) with its environment, user and working directory, through ``nsenter`` as the exec
-probes do; ``tty`` gets a pseudo-terminal whose size follows the resize channel. ``attach`` streams
-the container's output from its log file (stdin of a running container is not attachable here).
+Commands run in the container's namespaces (mount, network, UTS, PID and, for unprivileged
+containers, its user namespace) with its environment, user and working directory, through ``nsenter``
+as the exec probes do; ``tty`` gets a pseudo-terminal from the container's own ``/dev/pts`` whose size
+follows the resize channel. ``attach`` connects to the container's shim (``nsexec.py``'s attach
+socket): the container's output live, and what the client types into its stdin (``stdin: true``) or
+terminal (``tty: true``), resized like exec's.
 """
 
 from __future__ import annotations

@@ -172,13 +172,16 @@ def test_kubectl_attach_i_types_into_a_running_container(testbed: EmbeddedTestbe
 def test_exec_sees_only_the_container_processes(testbed: EmbeddedTestbed, agents: NodeAgents,
                                                 kube: Kube) -> None:
     """exec enters the container's PID namespace: ``ps`` lists its init, its command and itself only;
-    a TTY exec gets a terminal named in the container's /dev/pts."""
+    a TTY exec gets a terminal named in the container's /dev/pts; exec probes run in the namespace too
+    (the probe's shell has a low pid, so the pod becomes Ready)."""
     from kubernetes import client
     from kubernetes.stream import stream
 
     create_bound_pod(kube, NS, NODE, "pidns", {"containers": [
-        {"name": "c", "image": "busybox", "command": ["sh", "-c", "sleep 3600"]}]})
+        {"name": "c", "image": "busybox", "command": ["sh", "-c", "sleep 3600"],
+         "readinessProbe": {"exec": {"command": ["sh", "-c", "test $$ -lt 20"]}, "periodSeconds": 1}}]})
     wait_for(lambda: get_pod(kube, NS, "pidns")["status"].get("phase") == "Running", 30)
+    wait_for(lambda: get_pod(kube, NS, "pidns")["status"]["containerStatuses"][0]["ready"], 20)
     core = client.CoreV1Api(testbed.api_client())
     out = stream(core.connect_get_namespaced_pod_exec, "pidns", NS, container="c",
                  command=["ps", "-e", "-o", "pid=,args="], stderr=True, stdin=False, stdout=True, tty=False)
