@@ -15,9 +15,13 @@ import sys
 from dataclasses import asdict, dataclass
 
 # vendor -> (first minor, last minor, stacks). "ours" is hami_stack deployed by its chart; an
-# "upstream" stack (upstream HAMi on the testbed) gets its own cells once a backend provides it.
+# "upstream" stack (upstream HAMi on the testbed) gets its own cells once a backend provides it:
+# none does yet (the Go module proxy refuses upstream HAMi's module, so it cannot be built here).
+# A vendor is listed once `hami-conformance run --vendor <vendor>` runs on the testbed and its
+# profile covers these minors (conformance/profiles/<vendor>.yaml).
 VENDORS: dict[str, tuple[int, int, tuple[str, ...]]] = {
     "nvidia": (18, 35, ("ours",)),
+    "ascend": (18, 35, ("ours",)),
 }
 
 

@@ -100,13 +100,16 @@ def test_every_planned_cell_has_its_tox_env_and_adding_a_vendor_is_one_line() ->
         envs |= {f"{m[1]}{x}{m[3]}" for x in m[2].split(",")} if m else {name}
         commands = parser[section].get("commands", "")
         for env in list(envs):
-            if env.startswith("nvidia-") and section.startswith("testenv:nvidia-"):
-                assert f"{env}: hami-conformance run --vendor nvidia --k8s {env.split('-')[1]} " in commands
+            vendor, _, minor = env.partition("-")
+            if section.startswith(f"testenv:{vendor}-") and re.fullmatch(r"1\.\d+", minor):
+                # each cell env runs its own vendor and minor, nothing else
+                assert f"{env}: hami-conformance run --vendor {vendor} --k8s {minor} " in commands
     planned = [c.toxenv for c in matrix_plan.cells()]
-    assert planned[0] == "nvidia-1.18" and planned[-1] == "nvidia-1.35"
+    assert planned[0] == "nvidia-1.18" and planned[-1] == "ascend-1.35"
+    assert {"nvidia-1.35", "ascend-1.18"} <= set(planned)
     assert set(planned) <= envs, sorted(set(planned) - envs)
-    more = matrix_plan.cells({**matrix_plan.VENDORS, "ascend": (30, 33, ("ours", "upstream"))})
-    assert [c.toxenv for c in more[-2:]] == ["ascend-1.33", "ascend-1.33-upstream"]
+    more = matrix_plan.cells({**matrix_plan.VENDORS, "cambricon": (30, 33, ("ours", "upstream"))})
+    assert [c.toxenv for c in more[-2:]] == ["cambricon-1.33", "cambricon-1.33-upstream"]
 
 
 def test_the_plan_job_output_is_one_github_output_line(capsys: pytest.CaptureFixture[str]) -> None:
@@ -115,5 +118,6 @@ def test_the_plan_job_output_is_one_github_output_line(capsys: pytest.CaptureFix
     assert line.startswith("cells=") and "\n" not in line
     cells = json.loads(line.removeprefix("cells="))
     assert cells[0] == {"vendor": "nvidia", "minor": "1.18", "stack": "ours", "toxenv": "nvidia-1.18"}
-    assert len(cells) == len(matrix_plan.cells()) == 18
+    assert len(cells) == len(matrix_plan.cells()) == 2 * 18  # nvidia and ascend, 1.18..1.35
+    assert {c["vendor"] for c in cells} == {"nvidia", "ascend"} and {c["stack"] for c in cells} == {"ours"}
     assert matrix_plan.main(["gitlab"]) == 4
