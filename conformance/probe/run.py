@@ -95,6 +95,11 @@ def run_probe(
             result["cuda"]["error_name"] = exc.name
     if nvml is not None:
         nvml.close()
+    from conformance.probe.families import view as family_view
+
+    families = family_view()  # a data-driven family's devices (DCU, MLU, ...), when it names any
+    if families:
+        result["families"] = families
     if "ASCEND_VISIBLE_DEVICES" in os.environ:  # an Ascend container: what DCMI shows it
         from conformance.probe.dcmi import inventory
 

@@ -238,3 +238,167 @@ def test_capacity_family_registration(f: CapacityFamily, kube: Any) -> None:
         )
     if not seen:
         unknown(f"no node advertises {f.cores} (the cluster has no {f.vendor} devices)")
+
+
+# --- every family: admission and what a placed container sees ---------------------------------------
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One device, part of it, for a family: what to ask and how to read what was given."""
+
+    vendor: str
+    cw: str
+    count: str
+    limits: dict[str, str]  # one device, 1024 MiB, 10 % of its cores (in the family's units)
+    allocated: str  # the pod annotation listing the assigned devices
+    by_index: bool  # the container names devices by index (MLU: card i of <node>-cambricon-mlu-<i>)
+    limit_lines: tuple[str, ...] = ()  # lines of the vendor's per-container limit file (DCU vdev)
+    pod_annotations: tuple[tuple[str, str], ...] = ()  # (key, expected value pattern with {index})
+
+
+PLACEMENTS = (
+    Placement(
+        "hygon",
+        "DCU",
+        "hygon.com/dcunum",
+        {"hygon.com/dcunum": "1", "hygon.com/dcumem": "1024", "hygon.com/dcucores": "10"},
+        "hami.io/dcu-devices-allocated",
+        by_index=False,
+        limit_lines=("mem: 1024 MiB",),
+    ),
+    Placement(
+        "cambricon",
+        "MLU",
+        "cambricon.com/vmlu",
+        # vmemory is in units of 256 MiB: 4 = 1024 MiB
+        {
+            "cambricon.com/vmlu": "1",
+            "cambricon.com/mlu.smlu.vmemory": "4",
+            "cambricon.com/mlu.smlu.vcore": "10",
+        },
+        "hami.io/cambricon-mlu-devices-allocated",
+        by_index=True,
+        pod_annotations=(("CAMBRICON_DSMLU_PROFILE", "{index}_10_4"), ("CAMBRICON_DSMLU_ASSIGHED", "false")),
+    ),
+)
+
+
+def _placement_cases(rule_suffix: str, text: str, only: tuple[str, ...] = ()) -> list[Any]:
+    return [
+        pytest.param(
+            p,
+            id=p.vendor,
+            marks=[
+                getattr(pytest.mark, p.vendor),
+                pytest.mark.rule(f"{p.cw}-{rule_suffix}", text.format(p=p)),
+            ],
+        )
+        for p in PLACEMENTS
+        if not only or p.vendor in only
+    ]
+
+
+def _device_nodes(kube: Any, count: str) -> list[str]:
+    """Nodes whose capacity has some of ``count`` (what the family's plugin advertised)."""
+    out = []
+    for n in kube.get("/api/v1/nodes").get("items") or []:
+        qty = str(((n.get("status") or {}).get("capacity") or {}).get(count, "0"))
+        if qty.isdigit() and int(qty) > 0:
+            out.append(n["metadata"]["name"])
+    return out
+
+
+def _first_assigned(pod: dict[str, Any], key: str) -> str:
+    """The first device ID of the allocation annotation (``<id>,<type>,<mem>,<cores>:...;``)."""
+    value = (pod["metadata"].get("annotations") or {}).get(key, "")
+    return value.split(";", 1)[0].split(":", 1)[0].split(",", 1)[0]
+
+
+@pytest.mark.admission
+@pytest.mark.parametrize(
+    "p",
+    _placement_cases(
+        "ADM-SCHED-1", "A pod asking {p.count} is given the HAMi scheduler", only=("cambricon",)
+    ),
+)
+def test_capacity_family_pod_goes_to_hami(p: Placement, workloads: Workloads, cluster: Any) -> None:
+    pod = workloads.create(pod_manifest("fam-sched", [ContainerSpec(extra_limits={p.count: "1"})]))
+    got = pod["spec"].get("schedulerName")
+    assert got == cluster.scheduler_name, violated(
+        f"{p.cw}-ADM-SCHED-1",
+        f"schedulerName {got!r}, want {cluster.scheduler_name!r} ({p.vendor} not enabled?)",
+    )
+
+
+@pytest.mark.scheduling
+@pytest.mark.parametrize(
+    "p",
+    _placement_cases(
+        "SCHED-FIT-1",
+        "A pod asking part of one {p.count} is bound to a node with the family's devices and annotated",
+        only=("cambricon",),
+    ),
+)
+def test_capacity_family_pod_placed(p: Placement, workloads: Workloads, kube: Any) -> None:
+    nodes = _device_nodes(kube, p.count)
+    if not nodes:
+        unknown(f"no node advertises {p.count} (the cluster has no {p.vendor} devices)")
+    rid = f"{p.cw}-SCHED-FIT-1"
+    name = workloads.create(pod_manifest("fam-fit", [ContainerSpec(args=QUICK, extra_limits=p.limits)]))[
+        "metadata"
+    ]["name"]
+    pod = poll(
+        f"{name} bound",
+        lambda: workloads.get(name),
+        lambda q: bool(q["spec"].get("nodeName")),
+        60,
+        describe=lambda q: f"phase {(q or {}).get('status', {}).get('phase')}",
+    )
+    assert pod["spec"]["nodeName"] in nodes, violated(
+        rid, f"bound to {pod['spec']['nodeName']}, not one of {nodes}"
+    )
+    assigned = _first_assigned(pod, p.allocated)
+    assert assigned, violated(rid, f"no {p.allocated} annotation on the bound pod")
+    index = assigned.rsplit("-", 1)[-1]
+    annotations = pod["metadata"].get("annotations") or {}
+    for key, pattern in p.pod_annotations:
+        want = pattern.format(index=index)
+        assert annotations.get(key) == want, violated(
+            rid, f"{key} is {annotations.get(key)!r}, want {want!r}"
+        )
+
+
+@pytest.mark.allocation
+@pytest.mark.parametrize(
+    "p",
+    _placement_cases(
+        "ALLOC-1",
+        "A container given part of one {p.count} sees exactly its assigned device (and its limits)",
+    ),
+)
+def test_family_container_sees_its_device(p: Placement, workloads: Workloads, kube: Any) -> None:
+    if not _device_nodes(kube, p.count):
+        unknown(f"no node advertises {p.count} (the cluster has no {p.vendor} devices)")
+    rid = f"{p.cw}-ALLOC-1"
+    name = workloads.create(pod_manifest("fam-see", [ContainerSpec(args=QUICK, extra_limits=p.limits)]))[
+        "metadata"
+    ]["name"]
+    doc = workloads.probe(name)
+    pod = workloads.get(name)
+    assigned = _first_assigned(pod, p.allocated)
+    assert assigned, violated(rid, f"no {p.allocated} annotation on pod {name}")
+    seen = (doc.get("families") or {}).get(p.vendor)
+    assert seen, violated(
+        rid, f"the container names no {p.vendor} device (probe families: {doc.get('families')})"
+    )
+    assert "error" not in seen, violated(rid, f"the container cannot read its devices: {seen['error']}")
+    got = [str(d["index"]) if p.by_index else str(d["uuid"]) for d in seen.get("devices") or []]
+    want = assigned.rsplit("-", 1)[-1] if p.by_index else assigned
+    assert got == [want], violated(
+        rid, f"the container sees {got} through {seen['env']}={seen['value']!r}, assigned {assigned}"
+    )
+    for line in p.limit_lines:
+        assert line in (seen.get("vdev") or []), violated(
+            rid, f"limit file lines {seen.get('vdev')} lack {line!r}"
+        )

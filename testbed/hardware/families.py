@@ -59,6 +59,9 @@ MODELS: dict[str, dict[str, Model]] = {
     "mthreads": {  # 16 sGPU cores and 96 memory units of 512 MiB (S4000) per card, as HAMi assumes
         "MTT-S4000": Model("mthreads", "MTT-S4000", 49152, 16, "MT"),
     },
+    "metax": {  # the C500's 64 GiB is what HAMi assumes for every whole MetaX card
+        "C500": Model("metax", "C500", 65536, 100, "MX"),
+    },
 }
 
 
@@ -68,6 +71,17 @@ VISIBLE_ENV: dict[str, str] = {
     "cambricon": "CAMBRICON_SPLIT_VISIBLE_DEVICES",
     "iluvatar": "ILUVATAR_VISIBLE_DEVICES",
     "mthreads": "MTHREADS_VISIBLE_DEVICES",
+    "metax": "METAX_VISIBLE_DEVICES",
+}
+
+
+# vendor -> the device nodes a node with that vendor's hardware has (what Allocate names as device
+# specs): "{index}" per device, "{render}" = 128 + index (DRM render nodes); no placeholder: once per
+# node. The node agent creates them as plain files under its root (``create_device_nodes``); the
+# container runtime binds a device spec from there, so Allocate naming a device the node lacks fails
+# the container as runc would.
+DEVICE_NODES: dict[str, tuple[str, ...]] = {
+    "hygon": ("/dev/kfd", "/dev/mkfd", "/dev/dri/card{index}", "/dev/dri/renderD{render}"),
 }
 
 
@@ -164,4 +178,17 @@ def visible(state_dir: Path, vendor: str, value: str) -> list[Device]:
     for key in (k.strip() for k in value.split(",")):
         if key in by_key and by_key[key] not in out:
             out.append(by_key[key])
+    return out
+
+
+def create_device_nodes(node_root: Path, vendor: str, count: int) -> list[Path]:
+    """Stand-ins for the vendor's device nodes under ``node_root`` (see :data:`DEVICE_NODES`)."""
+    out: list[Path] = []
+    for pattern in DEVICE_NODES.get(vendor, ()):
+        indices = range(count) if "{" in pattern else range(1)
+        for i in indices:
+            path = Path(node_root) / pattern.format(index=i, render=128 + i).lstrip("/")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+            out.append(path)
     return out

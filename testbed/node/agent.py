@@ -169,6 +169,7 @@ class NodeAgent:
                 families.create_state(
                     families.node_state_dir(self.root), vendor, hw["model"], hw["count"], node_name=self.name
                 )
+                families.create_device_nodes(self.root, vendor, hw["count"])
 
     def capacity(self) -> tuple[dict[str, str], dict[str, str]]:
         cap = dict(self.spec.capacity)

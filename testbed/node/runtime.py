@@ -114,6 +114,13 @@ class CState:
         return st
 
 
+def _device_source(node_root: Path, host: str) -> str:
+    """Where a device spec's host path is on this machine: the node's emulated device node when it
+    has one (testbed/hardware/families.py DEVICE_NODES), else the host path itself."""
+    emulated = podspec.node_path(node_root, host)
+    return str(emulated) if emulated.is_file() else host
+
+
 class PodWorker:
     def __init__(self, agent: NodeAgent, pod: dict[str, Any]) -> None:
         self.agent = agent
@@ -449,7 +456,9 @@ class PodWorker:
             netns=self.netns_path,
             mount_ns=as_root,
             mounts=[(m[0], m[1], bool(m[2])) for m in mounts],
-            devices=[(d[0], d[1]) for d in devs.devices],
+            # a device node the node's emulated hardware provides (under the node root) stands in
+            # for the host's; any other stays the host path
+            devices=[(_device_source(a.root, d[0]), d[1]) for d in devs.devices],
             user=user if as_root else None,
             # each container its own PID namespace (the Kubernetes default); hostPID and
             # shareProcessNamespace pods keep the host's (shared namespaces are not modelled)
