@@ -1043,19 +1043,32 @@ def _parse_apply_body(body: bytes) -> dict:
     return _prune_nulls(json.loads(json.dumps(data, default=str)))
 
 
-def _conflict_error(conflicts: list[tuple[str, Path]]) -> APIError:
-    def who(manager: str) -> str:
-        return json.dumps(manager)
+def manager_label(entry: dict) -> str:
+    """How the real server names a manager in conflict messages (Go's ``printManager``).
 
-    causes = [{"reason": "FieldManagerConflict", "message": f"conflict with {who(m)}",
+    Update managers carry the API version they wrote with, subresource writers the subresource:
+    ``"kubectl-patch" using v1``, ``"kubelet" with subresource "status" using v1``.
+    """
+    label = json.dumps(str(entry.get("manager", "")))
+    if entry.get("subresource"):
+        label += f" with subresource {json.dumps(str(entry['subresource']))}"
+    if entry.get("operation") == "Update":
+        label += f" using {entry.get('apiVersion', '')}"
+    return label
+
+
+def _conflict_error(conflicts: list[tuple[str, Path]]) -> APIError:
+    """409 naming every conflicting (manager, field) pair; managers sorted, as the real message is."""
+    conflicts = sorted(conflicts, key=lambda c: (c[0], _path_string(c[1])))
+    causes = [{"reason": "FieldManagerConflict", "message": f"conflict with {m}",
                "field": _path_string(p)} for m, p in conflicts]
     if len(conflicts) == 1:
         m, p = conflicts[0]
-        msg = f"Apply failed with 1 conflict: conflict with {who(m)}: {_path_string(p)}"
+        msg = f"Apply failed with 1 conflict: conflict with {m}: {_path_string(p)}"
     else:
         lines: list[str] = []
         for m in sorted({m for m, _ in conflicts}):
-            lines.append(f"conflicts with {who(m)}:")
+            lines.append(f"conflicts with {m}:")
             lines.extend(f"- {_path_string(p)}" for mm, p in conflicts if mm == m)
         msg = f"Apply failed with {len(conflicts)} conflicts: " + "\n".join(lines)
     return APIError(409, "Conflict", msg, details={"causes": causes})
@@ -1112,7 +1125,7 @@ def apply_server_side(obj: dict | None, body: bytes, group: str, kind: str, mana
             continue
         for e, owned in other_sets:
             if path in owned:
-                conflicts.append((str(e.get("manager", "")), path))
+                conflicts.append((manager_label(e), path))
     if conflicts and not force:
         raise _conflict_error(conflicts)
     if force:
@@ -1142,7 +1155,113 @@ def apply_server_side(obj: dict | None, body: bytes, group: str, kind: str, mana
                             "time": stamp, "fieldsType": "FieldsV1", "fieldsV1": _to_fields_v1(new_set)})
     metadata = merged.setdefault("metadata", {})
     if new_entries:
-        metadata["managedFields"] = new_entries
+        metadata["managedFields"] = _sort_entries(new_entries)
     else:
         metadata.pop("managedFields", None)
     return merged
+
+
+# ---------------------------------------------------------------------------------------------
+# Field ownership of the other writes (create, update, non-apply patches): "Update" entries
+
+
+def manager_from_user_agent(user_agent: str) -> str:
+    """The manager of a write without ``fieldManager``: the User-Agent up to its first "/" (at
+    most 128 characters), as kube-apiserver names it ("kubectl", "OpenAPI-Generator", "helm")."""
+    return user_agent.split("/", 1)[0][:128]
+
+
+def _sort_entries(entries: list[dict]) -> list[dict]:
+    # The real encoder's order: Apply before Update, then oldest first, then manager, version, subresource.
+    return sorted(entries, key=lambda e: (str(e.get("operation", "")), str(e.get("time", "")),
+                                          str(e.get("manager", "")), str(e.get("apiVersion", "")),
+                                          str(e.get("subresource", ""))))
+
+
+def _tracked_fields(obj: dict | None, schema: Schema, subresource: str, has_status: bool) -> dict[Path, Any]:
+    """The fields a write may own: a status write owns only status, a scale write the replicas, a
+    main-resource write of a kind with a status subresource never owns status (the real
+    strategies' reset fields)."""
+    out: dict[Path, Any] = {}
+    if obj is None:
+        return out
+    if subresource == "status":
+        view = {"status": obj["status"]} if obj.get("status") is not None else {}
+    elif subresource == "scale":
+        replicas = (obj.get("spec") or {}).get("replicas")
+        view = {"spec": {"replicas": replicas}} if replicas is not None else {}
+    elif subresource:
+        return out
+    elif has_status:
+        view = {k: v for k, v in obj.items() if k != "status"}
+    else:
+        view = obj
+    _field_set(view, schema, (), out)
+    return out
+
+
+def _identity(e: dict) -> tuple[str, str, str, str]:
+    # The real manager identifier: Apply entries are one manager whatever version they applied.
+    op = str(e.get("operation", ""))
+    return (str(e.get("manager", "")), op, "" if op == "Apply" else str(e.get("apiVersion", "")),
+            str(e.get("subresource", "")))
+
+
+def track_update(old: dict | None, new: dict, manager: str, *, group: str, kind: str, api_version: str,
+                 subresource: str = "", has_status: bool = False, record_subresource: bool = True,
+                 now: str | None = None) -> None:
+    """Record in ``new``'s managedFields what a create/update/patch by ``manager`` changed.
+
+    As the real field manager: managedFields sent in the request replace the stored ones (omitted
+    or ``[]``: keep them; ``[{}]``: clear them); the writer takes every field it added or changed
+    away from the other managers (updates never conflict), fields it removed leave every set, and
+    its own "Update" entry (one per manager, API version and subresource) grows by what it changed.
+    """
+    meta = new.setdefault("metadata", {})
+    incoming = meta.get("managedFields")
+    if not incoming:
+        entries = copy.deepcopy(((old or {}).get("metadata") or {}).get("managedFields") or [])
+    elif incoming == [{}]:
+        entries = []
+    else:
+        entries = [e for e in incoming if isinstance(e, dict)]
+    if manager:
+        schema = patchmeta.schema_for(group, kind)
+        before = _tracked_fields(old, schema, subresource, has_status)
+        after = _tracked_fields(new, schema, subresource, has_status)
+        removed = set(before) - set(after)
+        changed = set(after) - set(before)
+        changed |= {p for p in set(after) & set(before)
+                    if p[-1][0] == "f" and not _json_equal(after[p], before[p])}
+        me = (manager, "Update", api_version, subresource if record_subresource else "")
+        mine: set[Path] = set()
+        previous: dict | None = None
+        kept: list[dict] = []
+        for e in entries:
+            if _identity(e) == me:
+                previous = e
+                mine = _from_fields_v1(e.get("fieldsV1"))
+                continue
+            if not (changed or removed):
+                kept.append(e)
+                continue
+            owned = _from_fields_v1(e.get("fieldsV1"))
+            left = owned - changed - removed
+            if left == owned:
+                kept.append(e)
+            elif left:
+                kept.append({**e, "fieldsV1": _to_fields_v1(left)})
+        mine = (mine - removed) | changed
+        if mine:
+            entry: dict[str, Any] = {"manager": manager, "operation": "Update", "apiVersion": api_version,
+                                     "time": (now or _now()) if changed or previous is None
+                                     else previous.get("time", now or _now()),
+                                     "fieldsType": "FieldsV1", "fieldsV1": _to_fields_v1(mine)}
+            if subresource and record_subresource:
+                entry["subresource"] = subresource
+            kept.append(entry)
+        entries = kept
+    if entries:
+        meta["managedFields"] = _sort_entries(entries)
+    else:
+        meta.pop("managedFields", None)

@@ -259,6 +259,7 @@ class Registry:
         *,
         dry_run: bool = False,
         field_manager: str = "",
+        track: bool = True,
     ) -> Entry | dict[str, Any]:
         obj = self._decode_check(t, body)
         meta = obj["metadata"]
@@ -282,6 +283,8 @@ class Registry:
         if t.kind not in _NO_GENERATION:
             meta["generation"] = 1
         self._defaults(t, obj, create=True)
+        if track:
+            self._track(t, None, obj, field_manager)
         self._rbac_escalation(t, obj, None, user)
         ns = self._check_namespace(t, "CREATE")
         if self.builtins is not None:
@@ -321,6 +324,8 @@ class Registry:
         field_manager: str = "",
         require_rv: str | None = None,
         decoded: bool = False,
+        track: bool = True,
+        managed_subresource: str = "",
     ) -> Entry | dict[str, Any]:
         store_key = t.rtype.store_key
         expect_kind = None
@@ -348,6 +353,8 @@ class Registry:
         old = current.obj
         obj = self._merge_update(t, obj, old)
         self._defaults(t, obj, create=False)
+        if track:
+            self._track(t, self.present(t, old), obj, field_manager, managed_subresource)
         self._rbac_escalation(t, obj, old, user)
         ns = self._check_namespace(t, "UPDATE")
         obj = await self._admit("UPDATE", t, obj, old, user, dry_run, ns) or obj
@@ -377,6 +384,17 @@ class Registry:
         entry = self.store.put(store_key, obj, event="MODIFIED")
         await self._notify(t.rtype, "MODIFIED", entry.obj, old)
         return entry
+
+    def _track(
+        self, t: Target, old: dict[str, Any] | None, obj: dict[str, Any], manager: str, subresource: str = ""
+    ) -> None:
+        """managedFields of a create/update/patch, before admission as the real handlers record them.
+        ``subresource`` names a write that reached the main resource through one (scale)."""
+        patch.track_update(
+            old, obj, manager, group=t.group, kind=t.kind, api_version=t.api_version,
+            subresource=subresource or t.subresource or "", has_status=_status_only(t.rtype),
+            record_subresource=self.profile.minor >= 22,
+        )
 
     def _graceful_pending(self, t: Target, obj: dict[str, Any]) -> bool:
         # A pod being deleted gracefully stays until its kubelet confirms (delete with grace 0).
@@ -443,7 +461,9 @@ class Registry:
                     applied = patch.apply_server_side(
                         None, body, t.group, t.kind, field_manager, force, version=t.version
                     )
-                    return await self.create(t, applied, user, dry_run=dry_run, field_manager=field_manager)
+                    return await self.create(
+                        t, applied, user, dry_run=dry_run, field_manager=field_manager, track=False
+                    )
                 raise errors.not_found(t.group, t.rtype.plural, t.name)
             seen = self.present(t, current.obj)
             if kind == "json":
@@ -465,7 +485,9 @@ class Registry:
             if not want_rv:
                 patched.setdefault("metadata", {})["resourceVersion"] = str(current.rv)
             try:
-                return await self.update(t, patched, user, dry_run=dry_run, field_manager=field_manager)
+                return await self.update(
+                    t, patched, user, dry_run=dry_run, field_manager=field_manager, track=kind != "apply"
+                )
             except APIError as e:
                 # A patch without a precondition retries on a concurrent write, as the real server does.
                 if e.code == 409 and e.reason == "Conflict" and not want_rv:

@@ -25,6 +25,7 @@ from testbed.k8s.timefmt import now as now_rfc3339
 
 from .. import pki
 from . import discovery, errors, openapi, paths, protobuf, rbac, selectors, tables
+from . import patch as patch_formats
 from .auth import TokenAuthority, UserInfo, authenticate
 from .builtin import BuiltIns, bootstrap_objects, stamp
 from .errors import APIError
@@ -94,6 +95,16 @@ def _bool_param(q: Any, name: str) -> bool:
 
 def _table_version(accept: str) -> str:
     return "v1" if "v=v1;" in accept or accept.rstrip().endswith("v=v1") else "v1beta1"
+
+
+def _field_manager(request: web.Request) -> str:
+    """The manager of a write: ``fieldManager``, else the User-Agent's product name as the real
+    server takes it; never for an apply patch, which must name its manager itself."""
+    given = request.query.get("fieldManager", "")
+    apply = request.headers.get("Content-Type", "").split(";")[0].strip() == "application/apply-patch+yaml"
+    if given or (apply and request.method == "PATCH"):
+        return given
+    return patch_formats.manager_from_user_agent(request.headers.get("User-Agent", ""))
 
 
 def _dry_run(q: Any) -> bool:
@@ -465,13 +476,13 @@ class APIServer:
         if ri.verb == "create":
             body = await self._body(request)
             res = await self.registry.create(
-                t, body, user, dry_run=_dry_run(q), field_manager=q.get("fieldManager", "")
+                t, body, user, dry_run=_dry_run(q), field_manager=_field_manager(request)
             )
             return self._object_response(request, t, res, 201)
         if ri.verb == "update":
             body = await self._body(request)
             res = await self.registry.update(
-                t, body, user, dry_run=_dry_run(q), field_manager=q.get("fieldManager", "")
+                t, body, user, dry_run=_dry_run(q), field_manager=_field_manager(request)
             )
             return self._object_response(request, t, res, 200)
         if ri.verb == "patch":
@@ -482,7 +493,7 @@ class APIServer:
                 raw,
                 user,
                 dry_run=_dry_run(q),
-                field_manager=q.get("fieldManager", ""),
+                field_manager=_field_manager(request),
                 force=_bool_param(q, "force"),
             )
             return self._object_response(request, t, res, 200)
@@ -859,7 +870,10 @@ class APIServer:
             if ri.verb == "get":
                 return self._get(request, ri, t)
             if ri.verb == "update":
-                res = await self.registry.update(t, await self._body(request), user, dry_run=_dry_run(q))
+                res = await self.registry.update(
+                    t, await self._body(request), user, dry_run=_dry_run(q),
+                    field_manager=_field_manager(request),
+                )
                 return self._object_response(request, t, res, 200)
             if ri.verb == "patch":
                 res = await self.registry.patch(
@@ -868,7 +882,7 @@ class APIServer:
                     await request.read(),
                     user,
                     dry_run=_dry_run(q),
-                    field_manager=q.get("fieldManager", ""),
+                    field_manager=_field_manager(request),
                 )
                 return self._object_response(request, t, res, 200)
             raise errors.method_not_allowed()
@@ -1086,7 +1100,8 @@ class APIServer:
         new.setdefault("spec", {})["replicas"] = replicas
         main = Target(t.rtype, t.version, t.namespace, t.name)
         res = await self.registry.update(
-            main, new, user, decoded=True, require_rv=(body.get("metadata") or {}).get("resourceVersion")
+            main, new, user, decoded=True, require_rv=(body.get("metadata") or {}).get("resourceVersion"),
+            field_manager=_field_manager(request), managed_subresource="scale",
         )
         obj = res.obj if isinstance(res, Entry) else res
         return _json(scale_of(obj))
