@@ -108,8 +108,30 @@ class BuiltIns:
                 spec["clusterIPs"] = [spec["clusterIP"]]
             elif spec.get("clusterIP") and spec["clusterIP"] != "None":
                 spec.setdefault("clusterIPs", [spec["clusterIP"]])
+        if t.rtype.store_key == "services":
+            self._allocate_node_ports(obj)
         if t.rtype.store_key == "secrets" and obj.get("type") == "kubernetes.io/service-account-token":
             self._fill_token_secret(t.namespace, obj)
+
+    def _allocate_node_ports(self, svc: dict[str, Any]) -> None:
+        """NodePort and LoadBalancer Services get a free port of 30000-32767 for each port that names
+        none (the node agents listen there on their node addresses: testbed/node/clusternet.py)."""
+        spec = svc.get("spec") or {}
+        stype = spec.get("type")
+        if stype not in ("NodePort", "LoadBalancer") or (
+                stype == "LoadBalancer" and spec.get("allocateLoadBalancerNodePorts") is False):
+            return
+        me = (svc["metadata"].get("namespace"), svc["metadata"].get("name"))
+        used = {int(p["nodePort"]) for s in self.store.list("services")
+                if (s["metadata"].get("namespace"), s["metadata"].get("name")) != me
+                for p in (s.get("spec") or {}).get("ports") or [] if p.get("nodePort")}
+        used |= {int(p["nodePort"]) for p in spec.get("ports") or [] if p.get("nodePort")}
+        free = (n for n in range(30000, 32768) if n not in used)
+        for p in spec.get("ports") or []:
+            if not p.get("nodePort"):
+                p["nodePort"] = next(free, 0) or None
+                if p["nodePort"] is None:
+                    del p["nodePort"]
 
     def _allocate_ip(self) -> str:
         # Addresses are labels only: nothing is ever sent to a service cluster IP.

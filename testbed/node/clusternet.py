@@ -1,6 +1,6 @@
 """Cluster networking for the pods of one node-agent process: kube-proxy's and CoreDNS's jobs.
 
-All of it lives in network namespaces the testbed creates, never in the host's:
+All of it lives in network namespaces the testbed creates, except the NodePort listeners:
 
 * one *service namespace* per agent process, where the Service CIDR is local (``ip route add local
   <cidr> dev lo``, the "AnyIP" route) so a socket can listen on any ClusterIP. A userspace proxy
@@ -10,11 +10,15 @@ All of it lives in network namespaces the testbed creates, never in the host's:
   straight into the endpoint pod's own namespace when that pod runs in this process, else to
   ``<podIP>:<targetPort>`` on the host (which the owning agent forwards for declared containerPorts).
   A Service without ready endpoints refuses connections (nothing listens). The cluster DNS server
-  (``dns.py``) answers there on ``<DNS IP>:53`` (UDP and TCP), the address every pod's ``/etc/resolv.conf``
-  names (``podspec.resolv_conf``); the agents keep a ``kube-system/kube-dns`` Service at that address;
+  (``dns.py``) answers there on ``<DNS IP>:53`` (UDP and TCP), the address every pod's
+  ``/etc/resolv.conf`` names (``podspec.resolv_conf``); the agents keep a ``kube-system/kube-dns``
+  Service at that address;
 * each pod namespace gets a veth link ``svc0`` into the service namespace (a link-local /32 address
   per pod) and a route for the Service CIDR over it. The pod's own sockets are untouched: a pod that
-  listens on ``0.0.0.0:80`` can still be the backend of a Service on port 80.
+  listens on ``0.0.0.0:80`` can still be the backend of a Service on port 80;
+* NodePort and LoadBalancer Services are also served on ``<node address>:<nodePort>`` for each node
+  of the process, in the host's namespace (node addresses are loopback addresses of the host), so
+  the host reaches them as it would reach a node.
 
 A userspace proxy rather than iptables/nftables DNAT: the host needs neither tool (this machine has
 none) and the proxy can dial into another pod's namespace directly. Services and Endpoints come from
@@ -77,6 +81,8 @@ class ClusterNet:
         self.svc_name = f"tbsvc-{digest}"
         self.svc_path = ""
         self.servers: dict[tuple[str, int, str], Any] = {}  # (ip, port, protocol) -> server or transport
+        # NodePorts: (node address, node port, protocol) -> (the Service's ClusterIP address, listener)
+        self.node_servers: dict[tuple[str, int, str], tuple[tuple[str, int, str], Any]] = {}
         self.dns: asyncio.BaseTransport | None = None
         self.dns_tcp: asyncio.base_events.Server | None = None
         self.pods: dict[str, int] = {}  # pod netns path -> link index
@@ -100,6 +106,9 @@ class ClusterNet:
         for server in self.servers.values():
             server.close()
         self.servers.clear()
+        for _svc, server in self.node_servers.values():
+            server.close()
+        self.node_servers.clear()
         if self.dns is not None:
             self.dns.close()
         if self.dns_tcp is not None:
@@ -201,6 +210,7 @@ class ClusterNet:
                 index = -index  # do not retry every round
             self.pods[path] = index
         await self._reconcile(self._listen_addresses())
+        await self._reconcile_node_ports(self._node_ports())
 
     def _listen_addresses(self) -> set[tuple[str, int, str]]:
         out = set()
@@ -220,6 +230,44 @@ class ClusterNet:
                     if addr[2] in ("TCP", "UDP") and self._backends(addr):
                         out.add(addr)
         return out
+
+    def _node_ports(self) -> dict[tuple[str, int, str], tuple[str, int, str]]:
+        """(node address, nodePort, protocol) -> the ClusterIP address it leads to, on every node
+        address of this process, for NodePort and LoadBalancer Services with ready endpoints."""
+        nodes = sorted({a.ip for a in list(self.agents)})
+        out = {}
+        for svc in self.services.values():
+            spec = svc.get("spec") or {}
+            ip = spec.get("clusterIP")
+            if spec.get("type") not in ("NodePort", "LoadBalancer") or not ip or ip == "None":
+                continue
+            for p in spec.get("ports") or []:
+                target = (ip, int(p["port"]), p.get("protocol") or "TCP")
+                if not p.get("nodePort") or target[2] not in ("TCP", "UDP") or not self._backends(target):
+                    continue
+                for node in nodes:
+                    out[(node, int(p["nodePort"]), target[2])] = target
+        return out
+
+    async def _reconcile_node_ports(self, wanted: dict[tuple[str, int, str], tuple[str, int, str]]) -> None:
+        for addr in [a for a, (svc, _) in self.node_servers.items() if wanted.get(a) != svc]:
+            self.node_servers.pop(addr)[1].close()
+        for addr, target in wanted.items():
+            if addr in self.node_servers:
+                continue
+            try:  # in the host's namespace: node addresses are the host's (127.0.x.y)
+                if addr[2] == "UDP":
+                    server, _ = await self.loop.create_datagram_endpoint(
+                        lambda t=target, n=self: _UdpProxy(n, t), local_addr=addr[:2],  # type: ignore[misc]
+                        reuse_port=False)
+                else:
+                    server = await asyncio.start_server(self._handler(target), addr[0], addr[1],
+                                                        reuse_address=True)
+            except OSError as e:
+                log.warning("node port %s:%s/%s not served: %s", *addr, e)
+                self.node_servers[addr] = (target, _Closed())  # not retried every round
+                continue
+            self.node_servers[addr] = (target, server)
 
     # -- listeners ----------------------------------------------------------------------------------
 
@@ -311,6 +359,11 @@ class ClusterNet:
             await asyncio.gather(_pipe(reader, uw), _pipe(ur, writer))
 
         return handle
+
+
+class _Closed:
+    def close(self) -> None:
+        pass
 
 
 class _UdpProxy(asyncio.DatagramProtocol):

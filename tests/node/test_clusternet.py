@@ -221,3 +221,37 @@ def test_udp_service_tcp_dns_service_env_and_hosts(kube: Kube, agents: NodeAgent
         assert hosts[0] == "127.0.0.1\tlocalhost", hosts
         assert f"{pod_ip}\tbox.grp.{NS}.svc.cluster.local\tbox" in hosts, hosts
         assert hosts[-1] == "10.1.2.3\tfoo.local\tbar.local", hosts
+
+
+@ROOT_ONLY
+def test_node_port_reaches_the_backend_from_the_host(kube: Kube, agents: NodeAgents) -> None:
+    """A NodePort Service gets a port of 30000-32767 from the apiserver, and the node agent serves it
+    on its node address in the host's namespace, as kube-proxy serves it on every node."""
+    import urllib.request
+
+    svc = kube.create(f"/api/v1/namespaces/{NS}/services", {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "np-web"},
+        "spec": {"type": "NodePort", "selector": {"app": "np-web"},
+                 "ports": [{"name": "http", "port": 8080, "targetPort": 80}]}})
+    node_port = svc["spec"]["ports"][0]["nodePort"]
+    assert 30000 <= node_port <= 32767, svc["spec"]
+    create_bound_pod(kube, NS, "node-n", "np-backend", {"containers": [{"name": "c", "image": "nginx"}]})
+    backend = _running(kube, "np-backend")
+    kube.create(f"/api/v1/namespaces/{NS}/endpoints", {
+        "apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "np-web"},
+        "subsets": [{"addresses": [{"ip": backend["status"]["podIP"], "targetRef": {
+            "kind": "Pod", "name": "np-backend", "namespace": NS, "uid": backend["metadata"]["uid"]}}],
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}]})
+    url = f"http://{agents.agent('node-n').ip}:{node_port}/"
+
+    def fetch() -> str:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return str(r.read().decode())
+        except OSError:
+            time.sleep(0.2)
+            return ""
+
+    assert "Welcome to nginx!" in wait_for(fetch, 15)
+    kube.delete(f"/api/v1/namespaces/{NS}/services/np-web")
+    wait_for(lambda: fetch() == "", 10)  # the listener goes with the Service
