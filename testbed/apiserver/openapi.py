@@ -1,15 +1,25 @@
-"""Minimal but valid OpenAPI documents: ``/openapi/v2`` (JSON and gnostic protobuf) and ``/openapi/v3``.
+"""OpenAPI documents: ``/openapi/v2`` (JSON and gnostic protobuf) and ``/openapi/v3`` (per group-version).
 
-What kubectl (and Helm, which builds objects through kubectl's factory) does with them:
+Schemas: ``definitions`` (v2) and ``components.schemas`` (v3) hold every built-in type of the minor,
+derived from its ``k8s.io/api``/``apimachinery`` sources (:mod:`testbed.apiserver.openapi_source`,
+built with the protobuf cache by ``make clients``); the kinds of each served group-version carry
+``x-kubernetes-group-version-kind``, so ``kubectl explain`` finds them (v2 for kubectl before 1.27
+and for servers before 1.24, v3 otherwise). A v3 group-version document holds its kinds and every
+schema they reach, references wrapped in ``allOf`` where a description sits beside them, and
+``IntOrString``/``Quantity`` as ``oneOf`` (kubectl explain prints their names). Without the cached
+sources the documents keep their paths and have no schemas. Everything is built on first request
+and kept in memory; nothing is done at start-up.
+
+Paths: what kubectl (and Helm, which builds objects through kubectl's factory) reads from them:
 
 * ``/openapi/v2`` is fetched with ``Accept: application/com.github.proto-openapi.spec.v2@v1.0+protobuf``
-  and decoded as a gnostic ``openapi_v2.Document``. Client-side schema validation
-  (``--validate``; all kubectl 1.18-1.24, and 1.25+ when the server lacks server-side field
-  validation) looks each object's kind up in ``definitions`` by its ``x-kubernetes-group-version-kind``
-  and *skips* kinds it cannot find, so an empty ``definitions`` validates nothing and rejects nothing.
+  and decoded as a gnostic ``openapi_v2.Document`` (:mod:`testbed.apiserver.openapi_gnostic`).
+  Client-side schema validation (``--validate``; all kubectl 1.18-1.24, and 1.25+ when the server
+  lacks server-side field validation) looks each object's kind up in ``definitions`` by its
+  ``x-kubernetes-group-version-kind`` and skips kinds it cannot find (custom resources).
 * Client-side ``kubectl apply`` / ``edit`` compute strategic-merge patches from OpenAPI when the kind
   has a schema and otherwise fall back to the patch metadata compiled into kubectl (built-in kinds)
-  or JSON merge patch (unknown kinds); with no definitions the compiled-in metadata is used.
+  or JSON merge patch (unknown kinds).
 * Query-parameter support is read from ``paths``: for a kind, the first path whose ``patch``
   operation carries its ``x-kubernetes-group-version-kind`` is searched for a query parameter named
   ``dryRun`` (``--dry-run=server``, ``kubectl diff``: "doesn't support dry-run" when absent) or
@@ -17,14 +27,13 @@ What kubectl (and Helm, which builds objects through kubectl's factory) does wit
   ``fieldValidation=Strict`` instead of validating locally). Kinds absent from ``paths`` are treated
   as custom resources after checking that ``Namespace`` supports the parameter. So every served
   kind gets one ``PATCH`` path here, with those parameters (``fieldValidation`` only where the
-  minor validates server-side).
+  minor validates server-side); no other operation is listed.
 * ``/openapi/v3`` (1.24+) lists one document per group-version by ``serverRelativeURL`` with a
   ``hash`` query (clients cache by URL). kubectl 1.27+ reads the same query-parameter facts from the
   group-version document first and falls back to v2; kubectl 1.29+ ``apply`` computes patches from v3
   only when the kind's ``PATCH`` request body offers ``application/strategic-merge-patch+json``, so
   the request bodies here list only JSON patch, merge patch and apply patch and kubectl falls back
-  silently to its compiled-in patch metadata. ``kubectl explain`` needs real schemas and reports
-  the resource as not found: a known limitation of these stubs.
+  silently to its compiled-in patch metadata.
 """
 
 from __future__ import annotations
