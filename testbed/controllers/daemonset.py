@@ -9,18 +9,16 @@ import copy
 import time
 from typing import Any
 
-import orjson
-
 from kubeclient.client import ApiError
 from kubeclient.informer import key_of
 
 from . import util
 from .base import Context, Controller, Expectations, Obj
-from .replicaset import pod_from_template
+from .workload import REVISION_LABEL, controller_revision, pod_from_template, template_revision
 
 DS_PATH = "/apis/apps/v1/daemonsets"
 CR_PATH = "/apis/apps/v1/controllerrevisions"
-HASH_LABEL = "controller-revision-hash"
+HASH_LABEL = REVISION_LABEL
 GENERATION_LABEL = "pod-template-generation"
 # node name -> should_run(ds, node), computed once per sync
 Fit = dict[str, tuple[bool, bool]]
@@ -117,18 +115,7 @@ class DaemonSetController(Controller):
     def _current_revision(self, ds: Obj) -> tuple[str, int]:
         """The hash of the current template, creating its ControllerRevision if missing."""
         m = util.meta(ds)
-        template = copy.deepcopy((ds.get("spec") or {}).get("template") or {})
-        template["$patch"] = "replace"
-        data = {"spec": {"template": template}}
-        collisions = int((ds.get("status") or {}).get("collisionCount") or 0)
-        h = util.safe_encode(
-            str(
-                util.fnv32a(
-                    orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
-                    + (str(collisions).encode() if collisions else b"")
-                )
-            )
-        )
+        data, h = template_revision(ds)
         owned = self.cr_by_owner.get(m["uid"])
         for name, (t, r) in list(self._revisions.items()):
             if time.monotonic() - t > 30 or any(key_of(o) == name for o in owned):
@@ -146,20 +133,7 @@ class DaemonSetController(Controller):
                     )
                     return h, top + 1
                 return h, int(r.get("revision") or 0)
-        labels = dict(((ds.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels") or {})
-        labels[HASH_LABEL] = h
-        body = {
-            "apiVersion": "apps/v1",
-            "kind": "ControllerRevision",
-            "metadata": {
-                "name": f"{m['name']}-{h}",
-                "namespace": m["namespace"],
-                "labels": labels,
-                "ownerReferences": [util.owner_reference(ds, "apps/v1", "DaemonSet")],
-            },
-            "data": data,
-            "revision": top + 1,
-        }
+        body = controller_revision(ds, "DaemonSet", data, h, top + 1)
         try:
             cr = self.kube.create(self._path(m["namespace"], "controllerrevisions"), body)
             self._revisions[f"{m['namespace']}/{util.meta(cr)['name']}"] = (time.monotonic(), cr)

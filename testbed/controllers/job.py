@@ -13,7 +13,7 @@ from kubeclient.informer import key_of
 
 from . import util
 from .base import Context, Controller, Expectations, Obj
-from .replicaset import pod_from_template
+from .workload import pod_from_template
 
 JOB_PATH = "/apis/batch/v1/jobs"
 

@@ -3,7 +3,6 @@ orphans, releases pods that stopped matching, and writes the status the real con
 
 from __future__ import annotations
 
-import copy
 import time
 from typing import Any
 
@@ -12,29 +11,9 @@ from kubeclient.informer import key_of
 
 from . import util
 from .base import Context, Controller, Expectations, Obj
+from .workload import pod_from_template
 
 RS_PATH = "/apis/apps/v1/replicasets"
-
-
-def pod_from_template(template: Obj, owner: Obj, api_version: str, kind: str, name_prefix: str) -> Obj:
-    """A pod as a workload controller creates it from its template (generateName, owner reference)."""
-    tmeta = copy.deepcopy(template.get("metadata") or {})
-    pod_meta: dict[str, Any] = {
-        "generateName": name_prefix,
-        "namespace": util.meta(owner)["namespace"],
-        "labels": tmeta.get("labels") or {},
-        "ownerReferences": [util.owner_reference(owner, api_version, kind)],
-    }
-    if tmeta.get("annotations"):
-        pod_meta["annotations"] = tmeta["annotations"]
-    if tmeta.get("finalizers"):
-        pod_meta["finalizers"] = tmeta["finalizers"]
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": pod_meta,
-        "spec": copy.deepcopy(template.get("spec") or {}),
-    }
 
 
 def deletion_rank(pod: Obj) -> tuple[int, int, int, float]:

@@ -13,17 +13,14 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import orjson
-
 from kubeclient.client import ApiError
 
 from . import util
 from .base import Context, Controller, Obj
-from .replicaset import pod_from_template
+from .workload import REVISION_LABEL, controller_revision, pod_from_template, template_revision
 
 STS_PATH = "/apis/apps/v1/statefulsets"
 CR_PATH = "/apis/apps/v1/controllerrevisions"
-REVISION_LABEL = "controller-revision-hash"
 POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"  # 1.28+
 
@@ -64,37 +61,13 @@ class StatefulSetController(Controller):
     def _revision(self, sts: Obj) -> tuple[str, int]:
         """The hash of the current template (its ControllerRevision created if missing)."""
         m = util.meta(sts)
-        template = copy.deepcopy((sts.get("spec") or {}).get("template") or {})
-        template["$patch"] = "replace"
-        data = {"spec": {"template": template}}
-        collisions = int((sts.get("status") or {}).get("collisionCount") or 0)
-        h = util.safe_encode(
-            str(
-                util.fnv32a(
-                    orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
-                    + (str(collisions).encode() if collisions else b"")
-                )
-            )
-        )
+        data, h = template_revision(sts)
         owned = [r for r in self.revisions.items() if util.controller_uid(r) == m["uid"]]
         top = max([int(r.get("revision") or 0) for r in owned] + [0])
         for r in owned:
             if (util.meta(r).get("labels") or {}).get(REVISION_LABEL) == h:
                 return f"{m['name']}-{h}", int(r.get("revision") or 0)
-        labels = dict((template.get("metadata") or {}).get("labels") or {})
-        labels[REVISION_LABEL] = h
-        body = {
-            "apiVersion": "apps/v1",
-            "kind": "ControllerRevision",
-            "metadata": {
-                "name": f"{m['name']}-{h}",
-                "namespace": m["namespace"],
-                "labels": labels,
-                "ownerReferences": [util.owner_reference(sts, "apps/v1", "StatefulSet")],
-            },
-            "data": data,
-            "revision": top + 1,
-        }
+        body = controller_revision(sts, "StatefulSet", data, h, top + 1)
         try:
             self.kube.create(self._path(m["namespace"], "controllerrevisions"), body)
         except ApiError as e:
