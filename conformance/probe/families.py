@@ -4,8 +4,8 @@ The container runtime of a family node exposes the node's driver files as ``$HAM
 (``<dir>/<vendor>/devices.json``: a JSON list of ``{uuid, index, model, memory_mib, ...}``) to a
 container that names devices in the vendor's visibility variable. What the container may use is the
 devices that variable lists (by UUID or index), as the vendor's runtime would show them; the probe
-reports those, and the vendor's per-container limit files it finds (the DCU vdev config).
-The visibility variables are restated here on purpose (the probe imports nothing of the testbed).
+reports those, and the vendor's per-container limit files it finds (the DCU vdev config). Which
+variable names which vendor's devices the runtime says in ``$HAMI_FAMILY_VISIBLE_ENVS``.
 """
 
 from __future__ import annotations
@@ -16,12 +16,7 @@ from pathlib import Path
 from typing import Any
 
 STATE_ENV = "HAMI_FAMILY_HARDWARE_DIR"
-VISIBLE_ENV = {
-    "hygon": "DCU_VISIBLE_DEVICES",
-    "cambricon": "CAMBRICON_SPLIT_VISIBLE_DEVICES",
-    "iluvatar": "ILUVATAR_VISIBLE_DEVICES",
-    "mthreads": "MTHREADS_VISIBLE_DEVICES",
-}
+VISIBLE_LIST_ENV = "HAMI_FAMILY_VISIBLE_ENVS"  # "<vendor>=<variable>,...": which variable is whose
 VDEV_FILE = Path("/etc/vdev/docker/vdev0.conf")  # Hygon's per-container limits
 
 
@@ -42,7 +37,8 @@ def view(environ: dict[str, str] | None = None) -> dict[str, Any]:
     env = os.environ if environ is None else environ
     root = env.get(STATE_ENV, "")
     out: dict[str, Any] = {}
-    for vendor, name in VISIBLE_ENV.items():
+    pairs = [p.split("=", 1) for p in env.get(VISIBLE_LIST_ENV, "").split(",") if "=" in p]
+    for vendor, name in pairs:
         value = env.get(name, "")
         if not value.strip():
             continue

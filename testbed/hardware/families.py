@@ -15,7 +15,8 @@ Adding a family here (the data seams; append, keep the shapes):
   container whose env sets it ``$HAMI_FAMILY_HARDWARE_DIR`` (the node's ``hardware/families``,
   mounted read-only) - the driver files as the vendor's runtime would expose them. ``all`` is the
   host view a device-plugin DaemonSet asks for; anything else is a workload's list of device IDs
-  (the probe shows only those: :func:`visible`).
+  (the probe shows only those: :func:`visible`; ``$HAMI_FAMILY_VISIBLE_ENVS`` tells it which
+  variable is whose).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 STATE_ENV = "HAMI_FAMILY_HARDWARE_DIR"  # the plugin finds <dir>/<vendor>/devices.json here
+VISIBLE_LIST_ENV = "HAMI_FAMILY_VISIBLE_ENVS"  # "<vendor>=<its visibility variable>,..." the runtime set
 DEVICES_FILE = "devices.json"
 NODE_SUBDIR = "hardware/families"  # under a node agent's root
 MAX_DEVICES = 16  # per node and vendor

@@ -108,7 +108,13 @@ def inject_families(env: Mapping[str, str], state_dir: Path | None) -> dict[str,
         return out
     from testbed.hardware import families
 
-    for vendor in families.vendors_present(state_dir):
-        if env.get(families.VISIBLE_ENV.get(vendor, ""), "").strip():
-            out[families.STATE_ENV] = str(state_dir)
+    named = [
+        f"{vendor}={families.VISIBLE_ENV[vendor]}"
+        for vendor in families.vendors_present(state_dir)
+        if vendor in families.VISIBLE_ENV and env.get(families.VISIBLE_ENV[vendor], "").strip()
+    ]
+    if named:
+        out[families.STATE_ENV] = str(state_dir)
+        # which variable names which vendor's devices (read by the probe's family view)
+        out[families.VISIBLE_LIST_ENV] = ",".join(named)
     return out
