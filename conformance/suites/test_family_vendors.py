@@ -9,6 +9,7 @@ cluster where no node has the family, naming what they looked for.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ class Denial:
     suffix: str  # rule id suffix (ADM-1, ADM-2, ...)
     limits: dict[str, str]
     text: str  # what the message must contain (upstream's words)
+    annotations: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -51,15 +53,18 @@ class Vendor:
     fit_allocated: str  # the allocated annotation /filter writes
     fit_expect: str  # what that annotation holds for the fit pod (",<MiB>,<cores>:")
     model_memory: dict[str, int]  # register type (or card) -> MiB
-    register: str = ""  # CSV register annotation ("" = capacity-derived)
+    register: str = ""  # register annotation ("" = capacity-derived)
     handshake: str = ""
+    register_format: str = "csv"  # csv | metax (MetaX's own JSON list)
+    admission_only: bool = False  # no emulated plugin for it: admission cases only
+    link_zones: bool = False  # whole devices of one request share a MetaLink zone (MetaX sGPU)
     capacity: Capacity | None = None
     denials: tuple[Denial, ...] = ()
     rewrites: tuple[Rewrite, ...] = ()
 
 
 ILU = "BI-V150"
-VENDORS = (
+VENDORS: tuple[Vendor, ...] = (
     Vendor(
         "iluvatar",
         "ILUVATAR",
@@ -103,6 +108,56 @@ VENDORS = (
                 "two GPUs are two whole GPUs (16 cores, 96 memory units each)",
             ),
         ),
+    ),
+)
+
+
+METAX_QOS = "metax-tech.com/sgpu-qos-policy"
+VENDORS += (
+    Vendor(
+        "metax",
+        "METAX",
+        "metax-tech.com/sgpu",
+        {"metax-tech.com/sgpu": "1", "metax-tech.com/vcore": "10", "metax-tech.com/vmemory": "1024Mi"},
+        "hami.io/metax-sgpu-devices-allocated",
+        ",1024,10:",
+        {"C500": 65536},
+        register="metax-tech.com/node-gpu-devices",
+        register_format="metax",
+        link_zones=True,
+        denials=(
+            Denial(
+                "ADM-1",
+                {"metax-tech.com/sgpu": "1"},
+                f"{METAX_QOS} must be set one of [best-effort, fixed-share, burst-share]",
+                {METAX_QOS: "gold"},
+            ),
+            Denial(
+                "ADM-2",
+                {"metax-tech.com/sgpu": "1"},
+                "metax-tech.com/sgpu-app-class must be set one of [online, offline]",
+                {"metax-tech.com/sgpu-app-class": "batch"},
+            ),
+        ),
+        rewrites=(
+            Rewrite(
+                {"metax-tech.com/sgpu": "1"},
+                {},
+                {METAX_QOS: "best-effort"},
+                "a pod without a QoS policy gets best-effort",
+            ),
+        ),
+    ),
+    Vendor(
+        "metax",
+        "METAX-GPU",
+        "metax-tech.com/gpu",
+        {"metax-tech.com/gpu": "1"},
+        "hami.io/metax-gpu-devices-allocated",
+        ",65536,100:",
+        {"C500": 65536},
+        capacity=Capacity("metax-tech.com/gpu", 1, "", 0),
+        admission_only=True,
     ),
 )
 
@@ -159,9 +214,8 @@ def test_vendor_pod_goes_to_hami(v: Vendor, workloads: Workloads, cluster: Any) 
 def test_vendor_values_denied(case: tuple[Vendor, Denial], workloads: Workloads) -> None:
     v, d = case
     rid = f"{v.rule}-{d.suffix}"
-    _, err = workloads.try_create(
-        pod_manifest("fam-deny", [ContainerSpec(name="work", extra_limits=dict(d.limits))])
-    )
+    spec = ContainerSpec(name="work", extra_limits=dict(d.limits))
+    _, err = workloads.try_create(pod_manifest("fam-deny", [spec], annotations=dict(d.annotations) or None))
     assert err is not None, violated(rid, f"{d.limits} was admitted")
     assert d.text in str(err), violated(rid, f"denied with {str(err)!r}, want it to say {d.text!r}")
 
@@ -201,6 +255,7 @@ def test_vendor_values_rewritten(case: tuple[Vendor, Rewrite], workloads: Worklo
             f"Nodes register each {v.vendor} device with its card's memory ({_where(v)})",
         )
         for v in VENDORS
+        if not v.admission_only
     ],
 )
 def test_vendor_registration(v: Vendor, kube: Any) -> None:
@@ -223,9 +278,13 @@ def test_vendor_registration(v: Vendor, kube: Any) -> None:
             )
             continue
         annotations = n["metadata"].get("annotations") or {}
-        assert annotations.get(v.handshake, "").startswith("Reported"), violated(
-            rid, f"{name}: {v.handshake} is {annotations.get(v.handshake)!r}"
-        )
+        if v.handshake:
+            assert annotations.get(v.handshake, "").startswith("Reported"), violated(
+                rid, f"{name}: {v.handshake} is {annotations.get(v.handshake)!r}"
+            )
+        if v.register_format == "metax":
+            _check_metax_devices(rid, name, v, annotations[v.register])
+            continue
         for entry in [d.split(",") for d in annotations[v.register].split(":") if d]:
             assert len(entry) in (7, 9), violated(
                 rid, f"{name}: device entry {entry} has {len(entry)} fields"
@@ -235,6 +294,70 @@ def test_vendor_registration(v: Vendor, kube: Any) -> None:
             assert int(entry[2]) == want, violated(
                 rid, f"{name}: {entry[0]} devmem {entry[2]}, the card has {want}"
             )
+
+
+def _check_metax_devices(rid: str, node: str, v: Vendor, value: str) -> None:
+    try:
+        devices = json.loads(value)
+    except ValueError as e:
+        raise AssertionError(violated(rid, f"{node}: {v.register} is not JSON: {e}")) from None
+    assert isinstance(devices, list) and devices, violated(rid, f"{node}: {v.register} lists no device")
+    for d in devices:
+        uuid, vram, compute = d.get("uuid"), d.get("totalVRam"), d.get("totalCompute")
+        want = v.model_memory.get(str(d.get("model")))
+        assert want is not None, violated(rid, f"{node}: model {d.get('model')!r} names no known card")
+        assert vram == want, violated(rid, f"{node}: {uuid} totalVRam {vram}, the card has {want}")
+        assert compute == 100, violated(rid, f"{node}: {uuid} totalCompute {compute}")
+
+
+def _bound(workloads: Workloads, name: str) -> dict[str, Any]:
+    return poll(
+        f"{name} bound",
+        lambda: workloads.get(name),
+        lambda p: bool(p["spec"].get("nodeName")),
+        60,
+        describe=lambda p: f"phase {(p or {}).get('status', {}).get('phase')}",
+    )
+
+
+def _zones(kube: Any, v: Vendor) -> dict[str, dict[str, int]]:
+    """node -> device uuid -> MetaLink zone, from the vendor's node JSON."""
+    out = {}
+    for n in _nodes_with(kube, v):
+        devices = json.loads((n["metadata"].get("annotations") or {})[v.register])
+        out[n["metadata"]["name"]] = {d["uuid"]: int(d.get("linkZone") or 0) for d in devices}
+    return out
+
+
+@pytest.mark.scheduling
+@pytest.mark.parametrize(
+    "v",
+    [
+        _param(v, f"{v.rule}-SCHED-TOPO-1", "Two whole devices of one pod share a MetaLink zone")
+        for v in VENDORS
+        if v.link_zones
+    ],
+)
+def test_vendor_whole_devices_share_a_link_zone(v: Vendor, workloads: Workloads, kube: Any) -> None:
+    rid = f"{v.rule}-SCHED-TOPO-1"
+    zones = _zones(kube, v)
+    linked = [
+        node
+        for node, zs in zones.items()
+        if any(z and list(zs.values()).count(z) >= 2 for z in set(zs.values()))
+    ]
+    if not linked:
+        unknown(f"no node lists two devices of one link zone in {v.register}")
+    spec = ContainerSpec(args=QUICK, extra_limits={v.count: "2"})
+    pod = _bound(workloads, workloads.create(pod_manifest("fam-topo", [spec]))["metadata"]["name"])
+    got = (pod["metadata"].get("annotations") or {}).get(v.fit_allocated, "")
+    uuids = [d.split(",")[0] for d in got.split(";")[0].split(":") if d]
+    assert len(uuids) == 2, violated(rid, f"{v.fit_allocated} is {got!r}, want two devices")
+    node = pod["spec"]["nodeName"]
+    picked = {zones.get(node, {}).get(u, 0) for u in uuids}
+    assert len(picked) == 1 and 0 not in picked, violated(
+        rid, f"devices {uuids} on {node} are in link zones {sorted(picked)}, want one zone"
+    )
 
 
 @pytest.mark.scheduling
@@ -247,6 +370,7 @@ def test_vendor_registration(v: Vendor, kube: Any) -> None:
             f"A pod asking part of one {v.vendor} device is bound with its assignment",
         )
         for v in VENDORS
+        if not v.admission_only
     ],
 )
 def test_vendor_pod_placed(v: Vendor, workloads: Workloads, kube: Any) -> None:
@@ -255,14 +379,7 @@ def test_vendor_pod_placed(v: Vendor, workloads: Workloads, kube: Any) -> None:
     if not nodes:
         unknown(f"no node has {_where(v)} (the cluster has no {v.vendor} devices)")
     spec = ContainerSpec(args=QUICK, extra_limits=dict(v.fit_limits))
-    name = workloads.create(pod_manifest("fam-fit", [spec]))["metadata"]["name"]
-    pod = poll(
-        f"{name} bound",
-        lambda: workloads.get(name),
-        lambda p: bool(p["spec"].get("nodeName")),
-        60,
-        describe=lambda p: f"phase {(p or {}).get('status', {}).get('phase')}",
-    )
+    pod = _bound(workloads, workloads.create(pod_manifest("fam-fit", [spec]))["metadata"]["name"])
     assert pod["spec"]["nodeName"] in nodes, violated(rid, f"bound to {pod['spec']['nodeName']}")
     got = (pod["metadata"].get("annotations") or {}).get(v.fit_allocated, "")
     assert v.fit_expect in got, violated(

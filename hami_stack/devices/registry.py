@@ -17,6 +17,7 @@ from .config import DeviceConfig
 from .counted import SPECS, CountedFamily, CountedSpec
 from .hygon import HygonFamily
 from .iluvatar import iluvatar_families
+from .metax import MetaxGpuFamily, MetaxSgpuFamily
 from .mthreads import MthreadsFamily
 from .nvidia import NvidiaFamily
 
@@ -100,3 +101,16 @@ def _mthreads(config: DeviceConfig) -> DeviceFamily | None:
 
 register_family("Iluvatar", _iluvatar)
 register_family("Mthreads", _mthreads)
+
+
+def _metax(kind: type[MetaxGpuFamily] | type[MetaxSgpuFamily]) -> FamilyFactory:
+    def make(config: DeviceConfig) -> DeviceFamily | None:
+        section = config.section("metax")
+        return kind(section) if section else None
+
+    return make
+
+
+# the metax section enables both MetaX families (whole GPU and sGPU), as upstream
+register_family("Metax-GPU", _metax(MetaxGpuFamily))
+register_family("Metax-SGPU", _metax(MetaxSgpuFamily))

@@ -45,4 +45,11 @@ FAMILY_FAULTS: tuple[Fault, ...] = (
         ("MTHREADS-ADM-2",),
         vendor="mthreads",
     ),
+    Fault(
+        "scheduler-metax-ignores-link-zone",
+        "extender",
+        "a pod asking several whole MetaX sGPUs is given cards of different MetaLink zones",
+        ("METAX-SCHED-TOPO-1",),
+        vendor="metax",
+    ),
 )

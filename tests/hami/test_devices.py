@@ -488,10 +488,11 @@ def test_counted_family_through_the_same_interface() -> None:
 
 def test_capacity_derived_family() -> None:
     cfg = parse_device_config({"metax": {"resourceCountName": "metax-tech.com/gpu"}})
-    (fam,) = build_families(cfg)
+    # the section enables both MetaX families; the whole-GPU one derives its cards from capacity
+    fam = next(f for f in build_families(cfg) if f.common_word == "Metax-GPU")
     node = {"metadata": {"name": "n1"}, "status": {"capacity": {"metax-tech.com/gpu": "2"}}}
     devs = fam.node_devices(node)
-    assert [d.id for d in devs] == ["n1-Metax-GPU-0", "n1-Metax-GPU-1"] and devs[0].devmem == 65536
+    assert [d.id for d in devs] == ["n1-metax-0", "n1-metax-1"] and devs[0].devmem == 65536
     assert not fam.needs_lock(pod(ctr({"metax-tech.com/gpu": 1})))
     health, _ = fam.check_health(node, dt.datetime.now(), None)
     assert health.healthy

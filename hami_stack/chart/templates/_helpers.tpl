@@ -116,7 +116,7 @@ repeated; another value for an owned flag (same name before "=") fails the rende
 {{- $names := list $v.resourceName $v.resourceMem $v.resourceCores $v.resourceMemPercentage $v.resourcePriority -}}
 {{- if $v.devices.cambricon.enabled }}{{ $names = append $names $v.mluResourceName }}{{ end -}}
 {{- if $v.devices.hygon.enabled }}{{ $names = concat $names (list $v.dcuResourceName $v.dcuResourceMem $v.dcuResourceCores) }}{{ end -}}
-{{- $names = concat $names (list "metax-tech.com/gpu" $v.metaxResourceName $v.metaxResourceCore $v.metaxResourceMem) -}}
+{{- if $v.devices.metax.enabled }}{{ $names = concat $names (list "metax-tech.com/gpu" $v.metaxResourceName $v.metaxResourceCore $v.metaxResourceMem) }}{{ end -}}
 {{- if $v.devices.ascend.enabled }}{{ $names = concat $names $v.devices.ascend.customresources }}{{ end -}}
 {{- range list "mthreads" "enflame" "kunlun" -}}
 {{- $d := index $v.devices . -}}

@@ -131,8 +131,12 @@ class FamilyDevicePlugin:
             if self.spec.register == REGISTER_CAPACITY:
                 return  # the scheduler derives devices from the node's capacity
             keys = self.family.keys
-            value = encode(self.spec, register_entries(self.spec, self.devices))
-            values = {keys.handshake: reported(dt.datetime.now())}
+            if self.spec.encode_register is not None:  # a vendor's own node format (MetaX sGPU)
+                value = self.spec.encode_register(self.spec, self.devices)
+            else:
+                value = encode(self.spec, register_entries(self.spec, self.devices))
+            # families without a handshake key (MetaX sGPU) are healthy while they list devices
+            values = {keys.handshake: reported(dt.datetime.now())} if keys.handshake else {}
             if value != self._registered:
                 values[keys.register] = value
             self.kube.patch(

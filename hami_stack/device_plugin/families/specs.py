@@ -10,16 +10,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ...devices.base import DeviceFamily
 from ...devices.cambricon import MEMORY_UNIT_MIB, CambriconFamily
 from ...devices.hygon import HygonFamily
 from ...devices.iluvatar import DEFAULT_CHIPS, IluvatarFamily, parse_chips
+from ...devices.iluvatar import MEMORY_UNIT_MIB as ILUVATAR_MEMORY_UNIT
+from ...devices.metax import MetaxGpuFamily, MetaxSgpuFamily, encode_sgpu_devices
 from ...devices.mthreads import CORES_PER_GPU as MTHREADS_CORES
 from ...devices.mthreads import MEMORY_UNIT_MIB as MTHREADS_MEMORY_UNIT
 from ...devices.mthreads import MthreadsFamily
+from .hardware import Device
 
 REGISTER_CSV = "csv"
 REGISTER_JSON = "json"
@@ -40,6 +43,8 @@ class PluginSpec:
     extra_resources: tuple[tuple[str, str], ...] = ()
     memory_unit_mib: int = 1
     cores_per_device: int = 100  # what one device gives of a "cores" extra resource (Mthreads: 16)
+    # the register annotation in a vendor's own format (spec, devices) -> value; None: CSV/JSON
+    encode_register: Callable[[PluginSpec, Sequence[Device]], str] | None = None
 
 
 SPECS: dict[str, PluginSpec] = {
@@ -73,13 +78,17 @@ def _iluvatar(section: object) -> DeviceFamily:
 
 
 ILUVATAR_CHIP = "BI-V150"
+METAX_SGPU_SLOTS = 16  # sGPUs per card (totalDevCount)
 SPECS["iluvatar"] = PluginSpec(
     "iluvatar",
     "iluvatar",
     "iluvatars",
     _iluvatar,
     register=REGISTER_CSV,
-    split_count=4,  # vGPUs per card the kubelet sees; memory and cores are the scheduler's
+    split_count=4,  # vGPUs per card the kubelet sees
+    # the pods' vMem (256 MiB units) and vCore must fit the node's allocatable at the kubelet too
+    extra_resources=(("core_resource", "cores"), ("memory_resource", "memory_units")),
+    memory_unit_mib=ILUVATAR_MEMORY_UNIT,
 )
 SPECS["mthreads"] = PluginSpec(
     "mthreads",
@@ -91,6 +100,28 @@ SPECS["mthreads"] = PluginSpec(
     extra_resources=(("core_resource", "cores"), ("memory_resource", "memory_units")),
     memory_unit_mib=MTHREADS_MEMORY_UNIT,
     cores_per_device=MTHREADS_CORES,
+)
+
+# MetaX: one hardware directory, two plugins (a node runs one of them): the whole-GPU plugin
+# advertises the card count, the sGPU plugin writes metax-tech.com/node-gpu-devices
+SPECS["metax-gpu"] = PluginSpec(
+    "metax-gpu",
+    "metax",
+    "metax",
+    lambda section: MetaxGpuFamily(section),
+    register=REGISTER_CAPACITY,
+)
+SPECS["metax-sgpu"] = PluginSpec(
+    "metax-sgpu",
+    "metax",
+    "metax",
+    lambda section: MetaxSgpuFamily(section),
+    register=REGISTER_JSON,
+    split_count=METAX_SGPU_SLOTS,
+    # vcore (100 per device) and vmemory (GiB) must fit the node's allocatable at the kubelet too
+    extra_resources=(("core_resource", "cores"), ("memory_resource", "memory_units")),
+    memory_unit_mib=1024,
+    encode_register=lambda spec, devices: encode_sgpu_devices(devices, spec.split_count),
 )
 
 

@@ -1,0 +1,517 @@
+"""MetaX GPUs, both of HAMi's MetaX families, enabled by the device config's ``metax`` section.
+
+**Whole GPU** (common word ``Metax-GPU``, resource ``resourceCountName``, default
+``metax-tech.com/gpu``), from HAMi's MetaX backend:
+
+* a container claims it when its limits carry the count; it always takes whole cards (100 % of the
+  memory, 100 cores);
+* no register annotation: MetaX's own plugin advertises the count, and card ``i`` of a node is
+  ``<node>-metax-<i>`` (1 slot, 65536 MiB, 100 cores); healthy while the capacity is above 0;
+  no node lock; no UUID selection;
+* fit: the shared skeleton from the end, and every container of a pod must get the pod's earlier
+  containers' card(s) (``CardNotFoundCustomFilterRule``);
+* node score: MetaX's plugin annotates the node with what taking n cards costs,
+  ``metax-tech.com/gpu.topology.losses`` and ``metax-tech.com/gpu.topology.scores`` (JSON maps
+  n -> value); the family adds ``2000 - losses[n]`` under the binpack node policy and
+  ``2000 - scores[n]`` under spread (n = the cards the pod takes; a missing entry counts 0).
+
+**sGPU** (common word ``Metax-SGPU``, resources ``resourceVCountName`` / ``resourceVMemoryName`` /
+``resourceVCoreName``, defaults ``metax-tech.com/sgpu``, ``metax-tech.com/vmemory``,
+``metax-tech.com/vcore``):
+
+* request (limits only): the count; cores default 100; vmemory without a unit is GiB (x 1024), with
+  a unit it is bytes (-> MiB); no memory -> 100 % of each device;
+* admission: pod annotation ``metax-tech.com/sgpu-app-class`` must be ``online`` or ``offline``
+  (``... must be set one of [online, offline]``) and such a pod asks exactly one device (``app-class
+  pod must request single device``); a pod that is not ``online`` gets
+  ``metax-tech.com/sgpu-qos-policy: best-effort`` when it has none, else the value must be
+  ``best-effort``, ``fixed-share`` or ``burst-share`` (``... must be set one of [best-effort,
+  fixed-share, burst-share]``);
+* devices from MetaX's node annotation ``metax-tech.com/node-gpu-devices`` (a JSON list of
+  ``{uuid, bdf, model, totalDevCount, totalCompute, totalVRam, numa, healthy, qosPolicy, linkZone}``);
+  healthy while it lists a device; the shared node lock;
+* fit: type, health (``CardUnhealthy``), QoS (a device in use by others runs one QoS policy: a
+  shared request must match it, ``CardQosPolicyMismatch``), UUID (``metax-tech.com/use-gpuuuid`` /
+  ``nouse-gpuuuid``), slots, mutex, memory; for non-online pods cores, exclusive use and exhausted
+  compute; every fitting device is collected, and a whole-device request (100 cores) with more
+  candidates than asked prefers devices of one MetaLink zone (``linkZone`` > 0), the smallest zone
+  that holds the request, then zones in order of size, then unlinked devices; online pods get 0 cores;
+* /filter writes the to-allocate / allocated keys, ``metax-tech.com/gpu-devices-allocated`` (JSON
+  ``[[{"uuid":..,"compute":..,"vRam":..}]]`` per container) and ``metax-tech.com/predicate-time``;
+* node score, topology-aware (config ``sgpuTopologyAware`` or pod annotation
+  ``metax-tech.com/sgpu-topology-aware``) and only for whole-device picks: with pair score 10 for
+  two different devices of one non-zero link zone, ``10 x allocated - (available - allocated -
+  rest)`` over the node's free devices (available), the picks (allocated) and the free devices left
+  (rest), times 10000 (times -10000 under the spread node policy).
+
+Not modelled: the online/offline app-class placement rules that need the pods already on a device
+(``CardAppClassMismatch``, online prioritisation and score); the QoS a device takes is the
+registered one (upstream also remembers QoS changes it made until MetaX's plugin reports them).
+
+Allocate (this stack's plugin, standing in for MetaX's): ``METAX_VISIBLE_DEVICES`` with the device
+UUIDs, and for sGPU ``METAX_SGPU_VRAM_MIB`` / ``METAX_SGPU_COMPUTE`` per device.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from .. import faults
+from ..protocol import annotations as ann
+from ..protocol import events as ev
+from ..protocol.assignment import ContainerDevice, PodDevices
+from ..protocol.errors import ProtocolError
+from ..protocol.handshake import HealthResult
+from ..protocol.policy import SPREAD
+from ..protocol.quantity import INT32_MAX, parse_quantity
+from ..protocol.register import DeviceInfo
+from .base import (
+    AdmissionError,
+    AllocateInput,
+    ContainerAllocation,
+    ContainerDeviceRequest,
+    DeviceFamily,
+    DeviceUsage,
+    FitContext,
+    FitResult,
+    HealthState,
+    Obj,
+    check_quantity,
+    fit_walk,
+    node_quantity,
+    resource_int,
+    split_list,
+)
+
+SECTION = "metax"
+GPU_CW = "Metax-GPU"
+SGPU_CW = "Metax-SGPU"
+ID_INFIX = "-metax-"
+GPU_MEMORY_MIB = 65536
+LOSSES = "metax-tech.com/gpu.topology.losses"
+SCORES = "metax-tech.com/gpu.topology.scores"
+NODE_DEVICES = "metax-tech.com/node-gpu-devices"
+ALLOCATED = "metax-tech.com/gpu-devices-allocated"
+PREDICATE_TIME = "metax-tech.com/predicate-time"
+QOS_POLICY = "metax-tech.com/sgpu-qos-policy"
+TOPOLOGY_AWARE = "metax-tech.com/sgpu-topology-aware"
+APP_CLASS = "metax-tech.com/sgpu-app-class"
+ONLINE, OFFLINE = "online", "offline"
+QOS_POLICIES = ("best-effort", "fixed-share", "burst-share")
+CARD_UNHEALTHY = "CardUnhealthy"
+CARD_QOS_POLICY_MISMATCH = "CardQosPolicyMismatch"
+DIRECT_LINK_SCORE = 10
+SCORE_WEIGHT = 10000
+VISIBLE_ENV = "METAX_VISIBLE_DEVICES"
+# the fault ignores MetaLink zones: a whole-device pair is taken across zones
+NO_TOPOLOGY_FAULT = "scheduler-metax-ignores-link-zone"
+
+
+def _node_name(node: Obj) -> str:
+    return str((node.get("metadata") or {}).get("name", ""))
+
+
+def _score_map(value: str | None, n: int) -> int:
+    """``{"<n>": value}`` from a MetaX topology annotation; 0 when absent or unreadable (as upstream)."""
+    try:
+        table = json.loads(value or "")
+        return int(table.get(str(n), 0)) if isinstance(table, dict) else 0
+    except (ValueError, TypeError):
+        return 0
+
+
+class MetaxGpuFamily(DeviceFamily):
+    common_word = GPU_CW
+    keys = ann.VENDOR_KEYS_BY_CW[GPU_CW]
+    uses_node_lock = False
+
+    def __init__(self, section: dict[str, Any] | None = None) -> None:
+        self.count_resource = str((section or {}).get("resourceCountName") or "metax-tech.com/gpu")
+
+    def container_request(self, container: Obj) -> ContainerDeviceRequest | None:
+        nums = resource_int(container, self.count_resource)
+        if nums is None or nums <= 0:
+            return None
+        return ContainerDeviceRequest(self.common_word, nums, 0, 100, 100)
+
+    def mutate_admission(self, container: Obj, pod: Obj) -> bool:
+        return self.count_resource in ((container.get("resources") or {}).get("limits") or {})
+
+    def node_devices(self, node: Obj) -> list[DeviceInfo]:
+        n = node_quantity(node, "capacity", self.count_resource)
+        name = _node_name(node)
+        return [
+            DeviceInfo(
+                id=f"{name}{ID_INFIX}{i}",
+                index=i,
+                count=1,
+                devmem=GPU_MEMORY_MIB,
+                devcore=100,
+                type=self.common_word,
+                health=True,
+            )
+            for i in range(n)
+        ]
+
+    def check_health(
+        self, node: Obj, now: dt.datetime, previous: HealthState | None
+    ) -> tuple[HealthResult, HealthState]:
+        capacity = node_quantity(node, "capacity", self.count_resource)
+        state = HealthState(capacity, None)
+        return HealthResult(capacity > 0, previous is None or previous != state), state
+
+    def fit(
+        self, devices: Sequence[DeviceUsage], request: ContainerDeviceRequest, ctx: FitContext
+    ) -> FitResult:
+        earlier = {d.uuid for ctr in ctx.previous for d in ctr if d.type == self.common_word}
+
+        def selection(dev: DeviceUsage) -> str | None:
+            # every container of the pod on the same card(s) (upstream's custom filter rule)
+            return ev.CARD_NOT_FOUND_CUSTOM_FILTER_RULE if earlier and dev.id not in earlier else None
+
+        # no UUID selection for whole MetaX cards: fit_walk reads none, since the keys name none
+        picks, reasons, total = fit_walk(self, devices, request, ctx, selection=selection)
+        if len(picks) < request.nums:
+            return FitResult(False, [], reasons, total)
+        return FitResult(True, [cd for _, cd in picks], reasons, total)
+
+    def score_node(self, node: Obj, devices: Sequence[DeviceUsage], picked: PodDevices, policy: str) -> float:
+        n = sum(len(ctr) for ctr in picked)
+        annotations = (node.get("metadata") or {}).get("annotations") or {}
+        key = SCORES if policy == SPREAD else LOSSES
+        if key not in annotations:
+            return 0.0
+        return float(2000 - _score_map(annotations[key], n))
+
+    def allocate_response(self, req: AllocateInput) -> ContainerAllocation:
+        out = ContainerAllocation()
+        out.envs[VISIBLE_ENV] = ",".join(str(card_index(d.uuid)) for d in req.devices)
+        return out
+
+
+def card_index(device_id: str) -> int:
+    tail = device_id.rsplit(ID_INFIX, 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def decode_sgpu_devices(value: str) -> list[DeviceInfo]:
+    """MetaX's ``metax-tech.com/node-gpu-devices`` list; ProtocolError names what is wrong."""
+    try:
+        raw = json.loads(value)
+    except ValueError as e:
+        raise ProtocolError(f"{NODE_DEVICES}: invalid JSON: {e}") from e
+    if not isinstance(raw, list):
+        raise ProtocolError(f"{NODE_DEVICES}: expected a JSON list of devices")
+    out = []
+    for i, d in enumerate(raw):
+        if not isinstance(d, dict) or not isinstance(d.get("uuid"), str) or not d["uuid"]:
+            raise ProtocolError(f"{NODE_DEVICES}: device {i} has no uuid")
+        try:
+            count, compute, vram, numa, zone = (
+                int(d.get(k) or 0) for k in ("totalDevCount", "totalCompute", "totalVRam", "numa", "linkZone")
+            )
+        except (TypeError, ValueError) as e:
+            raise ProtocolError(f"{NODE_DEVICES}: device {i}: {e}") from e
+        out.append(
+            DeviceInfo(
+                id=d["uuid"],
+                index=i,
+                count=count,
+                devmem=vram,
+                devcore=compute,
+                type=SGPU_CW,
+                numa=numa,
+                health=d.get("healthy") is True,
+                mode="",
+                custom_info={
+                    "QosPolicy": str(d.get("qosPolicy") or ""),
+                    "Model": str(d.get("model") or ""),
+                    "LinkZone": zone,
+                },
+            )
+        )
+    return out
+
+
+def _parse_bool(value: Any, default: bool) -> bool:
+    """Go's strconv.ParseBool spellings; anything else keeps ``default`` (as upstream ignores it)."""
+    text = str(value).strip() if value is not None else ""
+    if text in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if text in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    return default
+
+
+class _HardwareDevice(Protocol):
+    uuid: str
+    index: int
+    model: str
+    memory_mib: int
+    bus_id: str
+    numa: int
+    healthy: bool
+
+
+def link_zone_of(index: int) -> int:
+    """The MetaLink zone of card ``index`` on an emulated node: cards alternate between zones 1 and 2
+    (so the first free cards of a node are never one zone by accident)."""
+    return index % 2 + 1
+
+
+def encode_sgpu_devices(devices: Sequence[_HardwareDevice], slots: int) -> str:
+    """What MetaX's sGPU plugin writes to ``metax-tech.com/node-gpu-devices`` for these cards
+    (all free: the plugin reports totals; the scheduler counts usage itself)."""
+    return json.dumps(
+        [
+            {
+                "uuid": d.uuid,
+                "bdf": d.bus_id,
+                "model": d.model,
+                "totalDevCount": slots,
+                "totalCompute": 100,
+                "totalVRam": d.memory_mib,
+                "availableDevCount": slots,
+                "availableCompute": 100,
+                "availableVRam": d.memory_mib,
+                "numa": d.numa,
+                "healthy": d.healthy,
+                "qosPolicy": "",
+                "linkZone": link_zone_of(d.index),
+            }
+            for d in devices
+        ],
+        separators=(",", ":"),
+    )
+
+
+def link_zone(dev: DeviceUsage) -> int:
+    zone = dev.custom_info.get("LinkZone", 0)
+    return zone if isinstance(zone, int) else 0
+
+
+def link_score(zones: Sequence[tuple[str, int]]) -> int:
+    """Σ over pairs of different devices in one non-zero link zone of 10 (MetaX's MetaLink score)."""
+    score = 0
+    for i, (a, za) in enumerate(zones):
+        for b, zb in zones[i + 1 :]:
+            if a != b and za and za == zb:
+                score += DIRECT_LINK_SCORE
+    return score
+
+
+def prefer_link_zones(candidates: list[DeviceUsage], need: int) -> list[DeviceUsage]:
+    """Whole devices: the smallest MetaLink zone that holds ``need``, else zones by size, then the rest."""
+    if len(candidates) <= need:
+        return candidates
+    zones: dict[int, list[DeviceUsage]] = {}
+    others: list[DeviceUsage] = []
+    for d in candidates:
+        z = link_zone(d)
+        (zones.setdefault(z, []) if z > 0 else others).append(d)
+    linked = sorted(zones.values(), key=len)
+    for group in linked:
+        if len(group) >= need:
+            return group[:need]
+    ordered = [d for group in linked for d in group] + others
+    return ordered[:need]
+
+
+class MetaxSgpuFamily(DeviceFamily):
+    common_word = SGPU_CW
+    keys = ann.VENDOR_KEYS_BY_CW[SGPU_CW]
+    memory_factor = 1024
+    memory_unit_mib = 1024
+
+    def __init__(self, section: dict[str, Any] | None = None) -> None:
+        section = section or {}
+        self.count_resource = str(section.get("resourceVCountName") or "metax-tech.com/sgpu")
+        self.memory_resource = str(section.get("resourceVMemoryName") or "metax-tech.com/vmemory")
+        self.core_resource = str(section.get("resourceVCoreName") or "metax-tech.com/vcore")
+        self.topology_aware = _parse_bool(section.get("sgpuTopologyAware"), False)
+        self._last = threading.local()
+
+    # --- requests ----------------------------------------------------------------------------
+    def admission_problem(self, container: Obj) -> str | None:
+        # vmemory may carry a unit (bytes), so only the count and cores are checked as plain numbers
+        return check_quantity(container, self.count_resource, high=INT32_MAX) or check_quantity(
+            container, self.core_resource
+        )
+
+    def _limit(self, container: Obj, name: str) -> Any:
+        return ((container.get("resources") or {}).get("limits") or {}).get(name)
+
+    def container_request(self, container: Obj) -> ContainerDeviceRequest | None:
+        q = parse_quantity(self._limit(container, self.count_resource))
+        if q is None or not q.is_integer or not 0 < q.value <= INT32_MAX:
+            return None
+        cores = 100
+        qc = parse_quantity(self._limit(container, self.core_resource))
+        if qc is not None and qc.is_integer:
+            if not 0 <= qc.value <= INT32_MAX:
+                return None
+            cores = int(qc.value)
+        mem = 0
+        raw = self._limit(container, self.memory_resource)
+        qm = parse_quantity(raw)
+        if qm is not None and qm.is_integer:
+            if any(c.isalpha() for c in str(raw)):
+                mem = int(qm.value) // (1024 * 1024)  # a quantity with a unit is bytes
+            else:
+                if not 0 <= qm.value <= INT32_MAX // 1024:
+                    return None
+                mem = int(qm.value) * 1024  # a bare number is GiB
+            if not 0 <= mem <= INT32_MAX:
+                return None
+        return ContainerDeviceRequest(self.common_word, int(q.value), mem, 0 if mem else 100, cores)
+
+    def mutate_admission(self, container: Obj, pod: Obj) -> bool:
+        if self.count_resource not in ((container.get("resources") or {}).get("limits") or {}):
+            return False
+        meta = pod.setdefault("metadata", {})
+        annotations = meta.get("annotations") or {}
+        app_class = annotations.get(APP_CLASS)
+        if app_class is not None:
+            if app_class not in (ONLINE, OFFLINE):
+                raise AdmissionError(f"{APP_CLASS} must be set one of [{ONLINE}, {OFFLINE}]")
+            if resource_int(container, self.count_resource) != 1:
+                raise AdmissionError("app-class pod must request single device")
+        if app_class != ONLINE:
+            qos = annotations.get(QOS_POLICY)
+            if qos is None:
+                meta["annotations"] = {**annotations, QOS_POLICY: QOS_POLICIES[0]}
+            elif qos not in QOS_POLICIES:
+                raise AdmissionError(f"{QOS_POLICY} must be set one of [{', '.join(QOS_POLICIES)}]")
+        return True
+
+    # --- node side ---------------------------------------------------------------------------
+    def node_devices(self, node: Obj) -> list[DeviceInfo]:
+        value = ((node.get("metadata") or {}).get("annotations") or {}).get(NODE_DEVICES)
+        return decode_sgpu_devices(value) if value else []
+
+    def check_health(
+        self, node: Obj, now: dt.datetime, previous: HealthState | None
+    ) -> tuple[HealthResult, HealthState]:
+        value = ((node.get("metadata") or {}).get("annotations") or {}).get(NODE_DEVICES)
+        try:
+            healthy = bool(decode_sgpu_devices(value)) if value else False
+        except ProtocolError:
+            healthy = False
+        state = HealthState(None, value)
+        return HealthResult(healthy, previous is None or previous != state), state
+
+    # --- scheduling --------------------------------------------------------------------------
+    def fit(
+        self, devices: Sequence[DeviceUsage], request: ContainerDeviceRequest, ctx: FitContext
+    ) -> FitResult:
+        pod_ann = ctx.pod_annotations
+        # score_node has no pod: it runs right after this fit, for the same pod, on this thread
+        self._last.aware = _parse_bool(pod_ann.get(TOPOLOGY_AWARE), self.topology_aware)
+        online = pod_ann.get(APP_CLASS) == ONLINE
+        want_qos = pod_ann.get(QOS_POLICY, "")
+        use = split_list(pod_ann.get(self.keys.use_uuid))
+        nouse = split_list(pod_ann.get(self.keys.nouse_uuid))
+        candidates = [d for d in devices if self.matches_type(d)]
+        reasons: Counter[str] = Counter()
+        fitting: list[DeviceUsage] = []
+        for dev in reversed(candidates):
+            reason = self._refusal(dev, request, online, want_qos, use, nouse, ctx)
+            if reason:
+                reasons[reason] += 1
+            else:
+                fitting.append(dev)
+        if len(fitting) < request.nums:
+            if fitting:
+                reasons[ev.ALLOCATED_CARDS_INSUFFICIENT_REQUEST] = len(fitting)
+            return FitResult(False, [], reasons, len(candidates))
+        best = fitting[: request.nums]
+        if not online and request.coresreq == 100 and not faults.on(NO_TOPOLOGY_FAULT):
+            best = prefer_link_zones(fitting, request.nums)
+        cores = 0 if online else request.coresreq
+        return FitResult(
+            True,
+            [ContainerDevice(d.id, self.common_word, request.memory_on(d.totalmem), cores) for d in best],
+            reasons,
+            len(candidates),
+        )
+
+    def _refusal(
+        self,
+        dev: DeviceUsage,
+        req: ContainerDeviceRequest,
+        online: bool,
+        want_qos: str,
+        use: list[str],
+        nouse: list[str],
+        ctx: FitContext,
+    ) -> str | None:
+        if not dev.health:
+            return CARD_UNHEALTHY
+        if not online and dev.used > 0 and req.coresreq != 100:
+            have = str(dev.custom_info.get("QosPolicy") or "")
+            if have and have != want_qos:
+                return CARD_QOS_POLICY_MISMATCH
+        if (use and dev.id not in use) or dev.id in nouse:
+            return ev.CARD_UUID_MISMATCH
+        if dev.count <= dev.used:
+            return ev.CARD_TIME_SLICING_EXHAUSTED
+        if ctx.policy.mutex and dev.used > 0:
+            return ev.EXCLUSIVE_DEVICE_ALLOCATE_CONFLICT
+        if dev.totalmem - dev.usedmem < req.memory_on(dev.totalmem):
+            return ev.CARD_INSUFFICIENT_MEMORY
+        if not online:
+            if dev.totalcore - dev.usedcores < req.coresreq:
+                return ev.CARD_INSUFFICIENT_CORE
+            if dev.totalcore == 100 and req.coresreq == 100 and dev.used > 0:
+                return ev.EXCLUSIVE_DEVICE_ALLOCATE_CONFLICT
+            if dev.totalcore != 0 and dev.usedcores == dev.totalcore and req.coresreq == 0:
+                return ev.CARD_COMPUTE_UNITS_EXHAUSTED
+        return None
+
+    def score_node(self, node: Obj, devices: Sequence[DeviceUsage], picked: PodDevices, policy: str) -> float:
+        whole = [d for ctr in picked for d in ctr if d.usedcores == 100]
+        if not whole:
+            return 0.0
+        return float(self._weight(policy) * self._topology_score(devices, picked, whole))
+
+    def _weight(self, policy: str) -> int:
+        return -SCORE_WEIGHT if policy == SPREAD else SCORE_WEIGHT
+
+    def _topology_score(
+        self, devices: Sequence[DeviceUsage], picked: PodDevices, whole: list[ContainerDevice]
+    ) -> int:
+        if not getattr(self._last, "aware", self.topology_aware):
+            return 0
+        zone = {d.id: link_zone(d) for d in devices}
+        # free before this pod: unused, or used only by this pod's own picks
+        mine = Counter(d.uuid for ctr in picked for d in ctr)
+        free = [d.id for d in devices if d.used - mine.get(d.id, 0) <= 0]
+        taken = {d.uuid for d in whole}
+        available = link_score([(u, zone.get(u, 0)) for u in free])
+        allocated = link_score([(d.uuid, zone.get(d.uuid, 0)) for d in whole])
+        rest = link_score([(u, zone.get(u, 0)) for u in free if u not in taken])
+        return DIRECT_LINK_SCORE * allocated - (available - allocated - rest)
+
+    def pod_annotations(self, pod_devices: PodDevices, pod: Obj | None = None) -> dict[str, str]:
+        out = super().pod_annotations(pod_devices, pod)
+        if not out:
+            return out
+        metax = [
+            [{"uuid": d.uuid, "compute": d.usedcores, "vRam": d.usedmem} for d in ctr] for ctr in pod_devices
+        ]
+        out[ALLOCATED] = json.dumps(metax, separators=(",", ":"))
+        out[PREDICATE_TIME] = str(time.time_ns())
+        return out
+
+    def allocate_response(self, req: AllocateInput) -> ContainerAllocation:
+        out = ContainerAllocation()
+        out.envs[VISIBLE_ENV] = ",".join(d.uuid for d in req.devices)
+        out.envs["METAX_SGPU_VRAM_MIB"] = ",".join(str(d.usedmem) for d in req.devices)
+        out.envs["METAX_SGPU_COMPUTE"] = ",".join(str(d.usedcores) for d in req.devices)
+        return out
