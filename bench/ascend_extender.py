@@ -1,12 +1,12 @@
-"""Latency of the extender's ``/filter`` decision for Ascend pods (not a timed test).
+"""Latency of the extender's ``/filter`` and ``/bind`` for Ascend pods (not a timed test).
 
 100 nodes (``--nodes``) with 8 Ascend 910B3 NPUs each (4 vNPU slots, 64 GiB, NetworkID 0/1 split at
-index 4) carry existing usage: 0-3 template pods (vir05_1c_16g / vir10_3c_32g) per NPU. Each round
-filters a new pod over all node names, in process (the decision, the usage cache and the pod patch
-against a stub apiserver; no HTTP/TLS: ``bench/extender.py`` measures those for NVIDIA), cycling
-through three shapes: one vir05 template, one vir10 template and two whole NPUs (NetworkID
-topology choice). ``memo`` rounds reuse shapes, ``cold`` rounds give every pod a unique annotation
-so every node is fitted. The pod placed by one round stays placed.
+index 4) carry existing usage: 0-3 template pods (vir05_1c_16g / vir10_3c_32g) per NPU. The timing is
+``bench/extender.py``'s: a server process over HTTPS with mutual TLS and a stub apiserver, one
+client posting kube-scheduler-shaped ``/filter`` then ``/bind`` per pod; only the cluster and the pod
+shapes are Ascend's, cycling through one vir05 template, one vir10 template and two whole NPUs
+(NetworkID topology choice). ``memo`` rounds reuse shapes, ``cold`` rounds give every pod a unique
+annotation so every node is fitted. A bound pod stays placed.
 
     .venv/bin/python bench/ascend_extender.py [--nodes 100] [--rounds 300]
 
@@ -20,24 +20,23 @@ import json
 import random
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import extender as bench_extender
 from bench.extender import StubKube
 from hami_stack.devices.ascend import DEFAULT_CHIPS, AscendFamily
 from hami_stack.protocol.assignment import ContainerDevice
 from hami_stack.protocol.register import DeviceInfo
 from hami_stack.scheduler.extender import Extender, ExtenderOptions
-from hami_stack.scheduler.wire import FilterArgs
 
 CW = "Ascend910B3"
 NPUS = 8
 
 
-def build(n_nodes: int, seed: int = 11) -> tuple[Extender, dict[str, dict[str, Any]]]:
+def build(n_nodes: int, seed: int = 11) -> tuple[Extender, StubKube, dict[str, dict[str, Any]]]:
     rnd = random.Random(seed)
     cfg = next(c for c in DEFAULT_CHIPS if c.common_word == CW)
     fam = AscendFamily(cfg)
@@ -77,14 +76,14 @@ def build(n_nodes: int, seed: int = 11) -> tuple[Extender, dict[str, dict[str, A
                 }
                 pods[uid] = pod
                 ext.cache.reserve(pod, name, {CW: [[ContainerDevice(f"NPU-{i:04d}-{g}", CW, mem, 0)]]})
-    return ext, pods
+    return ext, kube, pods
 
 
-def new_pod(i: int, cold: bool) -> dict[str, Any]:
+def new_pod(i: int, cold: bool, pods: dict[str, dict[str, Any]]) -> dict[str, Any]:
     shapes = [("1", "16384"), ("1", "32768"), ("2", "65536")]
     count, mem = shapes[i % len(shapes)]
     name = f"bench-{i}"
-    return {
+    pod = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
@@ -104,30 +103,19 @@ def new_pod(i: int, cold: bool) -> dict[str, Any]:
             ],
         },
     }
+    pods[name] = pod
+    return pod
 
 
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
-def measure(n_nodes: int, rounds: int, cold: bool) -> dict[str, Any]:
-    ext, pods = build(n_nodes)
-    names = [f"node-{i:04d}" for i in range(n_nodes)]
-    times, placed = [], 0
-    for i in range(rounds):
-        pod = new_pod(i, cold)
-        pods[pod["metadata"]["name"]] = pod
-        t0 = time.perf_counter()
-        out = ext.filter(FilterArgs(pod, None, names))
-        times.append((time.perf_counter() - t0) * 1000)
-        placed += bool(out.get("NodeNames"))
+def measure(n_nodes: int, rounds: int, cold: bool, tmp: Path, ca: Any) -> dict[str, Any]:
+    filt, bind = bench_extender.measure(n_nodes, rounds, cold, tmp, ca, build_fn=build, new_pod_fn=new_pod)
     return {
-        "p50_ms": round(pct(times, 50), 3),
-        "p99_ms": round(pct(times, 99), 3),
-        "mean_ms": round(statistics.fmean(times), 3),
+        "p50_ms": round(statistics.median(filt), 3),
+        "p99_ms": round(bench_extender.pct(filt, 99), 3),
+        "mean_ms": round(statistics.fmean(filt), 3),
+        "bind_p50_ms": round(statistics.median(bind), 3) if bind else None,
         "rounds": rounds,
-        "placed": placed,
+        "placed": len(bind),
     }
 
 
@@ -136,13 +124,14 @@ def main() -> None:
     p.add_argument("--nodes", type=int, default=100)
     p.add_argument("--rounds", type=int, default=300)
     a = p.parse_args()
+    tmp, ca = bench_extender.tls_dir()
     result = {
         "bench": "ascend-extender-filter",
         "nodes": a.nodes,
         "npus_per_node": NPUS,
         "chip": CW,
-        "memo": measure(a.nodes, a.rounds, cold=False),
-        "cold": measure(a.nodes, a.rounds, cold=True),
+        "memo": measure(a.nodes, a.rounds, False, tmp, ca),
+        "cold": measure(a.nodes, a.rounds, True, tmp, ca),
     }
     print(json.dumps(result))
 

@@ -41,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -202,8 +203,12 @@ def new_pod(i: int, cold: bool, pods: dict[str, dict[str, Any]]) -> dict[str, An
     return pod
 
 
-def serve(n_nodes: int, port_q: Any, cert: Path, key: Path) -> None:
-    ext, _kube, pods = build(n_nodes)
+Build = Callable[[int], tuple[Extender, "StubKube", dict[str, dict[str, Any]]]]
+NewPod = Callable[[int, bool, dict[str, dict[str, Any]]], dict[str, Any]]
+
+
+def serve(n_nodes: int, port_q: Any, cert: Path, key: Path, build_fn: Build | None = None) -> None:
+    ext, _kube, pods = (build_fn or build)(n_nodes)
     auth = ClientAuth(require_cert=True, common_name=CLIENT_CN)
     app = make_app(ext, None, concurrent.futures.ThreadPoolExecutor(4), auth)
 
@@ -232,7 +237,8 @@ def pct(values: list[float], p: float) -> float:
 
 
 def run_client(
-    port: int, ca: bytes, client_cert: Path, n_nodes: int, rounds: int, cold: bool
+    port: int, ca: bytes, client_cert: Path, n_nodes: int, rounds: int, cold: bool,
+    new_pod_fn: NewPod | None = None,
 ) -> tuple[list[float], list[float]]:
     ctx = ssl.create_default_context(cadata=ca.decode())
     ctx.load_cert_chain(str(client_cert), str(client_cert.with_suffix(".key")))
@@ -242,7 +248,7 @@ def run_client(
     filt, bind = [], []
     base = 1_000_000 if cold else 0
     for i in range(rounds):
-        pod = new_pod(base + i, cold, pods)
+        pod = (new_pod_fn or new_pod)(base + i, cold, pods)
         conn.request("POST", "/bench/pod", body=orjson.dumps(pod))
         conn.getresponse().read()
         body = orjson.dumps({"Pod": pod, "Nodes": None, "NodeNames": names})
@@ -287,17 +293,31 @@ def profile_cold(n_nodes: int, rounds: int = 50) -> str:
 
 
 def measure(
-    n_nodes: int, rounds: int, cold: bool, tmp: Path, ca: pki.KeyPair
+    n_nodes: int, rounds: int, cold: bool, tmp: Path, ca: pki.KeyPair,
+    build_fn: Build | None = None, new_pod_fn: NewPod | None = None,
 ) -> tuple[list[float], list[float]]:
+    """Filter and bind times (ms) of ``rounds`` pods against a server process over ``n_nodes``; other
+    vendors' benches pass their cluster (``build_fn``) and pod shapes (``new_pod_fn``)."""
     q: Any = mp.Queue()
-    proc = mp.Process(target=serve, args=(n_nodes, q, tmp / "tls.crt", tmp / "tls.key"), daemon=True)
+    args = (n_nodes, q, tmp / "tls.crt", tmp / "tls.key", build_fn)
+    proc = mp.Process(target=serve, args=args, daemon=True)
     proc.start()
     try:
         port = q.get(timeout=120)
-        return run_client(port, ca.cert_pem, tmp / "client.crt", n_nodes, rounds, cold)
+        return run_client(port, ca.cert_pem, tmp / "client.crt", n_nodes, rounds, cold, new_pod_fn)
     finally:
         proc.terminate()
         proc.join(5)
+
+
+def tls_dir() -> tuple[Path, pki.KeyPair]:
+    """A directory with the server's and the kube-scheduler client's certificates, and their CA."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-extender-"))
+    ca = pki.make_ca()
+    pki.make_serving_cert(ca, "hami-scheduler", ["127.0.0.1"]).write(tmp / "tls.crt", tmp / "tls.key")
+    (tmp / "ca.crt").write_bytes(ca.cert_pem)
+    pki.make_serving_cert(ca, CLIENT_CN, [], client=True).write(tmp / "client.crt", tmp / "client.key")
+    return tmp, ca
 
 
 def main() -> None:
@@ -318,11 +338,7 @@ def main() -> None:
             ap.error(f"--stack {args.stack}: expected ours or upstream[@TAG]")
         print(json.dumps(compare("upstream@" + resolve(tag or "latest", None).tag, args.rounds)))
         return
-    tmp = Path(tempfile.mkdtemp(prefix="bench-extender-"))
-    ca = pki.make_ca()
-    pki.make_serving_cert(ca, "hami-scheduler", ["127.0.0.1"]).write(tmp / "tls.crt", tmp / "tls.key")
-    (tmp / "ca.crt").write_bytes(ca.cert_pem)
-    pki.make_serving_cert(ca, CLIENT_CN, [], client=True).write(tmp / "client.crt", tmp / "client.key")
+    tmp, ca = tls_dir()
     result: dict[str, Any] = {}
     for n, rounds in ((100, args.rounds), (1000, max(args.rounds // 4, 50))):
         for cold in (False, True):

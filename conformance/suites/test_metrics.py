@@ -1,4 +1,9 @@
-"""Metrics: HAMi's scheduler and monitor series reflect a running pod's allocation."""
+"""Metrics: HAMi's scheduler and monitor series reflect a running pod's allocation.
+
+NVIDIA: scheduler and monitor series. Ascend (``ASC-MET-*``): the scheduler's device and per-container
+series, which upstream's scheduler exports for every family alike (``device_type`` = the chip's
+common word); HAMi's vGPU monitor reads HAMi-core's per-container files and defines no Ascend series,
+so no monitor rule applies to Ascend."""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from conformance import metrics
 from conformance.cases import rule, violated
 from conformance.kube import Workloads, gpu_pod
 
-pytestmark = [pytest.mark.nvidia, pytest.mark.metrics]
+pytestmark = [pytest.mark.metrics]  # the vendor marker is on each case
 MIB = 1 << 20
 MEM = 1234
 HOLD = ["--alloc-mib", "64", "--kernel-seconds", "0", "--hold-seconds", "60"]
@@ -44,6 +49,7 @@ def _series(
     return _pod_values(samples, pod)
 
 
+@pytest.mark.nvidia
 @rule("MET-SCHED-1", "Scheduler metrics report the pod's allocated device memory")
 def test_scheduler_metrics(workloads: Workloads, kube: Any, cluster: Any, attach: Any) -> None:
     _running_pod(workloads, "metered")
@@ -59,6 +65,7 @@ def test_scheduler_metrics(workloads: Workloads, kube: Any, cluster: Any, attach
     assert MEM * MIB in values, violated("MET-SCHED-1", f"allocated bytes {values}, want {MEM * MIB}")
 
 
+@pytest.mark.nvidia
 @rule("MET-MON-1", "Monitor metrics report the running container's memory limit")
 def test_monitor_metrics(workloads: Workloads, kube: Any, cluster: Any, attach: Any) -> None:
     _running_pod(workloads, "monitored")
@@ -103,6 +110,7 @@ def _load_pod(workloads: Workloads, name: str, cores: int | None = None, mem: in
     workloads.wait_phase(name, ("Running",))
 
 
+@pytest.mark.nvidia
 @rule(
     "MET-MON-USED-1",
     "Monitor: a running container holding 700 MiB under a 3000 MiB limit reports used memory of 700 to "
@@ -122,6 +130,7 @@ def test_monitor_memory_used(workloads: Workloads, kube: Any, cluster: Any, atta
     )
 
 
+@pytest.mark.nvidia
 @rule(
     "MET-MON-UTIL-1",
     f"Monitor: a container running back-to-back kernels under gpucores {UTIL_CORES} (force) reports SM "
@@ -141,6 +150,7 @@ def test_monitor_utilization(workloads: Workloads, kube: Any, cluster: Any, atta
     )
 
 
+@pytest.mark.nvidia
 @rule(
     "MET-MON-UTIL-2",
     f"Monitor: an idle container under gpucores {UTIL_CORES} reports SM utilisation below 10 % (a measure, "
@@ -157,3 +167,62 @@ def test_monitor_utilization_idle(workloads: Workloads, kube: Any, cluster: Any,
     assert all(0 <= v < 10 for v in values), violated(
         "MET-MON-UTIL-2", f"idle container under a {UTIL_CORES}% limit reports utilisation {values}"
     )
+
+
+# --- Ascend: the scheduler's series for NPUs ------------------------------------------------------
+
+
+@pytest.mark.ascend
+# Ascend rules are marked directly (not @rule): they belong to the ascend profile, not the NVIDIA one
+@pytest.mark.rule(
+    "ASC-MET-SCHED-1", "Scheduler metrics report an Ascend pod's allocated NPU memory (template)"
+)
+def test_ascend_scheduler_metrics(workloads: Workloads, kube: Any, cluster: Any, attach: Any) -> None:
+    from conformance.suites.test_ascend import HOLD as NPU_HOLD
+    from conformance.suites.test_ascend import TEMPLATES, chip, npu_pod
+
+    cw, _ = chip(kube, templates=True)
+    (_, smallest), *_ = TEMPLATES[cw]
+    workloads.create(npu_pod("npumetered", cw, mem=smallest // 2, args=NPU_HOLD))
+    workloads.wait_phase("npumetered", ("Running",))
+    values = _series(
+        kube,
+        cluster,
+        ("hami_vgpu_memory_allocated_bytes", "vGPUMemoryAllocated"),
+        "npumetered",
+        lambda vs: True,
+        "any value",
+        attach,
+    )
+    assert smallest * MIB in values, violated(
+        "ASC-MET-SCHED-1", f"allocated bytes {values}, want {smallest * MIB} (the {smallest} MiB template)"
+    )
+
+
+@pytest.mark.ascend
+@pytest.mark.rule(
+    "ASC-MET-SCHED-2", "Scheduler device metrics list every registered NPU: device_type <CW>, memory"
+)
+def test_ascend_device_metrics(kube: Any, cluster: Any, attach: Any) -> None:
+    from conformance.suites.test_ascend import npus
+
+    want = {(n.node, n.uuid): (n.cw, n.devmem * MIB) for n in npus(kube) if n.health}
+    assert want, violated("ASC-MET-SCHED-2", "no healthy NPU registered")
+    names = ("hami_gpu_memory_limit_bytes", "GPUDeviceMemoryLimit")
+
+    def seen(samples: list[Any]) -> dict[tuple[str, str], tuple[str, float]]:
+        return {
+            (lb.get("node", lb.get("nodeid", "")), lb.get("device_uuid", lb.get("deviceuuid", ""))): (
+                lb.get("device_type", lb.get("devicetype", "")), v
+            )
+            for _, lb, v in samples
+        }
+
+    samples, scraped = metrics.wait_series(
+        kube, cluster.hami_namespace, names, lambda got: set(want) <= set(seen(got)),
+        f"a series per registered NPU ({len(want)}) in {'/'.join(names)}",
+    )
+    attach("metrics.txt", "\n\n".join(f"# from {k}\n{v}" for k, v in scraped.items()))
+    got = seen(samples)
+    wrong = {k: (got[k], v) for k, v in want.items() if got[k] != v}
+    assert not wrong, violated("ASC-MET-SCHED-2", f"(type, bytes) seen vs registered: {wrong}")

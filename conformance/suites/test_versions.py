@@ -1,4 +1,6 @@
-"""Versions: the stack's scheduler configuration is one this Kubernetes minor's scheduler accepts."""
+"""Versions: the stack's scheduler configuration is one this Kubernetes minor's scheduler accepts.
+
+The same checks run for Ascend (``ASC-VER-*``), the pod that proves the scheduler works asking an NPU."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import yaml
 from conformance.cases import rule, unknown, violated
 from conformance.kube import Workloads, gpu_pod
 
-pytestmark = [pytest.mark.nvidia, pytest.mark.versions]
+pytestmark = [pytest.mark.versions]  # the vendor marker is on each case
 
 # Which kube-scheduler minors accept each configuration API (Policy: --policy-config-file, gone in 1.23).
 ACCEPTED: dict[str, tuple[int, int]] = {
@@ -49,10 +51,7 @@ def _api_of(key: str, text: str) -> str | None:
     return None
 
 
-@rule(
-    "VER-SCHEDCFG-1", "The rendered scheduler configuration uses an API this minor's kube-scheduler accepts"
-)
-def test_config_api_accepted(kube: Any, cluster: Any) -> None:
+def check_config_api(kube: Any, cluster: Any, rule_id: str) -> None:
     configs = scheduler_configs(kube, cluster.hami_namespace)
     if not configs:
         unknown(f"no scheduler configuration ConfigMap readable in namespace {cluster.hami_namespace}")
@@ -60,12 +59,29 @@ def test_config_api_accepted(kube: Any, cluster: Any) -> None:
     for where, api in configs:
         lo, hi = ACCEPTED.get(api, (0, -1))
         assert lo <= minor <= hi, violated(
-            "VER-SCHEDCFG-1", f"{where} is {api}, which kube-scheduler 1.{minor} does not accept"
+            rule_id, f"{where} is {api}, which kube-scheduler 1.{minor} does not accept"
         )
 
 
-@rule("VER-SCHED-2", "HAMi's kube-scheduler runs without restarts and schedules a GPU pod on this minor")
-def test_scheduler_running(workloads: Workloads, kube: Any, cluster: Any) -> None:
+@pytest.mark.nvidia
+@rule(
+    "VER-SCHEDCFG-1", "The rendered scheduler configuration uses an API this minor's kube-scheduler accepts"
+)
+def test_config_api_accepted(kube: Any, cluster: Any) -> None:
+    check_config_api(kube, cluster, "VER-SCHEDCFG-1")
+
+
+@pytest.mark.ascend
+# Ascend rules are marked directly (not @rule): they belong to the ascend profile, not the NVIDIA one
+@pytest.mark.rule(
+    "ASC-VER-SCHEDCFG-1", "The scheduler configuration (Ascend cell) uses an API this minor accepts"
+)
+def test_ascend_config_api_accepted(kube: Any, cluster: Any) -> None:
+    check_config_api(kube, cluster, "ASC-VER-SCHEDCFG-1")
+
+
+def check_scheduler_running(kube: Any, cluster: Any, rule_id: str) -> None:
+    """HAMi's kube-scheduler containers are ready and never restarted."""
     pods = kube.get(f"/api/v1/namespaces/{cluster.hami_namespace}/pods").get("items") or []
     sched = [
         p
@@ -76,17 +92,37 @@ def test_scheduler_running(workloads: Workloads, kube: Any, cluster: Any) -> Non
         )
     ]
     assert sched, violated(
-        "VER-SCHED-2", f"no kube-scheduler container in namespace {cluster.hami_namespace}"
+        rule_id, f"no kube-scheduler container in namespace {cluster.hami_namespace}"
     )
     for p in sched:
         for st in (p.get("status") or {}).get("containerStatuses") or []:
             assert st.get("ready") and st.get("restartCount", 0) == 0, violated(
-                "VER-SCHED-2",
+                rule_id,
                 f"{p['metadata']['name']}/{st['name']}: ready={st.get('ready')} "
                 f"restarts={st.get('restartCount')}",
             )
+
+
+@pytest.mark.nvidia
+@rule("VER-SCHED-2", "HAMi's kube-scheduler runs without restarts and schedules a GPU pod on this minor")
+def test_scheduler_running(workloads: Workloads, kube: Any, cluster: Any) -> None:
+    check_scheduler_running(kube, cluster, "VER-SCHED-2")
     workloads.create(gpu_pod("versioned", gpus=1, mem=1000))
     pod = workloads.wait_scheduled("versioned")
     assert pod["spec"].get("schedulerName") == cluster.scheduler_name, violated(
         "VER-SCHED-2", f"scheduled by {pod['spec'].get('schedulerName')!r}"
+    )
+
+
+@pytest.mark.ascend
+@pytest.mark.rule("ASC-VER-SCHED-2", "HAMi's kube-scheduler runs without restarts and schedules an NPU pod")
+def test_ascend_scheduler_running(workloads: Workloads, kube: Any, cluster: Any) -> None:
+    from conformance.suites.test_ascend import chip, npu_pod
+
+    check_scheduler_running(kube, cluster, "ASC-VER-SCHED-2")
+    cw, _ = chip(kube)
+    workloads.create(npu_pod("npuversioned", cw))
+    pod = workloads.wait_scheduled("npuversioned")
+    assert pod["spec"].get("schedulerName") == cluster.scheduler_name, violated(
+        "ASC-VER-SCHED-2", f"scheduled by {pod['spec'].get('schedulerName')!r}"
     )

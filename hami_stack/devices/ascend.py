@@ -296,6 +296,9 @@ def _cfg(
     )
 
 
+# The 64 GiB card with 20 AI cores, 7 AI CPUs and the 16g/32g templates: 910B3, 910B4-1 and each 910C die
+_B3_CARD = (65536, 65536, 20, 7, _t("vir05_1c_16g", 16384, 5, 1), _t("vir10_3c_32g", 32768, 10, 3))
+
 # The chips of upstream's chart (v2.x device-configmap), restated as data: the chart renders the same.
 DEFAULT_CHIPS: tuple[VnpuConfig, ...] = (
     _cfg(
@@ -321,26 +324,8 @@ DEFAULT_CHIPS: tuple[VnpuConfig, ...] = (
         _t("vir06_1c_16g", 16384, 6, 1),
         _t("vir12_3c_32g", 32768, 12, 3),
     ),
-    _cfg(
-        "910B3",
-        "Ascend910B3",
-        65536,
-        65536,
-        20,
-        7,
-        _t("vir05_1c_16g", 16384, 5, 1),
-        _t("vir10_3c_32g", 32768, 10, 3),
-    ),
-    _cfg(
-        "910B4-1",
-        "Ascend910B4-1",
-        65536,
-        65536,
-        20,
-        7,
-        _t("vir05_1c_16g", 16384, 5, 1),
-        _t("vir10_3c_32g", 32768, 10, 3),
-    ),
+    _cfg("910B3", "Ascend910B3", *_B3_CARD),
+    _cfg("910B4-1", "Ascend910B4-1", *_B3_CARD),
     _cfg(
         "910B4",
         "Ascend910B4",
@@ -362,17 +347,7 @@ DEFAULT_CHIPS: tuple[VnpuConfig, ...] = (
         _t("vir02", 6144, 2, 2),
         _t("vir04", 12288, 4, 4),
     ),
-    _cfg(
-        "Ascend910",
-        "Ascend910C",
-        65536,
-        65536,
-        20,
-        7,
-        _t("vir05_1c_16g", 16384, 5, 1),
-        _t("vir10_3c_32g", 32768, 10, 3),
-        super_pod=True,
-    ),
+    _cfg("Ascend910", "Ascend910C", *_B3_CARD, super_pod=True),
 )
 
 
@@ -426,6 +401,11 @@ class AscendFamily(DeviceFamily):
         """910C super-pod chips: one module (two NPUs) is the smallest unit."""
         return self.common_word == ASCEND_910C
 
+    def _final_memory(self, asked: int, *, soft: bool) -> int:
+        """The memory a request ends with: as asked when soft split (hami-core), else rounded up to the
+        smallest template that holds it, or the whole card (0: larger than the card)."""
+        return asked if soft else self.config.trim_memory(asked)[0]
+
     # --- requests ----------------------------------------------------------------------------
     def container_request(self, container: Obj) -> ContainerDeviceRequest | None:
         nums = resource_int(container, self.count_resource)
@@ -438,7 +418,7 @@ class AscendFamily(DeviceFamily):
                 if self.memory_factor > 1:
                     mem *= self.memory_factor
                 core_asked = bool(self.core_resource) and resource_value(container, self.core_resource)[1]
-                memnum = mem if core_asked else self.config.trim_memory(mem)[0]
+                memnum = self._final_memory(mem, soft=core_asked)
         cores = 0
         if self.core_resource:
             c = resource_int(container, self.core_resource)
@@ -506,12 +486,10 @@ class AscendFamily(DeviceFamily):
         trimmed = self.config.memory_allocatable
         if self.memory_resource in limits:
             asked = resource_int(container, self.memory_resource) or 0
-            if hami_core or faults.on("webhook-ascend-no-template-rounding"):
-                trimmed = asked
-            else:
-                trimmed = self.config.trim_memory(asked)[0]
-                if trimmed <= 0:
-                    raise AdmissionError(f"{self.memory_resource} {asked} is invalid")
+            soft = hami_core or faults.on("webhook-ascend-no-template-rounding")
+            trimmed = self._final_memory(asked, soft=soft)
+            if not soft and trimmed <= 0:
+                raise AdmissionError(f"{self.memory_resource} {asked} is invalid")
         if count > 1 and trimmed != self.config.memory_allocatable:
             raise AdmissionError(MULTI_DEVICE_ERROR)
         limits[self.memory_resource] = str(trimmed)

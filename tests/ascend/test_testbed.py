@@ -20,10 +20,11 @@ def test_inventories_with_ascend_nodes_load() -> None:
     assert [(n.name, n.hardware["ascend"]["chip"], n.hardware["ascend"]["count"]) for n in nodes] == [
         ("npu-node-1", "910B3", 8),
         ("npu-node-2", "Ascend910", 8),  # 910C is the chip DCMI calls Ascend910
+        ("npu-node-3", "910B4", 4),
     ]
     mixed = {n.name: n for n in load_inventory(REPO / "inventories/emulated/mixed-nvidia-ascend.yaml")}
     assert set(mixed["gpu-node-1"].hardware) == {"nvidia"} and set(mixed["npu-node-1"].hardware) == {"ascend"}
-    assert len(mixed) == 4 and mixed["npu-node-2"].hardware["ascend"]["device_share"] is True
+    assert len(mixed) == 5 and mixed["npu-node-3"].hardware["ascend"]["device_share"] is True
 
 
 def test_bad_ascend_inventory_names_the_field(tmp_path: Path) -> None:
@@ -59,7 +60,7 @@ def test_backend_enables_ascend_for_npu_inventories_and_waits_for_their_registra
 
     inv = REPO / "inventories/emulated/two-nodes-ascend.yaml"
     soft = [
-        "devices.ascend.nodeConfig[0].name=npu-node-2",
+        "devices.ascend.nodeConfig[0].name=npu-node-3",
         "devices.ascend.nodeConfig[0].hamiVnpuMode=hami-core",
     ]
     assert tb.vendor_chart_set(inv, ["x=1"]) == ["x=1", "devices.ascend.enabled=true", *soft]
