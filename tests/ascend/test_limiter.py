@@ -109,6 +109,25 @@ def test_limiter_drops_dead_processes_and_passes_through_without_quota(npus: Any
     assert doc["meminfo"]["total_mib"] == 65536 and outcomes(doc) == [(True, 0)]
 
 
+def test_forked_child_charges_the_same_quota(npus: Any, tmp_path: Path) -> None:
+    code = "\n".join([
+        "import os",
+        "from conformance.probe.acl import Acl",
+        "a = Acl(0)",
+        "print(a.alloc(600), flush=True)",
+        "pid = os.fork()",
+        "if pid == 0:",
+        "    child = Acl.__new__(Acl); child.lib = a.lib; child.held = []",
+        "    print(child.alloc(500), child.alloc(300), flush=True)",
+        "    os._exit(0)",
+        "os.waitpid(pid, 0)",
+        "print(a.alloc(400), flush=True)",  # the child's 300 MiB went with it
+    ])
+    env = {**soft_env(npus, tmp_path, 1000), "PYTHONPATH": str(REPO)}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert r.stdout.split() == ["0", str(OOM), "0", "0"], r.stderr
+
+
 def test_hook_dir_installs_the_limiter_and_the_fault_leaves_it_out(tmp_path: Path, monkeypatch: Any) -> None:
     hook = tmp_path / "hook"
     prepare_hook_dir(hook)

@@ -187,6 +187,22 @@ static void uncharge(uint64_t size) {
     region_unlock();
 }
 
+/* A forked child shares the parent's open file description, and so its flock: it must map the usage
+ * file anew (and charges its own slot; the parent's allocations stay the parent's). */
+static void child_after_fork(void) {
+    if (g_region && g_region != &g_private) munmap(g_region, sizeof(struct region));
+    if (g_fd >= 0) close(g_fd);
+    g_fd = -1;
+    g_region = NULL;
+    g_state = -1;
+    g_tracked = NULL; /* the parent's list: not freed here, the parent owns those blocks */
+    pthread_mutex_init(&g_lock, NULL);
+}
+
+__attribute__((constructor)) static void register_fork_handler(void) {
+    pthread_atfork(NULL, NULL, child_after_fork);
+}
+
 EXPORT int32_t rtMalloc(void **devPtr, uint64_t size, uint32_t type, uint16_t moduleId) {
     malloc_fn real = (malloc_fn)next_symbol("rtMalloc");
     if (!real) return RT_ERROR_INTERNAL;
