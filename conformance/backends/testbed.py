@@ -158,8 +158,18 @@ def vendor_chart_set(inventory: Path, chart_set: list[str]) -> list[str]:
     out = list(chart_set)
     if expected_npu_nodes(inventory) and not any(s.startswith("devices.ascend.enabled=") for s in out):
         out.append(ASCEND_ENABLE)
+    import yaml
+
+    devices = (yaml.safe_load((CHART / "values.yaml").read_text()) or {}).get("devices") or {}
     for vendor in family_nodes(inventory):
-        key = f"devices.{family_chart_key(vendor)}.devicePlugin.enabled="
+        section = family_chart_key(vendor)
+        # a family off by default (upstream: Iluvatar) is turned on for its nodes, unless the caller
+        # says otherwise (a disabled family is how its not-enabled message is tested)
+        enabled = f"devices.{section}.enabled="
+        off = not (devices.get(section) or {}).get("enabled", True)
+        if off and not any(s.startswith(enabled) for s in out):
+            out.append(enabled + "true")
+        key = f"devices.{section}.devicePlugin.enabled="
         if not any(s.startswith(key) for s in out):
             out.append(key + "true")
     # Ascend nodes whose NPUs are set up for sharing run HAMi's hami-core mode (the node config)
@@ -317,15 +327,15 @@ class TestbedBackend:
 
 
 def family_signs() -> dict[str, tuple[str, str]]:
-    """Per data-driven family vendor: (count resource, register annotation or "" for capacity-only
-    families), from the stack's plugin specs (its default resource names)."""
+    """Per family plugin (``specs.SPECS`` name; a vendor may have several): (count resource, register
+    annotation or "" for capacity-only families), from the stack's default resource names."""
     from hami_stack.device_plugin.families.specs import REGISTER_CAPACITY, SPECS
 
     out = {}
-    for spec in SPECS.values():
+    for name, spec in SPECS.items():
         family = spec.make_family(None)
         register = "" if spec.register == REGISTER_CAPACITY else family.keys.register
-        out[spec.vendor] = (family.count_resource, register)
+        out[name] = (family.count_resource, register)
     return out
 
 

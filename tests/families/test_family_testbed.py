@@ -98,8 +98,8 @@ def test_backend_enables_the_family_plugins_and_knows_their_registration() -> No
     assert backend.default_inventory(["hygon"]) == INV / "two-nodes-hygon.yaml"
     assert backend.default_inventory(["nvidia", "ascend"]) == INV / "mixed-families.yaml"
     signs = backend.family_signs()
-    assert signs["hygon"] == ("hygon.com/dcunum", "hami.io/node-dcu-register")
-    assert signs["cambricon"] == ("cambricon.com/vmlu", "")  # capacity only
+    assert signs["dcu"] == ("hygon.com/dcunum", "hami.io/node-dcu-register")
+    assert signs["mlu"] == ("cambricon.com/vmlu", "")  # capacity only
 
     def node(annotations: dict[str, str], capacity: dict[str, str]) -> dict[str, object]:
         return {"metadata": {"annotations": annotations}, "status": {"capacity": capacity}}
