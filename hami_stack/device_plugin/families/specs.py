@@ -6,6 +6,15 @@
   devices from the node's capacity, so advertising the count resource is all it does);
 * ``split_count``: slots per device (virtual devices the kubelet sees, ``count`` in the register);
 * ``make_family``: builds the stack's family from the device-config section (Allocate uses it).
+
+A family with a row here runs on the testbed (``hami-conformance run --vendor <vendor>``) with data
+only, no code: ``testbed/hardware/families.py`` entries (``MODELS``, ``VISIBLE_ENV``, and
+``DEVICE_NODES`` when Allocate names device nodes); a chart ``devices.<vendor>`` (or
+``devices.<config_section>``) section with a ``devicePlugin`` block (``family: <name here>``,
+``nodeSelector``, ``env: {<visibility variable>: all}``) and its schema; an inventory
+``inventories/emulated/two-nodes-<vendor>.yaml`` whose nodes carry that nodeSelector's labels; and a
+profile ``conformance/profiles/<vendor>.yaml`` (which also puts the vendor in ``--vendor all``, whose
+cluster ``inventories/emulated/mixed-families.yaml`` then needs a node of it).
 """
 
 from __future__ import annotations
