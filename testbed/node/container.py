@@ -85,9 +85,11 @@ class Process:
             "exit_path": str(exit_path),
         }
         try:
+            # the spec goes through the shim's stdin, not its argv: a large environment would exceed the
+            # kernel's limit on one argument (128 KiB), and the container's `ps` would show it all
             self.shim: subprocess.Popen[bytes] | None = subprocess.Popen(
-                [sys.executable, "-S", NSEXEC, json.dumps(payload)],
-                stdin=subprocess.DEVNULL,
+                [sys.executable, "-S", NSEXEC, "-"],
+                stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 pass_fds=(w,),
@@ -99,6 +101,11 @@ class Process:
             os.close(w)
             raise StartError(str(e)) from e
         os.close(w)
+        assert self.shim.stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # a shim that died early says why on the status pipe
+            self.shim.stdin.write(json.dumps(payload).encode())
+        with contextlib.suppress(BrokenPipeError):
+            self.shim.stdin.close()
         self.shim_pid = self.shim.pid
         self.shim_start = _start_time(self.shim_pid)
         # the shim writes "pid N" first; anything after it is why the exec failed (empty: it succeeded)

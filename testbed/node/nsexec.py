@@ -1,13 +1,14 @@
 """Pre-exec helper: put a container process into its namespaces, build its root, then exec it.
 
-Run as ``python -S nsexec.py SPEC_JSON`` (no imports from the project, so it starts fast and can run
-outside the repository). Spec keys: ``argv``, ``env``, ``cwd``, ``netns`` (a /var/run/netns path or
-null), ``mount_ns`` (bool), ``mounts`` ([host, container, read_only]), ``devices`` ([host, container]),
-``root`` (null, or the container's own root, see below), ``user`` (null or {uid, gid, groups}),
-``pid_ns`` (bool: a PID namespace of its own, with a small init as pid 1), ``pid_ns_of`` (a pid whose
-PID namespace the container joins instead), ``hostname`` (with ``mount_ns``: a UTS namespace of its own
-with that name), ``status_fd``. When
-``exec`` fails the reason is written to ``status_fd`` (the runtime turns it into ``StartError``); a
+Run as ``python -S nsexec.py -`` with the spec's JSON on stdin (or ``nsexec.py SPEC_JSON``); no
+imports from the project, so it starts fast and can run outside the repository. Spec keys:
+``argv``, ``env``, ``cwd``, ``netns`` (a /var/run/netns path or null), ``mount_ns`` (bool),
+``mounts`` ([host, container, read_only]), ``devices`` ([host, container]), ``root`` (null, or the
+container's own root, see below), ``user`` (null or {uid, gid, groups}), ``pid_ns`` (bool: a PID
+namespace of its own, with a small init as pid 1), ``pid_ns_of`` (a pid whose PID namespace the
+container joins instead), ``hostname`` (with ``mount_ns``: a UTS namespace of its own with that
+name), ``status_fd``. When ``exec`` fails the reason is written to ``status_fd`` (the runtime turns
+it into ``StartError``); a
 successful exec closes it empty (it is close-on-exec).
 
 ``root`` = {``dir``: an empty directory to build the root on, ``image``: [host paths shown read-only
@@ -233,7 +234,14 @@ def _switch_user(user):
 
 
 def main():
-    spec = json.loads(sys.argv[1])
+    if sys.argv[1] == "-":  # the spec on stdin, which then becomes /dev/null (the container's default)
+        with os.fdopen(os.dup(0), "rb") as f:
+            spec = json.loads(f.read())
+        null = os.open("/dev/null", os.O_RDWR)
+        os.dup2(null, 0)
+        os.close(null)
+    else:
+        spec = json.loads(sys.argv[1])
     fd = spec.get("status_fd")
     if fd is not None:
         os.set_inheritable(fd, False)  # closes on a successful exec, which the runtime reads as success

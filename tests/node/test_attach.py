@@ -237,3 +237,24 @@ def test_attach_output_is_live_and_ends_with_the_container(testbed: EmbeddedTest
 
 def _state(pod: dict[str, Any]) -> dict[str, Any]:
     return pod["status"]["containerStatuses"][0]["state"]
+
+
+def test_large_environment_and_no_spec_on_the_command_line(testbed: EmbeddedTestbed, agents: NodeAgents,
+                                                          kube: Kube) -> None:
+    """The shim takes the container's spec on stdin: an environment of 180 KB (the spec is over the
+    kernel's 128 KiB limit on one argument; each variable is under it) starts, and the container's
+    pid 1 shows no spec (env, host paths) in its args."""
+    from kubernetes import client
+    from kubernetes.stream import stream
+
+    create_bound_pod(kube, NS, NODE, "bigenv", {"containers": [
+        {"name": "c", "image": "busybox", "command": ["sleep", "3600"],
+         "env": [{"name": f"BIG{i}", "value": "x" * 60_000} for i in range(3)]}]})
+    wait_for(lambda: get_pod(kube, NS, "bigenv")["status"].get("phase") == "Running", 30)
+    core = client.CoreV1Api(testbed.api_client())
+    out = stream(core.connect_get_namespaced_pod_exec, "bigenv", NS, container="c",
+                 command=["sh", "-c", "echo ${#BIG0}${#BIG2}; tr '\\0' ' ' < /proc/1/cmdline"], stderr=True,
+                 stdin=False, stdout=True, tty=False)
+    size, cmdline = out.splitlines()[:2]
+    assert size == "6000060000", out
+    assert cmdline.strip().endswith("nsexec.py -") and "BIG" not in cmdline, cmdline
