@@ -10,19 +10,25 @@
   error mapping: malformed directives 400, lists of lists 422, anything else a bare 500 whose
   message is the library's error text (the real server answers such errors with an empty reason).
   Kinds without metadata (custom resources) answer 415, as the real server does for CRs.
-* Server-side apply, simplified as below.
+* Server-side apply and the field ownership of every other write, as the real field manager keeps
+  it: create, update and non-apply patches add "Update" entries (the manager is ``fieldManager``, or
+  the User-Agent up to its first "/"; status and scale writes are their own managers with
+  ``subresource`` from 1.22), updates take the fields they change from everyone, and an apply that
+  changes a field another manager owns answers 409 with the real message (``conflict with
+  "kubectl-patch" using v1: .data.a``) unless ``force=true``. Simplified as below.
 
 =====================================  ==========================================================
-real server-side apply                 here
+real field manager                     here
 =====================================  ==========================================================
 typed field sets from OpenAPI           field sets from the SMP merge keys (one key per list; the
                                         real list-map keys such as port+protocol are not used)
+"." marks for granular maps (labels)    only list items carry "."
 list order follows the applied config   live order kept, new items appended
-conflicts with Update managers          conflicts only with managers listed in managedFields
-                                        (those entries are read as written, Update or Apply)
 status wiped on main-resource apply     not done (the caller's strategy decides)
 apiVersion/kind checks, defaulting      only the group of apiVersion is checked, no defaulting
 "before-first-apply" Update entry       not created
+over 10 Update managers: the oldest     never merged
+merged into "ancient-changes"
 null in the applied config              treated as "field not applied"
 =====================================  ==========================================================
 """

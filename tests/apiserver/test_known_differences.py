@@ -74,3 +74,10 @@ def test_dependent_created_after_its_owner_was_deleted_is_collected(testbed, ns)
     assert raw(testbed, "POST", f"/api/v1/namespaces/{ns}/configmaps", json.dumps(cm).encode())[0] == 201
     time.sleep(1.0)
     assert raw(testbed, "GET", f"/api/v1/namespaces/{ns}/configmaps/cr-owned")[0] == 200
+
+
+def test_metrics_api_is_not_served(testbed) -> None:
+    """As on a kind cluster without the metrics-server add-on: the official Python client's
+    ``test_metrics_utilities_integration`` skips on this 404 ("Metrics API unavailable")."""
+    code, _, data = raw(testbed, "GET", "/apis/metrics.k8s.io/v1beta1/nodes")
+    assert code == 404 and json.loads(data)["reason"] == "NotFound"
