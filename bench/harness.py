@@ -4,6 +4,8 @@
     python bench/harness.py --minor 1.25
     python bench/harness.py --matrix        # also all 16 minors (slow), one after another
     python bench/harness.py --vendor ascend # one Ascend cell (emulated 910B3 + 910C nodes)
+    python bench/harness.py --vendor all    # one cell with every vendor's suites on the mixed-families
+                                            # cluster (goal: under 5 minutes on 2 cores)
 
 Where the time goes, per cell: provisioning (testbed up), helm (install + wait), registration (device
 plugins), and the suites (scheduling + pod start), read from the run's environment capture and the
@@ -54,8 +56,10 @@ def run_cell(minor: str, out: Path, extra: list[str]) -> dict[str, Any]:
         run = json.loads(run_json.read_text())
         timings = run["environment"].get("extra", {}).get("timings", {})
         by_cap: dict[str, float] = {}
+        by_vendor: dict[str, float] = {}
         for c in run["cases"]:
             by_cap[c["capability"]] = by_cap.get(c["capability"], 0.0) + c["durationSeconds"]
+            by_vendor[c["vendor"]] = by_vendor.get(c["vendor"], 0.0) + c["durationSeconds"]
         outcomes: dict[str, int] = {}
         for c in run["cases"]:
             outcomes[c["outcome"]] = outcomes.get(c["outcome"], 0) + 1
@@ -65,6 +69,7 @@ def run_cell(minor: str, out: Path, extra: list[str]) -> dict[str, Any]:
             register_s=timings.get("register_s"),
             suites_s=round(sum(by_cap.values()), 2),
             by_capability_s={k: round(v, 2) for k, v in by_cap.items()},
+            by_vendor_s={k: round(v, 2) for k, v in by_vendor.items()},
             outcomes=outcomes,
         )
     else:
@@ -77,7 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minor", default="1.33")
     p.add_argument("--matrix", action="store_true", help="also run the 16-minor NVIDIA matrix")
     p.add_argument("--workers", default="0", help="pytest-xdist workers per cell")
-    p.add_argument("--vendor", default="nvidia", help="vendor of the single cell (ascend: Ascend inventory)")
+    p.add_argument(
+        "--vendor",
+        default="nvidia",
+        help="vendor(s) of the single cell: a vendor (its inventory), a comma list or all (mixed-families)",
+    )
     args = p.parse_args(argv)
     extra = ["-n", args.workers] if args.workers != "0" else []
     extra += ["--vendor", args.vendor]
@@ -103,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
                 "cell_breakdown": {
                     k: cell.get(k) for k in ("provision_s", "helm_s", "register_s", "suites_s")
                 },
+                "cell_by_vendor_s": cell.get("by_vendor_s"),
+                "cell_outcomes": cell.get("outcomes"),
                 "nvidia_matrix_wall_s": matrix_wall,
                 "matrix_failed_cells": [c["minor"] for c in cells if c["exit_code"] != 0]
                 if args.matrix
