@@ -161,6 +161,41 @@ VENDORS += (
     ),
 )
 
+VXPU_MEM = "kunlunxin.com/vxpu-memory"
+VENDORS += (
+    Vendor(
+        "kunlunxin",
+        "KUNLUNXIN",
+        "kunlunxin.com/vxpu",
+        # 1024 MiB asked: the webhook rounds it to the smallest partition (25 % of the card)
+        {"kunlunxin.com/vxpu": "1", VXPU_MEM: "1024"},
+        "hami.io/xpu-devices-allocated",
+        ",24576,25:",
+        {"XPU-P800": 98304},
+        register="hami.io/node-register-xpu",
+        handshake="hami.io/node-handshake-xpu",
+        register_format="json",
+        rewrites=(
+            Rewrite(
+                {"kunlunxin.com/vxpu": "1", VXPU_MEM: "30000"},
+                {VXPU_MEM: "49152"},
+                what="vXPU memory is rounded up to a partition (24576, 49152 or 98304 MiB)",
+            ),
+        ),
+    ),
+    Vendor(
+        "kunlunxin",
+        "KUNLUNXIN-WHOLE",
+        "kunlunxin.com/xpu",
+        {"kunlunxin.com/xpu": "1"},
+        "hami.io/kunlun-allocated",
+        ",98304,100:",
+        {"P800": 98304},
+        capacity=Capacity("kunlunxin.com/xpu", 1, "", 0),
+        admission_only=True,
+    ),
+)
+
 
 def _param(v: Vendor, rule_id: str, text: str, value: Any = None) -> Any:
     return pytest.param(
@@ -285,6 +320,9 @@ def test_vendor_registration(v: Vendor, kube: Any) -> None:
         if v.register_format == "metax":
             _check_metax_devices(rid, name, v, annotations[v.register])
             continue
+        if v.register_format == "json":
+            _check_json_devices(rid, name, v, annotations[v.register])
+            continue
         for entry in [d.split(",") for d in annotations[v.register].split(":") if d]:
             assert len(entry) in (7, 9), violated(
                 rid, f"{name}: device entry {entry} has {len(entry)} fields"
@@ -308,6 +346,21 @@ def _check_metax_devices(rid: str, node: str, v: Vendor, value: str) -> None:
         assert want is not None, violated(rid, f"{node}: model {d.get('model')!r} names no known card")
         assert vram == want, violated(rid, f"{node}: {uuid} totalVRam {vram}, the card has {want}")
         assert compute == 100, violated(rid, f"{node}: {uuid} totalCompute {compute}")
+
+
+def _check_json_devices(rid: str, node: str, v: Vendor, value: str) -> None:
+    try:
+        devices = json.loads(value)
+    except ValueError as e:
+        raise AssertionError(violated(rid, f"{node}: {v.register} is not JSON: {e}")) from None
+    assert isinstance(devices, list) and devices, violated(rid, f"{node}: {v.register} lists no device")
+    for d in devices:
+        want = v.model_memory.get(str(d.get("type")))
+        assert want is not None, violated(rid, f"{node}: type {d.get('type')!r} names no known model")
+        assert d.get("devmem") == want, violated(
+            rid, f"{node}: {d.get('id')} devmem {d.get('devmem')}, the card has {want}"
+        )
+        assert d.get("devcore") == 100, violated(rid, f"{node}: {d.get('id')} devcore {d.get('devcore')}")
 
 
 def _bound(workloads: Workloads, name: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from .config import DeviceConfig
 from .counted import SPECS, CountedFamily, CountedSpec
 from .hygon import HygonFamily
 from .iluvatar import iluvatar_families
+from .kunlun import KunlunFamily, VxpuFamily
 from .metax import MetaxGpuFamily, MetaxSgpuFamily
 from .mthreads import MthreadsFamily
 from .nvidia import NvidiaFamily
@@ -114,3 +115,16 @@ def _metax(kind: type[MetaxGpuFamily] | type[MetaxSgpuFamily]) -> FamilyFactory:
 # the metax section enables both MetaX families (whole GPU and sGPU), as upstream
 register_family("Metax-GPU", _metax(MetaxGpuFamily))
 register_family("Metax-SGPU", _metax(MetaxSgpuFamily))
+
+
+def _kunlun(kind: type[KunlunFamily] | type[VxpuFamily]) -> FamilyFactory:
+    def make(config: DeviceConfig) -> DeviceFamily | None:
+        section = config.section("kunlun")
+        return kind(section) if section else None
+
+    return make
+
+
+# the kunlun section enables both Kunlunxin families (whole XPU and vXPU), as upstream
+register_family("kunlun", _kunlun(KunlunFamily))
+register_family("XPU", _kunlun(VxpuFamily))

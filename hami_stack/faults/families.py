@@ -52,4 +52,11 @@ FAMILY_FAULTS: tuple[Fault, ...] = (
         ("METAX-SCHED-TOPO-1",),
         vendor="metax",
     ),
+    Fault(
+        "webhook-kunlun-no-memory-rounding",
+        "webhook",
+        "a vXPU pod keeps the memory it asked instead of the 24576/49152/98304 MiB partition",
+        ("KUNLUNXIN-ADM-REWRITE-1",),
+        vendor="kunlunxin",
+    ),
 )

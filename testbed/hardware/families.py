@@ -64,6 +64,9 @@ MODELS: dict[str, dict[str, Model]] = {
     "metax": {  # the C500's 64 GiB is what HAMi assumes for every whole MetaX card
         "C500": Model("metax", "C500", 65536, 100, "MX"),
     },
+    "kunlunxin": {  # 96 GiB, the whole card HAMi's vXPU partitions (24576/49152/98304 MiB) divide
+        "P800": Model("kunlunxin", "P800", 98304, 100, "XPU"),
+    },
 }
 
 
@@ -74,6 +77,7 @@ VISIBLE_ENV: dict[str, str] = {
     "iluvatar": "ILUVATAR_VISIBLE_DEVICES",
     "mthreads": "MTHREADS_VISIBLE_DEVICES",
     "metax": "METAX_VISIBLE_DEVICES",
+    "kunlunxin": "XPU_VISIBLE_DEVICES",
 }
 
 

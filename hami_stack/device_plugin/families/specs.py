@@ -27,6 +27,7 @@ from ...devices.cambricon import MEMORY_UNIT_MIB, CambriconFamily
 from ...devices.hygon import HygonFamily
 from ...devices.iluvatar import DEFAULT_CHIPS, IluvatarFamily, parse_chips
 from ...devices.iluvatar import MEMORY_UNIT_MIB as ILUVATAR_MEMORY_UNIT
+from ...devices.kunlun import KunlunFamily, VxpuFamily
 from ...devices.metax import MetaxGpuFamily, MetaxSgpuFamily, encode_sgpu_devices
 from ...devices.mthreads import CORES_PER_GPU as MTHREADS_CORES
 from ...devices.mthreads import MEMORY_UNIT_MIB as MTHREADS_MEMORY_UNIT
@@ -131,6 +132,25 @@ SPECS["metax-sgpu"] = PluginSpec(
     extra_resources=(("core_resource", "cores"), ("memory_resource", "memory_units")),
     memory_unit_mib=1024,
     encode_register=lambda spec, devices: encode_sgpu_devices(devices, spec.split_count),
+)
+
+# Kunlunxin: one hardware directory, two plugins (a node runs one): whole cards by count, or vXPU
+# partitions registered in hami.io/node-register-xpu (type XPU-<model>: the vXPU family's word)
+SPECS["kunlun"] = PluginSpec(
+    "kunlun",
+    "kunlunxin",
+    "kunlun",
+    lambda section: KunlunFamily(section),
+    register=REGISTER_CAPACITY,
+)
+SPECS["kunlun-vxpu"] = PluginSpec(
+    "kunlun-vxpu",
+    "kunlunxin",
+    "kunlun",
+    lambda section: VxpuFamily(section),
+    register=REGISTER_JSON,
+    split_count=4,  # at most four 24576 MiB partitions per card
+    type_prefix="XPU-",
 )
 
 
