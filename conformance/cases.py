@@ -22,7 +22,10 @@ import pytest
 UNKNOWN_PREFIX = "could not apply:"  # the same prefix reports.allure's categories match on
 RULE_ID_RE = re.compile(r"^[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)+$")
 
-VENDORS = ("nvidia", "ascend", "cambricon", "hygon", "iluvatar", "mthreads", "metax", "enflame", "kunlunxin")
+VENDORS = (
+    "nvidia", "ascend", "cambricon", "hygon", "iluvatar", "mthreads", "metax", "enflame", "kunlunxin",
+    "vastai", "biren",
+)
 VENDOR_TITLES = {
     "nvidia": "NVIDIA GPUs",
     "ascend": "Huawei Ascend NPUs",
@@ -33,6 +36,8 @@ VENDOR_TITLES = {
     "metax": "MetaX GPUs",
     "enflame": "Enflame GCUs",
     "kunlunxin": "Kunlunxin XPUs",
+    "vastai": "Vastai accelerators",
+    "biren": "Biren GPUs",
 }
 CAPABILITIES = {
     "registration": "device plugins register devices (annotations, capacity, handshake)",

@@ -196,6 +196,33 @@ VENDORS += (
     ),
 )
 
+VENDORS += (
+    Vendor(
+        "vastai",
+        "VASTAI",
+        "vastaitech.com/va",
+        {"vastaitech.com/va": "1"},
+        "hami.io/Vastai-devices-allocated",
+        ",16384,0:",  # the whole card's memory, no cores
+        {"Vastai-VA1": 16384},
+        register="hami.io/node-va-register",
+        handshake="hami.io/node-handshake-va",
+        register_format="json",
+    ),
+    Vendor(
+        "biren",
+        "BIREN",
+        "birentech.com/gpu",
+        {"birentech.com/gpu": "1"},
+        "hami.io/Biren-devices-allocated",
+        ",0,0:",  # Biren's assignments carry neither memory nor cores
+        {"Biren-BR104": 32768},
+        register="hami.io/node-biren-register",
+        handshake="hami.io/node-handshake-biren",
+        register_format="json",
+    ),
+)
+
 
 def _param(v: Vendor, rule_id: str, text: str, value: Any = None) -> Any:
     return pytest.param(

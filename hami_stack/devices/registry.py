@@ -15,6 +15,7 @@ from .base import DeviceFamily
 from .cambricon import CambriconFamily
 from .config import DeviceConfig
 from .counted import SPECS, CountedFamily, CountedSpec
+from .countonly import biren_family, vastai_family
 from .hygon import HygonFamily
 from .iluvatar import iluvatar_families
 from .kunlun import KunlunFamily, VxpuFamily
@@ -128,3 +129,16 @@ def _kunlun(kind: type[KunlunFamily] | type[VxpuFamily]) -> FamilyFactory:
 # the kunlun section enables both Kunlunxin families (whole XPU and vXPU), as upstream
 register_family("kunlun", _kunlun(KunlunFamily))
 register_family("XPU", _kunlun(VxpuFamily))
+
+
+def _countonly(make: Callable[[dict[str, object] | None], DeviceFamily], section: str) -> FamilyFactory:
+    def factory(config: DeviceConfig) -> DeviceFamily | None:
+        raw = config.section(section)
+        return make(raw) if raw else None
+
+    return factory
+
+
+# Vastai and Biren as upstream's backends schedule them (count only, first device first)
+register_family("Vastai", _countonly(vastai_family, "vastai"))
+register_family("Biren", _countonly(biren_family, "biren"))

@@ -59,4 +59,20 @@ FAMILY_FAULTS: tuple[Fault, ...] = (
         ("KUNLUNXIN-ADM-REWRITE-1",),
         vendor="kunlunxin",
     ),
+    Fault(
+        "plugin-vastai-register-half-memory",
+        "device-plugin",
+        "the Vastai plugin registers half of each card's memory in hami.io/node-va-register",
+        ("VASTAI-REG-1",),
+        vendor="vastai",
+        dirty=True,
+    ),
+    Fault(
+        "plugin-biren-register-half-memory",
+        "device-plugin",
+        "the Biren plugin registers half of each card's memory in hami.io/node-biren-register",
+        ("BIREN-REG-1",),
+        vendor="biren",
+        dirty=True,
+    ),
 )

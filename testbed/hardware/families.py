@@ -67,6 +67,12 @@ MODELS: dict[str, dict[str, Model]] = {
     "kunlunxin": {  # 96 GiB, the whole card HAMi's vXPU partitions (24576/49152/98304 MiB) divide
         "P800": Model("kunlunxin", "P800", 98304, 100, "XPU"),
     },
+    "vastai": {
+        "VA1": Model("vastai", "VA1", 16384, 100, "VA"),
+    },
+    "biren": {
+        "BR104": Model("biren", "BR104", 32768, 100, "BR"),
+    },
 }
 
 
@@ -78,6 +84,8 @@ VISIBLE_ENV: dict[str, str] = {
     "mthreads": "MTHREADS_VISIBLE_DEVICES",
     "metax": "METAX_VISIBLE_DEVICES",
     "kunlunxin": "XPU_VISIBLE_DEVICES",
+    "vastai": "VASTAI_VISIBLE_DEVICES",
+    "biren": "BIREN_VISIBLE_DEVICES",
 }
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from ...devices.base import DeviceFamily
 from ...devices.cambricon import MEMORY_UNIT_MIB, CambriconFamily
+from ...devices.countonly import biren_family, vastai_family
 from ...devices.hygon import HygonFamily
 from ...devices.iluvatar import DEFAULT_CHIPS, IluvatarFamily, parse_chips
 from ...devices.iluvatar import MEMORY_UNIT_MIB as ILUVATAR_MEMORY_UNIT
@@ -151,6 +152,14 @@ SPECS["kunlun-vxpu"] = PluginSpec(
     register=REGISTER_JSON,
     split_count=4,  # at most four 24576 MiB partitions per card
     type_prefix="XPU-",
+)
+
+# count-only families: JSON register with a handshake; the type carries the common word
+SPECS["vastai"] = PluginSpec(
+    "vastai", "vastai", "vastai", vastai_family, register=REGISTER_JSON, type_prefix="Vastai-"
+)
+SPECS["biren"] = PluginSpec(
+    "biren", "biren", "biren", biren_family, register=REGISTER_JSON, type_prefix="Biren-"
 )
 
 
