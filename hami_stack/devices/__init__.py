@@ -7,6 +7,11 @@
 * :mod:`.counted` - a data-driven family (Vastai, Biren, Hygon DCU, MetaX whole GPU) proving neutrality.
 * :mod:`.hygon` - Hygon DCU (counted data plus count range and Allocate's devices and vdev config).
 * :mod:`.cambricon` - Cambricon MLU (cards from node capacity, DSMLU pod annotations).
+* :mod:`.iluvatar` - Iluvatar (one family per chip of ``iluvatars``).
+* :mod:`.mthreads` - Moore Threads (GPUs from capacity, sGPU memory values).
+* :mod:`.metax` - MetaX whole GPU and sGPU (MetaLink zones, topology scores).
+* :mod:`.kunlun` - Kunlunxin whole XPU and vXPU (8-card board topology, memory partitions).
+* :mod:`.countonly` - Vastai and Biren (count only).
 * :mod:`.registry` - families by name; :func:`build_families` from a config.
 """
 
