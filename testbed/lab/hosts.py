@@ -8,7 +8,13 @@ Layout (every name carries the lab's name, so two labs never share anything):
 * one namespace ``hcl-<lab>-<host>`` per host, linked to the bridge by a veth pair (``eth0`` inside,
   created directly in the two namespaces, never in the host's), with the host's ``lab_address``;
 * in each host namespace Debian's ``/usr/sbin/sshd`` listens on that address with the host's own
-  ed25519 host key and accepts one client key; the lab generates all keys (``cryptography``).
+  ed25519 host key and accepts one client key; the lab generates all keys (``cryptography``);
+* pod networking across hosts, as a routing CNI (flannel's host-gw, Calico without overlay) does it:
+  node host *i* owns the *i*-th /24 of ``lab_pod_subnet`` (its ``lab_pod_cidr``). That /24 is local
+  in the node host's namespace (``ip route replace local CIDR dev lo``, so the node agent's pod-port
+  forwarders can listen on any of its pod IPs) and every other host routes it via the node host's
+  ``lab_address``; the control plane's webhooks, pod proxy and the other node's service proxy reach
+  a pod by its IP across the bridge.
 
 All hosts share this machine's file system: each host's files live under ``<state>/hosts/<host>/``.
 ``down`` always cleans up: every process inside the lab's namespaces is ended, then the namespaces go.
@@ -20,6 +26,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,6 +43,8 @@ SSHD = Path("/usr/sbin/sshd")
 NETNS_DIR = Path("/var/run/netns")
 PROXY = Path(__file__).with_name("proxy.py")
 PREFIX = "hcl"
+DEFAULT_POD_SUBNET = ipaddress.IPv4Network("10.244.0.0/16")  # flannel's and kubeadm examples' default
+SERVICE_CIDR = ipaddress.IPv4Network("10.96.0.0/16")  # the testbed's (testbed/node/clusternet.py)
 
 
 class LabError(Exception):
@@ -47,6 +56,7 @@ class LabHost:
     name: str
     address: str
     group: str  # control_plane | nodes
+    pod_cidr: str = ""  # node hosts: the /24 of lab_pod_subnet their pods' IPs come from
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,7 @@ class LabSpec:
     subnet: ipaddress.IPv4Network
     hosts: tuple[LabHost, ...]
     inventory: Path
+    pod_subnet: ipaddress.IPv4Network = DEFAULT_POD_SUBNET
 
     @property
     def gateway(self) -> str:
@@ -68,8 +79,9 @@ def _hosts_of(group: Any, where: str) -> dict[str, dict[str, Any]]:
 
 
 def load_spec(inventory: str | Path) -> LabSpec:
-    """Read the lab's Ansible inventory (YAML): ``all.vars.lab_name``, ``lab_subnet`` and the groups
-    ``control_plane`` (one host) and ``nodes``, each host with ``lab_address`` inside the subnet."""
+    """Read the lab's Ansible inventory (YAML): ``all.vars.lab_name``, ``lab_subnet``, optional
+    ``lab_pod_subnet`` (default 10.244.0.0/16) and the groups ``control_plane`` (one host) and
+    ``nodes``, each host with ``lab_address`` inside the subnet."""
     path = Path(inventory).resolve()
     try:
         doc = yaml.safe_load(path.read_text())
@@ -88,7 +100,18 @@ def load_spec(inventory: str | Path) -> LabSpec:
         raise LabError(f"{path}: all.vars.lab_subnet: {e}") from None
     if not subnet.is_private:
         raise LabError(f"{path}: all.vars.lab_subnet {subnet} is not a private range")
+    try:
+        pod_subnet = ipaddress.IPv4Network(str(gvars.get("lab_pod_subnet", DEFAULT_POD_SUBNET)))
+    except ValueError as e:
+        raise LabError(f"{path}: all.vars.lab_pod_subnet: {e}") from None
+    if not pod_subnet.is_private or pod_subnet.prefixlen > 24:
+        raise LabError(f"{path}: all.vars.lab_pod_subnet {pod_subnet} must be a private range of /24 or "
+                       "wider (each node host gets one /24)")
+    for other, what in ((subnet, "all.vars.lab_subnet"), (SERVICE_CIDR, "the Service CIDR")):
+        if pod_subnet.overlaps(other):
+            raise LabError(f"{path}: all.vars.lab_pod_subnet {pod_subnet} overlaps {what} {other}")
     children = top.get("children") or {}
+    pod_cidrs = pod_subnet.subnets(new_prefix=24)
     hosts: list[LabHost] = []
     for group in ("control_plane", "nodes"):
         for hname, hvars in _hosts_of(children.get(group), f"{path}: all.children.{group}").items():
@@ -103,7 +126,14 @@ def load_spec(inventory: str | Path) -> LabSpec:
                                f"{subnet} (the first one is the gateway's)")
             if not hname.replace("-", "").isalnum() or len(hname) > 20:
                 raise LabError(f"{path}: host {hname}: names are letters, digits and '-', at most 20")
-            hosts.append(LabHost(hname, str(addr), group))
+            cidr = ""
+            if group == "nodes":
+                try:
+                    cidr = str(next(pod_cidrs))
+                except StopIteration:
+                    raise LabError(f"{path}: host {hname}: all.vars.lab_pod_subnet {pod_subnet} has no /24 "
+                                   "left for it") from None
+            hosts.append(LabHost(hname, str(addr), group, cidr))
     if sum(h.group == "control_plane" for h in hosts) != 1:
         raise LabError(f"{path}: all.children.control_plane must have exactly one host")
     seen: dict[str, str] = {}
@@ -111,7 +141,7 @@ def load_spec(inventory: str | Path) -> LabSpec:
         if h.address in seen or h.name in seen.values():
             raise LabError(f"{path}: host {h.name}: duplicate name or lab_address {h.address}")
         seen[h.address] = h.name
-    return LabSpec(name, subnet, tuple(hosts), path)
+    return LabSpec(name, subnet, tuple(hosts), path, pod_subnet)
 
 
 def netns_name(spec: LabSpec, host: str) -> str:
@@ -238,10 +268,24 @@ class Lab:
             known.append(f"{h.address} {host_pub}")
             if self._start_sshd(h, ns):
                 created.append(f"sshd@{h.name}")
+        self._pod_routes()
         self.known_hosts.write_text("\n".join(known) + "\n")
         self._write_connection_inventory(python)
         self._wait_ssh()
         return {"lab": self.spec.name, "created": created, "state": str(self.state)}
+
+    def _pod_routes(self) -> None:
+        """Each node host's pod /24: local on the node host, routed via its lab address elsewhere
+        (``replace``: a second ``up`` changes nothing). Only inside the lab's own namespaces."""
+        for h in self.spec.hosts:
+            ns = netns_name(self.spec, h.name)
+            for other in self.spec.hosts:
+                if not other.pod_cidr:
+                    continue
+                if other is h:
+                    _ip("-n", ns, "route", "replace", "local", other.pod_cidr, "dev", "lo")
+                else:
+                    _ip("-n", ns, "route", "replace", other.pod_cidr, "via", other.address, "dev", "eth0")
 
     def _sshd_pidfile(self, host: str) -> Path:
         return self.state / "run" / f"sshd-{host}.pid"
@@ -289,6 +333,7 @@ class Lab:
                      "ansible_ssh_common_args": common,
                      "ansible_python_interpreter": python,
                      "lab_host_dir": str(self.host_dir(h.name)),
+                     **({"lab_pod_cidr": h.pod_cidr} if h.pod_cidr else {}),
                      "lab_netns": netns_name(self.spec, h.name)}
             for h in self.spec.hosts
         }
@@ -318,6 +363,15 @@ class Lab:
             if _ns_exists(ns):
                 _ip("netns", "del", ns, check=False)
                 removed.append(ns)
+        # the hosts' files go too (cluster data, node roots, logs), so the next provision starts a new
+        # cluster; the keys stay (known_hosts keeps matching). Mounts a killed agent left go first.
+        hosts = self.state / "hosts"
+        for mnt in sorted(_mounts_under(hosts), key=len, reverse=True):
+            if subprocess.run(["umount", "-l", mnt], capture_output=True, timeout=15).returncode == 0:
+                removed.append(f"mount {mnt}")
+        if hosts.exists():
+            shutil.rmtree(hosts, ignore_errors=True)
+            removed.append(str(hosts))
         for p in (self.state / "run").glob("*.pid") if (self.state / "run").exists() else []:
             p.unlink(missing_ok=True)
         return {"lab": self.spec.name, "removed": removed}
@@ -330,6 +384,17 @@ class Lab:
                                     "sshd": _pid_alive(self._sshd_pidfile(h.name)),
                                     "processes": len(_ns_pids(ns)) if _ns_exists(ns) else 0}
         return out
+
+
+def _mounts_under(root: Path) -> list[str]:
+    """Mount points at or below ``root`` in this mount namespace (octal escapes of /proc/mounts undone)."""
+    out = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mounts").read_text().splitlines():
+            mnt = line.split()[1].encode().decode("unicode_escape")
+            if mnt == str(root) or mnt.startswith(f"{root}/"):
+                out.append(mnt)
+    return out
 
 
 def _ns_pids(ns: str) -> list[int]:

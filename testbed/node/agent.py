@@ -64,6 +64,19 @@ class AgentOptions:
     kubelet_server: bool = True
 
 
+NODE_ADDRESS_ENV = "TESTBED_NODE_ADDRESS"
+
+
+def agent_address(spec: NodeSpec, nodes: int) -> str:
+    """The node's InternalIP (its kubelet server listens there): ``$TESTBED_NODE_ADDRESS`` for the
+    one node of a lab host's agent (the host's routable lab address, so the control plane on
+    another host reaches its kubelet), else a loopback address of its own (``node_address``)."""
+    env = os.environ.get(NODE_ADDRESS_ENV)
+    if env and nodes == 1:
+        return env
+    return node_address(spec.index)
+
+
 @functools.cache  # node_status runs on every lease tick; the OS does not change under us
 def _os_image() -> str:
     try:
@@ -93,7 +106,7 @@ class NodeAgent:
         self.kube = group.kube
         self.options = group.options
         self.root = group.data_dir / "nodes" / spec.name
-        self.ip = node_address(spec.index)
+        self.ip = agent_address(spec, len(group.inventory))
         self.devices: DeviceManager = device_manager or NullDeviceManager()
         self.recorder = Recorder(self.kube, self.name)
         self.runtime = PodRuntime(self)
@@ -485,7 +498,8 @@ class NodeAgents:
     def _ssl_context(self) -> ssl.SSLContext:
         ca = pki.make_ca("testbed-kubelet-ca")
         # one certificate for every agent of the process, naming each node's address
-        hosts = ["localhost", "127.0.0.1", *sorted({node_address(s.index) for s in self.inventory})]
+        hosts = ["localhost", "127.0.0.1",
+                 *sorted({agent_address(s, len(self.inventory)) for s in self.inventory})]
         leaf = pki.make_serving_cert(ca, "testbed-kubelet", hosts)
         pki_dir = self.data_dir / "pki"
         pki_dir.mkdir(parents=True, exist_ok=True)

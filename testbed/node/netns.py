@@ -12,6 +12,10 @@ is ever used:
   and port and forwards to the host apiserver, so ``KUBERNETES_SERVICE_HOST`` keeps the address the
   serving certificate names.
 
+In a multi-host lab (``testbed/lab``) pod IPs come from the host's routable pod CIDR instead
+(``$TESTBED_POD_CIDR``, ``podips.py``) and the apiserver's address is the control-plane host's lab
+address, which the pod's namespace then gets on ``lo`` for the apiserver forwarder.
+
 Without root (or when ``ip netns`` fails) pods share the host's network namespace; the pod IP is
 still a distinct 127/8 address but two pods binding the same wildcard port collide.
 """
@@ -64,11 +68,16 @@ def _run_ip(*args: str) -> None:
         raise OSError(f"ip {' '.join(args)}: {r.stderr.strip()}")
 
 
-def create_netns(name: str) -> str:
+def create_netns(name: str, pod_ip: str | None = None) -> str:
+    """A pod's namespace with ``lo`` up. A routable (lab) pod IP is put on its ``lo`` too, as a CNI
+    puts it on the pod's interface, so probes and the pod itself reach the pod by its IP (a
+    127/8 pod IP is local there already)."""
     with contextlib.suppress(OSError):
         _run_ip("netns", "del", name)  # a leftover from an agent that died
     _run_ip("netns", "add", name)
     _run_ip("-n", name, "link", "set", "lo", "up")
+    if pod_ip and not pod_ip.startswith("127."):
+        _run_ip("-n", name, "addr", "add", f"{pod_ip}/32", "dev", "lo")
     return f"{NETNS_DIR}/{name}"
 
 
@@ -149,6 +158,12 @@ class Forwarder:
     ) -> asyncio.base_events.Server:
         """Listen in ``listen_ns`` and forward each connection to ``target_addr`` in ``target_ns``;
         returns the listener for :meth:`unlisten`."""
+
+        if listen_ns and not listen_addr[0].startswith("127."):
+            # a lab's apiserver listens on its host's lab address, not on loopback: the pod's
+            # namespace (only ``lo`` in it) gets that address on ``lo`` so the pod-side end of the
+            # apiserver forwarder can listen on it and the serving certificate still matches
+            _run_ip("-n", os.path.basename(listen_ns), "addr", "replace", f"{listen_addr[0]}/32", "dev", "lo")
 
         def make() -> socket.socket:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -9,6 +9,11 @@ out its 254 addresses in memory, leasing another block when they are used up. A 
 is gone (or whose pid now belongs to a younger process) is reclaimed by the next allocator that needs
 a block; :meth:`PodIPAllocator.close` gives its blocks back at once.
 
+A node agent of a multi-host lab (``testbed/lab``) is given its host's own routable pod /24 instead,
+in ``$TESTBED_POD_CIDR`` (a CNI's per-node pod CIDR): addresses then come from that range, in memory
+(one agent per lab host owns it), and the lab makes the range local on that host and routes it
+from the others (``testbed/lab/hosts.py``).
+
 The registry is ``$TESTBED_POD_IP_REGISTRY`` or ``/tmp/testbed-pod-ip-blocks.json`` (falling back to a
 per-user file when another user's file cannot be opened). It is deliberately not under ``$TMPDIR``:
 a run that points ``TMPDIR`` at a scratch folder of its own still shares the host's addresses, and
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import ipaddress
 import json
 import os
 import threading
@@ -30,6 +36,7 @@ from typing import Any
 FIRST_BLOCK = 64 * 256  # 127.64.0.0/24, as an index of /24 blocks inside 127/8
 BLOCKS = 64 * 256  # 127.64.0.0/10 holds 16384 /24 blocks
 ENV = "TESTBED_POD_IP_REGISTRY"
+CIDR_ENV = "TESTBED_POD_CIDR"  # set by the lab's emulated_node role: this host's routable pod range
 HOST_REGISTRY = "/tmp/testbed-pod-ip-blocks.json"  # one per host, whatever TMPDIR says
 
 
@@ -191,14 +198,74 @@ class PodIPAllocator:
             self._cursor = 0
 
 
-_default: PodIPAllocator | None = None
+class CidrPodIPAllocator:
+    """Pod IPs from one routable range that this process alone hands out (a lab host's pod CIDR).
+
+    The first host address is kept back (a CNI bridge's gateway address); the round goes on past
+    released addresses before reusing them, as :class:`PodIPAllocator` does."""
+
+    def __init__(self, cidr: str) -> None:
+        try:
+            self.network = ipaddress.IPv4Network(cidr)
+        except ValueError as e:
+            raise ValueError(f"${CIDR_ENV}={cidr!r}: {e}") from None
+        if self.network.num_addresses < 4:
+            raise ValueError(f"${CIDR_ENV}={cidr!r}: too small for pods")
+        self._lock = threading.Lock()
+        self._in_use: set[str] = set()
+        self._first = int(self.network.network_address) + 2
+        self._count = self.network.num_addresses - 3  # not the network, gateway or broadcast address
+        self._cursor = 0
+
+    def allocate(self) -> str:
+        with self._lock:
+            for step in range(self._count):
+                i = (self._cursor + step) % self._count
+                ip = str(ipaddress.IPv4Address(self._first + i))
+                if ip not in self._in_use:
+                    self._cursor = i + 1
+                    self._in_use.add(ip)
+                    return ip
+        raise PodIPsExhausted(f"every address of {self.network} (${CIDR_ENV}) is in use")
+
+    def claim(self, ip: str) -> bool:
+        """Take this exact address again (a restarted agent keeping its pods' IPs); False when it is
+        not one of this range's pod addresses or another pod of this process holds it."""
+        try:
+            addr = int(ipaddress.IPv4Address(ip))
+        except ValueError:
+            return False
+        if not self._first <= addr < self._first + self._count:
+            return False
+        with self._lock:
+            if ip in self._in_use:
+                return False
+            self._in_use.add(ip)
+            return True
+
+    def release(self, ip: str) -> None:
+        with self._lock:
+            self._in_use.discard(ip)
+
+    def leased_blocks(self) -> list[int]:
+        return []  # nothing leased from the host-wide registry
+
+    def close(self) -> None:
+        with self._lock:
+            self._in_use.clear()
+            self._cursor = 0
+
+
+_default: PodIPAllocator | CidrPodIPAllocator | None = None
 _default_lock = threading.Lock()
 
 
-def default_allocator() -> PodIPAllocator:
-    """The process's allocator (its leases die with the process and are reclaimed by the next one)."""
+def default_allocator() -> PodIPAllocator | CidrPodIPAllocator:
+    """The process's allocator (its leases die with the process and are reclaimed by the next one);
+    the range in ``$TESTBED_POD_CIDR`` when that is set."""
     global _default
     with _default_lock:
         if _default is None:
-            _default = PodIPAllocator()
+            cidr = os.environ.get(CIDR_ENV)
+            _default = CidrPodIPAllocator(cidr) if cidr else PodIPAllocator()
         return _default

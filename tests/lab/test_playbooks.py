@@ -78,6 +78,78 @@ def test_real_lab_templates_render(tmp_path: Path) -> None:
     assert [n.name for n in load_inventory(out / "nodes.yaml")] == ["node9"]
 
 
+REAL_LAB_INVENTORY = REPO / "inventories" / "examples" / "real-lab.yml"
+
+
+def _runner(tmp_path: Path, playbook: str, inventory: Path, cmdline: str) -> tuple[int, str]:
+    """The play through ansible_runner (as ``hami-conformance`` drives playbooks), its stdout."""
+    import ansible_runner
+
+    (tmp_path / "runner").mkdir(parents=True)
+    r = ansible_runner.run(private_data_dir=str(tmp_path / "runner"), playbook=str(PLAYBOOKS / playbook),
+                           inventory=str(inventory), cmdline=cmdline, quiet=True,
+                           envvars={k: v for k, v in _env(tmp_path).items()
+                                    if k.startswith("ANSIBLE_") or k == "PATH"})
+    return r.rc, r.stdout.read()
+
+
+def test_real_lab_play_with_the_example_inventory(tmp_path: Path) -> None:
+    rc, out = _runner(tmp_path / "syntax", "real-lab.yml", REAL_LAB_INVENTORY, "--syntax-check")
+    assert rc == 0, out
+    rc, out = _runner(tmp_path / "hosts", "real-lab.yml", REAL_LAB_INVENTORY, "--list-hosts")
+    assert rc == 0, out
+    plays = {}
+    for block in out.split("play #")[1:]:
+        pattern = block.split("(", 1)[1].split(")", 1)[0]
+        lines = block.split("hosts (", 1)[1].splitlines()[1:]
+        plays[pattern] = sorted(h.strip() for h in lines if h.strip())
+    # every play finds its hosts through the inventory's groups: none is empty or misses a host
+    assert plays == {
+        "control_plane:nodes": ["cp-1.lab.example", "gpu-1.lab.example", "gpu-2.lab.example"],
+        "nodes": ["gpu-1.lab.example", "gpu-2.lab.example"],
+        "control_plane": ["cp-1.lab.example"],
+    }, out
+    rc, out = _runner(tmp_path / "tasks", "real-lab.yml", REAL_LAB_INVENTORY, "--list-tasks")
+    assert rc == 0, out
+    for task in ("kubernetes : Kubeadm init", "vendor_runtime : NVIDIA driver is the pinned version",
+                 "hami : Helm install of the HAMi chart", "conformance : Fetch it to the controller"):
+        assert task in out, out
+
+
+def test_real_lab_inventory_satisfies_every_role(tmp_path: Path) -> None:
+    """Each host's variables from the example inventory pass the argument specs of the roles the
+    real-lab play gives it (what Ansible checks first when the play really runs)."""
+    from ansible.inventory.manager import InventoryManager
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar
+    from ansible.vars.manager import VariableManager
+
+    loader = DataLoader()
+    inv = InventoryManager(loader=loader, sources=[str(REAL_LAB_INVENTORY)])
+    vm = VariableManager(loader=loader, inventory=inv)
+    groups = inv.get_groups_dict()
+    assert groups["control_plane"] == ["cp-1.lab.example"]
+    assert groups["nodes"] == ["gpu-1.lab.example", "gpu-2.lab.example"]
+    roles = {"cp-1.lab.example": ["container_runtime", "kubernetes", "hami", "conformance"],
+             "gpu-1.lab.example": ["container_runtime", "kubernetes", "vendor_runtime"],
+             "gpu-2.lab.example": ["container_runtime", "kubernetes", "vendor_runtime"]}
+    # what the real-lab play adds itself (its role vars and -e certify_fetch_dir)
+    play_vars = {"kubernetes_role": "node", "hami_kubeconfig": "/etc/kubernetes/admin.conf",
+                 "conformance_kubeconfig": "/etc/kubernetes/admin.conf", "lab_host_dir": "/var/lib/hc",
+                 "certify_fetch_dir": str(tmp_path)}
+    for host, host_roles in roles.items():
+        hvars = vm.get_vars(host=inv.get_host(host))
+        hvars["hcl_repo"] = hvars["lab_repo"]  # playbooks/group_vars/all.yml
+        for role in host_roles:
+            spec = yaml.safe_load((PLAYBOOKS / "roles" / role / "meta" / "argument_specs.yml").read_text())
+            options = spec["argument_specs"]["main"]["options"]
+            given = {k: Templar(loader, variables=hvars).template(hvars[k]) if k in hvars else play_vars[k]
+                     for k in options if k in hvars or k in play_vars}
+            res = ArgumentSpecValidator(options).validate(given)
+            assert not res.error_messages, f"{host} / {role}: {res.error_messages}"
+
+
 def _bad_lab(tmp_path: Path, nodes: dict[str, dict], minor: str = "1.33") -> subprocess.CompletedProcess[str]:
     """provision.yml against local-connection hosts: only its preflight can run, and must stop it."""
     tmp_path.mkdir(parents=True)
@@ -86,7 +158,8 @@ def _bad_lab(tmp_path: Path, nodes: dict[str, dict], minor: str = "1.33") -> sub
                             "ansible_python_interpreter": sys.executable, "hcl_repo": str(REPO)},
                    "children": {
                        "control_plane": {"hosts": {"cp1": {"lab_host_dir": str(host_dir / "cp1")}}},
-                       "nodes": {"hosts": {name: {"lab_host_dir": str(host_dir / name), **v}
+                       "nodes": {"hosts": {name: {"lab_host_dir": str(host_dir / name),
+                                                  "lab_address": "10.0.0.2", **v}
                                            for name, v in nodes.items()}}}}}
     (tmp_path / "inv.yml").write_text(yaml.safe_dump(inv))
     r = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", str(tmp_path / "inv.yml"),
