@@ -1232,22 +1232,33 @@ class APIServer:
             return resp
 
 
+KUBELET_NETWORKS_ENV = "TESTBED_KUBELET_NETWORKS"  # the operator's, never a tenant's: a lab's subnet
+
+
 def kubelet_endpoint(node: dict[str, Any]) -> tuple[str, int]:
-    """Where a node's kubelet API listens. Only loopback addresses are ever contacted."""
+    """Where a node's kubelet API listens. Only loopback addresses are ever contacted, and the
+    networks the operator named in ``$TESTBED_KUBELET_NETWORKS`` (a multi-host lab's own subnet,
+    set by its control_plane role): a node's status is writable by nodes, so it must not steer the
+    apiserver anywhere else."""
     status = node.get("status") or {}
     addrs = {a.get("type"): a.get("address") for a in status.get("addresses") or []}
     addr = addrs.get("InternalIP") or addrs.get("Hostname") or ""
     port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port") or 10250
     import ipaddress
+    import os
 
     try:
-        ok = ipaddress.ip_address(addr).is_loopback
+        ip = ipaddress.ip_address(addr)
+        nets = [ipaddress.ip_network(n.strip()) for n in os.environ.get(KUBELET_NETWORKS_ENV, "").split(",")
+                if n.strip()]
+        ok = ip.is_loopback or any(ip in n for n in nets)
     except ValueError:
         ok = False
     if not ok:
         raise errors.bad_request(
             f"node {node['metadata']['name']} has kubelet address {addr!r}; the testbed only contacts "
             "kubelets on loopback addresses"
+            + (f" and in ${KUBELET_NETWORKS_ENV}" if os.environ.get(KUBELET_NETWORKS_ENV) else "")
         )
     return addr, int(port)
 

@@ -291,7 +291,7 @@ class PodWorker:
                     self.netns_name = self.adopted_netns
                     self.netns_path = f"{netns.NETNS_DIR}/{self.adopted_netns}"
                 else:
-                    self.netns_path = netns.create_netns(self.netns_name)
+                    self.netns_path = netns.create_netns(self.netns_name, self.pod_ip)
                 api_host, api_port = a.api_addr
                 self.listeners.append(
                     a.forwarder.listen(self.netns_path, (api_host, api_port), None, (api_host, api_port))
