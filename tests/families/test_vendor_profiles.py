@@ -49,3 +49,30 @@ def test_rule_ids_are_unique_across_rows() -> None:
     for vendor in VENDORS:
         seen += sorted(_rules(vendor))
     assert len(seen) == len(set(seen))
+
+
+@pytest.mark.parametrize(
+    ("resource", "vendor"),
+    [
+        ("mthreads.com/vgpu", "mthreads"),
+        ("metax-tech.com/sgpu", "metax"),
+        ("kunlunxin.com/vxpu", "kunlunxin"),
+        ("vastaitech.com/va", "vastai"),
+        ("birentech.com/gpu", "biren"),
+        ("iluvatar.ai/BI-V150-vgpu", "iluvatar"),
+    ],
+)
+def test_a_pod_of_a_disabled_family_is_told_the_family_is_not_enabled(resource: str, vendor: str) -> None:
+    from hami_stack.devices.config import parse_device_config
+    from hami_stack.devices.registry import build_families
+    from tests.families.famhelpers import pod, run_webhook
+
+    resp, out = run_webhook(
+        pod({"name": "c", "limits": {resource: "1"}}), build_families(parse_device_config({"nvidia": {}}))
+    )
+    assert resp.allowed and "schedulerName" not in out["spec"]
+    assert (
+        len(resp.warnings) == 1
+        and f"the {vendor} family" in resp.warnings[0]
+        and "not enabled" in resp.warnings[0]
+    )
