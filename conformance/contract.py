@@ -62,6 +62,8 @@ VENDOR_SIGNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "metax": (("metax-tech.com/node-gpu-devices",), ("metax-tech.com/gpu", "metax-tech.com/sgpu")),
     "enflame": (("enflame.com/gcu-drs-capacity",), ("enflame.com/gcu", "enflame.com/drs-gcu")),
     "kunlunxin": (("hami.io/node-register-xpu",), ("kunlunxin.com/xpu", "kunlunxin.com/vxpu")),
+    "vastai": (("hami.io/node-va-register",), ("vastaitech.com/va",)),
+    "biren": (("hami.io/node-biren-register",), ("birentech.com/gpu",)),
 }
 
 
