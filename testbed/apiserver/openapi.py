@@ -192,7 +192,14 @@ def _v2_cached(p: VersionProfile) -> str:
             paths[_item_path(gv, r)] = _v2_path_item(p, gv, r)
     doc = {"swagger": "2.0", "info": {"title": "Kubernetes", "version": p.git_version},
            "paths": dict(sorted(paths.items())), "definitions": _definitions(p)[0]}
-    return json.dumps(doc)
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+
+
+@cache
+def openapi_v2_json_bytes(p: VersionProfile) -> bytes:
+    """The swagger 2.0 document as the server sends it (built once; re-encoding 2 MB per request
+    would cost more than the request)."""
+    return _v2_cached(p).encode() + b"\n"
 
 
 def openapi_v2_json(p: VersionProfile) -> dict[str, Any]:
@@ -330,7 +337,14 @@ def _v3_doc_cached(p: VersionProfile, group: str, version: str) -> str | None:
     paths = {_item_path(gv, r): _v3_path_item(p, gv, r) for r in _patchable(gv)}
     doc = {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": p.git_version},
            "paths": dict(sorted(paths.items())), "components": {"schemas": _v3_schemas(p, gv)}}
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def openapi_v3_group_bytes(p: VersionProfile, path: str) -> bytes | None:
+    """The body of ``openapi_v3_group``: the very text the root's ``hash`` was computed over."""
+    gv = _parse_gv_path(path)
+    text = _v3_doc_cached(p, *gv) if gv is not None else None
+    return None if text is None else text.encode()
 
 
 def openapi_v3_group(p: VersionProfile, path: str) -> dict[str, Any] | None:

@@ -793,15 +793,15 @@ class APIServer:
                     body=openapi.openapi_v2_protobuf(self.profile),
                     headers={"Content-Type": openapi.PROTOBUF_V2_CONTENT_TYPE},
                 )
-            return _json(openapi.openapi_v2_json(self.profile))
+            return _raw(openapi.openapi_v2_json_bytes(self.profile))
         if p == "/openapi/v3":
             root = openapi.openapi_v3_root(self.profile)
             if root is not None:
                 return _json(root)
         elif p.startswith("/openapi/v3/"):
-            doc = openapi.openapi_v3_group(self.profile, p[len("/openapi/v3/") :])
+            doc = openapi.openapi_v3_group_bytes(self.profile, p[len("/openapi/v3/") :])
             if doc is not None:
-                return _json(doc)
+                return _raw(doc)
         raise APIError(404, "NotFound", "the server could not find the requested resource")
 
     # -- virtual resources (reviews, bindings) -----------------------------------------------
