@@ -55,7 +55,7 @@ def test_profile_requirements_and_range() -> None:
 
 
 def test_profile_errors(tmp_path: Path) -> None:
-    known = r'unknown profile "nope": known profiles: (ascend, )?(cambricon, )?(hygon, )?nvidia, '
+    known = r'unknown profile "nope": known profiles: ([a-z]+, )*nvidia, '
     with pytest.raises(profiles.ProfileError, match=known):
         profiles.load_profile("nope")
     bad = tmp_path / "bad.yaml"
