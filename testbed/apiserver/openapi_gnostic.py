@@ -3,7 +3,8 @@ fetch from ``/openapi/v2`` and decode with ``github.com/google/gnostic``.
 
 Only the parts of the schema language that the testbed's documents use are written: paths with one
 ``patch`` operation, and definitions made of ``$ref``, ``type``, ``format``, ``description``,
-``required``, ``properties``, ``items``, ``additionalProperties``, ``allOf`` and ``x-`` extensions.
+``required``, ``enum``, ``properties``, ``items``, ``additionalProperties``, ``allOf`` and ``x-``
+extensions.
 Extensions are gnostic ``Any`` values holding YAML text; JSON is YAML, so a value is written as its
 JSON text (kubectl reads ``x-kubernetes-group-version-kind`` as a list of maps from it).
 """
@@ -27,7 +28,7 @@ from .protobuf import encode_field
 # Responses: response_code 1 (NamedResponseValue: name 1, value 2 -> ResponseValue: response 1
 # -> Response: description 1).  NamedAny: name 1, value 2 (Any: yaml 2).
 # Document.definitions 9 (Definitions: additional_properties 1, repeated NamedSchema: name 1, value 2).
-# Schema: _ref 1, format 2, description 4, required 19, additional_properties 21
+# Schema: _ref 1, format 2, description 4, required 19, enum 20 (repeated Any), additional_properties 21
 # (AdditionalPropertiesItem: schema 1), type 22 (TypeItem: value 1), items 23 (ItemsItem: schema 1),
 # all_of 24, properties 25 (Properties: additional_properties 1, repeated NamedSchema),
 # vendor_extension 31 (NamedAny).
@@ -110,6 +111,7 @@ def encode_document(doc: dict[str, Any]) -> bytes:
 def _schema(s: dict[str, Any]) -> bytes:
     out = _str(1, s.get("$ref", "")) + _str(2, s.get("format", "")) + _str(4, s.get("description", ""))
     out += b"".join(_str(19, r) for r in s.get("required", []))
+    out += b"".join(_len_field(20, _str(2, json.dumps(v) + "\n")) for v in s.get("enum", []))
     extra = s.get("additionalProperties")
     if isinstance(extra, dict):
         out += _len_field(21, _len_field(1, _schema(extra)))

@@ -168,6 +168,7 @@ def test_v2_protobuf_carries_the_definitions() -> None:
         assert num == 1 and isinstance(named, bytes)
         names.append(dict(iter_fields(named))[1].decode())
     assert names == list(openapi.openapi_v2_json(p)["definitions"])
+    assert b'\x12\x0f"IfNotPresent"\n' in doc[9]  # an enum value: Any.yaml (field 2) holding JSON text
 
 
 def test_without_the_sources_the_documents_stay_minimal(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
