@@ -163,7 +163,8 @@ def go_enums(go_source: str) -> dict[str, list[tuple[str, str]]]:
                     doc = " ".join(x for x in comment if x and not x.startswith("+"))
                     types[c.group(2)].append((c.group(3), doc))
             comment = []
-    return {t: sorted(set(v)) for t, v in types.items()}
+    # one entry per value (two constants may name the same value; the first one's doc is kept)
+    return {t: sorted({value: doc for value, doc in reversed(v)}.items()) for t, v in types.items()}
 
 
 def go_structs(go_source: str) -> dict[str, dict[str, Any]]:
