@@ -116,13 +116,35 @@ def expected_nodes(inventory: Path) -> dict[str, list[str]]:
     }
 
 
-def default_inventory(vendors: list[str]) -> Path:
-    """The emulated inventory a vendor selection runs on when --inventory is not given."""
-    if len(vendors) > 1:
+def default_inventory(vendors: list[str], scratch: Path | None = None) -> Path:
+    """The emulated inventory a vendor selection runs on when --inventory is not given: the vendor's
+    own, or for several the mixed-families cluster. A vendor the mixed cluster lacks (a family added
+    since) joins it with the first node of its two-nodes inventory, written to ``scratch``."""
+    if len(vendors) == 1:
+        vendor = vendors[0]
+        own = REPO / "inventories" / "emulated" / f"two-nodes-{vendor}.yaml"
+        return VENDOR_INVENTORIES.get(vendor) or (own if own.is_file() else INVENTORY)
+    present = expected_nodes(MIXED_INVENTORY)
+    missing = [v for v in vendors if not present.get(v)]
+    if not missing or scratch is None:
         return MIXED_INVENTORY
-    vendor = vendors[0]
-    own = REPO / "inventories" / "emulated" / f"two-nodes-{vendor}.yaml"
-    return VENDOR_INVENTORIES.get(vendor) or (own if own.is_file() else INVENTORY)
+    import yaml
+
+    doc = yaml.safe_load(MIXED_INVENTORY.read_text())
+    for vendor in missing:
+        own = REPO / "inventories" / "emulated" / f"two-nodes-{vendor}.yaml"
+        if not own.is_file():
+            continue  # provision names the vendor without nodes
+        raw = yaml.safe_load(own.read_text()) or {}
+        defaults, node = raw.get("defaults") or {}, dict((raw.get("nodes") or [{}])[0])
+        node["labels"] = {**(defaults.get("labels") or {}), **(node.get("labels") or {})}
+        for key in ("capacity", "mode", "taints"):
+            if key in defaults and key not in node:
+                node[key] = defaults[key]
+        doc["nodes"].append(node)
+    out = scratch / "mixed-families.yaml"
+    out.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return out
 
 
 def family_chart_key(vendor: str) -> str:
@@ -187,7 +209,11 @@ class TestbedBackend:
     def provision(self, opts: Options) -> ClusterInfo:
         minor = check_minor(opts.k8s_version)
         vendors = opts.vendor.split(",")
-        inventory = Path(opts.inventory) if opts.inventory else default_inventory(vendors)
+        inventory = (
+            Path(opts.inventory)
+            if opts.inventory
+            else default_inventory(vendors, Path(tempfile.mkdtemp(prefix="hami-inventory-")))
+        )
         if not inventory.is_file():
             raise BackendError(f"node inventory {inventory} does not exist")
         emulated = expected_nodes(inventory)

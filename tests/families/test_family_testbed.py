@@ -233,3 +233,15 @@ def test_chart_family_plugin_daemonset_and_device_config() -> None:
     assert "cambricon.com/vmlu" not in scheduler and "hygon.com/dcunum" in scheduler  # managed resources
     defaults = {d["metadata"]["name"] for d in _render() if d["kind"] == "DaemonSet"}
     assert not any("hygon" in n or "cambricon" in n for n in defaults)  # vendor plugins are opt-in
+
+
+def test_vendor_all_runs_on_a_cluster_with_every_profiled_family(tmp_path: Path) -> None:
+    vendors = parse_vendors("all")
+    inventory = backend.default_inventory(vendors, tmp_path)
+    nodes = backend.expected_nodes(inventory)
+    # every vendor with a profile and an inventory of its own has a node (the mixed cluster's, or the
+    # first of its two-nodes inventory), and the mixed cluster's own nodes are all there
+    assert [v for v in vendors if not nodes.get(v)] == []
+    mixed = {n.name for n in load_inventory(INV / "mixed-families.yaml")}
+    assert mixed <= {n.name for n in load_inventory(inventory)}
+    assert backend.default_inventory(["nvidia", "ascend"], tmp_path) == INV / "mixed-families.yaml"
