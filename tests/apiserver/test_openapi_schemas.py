@@ -65,6 +65,8 @@ const (
 \t// Fast goes fast.
 \tModeFast Mode = "Fast"
 \tModeSlow Mode = "Slow"
+\t// An alias: one entry per value.
+\tModeSluggish Mode = "Slow"
 )
 
 type Plain string
