@@ -63,7 +63,7 @@ def test_options_and_markers_documented() -> None:
     [
         (["--k8s-version", "1.99"], 'unknown Kubernetes minor "1.99"'),
         (["--profile", "nope"], 'unknown profile "nope"'),
-        (["--vendor", "iluvatar"], 'unknown profile "iluvatar"'),
+        (["--vendor", "nvidia,nvdia"], "unknown vendor 'nvdia'"),
         (["--cluster", "kubeconfig", "--kubeconfig", "/nonexistent/kubeconfig"], "does not exist"),
     ],
 )
