@@ -41,6 +41,8 @@ VENDORS = (
     "metax",
     "enflame",
     "kunlunxin",
+    "vastai",
+    "biren",
 )
 # The CNCF AI conformance requirement ids this harness can produce evidence for.
 AI_REQUIREMENTS = ("gpu_sharing", "virtualized_accelerator", "secure_accelerator_access")
