@@ -328,8 +328,11 @@ class _Attach:
         import threading
 
         self.listener, self.stdin_fd, self.stdin_once, self.master = listener, stdin_fd, stdin_once, master
-        self.lock = threading.Lock()
-        self.clients = []  # [socket, queue]
+        self.lock = threading.Lock()  # the client list and their queue sizes
+        # stdin writes block while the container does not read: never under ``lock``, or a container
+        # blocked writing its output (which the main loop hands out under ``lock``) would never read
+        self.in_lock = threading.Lock()
+        self.clients = []  # [socket, queue, bytes queued]
         self.threading = threading
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -385,7 +388,7 @@ class _Attach:
             self._stdin_ended()  # the client went away without ending its input
 
     def _to_stdin(self, data):
-        with self.lock:
+        with self.in_lock:
             fd = self.master if self.master is not None else self.stdin_fd
             if fd is None:
                 return
@@ -398,8 +401,8 @@ class _Attach:
     def _stdin_ended(self):
         """stdinOnce: the first attached session's end of input is the container's (a pipe is closed:
         the command reads EOF); without it, stdin stays open for the next session. A terminal's input
-        is never closed (containerd's behaviour)."""
-        with self.lock:
+        is left open."""
+        with self.in_lock:
             if self.stdin_once and self.stdin_fd is not None:
                 try:
                     os.close(self.stdin_fd)
