@@ -59,6 +59,7 @@ class Vendor:
     register_format: str = "csv"  # csv | metax (MetaX's own JSON list)
     admission_only: bool = False  # no emulated plugin for it: admission cases only
     link_zones: bool = False  # whole devices of one request share a MetaLink zone (MetaX sGPU)
+    exclusive: bool = False  # a device is never given to two pods (Enflame GCU)
     capacity: Capacity | None = None
     denials: tuple[Denial, ...] = ()
     rewrites: tuple[Rewrite, ...] = ()
@@ -224,6 +225,20 @@ VENDORS += (
     ),
 )
 
+VENDORS += (
+    Vendor(
+        "enflame",
+        "ENFLAME-GCU",
+        "enflame.com/gcu",
+        {"enflame.com/gcu": "1"},
+        "hami.io/enflame-gcu-devices-allocated",
+        ",100,100:",  # whole GCUs count in percent: 100 of the card's 100
+        {"S60": 100},
+        capacity=Capacity("enflame.com/gcu", 1, "", 0),
+        exclusive=True,
+    ),
+)
+
 
 def _param(v: Vendor, rule_id: str, text: str, value: Any = None) -> Any:
     return pytest.param(
@@ -331,6 +346,10 @@ def test_vendor_registration(v: Vendor, kube: Any) -> None:
         if v.capacity is not None:
             cap = n["status"]["capacity"]
             cores, memory = int(cap[v.capacity.cores]), int(cap.get(v.capacity.memory, "0"))
+            if not v.capacity.memory:  # count only: the cards the plugin advertises
+                count = int(cap[v.capacity.cores])
+                assert count > 0, violated(rid, f"{name}: {v.capacity.cores} is {count}")
+                continue
             per = v.capacity.cores_per_card
             assert cores % per == 0, violated(
                 rid, f"{name}: {v.capacity.cores} {cores} is not {per} per card"
@@ -406,6 +425,55 @@ def _zones(kube: Any, v: Vendor) -> dict[str, dict[str, int]]:
         devices = json.loads((n["metadata"].get("annotations") or {})[v.register])
         out[n["metadata"]["name"]] = {d["uuid"]: int(d.get("linkZone") or 0) for d in devices}
     return out
+
+
+EXCL_HOLD = ["--alloc-mib", "0", "--kernel-seconds", "0", "--hold-seconds", "90"]
+
+
+@pytest.mark.scheduling
+@pytest.mark.parametrize(
+    "v",
+    [
+        _param(v, f"{v.rule}-SCHED-EXCL-1", "A device one pod holds is never given to a second pod")
+        for v in VENDORS
+        if v.exclusive
+    ],
+)
+def test_vendor_device_not_shared(v: Vendor, workloads: Workloads, kube: Any) -> None:
+    rid = f"{v.rule}-SCHED-EXCL-1"
+    assert v.capacity is not None
+    per_node = {
+        n["metadata"]["name"]: int(n["status"]["capacity"][v.capacity.cores]) for n in _nodes_with(kube, v)
+    }
+    if not per_node:
+        unknown(f"no node has {_where(v)} (the cluster has no {v.vendor} devices)")
+    most = max(per_node.values())
+    # the first pod takes every card of the largest node; the second asks as many again
+    first = ContainerSpec(args=EXCL_HOLD, extra_limits={v.count: str(most)})
+    a = _bound(workloads, workloads.create(pod_manifest("fam-excl-a", [first]))["metadata"]["name"])
+    held = {
+        d.split(",")[0]
+        for d in (a["metadata"].get("annotations") or {}).get(v.fit_allocated, "").split(":")
+        if "," in d
+    }
+    assert len(held) == most, violated(rid, f"the first pod holds {sorted(held)}, asked {most}")
+    second = ContainerSpec(args=EXCL_HOLD, extra_limits={v.count: str(most)})
+    name = workloads.create(pod_manifest("fam-excl-b", [second]))["metadata"]["name"]
+
+    def outcome() -> tuple[dict[str, Any], bool]:
+        failed = any(e.get("reason") == "FilteringFailed" for e in workloads.events(name))
+        return workloads.get(name), failed
+
+    pod, _ = poll(
+        f"{name} bound or refused",
+        outcome,
+        lambda o: bool(o[0]["spec"].get("nodeName")) or o[1],
+        60,
+        describe=lambda o: f"phase {((o or ({}, False))[0].get('status') or {}).get('phase')}",
+    )
+    got = (pod["metadata"].get("annotations") or {}).get(v.fit_allocated, "")
+    shared = held & {d.split(",")[0] for d in got.split(":") if "," in d}
+    assert not shared, violated(rid, f"{sorted(shared)} given to {name} while the first pod holds them")
 
 
 @pytest.mark.scheduling

@@ -11,6 +11,7 @@
 * :mod:`.mthreads` - Moore Threads (GPUs from capacity, sGPU memory values).
 * :mod:`.metax` - MetaX whole GPU and sGPU (MetaLink zones, topology scores).
 * :mod:`.kunlun` - Kunlunxin whole XPU and vXPU (8-card board topology, memory partitions).
+* :mod:`.enflame` - Enflame whole GCUs.
 * :mod:`.countonly` - Vastai and Biren (count only).
 * :mod:`.registry` - families by name; :func:`build_families` from a config.
 """

@@ -16,6 +16,7 @@ from .cambricon import CambriconFamily
 from .config import DeviceConfig
 from .counted import SPECS, CountedFamily, CountedSpec
 from .countonly import biren_family, vastai_family
+from .enflame import GcuFamily
 from .hygon import HygonFamily
 from .iluvatar import iluvatar_families
 from .kunlun import KunlunFamily, VxpuFamily
@@ -142,3 +143,12 @@ def _countonly(make: Callable[[dict[str, object] | None], DeviceFamily], section
 # Vastai and Biren as upstream's backends schedule them (count only, first device first)
 register_family("Vastai", _countonly(vastai_family, "vastai"))
 register_family("Biren", _countonly(biren_family, "biren"))
+
+
+def _gcu(config: DeviceConfig) -> DeviceFamily | None:
+    section = config.section("enflame")
+    return GcuFamily(section) if section else None
+
+
+# the enflame section enables the whole-GCU family (Enflame DRS is not implemented)
+register_family("GCU", _gcu)

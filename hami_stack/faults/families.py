@@ -75,4 +75,11 @@ FAMILY_FAULTS: tuple[Fault, ...] = (
         vendor="biren",
         dirty=True,
     ),
+    Fault(
+        "scheduler-enflame-gcu-shared",
+        "extender",
+        "a GCU already given to a pod is handed to another pod (whole GCUs are never shared)",
+        ("ENFLAME-GCU-SCHED-EXCL-1",),
+        vendor="enflame",
+    ),
 )

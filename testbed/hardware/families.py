@@ -73,6 +73,9 @@ MODELS: dict[str, dict[str, Model]] = {
     "biren": {
         "BR104": Model("biren", "BR104", 32768, 100, "BR"),
     },
+    "enflame": {  # whole GCUs only (HAMi counts them in percent, not MiB)
+        "S60": Model("enflame", "S60", 49152, 100, "GCU"),
+    },
 }
 
 
@@ -86,6 +89,7 @@ VISIBLE_ENV: dict[str, str] = {
     "kunlunxin": "XPU_VISIBLE_DEVICES",
     "vastai": "VASTAI_VISIBLE_DEVICES",
     "biren": "BIREN_VISIBLE_DEVICES",
+    "enflame": "ENFLAME_VISIBLE_DEVICES",
 }
 
 

@@ -25,6 +25,8 @@ def _rules(vendor: str) -> set[str]:
             out.add(f"{v.rule}-ADM-REWRITE-1")
         if v.link_zones:
             out.add(f"{v.rule}-SCHED-TOPO-1")
+        if v.exclusive:
+            out.add(f"{v.rule}-SCHED-EXCL-1")
     return out
 
 

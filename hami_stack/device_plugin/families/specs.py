@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from ...devices.base import DeviceFamily
 from ...devices.cambricon import MEMORY_UNIT_MIB, CambriconFamily
 from ...devices.countonly import biren_family, vastai_family
+from ...devices.enflame import GcuFamily
 from ...devices.hygon import HygonFamily
 from ...devices.iluvatar import DEFAULT_CHIPS, IluvatarFamily, parse_chips
 from ...devices.iluvatar import MEMORY_UNIT_MIB as ILUVATAR_MEMORY_UNIT
@@ -160,6 +161,10 @@ SPECS["vastai"] = PluginSpec(
 )
 SPECS["biren"] = PluginSpec(
     "biren", "biren", "biren", biren_family, register=REGISTER_JSON, type_prefix="Biren-"
+)
+
+SPECS["enflame-gcu"] = PluginSpec(
+    "enflame-gcu", "enflame", "enflame", lambda section: GcuFamily(section), register=REGISTER_CAPACITY
 )
 
 
