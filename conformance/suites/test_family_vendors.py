@@ -532,3 +532,20 @@ def test_vendor_pod_placed(v: Vendor, workloads: Workloads, kube: Any) -> None:
     assert v.fit_expect in got, violated(
         rid, f"{v.fit_allocated} is {got!r}, want one device with {v.fit_expect!r}"
     )
+
+
+def parametrized_rules() -> dict[str, list[str]]:
+    """Rule id -> node ids of this module's cases (the self-test runs a fault's cases by these)."""
+    here = "conformance/suites/test_family_vendors.py"
+    out: dict[str, list[str]] = {}
+    for name, fn in sorted(globals().items()):
+        if not name.startswith("test_"):
+            continue
+        for mark in getattr(fn, "pytestmark", []):
+            if mark.name != "parametrize":
+                continue
+            for param in mark.args[1]:
+                for m in param.marks:
+                    if m.name == "rule":
+                        out.setdefault(m.args[0], []).append(f"{here}::{name}[{param.id}]")
+    return out
