@@ -245,10 +245,12 @@ class TestbedBackend:
             self._up(info, minor, data_dir, inventory)
             progress.phase("deploy")
             t = time.monotonic()
+            # a mixed cluster starts a plugin DaemonSet per family: helm's --wait gets longer
+            helm_wait = 300 if len(vendors) > 1 else 120
             _run(
-                helm_install_command(helm, info.kubeconfig, opts.hami_namespace, chart_set),
+                helm_install_command(helm, info.kubeconfig, opts.hami_namespace, chart_set, helm_wait),
                 "helm install of the HAMi chart",
-                opts.timeout,
+                max(opts.timeout, helm_wait + 30),
             )
             info.timings["helm_s"] = round(time.monotonic() - t, 3)
             info.chart_values = _values(chart_set)
