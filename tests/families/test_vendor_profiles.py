@@ -78,3 +78,19 @@ def test_a_pod_of_a_disabled_family_is_told_the_family_is_not_enabled(resource: 
         and f"the {vendor} family" in resp.warnings[0]
         and "not enabled" in resp.warnings[0]
     )
+
+
+def test_the_selftest_finds_a_case_for_every_rule_and_fault() -> None:
+    from conformance.selftest import rule_cases
+
+    cases = rule_cases()
+    for vendor in VENDORS:
+        for rule_id in _rules(vendor):
+            (nodeid,) = cases[rule_id]
+            assert (
+                nodeid.startswith("conformance/suites/test_family_vendors.py::test_vendor_")
+                and rule_id in nodeid
+            )
+    for f in CATALOGUE:
+        if f.vendor in VENDORS:
+            assert all(cases.get(r) for r in f.expected_rules), f
