@@ -106,8 +106,11 @@ class Resolver:
 
 
 def container_env(
-    pod: dict[str, Any], cont: dict[str, Any], res: Resolver, node_ip: str, node_alloc: dict[str, str]
+    pod: dict[str, Any], cont: dict[str, Any], res: Resolver, node_ip: str, node_alloc: dict[str, str],
+    services: dict[str, str] | None = None,
 ) -> dict[str, str]:
+    """The container's own variables; ``$(VAR)`` in a value also sees ``services`` (the Service
+    variables the kubelet puts first), as the kubelet expands them."""
     env: dict[str, str] = {}
     for src in cont.get("envFrom") or []:
         prefix = src.get("prefix") or ""
@@ -126,7 +129,7 @@ def container_env(
     for e in cont.get("env") or []:
         name = e["name"]
         if "valueFrom" not in e:
-            env[name] = _expand(str(e.get("value", "")), env)
+            env[name] = _expand(str(e.get("value", "")), {**services, **env} if services else env)
             continue
         vf = e["valueFrom"]
         if "fieldRef" in vf:

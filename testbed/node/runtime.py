@@ -396,8 +396,11 @@ class PodWorker:
         entry = self._pull(c)
         res = podspec.Resolver(a.kube, self.ns)
         fp = self._field_path(c)
+        links: dict[str, str] = {}  # the namespace's Services (enableServiceLinks, default on)
+        if self.pod["spec"].get("enableServiceLinks") is not False:
+            links = clusternet.service_env(a, self.ns)
         try:
-            env = podspec.container_env(self._pod_with_ip(), spec, res, a.ip, a.spec.allocatable())
+            env = podspec.container_env(self._pod_with_ip(), spec, res, a.ip, a.spec.allocatable(), links)
             user = rootfs.user_for(self.pod, spec, entry.user)
         except (podspec.ConfigError, ApiError) as e:
             c.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(e)}}
@@ -410,8 +413,7 @@ class PodWorker:
             "HOSTNAME": self.name,
         }
         full_env.update(entry.env)
-        if self.pod["spec"].get("enableServiceLinks") is not False:  # the namespace's Services (default on)
-            full_env.update(clusternet.service_env(a, self.ns))
+        full_env.update(links)
         full_env.update(a.service_env())
         full_env.update(devs.envs)
         full_env.update(env)

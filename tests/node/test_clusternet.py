@@ -149,7 +149,8 @@ UDP_ECHO = (
 UDP_CLIENT = (
     "import os, socket, struct, time\n"
     "print(os.environ.get('UDP_ECHO_SERVICE_HOST'), os.environ.get('UDP_ECHO_SERVICE_PORT'),\n"
-    "      os.environ.get('UDP_ECHO_SERVICE_PORT_U'), os.environ.get('UDP_ECHO_PORT'))\n"
+    "      os.environ.get('UDP_ECHO_SERVICE_PORT_U'), os.environ.get('UDP_ECHO_PORT'),\n"
+    "      os.environ['ECHO_AT'])\n"
     "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
     "s.settimeout(0.5)\n"
     "for i in range(60):\n"
@@ -178,8 +179,8 @@ UDP_CLIENT = (
 @ROOT_ONLY
 def test_udp_service_tcp_dns_service_env_and_hosts(kube: Kube, agents: NodeAgents) -> None:
     """A UDP Service port is proxied both ways (the reply comes from the ClusterIP); the cluster DNS
-    answers over TCP; containers get the namespace's Service variables (not with enableServiceLinks:
-    false) and the kubelet's /etc/hosts (hostname, subdomain, hostAliases)."""
+    answers over TCP; containers get the namespace's Service variables, also in $(VAR) references (not
+    with enableServiceLinks: false), and the kubelet's /etc/hosts (hostname, subdomain, hostAliases)."""
     svc = kube.create(f"/api/v1/namespaces/{NS}/services", {
         "apiVersion": "v1", "kind": "Service", "metadata": {"name": "udp-echo"},
         "spec": {"selector": {"app": "udp-echo"},
@@ -197,7 +198,9 @@ def test_udp_service_tcp_dns_service_env_and_hosts(kube: Kube, agents: NodeAgent
     create_bound_pod(kube, NS, "node-n", "udp-client", {
         "restartPolicy": "Never", "hostname": "box", "subdomain": "grp",
         "hostAliases": [{"ip": "10.1.2.3", "hostnames": ["foo.local", "bar.local"]}],
-        "containers": [{"name": "c", "image": "python:3.11", "command": ["python3", "-c", UDP_CLIENT]}]})
+        "containers": [{"name": "c", "image": "python:3.11", "command": ["python3", "-c", UDP_CLIENT],
+                        "env": [{"name": "ECHO_AT",
+                                 "value": "$(UDP_ECHO_SERVICE_HOST):$(UDP_ECHO_SERVICE_PORT)"}]}]})
     create_bound_pod(kube, NS, "node-n", "no-links", {
         "restartPolicy": "Never", "enableServiceLinks": False, "containers": [{
             "name": "c", "image": "busybox",
@@ -214,7 +217,7 @@ def test_udp_service_tcp_dns_service_env_and_hosts(kube: Kube, agents: NodeAgent
         if name == "no-links":
             assert lines == ["links=none k8s=set"], lines
             continue
-        assert lines[0] == f"{ip} 9999 9999 udp://{ip}:9999", lines
+        assert lines[0] == f"{ip} 9999 9999 udp://{ip}:9999 {ip}:9999", lines  # $(VAR) sees them too
         assert lines[1:4] == ["echo:ping True", f"tcp-dns {ip}", "box"], lines
         pod_ip = done["status"]["podIP"]
         hosts = lines[4].split("|")
