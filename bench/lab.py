@@ -4,8 +4,9 @@
 
 Provisions the lab (timed), provisions it again (changed tasks: the goal is 0), then certifies the
 NVIDIA cell on it (deploy + suites + bundle fetched; timed) and tears it down. The last line is JSON:
-``provision_s``, ``reprovision_changed``, ``reprovision_s``, ``certify_s`` (null when certify did not
-finish, with ``certify_error``), ``teardown_s``. Needs root and /usr/sbin/sshd (openssh-server).
+``provision_s``, ``reprovision_changed``, ``reprovision_s``, ``certify_s`` (null unless the verdict
+was PASSED, with ``certify_error``), ``certify_rc``, ``verdict``, ``teardown_s``.
+Needs root and /usr/sbin/sshd (openssh-server).
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ def main() -> int:
             with contextlib.redirect_stderr(err):
                 rc = cli_main(["certify", *base, "--out", str(tmp / "c"),
                                "-e", f"hami_timeout_s={args.helm_timeout}"])
+            result["certify_rc"] = rc  # the bundle's verdict as an exit code: 0 PASSED
+            bundles = sorted((tmp / "c").glob("*/*/bundle"))
+            if bundles:
+                result["verdict"] = json.loads((bundles[-1] / "results.json").read_text())["verdict"]
             if rc == 0:
                 result["certify_s"] = round(time.monotonic() - t, 2)
             else:

@@ -11,7 +11,9 @@ The playbooks under ``playbooks/`` run through ``ansible_runner`` (in this proce
 created by ``testbed.lab`` (network namespaces with sshd); its connection variables are a second
 inventory source. Each run keeps runner's artifacts (events, stdout, fact cache) under
 ``<out>/<run id>/runner/`` and writes ``lab-facts.json`` (OS, kernel, accelerators of every host) and
-``lab-run.json`` (per playbook: ok/changed/failed per host, seconds).
+``lab-run.json`` (per playbook: ok/changed/failed per host, seconds). ``certify`` exits with the
+fetched bundle's verdict, as ``hami-conformance run`` does (0 PASSED, 1 FAILED, 2 INCOMPLETE, 3 WARNED;
+5 when the bundle is unreadable).
 """
 
 from __future__ import annotations
@@ -185,6 +187,25 @@ def _untag(v: Any) -> Any:
     return v
 
 
+VERDICT_EXIT = {"PASSED": 0, "FAILED": 1, "INCOMPLETE": 2, "WARNED": 3}  # as `hami-conformance run`
+
+
+def _verdict(bundle: Path) -> str:
+    """The fetched bundle's verdict; it must carry every lab host's facts in its environment."""
+    try:
+        verdict = str(json.loads((bundle / "results.json").read_text())["verdict"])
+        env = json.loads((bundle / "environment.json").read_text())
+    except (OSError, ValueError, KeyError) as e:
+        raise LabRunError(f"{bundle}: not a readable bundle: {e}") from None
+    facts = json.loads((bundle.parent.parent / "lab-facts.json").read_text()) \
+        if (bundle.parent.parent / "lab-facts.json").exists() else {}
+    lab_hosts = ((env.get("extra") or {}).get("labHosts") or env.get("labHosts") or {})
+    missing = sorted(set(facts) - set(lab_hosts)) if isinstance(lab_hosts, dict) else sorted(facts)
+    if missing:
+        raise LabRunError(f"{bundle}: environment.json lacks the facts of lab host(s) {', '.join(missing)}")
+    return verdict
+
+
 def _merge_facts(run_dir: Path, record: dict[str, Any]) -> None:
     path = run_dir / "lab-facts.json"
     facts = json.loads(path.read_text()) if path.exists() else {}
@@ -233,7 +254,9 @@ def main(args: argparse.Namespace) -> int:
             bundles = sorted(run_dir.glob("*/bundle"))
             if not bundles:
                 raise LabRunError(f"certify.yml: no bundle was fetched to {run_dir}")
-            print(f"certify: {bundles[-1]} in {rec['seconds']}s", flush=True)
+            verdict = _verdict(bundles[-1])
+            print(f"certify: {verdict} · bundle {bundles[-1]} in {rec['seconds']}s", flush=True)
+            return VERDICT_EXIT.get(verdict, 5)
     except (LabError, LabRunError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -23,6 +23,7 @@ All hosts share this machine's file system: each host's files live under ``<stat
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import json
 import os
@@ -349,6 +350,9 @@ class Lab:
         on something already gone."""
         removed: list[str] = []
         names = [netns_name(self.spec, h.name) for h in self.spec.hosts] + [gateway_ns(self.spec)]
+        # the node agents' own namespaces (pods', the service namespace) are named globally and their
+        # container processes outlive an agent (adoptable shims): found from the agents' files
+        names += self._agent_namespaces()
         for sig in (signal.SIGTERM, signal.SIGKILL):
             # with their descendants: a node agent's containers live in pod namespaces of their own
             pids = _with_descendants([p for ns in names if _ns_exists(ns) for p in _ns_pids(ns)])
@@ -375,6 +379,21 @@ class Lab:
         for p in (self.state / "run").glob("*.pid") if (self.state / "run").exists() else []:
             p.unlink(missing_ok=True)
         return {"lab": self.spec.name, "removed": removed}
+
+    def _agent_namespaces(self) -> list[str]:
+        out: list[str] = []
+        for h in self.spec.hosts:
+            data_dir = (self.host_dir(h.name) / "agent").resolve()
+            if not data_dir.exists():
+                continue
+            # testbed/node/clusternet.py names an agent process's service namespace after its data dir
+            out.append(f"tbsvc-{hashlib.sha1(str(data_dir).encode()).hexdigest()[:10]}")
+            for cp in data_dir.glob("nodes/*/var/lib/kubelet/testbed_pods_checkpoint.json"):
+                with contextlib.suppress(OSError, ValueError, AttributeError):
+                    pods = json.loads(cp.read_text()).get("pods") or {}
+                    out += [str(e["netns"]) for e in pods.values()
+                            if isinstance(e, dict) and str(e.get("netns") or "").startswith("tb-")]
+        return sorted(set(out))
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"lab": self.spec.name, "state": str(self.state), "hosts": {}}
