@@ -8,6 +8,7 @@ import binascii
 import contextlib
 import copy
 import functools
+import json
 import logging
 import ssl
 import time
@@ -37,7 +38,7 @@ from .store import Entry, Store
 from .target import Target
 from .versions import VersionProfile, profile
 from .watch import serve_watch
-from .webhooks import WebhookDispatcher
+from .webhooks import REQUEST_WARNINGS, WebhookDispatcher
 
 log = logging.getLogger("testbed.apiserver")
 MAX_REQUEST_BYTES = 3 * 1024 * 1024
@@ -348,9 +349,15 @@ class APIServer:
 
     # -- request entry -----------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        warnings: list[str] = []
+        token = REQUEST_WARNINGS.set(warnings)  # admission webhooks' warnings for this request
         try:
             user = self._impersonate(request, self._authenticate(request))
-            return self._negotiate(request, await self._dispatch(request, user))
+            resp = self._negotiate(request, await self._dispatch(request, user))
+            if warnings and not resp.prepared:
+                for text in warnings:  # as kube-apiserver: 299, agent "-", the text quoted
+                    resp.headers.add("Warning", f"299 - {json.dumps(text)}")
+            return resp
         except APIError as e:
             return self._negotiate(request, _json(e.status(), status=e.code))
         except web.HTTPRequestEntityTooLarge:
@@ -363,6 +370,8 @@ class APIServer:
             log.exception("internal error serving %s %s", request.method, request.path)
             err = errors.internal(repr(e))
             return _json(err.status(), status=500)
+        finally:
+            REQUEST_WARNINGS.reset(token)
 
     def _negotiate(self, request: web.Request, resp: web.StreamResponse) -> web.StreamResponse:
         """A JSON object answer re-encoded as protobuf when the client lists protobuf first in Accept

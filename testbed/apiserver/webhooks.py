@@ -26,6 +26,7 @@ import posixpath
 import ssl
 import uuid
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,10 @@ from yarl import URL
 from .auth import UserInfo
 from .errors import APIError, not_found
 from .reader import Reader, SelectorError, selector_is_empty, selector_matches
+
+# The admission warnings of the API request being served (the server answers them as ``Warning: 299``
+# headers, which kubectl prints); None outside a request.
+REQUEST_WARNINGS: ContextVar[list[str] | None] = ContextVar("REQUEST_WARNINGS", default=None)
 
 log = logging.getLogger(__name__)
 
@@ -520,6 +525,9 @@ class WebhookDispatcher:
         for k, v in (response.get("auditAnnotations") or {}).items():
             req.annotations[f"{hook.name}/{k}"] = v
         req.warnings.extend(str(w) for w in response.get("warnings") or ())
+        served = REQUEST_WARNINGS.get()
+        if served is not None:
+            served.extend(str(w) for w in response.get("warnings") or ())
         if not response.get("allowed"):
             raise denial(hook.name, response.get("status"))
         if not patch_b64:

@@ -26,6 +26,7 @@ from testbed.apiserver.errors import APIError
 from testbed.apiserver.reader import DictReader
 from testbed.apiserver.webhooks import (
     MUTATING_CONFIGS,
+    REQUEST_WARNINGS,
     VALIDATING_CONFIGS,
     AdmissionRequestInfo,
     WebhookDispatcher,
@@ -412,8 +413,12 @@ def test_mutation_request_shape_and_patch(pki):
             ("v1", "v1beta1"),
         )
         req = pod_request(labels={"app": "a"})
+        served: list[str] = []  # what the server answers as Warning headers
+        token = REQUEST_WARNINGS.set(served)
         out = await d.mutate(req)
+        REQUEST_WARNINGS.reset(token)
         await d.close()
+        assert served == ["careful"]
         assert out is not None and out["metadata"]["labels"] == {"app": "a", "injected": "yes"}
         assert req.obj is not None and "injected" not in req.obj["metadata"]["labels"]  # input untouched
         assert req.warnings == ["careful"] and req.annotations == {"m.example.com/k": "v"}
