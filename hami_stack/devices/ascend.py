@@ -656,8 +656,9 @@ class AscendFamily(DeviceFamily):
         out.mounts.append(Mount("/hami-vnpu-core", HAMI_VNPU_CORE_DIR, True))
         out.mounts.append(Mount("/etc/ld.so.preload", f"{HAMI_VNPU_CORE_DIR}/ld.so.preload", True))
         out.mounts.append(Mount("/hami-shared-region", SHARED_REGION_DIR, False))
-        if req.devices:
+        if req.devices and not faults.on("plugin-ascend-no-mem-quota"):
             out.envs["NPU_MEM_QUOTA"] = str(req.devices[0].usedmem)
+        if req.devices:
             out.envs["NPU_PRIORITY"] = str(req.devices[0].usedcores)
         out.envs["NPU_GLOBAL_SHM_PATH"] = f"/hami-shared-region/{ids[0]}_global_registry" if ids else ""
         hook = req.hook_path.rstrip("/") if req.hook_path not in ("", "/usr/local") else HAMI_VNPU_CORE_DIR
