@@ -86,6 +86,8 @@ class ClusterNet:
         self.dns: asyncio.BaseTransport | None = None
         self.dns_tcp: asyncio.base_events.Server | None = None
         self.pods: dict[str, int] = {}  # pod netns path -> link index
+        # sessionAffinity ClientIP: ((ClusterIP, port, protocol), client IP) -> (backend, last used)
+        self.affinity: dict[tuple[tuple[str, int, str], str], tuple[tuple[str, int, str], float]] = {}
         self._task: asyncio.Task[None] | None = None
         self._dns_ensured = False
         self._informers = (Informer(self.kube, "/api/v1/services", name="clusternet services"),
@@ -332,6 +334,35 @@ class ClusterNet:
             return out
         return []
 
+    def _spec_of(self, addr: tuple[str, int, str]) -> dict[str, Any]:
+        ip, port, proto = addr
+        for svc in self.services.values():
+            spec = svc.get("spec") or {}
+            if ip in (spec.get("clusterIPs") or [spec.get("clusterIP")]) and any(
+                    int(p["port"]) == port and (p.get("protocol") or "TCP") == proto
+                    for p in spec.get("ports") or []):
+                return dict(spec)
+        return {}
+
+    def pick(self, addr: tuple[str, int, str], client: str) -> tuple[str, int, str] | None:
+        """A ready backend for a new connection or flow from ``client``: at random, or with
+        ``sessionAffinity: ClientIP`` the one this client last used while it stays ready and the
+        client came back within ``timeoutSeconds`` (default 3 hours), as kube-proxy's affinity."""
+        backends = self._backends(addr)
+        if not backends:
+            return None
+        spec = self._spec_of(addr)
+        if spec.get("sessionAffinity") != "ClientIP":
+            return random.choice(backends)
+        cfg = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {})
+        timeout = float(cfg.get("timeoutSeconds") or 10800)
+        now = time.monotonic()
+        last = self.affinity.get((addr, client))
+        keep = last is not None and last[0] in backends and now - last[1] < timeout
+        chosen = last[0] if keep and last is not None else random.choice(backends)
+        self.affinity[(addr, client)] = (chosen, now)
+        return chosen
+
     def _local_netns(self, uid: str) -> str | None:
         for a in list(self.agents):
             w = a.runtime.workers.get(uid)
@@ -341,11 +372,12 @@ class ClusterNet:
 
     def _handler(self, addr: tuple[str, int, str]) -> Any:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            backends = self._backends(addr)
-            if not backends:
+            peer = writer.get_extra_info("peername") or ("", 0)
+            chosen = self.pick(addr, str(peer[0]))
+            if chosen is None:
                 writer.close()
                 return
-            ip, port, uid = random.choice(backends)
+            ip, port, uid = chosen
             path = self._local_netns(uid) if uid else None
             try:
                 up = await asyncio.to_thread(
@@ -383,10 +415,10 @@ class _UdpProxy(asyncio.DatagramProtocol):
         if flow is not None and not flow.closed:
             flow.send(data)
             return
-        backends = self.net._backends(self.addr)
-        if not backends:
+        chosen = self.net.pick(self.addr, client[0])
+        if chosen is None:
             return
-        ip, port, uid = random.choice(backends)
+        ip, port, uid = chosen
         path = self.net._local_netns(uid) if uid else None
         flow = self.flows[client] = _UdpFlow(self, client)
         flow.pending.append(data)

@@ -258,3 +258,38 @@ def test_node_port_reaches_the_backend_from_the_host(kube: Kube, agents: NodeAge
     assert "Welcome to nginx!" in wait_for(fetch, 15)
     kube.delete(f"/api/v1/namespaces/{NS}/services/np-web")
     wait_for(lambda: fetch() == "", 10)  # the listener goes with the Service
+
+
+def test_session_affinity_keeps_a_client_on_its_backend() -> None:
+    """``sessionAffinity: ClientIP``: a client stays on the backend it got while that stays ready and
+    it comes back within the timeout; other clients and Services without affinity spread at random."""
+    from testbed.node import clusternet
+
+    net = clusternet.ClusterNet.__new__(clusternet.ClusterNet)
+    net.affinity = {}
+    spec: dict[str, Any] = {"clusterIP": "10.96.9.9", "sessionAffinity": "ClientIP",
+                            "ports": [{"name": "p", "port": 80, "protocol": "TCP"}]}
+    net.services = {("a", "s"): {"spec": spec}}
+    ips = [f"127.64.9.{i}" for i in range(1, 9)]
+    net.endpoints = {("a", "s"): {"subsets": [{"addresses": [{"ip": ip} for ip in ips],
+                                               "ports": [{"name": "p", "port": 8080}]}]}}
+    addr = ("10.96.9.9", 80, "TCP")
+    first = net.pick(addr, "169.254.1.1")
+    assert first is not None and first[1] == 8080
+    assert {net.pick(addr, "169.254.1.1") for _ in range(30)} == {first}
+    assert len({net.pick(addr, f"169.254.1.{i}") for i in range(2, 60)}) > 1  # other clients spread
+    # the chosen backend goes: the client moves to another one and stays there
+    net.endpoints["a", "s"]["subsets"][0]["addresses"] = [{"ip": ip} for ip in ips if ip != first[0]]
+    moved = net.pick(addr, "169.254.1.1")
+    assert moved is not None and moved != first
+    assert {net.pick(addr, "169.254.1.1") for _ in range(10)} == {moved}
+    # a client back after its timeout is placed afresh
+    spec["sessionAffinityConfig"] = {"clientIP": {"timeoutSeconds": 1}}
+
+    def after_timeout() -> tuple[str, int, str] | None:
+        net.affinity = {k: (v[0], v[1] - 2) for k, v in net.affinity.items()}
+        return net.pick(addr, "169.254.1.1")
+
+    assert len({after_timeout() for _ in range(40)}) > 1
+    del spec["sessionAffinity"]
+    assert len({net.pick(addr, "169.254.1.1") for _ in range(40)}) > 1
