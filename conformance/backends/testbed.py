@@ -118,15 +118,24 @@ def expected_nodes(inventory: Path) -> dict[str, list[str]]:
 
 def default_inventory(vendors: list[str], scratch: Path | None = None) -> Path:
     """The emulated inventory a vendor selection runs on when --inventory is not given: the vendor's
-    own, or for several the mixed-families cluster. A vendor the mixed cluster lacks (a family added
-    since) joins it with the first node of its two-nodes inventory, written to ``scratch``."""
+    own; for several the smallest ``mixed-*.yaml`` with nodes of each, else the mixed-families cluster
+    where a vendor it lacks (a family added since) joins with the first node of its two-nodes
+    inventory, written to ``scratch``."""
     if len(vendors) == 1:
         vendor = vendors[0]
         own = REPO / "inventories" / "emulated" / f"two-nodes-{vendor}.yaml"
         return VENDOR_INVENTORIES.get(vendor) or (own if own.is_file() else INVENTORY)
+    # the smallest mixed inventory that has every vendor (nvidia,ascend: mixed-nvidia-ascend.yaml)
+    covering = []
+    for path in sorted(MIXED_INVENTORY.parent.glob("mixed-*.yaml")):
+        nodes = expected_nodes(path)
+        if all(nodes.get(v) for v in vendors):
+            covering.append((sum(len(n) for n in nodes.values()), path.name != MIXED_INVENTORY.name, path))
+    if covering:
+        return min(covering)[2]
     present = expected_nodes(MIXED_INVENTORY)
     missing = [v for v in vendors if not present.get(v)]
-    if not missing or scratch is None:
+    if scratch is None:
         return MIXED_INVENTORY
     import yaml
 

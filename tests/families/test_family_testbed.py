@@ -96,7 +96,9 @@ def test_backend_enables_the_family_plugins_and_knows_their_registration() -> No
         INV / "two-nodes-hygon.yaml", ["devices.hygon.devicePlugin.enabled=false"]
     )
     assert backend.default_inventory(["hygon"]) == INV / "two-nodes-hygon.yaml"
-    assert backend.default_inventory(["nvidia", "ascend"]) == INV / "mixed-families.yaml"
+    # several vendors: the smallest mixed inventory with each of them
+    assert backend.default_inventory(["nvidia", "ascend"]) == INV / "mixed-nvidia-ascend.yaml"
+    assert backend.default_inventory(["nvidia", "hygon"]) == INV / "mixed-families.yaml"
     signs = backend.family_signs()
     assert signs["dcu"] == ("hygon.com/dcunum", "hami.io/node-dcu-register")
     assert signs["mlu"] == ("cambricon.com/vmlu", "")  # capacity only
@@ -244,4 +246,4 @@ def test_vendor_all_runs_on_a_cluster_with_every_profiled_family(tmp_path: Path)
     assert [v for v in vendors if not nodes.get(v)] == []
     mixed = {n.name for n in load_inventory(INV / "mixed-families.yaml")}
     assert mixed <= {n.name for n in load_inventory(inventory)}
-    assert backend.default_inventory(["nvidia", "ascend"], tmp_path) == INV / "mixed-families.yaml"
+    assert backend.default_inventory(["ascend", "cambricon"], tmp_path) == INV / "mixed-families.yaml"
