@@ -24,7 +24,7 @@ RULE_ID_RE = re.compile(r"^[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)+$")
 
 VENDORS = (
     "nvidia", "ascend", "cambricon", "hygon", "iluvatar", "mthreads", "metax", "enflame", "kunlunxin",
-    "vastai", "biren",
+    "vastai", "biren", "awsneuron",
 )
 VENDOR_TITLES = {
     "nvidia": "NVIDIA GPUs",
@@ -38,6 +38,7 @@ VENDOR_TITLES = {
     "kunlunxin": "Kunlunxin XPUs",
     "vastai": "Vastai accelerators",
     "biren": "Biren GPUs",
+    "awsneuron": "AWS Neuron devices",
 }
 CAPABILITIES = {
     "registration": "device plugins register devices (annotations, capacity, handshake)",

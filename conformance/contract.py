@@ -64,6 +64,7 @@ VENDOR_SIGNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "kunlunxin": (("hami.io/node-register-xpu",), ("kunlunxin.com/xpu", "kunlunxin.com/vxpu")),
     "vastai": (("hami.io/node-va-register",), ("vastaitech.com/va",)),
     "biren": (("hami.io/node-biren-register",), ("birentech.com/gpu",)),
+    "awsneuron": ((), ("aws.amazon.com/neuron",)),
 }
 
 

@@ -43,6 +43,7 @@ VENDORS = (
     "kunlunxin",
     "vastai",
     "biren",
+    "awsneuron",
 )
 # The CNCF AI conformance requirement ids this harness can produce evidence for.
 AI_REQUIREMENTS = ("gpu_sharing", "virtualized_accelerator", "secure_accelerator_access")

@@ -239,6 +239,30 @@ VENDORS += (
     ),
 )
 
+VENDORS += (
+    Vendor(
+        "awsneuron",
+        "AWSNEURON",
+        "aws.amazon.com/neuron",
+        {"aws.amazon.com/neuron": "1"},
+        "hami.io/aws-neuron-devices-allocated",
+        ",0,3:",  # a whole two-core device: no memory, core mask 0b11
+        {"Trainium": 0},
+        capacity=Capacity("aws.amazon.com/neuron", 1, "", 0),
+    ),
+    Vendor(
+        "awsneuron",
+        "AWSNEURON-CORE",
+        "aws.amazon.com/neuroncore",
+        {"aws.amazon.com/neuroncore": "1"},
+        "hami.io/aws-neuron-devices-allocated",
+        ",0,1:",
+        {"Trainium": 0},
+        capacity=Capacity("aws.amazon.com/neuroncore", 1, "", 0),
+        admission_only=True,
+    ),
+)
+
 
 def _param(v: Vendor, rule_id: str, text: str, value: Any = None) -> Any:
     return pytest.param(

@@ -12,6 +12,7 @@
 * :mod:`.metax` - MetaX whole GPU and sGPU (MetaLink zones, topology scores).
 * :mod:`.kunlun` - Kunlunxin whole XPU and vXPU (8-card board topology, memory partitions).
 * :mod:`.enflame` - Enflame whole GCUs.
+* :mod:`.awsneuron` - AWS Neuron devices and NeuronCores.
 * :mod:`.countonly` - Vastai and Biren (count only).
 * :mod:`.registry` - families by name; :func:`build_families` from a config.
 """

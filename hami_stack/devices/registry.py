@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .ascend import ascend_families
+from .awsneuron import AwsNeuronFamily
 from .base import DeviceFamily
 from .cambricon import CambriconFamily
 from .config import DeviceConfig
@@ -152,3 +153,11 @@ def _gcu(config: DeviceConfig) -> DeviceFamily | None:
 
 # the enflame section enables the whole-GCU family (Enflame DRS is not implemented)
 register_family("GCU", _gcu)
+
+
+def _neuron(config: DeviceConfig) -> DeviceFamily | None:
+    section = config.section("awsneuron")
+    return AwsNeuronFamily(section) if section else None
+
+
+register_family("AWSNeuron", _neuron)

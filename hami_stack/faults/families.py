@@ -82,4 +82,11 @@ FAMILY_FAULTS: tuple[Fault, ...] = (
         ("ENFLAME-GCU-SCHED-EXCL-1",),
         vendor="enflame",
     ),
+    Fault(
+        "webhook-neuron-cores-not-claimed",
+        "webhook",
+        "a pod asking aws.amazon.com/neuroncore is not routed to the HAMi scheduler",
+        ("AWSNEURON-CORE-ADM-SCHED-1",),
+        vendor="awsneuron",
+    ),
 )

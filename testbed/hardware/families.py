@@ -76,6 +76,9 @@ MODELS: dict[str, dict[str, Model]] = {
     "enflame": {  # whole GCUs only (HAMi counts them in percent, not MiB)
         "S60": Model("enflame", "S60", 49152, 100, "GCU"),
     },
+    "awsneuron": {  # compute units = NeuronCores per device
+        "Trainium": Model("awsneuron", "Trainium", 32768, 2, "NEURON"),
+    },
 }
 
 
@@ -90,6 +93,7 @@ VISIBLE_ENV: dict[str, str] = {
     "vastai": "VASTAI_VISIBLE_DEVICES",
     "biren": "BIREN_VISIBLE_DEVICES",
     "enflame": "ENFLAME_VISIBLE_DEVICES",
+    "awsneuron": "AWS_NEURON_VISIBLE_DEVICES",
 }
 
 

@@ -62,6 +62,8 @@ def test_rule_ids_are_unique_across_rows() -> None:
         ("vastaitech.com/va", "vastai"),
         ("birentech.com/gpu", "biren"),
         ("iluvatar.ai/BI-V150-vgpu", "iluvatar"),
+        ("enflame.com/gcu", "enflame"),
+        ("aws.amazon.com/neuroncore", "awsneuron"),
     ],
 )
 def test_a_pod_of_a_disabled_family_is_told_the_family_is_not_enabled(resource: str, vendor: str) -> None:

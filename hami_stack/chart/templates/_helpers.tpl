@@ -122,7 +122,7 @@ repeated; another value for an owned flag (same name before "=") fails the rende
 {{- $d := index $v.devices . -}}
 {{- if $d.enabled }}{{ $names = concat $names $d.customresources }}{{ end -}}
 {{- end -}}
-{{- $names = concat $names $v.devices.awsneuron.customresources -}}
+{{- if $v.devices.awsneuron.enabled }}{{ $names = concat $names $v.devices.awsneuron.customresources }}{{ end -}}
 {{- if $v.devices.iluvatar.enabled }}{{ $names = concat $names $v.devices.iluvatar.customresources }}{{ end -}}
 {{- range list "vastai" "biren" -}}
 {{- $d := index $v.devices . -}}

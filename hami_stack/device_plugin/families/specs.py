@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ...devices.awsneuron import AwsNeuronFamily
 from ...devices.base import DeviceFamily
 from ...devices.cambricon import MEMORY_UNIT_MIB, CambriconFamily
 from ...devices.countonly import biren_family, vastai_family
@@ -165,6 +166,17 @@ SPECS["biren"] = PluginSpec(
 
 SPECS["enflame-gcu"] = PluginSpec(
     "enflame-gcu", "enflame", "enflame", lambda section: GcuFamily(section), register=REGISTER_CAPACITY
+)
+
+# AWS Neuron: devices by count, NeuronCores (two per Trainium device) on a second resource
+SPECS["awsneuron"] = PluginSpec(
+    "awsneuron",
+    "awsneuron",
+    "awsneuron",
+    lambda section: AwsNeuronFamily(section),
+    register=REGISTER_CAPACITY,
+    extra_resources=(("core_resource", "cores"),),
+    cores_per_device=2,
 )
 
 
