@@ -8,7 +8,9 @@ Protocols, as kubectl of every minor and the official clients negotiate them:
   stream per connection (headers ``port``, ``requestid``);
 * WebSocket with ``v5``..``v1.channel.k8s.io`` subprotocols (kubectl 1.30+, the Python client): binary
   messages whose first byte is the channel (0 stdin, 1 stdout, 2 stderr, 3 error, 4 resize, 255
-  close in v5); port-forward over ``v4.channel.k8s.io`` (``?ports=``: data channel 2i, error 2i+1,
+  close in v5); ``v4.base64.channel.k8s.io`` and ``base64.channel.k8s.io`` (browsers): text messages,
+  the channel as an ASCII digit followed by the base64 of the data; port-forward over
+  ``v4.channel.k8s.io`` (``?ports=``: data channel 2i, error 2i+1,
   each opened by the port number, 2 bytes little-endian);
 * SPDY tunnelled in WebSocket (subprotocol ``SPDY/3.1+portforward.k8s.io``: kubectl 1.31+
   port-forward).
@@ -26,6 +28,7 @@ terminal (``tty: true``), resized like exec's.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import fcntl
 import json
@@ -48,6 +51,8 @@ if TYPE_CHECKING:
 
 REMOTECOMMAND = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io",
                  "channel.k8s.io")
+# WebSocket only: text frames, the channel as an ASCII digit and the data base64-encoded (browsers)
+BASE64 = ("v4.base64.channel.k8s.io", "base64.channel.k8s.io")
 PORTFORWARD = "portforward.k8s.io"
 TUNNEL = "SPDY/3.1+portforward.k8s.io"
 STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
@@ -341,12 +346,19 @@ class WsChannels(Channels):
     def __init__(self, ws: web.WebSocketResponse, protocol: str) -> None:
         super().__init__()
         self.ws, self.protocol = ws, protocol
+        self.base64 = protocol in BASE64
+        self.status = protocol in ("v4.channel.k8s.io", "v5.channel.k8s.io", "v4.base64.channel.k8s.io")
 
     async def read_loop(self) -> None:
         async for msg in self.ws:
             raw = _ws_bytes(msg)
             if not raw:
                 continue
+            if self.base64:
+                try:
+                    raw = bytes([raw[0] - ord("0")]) + base64.b64decode(raw[1:])
+                except ValueError:
+                    continue  # not a base64 frame: ignored, as the apiserver's reader drops it
             ch, data = raw[0], raw[1:]
             if ch == STDIN and data:
                 await self.stdin.put(bytes(data))
@@ -361,7 +373,10 @@ class WsChannels(Channels):
 
     async def _send(self, ch: int, data: bytes) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):
-            await self.ws.send_bytes(bytes([ch]) + data)
+            if self.base64:
+                await self.ws.send_str(chr(ord("0") + ch) + base64.b64encode(data).decode())
+            else:
+                await self.ws.send_bytes(bytes([ch]) + data)
 
     async def stdout(self, data: bytes) -> None:
         await self._send(STDOUT, data)
@@ -370,7 +385,7 @@ class WsChannels(Channels):
         await self._send(STDERR, data)
 
     async def finish(self, status: bytes | None, text_error: str | None) -> None:
-        if self.protocol in ("v4.channel.k8s.io", "v5.channel.k8s.io"):
+        if self.status:
             if status is not None:
                 await self._send(ERROR, status)
         elif text_error:
@@ -662,7 +677,7 @@ async def _run_target(ch: Channels, target: dict[str, Any], stdin: bool) -> None
 
 async def serve_ws(request: web.Request, kind: str, target: dict[str, Any]) -> web.StreamResponse:
     offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
-    supported = [TUNNEL, "v4.channel.k8s.io"] if kind == "portforward" else list(REMOTECOMMAND)
+    supported = [TUNNEL, "v4.channel.k8s.io"] if kind == "portforward" else [*REMOTECOMMAND, *BASE64]
     chosen = next((p for p in offered if p in supported), None)
     if chosen is None:
         raise web.HTTPBadRequest(text=f"unable to upgrade: no supported subprotocol among {offered}")

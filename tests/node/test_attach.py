@@ -267,3 +267,39 @@ def test_large_environment_and_no_spec_on_the_command_line(agents: NodeAgents, k
     size, cmdline = out.splitlines()[:2]
     assert size == "6000060000", out
     assert cmdline.strip().endswith("nsexec.py -") and "BIG" not in cmdline, cmdline
+
+
+def test_websocket_base64_subprotocol(testbed: EmbeddedTestbed, agents: NodeAgents, kube: Kube) -> None:
+    """``v4.base64.channel.k8s.io`` (what browser terminals speak): text frames, an ASCII channel
+    digit and base64 data both ways; the error channel carries the v4 Status with the exit code."""
+    import base64
+    import ssl
+    import urllib.parse
+
+    import websocket
+
+    create_bound_pod(kube, NS, NODE, "b64", {"containers": [
+        {"name": "c", "image": "busybox", "command": ["sleep", "3600"]}]})
+    wait_for(lambda: get_pod(kube, NS, "b64")["status"].get("phase") == "Running", 30)
+    query = urllib.parse.urlencode([("command", "sh"), ("command", "-c"),
+                                    ("command", "read x; echo got-$x; echo oops >&2; exit 3"),
+                                    ("stdin", "true"), ("stdout", "true"), ("stderr", "true")])
+    url = testbed.url.replace("https://", "wss://") + f"/api/v1/namespaces/{NS}/pods/b64/exec?{query}"
+    tls = {"ca_certs": str(testbed.ca_path), "cert_reqs": ssl.CERT_REQUIRED}
+    ws = websocket.create_connection(url, header=[f"Authorization: Bearer {testbed.admin_token}"],
+                                     subprotocols=["v4.base64.channel.k8s.io"], sslopt=tls, timeout=15)
+    assert ws.subprotocol == "v4.base64.channel.k8s.io"
+    ws.send("0" + base64.b64encode(b"abc\n").decode())
+    got: dict[str, bytes] = {}
+    while True:
+        try:
+            frame = ws.recv()
+        except websocket.WebSocketConnectionClosedException:
+            break
+        if not frame:
+            break
+        assert isinstance(frame, str), frame  # text frames only
+        got[frame[0]] = got.get(frame[0], b"") + base64.b64decode(frame[1:])
+    assert got.get("1") == b"got-abc\n" and got.get("2") == b"oops\n", got
+    status = json.loads(got["3"])
+    assert status["reason"] == "NonZeroExitCode" and status["details"]["causes"][0]["message"] == "3", status
