@@ -6,6 +6,8 @@ and endpoints ``clusternet.py`` keeps.
 * ``_<port>._<proto>.<svc>.<ns>.svc.<domain>``: SRV records;
 * ``<a-b-c-d>.<ns>.pod.<domain>``: the address written in the name;
 * ExternalName Services: a CNAME;
+* ``<d>.<c>.<b>.<a>.in-addr.arpa``: PTR to the Service of a cluster IP, or to the headless Service
+  endpoint with that address;
 * AAAA and other types of known names: no data (NOERROR, empty); anything else: NXDOMAIN (the
   testbed has no upstream resolver to forward to).
 
@@ -23,7 +25,7 @@ from typing import Any
 
 DOMAIN = "cluster.local"
 TTL = 5
-A, CNAME, SRV, AAAA = 1, 5, 33, 28
+A, CNAME, PTR, SRV, AAAA = 1, 5, 12, 33, 28
 NOERROR, FORMERR, NXDOMAIN = 0, 1, 3
 
 
@@ -73,6 +75,8 @@ class Resolver:
         return [a for s in ep.get("subsets") or [] for a in s.get("addresses") or []]
 
     def lookup(self, qname: str, qtype: int) -> tuple[int, Records]:
+        if qname.endswith(".in-addr.arpa"):
+            return self._reverse(qname, qtype)
         suffix = "." + self.domain
         if not qname.endswith(suffix):
             return NXDOMAIN, []
@@ -110,6 +114,27 @@ class Resolver:
         else:
             ips = [ip for ip in spec.get("clusterIPs") or [spec.get("clusterIP")] if ip and ":" not in ip]
         return NOERROR, [(A, ipaddress.IPv4Address(ip).packed) for ip in ips]
+
+    def _reverse(self, qname: str, qtype: int) -> tuple[int, Records]:
+        """PTR for a Service's cluster IP (``<svc>.<ns>.svc``) and for the ready endpoints of headless
+        Services (``<hostname or a-b-c-d>.<svc>.<ns>.svc``), as CoreDNS answers; NXDOMAIN otherwise."""
+        octets = qname[: -len(".in-addr.arpa")].split(".")
+        if len(octets) != 4:
+            return NXDOMAIN, []
+        ip = ".".join(reversed(octets))
+        names = []
+        for (ns, name), svc in sorted(self.services().items()):
+            spec = svc.get("spec") or {}
+            if ip in (spec.get("clusterIPs") or [spec.get("clusterIP")]):
+                names.append(f"{name}.{ns}.svc.{self.domain}")
+            elif spec.get("clusterIP") == "None":
+                for a in self._ready_addresses(ns, name):
+                    if a.get("ip") == ip:
+                        host = a.get("hostname") or ip.replace(".", "-")
+                        names.append(f"{host}.{name}.{ns}.svc.{self.domain}")
+        if not names:
+            return NXDOMAIN, []
+        return NOERROR, [(PTR, _name(n)) for n in names] if qtype == PTR else []
 
     def _srv(self, spec: dict[str, Any], ns: str, name: str, head: list[str], headless: bool) -> Records:
         port_name, proto = head[0][1:], head[1][1:].upper()

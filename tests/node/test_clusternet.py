@@ -42,6 +42,12 @@ def test_dns_answers() -> None:
     assert r.lookup("example.com", dns.A) == (dns.NXDOMAIN, [])
     assert r.lookup("10-1-2-3.a.pod.cluster.local", dns.A)[1] == [(dns.A, bytes([10, 1, 2, 3]))]
     assert r.lookup("ext.a.svc.cluster.local", dns.A)[1][0][0] == dns.CNAME
+    # reverse lookups: a cluster IP names its Service, a headless endpoint its hostname
+    web_ptr = (dns.PTR, dns._name("web.a.svc.cluster.local"))
+    assert r.lookup("4.3.96.10.in-addr.arpa", dns.PTR) == (dns.NOERROR, [web_ptr])
+    db0 = dns._name("db-0.db.a.svc.cluster.local")
+    assert r.lookup("9.0.64.127.in-addr.arpa", dns.PTR)[1] == [(dns.PTR, db0)]
+    assert r.lookup("1.1.1.1.in-addr.arpa", dns.PTR) == (dns.NXDOMAIN, [])
     srv = r.lookup("_http._tcp.web.a.svc.cluster.local", dns.SRV)[1]
     assert srv and struct.unpack(">HHH", srv[0][1][:6])[2] == 80
     reply = r.answer(_query("web.a.svc.cluster.local"))
