@@ -6,8 +6,8 @@ and endpoints ``clusternet.py`` keeps.
 * ``_<port>._<proto>.<svc>.<ns>.svc.<domain>``: SRV records;
 * ``<a-b-c-d>.<ns>.pod.<domain>``: the address written in the name;
 * ExternalName Services: a CNAME;
-* ``<d>.<c>.<b>.<a>.in-addr.arpa``: PTR to the Service of a cluster IP, or to the headless Service
-  endpoint with that address;
+* ``<d>.<c>.<b>.<a>.in-addr.arpa``: PTR to the Service of a cluster IP, or to the endpoint name of
+  a Service's ready address;
 * AAAA and other types of known names: no data (NOERROR, empty); anything else: NXDOMAIN (the
   testbed has no upstream resolver to forward to).
 
@@ -116,22 +116,22 @@ class Resolver:
         return NOERROR, [(A, ipaddress.IPv4Address(ip).packed) for ip in ips]
 
     def _reverse(self, qname: str, qtype: int) -> tuple[int, Records]:
-        """PTR for a Service's cluster IP (``<svc>.<ns>.svc``) and for the ready endpoints of headless
-        Services (``<hostname or a-b-c-d>.<svc>.<ns>.svc``), as CoreDNS answers; NXDOMAIN otherwise."""
+        """PTR for a Service's cluster IP (``<svc>.<ns>.svc``), else for a ready endpoint address
+        (``<hostname or a-b-c-d>.<svc>.<ns>.svc``), as CoreDNS answers; NXDOMAIN otherwise."""
         octets = qname[: -len(".in-addr.arpa")].split(".")
         if len(octets) != 4:
             return NXDOMAIN, []
         ip = ".".join(reversed(octets))
+        services = sorted(self.services().items())
         names = []
-        for (ns, name), svc in sorted(self.services().items()):
+        for (ns, name), svc in services:
             spec = svc.get("spec") or {}
             if ip in (spec.get("clusterIPs") or [spec.get("clusterIP")]):
                 names.append(f"{name}.{ns}.svc.{self.domain}")
-            elif spec.get("clusterIP") == "None":
-                for a in self._ready_addresses(ns, name):
-                    if a.get("ip") == ip:
-                        host = a.get("hostname") or ip.replace(".", "-")
-                        names.append(f"{host}.{name}.{ns}.svc.{self.domain}")
+        for (ns, name), _svc in services if not names else []:  # an endpoint: under each Service it backs
+            for a in self._ready_addresses(ns, name):
+                if a.get("ip") == ip:
+                    names.append(f"{a.get('hostname') or ip.replace('.', '-')}.{name}.{ns}.svc.{self.domain}")
         if not names:
             return NXDOMAIN, []
         return NOERROR, [(PTR, _name(n)) for n in names] if qtype == PTR else []

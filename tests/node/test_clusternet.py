@@ -48,6 +48,9 @@ def test_dns_answers() -> None:
     db0 = dns._name("db-0.db.a.svc.cluster.local")
     assert r.lookup("9.0.64.127.in-addr.arpa", dns.PTR)[1] == [(dns.PTR, db0)]
     assert r.lookup("1.1.1.1.in-addr.arpa", dns.PTR) == (dns.NXDOMAIN, [])
+    endpoints[("a", "web")] = {"subsets": [{"addresses": [{"ip": "127.64.0.7"}]}]}
+    assert r.lookup("7.0.64.127.in-addr.arpa", dns.PTR)[1] == [
+        (dns.PTR, dns._name("127-64-0-7.web.a.svc.cluster.local"))]
     srv = r.lookup("_http._tcp.web.a.svc.cluster.local", dns.SRV)[1]
     assert srv and struct.unpack(">HHH", srv[0][1][:6])[2] == 80
     reply = r.answer(_query("web.a.svc.cluster.local"))
