@@ -16,6 +16,7 @@ Cache layout (``$HAMI_K8S_PROTO_CACHE`` or ``~/.cache/hami-conformance/k8s-api-p
     v0.<minor>.0/descriptors.pb   FileDescriptorSet of k8s.io/api + k8s.io/apimachinery
     v0.<minor>.0/fields-v3.json   {"<message full name>": {"pointer": [..], "always": [..], "inline": [..]}}
     v0.<minor>.0/definitions-v2.json  OpenAPI definitions of every type (testbed.apiserver.openapi_source)
+    openapi/v2-1.<minor>-<digest>.pb  encoded OpenAPI v2 documents (testbed.apiserver.openapi)
 
 Both files appear by atomic rename, so their presence means a complete build. The apiserver only
 reads the cache (:func:`load`); it never fetches at run time. ``make clients`` fetches every minor;

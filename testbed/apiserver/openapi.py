@@ -40,10 +40,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from functools import cache
+from pathlib import Path
 from typing import Any
 
-from . import openapi_gnostic, openapi_source
+from . import k8sproto, openapi_gnostic, openapi_source
 from .resources import ResourceType, lookup
 from .versions import GroupVersion, VersionProfile
 
@@ -208,10 +210,43 @@ def openapi_v2_json(p: VersionProfile) -> dict[str, Any]:
     return result
 
 
+def _v2_disk_key(p: VersionProfile) -> str | None:
+    """What the v2 document depends on: the definitions file (path, size, mtime), the profile and the
+    code that builds and encodes it; ``None`` when there are no definitions (a small document)."""
+    source = openapi_source.source_path(p.minor)
+    if source is None:
+        return None
+    st = source.stat()
+    h = hashlib.sha256(repr((p, str(source), st.st_size, st.st_mtime_ns)).encode())
+    for module in (__file__, openapi_gnostic.__file__, openapi_source.__file__):
+        h.update(Path(module).read_bytes())
+    return h.hexdigest()[:32]
+
+
 @cache
 def openapi_v2_protobuf(p: VersionProfile) -> bytes:
-    """The v2 document as a gnostic ``openapi_v2.Document`` in protobuf wire format."""
-    return openapi_gnostic.encode_document(json.loads(_v2_cached(p)))
+    """The v2 document as a gnostic ``openapi_v2.Document`` in protobuf wire format.
+
+    Building and encoding the full document takes a few hundred milliseconds, which the first kubectl
+    of every testbed would wait for; so the result is also kept on disk beside the proto cache, under
+    a digest of everything it is made from (:func:`_v2_disk_key`)."""
+    key = _v2_disk_key(p)
+    path = k8sproto.cache_root() / "openapi" / f"v2-1.{p.minor}-{key}.pb" if key else None
+    if path is not None:
+        try:
+            return path.read_bytes()
+        except OSError:
+            pass
+    body = openapi_gnostic.encode_document(json.loads(_v2_cached(p)))
+    if path is not None:
+        try:  # published by an atomic rename; a cache that cannot be written only costs the next start
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(body)
+            os.replace(tmp, path)
+        except OSError:
+            pass
+    return body
 
 
 # -- OpenAPI v3 ------------------------------------------------------------------------------

@@ -404,14 +404,22 @@ def load(minor: int) -> dict[str, Any] | None:
     return _load(minor)
 
 
-@cache
-def _load(minor: int) -> dict[str, Any] | None:
+def source_path(minor: int) -> Path | None:
+    """The definitions file :func:`load` reads for ``minor``."""
     from .k8sproto import cache_root, module_version
 
     root = cache_root()
     for m in [minor, *range(minor + 1, minor + 8), *range(minor - 1, minor - 8, -1)]:
         path = root / module_version(m) / DEFINITIONS
         if path.exists():
-            result: dict[str, Any] = json.loads(path.read_text())
-            return result
+            return path
     return None
+
+
+@cache
+def _load(minor: int) -> dict[str, Any] | None:
+    path = source_path(minor)
+    if path is None:
+        return None
+    result: dict[str, Any] = json.loads(path.read_text())
+    return result

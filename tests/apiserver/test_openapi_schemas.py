@@ -196,3 +196,37 @@ def test_without_the_sources_the_documents_stay_minimal(monkeypatch: pytest.Monk
         for c in caches:
             c.cache_clear()
     assert json.dumps(openapi.openapi_v2_json(profile(33))["definitions"]).count("io.k8s.api.core.v1.Pod") > 0
+
+
+def test_v2_protobuf_is_kept_on_disk_per_source(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """The encoded document is written beside the proto cache and read back by the next process; a
+    changed definitions file gives a new key (so a stale document is never served)."""
+    src = openapi_source.source_path(33)
+    assert src is not None
+    copy = tmp_path / src.parent.name / src.name
+    copy.parent.mkdir()
+    copy.write_bytes(src.read_bytes())
+    monkeypatch.setenv("HAMI_K8S_PROTO_CACHE", str(tmp_path))
+    caches = (openapi_source._load, openapi._definitions, openapi._v2_cached, openapi.openapi_v2_protobuf)
+    try:
+        for c in caches:
+            c.cache_clear()
+        body = openapi.openapi_v2_protobuf(profile(33))
+        [kept] = (tmp_path / "openapi").iterdir()
+        assert kept.read_bytes() == body
+        for c in caches:  # a new process: the document comes from disk, not from the encoder
+            c.cache_clear()
+
+        def no_encoding(doc: Any) -> bytes:
+            raise AssertionError("encoded again")
+
+        monkeypatch.setattr(openapi.openapi_gnostic, "encode_document", no_encoding)
+        assert openapi.openapi_v2_protobuf(profile(33)) == body
+        openapi.openapi_v2_protobuf.cache_clear()
+        copy.write_text(copy.read_text() + " ")  # another definitions file: another key
+        with pytest.raises(AssertionError, match="encoded again"):
+            openapi.openapi_v2_protobuf(profile(33))
+    finally:
+        monkeypatch.undo()
+        for c in caches:
+            c.cache_clear()
