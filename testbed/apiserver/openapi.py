@@ -8,7 +8,7 @@ and for servers before 1.24, v3 otherwise). A v3 group-version document holds it
 schema they reach, references wrapped in ``allOf`` where a description sits beside them, and
 ``IntOrString``/``Quantity`` as ``oneOf`` (kubectl explain prints their names). Without the cached
 sources the documents keep their paths and have no schemas. Everything is built on first request
-and kept in memory; nothing is done at start-up.
+and kept in memory (the encoded v2 protobuf also on disk); nothing is done at start-up.
 
 Paths: what kubectl (and Helm, which builds objects through kubectl's factory) reads from them:
 
