@@ -213,6 +213,9 @@ class ClusterNet:
             self.pods[path] = index
         await self._reconcile(self._listen_addresses())
         await self._reconcile_node_ports(self._node_ports())
+        cutoff = time.monotonic() - 86400  # the longest affinity timeout the API accepts
+        for key in [k for k, (_b, last) in self.affinity.items() if last < cutoff]:
+            del self.affinity[key]
 
     def _listen_addresses(self) -> set[tuple[str, int, str]]:
         out = set()
