@@ -137,8 +137,10 @@ def wait_ready(
     try:
         while True:
             items = {n["metadata"]["name"]: n for n in kube.get("/api/v1/nodes").get("items") or []}
-            waiting = [
-                f"node {n} (no allocatable nvidia.com/gpu)" for n in nodes if not _allocatable(items.get(n))
+            waiting = [  # nodes of another inventory (an Ascend cell) are not waited for
+                f"node {n} (no allocatable nvidia.com/gpu)"
+                for n in nodes
+                if n in items and not _allocatable(items.get(n))
             ]
             waiting += [
                 f"service {x} (no ready endpoint)" for x in _services_without_endpoints(kube, namespace)
@@ -155,9 +157,13 @@ def wait_ready(
 def _services_without_endpoints(kube: Any, namespace: str) -> list[str]:
     out = []
     for svc in kube.get(f"/api/v1/namespaces/{namespace}/services").get("items") or []:
-        if not (svc.get("spec") or {}).get("selector"):
+        selector = (svc.get("spec") or {}).get("selector")
+        if not selector:
             continue  # endpoints managed by hand, if at all
         name = svc["metadata"]["name"]
+        labels = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+        if not kube.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector=labels).get("items"):
+            continue  # no pod to wait for (the monitor DaemonSet on a cluster without GPU nodes)
         try:
             ep = kube.get(f"/api/v1/namespaces/{namespace}/endpoints/{name}")
         except Exception:
