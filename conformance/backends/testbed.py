@@ -254,8 +254,9 @@ class TestbedBackend:
             self._up(info, minor, data_dir, inventory)
             progress.phase("deploy")
             t = time.monotonic()
-            # a mixed cluster starts a plugin DaemonSet per family: helm's --wait gets longer
-            helm_wait = 300 if len(vendors) > 1 else 120
+            # a mixed cluster starts a plugin DaemonSet per family: helm's --wait gets longer (and
+            # --cluster-timeout raises it further)
+            helm_wait = max(300 if len(vendors) > 1 else 120, int(opts.timeout))
             _run(
                 helm_install_command(helm, info.kubeconfig, opts.hami_namespace, chart_set, helm_wait),
                 "helm install of the HAMi chart",
