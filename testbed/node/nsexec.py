@@ -324,10 +324,11 @@ def _listen(path):
 class _Attach:
     """The container's live stdio for attached clients: stdin (a pipe or the terminal) and output."""
 
-    def __init__(self, listener, stdin_fd, stdin_once, master):
+    def __init__(self, listener, stdin_fd, stdin_once, master, stdin):
         import threading
 
         self.listener, self.stdin_fd, self.stdin_once, self.master = listener, stdin_fd, stdin_once, master
+        self.stdin = stdin  # the container takes input (``stdin: true``); else what is typed is dropped
         self.lock = threading.Lock()  # the client list and their queue sizes
         # stdin writes block while the container does not read: never under ``lock``, or a container
         # blocked writing its output (which the main loop hands out under ``lock``) would never read
@@ -388,6 +389,8 @@ class _Attach:
             self._stdin_ended()  # the client went away without ending its input
 
     def _to_stdin(self, data):
+        if not self.stdin:
+            return
         with self.in_lock:
             fd = self.master if self.master is not None else self.stdin_fd
             if fd is None:
@@ -570,7 +573,7 @@ def _shim(spec, fd):
             stdin_fd = in_w
     attach = None
     if listener is not None:
-        attach = _Attach(listener, stdin_fd, bool(spec.get("stdin_once")), master)
+        attach = _Attach(listener, stdin_fd, bool(spec.get("stdin_once")), master, bool(spec.get("stdin")))
     poller = select.poll()
     for r in streams:
         poller.register(r, select.POLLIN | select.POLLHUP | select.POLLERR)
