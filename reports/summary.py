@@ -123,6 +123,9 @@ def decide(run: Run) -> Decision:
     for vendor, minor in cells:
         in_cell = [c for c in run.cases if (c.vendor, c.minor) == (vendor, minor)] if vendor else []
         required = set(meta.required_rules or ())
+        # several vendors in one cell (--vendor a,b): the run's required rules are the union of their
+        # profiles; a rule another vendor's cases ran is that vendor's, not missing here
+        required -= {c.rule_id for c in run.cases if c.minor == minor and vendor and c.vendor != vendor}
         required |= {c.rule_id for c in in_cell if c.requirement == "required"}
         # a rule ran when it has cases and none of them was skipped (a skipped parametrisation of a
         # required rule leaves part of it untried)

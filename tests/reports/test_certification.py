@@ -243,3 +243,16 @@ def test_sensitivity_file_loading(tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(RunInputError, match="not valid JSON"):
         sens.load(path)
+
+
+def test_two_vendors_in_one_cell_need_only_their_own_rules() -> None:
+    """--vendor nvidia,ascend: the run's required rules are both profiles'; a cell is not short of the
+    other vendor's rules, but a required rule no vendor ran is still missing."""
+    import dataclasses
+
+    nv = [case(r) for r in REQUIRED]
+    asc = [dataclasses.replace(case(r), vendor="ascend") for r in ("ASC-ENF-MEM-1", "ASC-REG-1")]
+    both = [*REQUIRED, "ASC-ENF-MEM-1", "ASC-REG-1"]
+    assert decide(make_run([*nv, *asc], required=both)).verdict == "PASSED"
+    d = decide(make_run([*nv, asc[0]], required=both))
+    assert d.verdict == "INCOMPLETE" and d.not_run == ["ASC-REG-1 (ascend 1.33)", "ASC-REG-1 (nvidia 1.33)"]
