@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -38,6 +39,13 @@ OUT_OF_SCOPE = {
     "kubernetes/e2e_test/test_utils.py::TestUtils::test_metrics_utilities_integration":
         "Metrics API unavailable",
 }
+
+# Cases that connect to a container port as soon as the pod is Running, without waiting for it to
+# listen. The node agent reports Running when it has started the process; nginx's stand-in (a Python
+# program, testbed/node/emulators.py) needs a second or more to bind on a loaded machine, where real
+# nginx needs milliseconds, so the port-forward is refused ("error forwarding port 80: [Errno 111]
+# Connection refused"). Such a case gets one more run on its own; both failures are reported.
+RACY = {"kubernetes/e2e_test/test_client.py::TestClient::test_portforward_http"}
 
 # The package that lets `from kubernetes.e2e_test import base` find the copied tests next to the
 # installed client without touching it.
@@ -110,6 +118,16 @@ def test_official_python_client_e2e_suite(suite: Path, minor: str, tmp_path: Pat
                            cwd=suite, env=env, capture_output=True, text=True, timeout=SUITE_TIMEOUT_S)
             assert junit.is_file(), f"pytest wrote no report for {package}"
             outcomes.update(_outcomes(junit))
+        for case in sorted(k for k, (o, _) in outcomes.items() if k in RACY and o in ("failed", "error")):
+            junit = tmp_path / "junit-again.xml"
+            subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                            f"--junitxml={junit}", "-o", "junit_family=xunit1", case],
+                           cwd=suite, env=env, capture_output=True, text=True, timeout=SUITE_TIMEOUT_S)
+            again = _outcomes(junit).get(case, ("error", "no report"))
+            first = outcomes[case]
+            outcomes[case] = again if again[0] == "passed" else (again[0], f"{first[1]}; again: {again[1]}")
+            if again[0] == "passed":
+                warnings.warn(f"{minor}: {case} passed on its second run (first: {first[1]})", stacklevel=1)
     finally:
         down = _testbed("down", "--data-dir", str(data))
     assert down.returncode == 0, down.stdout + down.stderr
