@@ -492,6 +492,8 @@ def _soft_probe(workloads: Workloads, kube: Any, name: str, ops: list[str], rule
                              annotations={"huawei.com/vnpu-mode": "hami-core"}))
     doc = workloads.probe(name)
     part = doc.get("acl") or {}
+    if part.get("unavailable"):  # a real cluster's probe image without CANN (libascendcl.so)
+        unknown(f"the probe image has no AscendCL runtime to drive the limiter: {part.get('error')}")
     assert "error" not in part and part, violated(
         rule_id, f"AscendCL in the container: {part.get('error', 'no acl part')} "
         f"(env {doc.get('env')}, /etc/ld.so.preload {doc.get('preload')})"

@@ -84,6 +84,8 @@ def test_template_view_and_no_device(npus: Any) -> None:
     assert doc["meminfo"]["total_mib"] == 16384 and outcomes(doc) == [(True, 0), (False, OOM)]
     none = probe(npu_library_env(npus.path, None))  # a container given no NPU
     assert none == {"error": "aclrtSetDevice answered 107001", "code": 107001}  # invalid device id
+    bare = {k: v for k, v in npu_library_env(npus.path, "1").items() if k != "LD_LIBRARY_PATH"}
+    assert probe(bare)["unavailable"] is True  # an image without CANN: not a refusal
 
 
 def test_limiter_enforces_the_quota_shared_by_processes(npus: Any, tmp_path: Path) -> None:
