@@ -1226,7 +1226,9 @@ def track_update(old: dict | None, new: dict, manager: str, *, group: str, kind:
     meta = new.setdefault("metadata", {})
     incoming = meta.get("managedFields")
     if not incoming:
-        entries = copy.deepcopy(((old or {}).get("metadata") or {}).get("managedFields") or [])
+        # entries are never changed in place (a changed one is a new dict), so a shallow copy will do
+        entries = [dict(e) for e in ((old or {}).get("metadata") or {}).get("managedFields") or []
+                   if isinstance(e, dict)]
     elif incoming == [{}]:
         entries = []
     else:
