@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.no_namespaces:
         opts.use_netns = opts.use_mount_ns = False
-    kube = Kube.from_config(args.kubeconfig, user_agent="testbed-node-agent")
+    # "kubelet" names its writes in managedFields, as the real kubelet's User-Agent does
+    kube = Kube.from_config(args.kubeconfig, user_agent="kubelet/testbed")
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
