@@ -19,10 +19,11 @@ The error channel carries a ``Status`` (v4+): ``Success``, or ``Failure`` with r
 ``NonZeroExitCode`` and the code as cause ``ExitCode``, which kubectl turns into its own exit code.
 Commands run in the container's namespaces (mount, network, UTS, PID and, for unprivileged
 containers, its user namespace) with its environment, user and working directory, through ``nsenter``
-as the exec probes do; ``tty`` gets a pseudo-terminal from the container's own ``/dev/pts`` whose size
-follows the resize channel. ``attach`` connects to the container's shim (``nsexec.py``'s attach
-socket): the container's output live, and what the client types into its stdin (``stdin: true``) or
-terminal (``tty: true``), resized like exec's.
+as the exec probes do, behind ``EXEC_WRAPPER`` (a command that cannot be started is reported as the
+runtime's error, not an exit code); ``tty`` gets a pseudo-terminal from the container's own
+``/dev/pts`` whose size follows the resize channel. ``attach`` connects to the container's shim
+(``nsexec.py``'s attach socket): the container's output live, and what the client types into its
+stdin (``stdin: true``) or terminal (``tty: true``), resized like exec's.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import shutil
 import signal
 import ssl
 import struct
+import sys
 import termios
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -125,6 +127,43 @@ def nsenter_argv(pid: int, argv: list[str], use_ns: bool) -> list[str]:
 
 
 TIOCSPTLCK, TIOCGPTPEER = 0x40045431, 0x5441
+WHY_FD = -1  # placeholder for the descriptor the exec wrapper reports on (Exec.start sets it)
+
+# Runs first inside the container: exec the command as runc would and, when that fails, say why on the
+# inherited descriptor (argv[1]) instead of printing nsenter's message, so the agent can answer as the
+# runtime does. Passed with -c (no file to read: a non-root container user may not reach the checkout).
+EXEC_WRAPPER = """import os, sys
+fd, argv = int(sys.argv[1]), sys.argv[2:]
+os.set_inheritable(fd, False)
+name = '"' + argv[0] + '"'
+try:
+    if "/" in argv[0]:
+        os.stat(argv[0])
+        os.execv(argv[0], argv)
+    os.execvp(argv[0], argv)
+except OSError as e:
+    why = (e.strerror or str(e)).lower()
+    if "/" in argv[0] and e.errno == 2:
+        why = "stat %s: %s" % (argv[0], why)
+    elif e.errno == 2:
+        why = "executable file not found in $PATH"
+    os.write(fd, ("exec: %s: %s" % (name, why)).encode())
+os._exit(127)
+"""
+HOST_PYTHON3 = (shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")
+                or os.path.realpath(sys.executable))
+
+
+def wrapped(argv: list[str], fd: int) -> list[str]:
+    """``argv`` behind the exec wrapper, which reports a failed exec on ``fd``."""
+    return [HOST_PYTHON3, "-S", "-c", EXEC_WRAPPER, str(fd), *argv]
+
+
+def runtime_exec_error(reason: str) -> str:
+    """The message a containerd node's kubelet sends when runc cannot start the exec'd command."""
+    return ("Internal error occurred: error executing command in container: failed to exec in container: "
+            f'failed to start exec "{os.urandom(32).hex()}": OCI runtime exec failed: exec failed: unable '
+            f"to start container process: {reason}: unknown")
 
 
 def container_pty(pid: int | None) -> tuple[int, int]:
@@ -150,14 +189,40 @@ class Exec:
     """One exec'd process: pipes, or a pseudo-terminal when ``tty``."""
 
     def __init__(self, argv: list[str], env: dict[str, str], tty: bool, stdin: bool,
-                 pid: int | None = None) -> None:
+                 pid: int | None = None, command: list[str] | None = None) -> None:
         self.argv, self.env, self.tty, self.want_stdin = argv, env, tty, stdin
         self.pid = pid  # the container's: its /dev/pts provides the terminal
+        self.command = command or argv  # what the client asked for (messages name it)
+        self.failed: str | None = None  # why the command could not be started (the exec wrapper's word)
+        self._why_r: int | None = None
         self.proc: asyncio.subprocess.Process | None = None
         self.master: int | None = None
         self._pty_proc: Any = None
 
     async def start(self) -> None:
+        why_r, why_w = os.pipe()
+        self._why_r = why_r
+        if EXEC_WRAPPER in self.argv:  # the wrapper's descriptor argument follows its code
+            self.argv[self.argv.index(EXEC_WRAPPER) + 1] = str(why_w)
+        try:
+            await self._start(why_w)
+        finally:
+            os.close(why_w)
+
+    def why(self) -> str | None:
+        """After the command ended: the reason its exec failed, or None (it ran)."""
+        if self._why_r is None:
+            return None
+        try:
+            os.set_blocking(self._why_r, False)
+            data = os.read(self._why_r, 4096)
+        except OSError:
+            data = b""
+        os.close(self._why_r)
+        self._why_r = None
+        return data.decode(errors="replace") or None
+
+    async def _start(self, why_w: int) -> None:
         if self.tty:
             import subprocess
 
@@ -169,7 +234,7 @@ class Exec:
 
             self._pty_proc = subprocess.Popen(
                 self.argv, stdin=slave, stdout=slave, stderr=slave, env=self.env, preexec_fn=ctty,
-                close_fds=True,
+                close_fds=True, pass_fds=(why_w,),
             )
             os.close(slave)
             self.master = master
@@ -182,6 +247,7 @@ class Exec:
                 stderr=asyncio.subprocess.PIPE,
                 env=self.env,
                 start_new_session=True,
+                pass_fds=(why_w,),
             )
 
     def resize(self, width: int, height: int) -> None:
@@ -437,11 +503,16 @@ async def run_exec(ch: Channels, ex: Exec) -> None:
         for t in [*side, gone]:
             t.cancel()
         ex.close()
+    why = ex.why()
+    if why:  # runc could not start it: the runtime's error, not an exit code
+        msg = runtime_exec_error(why)
+        await ch.finish(_status_failure(msg), msg)
+        return
     if code == 0:
         await ch.finish(_status_ok(), None)
     else:
         msg = ("command terminated with non-zero exit code: error executing command "
-               f"{ex.argv}, exit code {code}")
+               f"{ex.command}, exit code {code}")
         await ch.finish(_status_failure(msg, code), f"command terminated with non-zero exit code: {code}")
 
 
@@ -671,7 +742,8 @@ async def _run_target(ch: Channels, target: dict[str, Any], stdin: bool) -> None
     if target["kind"] == "attach":
         await run_attach(ch, target["worker"], target["container"], stdin)
         return
-    ex = Exec(target["argv"], target["env"], _flag(target["query"], "tty"), stdin, target.get("pid"))
+    ex = Exec(target["argv"], target["env"], _flag(target["query"], "tty"), stdin, target.get("pid"),
+              target.get("command"))
     await run_exec(ch, ex)
 
 
@@ -780,7 +852,8 @@ def add_routes(app: web.Application, agent: NodeAgent) -> None:
             cmd = q.getall("command", [])
             if not cmd:
                 raise web.HTTPBadRequest(text="you must specify at least 1 command")
-            target["argv"] = nsenter_argv(pid, list(cmd), agent.options.use_mount_ns)
+            target["command"] = list(cmd)
+            target["argv"] = nsenter_argv(pid, wrapped(list(cmd), WHY_FD), agent.options.use_mount_ns)
             target["pid"] = pid if agent.options.use_mount_ns else None
             target["env"] = dict(c.env)
         if not (_flag(q, "stdin") or _flag(q, "stdout") or _flag(q, "stderr")):

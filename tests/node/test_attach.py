@@ -212,6 +212,26 @@ def test_exec_sees_only_the_container_processes(agents: NodeAgents, kube: Kube, 
     assert int(re.search(r"pid=(\d+)", out).group(1)) < 100, out  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("minor", _minors(), ids=lambda m: f"kubectl-1.{m}")
+def test_exec_of_a_missing_command_is_the_runtime_error(testbed: EmbeddedTestbed, agents: NodeAgents,
+                                                        kube: Kube, minor: int, tmp_path: Path) -> None:
+    """kubectl exec of a command the container lacks: containerd's error (runc's message), kubectl's
+    exit code 1; a missing absolute path names the failed stat."""
+    name = f"no-cmd-{minor}"
+    create_bound_pod(kube, NS, NODE, name, {"containers": [
+        {"name": "c", "image": "busybox", "command": ["sleep", "3600"]}]})
+    wait_for(lambda: get_pod(kube, NS, name)["status"].get("phase") == "Running", 30)
+    for cmd, why in (("no-such-cmd", 'exec: "no-such-cmd": executable file not found in $PATH'),
+                     ("/no/such", 'exec: "/no/such": stat /no/such: no such file or directory')):
+        r = subprocess.run(_argv(minor, tmp_path, "exec", name, "--", cmd), capture_output=True, text=True,
+                           env=_env(testbed, tmp_path), timeout=30)
+        assert r.returncode == 1, r
+        assert r.stderr.startswith("error: Internal error occurred: error executing command in container: "
+                                   'failed to exec in container: failed to start exec "'), r.stderr
+        assert r.stderr.rstrip().endswith(f"OCI runtime exec failed: exec failed: unable to start container "
+                                          f"process: {why}: unknown"), r.stderr
+
+
 def test_kubectl_debug_it_targets_the_container(testbed: EmbeddedTestbed, agents: NodeAgents, kube: Kube,
                                                 tmp_path: Path) -> None:
     """`kubectl debug -it --target`: the ephemeral container shares the target's PID namespace and

@@ -4,6 +4,7 @@ and the official Python client's WebSocket ``stream()``."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -194,8 +195,8 @@ def test_pod_service_and_node_proxy(kube: Kube, testbed: EmbeddedTestbed, pod: d
 
 @ROOT_ONLY
 def test_exec_differences_from_runc(testbed: EmbeddedTestbed, pod: dict[str, Any]) -> None:
-    """DIFFERENCES.md: a missing command gets nsenter's exit code 127 (and its message); a TTY is a
-    terminal named in the container's own /dev/pts, as under runc."""
+    """A missing command is the runtime's error (InternalError with runc's message), not an exit code;
+    a TTY is a terminal named in the container's own /dev/pts, as under runc."""
     from kubernetes import client
     from kubernetes.stream import stream
 
@@ -203,7 +204,10 @@ def test_exec_differences_from_runc(testbed: EmbeddedTestbed, pod: dict[str, Any
     ws = stream(core.connect_get_namespaced_pod_exec, "box", NS, container="sh", command=["no-such-cmd"],
                 stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False)
     ws.run_forever(timeout=10)
-    assert ws.returncode == 127
+    status = json.loads(ws.read_channel(3))
+    assert status["reason"] == "InternalError" and status["code"] == 500, status
+    assert status["message"].endswith(
+        'unable to start container process: exec: "no-such-cmd": executable file not found in $PATH: unknown')
     out = stream(core.connect_get_namespaced_pod_exec, "box", NS, container="sh",
                  command=["sh", "-c", "test -t 1 && echo terminal; tty || echo no-name"], stderr=True,
                  stdin=True, stdout=True, tty=True)
