@@ -203,3 +203,7 @@ def test_kubectl_server_side_apply_conflicts(kubectl: Client, tmp_path: Path) ->
     apply_entry = _entry(out, "kubectl", "Apply")
     assert apply_entry["fieldsV1"]["f:data"] == {"f:a": {}, "f:b": {}}
     assert not [e for e in _entries(out) if e["manager"] == "kubectl-patch"]
+    # kubectl 1.26+ then moves what its client-side apply owned to its apply manager (a JSON patch of
+    # managedFields guarded by a test of resourceVersion); before that the Update entry stays
+    csa = [e for e in _entries(out) if e["manager"] == "kubectl-client-side-apply"]
+    assert bool(csa) == (kubectl.binary.parent.name == "kubectl-1.22"), _entries(out)
