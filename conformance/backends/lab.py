@@ -51,7 +51,7 @@ def add_parsers(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
         sp.add_argument("--state", help="emulated lab's keys and host dirs (default .cache/lab/<lab_name>)")
         sp.add_argument("--out", default=str(REPO / "reports" / "out"), help="run directories go here")
         sp.add_argument("-e", "--extra-vars", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra variables for the playbooks")
+                        help="extra variables for the playbooks (VALUE as JSON when it starts with [ or {)")
         if name in ("provision", "deploy"):
             sp.add_argument("--check", action="store_true", help="Ansible check mode: report, change nothing")
         sp.set_defaults(lab_command=name)
@@ -90,13 +90,21 @@ class Progress:
         return True  # keep the event in the artifacts
 
 
-def _extravars(pairs: list[str]) -> dict[str, str]:
-    out = {}
+def _extravars(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; a VALUE starting with ``[`` or ``{`` is JSON (a list such as
+    ``conformance_args=["--", "-k", "test_admission"]``), anything else a string."""
+    out: dict[str, Any] = {}
     for p in pairs:
         key, eq, value = p.partition("=")
         if not eq or not key:
             raise LabRunError(f"-e {p!r}: expected KEY=VALUE")
-        out[key] = value
+        if value[:1] in ("[", "{"):
+            try:
+                out[key] = json.loads(value)
+            except ValueError as e:
+                raise LabRunError(f"-e {key}: a value starting with [ or {{ must be JSON: {e}") from None
+        else:
+            out[key] = value
     return out
 
 

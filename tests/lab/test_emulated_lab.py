@@ -4,11 +4,19 @@ convergence and idempotence, bad input and teardown:
 
 * a failure mid-play (a node host whose agent directory is blocked by a file) stops provision naming
   the host and task; after the cause is gone, ``certify`` provisions the rest, deploys the chart,
-  runs the full NVIDIA cell (profile ``nvidia``, no case filter) on the lab's cluster and fetches the
-  bundle: verdict PASSED, every host's gathered facts in its environment capture;
+  runs NVIDIA cases on the lab's cluster and fetches the bundle, every host's gathered facts in its
+  environment capture;
 * a second ``provision`` and a ``--check`` one report changed=0; a second deploy changes nothing;
 * an unreachable host fails in preflight, naming it, before anything changes;
 * ``teardown`` leaves no namespace, process, mount or host file behind (also when a step failed).
+
+The full NVIDIA cell (95 cases, profile ``nvidia``) takes longer than CI's budget for this test (4 min
+on 2 cores), so CI runs the selection ``LAB_CASES`` below: every suite file, and in each the cases that
+cross hosts (the admission webhook and the scheduler extender on a node host, kubelet logs and the
+monitor's metrics through the pod proxy, two-node scheduling policies). The bundle then says
+INCOMPLETE, listing the rules that did not run; it claims no more than was run. With
+``HAMI_LAB_FULL_CELL=1`` the test runs the whole cell and requires PASSED (``hami-conformance certify
+-i inventories/emulated/lab.yml`` and ``bench/lab.py`` run it too).
 
 Needs root (network namespaces) and Debian's openssh-server (/usr/sbin/sshd). Timings: bench/lab.py.
 """
@@ -28,6 +36,15 @@ from testbed.lab import Lab, load_spec
 from testbed.lab.hosts import SSHD
 
 REPO = Path(__file__).resolve().parents[2]
+FULL_CELL = os.environ.get("HAMI_LAB_FULL_CELL") == "1"
+LAB_CASES = " or ".join([
+    "test_admission",  # every ADM case: the control plane calls the webhook on node1
+    "test_register_annotation", "test_capacity_matches_register", "test_versions",
+    "test_fit_and_bind", "test_reject_memory", "test_node_binpack", "test_node_spread",
+    "test_single_gpu_env",  # reads the container's log through node1's or node2's kubelet
+    "test_no_request_no_gpu", "test_no_cross_visibility", "test_reported_total",
+    "test_scheduler_metrics", "test_monitor_metrics",  # pod proxy to pods on both node hosts
+])
 
 pytestmark = [
     pytest.mark.slow,
@@ -70,12 +87,23 @@ def test_emulated_lab_certifies_over_ssh(tmp_path: Path, capsys: pytest.CaptureF
         blocker.unlink()
 
         # certify provisions what is left, deploys the chart, runs the NVIDIA cell, fetches the bundle
-        assert cli_main(["certify", *base, "--out", str(tmp_path / "c")]) == 0, capsys.readouterr()
+        select = [] if FULL_CELL else ["-e", "conformance_args=" + json.dumps(["--", "-k", LAB_CASES])]
+        rc = cli_main(["certify", *base, "--out", str(tmp_path / "c"), *select])
         (run_dir,) = (tmp_path / "c").iterdir()
         (bundle,) = run_dir.glob("*/bundle")
         results = json.loads((bundle / "results.json").read_text())
-        assert results["verdict"] == "PASSED"
-        assert results["summary"]["failed"] == 0 and results["summary"]["passed"] >= 90, results["summary"]
+        summary = results["summary"]
+        assert summary["failed"] == 0 and summary["unknown"] == 0, (summary, capsys.readouterr())
+        if FULL_CELL:
+            assert (rc, results["verdict"]) == (0, "PASSED") and summary["passed"] >= 90, summary
+        else:  # the selection passed; the certificate says the cell was not run in full
+            assert (rc, results["verdict"]) == (2, "INCOMPLETE"), (rc, results["verdict"])
+            assert 25 <= summary["passed"] <= 40, summary
+            ran = {c["ruleId"] for c in results["cases"]}
+            assert {"ADM-FORGE-1", "SCHED-NODEPOLICY-1", "ALLOC-ENV-1", "MET-MON-1"} <= ran
+            assert "ENF-CORE-3" not in ran
+            not_run = results["decision"]["requiredRulesNotRun"]
+            assert "ENF-CORE-3" in not_run and len(not_run) + len(ran) >= 90, results["decision"]
         env = json.loads((bundle / "environment.json").read_text())
         hosts = (env.get("extra") or env)["labHosts"]
         assert set(hosts) == {"cp1", "node1", "node2"}

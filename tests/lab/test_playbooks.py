@@ -150,16 +150,19 @@ def test_real_lab_inventory_satisfies_every_role(tmp_path: Path) -> None:
             assert not res.error_messages, f"{host} / {role}: {res.error_messages}"
 
 
-def _bad_lab(tmp_path: Path, nodes: dict[str, dict], minor: str = "1.33") -> subprocess.CompletedProcess[str]:
+def _bad_lab(tmp_path: Path, nodes: dict[str, dict], minor: str = "1.33",
+             vendor: str = "nvidia") -> subprocess.CompletedProcess[str]:
     """provision.yml against local-connection hosts: only its preflight can run, and must stop it."""
     tmp_path.mkdir(parents=True)
     host_dir = tmp_path / "hosts"
-    inv = {"all": {"vars": {"k8s_minor": minor, "ansible_connection": "local",
+    inv = {"all": {"vars": {"k8s_minor": minor, "vendor": vendor, "ansible_connection": "local",
+                            "lab_subnet": "10.0.0.0/24",
                             "ansible_python_interpreter": sys.executable, "hcl_repo": str(REPO)},
                    "children": {
                        "control_plane": {"hosts": {"cp1": {"lab_host_dir": str(host_dir / "cp1")}}},
                        "nodes": {"hosts": {name: {"lab_host_dir": str(host_dir / name),
-                                                  "lab_address": "10.0.0.2", **v}
+                                                  "lab_address": "10.0.0.2", "lab_pod_cidr": "10.1.0.0/24",
+                                                  **v}
                                            for name, v in nodes.items()}}}}}
     (tmp_path / "inv.yml").write_text(yaml.safe_dump(inv))
     r = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", str(tmp_path / "inv.yml"),
@@ -184,6 +187,9 @@ def test_bad_variables_fail_before_anything_changes(tmp_path: Path) -> None:
     r = _bad_lab(tmp_path / "minor", {"node1": {"node_vendor": "nvidia", "node_model": "A100-SXM4-80GB"}},
                  minor="1.9")
     assert "[cp1]" in r.stdout and "k8s_minor" in r.stdout and "1.9" in r.stdout
+    r = _bad_lab(tmp_path / "vendor", {"node1": {"node_vendor": "nvidia", "node_model": "A100-SXM4-80GB",
+                                                 "node_count": 1}}, vendor="amdgpu")
+    assert "[cp1]" in r.stdout and "vendor" in r.stdout and "amdgpu" in r.stdout
 
 
 ANSIBLE_LINT = Path(sys.executable).with_name("ansible-lint")
