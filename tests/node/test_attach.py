@@ -232,19 +232,18 @@ def test_exec_of_a_missing_command_is_the_runtime_error(testbed: EmbeddedTestbed
                                           f"process: {why}: unknown"), r.stderr
 
 
+@pytest.mark.parametrize("minor", _minors(), ids=lambda m: f"kubectl-1.{m}")
 def test_kubectl_debug_it_targets_the_container(testbed: EmbeddedTestbed, agents: NodeAgents, kube: Kube,
-                                                tmp_path: Path) -> None:
-    """`kubectl debug -it --target`: the ephemeral container shares the target's PID namespace and
-    takes what is typed at kubectl's terminal."""
-    minors = [m for m in _minors() if m >= 23]
-    if not minors:
-        pytest.skip("no kubectl 1.23+ cached (testbed.clients fetch)")
-    create_bound_pod(kube, NS, NODE, "dbg-target", {"containers": [
+                                                minor: int, tmp_path: Path) -> None:
+    """`kubectl debug -it --target` (SPDY before 1.30, WebSocket after): the ephemeral container
+    shares the target's PID namespace and takes what is typed at kubectl's terminal."""
+    name = f"dbg-target-{minor}"
+    create_bound_pod(kube, NS, NODE, name, {"containers": [
         {"name": "app", "image": "busybox", "command": ["sh", "-c", "sleep 2718"]}]})
-    wait_for(lambda: get_pod(kube, NS, "dbg-target")["status"].get("phase") == "Running", 30)
+    wait_for(lambda: get_pod(kube, NS, name)["status"].get("phase") == "Running", 30)
     out = _on_terminal(
-        _argv(minors[-1], tmp_path, "debug", "-it", "dbg-target", "--image=busybox", "-c", "dbg",
-              "--target=app", "--", "sh"),
+        _argv(minor, tmp_path, "debug", "-it", name, "--image=busybox", "-c", "dbg", "--target=app", "--",
+              "sh"),
         _env(testbed, tmp_path), ["ps -e -o args= | grep -c '^sleep 2718'", "exit 0"],
         "If you don't see a command prompt")
     assert re.search(r"^1$", out, re.M), out
