@@ -24,7 +24,7 @@ RULE_ID_RE = re.compile(r"^[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)+$")
 
 VENDORS = (
     "nvidia", "ascend", "cambricon", "hygon", "iluvatar", "mthreads", "metax", "enflame", "kunlunxin",
-    "vastai", "biren", "awsneuron",
+    "vastai", "biren", "awsneuron", "amd",
 )
 VENDOR_TITLES = {
     "nvidia": "NVIDIA GPUs",
@@ -39,6 +39,7 @@ VENDOR_TITLES = {
     "vastai": "Vastai accelerators",
     "biren": "Biren GPUs",
     "awsneuron": "AWS Neuron devices",
+    "amd": "AMD GPUs",
 }
 CAPABILITIES = {
     "registration": "device plugins register devices (annotations, capacity, handshake)",

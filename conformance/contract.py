@@ -65,6 +65,7 @@ VENDOR_SIGNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "vastai": (("hami.io/node-va-register",), ("vastaitech.com/va",)),
     "biren": (("hami.io/node-biren-register",), ("birentech.com/gpu",)),
     "awsneuron": ((), ("aws.amazon.com/neuron",)),
+    "amd": (("hami.io/node-amd-register",), ("amd.com/gpu",)),
 }
 
 

@@ -44,6 +44,7 @@ VENDORS = (
     "vastai",
     "biren",
     "awsneuron",
+    "amd",
 )
 # The CNCF AI conformance requirement ids this harness can produce evidence for.
 AI_REQUIREMENTS = ("gpu_sharing", "virtualized_accelerator", "secure_accelerator_access")

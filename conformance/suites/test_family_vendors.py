@@ -60,6 +60,7 @@ class Vendor:
     admission_only: bool = False  # no emulated plugin for it: admission cases only
     link_zones: bool = False  # whole devices of one request share a MetaLink zone (MetaX sGPU)
     exclusive: bool = False  # a device is never given to two pods (Enflame GCU)
+    devcore: int = 100  # the registered devcore of every device (AMD: the card's compute units)
     capacity: Capacity | None = None
     denials: tuple[Denial, ...] = ()
     rewrites: tuple[Rewrite, ...] = ()
@@ -263,6 +264,28 @@ VENDORS += (
     ),
 )
 
+VENDORS += (
+    Vendor(
+        "amd",
+        "AMD",
+        "amd.com/gpu",
+        {"amd.com/gpu": "1", "amd.com/gpumem": "1024", "amd.com/gpucores": "10"},
+        "hami.io/amd-devices-allocated",
+        ",1024,30:",  # 10 % of the MI300X's 304 compute units
+        {"AMD-MI300X": 196608},
+        register="hami.io/node-amd-register",
+        register_format="json",
+        devcore=304,
+        denials=(
+            Denial(
+                "ADM-1",
+                {"amd.com/gpu": "1", "amd.com/gpucores": "150"},
+                "amd.com/gpucores must be an integer percentage between 1 and 100",
+            ),
+        ),
+    ),
+)
+
 
 def _param(v: Vendor, rule_id: str, text: str, value: Any = None) -> Any:
     return pytest.param(
@@ -429,7 +452,9 @@ def _check_json_devices(rid: str, node: str, v: Vendor, value: str) -> None:
         assert d.get("devmem") == want, violated(
             rid, f"{node}: {d.get('id')} devmem {d.get('devmem')}, the card has {want}"
         )
-        assert d.get("devcore") == 100, violated(rid, f"{node}: {d.get('id')} devcore {d.get('devcore')}")
+        assert d.get("devcore") == v.devcore, violated(
+            rid, f"{node}: {d.get('id')} devcore {d.get('devcore')}, want {v.devcore}"
+        )
 
 
 def _bound(workloads: Workloads, name: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@
 * :mod:`.kunlun` - Kunlunxin whole XPU and vXPU (8-card board topology, memory partitions).
 * :mod:`.enflame` - Enflame whole GCUs.
 * :mod:`.awsneuron` - AWS Neuron devices and NeuronCores.
+* :mod:`.amd` - AMD GPUs (memory and a percentage of compute units).
 * :mod:`.countonly` - Vastai and Biren (count only).
 * :mod:`.registry` - families by name; :func:`build_families` from a config.
 """

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from .amd import AmdFamily
 from .ascend import ascend_families
 from .awsneuron import AwsNeuronFamily
 from .base import DeviceFamily
@@ -161,3 +162,11 @@ def _neuron(config: DeviceConfig) -> DeviceFamily | None:
 
 
 register_family("AWSNeuron", _neuron)
+
+
+def _amd(config: DeviceConfig) -> DeviceFamily | None:
+    section = config.section("amd")
+    return AmdFamily(section) if section else None
+
+
+register_family("AMD", _amd)

@@ -89,4 +89,11 @@ FAMILY_FAULTS: tuple[Fault, ...] = (
         ("AWSNEURON-CORE-ADM-SCHED-1",),
         vendor="awsneuron",
     ),
+    Fault(
+        "webhook-amd-cores-unchecked",
+        "webhook",
+        "a pod asking amd.com/gpucores above 100 % is admitted instead of refused",
+        ("AMD-ADM-1",),
+        vendor="amd",
+    ),
 )

@@ -79,6 +79,9 @@ MODELS: dict[str, dict[str, Model]] = {
     "awsneuron": {  # compute units = NeuronCores per device
         "Trainium": Model("awsneuron", "Trainium", 32768, 2, "NEURON"),
     },
+    "amd": {  # compute units are what HAMi's AMD cores percentage is taken of
+        "MI300X": Model("amd", "MI300X", 196608, 304, "AMD"),
+    },
 }
 
 
@@ -94,6 +97,7 @@ VISIBLE_ENV: dict[str, str] = {
     "biren": "BIREN_VISIBLE_DEVICES",
     "enflame": "ENFLAME_VISIBLE_DEVICES",
     "awsneuron": "AWS_NEURON_VISIBLE_DEVICES",
+    "amd": "ROCR_VISIBLE_DEVICES",
 }
 
 

@@ -64,6 +64,7 @@ def test_rule_ids_are_unique_across_rows() -> None:
         ("iluvatar.ai/BI-V150-vgpu", "iluvatar"),
         ("enflame.com/gcu", "enflame"),
         ("aws.amazon.com/neuroncore", "awsneuron"),
+        ("amd.com/gpu", "amd"),
     ],
 )
 def test_a_pod_of_a_disabled_family_is_told_the_family_is_not_enabled(resource: str, vendor: str) -> None:

@@ -128,7 +128,7 @@ repeated; another value for an owned flag (same name before "=") fails the rende
 {{- $d := index $v.devices . -}}
 {{- if $d.enabled }}{{ $names = concat $names $d.customresources }}{{ end -}}
 {{- end -}}
-{{- $names = concat $names $v.devices.amd.customresources -}}
+{{- if $v.devices.amd.enabled }}{{ $names = concat $names $v.devices.amd.customresources }}{{ end -}}
 {{- toJson (uniq $names) -}}
 {{- end -}}
 

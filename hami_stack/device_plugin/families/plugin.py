@@ -58,7 +58,7 @@ def register_entries(spec: PluginSpec, devices: Sequence[hw.Device]) -> list[Dev
             index=d.index,
             count=spec.split_count,
             devmem=d.memory_mib // shrink,
-            devcore=100,
+            devcore=d.compute_units if spec.devcore_is_compute_units else 100,
             type=spec.type_prefix + d.model,
             numa=d.numa,
             health=d.healthy,

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ...devices.amd import AmdFamily
 from ...devices.awsneuron import AwsNeuronFamily
 from ...devices.base import DeviceFamily
 from ...devices.cambricon import MEMORY_UNIT_MIB, CambriconFamily
@@ -56,6 +57,7 @@ class PluginSpec:
     extra_resources: tuple[tuple[str, str], ...] = ()
     memory_unit_mib: int = 1
     cores_per_device: int = 100  # what one device gives of a "cores" extra resource (Mthreads: 16)
+    devcore_is_compute_units: bool = False  # register devcore = the card's compute units (AMD), not 100
     # the register annotation in a vendor's own format (spec, devices) -> value; None: CSV/JSON
     encode_register: Callable[[PluginSpec, Sequence[Device]], str] | None = None
 
@@ -177,6 +179,10 @@ SPECS["awsneuron"] = PluginSpec(
     register=REGISTER_CAPACITY,
     extra_resources=(("core_resource", "cores"),),
     cores_per_device=2,
+)
+
+SPECS["amd"] = PluginSpec(
+    "amd", "amd", "amd", lambda section: AmdFamily(section), type_prefix="AMD-", devcore_is_compute_units=True
 )
 
 
