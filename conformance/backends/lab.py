@@ -12,8 +12,8 @@ created by ``testbed.lab`` (network namespaces with sshd); its connection variab
 inventory source. Each run keeps runner's artifacts (events, stdout, fact cache) under
 ``<out>/<run id>/runner/`` and writes ``lab-facts.json`` (OS, kernel, accelerators of every host) and
 ``lab-run.json`` (per playbook: ok/changed/failed per host, seconds). ``certify`` exits with the
-fetched bundle's verdict, as ``hami-conformance run`` does (0 PASSED, 1 FAILED, 2 INCOMPLETE, 3 WARNED;
-5 when the bundle is unreadable).
+fetched bundle's verdict, as ``hami-conformance run`` does (0 PASSED, 1 FAILED, 2 INCOMPLETE, 3 WARNED);
+every command exits 4 on a bad lab inventory and 5 when a playbook failed or no bundle was readable.
 """
 
 from __future__ import annotations
@@ -231,6 +231,10 @@ def main(args: argparse.Namespace) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         extravars = _extravars(args.extra_vars)
+    except LabRunError as e:  # bad input: nothing ran
+        print(f"error: {e}", file=sys.stderr)
+        return 4
+    try:
         spec = load_spec(inventory)
         lab = Lab(spec, Path(args.state) if args.state else default_state(str(inventory)))
         inventories = [inventory, lab.connection_inventory]
@@ -265,7 +269,10 @@ def main(args: argparse.Namespace) -> int:
             verdict = _verdict(bundles[-1])
             print(f"certify: {verdict} · bundle {bundles[-1]} in {rec['seconds']}s", flush=True)
             return VERDICT_EXIT.get(verdict, 5)
-    except (LabError, LabRunError) as e:
+    except LabError as e:  # the lab's inventory or hosts: nothing ran
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return 4
+    except LabRunError as e:  # a playbook failed (preflight included): no bundle
+        print(f"error: {e}", file=sys.stderr)
+        return 5
     return 0

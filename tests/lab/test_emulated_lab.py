@@ -80,7 +80,7 @@ def test_emulated_lab_certifies_over_ssh(tmp_path: Path, capsys: pytest.CaptureF
         blocker = state / "hosts" / "node2" / "agent"
         blocker.parent.mkdir(parents=True)
         blocker.write_text("in the way\n")
-        assert cli_main(["provision", *base, "--out", str(tmp_path / "p0")]) == 2
+        assert cli_main(["provision", *base, "--out", str(tmp_path / "p0")]) == 5
         assert "host node2: task 'Node directory' failed" in capsys.readouterr().err
         (failed,) = _runs(tmp_path / "p0")
         assert failed["changed"].get("cp1"), "the control plane was provisioned before the failure"

@@ -77,3 +77,15 @@ def test_kubelet_networks_allowlist(monkeypatch: pytest.MonkeyPatch) -> None:
     assert kubelet_endpoint(node("10.213.0.11")) == ("10.213.0.11", 4321)
     with pytest.raises(APIError, match="and in \\$TESTBED_KUBELET_NETWORKS"):
         kubelet_endpoint(node("10.213.1.11"))  # a node's status must not steer the apiserver elsewhere
+
+
+def test_bad_lab_input_exits_4_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from conformance.cli import main as cli_main
+
+    inv = _inv(tmp_path, lab_pod_subnet="10.213.0.0/16")
+    base = ["-i", str(inv), "--state", str(tmp_path / "state"), "--out", str(tmp_path / "out")]
+    assert cli_main(["provision", *base]) == 4
+    assert "all.vars.lab_pod_subnet 10.213.0.0/16 overlaps all.vars.lab_subnet" in capsys.readouterr().err
+    assert cli_main(["certify", *base, "-e", "conformance_args=[--"]) == 4
+    assert "-e conformance_args: a value starting with [ or { must be JSON" in capsys.readouterr().err
+    assert not (tmp_path / "state").exists()  # nothing was created
