@@ -4,11 +4,13 @@ Every container of a pod gets the same file (unless it mounts something at ``/et
 the localhost entries, the pod's IP with its hostname (fully qualified first when the pod names a
 ``subdomain``), then the pod's ``hostAliases``. A ``hostNetwork`` pod gets the node's own file
 instead, followed by its ``hostAliases``. The file lives in the pod's directory and is bound
-read-write, so a container may change its copy (the change stays in that pod).
+read-write, so a container may change its copy (the change stays in that pod). ``/etc/hostname``
+(the container runtime's file) holds the pod's hostname.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -53,16 +55,33 @@ def content(pod: dict[str, Any], pod_ip: str, host_file: Path = Path("/etc/hosts
     return out + _aliases(spec)
 
 
-def mounts(pod_dir: Path, pod: dict[str, Any], pod_ip: str,
-           taken: list[tuple[str, str, bool]]) -> list[tuple[str, str, bool]]:
-    """The bind mount of the pod's hosts file (written on first use), unless the container mounts
-    its own ``/etc/hosts``."""
-    if any(m[1].rstrip("/") == "/etc/hosts" for m in taken):
-        return []
-    path = pod_dir / "etc-hosts"
+def hostname(pod: dict[str, Any]) -> str:
+    """The pod's hostname (``spec.hostname`` or its name, at most 63 characters); a host-network pod
+    has the node's."""
+    spec = pod.get("spec") or {}
+    if spec.get("hostNetwork"):
+        return os.uname().nodename
+    return str(spec.get("hostname") or pod["metadata"]["name"])[:63]
+
+
+def _write(path: Path, text: str) -> None:
     if not path.exists():
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(content(pod, pod_ip))
+        tmp.write_text(text)
         tmp.chmod(0o644)
         tmp.replace(path)
-    return [(str(path), "/etc/hosts", False)]
+
+
+def mounts(pod_dir: Path, pod: dict[str, Any], pod_ip: str,
+           taken: list[tuple[str, str, bool]]) -> list[tuple[str, str, bool]]:
+    """Bind mounts of the pod's ``/etc/hosts`` and ``/etc/hostname`` (written on first use; the
+    runtime writes the latter), except where the container mounts its own."""
+    out = []
+    for target, name, text in (("/etc/hosts", "etc-hosts", lambda: content(pod, pod_ip)),
+                               ("/etc/hostname", "etc-hostname", lambda: hostname(pod) + "\n")):
+        if any(m[1].rstrip("/") == target for m in taken):
+            continue
+        path = pod_dir / name
+        _write(path, text())
+        out.append((str(path), target, False))
+    return out

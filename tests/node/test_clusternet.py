@@ -180,7 +180,7 @@ UDP_CLIENT = (
     "while len(reply) < n:\n"
     "    reply += t.recv(n - len(reply))\n"
     "print('tcp-dns', socket.inet_ntoa(reply[-4:]))\n"
-    "print(socket.gethostname())\n"
+    "print(socket.gethostname(), open('/etc/hostname').read().strip())\n"
     "print('|'.join(l for l in open('/etc/hosts').read().splitlines() if l and not l.startswith('#')))\n"
 )
 
@@ -227,7 +227,7 @@ def test_udp_service_tcp_dns_service_env_and_hosts(kube: Kube, agents: NodeAgent
             assert lines == ["links=none k8s=set"], lines
             continue
         assert lines[0] == f"{ip} 9999 9999 udp://{ip}:9999 {ip}:9999", lines  # $(VAR) sees them too
-        assert lines[1:4] == ["echo:ping True", f"tcp-dns {ip}", "box"], lines
+        assert lines[1:4] == ["echo:ping True", f"tcp-dns {ip}", "box box"], lines
         pod_ip = done["status"]["podIP"]
         hosts = lines[4].split("|")
         assert hosts[0] == "127.0.0.1\tlocalhost", hosts
