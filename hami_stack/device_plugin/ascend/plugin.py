@@ -14,7 +14,10 @@ What it does, as HAMi's ``ascend-device-plugin`` does it:
   Reported_<2006.01.02 15:04:05>`` and ``hami-vnpu-core: "true"|"false"``;
 * Allocate (:class:`~hami_stack.device_plugin.allocate.Allocator`, the same lock-vouched protocol as
   NVIDIA): ``ASCEND_VISIBLE_DEVICES`` with the physical IDs, ``ASCEND_VNPU_SPECS`` in hard mode (the
-  Ascend container runtime creates the vNPU from it), the hami-core env and mounts otherwise.
+  Ascend container runtime creates the vNPU from it), the hami-core env and mounts otherwise;
+* hami-core mode (``vnpus.hamiVnpuCore``, or this node's entry in the node config, upstream's
+  ``hami-device-node-config``): the hook directory gets the NPU limiter ``libvnpu.so``
+  (``hami_stack/enforcer/ascend``) and an ``ld.so.preload`` naming it, which Allocate mounts.
 """
 
 from __future__ import annotations
