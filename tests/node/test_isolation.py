@@ -128,7 +128,8 @@ def test_hostile_pod_reads_no_secret(
         "device-plugin dir (host)": str(node_root / "var/lib/kubelet/device-plugins"),
         "victim secret (host path)": str(victim_file),
         "victim secret (its root)": f"/proc/{victim_pid}/root/etc/victim/password",
-        "host root via pid 1": "/proc/1/root/etc/hostname",
+        # pid 1 is the pod's own init, whose /etc/hostname is the pod's: a host-only file is the test
+        "host root via pid 1": "/proc/1/root/etc/shadow",
         "kubeconfig via pid 1": f"/proc/1/root{testbed.kubeconfig_path}",
         "kubeconfig via the agent": f"/proc/{os.getpid()}/root{testbed.kubeconfig_path}",
         "kubelet sockets": "/var/lib/kubelet/device-plugins",
