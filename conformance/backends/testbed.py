@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,8 @@ INVENTORY = REPO / "inventories" / "emulated" / "two-nodes-a100.yaml"
 VENDOR_INVENTORIES = {"ascend": REPO / "inventories" / "emulated" / "two-nodes-ascend.yaml"}
 # several vendors in one cell (--vendor nvidia,ascend or all): the mixed cluster of four families
 MIXED_INVENTORY = REPO / "inventories" / "emulated" / "mixed-families.yaml"
+# where a mixed inventory joined by the families it lacks is written (default_inventory)
+INVENTORY_CACHE = Path.home() / ".cache" / "hami-conformance" / "inventories"
 ASCEND_ENABLE = "devices.ascend.enabled=true"
 RELEASE = "hami"
 
@@ -151,8 +154,14 @@ def default_inventory(vendors: list[str], scratch: Path | None = None) -> Path:
             if key in defaults and key not in node:
                 node[key] = defaults[key]
         doc["nodes"].append(node)
-    out = scratch / "mixed-families.yaml"
-    out.write_text(yaml.safe_dump(doc, sort_keys=False))
+    text = yaml.safe_dump(doc, sort_keys=False)
+    # named by its content: cells of the same selection share one file, and none is left per run
+    out = scratch / f"mixed-families-{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml"
+    scratch.mkdir(parents=True, exist_ok=True)
+    if not out.is_file():
+        tmp = out.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, out)
     return out
 
 
@@ -221,7 +230,7 @@ class TestbedBackend:
         inventory = (
             Path(opts.inventory)
             if opts.inventory
-            else default_inventory(vendors, Path(tempfile.mkdtemp(prefix="hami-inventory-")))
+            else default_inventory(vendors, INVENTORY_CACHE)
         )
         if not inventory.is_file():
             raise BackendError(f"node inventory {inventory} does not exist")
@@ -357,7 +366,9 @@ class TestbedBackend:
             [sys.executable, "-m", "testbed", "down", "--data-dir", data_dir],
             capture_output=True,
             text=True,
-            timeout=120,
+            # 120 s was too short on a loaded machine: nine matrix cells at load 50 each took over 2
+            # minutes to go down (pods' grace, /proc scans), failing a session whose cases all passed
+            timeout=300,
             check=False,
             cwd=REPO,
         )
