@@ -55,7 +55,7 @@ def test_capacity_reserved_and_taints() -> None:
             "one",
         ),
         ({"nodes": [{"name": "A_b"}]}, "name", "RFC 1123"),
-        ({"nodes": [{"name": "a", "hardware": {"amd": {}}}]}, "amd", "unknown field"),
+        ({"nodes": [{"name": "a", "hardware": {"qpu": {}}}]}, "qpu", "unknown field"),
         (
             {"nodes": [{"name": "a", "taints": [{"key": "k", "effect": "Sometimes"}]}]},
             "taints[0].effect",
