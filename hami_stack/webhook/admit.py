@@ -291,7 +291,7 @@ def unserved_family_warnings(pod: Obj, families: Sequence[DeviceFamily]) -> list
                 out.append(
                     f"container {container.get('name', '')} asks for {', '.join(asked)}, but the "
                     f"{spec.vendor} family ({known.common_word}) is not enabled in this HAMi installation "
-                    f"(chart value devices.{spec.config_section}.enabled=false, or the scheduler's device "
+                    f"(chart value devices.{spec.chart_values_key}.enabled=false, or the scheduler's device "
                     f"config has no {spec.config_section} section): the HAMi scheduler will not place it"
                 )
     return out

@@ -3,11 +3,16 @@ names rules its vendor's profile requires (so the self-test can catch it)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from conformance import profiles
 from conformance.suites import test_family_vendors as suite
 from hami_stack.faults.catalogue import CATALOGUE
+
+REPO = Path(__file__).resolve().parents[2]
 
 VENDORS = sorted({v.vendor for v in suite.VENDORS})
 
@@ -81,6 +86,10 @@ def test_a_pod_of_a_disabled_family_is_told_the_family_is_not_enabled(resource: 
         and f"the {vendor} family" in resp.warnings[0]
         and "not enabled" in resp.warnings[0]
     )
+    # the warning names the chart value a user sets, which exists in the chart
+    key = resp.warnings[0].split("chart value devices.", 1)[1].split(".enabled", 1)[0]
+    values = yaml.safe_load((REPO / "hami_stack" / "chart" / "values.yaml").read_text())
+    assert "enabled" in values["devices"][key], key
 
 
 def test_the_selftest_finds_a_case_for_every_rule_and_fault() -> None:

@@ -60,6 +60,11 @@ class PluginSpec:
     devcore_is_compute_units: bool = False  # register devcore = the card's compute units (AMD), not 100
     # the register annotation in a vendor's own format (spec, devices) -> value; None: CSV/JSON
     encode_register: Callable[[PluginSpec, Sequence[Device]], str] | None = None
+    chart_key: str = ""  # the chart's ``devices.<key>`` when it differs from config_section
+
+    @property
+    def chart_values_key(self) -> str:
+        return self.chart_key or self.config_section
 
 
 SPECS: dict[str, PluginSpec] = {
@@ -104,6 +109,7 @@ SPECS["iluvatar"] = PluginSpec(
     # the pods' vMem (256 MiB units) and vCore must fit the node's allocatable at the kubelet too
     extra_resources=(("core_resource", "cores"), ("memory_resource", "memory_units")),
     memory_unit_mib=ILUVATAR_MEMORY_UNIT,
+    chart_key="iluvatar",  # the device config calls its section "iluvatars"
 )
 SPECS["mthreads"] = PluginSpec(
     "mthreads",
