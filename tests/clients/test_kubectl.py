@@ -21,7 +21,7 @@ from .harness import Client, LogKubelet, manifest, table_rows, token_kubeconfig
 
 pytestmark = pytest.mark.kubectl
 
-MINORS = (20, 25, 33)
+MINORS = (20, 25, 33, 35)  # the oldest and newest kubectl the npm layers ship, and two between
 _names = itertools.count()
 
 
@@ -283,13 +283,16 @@ def _finalize_when_terminating(env: Env, ns: str, name: str, seen: list[str]) ->
 
 def test_delete_wait(env: Env) -> None:
     ns = env.namespace()
+    # kubectl 1.35 names the namespace in its message; older ones do not
+    suffix = f" from {ns} namespace" if env.minor >= 35 else ""
     env.core.create_namespaced_config_map(ns, _configmap("gone", {}))
-    assert env.run("-n", ns, "delete", "cm", "gone", "--wait").stdout.strip() == 'configmap "gone" deleted'
+    out = env.run("-n", ns, "delete", "cm", "gone", "--wait")
+    assert out.stdout.strip() == f'configmap "gone" deleted{suffix}'
     env.pod(ns, "bound", bind=True)
     seen: list[str] = []
     helper = _finalize_when_terminating(env, ns, "bound", seen)
     out = env.run("-n", ns, "delete", "pod", "bound", "--wait", "--timeout=30s")
-    assert out.stdout.strip() == 'pod "bound" deleted'
+    assert out.stdout.strip() == f'pod "bound" deleted{suffix}'
     helper.join(10)
     # The pod on a node was only marked (default grace 30s); the helper finished it.
     assert seen == ["30"]
