@@ -19,9 +19,12 @@ every command exits 4 on a bad lab inventory and 5 when a playbook failed or no 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import stat
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -106,6 +109,23 @@ def _extravars(pairs: list[str]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def control_dir(state: Path) -> Path:
+    """Where ssh keeps this lab's multiplexing sockets: a short path, since a Unix socket path has at
+    most 107 bytes and ssh appends a random suffix to its temporary name (a lab state under pytest's
+    deep tmp dirs overflowed: "unix_listener: ... too long for Unix domain socket"). One private
+    directory per user (a socket in a shared one could be taken over by another local user), one
+    subdirectory per lab state."""
+    base = Path(tempfile.gettempdir()) / f"hcl-cp-{os.getuid()}"
+    base.mkdir(mode=0o700, exist_ok=True)
+    st = base.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise LabRunError(f"{base}: must be a directory owned by uid {os.getuid()} with mode 0700 "
+                          "(it holds ssh's multiplexing sockets); remove it and run again")
+    sub = base / hashlib.sha256(str(state.resolve()).encode()).hexdigest()[:12]
+    sub.mkdir(mode=0o700, exist_ok=True)
+    return sub
 
 
 def run_playbook(playbook: str, inventories: list[Path], run_dir: Path, *, extravars: dict[str, Any],
@@ -238,7 +258,7 @@ def main(args: argparse.Namespace) -> int:
         spec = load_spec(inventory)
         lab = Lab(spec, Path(args.state) if args.state else default_state(str(inventory)))
         inventories = [inventory, lab.connection_inventory]
-        kw = {"extravars": extravars, "control_dir": lab.state / "cp"}
+        kw = {"extravars": extravars, "control_dir": control_dir(lab.state)}
         cmd = args.lab_command
         print(f"run directory: {run_dir}", flush=True)
         if cmd == "teardown":

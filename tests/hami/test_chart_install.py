@@ -126,6 +126,28 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Kube, 
         )
 
 
+def _plugins_rolled_out(kube: Kube) -> bool:
+    """The device-plugin DaemonSet has replaced every pod an upgrade changed and they are available:
+    while a plugin restarts, its node's kubelet has no devices and refuses GPU pods (as a real one does)."""
+    ds = kube.get(f"/apis/apps/v1/namespaces/{NS}/daemonsets/hami-device-plugin")
+    st = ds.get("status") or {}
+    want = st.get("desiredNumberScheduled", -1)
+    sel = "app.kubernetes.io/component=hami-device-plugin"
+    pods = kube.get(f"/api/v1/namespaces/{NS}/pods", labelSelector=sel).get("items") or []
+    return (
+        st.get("observedGeneration") == ds["metadata"].get("generation")
+        and st.get("updatedNumberScheduled") == want
+        and st.get("numberAvailable") == want
+        # the DaemonSet counts a replaced pod as gone while it still terminates on its node
+        and len(pods) == want
+        and not any(p["metadata"].get("deletionTimestamp") for p in pods)
+    )
+
+
+def _allocatable(kube: Kube, node: str) -> str | None:
+    return (kube.get(f"/api/v1/nodes/{node}")["status"].get("allocatable") or {}).get("nvidia.com/gpu")
+
+
 def _capacity(kube: Kube, node: str) -> str | None:
     obj = kube.get(f"/api/v1/nodes/{node}")
     if ann.NVIDIA_KEYS.register not in (obj["metadata"].get("annotations") or {}):
@@ -227,6 +249,10 @@ def test_upgrade_from_a_secret_without_the_client_pair(installed: tuple[Kube, Pa
     hook_path = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/hami-webhook"
     assert kube.get(hook_path)["webhooks"][0]["clientConfig"]["caBundle"] == new["ca.crt"]
     assert kube.get(deploy_path)["spec"]["template"]["metadata"]["annotations"]["checksum/tls"] != checksum
+    # this upgrade drops the previous test's plugin pod annotation, so the plugins restart
+    wait_for(lambda: _plugins_rolled_out(kube), timeout=120, what="device-plugin DaemonSet rolled out")
+    # the kubelet keeps the capacity of a restarting plugin's devices but none is allocatable
+    wait_for(lambda: _allocatable(kube, "gpu-node-1") == "40", timeout=60, what="gpu-node-1: its GPUs again")
     done = _scheduled_by_hami(kube, _gpu_pod("after-rotation", "gpu-node-1"))
     assert done["status"]["phase"] == "Succeeded", done["status"]
     assert done["metadata"]["annotations"][ann.BIND_PHASE] == "success"

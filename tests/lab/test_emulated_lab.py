@@ -132,11 +132,11 @@ def test_emulated_lab_certifies_over_ssh(tmp_path: Path, capsys: pytest.CaptureF
         # an unreachable host: preflight stops the play before anything changes, naming the host
         bad = tmp_path / "unreachable.yml"
         bad.write_text(yaml.safe_dump({"all": {"hosts": {"node2": {"ansible_host": "10.213.0.99"}}}}))
-        from conformance.backends.lab import LabRunError, run_playbook
+        from conformance.backends.lab import LabRunError, control_dir, run_playbook
 
         with pytest.raises(LabRunError, match=r"host node2: task 'Gathering Facts' unreachable"):
             run_playbook("provision.yml", [inv, lab.connection_inventory, bad], tmp_path / "p4",
-                         extravars={}, control_dir=state / "cp")
+                         extravars={}, control_dir=control_dir(state))
         rec = json.loads((tmp_path / "p4" / "lab-run.json").read_text())[0]
         assert rec["changedTotal"] == 0 and "node2" in rec["dark"]
         assert rec["results"] and {r["play"] for r in rec["results"]} == {rec["plays"][0]}, rec["results"]
