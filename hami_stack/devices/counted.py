@@ -158,6 +158,53 @@ class CountedFamily(DeviceFamily):
         return out
 
 
+class WholeCards:
+    """Mixin for families whose cards come whole from node capacity (MetaX GPU, Enflame GCU, Kunlun XPU).
+
+    Upstream's three backends repeat one shape: a container claims cards when its limits carry the
+    count resource, each card is taken whole, and card ``i`` of a node is ``<node><infix><i>`` synthesised
+    from ``status.capacity`` (there is no register annotation). A family sets the class attributes; it
+    keeps its own fit, health and annotations, which differ.
+    """
+
+    common_word: str
+    count_resource: str
+    id_infix: str = ""
+    card_slots: int = 1  # how many containers one card admits (a whole card: usage decides)
+    card_memory: int = 100  # "memory" of a card as upstream registers it (MiB or percent)
+    request_memory: int = 0  # memory a whole-card request asks (upstream's numbers differ by vendor)
+    request_cores: int = 100
+
+    def container_request(self, container: Obj) -> ContainerDeviceRequest | None:
+        nums = resource_int(container, self.count_resource)
+        if nums is None or nums <= 0:
+            return None
+        return ContainerDeviceRequest(self.common_word, nums, self.request_memory, 100, self.request_cores)
+
+    def mutate_admission(self, container: Obj, pod: Obj) -> bool:
+        return self.count_resource in ((container.get("resources") or {}).get("limits") or {})
+
+    def card_numa(self, index: int, cards: int) -> int:
+        return 0
+
+    def node_devices(self, node: Obj) -> list[DeviceInfo]:
+        cards = node_quantity(node, "capacity", self.count_resource)
+        name = (node.get("metadata") or {}).get("name", "")
+        return [
+            DeviceInfo(
+                id=f"{name}{self.id_infix}{i}",
+                index=i,
+                count=self.card_slots,
+                devmem=self.card_memory,
+                devcore=100,
+                type=self.common_word,
+                numa=self.card_numa(i, cards),
+                health=True,
+            )
+            for i in range(cards)
+        ]
+
+
 def _keys(cw: str) -> VendorKeys:
     return ann.VENDOR_KEYS_BY_CW[cw]
 

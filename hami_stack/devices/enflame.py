@@ -31,7 +31,6 @@ from ..protocol import annotations as ann
 from ..protocol import events as ev
 from ..protocol.annotations import VendorKeys
 from ..protocol.handshake import HealthResult
-from ..protocol.register import DeviceInfo
 from .base import (
     AllocateInput,
     ContainerAllocation,
@@ -44,8 +43,8 @@ from .base import (
     Obj,
     fit_walk,
     node_quantity,
-    resource_int,
 )
+from .counted import WholeCards
 
 GCU_CW = "GCU"
 ID_INFIX = "-GCU-"
@@ -59,8 +58,10 @@ def card_index(device_id: str) -> int:
     return int(tail) if tail.isdigit() else 0
 
 
-class GcuFamily(DeviceFamily):
+class GcuFamily(WholeCards, DeviceFamily):
     common_word = GCU_CW
+    id_infix = ID_INFIX
+    request_memory = 100  # GCUs count in percent, so a whole card asks its 100
     # upstream's GCU fit reads no UUID selection: the keys name none
     keys = VendorKeys(
         GCU_CW,
@@ -70,25 +71,6 @@ class GcuFamily(DeviceFamily):
 
     def __init__(self, section: dict[str, Any] | None = None) -> None:
         self.count_resource = str((section or {}).get("resourceNameGCU") or "enflame.com/gcu")
-
-    def container_request(self, container: Obj) -> ContainerDeviceRequest | None:
-        nums = resource_int(container, self.count_resource)
-        if nums is None or nums <= 0:
-            return None
-        return ContainerDeviceRequest(self.common_word, nums, 100, 100, 100)
-
-    def mutate_admission(self, container: Obj, pod: Obj) -> bool:
-        return self.count_resource in ((container.get("resources") or {}).get("limits") or {})
-
-    def node_devices(self, node: Obj) -> list[DeviceInfo]:
-        n = node_quantity(node, "capacity", self.count_resource)
-        name = (node.get("metadata") or {}).get("name", "")
-        return [
-            DeviceInfo(
-                id=f"{name}{ID_INFIX}{i}", index=i, count=1, devmem=100, devcore=100, type=GCU_CW, health=True
-            )
-            for i in range(n)
-        ]
 
     def check_health(
         self, node: Obj, now: dt.datetime, previous: HealthState | None

@@ -64,6 +64,7 @@ from .base import (
     node_quantity,
     resource_int,
 )
+from .counted import WholeCards
 
 SECTION = "kunlun"
 WHOLE_CW = "kunlun"
@@ -201,39 +202,20 @@ class _KunlunBase(DeviceFamily):
         return FitResult(True, picks, Counter(), len(candidates))
 
 
-class KunlunFamily(_KunlunBase):
+class KunlunFamily(WholeCards, _KunlunBase):
     common_word = WHOLE_CW
+    id_infix = ID_INFIX
+    card_slots = 100
+    card_memory = CARD_MEMORY_MIB
+    request_cores = 0
     keys = WHOLE_KEYS
     uses_node_lock = True  # upstream: none; this stack's plugin serves only allocations a lock vouches for
 
     def __init__(self, section: dict[str, Any] | None = None) -> None:
         self.count_resource = str((section or {}).get("resourceCountName") or "kunlunxin.com/xpu")
 
-    def container_request(self, container: Obj) -> ContainerDeviceRequest | None:
-        nums = resource_int(container, self.count_resource)
-        if nums is None or nums <= 0:
-            return None
-        return ContainerDeviceRequest(self.common_word, nums, 0, 100, 0)
-
-    def mutate_admission(self, container: Obj, pod: Obj) -> bool:
-        return self.count_resource in ((container.get("resources") or {}).get("limits") or {})
-
-    def node_devices(self, node: Obj) -> list[DeviceInfo]:
-        cards = node_quantity(node, "capacity", self.count_resource)
-        name = (node.get("metadata") or {}).get("name", "")
-        return [
-            DeviceInfo(
-                id=f"{name}{ID_INFIX}{i}",
-                index=i,
-                count=100,
-                devmem=CARD_MEMORY_MIB,
-                devcore=100,
-                type=self.common_word,
-                numa=1 if i >= cards // 2 else 0,
-                health=True,
-            )
-            for i in range(cards)
-        ]
+    def card_numa(self, index: int, cards: int) -> int:
+        return 1 if index >= cards // 2 else 0
 
     def check_health(
         self, node: Obj, now: dt.datetime, previous: HealthState | None

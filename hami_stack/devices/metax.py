@@ -88,6 +88,7 @@ from .base import (
     resource_int,
     split_list,
 )
+from .counted import WholeCards
 
 SECTION = "metax"
 GPU_CW = "Metax-GPU"
@@ -126,38 +127,15 @@ def _score_map(value: str | None, n: int) -> int:
         return 0
 
 
-class MetaxGpuFamily(DeviceFamily):
+class MetaxGpuFamily(WholeCards, DeviceFamily):
     common_word = GPU_CW
+    id_infix = ID_INFIX
+    card_memory = GPU_MEMORY_MIB
     keys = ann.VENDOR_KEYS_BY_CW[GPU_CW]
     uses_node_lock = False
 
     def __init__(self, section: dict[str, Any] | None = None) -> None:
         self.count_resource = str((section or {}).get("resourceCountName") or "metax-tech.com/gpu")
-
-    def container_request(self, container: Obj) -> ContainerDeviceRequest | None:
-        nums = resource_int(container, self.count_resource)
-        if nums is None or nums <= 0:
-            return None
-        return ContainerDeviceRequest(self.common_word, nums, 0, 100, 100)
-
-    def mutate_admission(self, container: Obj, pod: Obj) -> bool:
-        return self.count_resource in ((container.get("resources") or {}).get("limits") or {})
-
-    def node_devices(self, node: Obj) -> list[DeviceInfo]:
-        n = node_quantity(node, "capacity", self.count_resource)
-        name = _node_name(node)
-        return [
-            DeviceInfo(
-                id=f"{name}{ID_INFIX}{i}",
-                index=i,
-                count=1,
-                devmem=GPU_MEMORY_MIB,
-                devcore=100,
-                type=self.common_word,
-                health=True,
-            )
-            for i in range(n)
-        ]
 
     def check_health(
         self, node: Obj, now: dt.datetime, previous: HealthState | None
