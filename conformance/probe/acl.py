@@ -23,6 +23,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from conformance.probe.amounts import parse_amount
+
 MIB = 1 << 20
 ACL_HBM_MEM = 1
 OUT_OF_MEMORY = 207001  # ACL_ERROR_RT_MEMORY_ALLOCATION
@@ -45,13 +47,7 @@ def parse_npu_op(text: str) -> NpuOp:
     kind, sep, amount = t.partition(":")
     if not sep or kind not in ("alloc", "proc"):
         raise ValueError(f"--npu-op {text!r}: want alloc:MIB, alloc:MIBxN, proc:MIB, meminfo or free")
-    mib_s, _, count_s = amount.partition("x")
-    try:
-        mib, count = int(mib_s), int(count_s or "1")
-    except ValueError:
-        raise ValueError(f"--npu-op {text!r}: MiB and count must be integers") from None
-    if mib <= 0 or count <= 0 or (kind == "proc" and count != 1):
-        raise ValueError(f"--npu-op {text!r}: MiB and count must be positive (one allocation per process)")
+    mib, count = parse_amount("--npu-op", text, amount, single=kind == "proc")
     return NpuOp(kind, mib, count, t)
 
 

@@ -25,6 +25,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from conformance.probe.amounts import parse_amount
 from conformance.probe.driver import ALLOC_PATHS, MIB, Allocations, Cuda, Nvml, NvmlMemory, ProbeError
 
 CHILD_TIMEOUT_S = 60.0
@@ -55,13 +56,7 @@ def parse_op(text: str) -> Op:
         raise ValueError(f"--op {text!r}: want PATH:MIB, PATH:MIBxN, proc:PATH:MIB, meminfo or free")
     if path not in ALLOC_PATHS:
         raise ValueError(f"--op {text!r}: unknown path {path!r} (one of {', '.join(ALLOC_PATHS)})")
-    mib_s, _, count_s = amount.partition("x")
-    try:
-        mib, count = int(mib_s), int(count_s or "1")
-    except ValueError:
-        raise ValueError(f"--op {text!r}: MiB and count must be integers") from None
-    if mib <= 0 or count <= 0 or (kind == "proc" and count != 1):
-        raise ValueError(f"--op {text!r}: MiB and count must be positive (one allocation per process)")
+    mib, count = parse_amount("--op", text, amount, single=kind == "proc")
     return Op(kind, path, mib, count, t)
 
 

@@ -104,15 +104,81 @@ def _handshake_problem(value: str) -> str | None:
     return None
 
 
+def bound(workloads: Workloads, name: str) -> dict[str, Any]:
+    """Pod ``name`` once the scheduler bound it (60 s)."""
+    return poll(
+        f"{name} bound",
+        lambda: workloads.get(name),
+        lambda p: bool(p["spec"].get("nodeName")),
+        60,
+        describe=lambda p: f"phase {(p or {}).get('status', {}).get('phase')}",
+    )
+
+
+def check_goes_to_hami(
+    rid: str, vendor: str, limits: dict[str, str], workloads: Workloads, cluster: Any
+) -> None:
+    """A pod asking ``limits`` is given the HAMi scheduler by the webhook."""
+    pod = workloads.create(pod_manifest("fam-sched", [ContainerSpec(extra_limits=dict(limits))]))
+    got = pod["spec"].get("schedulerName")
+    assert got == cluster.scheduler_name, violated(
+        rid, f"schedulerName {got!r}, want {cluster.scheduler_name!r} ({vendor} not enabled?)"
+    )
+
+
+def first_assigned(pod: dict[str, Any], key: str) -> str:
+    """The first device ID of the allocation annotation (``<id>,<type>,<mem>,<cores>:...;``)."""
+    value = (pod["metadata"].get("annotations") or {}).get(key, "")
+    return value.split(";", 1)[0].split(":", 1)[0].split(",", 1)[0]
+
+
+def check_container_sees(
+    rid: str,
+    vendor: str,
+    spec: ContainerSpec,
+    allocated: str,
+    workloads: Workloads,
+    *,
+    by_index: bool,
+    limit_env: tuple[tuple[str, str], ...] = (),
+    limit_lines: tuple[str, ...] = (),
+) -> None:
+    """Run the probe in a pod of ``spec`` and check what its container sees of ``vendor``: exactly the
+    device of ``allocated`` (by UUID, or by the index that ends the assigned ID), the vendor's limit
+    variables (``limit_env``: name -> value, ``{index}`` and ``{core0}``/``{core1}``, the device's two
+    NeuronCores, filled in) and the lines of its limit file (``limit_lines``)."""
+    name = workloads.create(pod_manifest("fam-see", [spec]))["metadata"]["name"]
+    doc = workloads.probe(name)
+    assigned = first_assigned(workloads.get(name), allocated)
+    assert assigned, violated(rid, f"no {allocated} annotation on pod {name}")
+    seen = (doc.get("families") or {}).get(vendor)
+    assert seen, violated(
+        rid, f"the container names no {vendor} device (probe families: {doc.get('families')})"
+    )
+    assert "error" not in seen, violated(rid, f"the container cannot read its devices: {seen['error']}")
+    got = [str(d["index"]) if by_index else str(d["uuid"]) for d in seen.get("devices") or []]
+    index = assigned.rsplit("-", 1)[-1]
+    want = index if by_index else assigned
+    assert got == [want], violated(
+        rid, f"the container sees {got} through {seen['env']}={seen['value']!r}, assigned {assigned}"
+    )
+    limits = seen.get("limits") or {}
+    i = int(index) if index.isdigit() else 0
+    for key, pattern in limit_env:
+        value = pattern.format(index=index, core0=2 * i, core1=2 * i + 1)
+        assert limits.get(key) == value, violated(
+            rid, f"{key} is {limits.get(key)!r} in the container, want {value!r} (limits seen: {limits})"
+        )
+    for line in limit_lines:
+        assert line in (seen.get("vdev") or []), violated(
+            rid, f"limit file lines {seen.get('vdev')} lack {line!r}"
+        )
+
+
 @pytest.mark.admission
 @pytest.mark.parametrize("f", _cases("ADM-SCHED-1", "A pod asking {f.count} is given the HAMi scheduler"))
 def test_family_pod_goes_to_hami(f: Family, workloads: Workloads, cluster: Any) -> None:
-    pod = workloads.create(pod_manifest("fam-sched", [ContainerSpec(extra_limits=_limits(f, "1"))]))
-    got = pod["spec"].get("schedulerName")
-    assert got == cluster.scheduler_name, violated(
-        f"{f.cw}-ADM-SCHED-1",
-        f"schedulerName {got!r}, want {cluster.scheduler_name!r} ({f.vendor} not enabled?)",
-    )
+    check_goes_to_hami(f"{f.cw}-ADM-SCHED-1", f.vendor, _limits(f, "1"), workloads, cluster)
 
 
 @pytest.mark.admission
@@ -160,15 +226,7 @@ def test_family_pod_placed(f: Family, workloads: Workloads, kube: Any) -> None:
         unknown(f"no node registers {f.register} (the cluster has no {f.vendor} devices)")
     rid = f"{f.cw}-SCHED-FIT-1"
     spec = ContainerSpec(args=QUICK, extra_limits=_limits(f, "1", 1024, 10))
-    name = workloads.create(pod_manifest("fam-fit", [spec]))["metadata"]["name"]
-
-    pod = poll(
-        f"{name} bound",
-        lambda: workloads.get(name),
-        lambda p: bool(p["spec"].get("nodeName")),
-        60,
-        describe=lambda p: f"phase {(p or {}).get('status', {}).get('phase')}",
-    )
+    pod = bound(workloads, workloads.create(pod_manifest("fam-fit", [spec]))["metadata"]["name"])
     assert pod["spec"]["nodeName"] in {n for n, _ in nodes}, violated(
         rid, f"bound to {pod['spec']['nodeName']}"
     )
@@ -309,12 +367,6 @@ def _device_nodes(kube: Any, count: str) -> list[str]:
     return out
 
 
-def _first_assigned(pod: dict[str, Any], key: str) -> str:
-    """The first device ID of the allocation annotation (``<id>,<type>,<mem>,<cores>:...;``)."""
-    value = (pod["metadata"].get("annotations") or {}).get(key, "")
-    return value.split(";", 1)[0].split(":", 1)[0].split(",", 1)[0]
-
-
 @pytest.mark.admission
 @pytest.mark.parametrize(
     "p",
@@ -323,12 +375,7 @@ def _first_assigned(pod: dict[str, Any], key: str) -> str:
     ),
 )
 def test_capacity_family_pod_goes_to_hami(p: Placement, workloads: Workloads, cluster: Any) -> None:
-    pod = workloads.create(pod_manifest("fam-sched", [ContainerSpec(extra_limits={p.count: "1"})]))
-    got = pod["spec"].get("schedulerName")
-    assert got == cluster.scheduler_name, violated(
-        f"{p.cw}-ADM-SCHED-1",
-        f"schedulerName {got!r}, want {cluster.scheduler_name!r} ({p.vendor} not enabled?)",
-    )
+    check_goes_to_hami(f"{p.cw}-ADM-SCHED-1", p.vendor, {p.count: "1"}, workloads, cluster)
 
 
 @pytest.mark.scheduling
@@ -345,20 +392,12 @@ def test_capacity_family_pod_placed(p: Placement, workloads: Workloads, kube: An
     if not nodes:
         unknown(f"no node advertises {p.count} (the cluster has no {p.vendor} devices)")
     rid = f"{p.cw}-SCHED-FIT-1"
-    name = workloads.create(pod_manifest("fam-fit", [ContainerSpec(args=QUICK, extra_limits=p.limits)]))[
-        "metadata"
-    ]["name"]
-    pod = poll(
-        f"{name} bound",
-        lambda: workloads.get(name),
-        lambda q: bool(q["spec"].get("nodeName")),
-        60,
-        describe=lambda q: f"phase {(q or {}).get('status', {}).get('phase')}",
-    )
+    spec = ContainerSpec(args=QUICK, extra_limits=p.limits)
+    pod = bound(workloads, workloads.create(pod_manifest("fam-fit", [spec]))["metadata"]["name"])
     assert pod["spec"]["nodeName"] in nodes, violated(
         rid, f"bound to {pod['spec']['nodeName']}, not one of {nodes}"
     )
-    assigned = _first_assigned(pod, p.allocated)
+    assigned = first_assigned(pod, p.allocated)
     assert assigned, violated(rid, f"no {p.allocated} annotation on the bound pod")
     index = assigned.rsplit("-", 1)[-1]
     annotations = pod["metadata"].get("annotations") or {}
@@ -380,25 +419,12 @@ def test_capacity_family_pod_placed(p: Placement, workloads: Workloads, kube: An
 def test_family_container_sees_its_device(p: Placement, workloads: Workloads, kube: Any) -> None:
     if not _device_nodes(kube, p.count):
         unknown(f"no node advertises {p.count} (the cluster has no {p.vendor} devices)")
-    rid = f"{p.cw}-ALLOC-1"
-    name = workloads.create(pod_manifest("fam-see", [ContainerSpec(args=QUICK, extra_limits=p.limits)]))[
-        "metadata"
-    ]["name"]
-    doc = workloads.probe(name)
-    pod = workloads.get(name)
-    assigned = _first_assigned(pod, p.allocated)
-    assert assigned, violated(rid, f"no {p.allocated} annotation on pod {name}")
-    seen = (doc.get("families") or {}).get(p.vendor)
-    assert seen, violated(
-        rid, f"the container names no {p.vendor} device (probe families: {doc.get('families')})"
+    check_container_sees(
+        f"{p.cw}-ALLOC-1",
+        p.vendor,
+        ContainerSpec(args=QUICK, extra_limits=p.limits),
+        p.allocated,
+        workloads,
+        by_index=p.by_index,
+        limit_lines=p.limit_lines,
     )
-    assert "error" not in seen, violated(rid, f"the container cannot read its devices: {seen['error']}")
-    got = [str(d["index"]) if p.by_index else str(d["uuid"]) for d in seen.get("devices") or []]
-    want = assigned.rsplit("-", 1)[-1] if p.by_index else assigned
-    assert got == [want], violated(
-        rid, f"the container sees {got} through {seen['env']}={seen['value']!r}, assigned {assigned}"
-    )
-    for line in p.limit_lines:
-        assert line in (seen.get("vdev") or []), violated(
-            rid, f"limit file lines {seen.get('vdev')} lack {line!r}"
-        )

@@ -18,7 +18,14 @@ import pytest
 from conformance.cases import unknown, violated
 from conformance.kube import ContainerSpec, Workloads, pod_manifest, poll
 from conformance.suites.common import QUICK
-from conformance.suites.test_family_cases import _handshake_problem  # the shared handshake rule
+
+# the case bodies every family shares (handshake rule, binding, routing, the container's view)
+from conformance.suites.test_family_cases import (
+    _handshake_problem,
+    bound,
+    check_container_sees,
+    check_goes_to_hami,
+)
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,11 @@ class Vendor:
     capacity: Capacity | None = None
     denials: tuple[Denial, ...] = ()
     rewrites: tuple[Rewrite, ...] = ()
+    # what the fit pod's container sees (ALLOC-1): the visibility variable names devices by index
+    # (the number ending the assigned ID) rather than by UUID; the vendor's limit variables and
+    # their values for the fit pod (``{index}``, ``{core0}``/``{core1}`` filled in)
+    alloc_by_index: bool = False
+    alloc_env: tuple[tuple[str, str], ...] = ()
 
 
 ILU = "BI-V150"
@@ -78,6 +90,8 @@ VENDORS: tuple[Vendor, ...] = (
         {"BI-V150": 65536},
         register=f"hami.io/node-{ILU}-register",
         handshake=f"hami.io/node-handshake-{ILU}",
+        # the CUDA-compatible runtime takes HAMi-core's limits: 4 x 256 MiB and 10 % of the cores
+        alloc_env=(("CUDA_DEVICE_MEMORY_LIMIT_0", "1024m"), ("CUDA_DEVICE_SM_LIMIT", "10")),
         rewrites=(
             Rewrite(
                 {f"iluvatar.ai/{ILU}-vgpu": "2"},
@@ -95,6 +109,8 @@ VENDORS: tuple[Vendor, ...] = (
         ",1024,1:",
         {"MTT-S4000": 49152},
         capacity=Capacity("mthreads.com/sgpu-core", 16, "mthreads.com/sgpu-memory", 512),
+        alloc_by_index=True,
+        alloc_env=(("MTHREADS_SGPU_MEMORY_MIB", "1024"), ("MTHREADS_SGPU_CORES", "1")),
         denials=(
             Denial("ADM-1", {"mthreads.com/vgpu": "0"}, "mthreads.com/vgpu must be greater than 0"),
             Denial(
@@ -128,6 +144,7 @@ VENDORS += (
         register="metax-tech.com/node-gpu-devices",
         register_format="metax",
         link_zones=True,
+        alloc_env=(("METAX_SGPU_VRAM_MIB", "1024"), ("METAX_SGPU_COMPUTE", "10")),
         denials=(
             Denial(
                 "ADM-1",
@@ -178,6 +195,7 @@ VENDORS += (
         register="hami.io/node-register-xpu",
         handshake="hami.io/node-handshake-xpu",
         register_format="json",
+        alloc_env=(("XPU_VMEMORY_MIB", "24576"),),  # the partition, not the 1024 MiB asked
         rewrites=(
             Rewrite(
                 {"kunlunxin.com/vxpu": "1", VXPU_MEM: "30000"},
@@ -237,6 +255,7 @@ VENDORS += (
         {"S60": 100},
         capacity=Capacity("enflame.com/gcu", 1, "", 0),
         exclusive=True,
+        alloc_by_index=True,  # whole GCUs: no limit variable
     ),
 )
 
@@ -250,6 +269,8 @@ VENDORS += (
         ",0,3:",  # a whole two-core device: no memory, core mask 0b11
         {"Trainium": 0},
         capacity=Capacity("aws.amazon.com/neuron", 1, "", 0),
+        alloc_by_index=True,
+        alloc_env=(("AWS_NEURON_VISIBLE_CORES", "{core0},{core1}"),),  # both cores of the device
     ),
     Vendor(
         "awsneuron",
@@ -276,6 +297,7 @@ VENDORS += (
         register="hami.io/node-amd-register",
         register_format="json",
         devcore=304,
+        alloc_env=(("AMD_GPU_MEMORY_LIMIT_MIB", "1024"), ("AMD_GPU_COMPUTE_UNITS", "30")),
         denials=(
             Denial(
                 "ADM-1",
@@ -319,12 +341,7 @@ def _where(v: Vendor) -> str:
     ],
 )
 def test_vendor_pod_goes_to_hami(v: Vendor, workloads: Workloads, cluster: Any) -> None:
-    spec = ContainerSpec(extra_limits=dict(v.fit_limits))
-    got = workloads.create(pod_manifest("fam-sched", [spec]))["spec"].get("schedulerName")
-    assert got == cluster.scheduler_name, violated(
-        f"{v.rule}-ADM-SCHED-1",
-        f"schedulerName {got!r}, want {cluster.scheduler_name!r} ({v.vendor} not enabled?)",
-    )
+    check_goes_to_hami(f"{v.rule}-ADM-SCHED-1", v.vendor, v.fit_limits, workloads, cluster)
 
 
 @pytest.mark.admission
@@ -426,13 +443,19 @@ def test_vendor_registration(v: Vendor, kube: Any) -> None:
             )
 
 
-def _check_metax_devices(rid: str, node: str, v: Vendor, value: str) -> None:
+def _device_list(rid: str, node: str, v: Vendor, value: str) -> list[dict[str, Any]]:
+    """The register annotation's JSON list of devices (a violation when it is not one)."""
     try:
         devices = json.loads(value)
     except ValueError as e:
         raise AssertionError(violated(rid, f"{node}: {v.register} is not JSON: {e}")) from None
     assert isinstance(devices, list) and devices, violated(rid, f"{node}: {v.register} lists no device")
-    for d in devices:
+    assert all(isinstance(d, dict) for d in devices), violated(rid, f"{node}: {v.register} has a non-object")
+    return devices
+
+
+def _check_metax_devices(rid: str, node: str, v: Vendor, value: str) -> None:
+    for d in _device_list(rid, node, v, value):
         uuid, vram, compute = d.get("uuid"), d.get("totalVRam"), d.get("totalCompute")
         want = v.model_memory.get(str(d.get("model")))
         assert want is not None, violated(rid, f"{node}: model {d.get('model')!r} names no known card")
@@ -441,12 +464,7 @@ def _check_metax_devices(rid: str, node: str, v: Vendor, value: str) -> None:
 
 
 def _check_json_devices(rid: str, node: str, v: Vendor, value: str) -> None:
-    try:
-        devices = json.loads(value)
-    except ValueError as e:
-        raise AssertionError(violated(rid, f"{node}: {v.register} is not JSON: {e}")) from None
-    assert isinstance(devices, list) and devices, violated(rid, f"{node}: {v.register} lists no device")
-    for d in devices:
+    for d in _device_list(rid, node, v, value):
         want = v.model_memory.get(str(d.get("type")))
         assert want is not None, violated(rid, f"{node}: type {d.get('type')!r} names no known model")
         assert d.get("devmem") == want, violated(
@@ -455,16 +473,6 @@ def _check_json_devices(rid: str, node: str, v: Vendor, value: str) -> None:
         assert d.get("devcore") == v.devcore, violated(
             rid, f"{node}: {d.get('id')} devcore {d.get('devcore')}, want {v.devcore}"
         )
-
-
-def _bound(workloads: Workloads, name: str) -> dict[str, Any]:
-    return poll(
-        f"{name} bound",
-        lambda: workloads.get(name),
-        lambda p: bool(p["spec"].get("nodeName")),
-        60,
-        describe=lambda p: f"phase {(p or {}).get('status', {}).get('phase')}",
-    )
 
 
 def _zones(kube: Any, v: Vendor) -> dict[str, dict[str, int]]:
@@ -499,7 +507,7 @@ def test_vendor_device_not_shared(v: Vendor, workloads: Workloads, kube: Any) ->
     most = max(per_node.values())
     # the first pod takes every card of the largest node; the second asks as many again
     first = ContainerSpec(args=EXCL_HOLD, extra_limits={v.count: str(most)})
-    a = _bound(workloads, workloads.create(pod_manifest("fam-excl-a", [first]))["metadata"]["name"])
+    a = bound(workloads, workloads.create(pod_manifest("fam-excl-a", [first]))["metadata"]["name"])
     held = {
         d.split(",")[0]
         for d in (a["metadata"].get("annotations") or {}).get(v.fit_allocated, "").split(":")
@@ -545,7 +553,7 @@ def test_vendor_whole_devices_share_a_link_zone(v: Vendor, workloads: Workloads,
     if not linked:
         unknown(f"no node lists two devices of one link zone in {v.register}")
     spec = ContainerSpec(args=QUICK, extra_limits={v.count: "2"})
-    pod = _bound(workloads, workloads.create(pod_manifest("fam-topo", [spec]))["metadata"]["name"])
+    pod = bound(workloads, workloads.create(pod_manifest("fam-topo", [spec]))["metadata"]["name"])
     got = (pod["metadata"].get("annotations") or {}).get(v.fit_allocated, "")
     uuids = [d.split(",")[0] for d in got.split(";")[0].split(":") if d]
     assert len(uuids) == 2, violated(rid, f"{v.fit_allocated} is {got!r}, want two devices")
@@ -575,11 +583,39 @@ def test_vendor_pod_placed(v: Vendor, workloads: Workloads, kube: Any) -> None:
     if not nodes:
         unknown(f"no node has {_where(v)} (the cluster has no {v.vendor} devices)")
     spec = ContainerSpec(args=QUICK, extra_limits=dict(v.fit_limits))
-    pod = _bound(workloads, workloads.create(pod_manifest("fam-fit", [spec]))["metadata"]["name"])
+    pod = bound(workloads, workloads.create(pod_manifest("fam-fit", [spec]))["metadata"]["name"])
     assert pod["spec"]["nodeName"] in nodes, violated(rid, f"bound to {pod['spec']['nodeName']}")
     got = (pod["metadata"].get("annotations") or {}).get(v.fit_allocated, "")
     assert v.fit_expect in got, violated(
         rid, f"{v.fit_allocated} is {got!r}, want one device with {v.fit_expect!r}"
+    )
+
+
+@pytest.mark.allocation
+@pytest.mark.parametrize(
+    "v",
+    [
+        _param(
+            v,
+            f"{v.rule}-ALLOC-1",
+            f"A container given part of one {v.vendor} device sees exactly that device"
+            + (f" and its limits ({', '.join(k for k, _ in v.alloc_env)})" if v.alloc_env else ""),
+        )
+        for v in VENDORS
+        if not v.admission_only
+    ],
+)
+def test_vendor_container_sees_its_device(v: Vendor, workloads: Workloads, kube: Any) -> None:
+    if not _nodes_with(kube, v):
+        unknown(f"no node has {_where(v)} (the cluster has no {v.vendor} devices)")
+    check_container_sees(
+        f"{v.rule}-ALLOC-1",
+        v.vendor,
+        ContainerSpec(args=QUICK, extra_limits=dict(v.fit_limits)),
+        v.fit_allocated,
+        workloads,
+        by_index=v.alloc_by_index,
+        limit_env=v.alloc_env,
     )
 
 

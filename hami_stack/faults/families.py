@@ -97,3 +97,29 @@ FAMILY_FAULTS: tuple[Fault, ...] = (
         vendor="amd",
     ),
 )
+
+# one per family the generic plugin serves beyond Hygon and Cambricon: Allocate's visibility variable
+# names the next device of the node (hami_stack/device_plugin/families/wrongvisible.py); name ->
+# (vendor, the rule prefix of its ALLOC case)
+WRONG_VISIBLE: dict[str, tuple[str, str]] = {
+    "plugin-iluvatar-wrong-visible": ("iluvatar", "ILUVATAR"),
+    "plugin-mthreads-wrong-visible": ("mthreads", "MTHREADS"),
+    "plugin-metax-wrong-visible": ("metax", "METAX"),
+    "plugin-kunlunxin-wrong-visible": ("kunlunxin", "KUNLUNXIN"),
+    "plugin-enflame-wrong-visible": ("enflame", "ENFLAME-GCU"),
+    "plugin-awsneuron-wrong-visible": ("awsneuron", "AWSNEURON"),
+    "plugin-amd-wrong-visible": ("amd", "AMD"),
+    "plugin-vastai-wrong-visible": ("vastai", "VASTAI"),
+    "plugin-biren-wrong-visible": ("biren", "BIREN"),
+}
+FAMILY_FAULTS += tuple(
+    Fault(
+        name,
+        "device-plugin",
+        f"the {vendor} plugin's Allocate names the next device of the node in the container's visibility "
+        "variable, not the one the scheduler assigned",
+        (f"{rule}-ALLOC-1",),
+        vendor=vendor,
+    )
+    for name, (vendor, rule) in WRONG_VISIBLE.items()
+)

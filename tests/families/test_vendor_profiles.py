@@ -24,7 +24,7 @@ def _rules(vendor: str) -> set[str]:
             continue
         out.add(f"{v.rule}-ADM-SCHED-1")
         if not v.admission_only:
-            out |= {f"{v.rule}-REG-1", f"{v.rule}-SCHED-FIT-1"}
+            out |= {f"{v.rule}-REG-1", f"{v.rule}-SCHED-FIT-1", f"{v.rule}-ALLOC-1"}
         out |= {f"{v.rule}-{d.suffix}" for d in v.denials}
         if v.rewrites:
             out.add(f"{v.rule}-ADM-REWRITE-1")
