@@ -22,6 +22,16 @@ from dataclasses import asdict, dataclass
 VENDORS: dict[str, tuple[int, int, tuple[str, ...]]] = {
     "nvidia": (18, 35, ("ours",)),
     "ascend": (18, 35, ("ours",)),
+    # the data-driven families, each on its two-node emulated inventory
+    "iluvatar": (18, 35, ("ours",)),
+    "mthreads": (18, 35, ("ours",)),
+    "metax": (18, 35, ("ours",)),
+    "kunlunxin": (18, 35, ("ours",)),
+    "enflame": (18, 35, ("ours",)),
+    "awsneuron": (18, 35, ("ours",)),
+    "amd": (18, 35, ("ours",)),
+    "vastai": (18, 35, ("ours",)),
+    "biren": (18, 35, ("ours",)),
 }
 
 

@@ -105,8 +105,8 @@ def test_every_planned_cell_has_its_tox_env_and_adding_a_vendor_is_one_line() ->
                 # each cell env runs its own vendor and minor, nothing else
                 assert f"{env}: hami-conformance run --vendor {vendor} --k8s {minor} " in commands
     planned = [c.toxenv for c in matrix_plan.cells()]
-    assert planned[0] == "nvidia-1.18" and planned[-1] == "ascend-1.35"
-    assert {"nvidia-1.35", "ascend-1.18"} <= set(planned)
+    assert planned[0] == "nvidia-1.18" and planned[-1] == "biren-1.35"
+    assert {"nvidia-1.35", "ascend-1.18", "iluvatar-1.18", "amd-1.35"} <= set(planned)
     assert set(planned) <= envs, sorted(set(planned) - envs)
     more = matrix_plan.cells({**matrix_plan.VENDORS, "cambricon": (30, 33, ("ours", "upstream"))})
     assert [c.toxenv for c in more[-2:]] == ["cambricon-1.33", "cambricon-1.33-upstream"]
@@ -118,6 +118,9 @@ def test_the_plan_job_output_is_one_github_output_line(capsys: pytest.CaptureFix
     assert line.startswith("cells=") and "\n" not in line
     cells = json.loads(line.removeprefix("cells="))
     assert cells[0] == {"vendor": "nvidia", "minor": "1.18", "stack": "ours", "toxenv": "nvidia-1.18"}
-    assert len(cells) == len(matrix_plan.cells()) == 2 * 18  # nvidia and ascend, 1.18..1.35
-    assert {c["vendor"] for c in cells} == {"nvidia", "ascend"} and {c["stack"] for c in cells} == {"ours"}
+    families = {"iluvatar", "mthreads", "metax", "kunlunxin", "enflame", "awsneuron", "amd"}
+    families |= {"vastai", "biren"}
+    assert len(cells) == len(matrix_plan.cells()) == 11 * 18  # nvidia, ascend and nine families, 1.18..1.35
+    assert {c["vendor"] for c in cells} == {"nvidia", "ascend", *families}
+    assert {c["stack"] for c in cells} == {"ours"}
     assert matrix_plan.main(["gitlab"]) == 4
