@@ -14,7 +14,7 @@ import pytest
 
 from conformance import metrics
 from conformance.cases import rule, violated
-from conformance.kube import Workloads, gpu_pod
+from conformance.kube import Workloads, allocated, gpu_pod, registered_devices
 
 pytestmark = [pytest.mark.metrics]  # the vendor marker is on each case
 MIB = 1 << 20
@@ -166,6 +166,57 @@ def test_monitor_utilization_idle(workloads: Workloads, kube: Any, cluster: Any,
     values = _series(kube, cluster, UTIL_NAMES, "idle", lambda vs: True, "any value", attach)
     assert all(0 <= v < 10 for v in values), violated(
         "MET-MON-UTIL-2", f"idle container under a {UTIL_CORES}% limit reports utilisation {values}"
+    )
+
+
+# --- the monitor's host series: what NVML says about each GPU of the node -------------------------------
+HOST_USED_NAMES = ("hami_host_gpu_memory_used_bytes", "HostGPUMemoryUsage")
+HOST_UTIL_NAMES = ("hami_host_gpu_utilization_ratio", "HostCoreUtilization")
+
+
+def _host_series(samples: list[Any], node: str) -> dict[str, tuple[str, float]]:
+    """``device uuid -> (device type, value)`` of the host series of ``node`` (current or legacy labels)."""
+    return {
+        lb.get("device_uuid", lb.get("deviceuuid", "")): (lb.get("device_type", lb.get("devicetype", "")), v)
+        for _, lb, v in samples
+        if lb.get("node", lb.get("nodeid")) == node
+    }
+
+
+@pytest.mark.nvidia
+@rule(
+    "MET-MON-HOST-1",
+    f"Monitor host series: every GPU a node registered has hami_host_gpu_memory_used_bytes and "
+    f"hami_host_gpu_utilization_ratio (0-100) labelled with the node, its UUID and an NVIDIA- device type; "
+    f"the GPU of a container holding {LOAD_HELD_MIB} MiB reports at least that much used, and less than the "
+    f"memory the node registered for it",
+)
+def test_monitor_host_series(workloads: Workloads, kube: Any, cluster: Any, attach: Any) -> None:
+    _load_pod(workloads, "hostload", mem=USED_LIMIT)
+    pod = workloads.get("hostload")
+    node = pod["spec"]["nodeName"]
+    (dev,) = allocated(pod)[-1]
+    devmem = {d.id: d.devmem * MIB for d in registered_devices(kube.get(f"/api/v1/nodes/{node}"))}
+    held = LOAD_HELD_MIB * MIB
+    # the load allocates after it starts: wait for its GPU to show it, then judge what was seen
+    samples, scraped = metrics.wait_series(
+        kube,
+        cluster.hami_namespace,
+        HOST_USED_NAMES,
+        lambda got: set(devmem) <= set(_host_series(got, node))
+        and _host_series(got, node)[dev.uuid][1] >= held,
+        f"a host series for each of node {node}'s {len(devmem)} GPUs, {dev.uuid} at >= {held} bytes used",
+    )
+    attach("metrics.txt", "\n\n".join(f"# from {k}\n{v}" for k, v in scraped.items()))
+    used = _host_series(samples, node)
+    util = _host_series(metrics.find(scraped, HOST_UTIL_NAMES), node)
+    wrong = {u: used[u] for u in devmem if not used[u][0].startswith("NVIDIA-") or used[u][1] >= devmem[u]}
+    assert not wrong, violated(
+        "MET-MON-HOST-1", f"(device type, used bytes) not NVIDIA-* and below the registered memory: {wrong}"
+    )
+    bad_util = {u: util.get(u) for u in devmem if u not in util or not 0 <= util[u][1] <= 100}
+    assert not bad_util, violated(
+        "MET-MON-HOST-1", f"utilisation series missing or outside 0-100: {bad_util}"
     )
 
 

@@ -237,6 +237,9 @@ CATALOGUE: tuple[Fault, ...] = (
        "MET-MON-UTIL-2"),
     _f("monitor-limit-halved", "monitor", "the monitor reports half of each container's memory limit",
        "MET-MON-1"),
+    _f("monitor-host-memory-is-total", "monitor",
+       "the monitor's hami_host_gpu_memory_used_bytes reports each GPU's total memory, not what is used",
+       "MET-MON-HOST-1"),
     # --- chart -----------------------------------------------------------------------------------
     _f("chart-scheduler-config-old-api", "chart",
        "the scheduler configuration uses kubescheduler.config.k8s.io/v1beta2 on every minor >= 1.22",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import threading
 from pathlib import Path
 from wsgiref.simple_server import WSGIServer
@@ -17,13 +18,19 @@ from hami_stack.monitor.collector import (
     VGPUCollector,
     pods_file_resolver,
 )
+from hami_stack.monitor.hostgpu import HostGPUCollector
 
 
 def serve(containers_dir: Path, port: int, addr: str = "127.0.0.1",
-          resolver: PodResolver | None = None) -> tuple[WSGIServer, threading.Thread, CollectorRegistry]:
-    """Start serving ``GET /metrics`` in a background thread; returns (server, thread, registry)."""
+          resolver: PodResolver | None = None,
+          node: str | None = None) -> tuple[WSGIServer, threading.Thread, CollectorRegistry]:
+    """Start serving ``GET /metrics`` in a background thread; returns (server, thread, registry).
+
+    With ``node`` (this node's name) the host GPU series are served too, read from NVML."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(VGPUCollector(containers_dir, resolver))
+    if node is not None:
+        registry.register(HostGPUCollector(node))
     server, thread = start_http_server(port, addr=addr, registry=registry)
     return server, thread, registry
 
@@ -56,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
             resolver = NodePodNames(Kube.from_config(args.kubeconfig), args.node_name).start().resolve
         except Exception as e:  # no credentials: labels fall back to pod UIDs, as documented
             logging.getLogger(__name__).warning("pod names unavailable (%s); labelling by pod UID", e)
-    _, thread, _ = serve(args.containers_dir, args.port, args.bind, resolver)
+    # the host series' node label: $NODE_NAME as upstream, else the host name (a monitor run by hand)
+    node = args.node_name or socket.gethostname()
+    _, thread, _ = serve(args.containers_dir, args.port, args.bind, resolver, node)
     logging.getLogger(__name__).info("serving on %s:%d from %s", args.bind, args.port, args.containers_dir)
     thread.join()
     return 0

@@ -44,7 +44,7 @@ def test_every_suite_rule_is_in_the_nvidia_profile_and_back() -> None:
 
 def test_profile_requirements_and_range() -> None:
     prof = profiles.load_profile("nvidia")
-    assert prof.version == "1.3.0" and prof.minor_list()[0] == "1.18" and prof.minor_list()[-1] == "1.35"
+    assert prof.version == "1.4.0" and prof.minor_list()[0] == "1.18" and prof.minor_list()[-1] == "1.35"
     # the compute limiter and the monitor are part of the NVIDIA certification
     assert prof.requirement("ENF-CORE-1", "1.33") == "required"
     assert prof.requirement("MET-MON-1", "1.18") == "required"
