@@ -83,6 +83,10 @@ class DeviceUsage:
     usedmem: int = 0
     usedcores: int = 0
     custom_info: dict[str, Any] = field(default_factory=dict)
+    # what the family noted about each pod the usage cache counts here (DeviceFamily.usage_note),
+    # one entry per slot a pod holds (as it counts in used); a tuple, so a working copy can change
+    # it without touching the cache
+    pods: tuple[Any, ...] = ()
 
     @classmethod
     def from_info(cls, d: DeviceInfo) -> DeviceUsage:
@@ -363,6 +367,12 @@ class DeviceFamily(abc.ABC):
     def score_node(self, node: Obj, devices: Sequence[DeviceUsage], picked: PodDevices, policy: str) -> float:
         """The family's extra node-score contribution (0 for most families)."""
         return 0.0
+
+    def usage_note(self, pod: Obj, cores: int) -> Any:
+        """What the usage cache keeps in :attr:`DeviceUsage.pods` about ``pod``, which holds ``cores``
+        on one of the family's devices (None, the default: nothing, for families whose fit never
+        looks at the pods already on a device)."""
+        return None
 
     def no_devices_message(self) -> str | None:
         """An extra FilteringFailed event text for a pod none of whose candidate nodes has a single

@@ -30,23 +30,41 @@
 * devices from MetaX's node annotation ``metax-tech.com/node-gpu-devices`` (a JSON list of
   ``{uuid, bdf, model, totalDevCount, totalCompute, totalVRam, numa, healthy, qosPolicy, linkZone}``);
   healthy while it lists a device; the shared node lock;
-* fit: type, health (``CardUnhealthy``), QoS (a device in use by others runs one QoS policy: a
-  shared request must match it, ``CardQosPolicyMismatch``), UUID (``metax-tech.com/use-gpuuuid`` /
+* fit: type, health (``CardUnhealthy``), app class (``CardAppClassMismatch``, below), QoS for
+  non-online pods (``CardQosPolicyMismatch``, below), UUID (``metax-tech.com/use-gpuuuid`` /
   ``nouse-gpuuuid``), slots, mutex, memory; for non-online pods cores, exclusive use and exhausted
-  compute; every fitting device is collected, and a whole-device request (100 cores) with more
-  candidates than asked prefers devices of one MetaLink zone (``linkZone`` > 0), the smallest zone
-  that holds the request, then zones in order of size, then unlinked devices; online pods get 0 cores;
+  compute; every fitting device is collected; with more candidates than asked, an online pod takes
+  the devices it is best placed on (below), a pod without an app class asking whole devices (100
+  cores) prefers devices of one MetaLink zone (``linkZone`` > 0), the smallest zone that holds the
+  request, then zones in order of size, then unlinked devices, and an offline pod takes the first
+  candidates; online pods get 0 cores;
+* app class, from the pods the scheduler's usage cache counts on a device (:meth:`usage_note` keeps
+  each one's class there, once per slot it holds): a device nobody uses takes any pod; otherwise a
+  pod with an app class only joins devices that already run app-class pods and a pod without one
+  only devices that run none, and an offline pod never joins a device that runs an online pod (the
+  online pod would suspend it); an online pod may join a device that runs only offline pods;
+* QoS: a device in use runs one QoS policy, so a shared (not 100-core) request of a non-online pod
+  must match it unless it is empty. The device's policy is, first, the one this scheduler last gave
+  it (a non-online pod placed on it sets its ``metax-tech.com/sgpu-qos-policy``, a whole-device one
+  the empty policy), kept in the scheduler's memory until MetaX's node JSON reports that policy for
+  the device (upstream's "jittery QoS" memory: lost on restart); else the policy this pod's earlier
+  containers left on it; else the registered ``qosPolicy``;
+* online placement: candidates are ordered devices running no pod or some online pod first, by
+  fewer online pods then fewer offline pods, then devices running only offline pods, by fewer
+  offline pods;
 * /filter writes the to-allocate / allocated keys, ``metax-tech.com/gpu-devices-allocated`` (JSON
   ``[[{"uuid":..,"compute":..,"vRam":..}]]`` per container) and ``metax-tech.com/predicate-time``;
-* node score, topology-aware (config ``sgpuTopologyAware`` or pod annotation
-  ``metax-tech.com/sgpu-topology-aware``) and only for whole-device picks: with pair score 10 for
-  two different devices of one non-zero link zone, ``10 x allocated - (available - allocated -
-  rest)`` over the node's free devices (available), the picks (allocated) and the free devices left
-  (rest), times 10000 (times -10000 under the spread node policy).
+* node score, times 10000 (times -10000 under the spread node policy): for an online pod, the sum
+  over its devices of ``-100 x offline`` for a device running only offline pods, else ``-20 x
+  online - 2 x offline`` (pods already there); otherwise topology-aware (config
+  ``sgpuTopologyAware`` or pod annotation ``metax-tech.com/sgpu-topology-aware``) and only for
+  whole-device picks: with pair score 10 for two different devices of one non-zero link zone, ``10 x
+  allocated - (available - allocated - rest)`` over the node's free devices (available), the picks
+  (allocated) and the free devices left (rest).
 
-Not modelled: the online/offline app-class placement rules that need the pods already on a device
-(``CardAppClassMismatch``, online prioritisation and score); the QoS a device takes is the
-registered one (upstream also remembers QoS changes it made until MetaX's plugin reports them).
+Where this differs from upstream: a pod counts once per slot it holds on a device after the usage
+cache's per-pod collapse (init containers by their peak), where upstream counts each container's
+assignment; ties of the online ordering keep the candidate order (upstream's sort is not stable).
 
 Allocate (this stack's plugin, standing in for MetaX's): ``METAX_VISIBLE_DEVICES`` with the device
 UUIDs, and for sGPU ``METAX_SGPU_VRAM_MIB`` / ``METAX_SGPU_COMPUTE`` per device.
@@ -107,11 +125,15 @@ ONLINE, OFFLINE = "online", "offline"
 QOS_POLICIES = ("best-effort", "fixed-share", "burst-share")
 CARD_UNHEALTHY = "CardUnhealthy"
 CARD_QOS_POLICY_MISMATCH = "CardQosPolicyMismatch"
+CARD_APP_CLASS_MISMATCH = "CardAppClassMismatch"
+NO_CLASS = ""  # the usage note of a pod without an app class
 DIRECT_LINK_SCORE = 10
 SCORE_WEIGHT = 10000
 VISIBLE_ENV = "METAX_VISIBLE_DEVICES"
 # the fault ignores MetaLink zones: a whole-device pair is taken across zones
 NO_TOPOLOGY_FAULT = "scheduler-metax-ignores-link-zone"
+# the fault ignores app classes: an offline pod joins a device that runs an online pod
+NO_APP_CLASS_FAULT = "scheduler-metax-ignores-app-class"
 
 
 def _node_name(node: Obj) -> str:
@@ -301,6 +323,49 @@ def prefer_link_zones(candidates: list[DeviceUsage], need: int) -> list[DeviceUs
     return ordered[:need]
 
 
+def app_class_counts(dev: DeviceUsage) -> tuple[int, int]:
+    """(online, offline): the app classes of the pods the usage cache counts on ``dev``."""
+    return dev.pods.count(ONLINE), dev.pods.count(OFFLINE)
+
+
+def app_class_fits(request_class: str, dev: DeviceUsage) -> bool:
+    """Whether a pod of ``request_class`` ("" = none) may join ``dev`` (upstream's app-class rule)."""
+    if dev.used == 0:
+        return True
+    online, offline = app_class_counts(dev)
+    # app-class pods and pods without a class never share a device; an offline pod would only be
+    # suspended on a device that runs an online pod
+    if (online + offline > 0) != (request_class in (ONLINE, OFFLINE)):
+        return False
+    return not (online and request_class == OFFLINE)
+
+
+def _online_rank(dev: DeviceUsage) -> tuple[int, int, int]:
+    online, offline = app_class_counts(dev)
+    if offline and not online:
+        return (1, offline, 0)  # only offline pods: last, the fewest first
+    return (0, online, offline)
+
+
+def prefer_for_online(candidates: list[DeviceUsage], need: int) -> list[DeviceUsage]:
+    """An online pod's picks: devices with fewer online, then fewer offline pods; devices running
+    only offline pods last."""
+    if len(candidates) <= need:
+        return candidates
+    return sorted(candidates, key=_online_rank)[:need]
+
+
+def online_score(devices: Sequence[DeviceUsage], picked: PodDevices) -> int:
+    """The online pod's placement score over its devices (before the node-policy weight)."""
+    ids = {d.uuid for ctr in picked for d in ctr}
+    score = 0
+    for dev in devices:
+        if dev.id in ids:
+            online, offline = app_class_counts(dev)
+            score += -100 * offline if offline and not online else -20 * online - 2 * offline
+    return score
+
+
 class MetaxSgpuFamily(DeviceFamily):
     common_word = SGPU_CW
     keys = ann.VENDOR_KEYS_BY_CW[SGPU_CW]
@@ -314,6 +379,11 @@ class MetaxSgpuFamily(DeviceFamily):
         self.core_resource = str(section.get("resourceVCoreName") or "metax-tech.com/vcore")
         self.topology_aware = _parse_bool(section.get("sgpuTopologyAware"), False)
         self._last = threading.local()
+        # device uuid -> the QoS policy this scheduler gave it and the node JSON does not report yet;
+        # device uuid -> the registered policy (both read at fit time, under the lock)
+        self._qos_lock = threading.Lock()
+        self._given_qos: dict[str, str] = {}
+        self._registered_qos: dict[str, str] = {}
 
     # --- requests ----------------------------------------------------------------------------
     def admission_problem(self, container: Obj) -> str | None:
@@ -371,7 +441,15 @@ class MetaxSgpuFamily(DeviceFamily):
     # --- node side ---------------------------------------------------------------------------
     def node_devices(self, node: Obj) -> list[DeviceInfo]:
         value = ((node.get("metadata") or {}).get("annotations") or {}).get(NODE_DEVICES)
-        return decode_sgpu_devices(value) if value else []
+        devices = decode_sgpu_devices(value) if value else []
+        with self._qos_lock:
+            for d in devices:
+                registered = str(d.custom_info.get("QosPolicy") or "")
+                self._registered_qos[d.id] = registered
+                # the plugin now reports what this scheduler gave the device: forget it
+                if self._given_qos.get(d.id) == registered:
+                    del self._given_qos[d.id]
+        return devices
 
     def check_health(
         self, node: Obj, now: dt.datetime, previous: HealthState | None
@@ -391,7 +469,9 @@ class MetaxSgpuFamily(DeviceFamily):
         pod_ann = ctx.pod_annotations
         # score_node has no pod: it runs right after this fit, for the same pod, on this thread
         self._last.aware = _parse_bool(pod_ann.get(TOPOLOGY_AWARE), self.topology_aware)
-        online = pod_ann.get(APP_CLASS) == ONLINE
+        app_class = pod_ann.get(APP_CLASS)
+        online = app_class == ONLINE
+        self._last.online = online
         want_qos = pod_ann.get(QOS_POLICY, "")
         use = split_list(pod_ann.get(self.keys.use_uuid))
         nouse = split_list(pod_ann.get(self.keys.nouse_uuid))
@@ -399,7 +479,7 @@ class MetaxSgpuFamily(DeviceFamily):
         reasons: Counter[str] = Counter()
         fitting: list[DeviceUsage] = []
         for dev in reversed(candidates):
-            reason = self._refusal(dev, request, online, want_qos, use, nouse, ctx)
+            reason = self._refusal(dev, request, app_class or NO_CLASS, want_qos, use, nouse, ctx)
             if reason:
                 reasons[reason] += 1
             else:
@@ -409,7 +489,11 @@ class MetaxSgpuFamily(DeviceFamily):
                 reasons[ev.ALLOCATED_CARDS_INSUFFICIENT_REQUEST] = len(fitting)
             return FitResult(False, [], reasons, len(candidates))
         best = fitting[: request.nums]
-        if not online and request.coresreq == 100 and not faults.on(NO_TOPOLOGY_FAULT):
+        if app_class is not None:
+            # an offline pod takes the first candidates (HAMi's device order)
+            if online:
+                best = prefer_for_online(fitting, request.nums)
+        elif request.coresreq == 100 and not faults.on(NO_TOPOLOGY_FAULT):
             best = prefer_link_zones(fitting, request.nums)
         cores = 0 if online else request.coresreq
         return FitResult(
@@ -423,7 +507,7 @@ class MetaxSgpuFamily(DeviceFamily):
         self,
         dev: DeviceUsage,
         req: ContainerDeviceRequest,
-        online: bool,
+        app_class: str,
         want_qos: str,
         use: list[str],
         nouse: list[str],
@@ -431,8 +515,11 @@ class MetaxSgpuFamily(DeviceFamily):
     ) -> str | None:
         if not dev.health:
             return CARD_UNHEALTHY
+        if not faults.on(NO_APP_CLASS_FAULT) and not app_class_fits(app_class, dev):
+            return CARD_APP_CLASS_MISMATCH
+        online = app_class == ONLINE
         if not online and dev.used > 0 and req.coresreq != 100:
-            have = str(dev.custom_info.get("QosPolicy") or "")
+            have = self._device_qos(dev, want_qos, ctx)
             if have and have != want_qos:
                 return CARD_QOS_POLICY_MISMATCH
         if (use and dev.id not in use) or dev.id in nouse:
@@ -452,7 +539,28 @@ class MetaxSgpuFamily(DeviceFamily):
                 return ev.CARD_COMPUTE_UNITS_EXHAUSTED
         return None
 
+    def _device_qos(self, dev: DeviceUsage, want_qos: str, ctx: FitContext) -> str:
+        """The QoS policy ``dev`` runs as a non-online pod asking ``want_qos`` sees it."""
+        with self._qos_lock:
+            given = self._given_qos.get(dev.id)
+        if given is not None:
+            return given
+        # this pod's earlier containers on the device set it (a whole-device one: the empty policy)
+        left = None
+        for ctr in ctx.previous:
+            for d in ctr:
+                if d.uuid == dev.id:
+                    left = "" if d.usedcores == 100 else want_qos
+        return left if left is not None else str(dev.custom_info.get("QosPolicy") or "")
+
+    def usage_note(self, pod: Obj, cores: int) -> str:
+        """The pod's app class (``online``/``offline``, else ``""``), for the app-class rules."""
+        app_class = ((pod.get("metadata") or {}).get("annotations") or {}).get(APP_CLASS)
+        return app_class if app_class in (ONLINE, OFFLINE) else NO_CLASS
+
     def score_node(self, node: Obj, devices: Sequence[DeviceUsage], picked: PodDevices, policy: str) -> float:
+        if getattr(self._last, "online", False):
+            return float(self._weight(policy) * online_score(devices, picked))
         whole = [d for ctr in picked for d in ctr if d.usedcores == 100]
         if not whole:
             return 0.0
@@ -485,7 +593,25 @@ class MetaxSgpuFamily(DeviceFamily):
         ]
         out[ALLOCATED] = json.dumps(metax, separators=(",", ":"))
         out[PREDICATE_TIME] = str(time.time_ns())
+        if pod is not None:
+            self._remember_qos(pod, pod_devices)
         return out
+
+    def _remember_qos(self, pod: Obj, pod_devices: PodDevices) -> None:
+        """Remember the QoS policy a non-online pod's devices now run (a whole device: the empty
+        one) where it differs from what the device ran when fitted, until the node JSON reports it."""
+        annotations = (pod.get("metadata") or {}).get("annotations") or {}
+        if annotations.get(APP_CLASS) == ONLINE:
+            return
+        want = str(annotations.get(QOS_POLICY, ""))
+        with self._qos_lock:
+            left: dict[str, str] = {}  # what this pod's earlier containers left on a device
+            for ctr in pod_devices:
+                for d in ctr:
+                    expected = "" if d.usedcores == 100 else want
+                    if left.get(d.uuid, self._registered_qos.get(d.uuid, "")) != expected:
+                        self._given_qos[d.uuid] = expected
+                left.update({d.uuid: "" if d.usedcores == 100 else want for d in ctr})
 
     def allocate_response(self, req: AllocateInput) -> ContainerAllocation:
         out = ContainerAllocation()

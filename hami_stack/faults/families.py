@@ -53,6 +53,13 @@ FAMILY_FAULTS: tuple[Fault, ...] = (
         vendor="metax",
     ),
     Fault(
+        "scheduler-metax-ignores-app-class",
+        "extender",
+        "MetaX sGPU app classes are ignored: an offline pod joins a device that runs an online pod",
+        ("METAX-SCHED-APPCLASS-1",),
+        vendor="metax",
+    ),
+    Fault(
         "webhook-kunlun-no-memory-rounding",
         "webhook",
         "a vXPU pod keeps the memory it asked instead of the 24576/49152/98304 MiB partition",

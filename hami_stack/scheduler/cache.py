@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .. import faults
@@ -52,6 +52,7 @@ class DeviceCharge:
     slots: int
     mem: int
     cores: int
+    note: Any = None  # the family's note about the pod (DeviceFamily.usage_note), kept on the device
 
 
 @dataclass
@@ -105,7 +106,29 @@ def apply_charges(families: dict[str, list[DeviceUsage]], charges: Iterable[Devi
                 d.used += sign * c.slots
                 d.usedmem += sign * c.mem
                 d.usedcores += sign * c.cores
+                if c.note is not None:  # one note per slot, as the pod counts in ``used``
+                    d.pods = d.pods + (c.note,) * c.slots if sign > 0 else _without(d.pods, c.note, c.slots)
                 break
+
+
+def _without(notes: tuple[Any, ...], note: Any, n: int) -> tuple[Any, ...]:
+    """``notes`` less ``n`` occurrences of ``note`` (the last ones)."""
+    out = list(notes)
+    for _ in range(n):
+        if note not in out:
+            break
+        del out[len(out) - 1 - out[::-1].index(note)]
+    return tuple(out)
+
+
+def with_notes(charges: list[DeviceCharge], pod: Obj, by_cw: dict[str, DeviceFamily]) -> list[DeviceCharge]:
+    """The charges with each family's note about ``pod`` (families that keep none: unchanged)."""
+    out = []
+    for c in charges:
+        fam = by_cw.get(c.family)
+        note = fam.usage_note(pod, c.cores) if fam is not None else None
+        out.append(c if note is None else replace(c, note=note))
+    return out
 
 
 def collapse(devices: dict[str, PodDevices], n_init: int, init_done: bool) -> list[DeviceCharge]:
@@ -273,6 +296,7 @@ class UsageCache:
         for devs in entry.families.values():
             for d in devs:
                 d.used = d.usedmem = d.usedcores = 0
+                d.pods = ()
         for uid in self._by_node.get(entry.name, ()):
             apply_charges(entry.families, self.pods[uid].charges, 1)
         entry.bump()
@@ -304,7 +328,7 @@ class UsageCache:
         charges: list[DeviceCharge] = []
         if devices is not None:
             n_init = len((pod.get("spec") or {}).get("initContainers") or [])
-            charges = collapse(devices, n_init, init_containers_done(pod))
+            charges = with_notes(collapse(devices, n_init, init_containers_done(pod)), pod, self.by_cw)
         with self._lock:
             old = self.pods.get(uid)
             if old is not None and _stale(old, rv):
@@ -331,7 +355,7 @@ class UsageCache:
         """
         meta = pod.get("metadata") or {}
         n_init = len((pod.get("spec") or {}).get("initContainers") or [])
-        charges = collapse(devices, n_init, False)
+        charges = with_notes(collapse(devices, n_init, False), pod, self.by_cw)
         with self._lock:
             uid = meta.get("uid", "")
             self._released.discard(uid)
