@@ -28,6 +28,7 @@ from .webhooks import AdmissionRequestInfo, WebhookDispatcher
 if TYPE_CHECKING:
     from .builtin import BuiltIns
 
+PATCH_RETRY_S = 60.0  # kube-apiserver's default --request-timeout bounds a patch's retries
 SYSTEM_USER = UserInfo(name="system:apiserver", groups=("system:masters",))
 
 # Kinds whose spec changes bump metadata.generation (those with a spec, like the real strategies).
@@ -453,7 +454,12 @@ class Registry:
         if kind is None:
             raise errors.unsupported_media_type(content_type)
         store_key = t.rtype.store_key
-        for _attempt in range(5):
+        # kube-apiserver applies a patch inside etcd's GuaranteedUpdate, which re-reads and re-applies
+        # it on every concurrent write until it lands: a patch without a resourceVersion precondition
+        # never answers 409 for someone else's write. A fixed few attempts did, when writers of one
+        # pod (scheduler, extender, device plugin, kubelet) overlapped while webhooks were awaited.
+        deadline = asyncio.get_running_loop().time() + PATCH_RETRY_S
+        while True:
             current = self.store.get_entry(store_key, t.namespace, t.name)
             if current is None:
                 if kind == "apply":
@@ -489,11 +495,13 @@ class Registry:
                     t, patched, user, dry_run=dry_run, field_manager=field_manager, track=kind != "apply"
                 )
             except APIError as e:
-                # A patch without a precondition retries on a concurrent write, as the real server does.
-                if e.code == 409 and e.reason == "Conflict" and not want_rv:
+                # A patch without a precondition retries on a concurrent write, as the real server does
+                # (until the request's own time is up: the real server's request timeout ends it too).
+                # A precondition the body set is checked again above against the fresh object.
+                if e.code == 409 and e.reason == "Conflict" and asyncio.get_running_loop().time() < deadline:
+                    await asyncio.sleep(0)  # let the writer that won finish before reading again
                     continue
                 raise
-        raise errors.conflict(t.group, t.rtype.plural, t.name, errors.STALE_OBJECT)
 
     # -- delete ------------------------------------------------------------------------------
     async def delete(
