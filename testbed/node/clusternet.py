@@ -53,6 +53,11 @@ SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/16")  # the testbed apiserver's (
 DNS_IP = str(SERVICE_CIDR.network_address + 10)  # 10.96.0.10, where kind and kubeadm put kube-dns
 POLL = 0.25
 UDP_IDLE = 30.0  # seconds a UDP flow keeps its backend (conntrack's default UDP timeout is 30 s)
+# Each UDP flow holds a socket until it has been idle UDP_IDLE seconds: a pod sending from ever new source
+# ports would otherwise use up the node agent's descriptors (shared by all its nodes). Past this many
+# flows of one Service port a new client's datagrams are dropped, as a full conntrack table drops them.
+UDP_MAX_FLOWS = 1024
+UDP_MAX_PENDING = 64  # datagrams queued for a flow whose backend socket is still being opened
 
 
 class _DnsProtocol(asyncio.DatagramProtocol):
@@ -409,6 +414,7 @@ class _UdpProxy(asyncio.DatagramProtocol):
         self.net, self.addr = net, addr
         self.transport: asyncio.DatagramTransport | None = None
         self.flows: dict[tuple[str, int], _UdpFlow] = {}
+        self.full = False  # at UDP_MAX_FLOWS (logged once per episode)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -418,6 +424,13 @@ class _UdpProxy(asyncio.DatagramProtocol):
         if flow is not None and not flow.closed:
             flow.send(data)
             return
+        if len(self.flows) >= UDP_MAX_FLOWS:
+            if not self.full:
+                log.warning("UDP %s:%s: %d flows, dropping new clients' datagrams",
+                            *self.addr[:2], len(self.flows))
+            self.full = True
+            return
+        self.full = False
         chosen = self.net.pick(self.addr, client[0])
         if chosen is None:
             return
@@ -476,7 +489,8 @@ class _UdpFlow(asyncio.DatagramProtocol):
 
     def send(self, data: bytes) -> None:
         if self.up is None:
-            self.pending.append(data)
+            if len(self.pending) < UDP_MAX_PENDING:  # beyond: dropped, as a full socket buffer drops
+                self.pending.append(data)
             return
         self.up.sendto(data)
         self._arm()

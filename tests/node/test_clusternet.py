@@ -302,3 +302,49 @@ def test_session_affinity_keeps_a_client_on_its_backend() -> None:
     assert len({after_timeout() for _ in range(40)}) > 1
     del spec["sessionAffinity"]
     assert len({net.pick(addr, "169.254.1.1") for _ in range(40)}) > 1
+
+
+def test_udp_flows_of_a_service_port_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pod spraying a UDP Service from ever new source ports must not exhaust the node agent's
+    descriptors (every flow holds a socket for 30 s): past ``UDP_MAX_FLOWS`` flows a new client's
+    datagrams are dropped, as a full conntrack table drops them; known flows still pass, and a
+    flow still opening queues at most ``UDP_MAX_PENDING`` datagrams."""
+    import asyncio
+    import socket
+
+    from testbed.node import clusternet
+
+    backend = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    backend.bind(("127.0.0.1", 0))
+    net = clusternet.ClusterNet.__new__(clusternet.ClusterNet)
+    net.affinity = {}
+    net.services = {("a", "u"): {"spec": {"clusterIP": "10.96.9.10",
+                                          "ports": [{"name": "u", "port": 53, "protocol": "UDP"}]}}}
+    net.endpoints = {("a", "u"): {"subsets": [{"addresses": [{"ip": "127.0.0.1"}],
+                                               "ports": [{"name": "u", "port": backend.getsockname()[1],
+                                                          "protocol": "UDP"}]}]}}
+    cap = 100  # the real bound, smaller: the test must not need a raised descriptor limit
+    monkeypatch.setattr(clusternet, "UDP_MAX_FLOWS", cap)
+
+    async def spray() -> tuple[int, int, int]:
+        proxy = clusternet._UdpProxy(net, ("10.96.9.10", 53, "UDP"))
+        before = len(os.listdir("/proc/self/fd"))
+        for i in range(cap + 300):
+            proxy.datagram_received(b"q", ("127.0.0.2", 1024 + i))
+        first = proxy.flows[("127.0.0.2", 1024)]
+        for _ in range(clusternet.UDP_MAX_PENDING + 50):
+            first.send(b"more")
+        queued = len(first.pending)
+        await asyncio.gather(*(f.opener for f in list(proxy.flows.values()) if f.opener))
+        opened = len(os.listdir("/proc/self/fd")) - before
+        flows = len(proxy.flows)
+        proxy.connection_lost(None)
+        return flows, opened, queued
+
+    try:
+        flows, opened, queued = asyncio.run(spray())
+    finally:
+        backend.close()
+    assert flows == cap
+    assert opened <= cap + 16  # the flows' sockets and the loop's own, not one per source port
+    assert queued <= clusternet.UDP_MAX_PENDING
