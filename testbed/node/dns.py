@@ -25,6 +25,9 @@ from typing import Any
 
 DOMAIN = "cluster.local"
 TTL = 5
+# seconds a DNS-over-TCP connection may wait for its next query (or the rest of one) before it is closed,
+# as CoreDNS's read timeout closes it: idle connections must not pile up in the node agent
+TCP_IDLE = 10.0
 A, CNAME, PTR, SRV, AAAA = 1, 5, 12, 33, 28
 NOERROR, FORMERR, NXDOMAIN = 0, 1, 3
 
@@ -168,11 +171,11 @@ class Resolver:
 
 async def serve_tcp(resolver: Resolver, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """DNS over TCP (RFC 1035 4.2.2, RFC 7766): length-prefixed queries, answered in order, until the
-    client closes or sends something unparseable."""
-    with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError, OSError):
+    client closes, sends something unparseable or stays silent ``TCP_IDLE`` seconds."""
+    with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError, OSError, TimeoutError):
         while True:
-            n = struct.unpack(">H", await reader.readexactly(2))[0]
-            reply = resolver.answer(await reader.readexactly(n))
+            n = struct.unpack(">H", await asyncio.wait_for(reader.readexactly(2), TCP_IDLE))[0]
+            reply = resolver.answer(await asyncio.wait_for(reader.readexactly(n), TCP_IDLE))
             if reply is None:
                 break
             writer.write(struct.pack(">H", len(reply)) + reply)

@@ -348,3 +348,35 @@ def test_udp_flows_of_a_service_port_are_bounded(monkeypatch: pytest.MonkeyPatch
     assert flows == cap
     assert opened <= cap + 16  # the flows' sockets and the loop's own, not one per source port
     assert queued <= clusternet.UDP_MAX_PENDING
+
+
+def test_dns_over_tcp_drops_an_idle_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that connects to the cluster DNS over TCP and sends nothing (or half a query) is
+    disconnected after ``TCP_IDLE`` seconds, as CoreDNS's read timeout does: idle connections
+    must not pile up in the node agent. A client that asks in time is answered."""
+    import asyncio
+
+    monkeypatch.setattr(dns, "TCP_IDLE", 0.5)
+    services = {("a", "web"): {"spec": {"clusterIP": "10.96.3.4", "ports": [{"port": 80}]}}}
+    r = dns.Resolver(lambda: services, lambda: {})
+
+    async def run() -> tuple[bytes, bytes, float]:
+        server = await asyncio.start_server(lambda rd, wr: dns.serve_tcp(r, rd, wr), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            rd, wr = await asyncio.open_connection("127.0.0.1", port)
+            q = _query("web.a.svc.cluster.local")
+            wr.write(struct.pack(">H", len(q)) + q)
+            n = struct.unpack(">H", await asyncio.wait_for(rd.readexactly(2), 5))[0]
+            answer = await asyncio.wait_for(rd.readexactly(n), 5)
+            t = time.monotonic()
+            wr.write(b"\x00")  # half a length prefix, then nothing
+            rest = await asyncio.wait_for(rd.read(), 5)  # b"" once the server hangs up
+            wr.close()
+            return answer, rest, time.monotonic() - t
+        finally:
+            server.close()
+
+    answer, rest, waited = asyncio.run(run())
+    assert bytes([10, 96, 3, 4]) in answer
+    assert rest == b"" and waited < 3
