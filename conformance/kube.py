@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import urllib3
+
 from conformance import contract as C
 from conformance.cases import current_rule, violated, with_rule
 from conformance.probe.result import MARKER, find_result
@@ -41,15 +43,18 @@ def poll(
     describe: Callable[[T | None], str] | None = None,
     interval: float = 0.25,
     rule_id: str | None = None,
+    deadline: float | None = None,
 ) -> T:
     """Observe until ``done(observation)``; return that observation.
 
     On timeout raise :class:`WaitTimeout` naming the rule (``rule_id`` or the running case's),
     ``what`` and ``describe(last observation)``. An API error while polling is not fatal (the
-    condition may still come true); the last one is reported if the wait times out.
+    condition may still come true); the last one is reported if the wait times out. ``deadline``
+    (a ``time.monotonic()`` instant) ends a wait that started earlier with ``timeout`` seconds.
     """
     rule_id = rule_id or current_rule()
-    deadline = time.monotonic() + timeout
+    if deadline is None:
+        deadline = time.monotonic() + timeout
     last: T | None = None
     seen_any = False
     error: ApiError | None = None
@@ -267,14 +272,55 @@ class Workloads:
     def wait_pod(
         self, name: str, what: str, done: Callable[[Pod], bool], timeout: float | None = None
     ) -> Pod:
-        """Poll pod ``name`` until ``done(pod)``; ``what`` completes "waiting for pod ns/name to ..."."""
+        """Wait until ``done(pod)`` for pod ``name``; ``what`` completes "waiting for pod ns/name to ...".
+
+        Watch-driven: one read, then a watch of that pod from the read's resourceVersion, so every
+        state the pod passes through is seen the moment it is stored (a poll every 0.25 s cost the
+        API server and this process a read each time, most of a cell's waiting). Should the watch
+        fail (an error event, a broken stream), the wait goes on by polling until the same deadline,
+        and a timeout reads exactly as before."""
+        timeout = timeout or self.timeout
+        deadline = time.monotonic() + timeout
+        try:
+            pod: Pod | None = self.get(name)
+        except ApiError:
+            pod = None
+        if pod is not None:
+            if done(pod):
+                return pod
+            hit = self._watch_pod(name, pod, done, deadline)
+            if hit is not None:
+                return hit
         return poll(
             f"pod {self.ns}/{name} {what}",
             lambda: self.get(name),
             done,
-            timeout or self.timeout,
-            describe=lambda pod: self.describe(name, pod),
+            timeout,
+            describe=lambda p: self.describe(name, p),
+            deadline=deadline,
         )
+
+    def _watch_pod(self, name: str, pod: Pod, done: Callable[[Pod], bool], deadline: float) -> Pod | None:
+        """The first state of the pod from ``pod`` on that satisfies ``done``, seen through a watch;
+        None when the deadline comes first or the watch cannot go on (the caller then polls)."""
+        rv = str((pod.get("metadata") or {}).get("resourceVersion") or "")
+        while rv:
+            left = deadline - time.monotonic()
+            if left < 1:
+                return None
+            try:
+                events = self.kube.watch(self.pods_path, resource_version=rv, timeout_seconds=int(left),
+                                         bookmarks=False, fieldSelector=f"metadata.name={name}")
+                for ev in events:
+                    obj = ev.get("object") or {}
+                    if ev.get("type") not in ("ADDED", "MODIFIED", "DELETED"):
+                        return None  # ERROR (e.g. 410 Gone): let polling take over
+                    rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
+                    if ev.get("type") != "DELETED" and done(obj):
+                        return obj
+            except (ApiError, OSError, urllib3.exceptions.HTTPError, ValueError):
+                return None
+        return None
 
     def wait_scheduled(self, name: str, timeout: float | None = None) -> Pod:
         return self.wait_pod(name, "to be bound to a node",

@@ -108,6 +108,7 @@ class Kube:
             q["allowWatchBookmarks"] = "true"
         resp = self._send("GET", path, q, None, "application/json", timeout_seconds + 10)
         buf = b""
+        ended = False
         try:
             for chunk in resp.stream(65536, decode_content=False):
                 # One split per chunk: slicing the buffer per line would copy the rest of it each time.
@@ -115,8 +116,14 @@ class Kube:
                 for line in lines:
                     if line.strip():
                         yield orjson.loads(line)
+            ended = True
         finally:
-            resp.release_conn()
+            if ended:
+                resp.release_conn()
+            else:
+                # left early (the caller saw what it waited for): the server is still streaming on
+                # this connection, so it must not go back to the pool for the next request
+                resp.close()
 
     def close(self) -> None:
         self.api.close()

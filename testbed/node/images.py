@@ -161,7 +161,27 @@ def register(
     )
 
 
+_FILE_CACHE: dict[str, tuple[tuple[int, int], list[ImageEntry]]] = {}
+
+
 def _from_file(path: str) -> list[ImageEntry]:
+    """The catalog file's entries, parsed again only when the file changed (every container start
+    and volume sync looks images up; parsing the YAML each time was a node agent's third cost)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        st = None
+    key = (st.st_mtime_ns, st.st_size) if st is not None else (-1, -1)
+    hit = _FILE_CACHE.get(path)
+    if st is not None and hit is not None and hit[0] == key:
+        return hit[1]
+    entries = _parse_file(path)
+    if st is not None:
+        _FILE_CACHE[path] = (key, entries)
+    return entries
+
+
+def _parse_file(path: str) -> list[ImageEntry]:
     text = Path(path).read_text()
     if path.endswith((".yaml", ".yml")):
         import yaml
