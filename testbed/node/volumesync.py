@@ -1,7 +1,8 @@
 """The kubelet's periodic sync of a running pod's configMap, secret, downwardAPI and projected volumes.
 
-Every ``period`` seconds (``$TESTBED_VOLUME_SYNC_SECONDS``, default 2; a kubelet syncs each pod about
-once a minute plus its object-cache delay) each running pod's content volumes are recomputed from the
+Every ``period`` seconds (``$TESTBED_VOLUME_SYNC_SECONDS``, default 10; a kubelet syncs each pod about
+once a minute plus its object-cache delay; 2 s cost a conformance cell a read per namespace and node
+every 2 s, for changes no case makes) each running pod's content volumes are recomputed from the
 API (one read per referenced object and namespace per round) and rewritten with the atomic writer
 (``podspec.write_atomic``: a new ``..<timestamp>`` directory, then one rename of the ``..data``
 symlink), only when something changed. Projected service-account tokens are renewed once 80% of their
@@ -27,9 +28,9 @@ log = logging.getLogger("testbed.node.volumesync")
 
 def period() -> float:
     try:
-        return max(0.2, float(os.environ.get("TESTBED_VOLUME_SYNC_SECONDS", "2")))
+        return max(0.2, float(os.environ.get("TESTBED_VOLUME_SYNC_SECONDS", "10")))
     except ValueError:
-        return 2.0
+        return 10.0
 
 
 def sync_once(agent: NodeAgent) -> dict[str, list[str]]:
