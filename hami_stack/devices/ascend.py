@@ -369,6 +369,14 @@ def node_hami_core(node: Obj | None, default: bool) -> bool:
     return str(value).lower() == "true"
 
 
+def hami_core_dir(hook_path: str) -> str:
+    """The host directory of hami-core mode (limiter, ld.so.preload, per-container files): the plugin's
+    ``HOOK_PATH``, or /usr/local/hami-vnpu-core when it is unset or the generic /usr/local. The plugin
+    prepares and Allocate mounts this one directory."""
+    hook = hook_path.rstrip("/")
+    return HAMI_VNPU_CORE_DIR if hook in ("", "/usr/local") else hook
+
+
 def is_hami_core_pod(annotations: dict[str, str]) -> bool:
     return annotations.get(VNPU_MODE_ANNOTATION) == VNPU_MODE_HAMI_CORE
 
@@ -653,15 +661,16 @@ class AscendFamily(DeviceFamily):
             "/usr/local/Ascend/driver/version.info",
         ):
             out.mounts.append(Mount(path, path, True))
-        out.mounts.append(Mount("/hami-vnpu-core", HAMI_VNPU_CORE_DIR, True))
-        out.mounts.append(Mount("/etc/ld.so.preload", f"{HAMI_VNPU_CORE_DIR}/ld.so.preload", True))
+        # the directory the plugin installed the limiter in (prepare_hook_dir), not a fixed one
+        hook = hami_core_dir(req.hook_path)
+        out.mounts.append(Mount("/hami-vnpu-core", hook, True))
+        out.mounts.append(Mount("/etc/ld.so.preload", f"{hook}/ld.so.preload", True))
         out.mounts.append(Mount("/hami-shared-region", SHARED_REGION_DIR, False))
         if req.devices and not faults.on("plugin-ascend-no-mem-quota"):
             out.envs["NPU_MEM_QUOTA"] = str(req.devices[0].usedmem)
         if req.devices:
             out.envs["NPU_PRIORITY"] = str(req.devices[0].usedcores)
         out.envs["NPU_GLOBAL_SHM_PATH"] = f"/hami-shared-region/{ids[0]}_global_registry" if ids else ""
-        hook = req.hook_path.rstrip("/") if req.hook_path not in ("", "/usr/local") else HAMI_VNPU_CORE_DIR
         shmem = f"{hook}/containers/{req.pod_uid}_{req.container_name}"
         out.host_dirs.append(shmem)
         out.mounts.append(Mount("/hami-vnpu-shmem", shmem, False))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -400,3 +401,26 @@ def test_webhook_warns_when_ascend_is_disabled() -> None:
     enabled = build_families(parse_device_config({"nvidia": {}, "vnpus": {"configs": [_raw("Ascend910B3")]}}))
     resp = admit(review, WebhookConfig(families=enabled, trusted_users=()))
     assert resp.allowed and resp.warnings == []
+
+
+def test_hami_core_mounts_the_hook_dir_the_plugin_prepared(tmp_path: Path) -> None:
+    """The limiter and ld.so.preload a container gets are the ones the plugin installed: with a
+    ``HOOK_PATH`` of its own the plugin prepares that directory, so Allocate must mount it (mounting
+    the default one would leave the container without its NPU limiter: memory quota not enforced)."""
+    from hami_stack.device_plugin.ascend.plugin import prepare_hook_dir
+    from hami_stack.devices.ascend import HAMI_VNPU_CORE_DIR, hami_core_dir
+
+    assert hami_core_dir("") == hami_core_dir("/usr/local") == HAMI_VNPU_CORE_DIR
+    hook = tmp_path / "hook"
+    prepare_hook_dir(Path(hami_core_dir(str(hook) + "/")))
+    f = fam()
+    f.phy_ids = lambda: {"U1": 5}
+    core = f.allocate_response(
+        AllocateInput([ContainerDevice("U1", "Ascend910B3", 1000, 30)], "uid", "c", hook_path=str(hook) + "/",
+                      pod_annotations={"huawei.com/vnpu-mode": "hami-core"})
+    )
+    src = {m.container_path: m.host_path for m in core.mounts}
+    preload = Path(src["/etc/ld.so.preload"])
+    assert preload.read_text() == "/hami-vnpu-core/libvnpu.so\n"
+    assert (Path(src["/hami-vnpu-core"]) / "libvnpu.so").is_file()
+    assert core.host_dirs == [f"{hook}/containers/uid_c"]

@@ -43,6 +43,7 @@ from ...devices.ascend import (
     VNPU_MODE_HAMI_CORE,
     AscendFamily,
     VnpusConfig,
+    hami_core_dir,
     parse_vnpus,
 )
 from ...devices.config import DeviceConfigError
@@ -230,7 +231,7 @@ class AscendDevicePlugin:
         npus = dcmi.discover()
         self.family = self.select_family(npus)
         self.npus = npus
-        hook = self.opts.hook_path or "/usr/local/hami-vnpu-core"
+        hook = hami_core_dir(self.opts.hook_path)  # the one Allocate mounts
         if self.hami_core:
             prepare_hook_dir(Path(hook))
         self.allocator = Allocator(
