@@ -34,7 +34,7 @@ from ..protocol import annotations as ann
 from ..protocol import events as ev
 from ..protocol.assignment import ContainerDevice
 from ..protocol.handshake import HealthResult
-from ..protocol.quantity import INT32_MAX, parse_quantity
+from ..protocol.quantity import INT32_MAX
 from ..protocol.register import DeviceInfo, decode_register_json
 from .base import (
     AdmissionError,
@@ -48,6 +48,7 @@ from .base import (
     HealthState,
     Obj,
     check_quantity,
+    limit_int,
     node_quantity,
     split_list,
 )
@@ -56,15 +57,6 @@ CW = "AMD"
 VISIBLE_ENV = "ROCR_VISIBLE_DEVICES"
 # the fault drops the percentage check: gpucores 150 is admitted (and then asks more than a card)
 CORES_UNCHECKED_FAULT = "webhook-amd-cores-unchecked"
-
-
-def _limit_int(container: Obj, name: str) -> tuple[bool, int | None]:
-    """(present in limits, its whole-number value or None)."""
-    limits = (container.get("resources") or {}).get("limits") or {}
-    if not name or name not in limits:
-        return False, None
-    q = parse_quantity(limits[name])
-    return True, int(q.value) if q is not None and q.is_integer else None
 
 
 class AmdFamily(DeviceFamily):
@@ -83,11 +75,11 @@ class AmdFamily(DeviceFamily):
 
     def mutate_admission(self, container: Obj, pod: Obj) -> bool:
         where = f"in container {container.get('name', '')}"
-        has_count, count = _limit_int(container, self.count_resource)
+        has_count, count = limit_int(container, self.count_resource)
         if has_count:
             if count is None or count < 1:
                 raise AdmissionError(f"{self.count_resource} must be a positive integer {where}")
-            has_core, core = _limit_int(container, self.core_resource)
+            has_core, core = limit_int(container, self.core_resource)
             if has_core and (core is None or not 1 <= core <= 100) and not faults.on(CORES_UNCHECKED_FAULT):
                 raise AdmissionError(
                     f"{self.core_resource} must be an integer percentage between 1 and 100 {where}"
@@ -97,13 +89,13 @@ class AmdFamily(DeviceFamily):
         return self.memory_resource in limits or self.core_resource in limits
 
     def container_request(self, container: Obj) -> ContainerDeviceRequest | None:
-        _, n = _limit_int(container, self.count_resource)
+        _, n = limit_int(container, self.count_resource)
         if n is None or not 0 < n <= INT32_MAX:
             return None
-        has_mem, mem = _limit_int(container, self.memory_resource)
+        has_mem, mem = limit_int(container, self.memory_resource)
         if has_mem and (mem is None or not 0 <= mem <= INT32_MAX):
             return None
-        has_core, core = _limit_int(container, self.core_resource)
+        has_core, core = limit_int(container, self.core_resource)
         if has_core and (core is None or not 1 <= core <= 100) and not faults.on(CORES_UNCHECKED_FAULT):
             return None
         return ContainerDeviceRequest(CW, n, mem or 0, 0, core if has_core and core is not None else 100)

@@ -226,6 +226,16 @@ def resource_int(container: Obj, name: str) -> int | None:
     return quantity_int(raw) if present else None
 
 
+def limit_int(container: Obj, name: str) -> tuple[bool, int | None]:
+    """(whether the container's limits name the resource, its whole-number value or None), for
+    families that read limits only (AMD, MetaX sGPU)."""
+    limits = (container.get("resources") or {}).get("limits") or {}
+    if not name or name not in limits:
+        return False, None
+    q = parse_quantity(limits[name])
+    return True, int(q.value) if q is not None and q.is_integer else None
+
+
 # The most devices one container may ask: no node has more, and a larger count is a typo (``1Gi``
 # GPUs) that would otherwise only be reported as insufficient devices on every node.
 MAX_DEVICES_PER_CONTAINER = 1024

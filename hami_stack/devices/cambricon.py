@@ -26,6 +26,7 @@ from ..protocol import events as ev
 from ..protocol.assignment import PodDevices
 from ..protocol.handshake import HealthResult
 from ..protocol.register import DeviceInfo
+from . import capacity_cards
 from .base import (
     AllocateInput,
     ContainerAllocation,
@@ -36,7 +37,6 @@ from .base import (
     HealthState,
     Obj,
     fit_walk,
-    node_quantity,
 )
 from .counted import SOURCE_CAPACITY, CountedFamily, CountedSpec
 
@@ -63,8 +63,7 @@ CAMBRICON = CountedSpec(
 
 
 def card_index(device_id: str) -> int:
-    tail = device_id.rsplit(ID_INFIX, 1)[-1]
-    return int(tail) if tail.isdigit() else 0
+    return capacity_cards.card_index(device_id, ID_INFIX)
 
 
 class CambriconFamily(CountedFamily):
@@ -72,31 +71,20 @@ class CambriconFamily(CountedFamily):
         super().__init__(CAMBRICON, section)
 
     def node_devices(self, node: Obj) -> list[DeviceInfo]:
-        vcores = node_quantity(node, "capacity", self.core_resource)
-        if vcores <= 0:
-            return []
-        vmemory = node_quantity(node, "capacity", self.memory_resource)
-        name = (node.get("metadata") or {}).get("name", "")
-        devmem = vmemory * MEMORY_UNIT_MIB * 100 // vcores
-        return [
-            DeviceInfo(
-                id=f"{name}{ID_INFIX}{i}",
-                index=i,
-                count=100,
-                devmem=devmem,
-                devcore=100,
-                type=self.common_word,
-                health=True,
-            )
-            for i in range((vcores + 99) // 100)
-        ]
+        return capacity_cards.split_cards(
+            node,
+            self.common_word,
+            ID_INFIX,
+            core_resource=self.core_resource,
+            memory_resource=self.memory_resource,
+            cores_per_card=100,
+            memory_unit_mib=MEMORY_UNIT_MIB,
+        )
 
     def check_health(
         self, node: Obj, now: dt.datetime, previous: HealthState | None
     ) -> tuple[HealthResult, HealthState]:
-        # always healthy, as upstream; rebuilt when the advertised vcores change
-        state = HealthState(node_quantity(node, "capacity", self.core_resource), None)
-        return HealthResult(True, previous is None or previous != state), state
+        return capacity_cards.always_healthy(node, self.core_resource, previous)
 
     def fit(
         self, devices: Sequence[DeviceUsage], request: ContainerDeviceRequest, ctx: FitContext

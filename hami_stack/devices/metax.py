@@ -89,6 +89,7 @@ from ..protocol.handshake import HealthResult
 from ..protocol.policy import SPREAD
 from ..protocol.quantity import INT32_MAX, parse_quantity
 from ..protocol.register import DeviceInfo
+from . import capacity_cards
 from .base import (
     AdmissionError,
     AllocateInput,
@@ -102,6 +103,7 @@ from .base import (
     Obj,
     check_quantity,
     fit_walk,
+    limit_int,
     node_quantity,
     resource_int,
     split_list,
@@ -196,8 +198,7 @@ class MetaxGpuFamily(WholeCards, DeviceFamily):
 
 
 def card_index(device_id: str) -> int:
-    tail = device_id.rsplit(ID_INFIX, 1)[-1]
-    return int(tail) if tail.isdigit() else 0
+    return capacity_cards.card_index(device_id, ID_INFIX)
 
 
 def decode_sgpu_devices(value: str) -> list[DeviceInfo]:
@@ -396,15 +397,15 @@ class MetaxSgpuFamily(DeviceFamily):
         return ((container.get("resources") or {}).get("limits") or {}).get(name)
 
     def container_request(self, container: Obj) -> ContainerDeviceRequest | None:
-        q = parse_quantity(self._limit(container, self.count_resource))
-        if q is None or not q.is_integer or not 0 < q.value <= INT32_MAX:
+        _, nums = limit_int(container, self.count_resource)
+        if nums is None or not 0 < nums <= INT32_MAX:
             return None
         cores = 100
-        qc = parse_quantity(self._limit(container, self.core_resource))
-        if qc is not None and qc.is_integer:
-            if not 0 <= qc.value <= INT32_MAX:
+        _, core = limit_int(container, self.core_resource)
+        if core is not None:  # a fractional core count keeps the default, as upstream
+            if not 0 <= core <= INT32_MAX:
                 return None
-            cores = int(qc.value)
+            cores = core
         mem = 0
         raw = self._limit(container, self.memory_resource)
         qm = parse_quantity(raw)
@@ -417,7 +418,7 @@ class MetaxSgpuFamily(DeviceFamily):
                 mem = int(qm.value) * 1024  # a bare number is GiB
             if not 0 <= mem <= INT32_MAX:
                 return None
-        return ContainerDeviceRequest(self.common_word, int(q.value), mem, 0 if mem else 100, cores)
+        return ContainerDeviceRequest(self.common_word, nums, mem, 0 if mem else 100, cores)
 
     def mutate_admission(self, container: Obj, pod: Obj) -> bool:
         if self.count_resource not in ((container.get("resources") or {}).get("limits") or {}):

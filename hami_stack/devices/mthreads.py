@@ -43,6 +43,7 @@ from ..protocol.assignment import PodDevices, encode_pod_devices
 from ..protocol.handshake import HealthResult
 from ..protocol.register import DeviceInfo
 from ..protocol.resources import MEM_PERCENTAGE_UNSET
+from . import capacity_cards
 from .base import (
     AdmissionError,
     AllocateInput,
@@ -55,7 +56,6 @@ from .base import (
     Obj,
     check_quantity,
     fit_walk,
-    node_quantity,
     resource_int,
 )
 from .counted import SOURCE_CAPACITY, CountedFamily, CountedSpec
@@ -93,8 +93,7 @@ MTHREADS = CountedSpec(
 
 
 def gpu_index(device_id: str) -> int:
-    tail = device_id.rsplit(ID_INFIX, 1)[-1]
-    return int(tail) if tail.isdigit() else 0
+    return capacity_cards.card_index(device_id, ID_INFIX)
 
 
 class MthreadsFamily(CountedFamily):
@@ -143,30 +142,21 @@ class MthreadsFamily(CountedFamily):
         return True
 
     def node_devices(self, node: Obj) -> list[DeviceInfo]:
-        cores = node_quantity(node, "capacity", self.core_resource)
-        if cores <= 0:
-            return []
-        memory = node_quantity(node, "capacity", self.memory_resource)
-        name = (node.get("metadata") or {}).get("name", "")
-        return [
-            DeviceInfo(
-                id=f"{name}{ID_INFIX}{i}",
-                index=i,
-                count=100,
-                devmem=memory * MEMORY_UNIT_MIB * CORES_PER_GPU // cores,
-                devcore=CORES_PER_GPU,
-                type=self.common_word,
-                health=True,
-            )
-            for i in range((cores + CORES_PER_GPU - 1) // CORES_PER_GPU)
-        ]
+        return capacity_cards.split_cards(
+            node,
+            self.common_word,
+            ID_INFIX,
+            core_resource=self.core_resource,
+            memory_resource=self.memory_resource,
+            cores_per_card=CORES_PER_GPU,
+            memory_unit_mib=MEMORY_UNIT_MIB,
+        )
 
     def check_health(
         self, node: Obj, now: dt.datetime, previous: HealthState | None
     ) -> tuple[HealthResult, HealthState]:
         # always healthy and always rebuilt, as upstream; the state only avoids needless rebuilds here
-        state = HealthState(node_quantity(node, "capacity", self.core_resource), None)
-        return HealthResult(True, previous is None or previous != state), state
+        return capacity_cards.always_healthy(node, self.core_resource, previous)
 
     def fit(
         self, devices: Sequence[DeviceUsage], request: ContainerDeviceRequest, ctx: FitContext

@@ -1,0 +1,64 @@
+"""Cards that a node's advertised capacity stands for.
+
+Some vendors' plugins (Cambricon, Moore Threads, MetaX) write no register annotation and only
+advertise capacity. HAMi then synthesises card ``i`` of a node as ``<node><infix><i>``, and reads the
+card index back from that id when it writes the vendor's pod annotations or when a plugin sets its
+visibility variable.
+"""
+
+from __future__ import annotations
+
+from ..protocol.handshake import HealthResult
+from ..protocol.register import DeviceInfo
+from .base import HealthState, Obj, node_quantity
+
+
+def card_index(device_id: str, infix: str) -> int:
+    """Card ``i`` of ``<node><infix><i>``; 0 when the id does not end in a number."""
+    tail = device_id.rsplit(infix, 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def split_cards(
+    node: Obj,
+    cw: str,
+    infix: str,
+    *,
+    core_resource: str,
+    memory_resource: str,
+    cores_per_card: int,
+    memory_unit_mib: int,
+    slots: int = 100,
+) -> list[DeviceInfo]:
+    """One card per ``cores_per_card`` advertised cores (a partial last one counts too).
+
+    The advertised memory, in units of ``memory_unit_mib``, is spread evenly over the cores. Each card
+    has ``slots`` slots and ``cores_per_card`` cores, and is healthy.
+    """
+    cores = node_quantity(node, "capacity", core_resource)
+    if cores <= 0:
+        return []
+    memory = node_quantity(node, "capacity", memory_resource)
+    name = (node.get("metadata") or {}).get("name", "")
+    devmem = memory * memory_unit_mib * cores_per_card // cores
+    return [
+        DeviceInfo(
+            id=f"{name}{infix}{i}",
+            index=i,
+            count=slots,
+            devmem=devmem,
+            devcore=cores_per_card,
+            type=cw,
+            health=True,
+        )
+        for i in range((cores + cores_per_card - 1) // cores_per_card)
+    ]
+
+
+def always_healthy(
+    node: Obj, core_resource: str, previous: HealthState | None
+) -> tuple[HealthResult, HealthState]:
+    """Always healthy, as upstream has it for split cards. The cards are rebuilt only when the
+    advertised cores change."""
+    state = HealthState(node_quantity(node, "capacity", core_resource), None)
+    return HealthResult(True, previous is None or previous != state), state
