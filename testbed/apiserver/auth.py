@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import hashlib
 import json
 import time
@@ -34,6 +35,7 @@ ALL_UNAUTHENTICATED = "system:unauthenticated"
 ANONYMOUS_USER = "system:anonymous"
 # go-jose's default clock skew allowance, applied by the real validator to exp/nbf/iat.
 LEEWAY_SECONDS = 60
+VERIFIED_TOKENS_KEPT = 512  # tokens whose verified signature a TokenAuthority remembers
 
 _LEGACY_NS = "kubernetes.io/serviceaccount/namespace"
 _LEGACY_SECRET = "kubernetes.io/serviceaccount/secret.name"
@@ -161,6 +163,11 @@ class TokenAuthority:
                                         serialization.PublicFormat.SubjectPublicKeyInfo)
         # The real key id: base64url(sha256(DER SubjectPublicKeyInfo)).
         self.kid = _b64e(hashlib.sha256(der).digest())
+        # token -> its claims, for tokens whose signature this key verified: every request of an
+        # in-cluster client carries the same token, and checking the signature (RSA/ECDSA) each
+        # time was the largest part of authentication. Only the signature is remembered: expiry and
+        # the bound objects are checked on every request.
+        self._verified: dict[str, dict[str, Any]] = {}
 
     # keys -------------------------------------------------------------------------------
 
@@ -222,6 +229,16 @@ class TokenAuthority:
 
     def decode(self, token: str) -> dict[str, Any]:
         """Verified claims of a token signed by this key, or JWTError."""
+        known = self._verified.get(token)
+        if known is not None:
+            return copy.deepcopy(known)
+        claims = self._decode(token)
+        if len(self._verified) >= VERIFIED_TOKENS_KEPT:
+            self._verified.pop(next(iter(self._verified)))  # the oldest first
+        self._verified[token] = copy.deepcopy(claims)
+        return claims
+
+    def _decode(self, token: str) -> dict[str, Any]:
         parts = token.split(".")
         if len(parts) != 3:
             raise JWTError("square/go-jose: compact JWS format must have three parts")
