@@ -190,6 +190,13 @@ class Scheduler:
             return
         mine = spec.get("schedulerName", "default-scheduler") in self.profiles
         if mine and not meta.get("deletionTimestamp"):
+            with self._lock:
+                # An assumed pod (bind in flight or done, the bound event not seen yet) is not queued
+                # again by a late update of its unbound self, as kube-scheduler skips assumed pods:
+                # queueing it scheduled a bound pod a second time (the extender answered "already
+                # bound" and the scheduler wrote a failure condition on a running pod).
+                if uid in self._bound:
+                    return
             self.queue.add_or_update(uid, pod)
 
     def _forget(self, uid: str) -> bool:
@@ -228,6 +235,10 @@ class Scheduler:
     def schedule_one(self, qp: QueuedPod) -> None:
         pod = qp.pod
         uid = qp.uid
+        with self._lock:
+            if uid in self._bound:  # assumed or bound meanwhile (kube-scheduler's skipPodSchedule)
+                self.queue.done(uid)
+                return
         prof_name = (pod.get("spec") or {}).get("schedulerName", "default-scheduler")
         flt = self.filters[prof_name]
         req = pod_request(pod)

@@ -9,6 +9,8 @@ import pytest
 
 from kubeclient.client import Kube
 from testbed.embedded import EmbeddedTestbed
+from testbed.scheduler import Scheduler
+from testbed.scheduler.config import LeaderElection, Profile, SchedulerConfig
 
 from .helpers import events_for, get_pod, make_node, make_pod, node_of, start_scheduler, wait_for
 
@@ -150,3 +152,35 @@ def test_118_writes_events_k8s_io_v1beta1_with_118_wording() -> None:
         finally:
             s.stop()
             k.close()
+
+
+def test_a_late_unbound_update_of_an_assumed_pod_does_not_schedule_it_again(kube: Kube) -> None:
+    # The informer can deliver an update written before the binding (the extender's annotation
+    # patch) after the bind has returned; kube-scheduler skips assumed pods, so must this one: once
+    # it scheduled the bound pod again and wrote a failure condition on a running pod.
+    node = make_node(kube, "n1")
+    cfg = SchedulerConfig(profiles=[Profile("default-scheduler")], leader_election=LeaderElection(False))
+    s = Scheduler(kube, cfg, 33)  # not started: this test delivers the events itself, in its order
+    try:
+        s._on_node("ADDED", node, None)
+        pod = make_pod(kube, "late")
+        uid = pod["metadata"]["uid"]
+        s._on_pod("ADDED", pod, None)
+        qp = s.queue.pop(1.0)
+        assert qp is not None and qp.uid == uid
+        s.schedule_one(qp)  # filter, assume, bind (in the scheduler's pool)
+        assert wait_for(lambda: node_of(kube, "late")) == "n1"
+        wait_for(lambda: len(s.queue) == 0)  # bound: forgotten by the queue
+        s._on_pod("MODIFIED", pod, None)  # the stale, unbound copy arrives late
+        assert len(s.queue) == 0
+        s._on_pod("MODIFIED", get_pod(kube, "late"), None)  # then the bound one
+        assert len(s.queue) == 0 and s.bound_count == 1
+        # a popped copy of an assumed pod is dropped before any filtering (skipPodSchedule)
+        s.queue.add_or_update(uid, pod)
+        again = s.queue.pop(1.0)
+        assert again is not None
+        s.schedule_one(again)
+        assert len(s.queue) == 0 and s.bound_count == 1
+        assert events_for(kube, "late", reason="FailedScheduling") == []
+    finally:
+        s.stop()
