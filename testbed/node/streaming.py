@@ -37,6 +37,7 @@ import os
 import shutil
 import signal
 import ssl
+import stat
 import struct
 import sys
 import termios
@@ -170,10 +171,21 @@ def container_pty(pid: int | None) -> tuple[int, int]:
     """A pseudo-terminal from the container's own ``/dev/pts`` (``nsexec.py`` mounts a devpts
     instance there), so the command's terminal has a name inside (``tty``); the host's otherwise."""
     if pid:
+        # the container owns that path: an absolute symlink there resolves in the host's root, so the
+        # file is looked at (O_PATH, no link followed) and opened only when it is a pty multiplexer
         try:
-            master = os.open(f"/proc/{pid}/root/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY)
+            at = os.open(f"/proc/{pid}/root/dev/pts/ptmx", os.O_PATH | os.O_NOFOLLOW)
         except OSError:
             return os.openpty()
+        try:
+            st = os.fstat(at)
+            if not (stat.S_ISCHR(st.st_mode) and (os.major(st.st_rdev), os.minor(st.st_rdev)) == (5, 2)):
+                return os.openpty()
+            master = os.open(f"/proc/self/fd/{at}", os.O_RDWR | os.O_NOCTTY)
+        except OSError:
+            return os.openpty()
+        finally:
+            os.close(at)
         try:
             fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
             return master, fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)

@@ -272,3 +272,45 @@ def test_kubectl_debug_adds_an_ephemeral_container(
     wait_for(running, timeout=20)
     r = _kubectl(testbed, minor, tmp_path, "exec", "box", "-c", "dbg", "--", "sh", "-c", "echo from-debug")
     assert r.returncode == 0 and r.stdout == "from-debug\n", r
+
+
+@ROOT_ONLY
+def test_exec_terminal_never_opens_a_host_file_the_container_points_at(tmp_path: Path) -> None:
+    """``kubectl exec -t`` opens the container's ``/dev/pts/ptmx`` from the host (as root). A container
+    that replaced it with a symlink to a host path (absolute links under /proc/<pid>/root resolve in
+    the host's root) must not make the node agent open that file: it gets a terminal regardless."""
+    import ctypes
+    import signal
+
+    victim = tmp_path / "victim"
+    os.mkfifo(victim)  # a file whose opening is observable and harmless
+    root = tmp_path / "root"
+    (root / "dev" / "pts").mkdir(parents=True)
+    (root / "dev" / "pts" / "ptmx").symlink_to(victim)
+    libc = ctypes.CDLL(None, use_errno=True)
+    ino = libc.inotify_init1(os.O_NONBLOCK)
+    assert ino >= 0 and libc.inotify_add_watch(ino, str(victim).encode(), 0x20) >= 0  # IN_OPEN
+    pid = os.fork()
+    if pid == 0:  # the "container": its root is the prepared directory
+        try:
+            os.chroot(root)
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    try:
+        wait_for(lambda: os.readlink(f"/proc/{pid}/root") == str(root), 10)  # chrooted
+        master, slave = streaming.container_pty(pid)
+        try:
+            assert os.isatty(slave)
+        finally:
+            os.close(master)
+            os.close(slave)
+        try:
+            opened = os.read(ino, 4096)
+        except BlockingIOError:
+            opened = b""
+        assert opened == b"", "the agent opened the host file the container's ptmx points at"
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(ino)
