@@ -397,7 +397,13 @@ class Workloads:
     def probe_running(
         self, name: str, container: str = "main", timeout: float | None = None
     ) -> dict[str, Any]:
-        """For a probe that holds after printing: wait until its result is in the log."""
+        """For a probe that holds after printing: wait until its result is in the log.
+
+        The log is read only once the pod has started (watched until then, see :meth:`wait_pod`):
+        before that each read is a round trip through the API server to the node for nothing."""
+        timeout = timeout or self.timeout
+        deadline = time.monotonic() + timeout
+        self._until_started(name, deadline)
         seen: dict[str, str] = {}
 
         def read() -> dict[str, Any] | None:
@@ -416,9 +422,24 @@ class Workloads:
             f"the {MARKER} line of probe {self.ns}/{name} container {container}",
             read,
             lambda doc: doc is not None,
-            timeout or self.timeout,
+            timeout,
             describe=last,
+            deadline=deadline,
         )
+
+    def _until_started(self, name: str, deadline: float) -> None:
+        """Until the pod runs or ended, or the deadline; whatever the caller waits for next decides
+        (and reports) the outcome."""
+
+        def started(pod: Pod) -> bool:
+            return (pod.get("status") or {}).get("phase") in ("Running", "Succeeded", "Failed")
+
+        try:
+            pod = self.get(name)
+        except ApiError:
+            return
+        if not started(pod):
+            self._watch_pod(name, pod, started, deadline)
 
 
 def summarize_events(events: list[dict[str, Any]], last: int = 8) -> str:
