@@ -8,8 +8,9 @@ handle, UUID or name cannot be read is left out, and the other GPUs are still re
 (no driver library, or no GPU visible to the monitor) there are no host series at all, and the
 per-container series are served as before.
 
-NVML is initialised once, on the first scrape that finds it, and kept: a scrape is read-only and the
-library is reference-counted, so re-initialising on every scrape would only add cost.
+NVML is initialised for each scrape and shut down after it, as upstream does: a driver reloaded (or an
+emulated node's devices re-created) since the last scrape is then read afresh, not through a stale
+handle.
 """
 
 from __future__ import annotations
@@ -43,12 +44,9 @@ class HostGPUCollector(Collector):
         faults.active()  # an unknown name in HAMI_FAULTS stops the monitor as it starts
         self.node = node
         self._lock = threading.Lock()  # scrapes may arrive on several server threads at once
-        self._ready = False
         self._warned = False
 
     def _init(self) -> bool:
-        if self._ready:
-            return True
         try:
             pynvml.nvmlInit()
         except pynvml.NVMLError as e:
@@ -56,7 +54,6 @@ class HostGPUCollector(Collector):
                 log.warning("NVML unavailable (%s): no hami_host_gpu_* series", e)
                 self._warned = True
             return False
-        self._ready = True
         return True
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -76,11 +73,15 @@ class HostGPUCollector(Collector):
             if self._init():
                 try:
                     count = int(pynvml.nvmlDeviceGetCount())
+                    for i in range(count):
+                        self._device(i, used, util, memctl, temp, power)
                 except pynvml.NVMLError as e:
                     log.warning("NVML device count failed: %s", e)
-                    count = 0
-                for i in range(count):
-                    self._device(i, used, util, memctl, temp, power)
+                finally:
+                    try:
+                        pynvml.nvmlShutdown()
+                    except pynvml.NVMLError:
+                        pass
         yield from (used, util, memctl, temp, power)
 
     def _device(self, index: int, used: Any, util: Any, memctl: Any, temp: Any, power: Any) -> None:

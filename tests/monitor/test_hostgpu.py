@@ -6,13 +6,14 @@ The monitor runs as its own process (the emulated ``libnvidia-ml.so.1`` is found
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -66,8 +67,10 @@ def node(tmp_path: Path) -> Iterator[DeviceState]:
         st.close()
 
 
-def _scrape(tmp_path: Path, env: dict[str, str], want: str = "hami_vgpu_memory_limit_bytes") -> Samples:
-    """Start ``python -m hami_stack.monitor`` with ``env``, scrape it once it answers, stop it."""
+@contextlib.contextmanager
+def _monitor(tmp_path: Path, env: dict[str, str]) -> Iterator[Callable[[str], Samples]]:
+    """Run ``python -m hami_stack.monitor`` with ``env``; yields scrape(want): the samples of the first
+    answer that names ``want``."""
     port = _free_port()
     (tmp_path / "containers").mkdir(exist_ok=True)
     env = {k: v for k, v in env.items() if k not in ("KUBECONFIG", "NODE_NAME")}
@@ -78,7 +81,8 @@ def _scrape(tmp_path: Path, env: dict[str, str], want: str = "hami_vgpu_memory_l
     log = tmp_path / "monitor.log"
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
-    try:
+
+    def scrape(want: str) -> Samples:
         deadline = time.monotonic() + 30
         while True:
             assert proc.poll() is None, f"monitor exited {proc.returncode}: {log.read_text()[-2000:]}"
@@ -90,14 +94,22 @@ def _scrape(tmp_path: Path, env: dict[str, str], want: str = "hami_vgpu_memory_l
                 pass
             assert time.monotonic() < deadline, f"monitor never answered: {log.read_text()[-2000:]}"
             time.sleep(0.2)
+        out: Samples = {}
+        for fam in text_string_to_metric_families(body):
+            for s in fam.samples:
+                out.setdefault(s.name, []).append((dict(s.labels), s.value))
+        return out
+
+    try:
+        yield scrape
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    out: Samples = {}
-    for fam in text_string_to_metric_families(body):
-        for s in fam.samples:
-            out.setdefault(s.name, []).append((dict(s.labels), s.value))
-    return out
+
+
+def _scrape(tmp_path: Path, env: dict[str, str], want: str = "hami_vgpu_memory_limit_bytes") -> Samples:
+    with _monitor(tmp_path, env) as scrape:
+        return scrape(want)
 
 
 def _by_uuid(samples: Samples, name: str) -> dict[str, tuple[dict[str, str], float]]:
@@ -145,3 +157,17 @@ def test_without_nvml_the_container_series_are_still_served(tmp_path: Path) -> N
     env = {k: v for k, v in os.environ.items() if k not in ("LD_LIBRARY_PATH", "HAMI_EMU_GPU_STATE_DIR")}
     got = _scrape(tmp_path, env)
     assert not any(name.startswith("hami_host_gpu_") for name in got)
+
+
+def test_devices_recreated_since_the_last_scrape_are_read_afresh(tmp_path: Path) -> None:
+    """NVML is opened per scrape, as upstream's monitor does: a node whose devices were re-created
+    (another inventory, a reloaded driver) is reported as it is now, not as it was at start."""
+    state = tmp_path / "gpus"
+    create_state(state, {"model": "A100-SXM4-80GB", "count": 2}, node_name=NODE).close()
+    name = "hami_host_gpu_memory_used_bytes"
+    with _monitor(tmp_path, library_env(state, None, host_view=True)) as scrape:
+        assert len(scrape(name)[name]) == 2
+        with create_state(state, {"model": "H100-SXM5-80GB", "count": 3}, node_name=NODE) as now:
+            want = {g.uuid for g in now.gpus}
+        got = _by_uuid(scrape(name), name)
+    assert set(got) == want and all(lb["device_type"].startswith("NVIDIA-") for lb, _ in got.values())
