@@ -189,10 +189,12 @@ def pod_charges(pod: Obj, families: Sequence[DeviceFamily]) -> list[DeviceCharge
 
 
 def same_charges(a: Iterable[DeviceCharge], b: Iterable[DeviceCharge]) -> bool:
+    """The same usage (a family's note about the pod is not part of it)."""
+
     def key(c: DeviceCharge) -> tuple[str, str, int, int, int]:
         return (c.family, c.device, c.slots, c.mem, c.cores)
 
-    return sorted(a, key=key) == sorted(b, key=key)
+    return sorted(map(key, a)) == sorted(map(key, b))
 
 
 def pod_devices_from_annotations(pod: Obj, families: Sequence[DeviceFamily]) -> dict[str, PodDevices] | None:

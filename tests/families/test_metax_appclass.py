@@ -25,6 +25,7 @@ from hami_stack.devices.metax import (
     prefer_for_online,
 )
 from hami_stack.protocol.assignment import ContainerDevice
+from hami_stack.scheduler.cache import pod_charges, same_charges
 from hami_stack.scheduler.extender import Extender, ExtenderOptions
 from hami_stack.scheduler.wire import FilterArgs
 from tests.families.famhelpers import capacity_node
@@ -296,3 +297,16 @@ def test_remembered_policies_follow_what_each_device_ran_when_fitted() -> None:
     node["metadata"]["annotations"][NODE_DEVICES] = json.dumps(devices)
     fam.node_devices(node)
     assert fam._given_qos == {"MX-2": ""}
+
+
+def test_bind_sees_the_decision_it_counted_whatever_the_note() -> None:
+    # /bind compares the usage the pod's annotations give with the counted decision: the class note
+    # the cache keeps is no part of that comparison
+    ext, fam, _ = _extender()
+    p, dev, _ = _place(ext, {APP_CLASS: ON})
+    entry = ext.cache.pod(p["metadata"]["uid"])
+    assert entry is not None and [c.note for c in entry.charges] == [ON]
+    p["metadata"]["annotations"].update(fam.pod_annotations(entry.devices["Metax-SGPU"], p))
+    charges = pod_charges(p, ext.families)
+    assert charges is not None and [c.device for c in charges] == [dev]
+    assert same_charges(charges, entry.charges)
