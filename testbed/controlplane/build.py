@@ -303,7 +303,8 @@ def _build_into(release: Release, tmp: Path, parallel: int | None, say: Callable
         # the OpenAPI definitions this build generated (None: the module has them)
         "openapi": None if generated is None else {
             "generator": generated.openapi_gen, "packages": len(generated.inputs),
-            "seconds": generated.seconds, "sha256": _sha256(generated.file)},
+            "seconds": generated.seconds, "sha256": _sha256(generated.file),
+            "violationsMatchRelease": generated.violations_match_release},
         "buildSeconds": round(time.monotonic() - t0, 1),
         "builtAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -14,6 +14,7 @@ from testbed.controlplane.openapi import (
     excluded_modules,
     input_packages,
     overlay,
+    same_violations,
     tagged,
 )
 
@@ -90,3 +91,13 @@ def test_the_overlay_adds_the_generated_file_to_the_module_package(tmp_path: Pat
     with pytest.raises(OpenAPIError, match="absolute"):
         overlay({target: Path("relative.go")})
 
+
+
+def test_the_api_rule_report_is_compared_with_the_releases_known_violations(tmp_path: Path):
+    report, known = tmp_path / "report.txt", tmp_path / "known.list"
+    report.write_text("API rule violation: names_match,k8s.io/api/core/v1,PodSpec,Foo\n")
+    known.write_text("API rule violation: names_match,k8s.io/api/core/v1,PodSpec,Foo\n")
+    assert same_violations(report, known) is True
+    known.write_text("API rule violation: names_match,k8s.io/api/core/v1,PodSpec,Bar\n")
+    assert same_violations(report, known) is False  # another set of types was read than upstream's
+    assert same_violations(report, tmp_path / "absent.list") is None
