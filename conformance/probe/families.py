@@ -48,6 +48,7 @@ LIMIT_ENVS: dict[str, tuple[str, ...]] = {
     "kunlunxin": ("XPU_VMEMORY_MIB",),
     "awsneuron": ("AWS_NEURON_VISIBLE_CORES",),
     "amd": ("AMD_GPU_MEMORY_LIMIT_MIB", "AMD_GPU_COMPUTE_UNITS"),
+    "enflame": ("ENFLAME_CONTAINER_",),  # DRS instances: sub card, usable processors and memory
 }
 
 

@@ -453,8 +453,8 @@ class Allocator:
                     log.error("cannot release the lock of node %s: %s", self.node, le)
                 raise AllocateFailed(str(e)) from e
 
-    def _check_devices(self, devices: ContainerDevices, ids: Sequence[str]) -> None:
-        if len(devices) != len(ids):
+    def _check_devices(self, devices: ContainerDevices, ids: Sequence[str], expected: int) -> None:
+        if expected != len(ids):
             raise AllocateFailed(DEVICE_NUMBER_MISMATCH)
         asked = sorted(physical_uuid(i) for i in ids)
         allocated = sorted(d.uuid for d in devices)
@@ -476,8 +476,9 @@ class Allocator:
         out = []
         for ids in requests:
             index, devices, pod_devices = pop_first_nonempty(pod_devices)
-            self._check_devices(devices, ids)
             spec = specs[index] if index < len(specs) else {}
+            expected = self.family.kubelet_device_count(devices, spec.get("name", ""), _annotations(pod))
+            self._check_devices(devices, ids, expected)
             env = {e["name"]: str(e.get("value", "")) for e in spec.get("env") or [] if "name" in e}
             alloc = self.family.allocate_response(
                 AllocateInput(

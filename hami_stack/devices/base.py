@@ -104,13 +104,25 @@ class DeviceUsage:
         )
 
 
+# custom_info key of a device whose assignments take several slots each (Enflame DRS: a profile's
+# slices): {MiB an assignment holds: slots it takes}. The wire encoding carries only memory and
+# cores, so the slot count is recovered from the memory through the device's own profile menu.
+SLOTS_BY_MEMORY = "slotsByMemory"
+
+
+def slots_taken(device: DeviceUsage, usedmem: int) -> int:
+    """Slots one assignment of ``usedmem`` MiB takes on ``device`` (1 unless its menu says more)."""
+    table = device.custom_info.get(SLOTS_BY_MEMORY)
+    return int(table.get(usedmem, 1)) if table else 1
+
+
 def add_usage(devices: Sequence[DeviceUsage], picked: Sequence[ContainerDevice]) -> None:
-    """Count one container's picks on the node's devices (``used += 1``, memory and cores added)."""
+    """Count one container's picks on the node's devices (``used`` += its slots, memory and cores added)."""
     by_id = {d.id: d for d in devices}
     for p in picked:
         d = by_id.get(p.uuid)
         if d is not None:
-            d.used += 1
+            d.used += slots_taken(d, p.usedmem)
             d.usedmem += p.usedmem
             d.usedcores += p.usedcores
 
@@ -411,6 +423,13 @@ class DeviceFamily(abc.ABC):
     @abc.abstractmethod
     def allocate_response(self, req: AllocateInput) -> ContainerAllocation:
         """Env, mounts and devices for one container's assignment."""
+
+    def kubelet_device_count(
+        self, devices: Sequence[ContainerDevice], container_name: str, pod_annotations: dict[str, str]
+    ) -> int:
+        """How many kubelet device IDs one container's assignment stands for (one per device;
+        Enflame DRS: the profile's slices, as the pod's ``assigned-containers`` says)."""
+        return len(devices)
 
 
 # --- the shared fit walk ----------------------------------------------------------------------

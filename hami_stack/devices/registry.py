@@ -19,6 +19,7 @@ from .config import DeviceConfig
 from .counted import SPECS, CountedFamily, CountedSpec
 from .countonly import biren_family, vastai_family
 from .enflame import GcuFamily
+from .enflame_drs import DrsFamily
 from .hygon import HygonFamily
 from .iluvatar import iluvatar_families
 from .kunlun import KunlunFamily, VxpuFamily
@@ -152,8 +153,14 @@ def _gcu(config: DeviceConfig) -> DeviceFamily | None:
     return GcuFamily(section) if section else None
 
 
-# the enflame section enables the whole-GCU family (Enflame DRS is not implemented)
+def _drs(config: DeviceConfig) -> DeviceFamily | None:
+    section = config.section("enflame")
+    return DrsFamily(section) if section else None
+
+
+# the enflame section enables both Enflame families (whole GCUs and DRS slices), as upstream
 register_family("GCU", _gcu)
+register_family("Enflame", _drs)
 
 
 def _neuron(config: DeviceConfig) -> DeviceFamily | None:

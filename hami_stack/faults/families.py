@@ -90,6 +90,13 @@ FAMILY_FAULTS: tuple[Fault, ...] = (
         vendor="enflame",
     ),
     Fault(
+        "scheduler-enflame-drs-overcommit",
+        "extender",
+        "Enflame DRS slices already handed out are given again (a full card takes another instance)",
+        ("ENFLAME-DRS-SCHED-EXHAUST-1",),
+        vendor="enflame",
+    ),
+    Fault(
         "webhook-neuron-cores-not-claimed",
         "webhook",
         "a pod asking aws.amazon.com/neuroncore is not routed to the HAMi scheduler",

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .. import faults
-from ..devices.base import DeviceFamily, DeviceUsage
+from ..devices.base import SLOTS_BY_MEMORY, DeviceFamily, DeviceUsage, slots_taken
 from ..protocol import annotations as ann
 from ..protocol.assignment import PodDevices, decode_pod_devices
 from ..protocol.errors import ProtocolError
@@ -52,6 +52,10 @@ class DeviceCharge:
     slots: int
     mem: int
     cores: int
+    # per-assignment memory (app containers, and the init peak): a device whose assignments take
+    # several slots each (Enflame DRS) recounts its slots from these
+    app_mems: tuple[int, ...] = ()
+    init_mem: int | None = None
     note: Any = None  # the family's note about the pod (DeviceFamily.usage_note), kept on the device
 
 
@@ -103,7 +107,7 @@ def apply_charges(families: dict[str, list[DeviceUsage]], charges: Iterable[Devi
     for c in charges:
         for d in families.get(c.family, ()):
             if d.id == c.device:
-                d.used += sign * c.slots
+                d.used += sign * _charge_slots(d, c)
                 d.usedmem += sign * c.mem
                 d.usedcores += sign * c.cores
                 if c.note is not None:  # one note per slot, as the pod counts in ``used``
@@ -131,12 +135,20 @@ def with_notes(charges: list[DeviceCharge], pod: Obj, by_cw: dict[str, DeviceFam
     return out
 
 
+def _charge_slots(d: DeviceUsage, c: DeviceCharge) -> int:
+    if not d.custom_info.get(SLOTS_BY_MEMORY):
+        return c.slots
+    app = sum(slots_taken(d, m) for m in c.app_mems)
+    return max(slots_taken(d, c.init_mem) if c.init_mem is not None else 0, app)
+
+
 def collapse(devices: dict[str, PodDevices], n_init: int, init_done: bool) -> list[DeviceCharge]:
     """Section 5.6: one charge per (family, device) from the per-container assignment."""
     out: list[DeviceCharge] = []
     for cw, pod_devices in devices.items():
         init: dict[str, list[int]] = {}  # id -> [peak mem, peak cores]
         app: dict[str, list[int]] = {}  # id -> [count, mem, cores]
+        app_mems: dict[str, list[int]] = {}
         for pos, ctr in enumerate(pod_devices):
             is_init = pos < n_init
             if is_init and init_done:
@@ -151,11 +163,22 @@ def collapse(devices: dict[str, PodDevices], n_init: int, init_done: bool) -> li
                     acc[0] += 1
                     acc[1] += d.usedmem
                     acc[2] += d.usedcores
+                    app_mems.setdefault(d.uuid, []).append(d.usedmem)
         for dev_id in dict.fromkeys(list(init) + list(app)):
             i = init.get(dev_id, [0, 0])
             a = app.get(dev_id, [0, 0, 0])
             slots = max(1 if dev_id in init else 0, a[0])
-            out.append(DeviceCharge(cw, dev_id, slots, max(i[0], a[1]), max(i[1], a[2])))
+            out.append(
+                DeviceCharge(
+                    cw,
+                    dev_id,
+                    slots,
+                    max(i[0], a[1]),
+                    max(i[1], a[2]),
+                    tuple(app_mems.get(dev_id, ())),
+                    i[0] if dev_id in init else None,
+                )
+            )
     return out
 
 

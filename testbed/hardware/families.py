@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 STATE_ENV = "HAMI_FAMILY_HARDWARE_DIR"  # the plugin finds <dir>/<vendor>/devices.json here
@@ -40,7 +40,15 @@ class Model:
     memory_mib: int
     compute_units: int
     uuid_prefix: str
+    # Enflame DRS: the slices a card is cut into and the profiles ("<slices>g.<GB>gb" -> id) its
+    # driver offers; 0 / () for cards used whole
+    drs_slices: int = 0
+    drs_profiles: tuple[tuple[str, str], ...] = ()
+    drs_half: bool = False  # only the second half of a node's cards are DRS cards (a mixed node)
 
+
+# what Enflame's DRS documentation shows for a 48 GB S60: six slices, three instance sizes
+S60_DRS_PROFILES = (("1g.6gb", "0"), ("3g.20gb", "1"), ("6g.40gb", "2"))
 
 # the models an inventory may name per vendor (facts from the vendors' data sheets)
 MODELS: dict[str, dict[str, Model]] = {
@@ -73,8 +81,11 @@ MODELS: dict[str, dict[str, Model]] = {
     "biren": {
         "BR104": Model("biren", "BR104", 32768, 100, "BR"),
     },
-    "enflame": {  # whole GCUs only (HAMi counts them in percent, not MiB)
+    "enflame": {  # S60: whole GCUs (HAMi counts them in percent); S60-DRS: cut into DRS slices
         "S60": Model("enflame", "S60", 49152, 100, "GCU"),
+        "S60-DRS": Model("enflame", "S60-DRS", 49152, 24, "GCU", 6, S60_DRS_PROFILES),
+        # a node whose admin cut half of its S60s into DRS slices: both Enflame families on one node
+        "S60-MIXED": Model("enflame", "S60-MIXED", 49152, 24, "GCU", 6, S60_DRS_PROFILES, drs_half=True),
     },
     "awsneuron": {  # compute units = NeuronCores per device
         "Trainium": Model("awsneuron", "Trainium", 32768, 2, "NEURON"),
@@ -121,6 +132,8 @@ class Device:
     bus_id: str
     numa: int = 0
     healthy: bool = True
+    drs_capacity: int = 0  # Enflame DRS slices of the card (0: not a DRS card)
+    drs_profiles: dict[str, str] = field(default_factory=dict)
 
 
 def lookup_model(vendor: str, name: str) -> Model:
@@ -147,6 +160,8 @@ def create_state(
             compute_units=m.compute_units,
             bus_id=f"0000:{0x1A + i:02x}:00.0",
             numa=0 if i < max(1, count // 2) else 1,
+            drs_capacity=m.drs_slices if not m.drs_half or i >= (count + 1) // 2 else 0,
+            drs_profiles=dict(m.drs_profiles) if not m.drs_half or i >= (count + 1) // 2 else {},
         )
         for i in range(count)
     ]
@@ -158,7 +173,11 @@ def write(state_dir: Path, vendor: str, devices: list[Device]) -> None:
     path = Path(state_dir) / vendor / DEVICES_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps([asdict(d) for d in devices], indent=1))
+    rows = [asdict(d) for d in devices]
+    for row in rows:  # DRS fields only on DRS cards: other vendors' files keep their shape
+        if not row["drs_capacity"]:
+            del row["drs_capacity"], row["drs_profiles"]
+    tmp.write_text(json.dumps(rows, indent=1))
     os.replace(tmp, path)  # readers never see half a file
 
 

@@ -1,5 +1,8 @@
 """``python -m hami_stack.device_plugin.families --family dcu``: run one family's plugin until SIGTERM.
 
+``--family`` may name several plugins of one vendor, comma separated (``enflame-gcu,enflame-drs``):
+they run side by side in one process, each serving its share of the node's cards.
+
 The device config (``--config-file``, default ``/device-config.yaml``) must enable the family's
 section; the hardware directory is ``--hardware-dir`` or ``$HAMI_FAMILY_HARDWARE_DIR``.
 """
@@ -20,14 +23,29 @@ from kubeletapi.constants import DEVICE_PLUGINS_DIR
 from ...devices.config import DeviceConfigError, load_device_config
 from .hardware import STATE_ENV
 from .plugin import FamilyDevicePlugin, FamilyOptions
-from .specs import SPECS, get
+from .specs import SPECS, PluginSpec, get
+
+
+def _families(value: str) -> list[PluginSpec]:
+    """``--family``: one plugin name or several of one config section, comma separated."""
+    try:
+        specs = [get(name.strip()) for name in value.split(",") if name.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if not specs:
+        raise argparse.ArgumentTypeError(f"no family named (known: {', '.join(sorted(SPECS))})")
+    if len({s.config_section for s in specs}) > 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: the families must share one device-config section")
+    return specs
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="family-device-plugin", description="HAMi-compatible family device plugin"
     )
-    p.add_argument("--family", required=True, choices=sorted(SPECS))
+    p.add_argument(
+        "--family", required=True, type=_families, help=f"one or more of {', '.join(sorted(SPECS))}"
+    )
     p.add_argument("--config-file", default="/device-config.yaml")
     p.add_argument("--node-name", default=os.environ.get("NODE_NAME", ""))
     p.add_argument("--kubeconfig", default=None)
@@ -37,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname).1s %(name)s] %(message)s")
     log = logging.getLogger("hami.family-device-plugin")
-    spec = get(a.family)
+    specs: list[PluginSpec] = a.family
+    spec = specs[0]
     if not a.node_name:
         log.error("no node name: set NODE_NAME or --node-name")
         return 1
@@ -64,13 +83,15 @@ def main(argv: list[str] | None = None) -> int:
         register_interval_s=a.register_interval,
     )
     kube = Kube.from_config(a.kubeconfig, user_agent=f"hami-{spec.name}-device-plugin")
-    plugin = FamilyDevicePlugin(spec, opts, kube, spec.make_family(section))
+    plugins = [FamilyDevicePlugin(s, opts, kube, s.make_family(section)) for s in specs]
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
-    plugin.start()
+    for plugin in plugins:
+        plugin.start()
     done.wait()
-    plugin.stop()
+    for plugin in plugins:
+        plugin.stop()
     return 0
 
 

@@ -1,12 +1,13 @@
 """The plugin's view of a node's devices: the driver files the emulated hardware (or a node agent)
 writes, ``<dir>/<vendor>/devices.json``, a JSON list of ``{uuid, index, model, memory_mib,
-compute_units, bus_id, numa, healthy}`` (``testbed/hardware/families.py`` writes them).
+compute_units, bus_id, numa, healthy}`` (``testbed/hardware/families.py`` writes them), and for
+Enflame DRS cards ``drs_capacity`` (slices) and ``drs_profiles`` (profile name -> id).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 STATE_ENV = "HAMI_FAMILY_HARDWARE_DIR"
@@ -27,6 +28,8 @@ class Device:
     bus_id: str = ""
     numa: int = 0
     healthy: bool = True
+    drs_capacity: int = 0  # Enflame DRS: the card's slices (0: a card used whole)
+    drs_profiles: dict[str, str] = field(default_factory=dict)  # DRS profile name -> id
 
 
 _FIELDS = {f.name for f in fields(Device)}

@@ -113,13 +113,16 @@ class FamilyDevicePlugin:
         return [
             PluginDevice(f"{d.uuid}-{i}", d.healthy, d.numa)
             for d in self.devices
-            for i in range(self.spec.split_count)
+            for i in range(self.spec.slots(d) if self.spec.slots else self.spec.split_count)
         ]
 
     def refresh(self) -> None:
         """Re-read the hardware, push the device list and patch the node (raises on API errors)."""
         with self._lock:
-            self.devices = hw.read(self.opts.hardware_dir, self.spec.vendor)
+            serves = self.spec.serves
+            self.devices = [
+                d for d in hw.read(self.opts.hardware_dir, self.spec.vendor) if serves is None or serves(d)
+            ]
             if self.server is not None and self.server.set_devices(self.kubelet_devices()):
                 log.info(
                     "device list: %d devices (%d healthy)",

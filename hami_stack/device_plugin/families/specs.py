@@ -28,6 +28,7 @@ from ...devices.base import DeviceFamily
 from ...devices.cambricon import MEMORY_UNIT_MIB, CambriconFamily
 from ...devices.countonly import biren_family, vastai_family
 from ...devices.enflame import GcuFamily
+from ...devices.enflame_drs import DrsFamily, encode_capacity
 from ...devices.hygon import HygonFamily
 from ...devices.iluvatar import DEFAULT_CHIPS, IluvatarFamily, parse_chips
 from ...devices.iluvatar import MEMORY_UNIT_MIB as ILUVATAR_MEMORY_UNIT
@@ -61,6 +62,11 @@ class PluginSpec:
     # the register annotation in a vendor's own format (spec, devices) -> value; None: CSV/JSON
     encode_register: Callable[[PluginSpec, Sequence[Device]], str] | None = None
     chart_key: str = ""  # the chart's ``devices.<key>`` when it differs from config_section
+    # which of the vendor's devices this plugin serves (None: all); two plugins of one vendor split
+    # a node's cards (Enflame: whole GCUs and DRS cards)
+    serves: Callable[[Device], bool] | None = None
+    # kubelet devices per device when the hardware says (Enflame DRS: its slices), else split_count
+    slots: Callable[[Device], int] | None = None
 
     @property
     def chart_values_key(self) -> str:
@@ -172,8 +178,34 @@ SPECS["biren"] = PluginSpec(
     "biren", "biren", "biren", biren_family, register=REGISTER_JSON, type_prefix="Biren-"
 )
 
+# Enflame: one hardware directory, two plugins in one process (``--family enflame-gcu,enflame-drs``):
+# cards used whole are advertised as enflame.com/gcu; DRS cards (the driver reports slices and
+# profiles) as one enflame.com/drs-gcu device per slice, described in enflame.com/gcu-drs-capacity
 SPECS["enflame-gcu"] = PluginSpec(
-    "enflame-gcu", "enflame", "enflame", lambda section: GcuFamily(section), register=REGISTER_CAPACITY
+    "enflame-gcu",
+    "enflame",
+    "enflame",
+    lambda section: GcuFamily(section),
+    register=REGISTER_CAPACITY,
+    serves=lambda d: not d.drs_capacity,
+)
+
+
+def _drs_capacity(spec: PluginSpec, devices: Sequence[Device]) -> str:
+    if not devices:
+        return ""
+    return encode_capacity([(d.index, d.drs_capacity) for d in devices], dict(devices[0].drs_profiles))
+
+
+SPECS["enflame-drs"] = PluginSpec(
+    "enflame-drs",
+    "enflame",
+    "enflame",
+    lambda section: DrsFamily(section),
+    register=REGISTER_JSON,
+    encode_register=_drs_capacity,
+    serves=lambda d: d.drs_capacity > 0,
+    slots=lambda d: d.drs_capacity,
 )
 
 # AWS Neuron: devices by count, NeuronCores (two per Trainium device) on a second resource
