@@ -49,6 +49,8 @@ def builds() -> dict[str, Any]:
                              "cold_build_s": b.manifest.get("buildSeconds") if cold else None,
                              "build_s": b.manifest.get("buildSeconds"),
                              "go": b.manifest.get("go"),
+                             # seconds spent generating the OpenAPI definitions (older minors), in build_s
+                             "openapi_gen_s": (b.manifest.get("openapi") or {}).get("seconds"),
                              "sizes_bytes": {k: v["size"] for k, v in b.manifest["binaries"].items()}}
     return out
 
