@@ -76,6 +76,7 @@ class Vendor:
     # their values for the fit pod (``{index}``, ``{core0}``/``{core1}`` filled in)
     alloc_by_index: bool = False
     alloc_env: tuple[tuple[str, str], ...] = ()
+    alloc_limits: dict[str, str] | None = None  # what that pod asks, when not fit_limits (runs to its end)
 
 
 ILU = "BI-V150"
@@ -145,6 +146,13 @@ VENDORS += (
         register_format="metax",
         link_zones=True,
         alloc_env=(("METAX_SGPU_VRAM_MIB", "1024"), ("METAX_SGPU_COMPUTE", "10")),
+        # 1 GiB without a unit: the kubelet counts vmemory in the plugin's GiB units, so "1024Mi"
+        # (a byte quantity) is placed by HAMi but refused at the node (OutOfmetax-tech.com/vmemory)
+        alloc_limits={
+            "metax-tech.com/sgpu": "1",
+            "metax-tech.com/vcore": "10",
+            "metax-tech.com/vmemory": "1",
+        },
         denials=(
             Denial(
                 "ADM-1",
@@ -611,7 +619,7 @@ def test_vendor_container_sees_its_device(v: Vendor, workloads: Workloads, kube:
     check_container_sees(
         f"{v.rule}-ALLOC-1",
         v.vendor,
-        ContainerSpec(args=QUICK, extra_limits=dict(v.fit_limits)),
+        ContainerSpec(args=QUICK, extra_limits=dict(v.alloc_limits or v.fit_limits)),
         v.fit_allocated,
         workloads,
         by_index=v.alloc_by_index,
