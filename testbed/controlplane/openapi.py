@@ -13,7 +13,10 @@ before compiling, so the module the proxy serves has the package without it and 
 - ``openapi-gen`` is the release's own ``k8s.io/kube-openapi/cmd/openapi-gen`` (the version the build
   module resolves), built with the toolchain of the build;
 - the result is written into the build's cache entry (``generated/``) and handed to ``go build
-  -overlay``: the module cache stays read-only and no generated file goes into this repository.
+  -overlay``. Go refuses overlays of files beneath GOMODCACHE, so the build module takes
+  ``k8s.io/kubernetes`` from a copy of its verified module directory in the entry (``src/kubernetes``,
+  ``replace k8s.io/kubernetes => ../src/kubernetes``), and the overlay adds the file to that copy's
+  package; the copy itself is left as extracted. No generated file goes into this repository.
 
 The text functions (:func:`tagged`, :func:`excluded_modules`, :func:`input_packages`, :func:`overlay`)
 touch no network and run no go command, so they are tested without a build.
@@ -219,6 +222,14 @@ def generate(module_dir: Path, release: Release, staging: list[str], out_dir: Pa
     match = same_violations(out_dir / VIOLATIONS_REPORT, kdir / KNOWN_VIOLATIONS)
     say(f"  openapi: API-rule report {'equals' if match else 'differs from'} the release's {KNOWN_VIOLATIONS}"
         if match is not None else f"  openapi: the release has no {KNOWN_VIOLATIONS} to compare with")
+    # the module copy the overlay applies to (see the module doc: no overlays inside GOMODCACHE)
+    copy = out_dir.parent / "src" / "kubernetes"
+    shutil.copytree(kdir, copy, symlinks=True)
+    for d, _, _ in os.walk(copy):  # the module cache's files are read-only; the entry must be removable
+        os.chmod(d, 0o755)
+    rel = os.path.relpath(copy, module_dir)
+    run(["go", "mod", "edit", f"-replace={KUBERNETES}={rel}"], module_dir, env, "go mod edit -replace", 600)
+    target = copy / "pkg" / "generated" / "openapi" / GENERATED_FILE
     doc = overlay({str(target): file})
     path = out_dir / "overlay.json"
     path.write_text(json.dumps(doc, indent=1) + "\n")
