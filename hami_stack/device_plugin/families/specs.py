@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ...devices.amd import AmdFamily
 from ...devices.awsneuron import AwsNeuronFamily
@@ -42,6 +43,7 @@ from .hardware import Device
 REGISTER_CSV = "csv"
 REGISTER_JSON = "json"
 REGISTER_CAPACITY = "capacity"
+MakeFamily = Callable[[dict[str, object] | None], DeviceFamily]
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class PluginSpec:
     name: str  # --family value
     vendor: str  # hardware directory and conformance vendor
     config_section: str
-    make_family: Callable[[dict[str, object] | None], DeviceFamily]
+    make_family: MakeFamily
     register: str = REGISTER_JSON
     split_count: int = 1
     type_prefix: str = ""  # register type = prefix + model (DCU: "DCU-Z100L")
@@ -73,27 +75,36 @@ class PluginSpec:
         return self.chart_key or self.config_section
 
 
-SPECS: dict[str, PluginSpec] = {
-    "dcu": PluginSpec(
-        "dcu",
-        "hygon",
-        "hygon",
-        lambda section: HygonFamily(section=section),
-        register=REGISTER_CSV,
-        split_count=4,  # upstream's dcu plugin: 4 vdevs per card
-        type_prefix="DCU-",
-    ),
-    "mlu": PluginSpec(
-        "mlu",
-        "cambricon",
-        "cambricon",
-        lambda section: CambriconFamily(section),
-        register=REGISTER_CAPACITY,
-        split_count=100,  # vmlu: 100 shares per card, as the scheduler synthesises them
-        extra_resources=(("core_resource", "cores"), ("memory_resource", "memory_units")),
-        memory_unit_mib=MEMORY_UNIT_MIB,
-    ),
-}
+SPECS: dict[str, PluginSpec] = {}
+# what a family whose pods also ask cores and memory units advertises besides the count (the
+# kubelet must fit them into the node's allocatable too)
+CORES_AND_MEMORY = (("core_resource", "cores"), ("memory_resource", "memory_units"))
+
+
+def _row(name: str, make_family: MakeFamily, *, vendor: str = "", section: str = "", **fields: Any) -> None:
+    """Add the plugin row ``name``. The hardware vendor defaults to the name, and the device-config
+    section to the vendor."""
+    vendor = vendor or name
+    SPECS[name] = PluginSpec(name, vendor, section or vendor, make_family, **fields)
+
+
+_row(
+    "dcu",
+    lambda section: HygonFamily(section=section),
+    vendor="hygon",
+    register=REGISTER_CSV,
+    split_count=4,  # upstream's dcu plugin: 4 vdevs per card
+    type_prefix="DCU-",
+)
+_row(
+    "mlu",
+    CambriconFamily,
+    vendor="cambricon",
+    register=REGISTER_CAPACITY,
+    split_count=100,  # vmlu: 100 shares per card, as the scheduler synthesises them
+    extra_resources=CORES_AND_MEMORY,
+    memory_unit_mib=MEMORY_UNIT_MIB,
+)
 
 
 def _iluvatar(section: object) -> DeviceFamily:
@@ -105,87 +116,66 @@ def _iluvatar(section: object) -> DeviceFamily:
 
 ILUVATAR_CHIP = "BI-V150"
 METAX_SGPU_SLOTS = 16  # sGPUs per card (totalDevCount)
-SPECS["iluvatar"] = PluginSpec(
+_row(
     "iluvatar",
-    "iluvatar",
-    "iluvatars",
     _iluvatar,
+    section="iluvatars",
     register=REGISTER_CSV,
     split_count=4,  # vGPUs per card the kubelet sees
     # the pods' vMem (256 MiB units) and vCore must fit the node's allocatable at the kubelet too
-    extra_resources=(("core_resource", "cores"), ("memory_resource", "memory_units")),
+    extra_resources=CORES_AND_MEMORY,
     memory_unit_mib=ILUVATAR_MEMORY_UNIT,
     chart_key="iluvatar",  # the device config calls its section "iluvatars"
 )
-SPECS["mthreads"] = PluginSpec(
+_row(
     "mthreads",
-    "mthreads",
-    "mthreads",
-    lambda section: MthreadsFamily(section),
+    MthreadsFamily,
     register=REGISTER_CAPACITY,
     split_count=MTHREADS_CORES,  # vgpu: one per core slice of the card
-    extra_resources=(("core_resource", "cores"), ("memory_resource", "memory_units")),
+    extra_resources=CORES_AND_MEMORY,
     memory_unit_mib=MTHREADS_MEMORY_UNIT,
     cores_per_device=MTHREADS_CORES,
 )
 
 # MetaX: one hardware directory, two plugins (a node runs one of them): the whole-GPU plugin
 # advertises the card count, the sGPU plugin writes metax-tech.com/node-gpu-devices
-SPECS["metax-gpu"] = PluginSpec(
-    "metax-gpu",
-    "metax",
-    "metax",
-    lambda section: MetaxGpuFamily(section),
-    register=REGISTER_CAPACITY,
-)
-SPECS["metax-sgpu"] = PluginSpec(
+_row("metax-gpu", MetaxGpuFamily, vendor="metax", register=REGISTER_CAPACITY)
+_row(
     "metax-sgpu",
-    "metax",
-    "metax",
-    lambda section: MetaxSgpuFamily(section),
+    MetaxSgpuFamily,
+    vendor="metax",
     register=REGISTER_JSON,
     split_count=METAX_SGPU_SLOTS,
     # vcore (100 per device) and vmemory (GiB) must fit the node's allocatable at the kubelet too
-    extra_resources=(("core_resource", "cores"), ("memory_resource", "memory_units")),
+    extra_resources=CORES_AND_MEMORY,
     memory_unit_mib=1024,
     encode_register=lambda spec, devices: encode_sgpu_devices(devices, spec.split_count),
 )
 
 # Kunlunxin: one hardware directory, two plugins (a node runs one): whole cards by count, or vXPU
 # partitions registered in hami.io/node-register-xpu (type XPU-<model>: the vXPU family's word)
-SPECS["kunlun"] = PluginSpec(
-    "kunlun",
-    "kunlunxin",
-    "kunlun",
-    lambda section: KunlunFamily(section),
-    register=REGISTER_CAPACITY,
-)
-SPECS["kunlun-vxpu"] = PluginSpec(
+_row("kunlun", KunlunFamily, vendor="kunlunxin", section="kunlun", register=REGISTER_CAPACITY)
+_row(
     "kunlun-vxpu",
-    "kunlunxin",
-    "kunlun",
-    lambda section: VxpuFamily(section),
+    VxpuFamily,
+    vendor="kunlunxin",
+    section="kunlun",
     register=REGISTER_JSON,
     split_count=4,  # at most four 24576 MiB partitions per card
     type_prefix="XPU-",
 )
 
 # count-only families: JSON register with a handshake; the type carries the common word
-SPECS["vastai"] = PluginSpec(
-    "vastai", "vastai", "vastai", vastai_family, register=REGISTER_JSON, type_prefix="Vastai-"
-)
-SPECS["biren"] = PluginSpec(
-    "biren", "biren", "biren", biren_family, register=REGISTER_JSON, type_prefix="Biren-"
-)
+_row("vastai", vastai_family, register=REGISTER_JSON, type_prefix="Vastai-")
+_row("biren", biren_family, register=REGISTER_JSON, type_prefix="Biren-")
 
 # Enflame: one hardware directory, two plugins in one process (``--family enflame-gcu,enflame-drs``):
 # cards used whole are advertised as enflame.com/gcu; DRS cards (the driver reports slices and
 # profiles) as one enflame.com/drs-gcu device per slice, described in enflame.com/gcu-drs-capacity
-SPECS["enflame-gcu"] = PluginSpec(
+_row(
     "enflame-gcu",
-    "enflame",
-    "enflame",
-    lambda section: GcuFamily(section),
+    GcuFamily,
+    vendor="enflame",
     register=REGISTER_CAPACITY,
     serves=lambda d: not d.drs_capacity,
 )
@@ -197,11 +187,10 @@ def _drs_capacity(spec: PluginSpec, devices: Sequence[Device]) -> str:
     return encode_capacity([(d.index, d.drs_capacity) for d in devices], dict(devices[0].drs_profiles))
 
 
-SPECS["enflame-drs"] = PluginSpec(
+_row(
     "enflame-drs",
-    "enflame",
-    "enflame",
-    lambda section: DrsFamily(section),
+    DrsFamily,
+    vendor="enflame",
     register=REGISTER_JSON,
     encode_register=_drs_capacity,
     serves=lambda d: d.drs_capacity > 0,
@@ -209,19 +198,14 @@ SPECS["enflame-drs"] = PluginSpec(
 )
 
 # AWS Neuron: devices by count, NeuronCores (two per Trainium device) on a second resource
-SPECS["awsneuron"] = PluginSpec(
+_row(
     "awsneuron",
-    "awsneuron",
-    "awsneuron",
-    lambda section: AwsNeuronFamily(section),
+    AwsNeuronFamily,
     register=REGISTER_CAPACITY,
     extra_resources=(("core_resource", "cores"),),
     cores_per_device=2,
 )
-
-SPECS["amd"] = PluginSpec(
-    "amd", "amd", "amd", lambda section: AmdFamily(section), type_prefix="AMD-", devcore_is_compute_units=True
-)
+_row("amd", AmdFamily, type_prefix="AMD-", devcore_is_compute_units=True)
 
 
 def get(name: str) -> PluginSpec:
