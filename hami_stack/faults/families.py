@@ -56,7 +56,7 @@ FAMILY_FAULTS: tuple[Fault, ...] = (
         "scheduler-metax-ignores-app-class",
         "extender",
         "MetaX sGPU app classes are ignored: an offline pod joins a device that runs an online pod",
-        ("METAX-SCHED-APPCLASS-1",),
+        ("METAX-SGPU-APPCLASS-1",),
         vendor="metax",
     ),
     Fault(

@@ -15,8 +15,13 @@ from hami_stack.faults.catalogue import CATALOGUE
 REPO = Path(__file__).resolve().parents[2]
 
 VENDORS = sorted({v.vendor for v in suite.VENDORS})
-# a vendor's rules from a suite module of its own (Enflame DRS: conformance/suites/test_enflame_drs.py)
-OWN_SUITE_PREFIX = {"enflame": "ENFLAME-DRS-"}
+# a vendor's rules from a suite module of its own (Enflame DRS, MetaX sGPU app classes and QoS)
+OWN_SUITE_PREFIX = {"enflame": "ENFLAME-DRS-", "metax": "METAX-SGPU-"}
+# where those rules' cases live
+OWN_SUITE_CASES = {
+    "enflame": "conformance/suites/test_enflame_drs.py::test_drs_",
+    "metax": "conformance/suites/test_metax_sgpu.py::test_",
+}
 
 
 def _rules(vendor: str) -> set[str]:
@@ -106,7 +111,7 @@ def test_the_selftest_finds_a_case_for_every_rule_and_fault() -> None:
         for rule_id in _rules(vendor):
             (nodeid,) = cases[rule_id]
             if rule_id.startswith(OWN_SUITE_PREFIX.get(vendor, "-")):
-                assert nodeid.startswith("conformance/suites/test_enflame_drs.py::test_drs_")
+                assert nodeid.startswith(OWN_SUITE_CASES[vendor])
                 continue
             assert (
                 nodeid.startswith("conformance/suites/test_family_vendors.py::test_vendor_")
