@@ -11,9 +11,10 @@ Facts from HAMi's Enflame GCU backend:
   otherwise); no health, UUID or memory checks;
 * /filter writes ``hami.io/enflame-gcu-devices-to-allocate`` and ``-allocated``.
 
-Not implemented: Enflame DRS (``enflame.com/drs-gcu``, ``gcu-memory``/``gcu-core``, profiles from
-``enflame.com/gcu-drs-capacity``), whose usage counts a profile's slices per assignment, which this
-stack's assignment encoding does not carry.
+Enflame DRS (``enflame.com/drs-gcu``, ``gcu-memory``/``gcu-core``, profiles from
+``enflame.com/gcu-drs-capacity``) is the separate family of :mod:`hami_stack.devices.enflame_drs`; the
+same ``enflame`` section enables both. The request, admission claim and capacity-derived cards are the
+shared :class:`~hami_stack.devices.counted.WholeCards`.
 
 This stack's /bind takes the shared node lock (its plugin serves only an allocation a lock vouches
 for), and Allocate answers ``ENFLAME_VISIBLE_DEVICES`` with the card indexes.
