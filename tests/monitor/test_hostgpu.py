@@ -117,7 +117,14 @@ def _by_uuid(samples: Samples, name: str) -> dict[str, tuple[dict[str, str], flo
 
 
 def test_host_series_per_gpu_match_nvml(node: DeviceState, tmp_path: Path) -> None:
-    got = _scrape(tmp_path, library_env(node.path, None, host_view=True), "hami_host_gpu_memory_used_bytes")
+    """Each GPU's series as NVML reports it; then a GPU whose NVML calls fail is left out and the
+    others are still reported."""
+    name = "hami_host_gpu_memory_used_bytes"
+    with _monitor(tmp_path, library_env(node.path, None, host_view=True)) as scrape:
+        got = scrape(name)
+        node.fail_next(0, 1000)
+        failing = scrape(name)
+    assert set(_by_uuid(failing, name)) == {node.gpus[1].uuid}
     used = _by_uuid(got, "hami_host_gpu_memory_used_bytes")
     assert set(used) == {g.uuid for g in node.gpus}
     for i, g in enumerate(node.gpus):
@@ -145,12 +152,6 @@ def test_fault_reports_total_as_used(node: DeviceState, tmp_path: Path) -> None:
     name = "hami_host_gpu_memory_used_bytes"
     used = _by_uuid(_scrape(tmp_path, env, name), name)
     assert {u: v for u, (_, v) in used.items()} == {g.uuid: g.memory_bytes for g in node.gpus}
-
-
-def test_a_gpu_failing_nvml_is_left_out_and_the_others_reported(node: DeviceState, tmp_path: Path) -> None:
-    node.fail_next(0, 1000)
-    got = _scrape(tmp_path, library_env(node.path, None, host_view=True), "hami_host_gpu_memory_used_bytes")
-    assert set(_by_uuid(got, "hami_host_gpu_memory_used_bytes")) == {node.gpus[1].uuid}
 
 
 def test_without_nvml_the_container_series_are_still_served(tmp_path: Path) -> None:
