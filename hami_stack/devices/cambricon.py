@@ -71,15 +71,7 @@ class CambriconFamily(CountedFamily):
         super().__init__(CAMBRICON, section)
 
     def node_devices(self, node: Obj) -> list[DeviceInfo]:
-        return capacity_cards.split_cards(
-            node,
-            self.common_word,
-            ID_INFIX,
-            core_resource=self.core_resource,
-            memory_resource=self.memory_resource,
-            cores_per_card=100,
-            memory_unit_mib=MEMORY_UNIT_MIB,
-        )
+        return capacity_cards.split_cards(node, self, ID_INFIX, 100, MEMORY_UNIT_MIB)
 
     def check_health(
         self, node: Obj, now: dt.datetime, previous: HealthState | None

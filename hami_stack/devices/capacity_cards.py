@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..protocol.handshake import HealthResult
 from ..protocol.register import DeviceInfo
-from .base import HealthState, Obj, node_quantity
+from .base import DeviceFamily, HealthState, Obj, node_quantity
 
 
 def card_index(device_id: str, infix: str) -> int:
@@ -20,25 +20,18 @@ def card_index(device_id: str, infix: str) -> int:
 
 
 def split_cards(
-    node: Obj,
-    cw: str,
-    infix: str,
-    *,
-    core_resource: str,
-    memory_resource: str,
-    cores_per_card: int,
-    memory_unit_mib: int,
-    slots: int = 100,
+    node: Obj, family: DeviceFamily, infix: str, cores_per_card: int, memory_unit_mib: int, slots: int = 100
 ) -> list[DeviceInfo]:
-    """One card per ``cores_per_card`` advertised cores (a partial last one counts too).
+    """The family's cards: one per ``cores_per_card`` cores of its core resource the node advertises
+    (a partial last one counts too).
 
-    The advertised memory, in units of ``memory_unit_mib``, is spread evenly over the cores. Each card
-    has ``slots`` slots and ``cores_per_card`` cores, and is healthy.
+    The advertised memory resource, in units of ``memory_unit_mib``, is spread evenly over the cores.
+    Each card has ``slots`` slots and ``cores_per_card`` cores, and is healthy.
     """
-    cores = node_quantity(node, "capacity", core_resource)
+    cores = node_quantity(node, "capacity", family.core_resource)
     if cores <= 0:
         return []
-    memory = node_quantity(node, "capacity", memory_resource)
+    memory = node_quantity(node, "capacity", family.memory_resource)
     name = (node.get("metadata") or {}).get("name", "")
     devmem = memory * memory_unit_mib * cores_per_card // cores
     return [
@@ -48,7 +41,7 @@ def split_cards(
             count=slots,
             devmem=devmem,
             devcore=cores_per_card,
-            type=cw,
+            type=family.common_word,
             health=True,
         )
         for i in range((cores + cores_per_card - 1) // cores_per_card)

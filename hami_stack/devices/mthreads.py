@@ -142,15 +142,7 @@ class MthreadsFamily(CountedFamily):
         return True
 
     def node_devices(self, node: Obj) -> list[DeviceInfo]:
-        return capacity_cards.split_cards(
-            node,
-            self.common_word,
-            ID_INFIX,
-            core_resource=self.core_resource,
-            memory_resource=self.memory_resource,
-            cores_per_card=CORES_PER_GPU,
-            memory_unit_mib=MEMORY_UNIT_MIB,
-        )
+        return capacity_cards.split_cards(node, self, ID_INFIX, CORES_PER_GPU, MEMORY_UNIT_MIB)
 
     def check_health(
         self, node: Obj, now: dt.datetime, previous: HealthState | None

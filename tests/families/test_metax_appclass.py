@@ -29,6 +29,7 @@ from hami_stack.scheduler.cache import pod_charges, same_charges
 from hami_stack.scheduler.extender import Extender, ExtenderOptions
 from hami_stack.scheduler.wire import FilterArgs
 from tests.families.famhelpers import capacity_node
+from tests.families.test_metax import _sgpu_devices
 from tests.hami.extender_helpers import NV, make_pod
 
 pytestmark = pytest.mark.metax
@@ -142,22 +143,7 @@ def test_fit_reasons_and_the_online_node_score() -> None:
 
 
 def _sgpu_json(n: int, qos: str = "") -> str:
-    return json.dumps(
-        [
-            {
-                "uuid": f"MX-{i}",
-                "model": "C500",
-                "totalDevCount": 16,
-                "totalCompute": 100,
-                "totalVRam": 65536,
-                "numa": 0,
-                "healthy": True,
-                "qosPolicy": qos,
-                "linkZone": 0,
-            }
-            for i in range(n)
-        ]
-    )
+    return _sgpu_devices(n, qos, zones=(0,) * n)  # no MetaLink zones: placement by class and QoS only
 
 
 def _extender(n: int = 2, qos: str = "") -> tuple[Extender, MetaxSgpuFamily, dict[str, Any]]:
