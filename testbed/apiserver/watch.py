@@ -60,16 +60,21 @@ async def serve_watch(
     resp.enable_chunked_encoding()
     try:
         await resp.prepare(request)
+        # Frames that are ready together go out in one write (one TLS record and send, not one per
+        # object): a watch's initial list, its backlog and each burst of queued events.
+        first: list[bytes] = []
         if send_initial:
             for e in sorted(store.entries(store_key, namespace), key=lambda e: e.rv):
                 if match(e.obj):
-                    await resp.write(_frame("ADDED", present(e)))
+                    first.append(_frame("ADDED", present(e)))
             if initial_end_bookmark:
-                await resp.write(_bookmark(store.resource_version, bookmark_kind, initial_end=True))
+                first.append(_bookmark(store.resource_version, bookmark_kind, initial_end=True))
         for past in backlog:
             frame = _event_frame(past, match, present)
             if frame:
-                await resp.write(frame)
+                first.append(frame)
+        if first:
+            await resp.write(b"".join(first))
         if timeout_s is None:
             # The real server spreads watch lifetimes over [minRequestTimeout, 2x] (30-60 minutes).
             timeout_s = random.uniform(1800, 3600)
@@ -99,14 +104,17 @@ async def serve_watch(
             next_bookmark = loop.time() + bookmark_interval
             # Also handle what is already queued, without a wait_for per event. ``None`` is the
             # shutdown sentinel wherever it turns up: it ends the stream.
+            burst: list[bytes] = []
             while ev is not None:
                 last_rv = ev.rv
                 frame = _event_frame(ev, match, present)
                 if frame:
-                    await resp.write(frame)
+                    burst.append(frame)
                 if watcher.queue.empty():
                     break
                 ev = watcher.queue.get_nowait()
+            if burst:
+                await resp.write(b"".join(burst))
             if ev is None or watcher.overflowed:
                 break
         with contextlib.suppress(ConnectionResetError, RuntimeError):
