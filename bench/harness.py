@@ -2,7 +2,8 @@
 
     python bench/harness.py                 # one cell: NVIDIA, 1.33
     python bench/harness.py --minor 1.25
-    python bench/harness.py --matrix        # also all 16 minors (slow), one after another
+    python bench/harness.py --matrix        # also every NVIDIA minor of the plan (slow), one after another
+                                            # (bench/matrix.py runs them concurrently)
     python bench/harness.py --vendor ascend # one Ascend cell (emulated 910B3 + 910C nodes)
     python bench/harness.py --vendor all    # one cell with every vendor's suites on the mixed-families
                                             # cluster (goal: under 5 minutes on 2 cores)
@@ -10,14 +11,16 @@
 Where the time goes, per cell: provisioning (testbed up), helm (install + wait), registration (device
 plugins), and the suites (scheduling + pod start), read from the run's environment capture and the
 per-case durations. Pin to 2 cores with ``taskset -c 0,1 python bench/harness.py``. The last line is
-one JSON object with at least ``cell_wall_s`` and ``nvidia_matrix_wall_s`` (null when not run).
+one JSON object with at least ``cell_wall_s``, ``cell_cpu_s`` (CPU seconds of every process of the
+cell: pytest, the testbed and its pods, counted as bench/matrix.py does), ``load_before`` /
+``load_after`` and ``nvidia_matrix_wall_s`` (null when not run).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
+import os
 import sys
 import tempfile
 import time
@@ -25,11 +28,20 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# bench/matrix.py: the CPU accounting of a cell (child subreaper) and the runner it needs
+from matrix import Reaper  # noqa: E402
+from matrix import run as run_command  # noqa: E402
+
+from reports import matrix_plan  # noqa: E402
 
 
 def run_cell(minor: str, out: Path, extra: list[str]) -> dict[str, Any]:
     t = time.monotonic()
-    proc = subprocess.run(
+    cpu0 = Reaper.cpu_s()
+    proc = run_command(
         [
             sys.executable,
             "-m",
@@ -44,13 +56,15 @@ def run_cell(minor: str, out: Path, extra: list[str]) -> dict[str, Any]:
             str(out),
             *extra,
         ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
     )
     wall = time.monotonic() - t
-    cell: dict[str, Any] = {"minor": minor, "wall_s": round(wall, 2), "exit_code": proc.returncode}
+    time.sleep(1.5)  # the testbed's supervisor, re-parented here, is reaped and counted
+    cell: dict[str, Any] = {
+        "minor": minor,
+        "wall_s": round(wall, 2),
+        "exit_code": proc.returncode,
+        "cpu_s": round(Reaper.cpu_s() - cpu0, 1),
+    }
     run_json = out / "run" / "run.json"
     if run_json.is_file():
         run = json.loads(run_json.read_text())
@@ -91,17 +105,19 @@ def main(argv: list[str] | None = None) -> int:
     extra = ["-n", args.workers] if args.workers != "0" else []
     extra += ["--vendor", args.vendor]
     root = Path(tempfile.mkdtemp(prefix="hami-bench-"))
-    cell = run_cell(args.minor, root / f"cell-{args.minor}", extra)
-    print(json.dumps(cell))
+    load_before = [round(x, 2) for x in os.getloadavg()]
     matrix_wall: float | None = None
     cells: list[dict[str, Any]] = []
-    if args.matrix:
-        t = time.monotonic()
-        for n in range(18, 34):
-            c = run_cell(f"1.{n}", root / f"matrix-1.{n}", extra)
-            print(json.dumps(c), flush=True)
-            cells.append(c)
-        matrix_wall = round(time.monotonic() - t, 2)
+    with Reaper():
+        cell = run_cell(args.minor, root / f"cell-{args.minor}", extra)
+        print(json.dumps(cell), flush=True)
+        if args.matrix:
+            t = time.monotonic()
+            for minor in [c.minor for c in matrix_plan.cells() if c.vendor == "nvidia"]:
+                c = run_cell(minor, root / f"matrix-{minor}", extra)
+                print(json.dumps(c), flush=True)
+                cells.append(c)
+            matrix_wall = round(time.monotonic() - t, 2)
     print(
         json.dumps(
             {
@@ -109,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
                 "cell_minor": args.minor,
                 "cell_vendor": args.vendor,
                 "cell_exit_code": cell["exit_code"],
+                "cell_cpu_s": cell["cpu_s"],
+                "load_before": load_before,
+                "load_after": [round(x, 2) for x in os.getloadavg()],
+                "cpus": os.cpu_count(),
                 "cell_breakdown": {
                     k: cell.get(k) for k in ("provision_s", "helm_s", "register_s", "suites_s")
                 },
