@@ -114,7 +114,10 @@ def test_drs_values_denied(rid: str, limits: dict[str, str], text: str, workload
 def test_drs_pod_goes_to_hami(workloads: Workloads, cluster: Any) -> None:
     rid = "ENFLAME-DRS-ADM-SCHED-1"
     for i, limits in enumerate(({DRS: "3"}, {MEM: "10"})):
-        out = workloads.create(pod_manifest(f"drs-sched{i}", [ContainerSpec(extra_limits=limits)]))
+        manifest = pod_manifest(f"drs-sched{i}", [ContainerSpec(extra_limits=limits)])
+        # admission only: no node matches, so the pod never holds slices or a node lock
+        manifest["spec"]["nodeSelector"] = {"hami-conformance/admission-only": "none"}
+        out = workloads.create(manifest)
         got = out["spec"].get("schedulerName")
         assert got == cluster.scheduler_name, violated(
             rid, f"{limits}: schedulerName {got!r}, want {cluster.scheduler_name!r} (Enflame not enabled?)"
