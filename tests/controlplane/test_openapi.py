@@ -3,11 +3,16 @@ and the overlay it hands to ``go build``."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import re
 from pathlib import Path
 
 import pytest
 
+from testbed.controlplane import build as build_mod
+from testbed.controlplane.gomod import Release
 from testbed.controlplane.openapi import (
     GENERATED_FILE,
     OpenAPIError,
@@ -101,3 +106,35 @@ def test_the_api_rule_report_is_compared_with_the_releases_known_violations(tmp_
     known.write_text("API rule violation: names_match,k8s.io/api/core/v1,PodSpec,Bar\n")
     assert same_violations(report, known) is False  # another set of types was read than upstream's
     assert same_violations(report, tmp_path / "absent.list") is None
+
+
+def test_a_release_without_definitions_or_makefile_fails_the_build_and_leaves_no_entry(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A module that lacks both the generated file and the Makefile that says how to make it: the build
+    stops with the reason before compiling, and the cache holds no entry of the release."""
+    monkeypatch.setenv("HAMI_CONFORMANCE_CACHE", str(tmp_path / "cache"))
+    kdir = tmp_path / "kubernetes"
+    _write(kdir, "pkg/generated/openapi/doc.go", "package openapi\n")
+    gomod = tmp_path / "kubernetes.mod"
+    gomod.write_text("module k8s.io/kubernetes\n\ngo 1.15\n\n"
+                     "replace k8s.io/api => ./staging/src/k8s.io/api\n")
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    go = fake / "go"
+    # the go commands the build runs before compiling, answered from the files above; a compile fails
+    go.write_text(
+        "#!/bin/sh\n"
+        'case "$1 $2" in\n'
+        '"env GOVERSION") echo go1.26.0 ;;\n'
+        f'"mod download") echo \'{{"Path": "k8s.io/kubernetes", "Version": "v1.20.15", '
+        f'"GoMod": "{gomod}", "Dir": "{kdir}"}}\' ;;\n'
+        '"mod tidy") ;;\n'
+        '*) echo "unexpected go $*" >&2; exit 1 ;;\n'
+        "esac\n")
+    go.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    with pytest.raises(build_mod.BuildError, match=re.escape(
+            "lacks zz_generated.openapi.go and its build/root/Makefile.generated_files")):
+        build_mod.build(Release(20, 15), out=io.StringIO())
+    assert build_mod.load(Release(20, 15)) is None
+    assert [p.name for p in (tmp_path / "cache" / "k8s").iterdir() if p.name != ".build.lock"] == []
