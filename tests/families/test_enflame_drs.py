@@ -287,3 +287,26 @@ def test_plugin_writes_the_capacity_annotation_and_allocate_env(tmp_path: Path) 
         "ENFLAME_CONTAINER_USABLE_GLOBAL_MEM": "20",
         "ENFLAME_CONTAINER_USABLE_PROCESSOR": "12",  # half of the S60's 24 processors
     }
+
+
+def test_one_process_runs_both_enflame_plugins_of_one_section() -> None:
+    import argparse
+
+    from hami_stack.device_plugin.families.__main__ import _families
+
+    assert [s.name for s in _families("enflame-gcu,enflame-drs")] == ["enflame-gcu", "enflame-drs"]
+    with pytest.raises(argparse.ArgumentTypeError, match="one device-config section"):
+        _families("enflame-gcu,dcu")
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown family 'nope'"):
+        _families("enflame-drs,nope")
+
+
+def test_a_mixed_node_has_whole_cards_first_and_drs_cards_after(tmp_path: Path) -> None:
+    devices = hw.create_state(tmp_path, "enflame", "S60-MIXED", 4, node_name="m")
+    assert [(d.index, d.drs_capacity) for d in devices] == [(0, 0), (1, 0), (2, 6), (3, 6)]
+    rows = json.loads((tmp_path / "enflame" / "devices.json").read_text())
+    assert "drs_capacity" not in rows[0] and rows[2]["drs_profiles"] == {
+        "1g.6gb": "0",
+        "3g.20gb": "1",
+        "6g.40gb": "2",
+    }
