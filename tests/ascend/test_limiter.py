@@ -161,3 +161,30 @@ def test_node_config_overrides_the_global_mode(tmp_path: Path) -> None:
 
 def test_no_preload_env_leaks_into_this_process() -> None:
     assert "NPU_MEM_QUOTA" not in os.environ
+
+
+def test_a_huge_request_cannot_wrap_the_quota_check(npus: Any, tmp_path: Path) -> None:
+    """A size near 2^64 must be refused by the quota, not wrap ``used + size`` below it: the card then
+    refuses the block, and the limiter's undo (uncharging that size) used to zero the process's
+    usage, so the same quota could be allocated again and again."""
+    code = "\n".join([
+        "import ctypes, json",
+        "from conformance.probe.acl import Acl, MIB",
+        "a = Acl(0)",
+        "out = [a.alloc(800)]",
+        "p = ctypes.c_void_p()",
+        "out.append(int(a.lib.aclrtMalloc(ctypes.byref(p), (1 << 64) - 800 * MIB + 1, 0)))",
+        "out.append(a.alloc(800))",
+        "print(json.dumps(out))",
+    ])
+    env = {**soft_env(npus, tmp_path, 1000), "PYTHONPATH": str(REPO)}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    first, huge, again = json.loads(r.stdout.splitlines()[-1])
+    assert first == 0 and huge != 0
+    assert again == OOM, "800 MiB more under a 1000 MiB quota that already holds 800 MiB"
+    # without a quota the card itself refuses it (64 GiB), and still has all its memory
+    env.pop("NPU_MEM_QUOTA")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.splitlines()[-1]) == [0, OOM, 0]

@@ -214,7 +214,8 @@ EXPORT int32_t rtMalloc(void **devPtr, uint64_t size, uint32_t type, uint16_t mo
     if (!t) return RT_ERROR_INTERNAL;
     region_lock();
     uint64_t used = region_used();
-    struct proc_slot *s = used + size <= g_region->quota ? my_slot(1) : NULL;
+    /* not used + size <= quota: a size near 2^64 would wrap the sum below the quota */
+    struct proc_slot *s = used <= g_region->quota && size <= g_region->quota - used ? my_slot(1) : NULL;
     if (s) s->used += size; /* reserved before the call, so a concurrent process sees it */
     region_unlock();
     if (!s) {

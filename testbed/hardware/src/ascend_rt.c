@@ -190,7 +190,7 @@ EXPORT rtError_t rtMalloc(void **devPtr, uint64_t size, uint32_t type, uint16_t 
     pthread_mutex_lock(&g_lock);
     int lk = node_lock();
     unsigned long long used = used_bytes(dev);
-    if (lk < 0 || used + size > g_total[dev]) {
+    if (lk < 0 || used > g_total[dev] || size > g_total[dev] - used) { /* no wrap of used + size */
         node_unlock(lk);
         pthread_mutex_unlock(&g_lock);
         free(a);
