@@ -36,6 +36,7 @@ from ..protocol.assignment import ContainerDevice
 from ..protocol.handshake import HealthResult
 from ..protocol.quantity import INT32_MAX
 from ..protocol.register import DeviceInfo, decode_register_json
+from . import capacity_cards
 from .base import (
     AdmissionError,
     AllocateInput,
@@ -49,7 +50,6 @@ from .base import (
     Obj,
     check_quantity,
     limit_int,
-    node_quantity,
     split_list,
 )
 
@@ -107,9 +107,7 @@ class AmdFamily(DeviceFamily):
     def check_health(
         self, node: Obj, now: dt.datetime, previous: HealthState | None
     ) -> tuple[HealthResult, HealthState]:
-        count = node_quantity(node, "capacity", self.count_resource)
-        state = HealthState(count, None)
-        return HealthResult(count > 0, previous is None or previous != state), state
+        return capacity_cards.capacity_health(node, self.count_resource, previous)
 
     def fit(
         self, devices: Sequence[DeviceUsage], request: ContainerDeviceRequest, ctx: FitContext

@@ -55,3 +55,13 @@ def always_healthy(
     advertised cores change."""
     state = HealthState(node_quantity(node, "capacity", core_resource), None)
     return HealthResult(True, previous is None or previous != state), state
+
+
+def capacity_health(
+    node: Obj, resource: str, previous: HealthState | None
+) -> tuple[HealthResult, HealthState]:
+    """Healthy while the node advertises some ``resource`` (the vendor's plugin runs and sees cards).
+    The devices are rebuilt when the advertised count changes."""
+    capacity = node_quantity(node, "capacity", resource)
+    state = HealthState(capacity, None)
+    return HealthResult(capacity > 0, previous is None or previous != state), state

@@ -104,7 +104,6 @@ from .base import (
     check_quantity,
     fit_walk,
     limit_int,
-    node_quantity,
     resource_int,
     split_list,
 )
@@ -164,9 +163,7 @@ class MetaxGpuFamily(WholeCards, DeviceFamily):
     def check_health(
         self, node: Obj, now: dt.datetime, previous: HealthState | None
     ) -> tuple[HealthResult, HealthState]:
-        capacity = node_quantity(node, "capacity", self.count_resource)
-        state = HealthState(capacity, None)
-        return HealthResult(capacity > 0, previous is None or previous != state), state
+        return capacity_cards.capacity_health(node, self.count_resource, previous)
 
     def fit(
         self, devices: Sequence[DeviceUsage], request: ContainerDeviceRequest, ctx: FitContext
