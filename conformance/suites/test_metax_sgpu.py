@@ -103,13 +103,23 @@ def _hold(w: Workloads, rid: str, prefix: str, annotations: dict[str, str], want
     )
 
 
+def _refused(w: Workloads, rid: str, prefix: str, annotations: dict[str, str], reason: str) -> None:
+    """A pod that asks ``annotations`` stays unscheduled, refused for ``reason``."""
+    expect_filter_failure(w, _create(w, prefix, annotations), reason, rid)
+
+
 @rule("METAX-SGPU-APPCLASS-1", "An offline sGPU pod is never given a device that runs an online pod")
 def test_offline_pod_never_joins_an_online_one(workloads: Workloads, kube: Any) -> None:
     rid = "METAX-SGPU-APPCLASS-1"
     _, (dev,) = _idle(kube, 1)
     _hold(workloads, rid, "mx-online", {APP_CLASS: "online", USE_UUID: dev}, dev)
-    name = _create(workloads, "mx-offline", {APP_CLASS: "offline", QOS: "best-effort", USE_UUID: dev})
-    expect_filter_failure(workloads, name, APP_CLASS_MISMATCH, rid)
+    _refused(
+        workloads,
+        rid,
+        "mx-offline",
+        {APP_CLASS: "offline", QOS: "best-effort", USE_UUID: dev},
+        APP_CLASS_MISMATCH,
+    )
 
 
 @rule(
@@ -121,10 +131,8 @@ def test_app_class_pods_and_plain_pods_never_share(workloads: Workloads, kube: A
     _, (with_class, plain) = _idle(kube, 2)
     _hold(workloads, rid, "mx-online", {APP_CLASS: "online", USE_UUID: with_class}, with_class)
     _hold(workloads, rid, "mx-plain", {QOS: "best-effort", USE_UUID: plain}, plain)
-    name = _create(workloads, "mx-plain-join", {QOS: "best-effort", USE_UUID: with_class})
-    expect_filter_failure(workloads, name, APP_CLASS_MISMATCH, rid)
-    name = _create(workloads, "mx-online-join", {APP_CLASS: "online", USE_UUID: plain})
-    expect_filter_failure(workloads, name, APP_CLASS_MISMATCH, rid)
+    _refused(workloads, rid, "mx-plain-join", {QOS: "best-effort", USE_UUID: with_class}, APP_CLASS_MISMATCH)
+    _refused(workloads, rid, "mx-online-join", {APP_CLASS: "online", USE_UUID: plain}, APP_CLASS_MISMATCH)
 
 
 @rule("METAX-SGPU-QOS-1", "A shared sGPU runs one QoS policy: a pod asking another is refused it")
@@ -132,8 +140,7 @@ def test_a_shared_device_runs_one_qos_policy(workloads: Workloads, kube: Any) ->
     rid = "METAX-SGPU-QOS-1"
     _, (dev,) = _idle(kube, 1)
     _hold(workloads, rid, "mx-best-effort", {QOS: "best-effort", USE_UUID: dev}, dev)
-    name = _create(workloads, "mx-fixed-share", {QOS: "fixed-share", USE_UUID: dev})
-    expect_filter_failure(workloads, name, QOS_MISMATCH, rid)
+    _refused(workloads, rid, "mx-fixed-share", {QOS: "fixed-share", USE_UUID: dev}, QOS_MISMATCH)
     # the same policy joins it: the refusal was the policy, not the device's capacity
     _hold(workloads, rid, "mx-best-effort-2", {QOS: "best-effort", USE_UUID: dev}, dev)
 
