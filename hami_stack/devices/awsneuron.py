@@ -41,6 +41,7 @@ from ..protocol import annotations as ann
 from ..protocol import events as ev
 from ..protocol.annotations import VendorKeys
 from ..protocol.assignment import ContainerDevice, PodDevices, encode_pod_devices
+from ..protocol.errors import ProtocolError
 from ..protocol.handshake import HealthResult
 from ..protocol.register import DeviceInfo
 from .base import (
@@ -240,5 +241,9 @@ class AwsNeuronFamily(DeviceFamily):
 
 
 def device_index(device_id: str) -> int:
-    tail = device_id.rsplit(ID_INFIX, 1)[-1]
-    return int(tail) if tail.isdigit() else 0
+    """The index in ``<node>-AWSNeuron-<index>``; any other ID is refused (reading it as device 0 would
+    hand the container a device nobody assigned it)."""
+    _, infix, tail = device_id.rpartition(ID_INFIX)
+    if not infix or not tail.isdigit():
+        raise ProtocolError(f"not an AWS Neuron device ID: {device_id!r} (want <node>{ID_INFIX}<index>)")
+    return int(tail)

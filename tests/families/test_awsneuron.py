@@ -173,3 +173,18 @@ def test_capacity_plugin_advertises_devices_and_two_cores_each(tmp_path: Path) -
     plugin = FamilyDevicePlugin(spec, FamilyOptions("trn", tmp_path / "hw"), None, spec.make_family(SECTION))  # type: ignore[arg-type]
     plugin.refresh()
     assert len(plugin.kubelet_devices()) == 4 and len(extra_devices(spec, "cores", plugin.devices)) == 8
+
+
+def test_allocate_refuses_a_device_id_that_names_no_neuron_device() -> None:
+    """A device ID that is not ``<node>-AWSNeuron-<index>`` (a corrupted or hand-written assignment)
+    is refused, not read as device 0: the container would otherwise get another tenant's device."""
+    from hami_stack.protocol.assignment import ContainerDevice
+    from hami_stack.protocol.errors import ProtocolError
+
+    fam = AwsNeuronFamily()
+    one = [ContainerDevice("trn-AWSNeuron-3", "AWSNeuron", 0, 3)]
+    ok = fam.allocate_response(AllocateInput(one, "u", "c"))
+    assert ok.envs == {"AWS_NEURON_VISIBLE_DEVICES": "3", "AWS_NEURON_VISIBLE_CORES": "6,7"}
+    for bad in ("garbage", "trn-AWSNeuron-", "trn-AWSNeuron-x1"):
+        with pytest.raises(ProtocolError, match="AWSNeuron"):
+            fam.allocate_response(AllocateInput([ContainerDevice(bad, "AWSNeuron", 0, 3)], "u", "c"))
