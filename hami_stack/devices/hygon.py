@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import faults
+from ..protocol.errors import ProtocolError
 from .base import MAX_DEVICES_PER_CONTAINER as MAX_DEVICES
 from .base import AllocateInput, ContainerAllocation, DeviceSpec, Mount, Obj, check_quantity
 from .counted import HYGON, CountedFamily, CountedSpec
@@ -40,7 +41,9 @@ COMPUTE_UNITS = 60  # CUs of the emulated Z100-class DCU, when the plugin does n
 def device_index(uuid: str) -> int:
     """``DCU-<n>`` -> n (the plugin overrides :attr:`HygonFamily.indices` with the driver's view)."""
     tail = uuid.rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
+    if not tail.isdigit():  # not card 0: a device nobody assigned
+        raise ProtocolError(f"not a DCU device ID: {uuid!r} (want DCU-<index>)")
+    return int(tail)
 
 
 def cu_mask(cu_count: int, total: int) -> tuple[str, str]:
@@ -71,6 +74,9 @@ class HygonFamily(CountedFamily):
         info = self.devices_info()
         out.devices.append(DeviceSpec("/dev/kfd", "/dev/kfd"))
         out.devices.append(DeviceSpec("/dev/mkfd", "/dev/mkfd"))
+        unknown = [d.uuid for d in req.devices if info and d.uuid not in info]
+        if unknown:  # the driver lists this node's DCUs: another one is not this container's to get
+            raise ProtocolError(f"unknown DCU(s) on this node: {', '.join(unknown)}")
         for d in req.devices:
             i = info[d.uuid][0] if d.uuid in info else device_index(d.uuid)
             out.devices.append(DeviceSpec(f"/dev/dri/card{i}", f"/dev/dri/card{i}"))
@@ -80,7 +86,9 @@ class HygonFamily(CountedFamily):
             out.mounts.append(Mount(container_path, host, True))
         if len(req.devices) == 1:
             d = req.devices[0]
-            idx, bus, cus, total = info.get(d.uuid, (device_index(d.uuid), "", COMPUTE_UNITS, 0))
+            # not info.get(uuid, default): the default (parsing the ID) must not run for a listed DCU
+            known = info.get(d.uuid)
+            idx, bus, cus, total = known if known else (device_index(d.uuid), "", COMPUTE_UNITS, 0)
             if d.usedmem < total or d.usedcores < 100:
                 out.mounts.append(self._write_vdev(req, d.uuid, idx, bus, cus, d.usedmem, d.usedcores))
         return out

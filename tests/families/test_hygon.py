@@ -196,3 +196,17 @@ def test_the_cambricon_profile_lists_exactly_the_family_suite_rules() -> None:
     prof = profiles.load_profile("cambricon")
     assert set(prof.rules) == _suite_rules("cambricon")
     assert {"MLU-REG-1", "MLU-ADM-SCHED-1", "MLU-SCHED-FIT-1", "MLU-ALLOC-1"} <= set(prof.rules)
+
+
+def test_allocate_refuses_a_dcu_the_node_does_not_have(tmp_path: Path) -> None:
+    """A DCU the driver does not list on this node (another node's, or a malformed ID) is refused, not
+    mapped to card 0: the container would get a device nobody assigned it."""
+    from hami_stack.protocol.assignment import ContainerDevice
+    from hami_stack.protocol.errors import ProtocolError
+
+    plugin, _ = _plugin(tmp_path, count=1)
+    plugin.refresh()
+    for bad in ("DCU-garbage", "DCU-7"):
+        d = ContainerDevice(bad, "DCU", 32768, 100)
+        with pytest.raises(ProtocolError, match=bad):
+            plugin.family.allocate_response(AllocateInput([d], "u", "c", hook_path=str(tmp_path)))
