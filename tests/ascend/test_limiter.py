@@ -188,3 +188,16 @@ def test_a_huge_request_cannot_wrap_the_quota_check(npus: Any, tmp_path: Path) -
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.splitlines()[-1]) == [0, OOM, 0]
+
+
+def test_a_process_cannot_raise_the_containers_quota(npus: Any, tmp_path: Path) -> None:
+    # the container's first process fixes the shared quota; a child started with a larger
+    # NPU_MEM_QUOTA (the env is the tenant's to change) gets no more than the container was given
+    env = soft_env(npus, tmp_path, 1000)
+    assert outcomes(probe(env, "alloc:100")) == [(True, 0)]
+    raised = probe({**env, "NPU_MEM_QUOTA": "5000"}, "alloc:2000", "meminfo")
+    assert outcomes(raised)[0] == (False, OOM)
+    assert raised["meminfo"]["total_mib"] == 1000
+    # a smaller value lowers it for every later process of the container
+    assert probe({**env, "NPU_MEM_QUOTA": "500"}, "meminfo")["meminfo"]["total_mib"] == 500
+    assert outcomes(probe(env, "alloc:800")) == [(False, OOM)]

@@ -118,7 +118,11 @@ static int map_region(const char *path) {
         r->magic = REGION_MAGIC;
         r->version = REGION_VERSION;
     }
-    r->quota = g_quota; /* every process of the container was given the same NPU_MEM_QUOTA */
+    /* Every process of the container is given the same NPU_MEM_QUOTA, but a process can start a
+     * child with another value: the shared quota only ever goes down, so no process of the
+     * container raises it for the others (or for itself). */
+    if (!r->quota || g_quota < r->quota) r->quota = g_quota;
+    g_quota = r->quota;
     flock(fd, LOCK_UN);
     g_fd = fd;
     g_region = r;
