@@ -225,8 +225,13 @@ def _verdict(bundle: Path) -> str:
         env = json.loads((bundle / "environment.json").read_text())
     except (OSError, ValueError, KeyError) as e:
         raise LabRunError(f"{bundle}: not a readable bundle: {e}") from None
-    facts = json.loads((bundle.parent.parent / "lab-facts.json").read_text()) \
-        if (bundle.parent.parent / "lab-facts.json").exists() else {}
+    facts_path = bundle.parent.parent / "lab-facts.json"
+    try:
+        facts = json.loads(facts_path.read_text()) if facts_path.exists() else {}
+    except (OSError, ValueError) as e:
+        raise LabRunError(f"{facts_path}: not readable JSON: {e}") from None
+    if not isinstance(facts, dict):
+        raise LabRunError(f"{facts_path}: want a JSON object of host facts, got {type(facts).__name__}")
     lab_hosts = ((env.get("extra") or {}).get("labHosts") or env.get("labHosts") or {})
     missing = sorted(set(facts) - set(lab_hosts)) if isinstance(lab_hosts, dict) else sorted(facts)
     if missing:

@@ -30,3 +30,23 @@ def test_a_shared_socket_dir_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_pat
     base.chmod(0o777)  # another local user could plant or take over sockets here
     with pytest.raises(LabRunError, match="mode 0700"):
         control_dir(tmp_path / "state")
+
+
+def test_a_corrupt_facts_file_is_a_lab_error_naming_it(tmp_path: Path) -> None:
+    # certify's verdict reads the fetched bundle and the run's gathered facts: a damaged facts file
+    # is a clear error (exit 5 through the CLI), not a traceback
+    from conformance.backends.lab import _verdict
+
+    bundle = tmp_path / "run" / "cell" / "bundle"
+    bundle.mkdir(parents=True)
+    (bundle / "results.json").write_text('{"verdict": "PASSED"}')
+    (bundle / "environment.json").write_text('{"extra": {"labHosts": {"node1": {}}}}')
+    facts = tmp_path / "run" / "lab-facts.json"
+    facts.write_text('{"node1": {"ansible_kernel": "6.1"}}')
+    assert _verdict(bundle) == "PASSED"
+    facts.write_text('{"node1": ')
+    with pytest.raises(LabRunError, match=r"lab-facts.json: not readable JSON"):
+        _verdict(bundle)
+    facts.write_text("[]")
+    with pytest.raises(LabRunError, match=r"want a JSON object of host facts, got list"):
+        _verdict(bundle)
