@@ -2,7 +2,8 @@
 into the first attempt's failure, never over it.
 
 ``hami-conformance run`` turns this on for its cells (``$HAMI_CONFORMANCE_RETRY=1``; ``run
---no-retry`` turns it off); plain pytest sessions and the self-test do not retry. The case keeps
+--no-retry`` turns it off), and so does the self-test for its fault sessions (a catch must
+reproduce); plain pytest sessions do not retry. The case keeps
 the outcome of its first attempt (``failed``), so a flaky required rule still fails the cell; its
 message ends with :data:`FLAKY` when the retry passed or :data:`STABLE` when it failed again. The
 matrix report (``reports.matrix``) counts the first as flaky, the second as a reproducible failure.

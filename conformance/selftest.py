@@ -7,8 +7,9 @@ containers whose fault set changed), and only the cases of the fault's expected 
 table says so). Between faults the suites' leftovers (namespaces, a node lock) are cleaned up. With
 ``--workers N`` more testbeds take faults in parallel.
 
-A fault is *caught* when a case of one of its expected rules failed and that rule is ``required`` by
-the profile (so the verdict is FAILED because of it). Sensitivity = caught / faults; a fault no case
+A fault is *caught* when a case of one of its expected rules failed, failed again when re-run once
+(a failure that passed on the re-run is load, not the fault), and that rule is ``required`` by the
+profile (so the verdict is FAILED because of it). Sensitivity = caught / faults; a fault no case
 can catch (no case checks its rules) is listed with that reason and counts against the score. The
 score and table go into the clean run's bundle as ``sensitivity.json``.
 
@@ -34,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from conformance.backends import BackendError
+from conformance.retry import ENV as RETRY_ENV
+from reports.matrix import FLAKY_NOTE as FLAKY
 
 REPO = Path(__file__).resolve().parents[1]
 SUITES = REPO / "conformance" / "suites"
@@ -140,8 +143,11 @@ def select_faults(
 # --- running ----------------------------------------------------------------------------------------
 
 
-def _pytest(args: list[str], out_dir: Path, tmp: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """One pytest session; an interrupt is passed on as SIGTERM (the session then tears down)."""
+def _pytest(
+    args: list[str], out_dir: Path, tmp: Path | None = None, *, retry: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """One pytest session; an interrupt is passed on as SIGTERM (the session then tears down).
+    ``retry``: a failed case runs once more (``conformance.retry``), so a catch must reproduce."""
     import os
 
     cmd = [
@@ -162,6 +168,9 @@ def _pytest(args: list[str], out_dir: Path, tmp: Path | None = None) -> subproce
     env = dict(os.environ)
     # the sessions compile (and assertion-rewrite) the same modules each time: let them reuse bytecode
     env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.pop(RETRY_ENV, None)
+    if retry:
+        env[RETRY_ENV] = "1"
     if tmp is not None:  # the testbed's data dir lands here, so an interrupted self-test can find it
         tmp.mkdir(parents=True, exist_ok=True)
         env["TMPDIR"] = str(tmp)
@@ -210,11 +219,16 @@ def judge(row: Row, results: dict[str, Any], clean_failed: frozenset[str] = froz
     row.failed_cases = [_case_label(c) for c in failed]
     required_failed = [c for c in failed if c.get("requirement") == "required"]
     row.verdict = "FAILED" if required_failed else ("WARNED" if failed else "PASSED")
-    expected_failed = {str(c.get("ruleId")) for c in required_failed if c.get("ruleId") in row.expected_rules}
+    expected = [c for c in required_failed if c.get("ruleId") in row.expected_rules]
+    # a failure that passed when re-run once (the fault sessions retry) is load, not the fault
+    flaky = {str(c.get("ruleId")) for c in expected if FLAKY in str(c.get("message", ""))}
+    expected_failed = {str(c.get("ruleId")) for c in expected} - flaky
     row.caught_by_expected_rule = bool(expected_failed - clean_failed)
     if row.caught_by_expected_rule or row.reason:
         return
-    if expected_failed:
+    if flaky and not expected_failed:
+        row.reason = f"{', '.join(sorted(flaky))} failed once, passed when re-run: not a reproducible catch"
+    elif expected_failed:
         row.reason = (
             f"{', '.join(sorted(expected_failed))} fail(s) on the clean stack too: not evidence of the fault"
         )
@@ -325,6 +339,7 @@ class Selftest:
                 self.args.hami_namespace,
             ],
             self.out / "faults" / row.fault,
+            retry=True,
         )
         row.suites_s = round(time.monotonic() - t_suites, 1)
         results = _results(self.out / "faults" / row.fault)

@@ -13,6 +13,7 @@ import pytest
 
 from conformance import selftest
 from conformance.backends import stackfaults
+from reports.matrix import STABLE_NOTE
 from testbed.clients import helm_path, helm_skip_reason
 
 REPO = Path(__file__).resolve().parents[2]
@@ -129,6 +130,16 @@ def test_judge_caught_only_by_a_required_expected_rule() -> None:
     row = _row("ADM-SCHED-1")
     selftest.judge(row, {"cases": [case("ADM-SCHED-1", "passed")]})
     assert row.verdict == "PASSED" and row.reason.startswith("survived")
+    # a failure of the expected rule that passed when re-run once does not count as a catch
+    row = _row("ADM-SCHED-1")
+    flaky = {**case("ADM-SCHED-1", "failed"), "message": f"AssertionError: timed out {selftest.FLAKY}"}
+    selftest.judge(row, {"cases": [flaky]})
+    assert row.verdict == "FAILED" and not row.caught_by_expected_rule
+    assert "failed once, passed when re-run" in row.reason
+    stable = {**case("ADM-SCHED-1", "failed"), "message": f"AssertionError: denied {STABLE_NOTE}"}
+    row = _row("ADM-SCHED-1")
+    selftest.judge(row, {"cases": [stable]})
+    assert row.caught_by_expected_rule
 
 
 def test_sensitivity_counts_every_row() -> None:
