@@ -130,6 +130,51 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_openapi_inputs(args: argparse.Namespace) -> int:
+    """The OpenAPI input packages of a release by its Makefile's rule; where the release's module has
+    the generated file (1.24, 1.25 carry both), which packages of it the rule misses or adds."""
+    import tempfile
+    from pathlib import Path
+
+    from .build import BuildError, _go_env
+    from .gomod import KUBERNETES, parse_upstream
+    from .openapi import (
+        GENERATED_FILE,
+        MAKEFILE,
+        SAMPLES,
+        OpenAPIError,
+        excluded_modules,
+        input_packages,
+        module_dirs,
+    )
+
+    try:
+        rel = Release.parse(args.release)
+        env = {**_go_env("local"), "GOFLAGS": "-mod=mod"}
+        with tempfile.TemporaryDirectory() as tmp:
+            kdir = module_dirs(Path(tmp), [f"{KUBERNETES}@{rel.version}"], env)[KUBERNETES][1]
+            excluded = excluded_modules((kdir / MAKEFILE).read_text())
+            listed = parse_upstream((kdir / "go.mod").read_text()).staging
+            staging = [f"{m}@{rel.staging_version}" for m in listed
+                       if m not in excluded and not m.startswith(SAMPLES)]
+            dirs = module_dirs(Path(tmp), staging, env)
+        inputs = input_packages(kdir, {m: d for m, (_, d) in dirs.items()}, excluded)
+    except (GoModError, BuildError, OpenAPIError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    out: dict[str, object] = {"release": rel.version, "inputs": len(inputs)}
+    committed = kdir / "pkg" / "generated" / "openapi" / GENERATED_FILE
+    if committed.is_file():
+        defined = set(re.findall(r'^\t\t"([^"]+)\.\w+":', committed.read_text(), re.M))
+        out["packagesWithCommittedDefinitions"] = len(defined)
+        out["committedButNotInputs"] = sorted(defined - set(inputs))
+        out["inputsWithoutCommittedDefinitions"] = sorted(set(inputs) - defined)
+    if args.list:
+        print("\n".join(inputs))
+    print(json.dumps(out))
+    return 1 if out.get("committedButNotInputs") else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m testbed.controlplane", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -149,6 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("minor", help="a built minor, e.g. 1.33")
     f.add_argument("--json", metavar="FILE", help="write the summary and every difference here")
     f.set_defaults(func=cmd_fidelity)
+    o = sub.add_parser("openapi-inputs", help="the OpenAPI input packages of a release (and, where "
+                       "its module has the generated file, how they compare)")
+    o.add_argument("release", help="an exact release, e.g. v1.24.17")
+    o.add_argument("--list", action="store_true", help="print the packages too")
+    o.set_defaults(func=cmd_openapi_inputs)
     args = p.parse_args(argv)
     try:
         return int(args.func(args))

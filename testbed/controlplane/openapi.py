@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -154,18 +155,29 @@ class Generated:
 Run = Callable[[list[str], Path, dict[str, str], str, float], str]
 
 
-def module_dirs(module_dir: Path, modules: list[str], env: dict[str, str],
-                run: Run) -> dict[str, tuple[str, Path]]:
+def module_dirs(module_dir: Path, modules: list[str], env: dict[str, str]) -> dict[str, tuple[str, Path]]:
     """``module -> (version, directory)`` in the module cache for ``module@version`` entries,
     downloaded when missing (the staging modules are asked for at the release's own version, since
     some, like the samples, are no dependency of k8s.io/kubernetes)."""
-    out = run(["go", "mod", "download", "-json", *modules], module_dir, env,
-              "go mod download (OpenAPI inputs)", 1800)
+    # run directly, not through `run`: go exits 1 when any module fails, and the reason of each is in
+    # its JSON document, which is what the error should show (not the whole output)
+    try:
+        p = subprocess.run(["go", "mod", "download", "-json", *modules], cwd=module_dir, env=env,
+                           capture_output=True, text=True, timeout=1800, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise OpenAPIError(f"go mod download (OpenAPI inputs): {e}") from e
+    try:
+        docs = json.loads("[" + re.sub(r"}\s*{", "},{", p.stdout.strip()) + "]")
+    except ValueError:
+        raise OpenAPIError(f"go mod download (OpenAPI inputs) failed (exit {p.returncode}): "
+                           f"{(p.stderr or p.stdout).strip()[-2000:]}") from None
+    failed = [f"{d.get('Path')}@{d.get('Version')}: {d.get('Error') or 'no directory'}"
+              for d in docs if d.get("Error") or not d.get("Dir")]
+    if failed or p.returncode != 0:
+        why = "\n".join(failed or [p.stderr.strip()])
+        raise OpenAPIError(f"go mod download (OpenAPI inputs) failed:\n{why}")
     dirs: dict[str, tuple[str, Path]] = {}
-    for doc in json.loads("[" + re.sub(r"}\s*{", "},{", out.strip()) + "]"):
-        if doc.get("Error") or not doc.get("Dir"):
-            why = doc.get("Error") or "no directory"
-            raise OpenAPIError(f"{doc.get('Path')}@{doc.get('Version')}: {why}")
+    for doc in docs:
         dirs[doc["Path"]] = (doc.get("Version", ""), Path(doc["Dir"]))
     return dirs
 
@@ -175,7 +187,7 @@ def generate(module_dir: Path, release: Release, staging: list[str], out_dir: Pa
     """Generate ``zz_generated.openapi.go`` into ``out_dir`` when the release's module lacks it;
     None when the module has it (no overlay needed)."""
     t0 = time.monotonic()
-    kdir = module_dirs(module_dir, [f"{KUBERNETES}@{release.version}"], env, run)[KUBERNETES][1]
+    kdir = module_dirs(module_dir, [f"{KUBERNETES}@{release.version}"], env)[KUBERNETES][1]
     target = kdir / "pkg" / "generated" / "openapi" / GENERATED_FILE
     if target.is_file():
         return None
@@ -187,7 +199,7 @@ def generate(module_dir: Path, release: Release, staging: list[str], out_dir: Pa
                            "no known way to generate the OpenAPI definitions") from e
     wanted = [f"{m}@{release.staging_version}" for m in staging
               if m not in excluded and not m.startswith(SAMPLES)]
-    dirs = module_dirs(module_dir, wanted, env, run) if wanted else {}
+    dirs = module_dirs(module_dir, wanted, env) if wanted else {}
     inputs = input_packages(kdir, {m: d for m, (_, d) in dirs.items()}, excluded)
     if not inputs:
         raise OpenAPIError(f"no package of {KUBERNETES} or its staging modules carries {_OPENAPI_TAG}")
