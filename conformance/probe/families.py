@@ -46,7 +46,7 @@ LIMIT_ENVS: dict[str, tuple[str, ...]] = {
     "mthreads": ("MTHREADS_SGPU_MEMORY_MIB", "MTHREADS_SGPU_CORES"),
     "metax": ("METAX_SGPU_VRAM_MIB", "METAX_SGPU_COMPUTE"),
     "kunlunxin": ("XPU_VMEMORY_MIB",),
-    "awsneuron": ("AWS_NEURON_VISIBLE_CORES",),
+    "awsneuron": ("NEURON_RT_VISIBLE_CORES",),
     "amd": ("AMD_GPU_MEMORY_LIMIT_MIB", "AMD_GPU_COMPUTE_UNITS"),
     "enflame": ("ENFLAME_CONTAINER_",),  # DRS instances: sub card, usable processors and memory
 }

@@ -278,7 +278,7 @@ VENDORS += (
         {"Trainium": 0},
         capacity=Capacity("aws.amazon.com/neuron", 1, "", 0),
         alloc_by_index=True,
-        alloc_env=(("AWS_NEURON_VISIBLE_CORES", "{core0},{core1}"),),  # both cores of the device
+        alloc_env=(("NEURON_RT_VISIBLE_CORES", "{core0},{core1}"),),  # both cores of the device
     ),
     Vendor(
         "awsneuron",

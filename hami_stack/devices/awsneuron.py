@@ -25,7 +25,8 @@ Facts from HAMi's AWS Neuron backend:
 Where this differs: a core pick is the mask of the cores it newly takes (upstream's 4-core path
 reports the device's cumulative mask, which its usage then adds twice); this stack's /bind takes the
 shared node lock and /filter also writes a to-allocate key for its plugin, whose Allocate answers
-``AWS_NEURON_VISIBLE_CORES`` / ``AWS_NEURON_VISIBLE_DEVICES``.
+``AWS_NEURON_VISIBLE_DEVICES`` (device indexes, as Neuron's device plugin) and
+``NEURON_RT_VISIBLE_CORES`` (the core indexes, the variable the Neuron runtime reads).
 """
 
 from __future__ import annotations
@@ -231,7 +232,7 @@ class AwsNeuronFamily(DeviceFamily):
         out = ContainerAllocation()
         per = self.cores_per_device
         out.envs["AWS_NEURON_VISIBLE_DEVICES"] = ",".join(str(device_index(d.uuid)) for d in req.devices)
-        out.envs["AWS_NEURON_VISIBLE_CORES"] = ",".join(
+        out.envs["NEURON_RT_VISIBLE_CORES"] = ",".join(
             str(per * device_index(d.uuid) + b)
             for d in req.devices
             for b in range(per)

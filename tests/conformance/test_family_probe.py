@@ -19,7 +19,7 @@ NINE = {
     "metax": ("C500", {"METAX_SGPU_VRAM_MIB": "1024", "METAX_SGPU_COMPUTE": "10"}),
     "kunlunxin": ("P800", {"XPU_VMEMORY_MIB": "24576"}),
     "enflame": ("S60", {}),
-    "awsneuron": ("Trainium", {"AWS_NEURON_VISIBLE_CORES": "2,3"}),
+    "awsneuron": ("Trainium", {"NEURON_RT_VISIBLE_CORES": "2,3"}),
     "amd": ("MI300X", {"AMD_GPU_MEMORY_LIMIT_MIB": "1024", "AMD_GPU_COMPUTE_UNITS": "30"}),
     "vastai": ("VA1", {}),
     "biren": ("BR104", {}),

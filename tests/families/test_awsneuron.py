@@ -149,7 +149,7 @@ def test_filter_writes_the_neuron_plugins_annotations_and_allocate_names_cores()
     assert wa[ASSIGNED_IDS] == wd.uuid.rsplit("-", 1)[1] and RESOURCE_TYPE not in wa
     assert fam.allocate_response(AllocateInput([wd], "u", "c")).envs == {
         "AWS_NEURON_VISIBLE_DEVICES": wd.uuid.rsplit("-", 1)[1],
-        "AWS_NEURON_VISIBLE_CORES": ",".join(str(2 * int(wd.uuid.rsplit("-", 1)[1]) + b) for b in range(2)),
+        "NEURON_RT_VISIBLE_CORES": ",".join(str(2 * int(wd.uuid.rsplit("-", 1)[1]) + b) for b in range(2)),
     }
 
 
@@ -184,7 +184,7 @@ def test_allocate_refuses_a_device_id_that_names_no_neuron_device() -> None:
     fam = AwsNeuronFamily()
     one = [ContainerDevice("trn-AWSNeuron-3", "AWSNeuron", 0, 3)]
     ok = fam.allocate_response(AllocateInput(one, "u", "c"))
-    assert ok.envs == {"AWS_NEURON_VISIBLE_DEVICES": "3", "AWS_NEURON_VISIBLE_CORES": "6,7"}
+    assert ok.envs == {"AWS_NEURON_VISIBLE_DEVICES": "3", "NEURON_RT_VISIBLE_CORES": "6,7"}
     for bad in ("garbage", "trn-AWSNeuron-", "trn-AWSNeuron-x1"):
         with pytest.raises(ProtocolError, match="AWSNeuron"):
             fam.allocate_response(AllocateInput([ContainerDevice(bad, "AWSNeuron", 0, 3)], "u", "c"))
