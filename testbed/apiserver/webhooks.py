@@ -442,12 +442,22 @@ class WebhookDispatcher:
             target = shown
             ip, ip_port = host, url.port or 443
         try:
-            async with self._http().post(
-                URL(target, encoded=True), data=body, headers=headers, ssl=ctx,
-                server_hostname=server_name, timeout=aiohttp.ClientTimeout(total=hook.timeout),
-                allow_redirects=False,
-            ) as resp:
-                return resp.status, resp.headers.get("Content-Type", ""), await resp.read()
+            deadline = asyncio.get_running_loop().time() + hook.timeout
+            for attempt in (1, 2):
+                left = max(0.001, deadline - asyncio.get_running_loop().time())
+                try:
+                    async with self._http().post(
+                        URL(target, encoded=True), data=body, headers=headers, ssl=ctx,
+                        server_hostname=server_name, timeout=aiohttp.ClientTimeout(total=left),
+                        allow_redirects=False,
+                    ) as resp:
+                        return resp.status, resp.headers.get("Content-Type", ""), await resp.read()
+                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
+                    # A kept-alive connection the webhook server closed just as it was reused: Go's
+                    # transport (kube-apiserver's client) sends the request again on a new one.
+                    if attempt == 2 or isinstance(e, aiohttp.ClientConnectorError):
+                        raise
+            raise AssertionError("unreachable")
         except (TimeoutError, aiohttp.ServerTimeoutError) as e:
             why = "context deadline exceeded"
             raise _CallError(f'failed to call webhook: Post "{shown}": {why}') from e
