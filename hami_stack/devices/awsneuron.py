@@ -42,9 +42,9 @@ from ..protocol import annotations as ann
 from ..protocol import events as ev
 from ..protocol.annotations import VendorKeys
 from ..protocol.assignment import ContainerDevice, PodDevices, encode_pod_devices
-from ..protocol.errors import ProtocolError
 from ..protocol.handshake import HealthResult
 from ..protocol.register import DeviceInfo
+from . import capacity_cards
 from .base import (
     AllocateInput,
     ContainerAllocation,
@@ -244,7 +244,4 @@ class AwsNeuronFamily(DeviceFamily):
 def device_index(device_id: str) -> int:
     """The index in ``<node>-AWSNeuron-<index>``; any other ID is refused (reading it as device 0 would
     hand the container a device nobody assigned it)."""
-    _, infix, tail = device_id.rpartition(ID_INFIX)
-    if not infix or not tail.isdigit():
-        raise ProtocolError(f"not an AWS Neuron device ID: {device_id!r} (want <node>{ID_INFIX}<index>)")
-    return int(tail)
+    return capacity_cards.card_index(device_id, ID_INFIX)

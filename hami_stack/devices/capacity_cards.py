@@ -8,15 +8,19 @@ visibility variable.
 
 from __future__ import annotations
 
+from ..protocol.errors import ProtocolError
 from ..protocol.handshake import HealthResult
 from ..protocol.register import DeviceInfo
 from .base import DeviceFamily, HealthState, Obj, node_quantity
 
 
 def card_index(device_id: str, infix: str) -> int:
-    """Card ``i`` of ``<node><infix><i>``; 0 when the id does not end in a number."""
-    tail = device_id.rsplit(infix, 1)[-1]
-    return int(tail) if tail.isdigit() else 0
+    """Card ``i`` of ``<node><infix><i>``. Any other id is refused: reading it as card 0 would hand a
+    container a card nobody assigned it (the ids reach Allocate through pod annotations)."""
+    _, found, tail = device_id.rpartition(infix)
+    if not found or not tail.isdigit():
+        raise ProtocolError(f"device ID {device_id!r} is not <node>{infix}<index>")
+    return int(tail)
 
 
 def split_cards(

@@ -32,6 +32,7 @@ from ..protocol import annotations as ann
 from ..protocol import events as ev
 from ..protocol.annotations import VendorKeys
 from ..protocol.handshake import HealthResult
+from . import capacity_cards
 from .base import (
     AllocateInput,
     ContainerAllocation,
@@ -55,8 +56,7 @@ SHARED_FAULT = "scheduler-enflame-gcu-shared"
 
 
 def card_index(device_id: str) -> int:
-    tail = device_id.rsplit(ID_INFIX, 1)[-1]
-    return int(tail) if tail.isdigit() else 0
+    return capacity_cards.card_index(device_id, ID_INFIX)
 
 
 class GcuFamily(WholeCards, DeviceFamily):

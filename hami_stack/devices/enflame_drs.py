@@ -63,6 +63,7 @@ from ..protocol.errors import ProtocolError
 from ..protocol.handshake import HealthResult
 from ..protocol.quantity import parse_quantity
 from ..protocol.register import DeviceInfo
+from . import capacity_cards
 from .base import (
     SLOTS_BY_MEMORY,
     AdmissionError,
@@ -211,8 +212,7 @@ def encode_capacity(cards: Sequence[tuple[int, int]], profiles: dict[str, str]) 
 
 
 def card_index(device_id: str) -> int:
-    tail = device_id.rsplit(ID_INFIX, 1)[-1]
-    return int(tail) if tail.isdigit() else 0
+    return capacity_cards.card_index(device_id, ID_INFIX)
 
 
 def _whole(container: Obj, name: str) -> str | None:

@@ -51,6 +51,7 @@ from ..protocol.assignment import ContainerDevice, PodDevices, encode_pod_device
 from ..protocol.handshake import HealthResult
 from ..protocol.register import DeviceInfo, decode_register_json
 from ..protocol.resources import MEM_PERCENTAGE_UNSET
+from . import capacity_cards
 from .base import (
     AllocateInput,
     ContainerAllocation,
@@ -254,8 +255,7 @@ class KunlunFamily(WholeCards, _KunlunBase):
 
 
 def card_index(device_id: str) -> int:
-    tail = device_id.rsplit(ID_INFIX, 1)[-1]
-    return int(tail) if tail.isdigit() else 0
+    return capacity_cards.card_index(device_id, ID_INFIX)
 
 
 class VxpuFamily(_KunlunBase):
