@@ -5,6 +5,8 @@ cells run concurrently, then merged into one matrix bundle. Goal: under 8 minute
     python bench/matrix.py --jobs 3 --minors 1.33,1.34,1.35
     python bench/matrix.py --no-retry         # no re-run of failed cases
 
+Results, with the commands and load averages they were taken at: ``bench/README.md``.
+
 Where a cell's time goes (profile of 1.33 alone on a quiet machine: 175 s wall): provision 5 s,
 helm install 8 s, registration 1 s, suites 156 s, report 5 s. The suites are mostly waiting on the
 cluster (the plugin's 30 s handshake period, a node lock held for a fixed time, kube-scheduler's
