@@ -8,6 +8,7 @@ as :class:`ApiError` carrying the server's ``Status``.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,21 @@ def load_config(kubeconfig: str | None = None, context: str | None = None) -> cl
     return cfg
 
 
+MAX_RETRY_AFTER = 10  # client-go's rest.Request maxRetries
+
+
+def retry_after(status: int, header: str | None) -> float | None:
+    """Seconds to wait before sending again, as client-go's checkWait: only a 429 or 5xx answer with
+    an integer ``Retry-After`` (capped at 10 s); None: the error stands."""
+    if not (status == 429 or status >= 500) or not header:
+        return None
+    try:
+        seconds = int(header.strip())
+    except ValueError:
+        return None
+    return float(min(max(seconds, 0), 10))
+
+
 @dataclass
 class Kube:
     """JSON requests against one apiserver."""
@@ -60,14 +76,23 @@ class Kube:
             url += "?" + urlencode(query, doseq=True)
         if isinstance(body, (bytes, str)):
             data = body
-        try:
-            resp = self.api.call_api(method, url, header_params=headers, body=data, _request_timeout=timeout)
-        except client.ApiException as e:
-            raise ApiError(e.status or 0, _parse(e.body), str(e.body or e)) from e
-        if resp.status >= 400:
+        for attempt in range(MAX_RETRY_AFTER + 1):
+            try:
+                resp = self.api.call_api(method, url, header_params=headers, body=data,
+                                         _request_timeout=timeout)
+            except client.ApiException as e:
+                raise ApiError(e.status or 0, _parse(e.body), str(e.body or e)) from e
+            if resp.status < 400:
+                return resp.response
             raw = resp.read()
-            raise ApiError(resp.status, _parse(raw), raw.decode(errors="replace") if raw else "")
-        return resp.response
+            wait = retry_after(resp.status, resp.getheader("Retry-After"))
+            if wait is None or attempt == MAX_RETRY_AFTER:
+                raise ApiError(resp.status, _parse(raw), raw.decode(errors="replace") if raw else "")
+            # client-go waits and sends the request again (up to 10 times) when a 429 or 5xx answer
+            # carries Retry-After: e.g. "No API token found for service account" while a 1.20
+            # namespace's token Secret is still being made, or the server's max-in-flight limit
+            time.sleep(wait)
+        raise AssertionError("unreachable")
 
     def request(self, method: str, path: str, body: Any = None, *, query: dict[str, Any] | None = None,
                 content_type: str = "application/json", timeout: float | None = 30) -> Any:

@@ -359,7 +359,11 @@ class APIServer:
                     resp.headers.add("Warning", f"299 - {json.dumps(text)}")
             return resp
         except APIError as e:
-            return self._negotiate(request, _json(e.status(), status=e.code))
+            resp = _json(e.status(), status=e.code)
+            retry_after = (e.details or {}).get("retryAfterSeconds")
+            if retry_after:  # as kube-apiserver's error writer: clients (client-go) wait and retry
+                resp.headers["Retry-After"] = str(retry_after)
+            return self._negotiate(request, resp)
         except web.HTTPRequestEntityTooLarge:
             limit = f"Request entity too large: limit is {MAX_REQUEST_BYTES}"
             err = APIError(413, "RequestEntityTooLarge", limit)
