@@ -32,6 +32,7 @@ import asyncio
 import hashlib
 import ipaddress
 import logging
+import os
 import random
 import socket
 import subprocess
@@ -204,8 +205,11 @@ class ClusterNet:
             await self._service_namespace()
         self.services, self.endpoints = self._cached()
         current = self._pod_namespaces()
-        for path in [p for p in self.pods if p not in current]:
-            del self.pods[path]  # its namespace is gone, and the veth pair with it
+        for path in [p for p in self.pods if p not in current and not os.path.exists(p)]:
+            # its namespace is gone, and the veth pair with it: only now may a new pod take its index
+            # (a finished pod's namespace lingers while it is torn down; its peer p<index> and route
+            # still exist in the service namespace, and a new pod given that index got no link: no DNS)
+            del self.pods[path]
         for path in current:
             if path in self.pods:
                 continue
@@ -597,6 +601,30 @@ def link_env(name: str, ip: str, ports: list[dict[str, Any]]) -> dict[str, str]:
 
 _lock = threading.Lock()
 _instances: dict[int, ClusterNet] = {}
+
+
+LINK_WAIT_S = 10.0  # a sync round is POLL seconds; this bounds a stuck one, then the pod starts anyway
+
+
+def wait_linked(
+    agent: NodeAgent, netns_path: str, stop: threading.Event, timeout: float = LINK_WAIT_S
+) -> bool:
+    """Block (a pod worker's thread) until the cluster network has linked ``netns_path`` (or given up
+    on it), as a kubelet starts containers only after CNI set up the sandbox's network: a container
+    that resolved a Service name at once found no route to the DNS server. True when linked; False
+    without cluster networking (an agent without it, or no sync within ``timeout``)."""
+    net = _instances.get(id(agent.group))
+    if net is None:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not stop.is_set():
+        index = net.pods.get(netns_path)
+        if index is not None:
+            return index > 0
+        stop.wait(0.02)
+    log.warning("pod namespace %s: not linked to the cluster network after %.0f s; starting anyway",
+                netns_path, timeout)
+    return False
 
 
 async def attach(agent: NodeAgent) -> None:

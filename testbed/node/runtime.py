@@ -201,6 +201,9 @@ class PodWorker:
                 self._flush_status(30.0)  # a rejection the apiserver did not take yet
                 return
             self._sandbox()
+            if self.netns_path:
+                # as CNI's ADD before the first container: the pod's link to Services and DNS is up
+                clusternet.wait_linked(self.agent, self.netns_path, self.stopping)
             self._run_init()
             self._run_apps()
         except Deleted:
