@@ -19,7 +19,11 @@ from nativebuild import BuildError
 HERE = Path(__file__).resolve().parent
 SRC = HERE / "src"
 REPO = HERE.parent.parent
-LIBRARIES = ("libnvidia-ml.so.1", "libcuda.so.1", "libdcmi.so", "libruntime.so", "libascendcl.so")
+# the device families' emulated management libraries: src/famlib_<name>.c (+ its .h) -> lib<name>.so
+FAMILY_LIBRARIES = tuple(sorted(f"lib{p.stem.removeprefix('famlib_')}.so" for p in SRC.glob("famlib_*.c")))
+LIBRARIES = (
+    "libnvidia-ml.so.1", "libcuda.so.1", "libdcmi.so", "libruntime.so", "libascendcl.so", *FAMILY_LIBRARIES
+)
 
 
 def inputs() -> list[Path]:

@@ -29,6 +29,10 @@ from pathlib import Path
 STATE_ENV = "HAMI_FAMILY_HARDWARE_DIR"  # the plugin finds <dir>/<vendor>/devices.json here
 VISIBLE_LIST_ENV = "HAMI_FAMILY_VISIBLE_ENVS"  # "<vendor>=<its visibility variable>,..." the runtime set
 DEVICES_FILE = "devices.json"
+# the same devices for the emulated vendor management libraries (src/family_common.c): a magic line,
+# then one tab-separated line per device (see :func:`render_conf`)
+CONF_FILE = "devices.conf"
+CONF_MAGIC = "hami-family-devices 1"
 NODE_SUBDIR = "hardware/families"  # under a node agent's root
 MAX_DEVICES = 16  # per node and vendor
 
@@ -178,7 +182,28 @@ def write(state_dir: Path, vendor: str, devices: list[Device]) -> None:
         if not row["drs_capacity"]:
             del row["drs_capacity"], row["drs_profiles"]
     tmp.write_text(json.dumps(rows, indent=1))
-    os.replace(tmp, path)  # readers never see half a file
+    conf = path.with_name(CONF_FILE)
+    conf_tmp = conf.with_suffix(".tmp-conf")
+    conf_tmp.write_text(render_conf(devices))
+    # readers never see half a file; the libraries' view first, so a reader of both never sees the
+    # JSON ahead of what the driver library reports
+    os.replace(conf_tmp, conf)
+    os.replace(tmp, path)
+
+
+def render_conf(devices: list[Device]) -> str:
+    """``devices.conf``: ``index uuid model memory_mib compute_units bus_id numa healthy drs_capacity
+    profiles`` per line (tab separated; profiles ``name=id,...`` or ``-``), what the C libraries parse."""
+    lines = [CONF_MAGIC]
+    for d in devices:
+        profiles = ",".join(f"{k}={v}" for k, v in d.drs_profiles.items()) or "-"
+        if any(c in f for f in (d.uuid, d.model, d.bus_id, profiles) for c in "\t\n "):
+            raise ValueError(f"{d.uuid!r}: device fields must not hold whitespace")
+        lines.append("\t".join(str(x) for x in (
+            d.index, d.uuid, d.model, d.memory_mib, d.compute_units, d.bus_id or "-", d.numa,
+            1 if d.healthy else 0, d.drs_capacity, profiles,
+        )))
+    return "\n".join(lines) + "\n"
 
 
 def read(state_dir: Path, vendor: str) -> list[Device]:

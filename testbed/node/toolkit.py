@@ -114,7 +114,14 @@ def inject_families(env: Mapping[str, str], state_dir: Path | None) -> dict[str,
         if vendor in families.VISIBLE_ENV and env.get(families.VISIBLE_ENV[vendor], "").strip()
     ]
     if named:
+        from testbed.hardware.build import ensure_built
+
         out[families.STATE_ENV] = str(state_dir)
+        # the vendors' management libraries (ours, emulated) on the loader path, as each vendor's
+        # runtime mounts its driver libraries into the container
+        libdir = str(ensure_built())
+        prior = env.get("LD_LIBRARY_PATH", "")
+        out["LD_LIBRARY_PATH"] = f"{libdir}:{prior}" if prior else libdir
         # which variable names which vendor's devices (read by the probe's family view)
         out[families.VISIBLE_LIST_ENV] = ",".join(named)
     return out

@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     if not a.hardware_dir:
         log.error("no hardware directory: set %s or --hardware-dir", STATE_ENV)
         return 1
+    # the emulated vendor libraries find the node's devices there (a real vendor library ignores it)
+    os.environ[STATE_ENV] = a.hardware_dir
     try:
         section = load_device_config(Path(a.config_file)).section(spec.config_section)
     except (OSError, DeviceConfigError) as e:

@@ -35,8 +35,20 @@ class Device:
 _FIELDS = {f.name for f in fields(Device)}
 
 
+def devices(state_dir: Path, vendor: str) -> list[Device]:
+    """The node's devices as the plugin sees them: through the vendor's management library where the
+    vendor's own plugin uses one (``mgmt/<vendor>.py``), else from the driver's device file."""
+    from . import mgmt  # the bindings import this module
+
+    bound = mgmt.binding(vendor)
+    if bound is None:
+        return read(state_dir, vendor)
+    return sorted(bound.devices(mgmt.open_library(bound.LIBRARY)), key=lambda d: d.index)
+
+
 def read(state_dir: Path, vendor: str) -> list[Device]:
-    """The vendor's devices (none when the file is absent: no driver, no devices)."""
+    """The vendor's devices from the driver's device file (none when the file is absent: no driver, no
+    devices)."""
     path = Path(state_dir) / vendor / DEVICES_FILE
     try:
         raw = json.loads(path.read_text())

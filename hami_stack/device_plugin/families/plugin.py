@@ -121,7 +121,7 @@ class FamilyDevicePlugin:
         with self._lock:
             serves = self.spec.serves
             self.devices = [
-                d for d in hw.read(self.opts.hardware_dir, self.spec.vendor) if serves is None or serves(d)
+                d for d in hw.devices(self.opts.hardware_dir, self.spec.vendor) if serves is None or serves(d)
             ]
             if self.server is not None and self.server.set_devices(self.kubelet_devices()):
                 log.info(
