@@ -43,6 +43,8 @@ def devices(state_dir: Path, vendor: str) -> list[Device]:
     bound = mgmt.binding(vendor)
     if bound is None:
         return read(state_dir, vendor)
+    if bound.LIBRARY is None:  # the vendor's plugin reads driver files (sysfs), not a library
+        return sorted(bound.devices_from_files(Path(state_dir)), key=lambda d: d.index)
     return sorted(bound.devices(mgmt.open_library(bound.LIBRARY)), key=lambda d: d.index)
 
 

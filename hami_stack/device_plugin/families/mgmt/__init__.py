@@ -8,6 +8,9 @@ library with ctypes from our own declarations of its C API and exposes:
 * ``devices(lib: ctypes.CDLL) -> list[Device]``: the node's devices as the plugin registers them, raising
   :class:`~hami_stack.device_plugin.families.hardware.HardwareError` with the failing call and its code.
 
+A vendor whose own plugin reads driver files (sysfs) rather than a library sets ``LIBRARY = None`` and
+defines ``devices_from_files(state_dir: Path) -> list[Device]`` over the emulated file tree instead.
+
 A vendor without a module (capacity-only families whose plugins count device files) keeps reading the
 driver's device files (``hardware.read``). On the testbed the emulated libraries come from
 ``testbed/hardware/src/famlib_*.c``; on a real node the vendor's own.
