@@ -97,10 +97,10 @@ class FakeKube:
         return body
 
 
-def test_capacity_plugin_advertises_one_kubelet_device_per_gcu_and_patches_nothing(tmp_path: Path) -> None:
-    hw.create_state(tmp_path / "hw", "enflame", "S60", 4, node_name="g")
+def test_capacity_plugin_advertises_one_kubelet_device_per_gcu_and_patches_nothing(family_hw: Path) -> None:
+    hw.create_state(family_hw, "enflame", "S60", 4, node_name="g")
     kube = FakeKube()
     spec = get("enflame-gcu")
-    plugin = FamilyDevicePlugin(spec, FamilyOptions("g", tmp_path / "hw"), kube, spec.make_family(SECTION))  # type: ignore[arg-type]
+    plugin = FamilyDevicePlugin(spec, FamilyOptions("g", family_hw), kube, spec.make_family(SECTION))  # type: ignore[arg-type]
     plugin.refresh()
     assert kube.patches == [] and len(plugin.kubelet_devices()) == 4

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from hami_stack import faults
+from hami_stack.device_plugin.families.hardware import STATE_ENV
 from hami_stack.device_plugin.families.plugin import FamilyDevicePlugin, FamilyOptions
 from hami_stack.device_plugin.families.specs import get
 from hami_stack.devices.base import AllocateInput
@@ -243,13 +244,15 @@ class FakeKube:
         return body
 
 
-def test_plugin_writes_the_capacity_annotation_and_allocate_env(tmp_path: Path) -> None:
-    hw.create_state(tmp_path / "hw", "enflame", "S60-DRS", 2, node_name="d")
+def test_plugin_writes_the_capacity_annotation_and_allocate_env(
+    tmp_path: Path, family_hw: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hw.create_state(family_hw, "enflame", "S60-DRS", 2, node_name="d")
     hw.create_state(tmp_path / "other", "enflame", "S60", 2, node_name="d")
     kube = FakeKube()
     spec = get("enflame-drs")
     fam = spec.make_family(SECTION)
-    plugin = FamilyDevicePlugin(spec, FamilyOptions("d", tmp_path / "hw"), kube, fam)  # type: ignore[arg-type]
+    plugin = FamilyDevicePlugin(spec, FamilyOptions("d", family_hw), kube, fam)  # type: ignore[arg-type]
     plugin.refresh()
     value = kube.patches[-1]["metadata"]["annotations"][CAPACITY_KEY]
     assert json.loads(value) == {
@@ -264,10 +267,13 @@ def test_plugin_writes_the_capacity_annotation_and_allocate_env(tmp_path: Path) 
         FakeKube(),
         spec.make_family(SECTION),  # type: ignore[arg-type]
     )
-    other.refresh()
+    # the driver library reads the node's hardware directory from the environment
+    with monkeypatch.context() as m:
+        m.setenv(STATE_ENV, str(tmp_path / "other"))
+        other.refresh()
     assert other.kubelet_devices() == []
     gcu = get("enflame-gcu")
-    whole = FamilyDevicePlugin(gcu, FamilyOptions("d", tmp_path / "hw"), FakeKube(), gcu.make_family(SECTION))  # type: ignore[arg-type]
+    whole = FamilyDevicePlugin(gcu, FamilyOptions("d", family_hw), FakeKube(), gcu.make_family(SECTION))  # type: ignore[arg-type]
     whole.refresh()
     assert whole.kubelet_devices() == []
 

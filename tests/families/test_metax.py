@@ -301,11 +301,11 @@ class FakeKube:
         return body
 
 
-def test_sgpu_plugin_writes_metax_node_json_without_a_handshake(tmp_path: Path) -> None:
-    hw.create_state(tmp_path / "hw", "metax", "C500", 4, node_name="mx-a")
+def test_sgpu_plugin_writes_metax_node_json_without_a_handshake(family_hw: Path) -> None:
+    hw.create_state(family_hw, "metax", "C500", 4, node_name="mx-a")
     kube = FakeKube()
     spec = get("metax-sgpu")
-    plugin = FamilyDevicePlugin(spec, FamilyOptions("mx-a", tmp_path / "hw"), kube, spec.make_family(SECTION))  # type: ignore[arg-type]
+    plugin = FamilyDevicePlugin(spec, FamilyOptions("mx-a", family_hw), kube, spec.make_family(SECTION))  # type: ignore[arg-type]
     plugin.refresh()
     (body,) = kube.patches
     assert list(body["metadata"]["annotations"]) == [NODE_DEVICES]
@@ -319,7 +319,7 @@ def test_sgpu_plugin_writes_metax_node_json_without_a_handshake(tmp_path: Path) 
     ]
     assert len(plugin.kubelet_devices()) == 4 * 16
     assert len(extra_devices(spec, "memory_units", plugin.devices)) == 4 * 64
-    hw.set_health(tmp_path / "hw", "metax", 1, False)
+    hw.set_health(family_hw, "metax", 1, False)
     plugin.refresh()
     assert [
         d.health
