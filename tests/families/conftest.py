@@ -20,8 +20,11 @@ from testbed.hardware.build import FAMILY_LIBRARIES, ensure_built
 @pytest.fixture(scope="session")
 def family_library_dir() -> Path:
     libdir = ensure_built()
+    # RTLD_LOCAL: a later CDLL("<soname>") still finds the mapped library by its soname, and IXML's
+    # NVML-named entry points (libixml.so) must not take over calls inside an emulated libnvidia-ml
+    # loaded later in the same test process (a global symbol is bound before the library's own)
     for name in FAMILY_LIBRARIES:
-        ctypes.CDLL(str(libdir / name), mode=ctypes.RTLD_GLOBAL)
+        ctypes.CDLL(str(libdir / name), mode=ctypes.RTLD_LOCAL)
     return libdir
 
 
