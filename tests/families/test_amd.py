@@ -90,6 +90,7 @@ def test_requests_read_limits_only() -> None:
     assert fam.container_request({"resources": {"requests": {GPU: "1"}}}) is None
 
 
+@pytest.mark.usefixtures("family_hw")
 def test_plugin_registers_compute_units_and_the_scheduler_gives_a_share_of_them(tmp_path: Path) -> None:
     fam, node, _ = _registered(tmp_path)
     devs = fam.node_devices(node)
@@ -111,6 +112,7 @@ def test_plugin_registers_compute_units_and_the_scheduler_gives_a_share_of_them(
     }
 
 
+@pytest.mark.usefixtures("family_hw")
 def test_type_and_uuid_selection_and_whole_card_requests(tmp_path: Path) -> None:
     fam, node, _ = _registered(tmp_path, count=2)
     devs = [DeviceUsage.from_info(d) for d in fam.node_devices(node)]

@@ -75,6 +75,7 @@ def test_admission_refuses_zero_dcus_and_byte_memory() -> None:
     assert "between 0 and 100" in (fam.admission_problem(cores) or "")
 
 
+@pytest.mark.usefixtures("family_hw")
 def test_plugin_registers_csv_devices_and_a_handshake_the_scheduler_accepts(tmp_path: Path) -> None:
     plugin, kube = _plugin(tmp_path)
     plugin.refresh()
@@ -91,6 +92,7 @@ def test_plugin_registers_csv_devices_and_a_handshake_the_scheduler_accepts(tmp_
     assert REGISTER not in kube.patches[-1][1]["metadata"]["annotations"]
 
 
+@pytest.mark.usefixtures("family_hw")
 def test_an_unhealthy_dcu_is_registered_unhealthy_and_not_chosen(tmp_path: Path) -> None:
     plugin, kube = _plugin(tmp_path, count=2)
     hw.set_health(tmp_path / "hw", "hygon", 1, False)
@@ -100,6 +102,7 @@ def test_an_unhealthy_dcu_is_registered_unhealthy_and_not_chosen(tmp_path: Path)
     assert [d.healthy for d in plugin.kubelet_devices()] == [True] * 4 + [False] * 4
 
 
+@pytest.mark.usefixtures("family_hw")
 def test_scheduler_places_on_registered_dcus_and_allocate_limits_the_partial_device(tmp_path: Path) -> None:
     plugin, kube = _plugin(tmp_path)
     plugin.refresh()
@@ -135,6 +138,7 @@ def test_scheduler_places_on_registered_dcus_and_allocate_limits_the_partial_dev
     assert "mem: 8192 MiB" in text and "cu_count: 30" in text and f"device_id: {idx}" in text
 
 
+@pytest.mark.usefixtures("family_hw")
 def test_a_whole_dcu_gets_no_vdev_config(tmp_path: Path) -> None:
     plugin, _ = _plugin(tmp_path, count=1)
     plugin.refresh()
@@ -145,6 +149,7 @@ def test_a_whole_dcu_gets_no_vdev_config(tmp_path: Path) -> None:
     assert not [m for m in alloc.mounts if m.container_path == VDEV_MOUNT]
 
 
+@pytest.mark.usefixtures("family_hw")
 def test_half_memory_fault_under_registers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HAMI_FAULTS", "plugin-hygon-register-half-memory")
     faults.reset_for_tests()
@@ -198,6 +203,7 @@ def test_the_cambricon_profile_lists_exactly_the_family_suite_rules() -> None:
     assert {"MLU-REG-1", "MLU-ADM-SCHED-1", "MLU-SCHED-FIT-1", "MLU-ALLOC-1"} <= set(prof.rules)
 
 
+@pytest.mark.usefixtures("family_hw")
 def test_allocate_refuses_a_dcu_the_node_does_not_have(tmp_path: Path) -> None:
     """A DCU the driver does not list on this node (another node's, or a malformed ID) is refused, not
     mapped to card 0: the container would get a device nobody assigned it."""

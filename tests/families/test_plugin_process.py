@@ -16,6 +16,7 @@ from hami_stack.protocol.register import decode_register_csv
 from kubeclient.client import Kube
 from testbed.embedded import EmbeddedTestbed
 from testbed.hardware import families as hw
+from testbed.hardware.build import ensure_built
 from tests.hami.test_device_plugin import FakeKubelet, wait_for
 
 pytestmark = pytest.mark.hygon
@@ -51,7 +52,14 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Kube, Fake
                 "--register-interval=0.5",
             ],
             cwd=REPO,
-            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOOK_PATH": str(base / "hook")},
+            env={
+                "PATH": "/usr/bin:/bin",
+                "PYTHONPATH": str(REPO),
+                "HOOK_PATH": str(base / "hook"),
+                # the DCUs come through ROCm SMI: the library on the loader path, reading this node's hw
+                "LD_LIBRARY_PATH": str(ensure_built()),
+                hw.STATE_ENV: str(base / "hw"),
+            },
             stdout=log,
             stderr=subprocess.STDOUT,
         )

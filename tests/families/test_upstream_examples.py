@@ -32,7 +32,7 @@ class _Patches:
         return body
 
 
-def _dcu_cluster(tmp_path: Path) -> tuple[Extender, dict[str, list[str]]]:
+def _dcu_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Extender, dict[str, list[str]]]:
     """Two DCU nodes registered by the family plugin: dcu-z (2 x Z100), dcu-k (2 x K100)."""
     spec = get("dcu")
     fam = spec.make_family({})
@@ -42,6 +42,7 @@ def _dcu_cluster(tmp_path: Path) -> tuple[Extender, dict[str, list[str]]]:
         hw.create_state(tmp_path / node, "hygon", model, 2, node_name=node)
         kube = _Patches()
         plugin = FamilyDevicePlugin(spec, FamilyOptions(node, tmp_path / node), kube, fam)  # type: ignore[arg-type]
+        monkeypatch.setenv(hw.STATE_ENV, str(tmp_path / node))  # ROCm SMI reads this node's hardware
         plugin.refresh()
         obj = {"metadata": {"name": node, "annotations": kube.annotations}}
         ext.cache.on_node("ADDED", obj)
@@ -72,8 +73,9 @@ DCU_DEFAULT = {"hygon.com/dcunum": "1", "hygon.com/dcumem": "2000", "hygon.com/d
 
 
 @pytest.mark.hygon
-def test_hygon_default_use_gets_part_of_one_dcu(tmp_path: Path) -> None:
-    ext, _ = _dcu_cluster(tmp_path)
+@pytest.mark.usefixtures("family_hw")
+def test_hygon_default_use_gets_part_of_one_dcu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ext, _ = _dcu_cluster(tmp_path, monkeypatch)
     pod = make_pod(DCU_DEFAULT)
     _admitted(pod, ext.families)
     nodes, picked = _placed(ext, pod, ["dcu-z", "dcu-k"], "DCU")
@@ -82,8 +84,11 @@ def test_hygon_default_use_gets_part_of_one_dcu(tmp_path: Path) -> None:
 
 
 @pytest.mark.hygon
-def test_hygon_card_type_example_runs_only_on_that_type(tmp_path: Path) -> None:
-    ext, _ = _dcu_cluster(tmp_path)
+@pytest.mark.usefixtures("family_hw")
+def test_hygon_card_type_example_runs_only_on_that_type(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ext, _ = _dcu_cluster(tmp_path, monkeypatch)
     pod = make_pod(DCU_DEFAULT, annotations={"hygon.com/use-dcutype": "Z100"})
     _admitted(pod, ext.families)
     nodes, _ = _placed(ext, pod, ["dcu-z", "dcu-k"], "DCU")
@@ -94,8 +99,9 @@ def test_hygon_card_type_example_runs_only_on_that_type(tmp_path: Path) -> None:
 
 
 @pytest.mark.hygon
-def test_hygon_uuid_examples_pick_or_avoid_that_card(tmp_path: Path) -> None:
-    ext, uuids = _dcu_cluster(tmp_path)
+@pytest.mark.usefixtures("family_hw")
+def test_hygon_uuid_examples_pick_or_avoid_that_card(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ext, uuids = _dcu_cluster(tmp_path, monkeypatch)
     want = uuids["dcu-k"][1]
     pod = make_pod(DCU_DEFAULT, annotations={"hygon.com/use-gpuuuid": want})
     nodes, picked = _placed(ext, pod, ["dcu-z", "dcu-k"], "DCU")
@@ -107,8 +113,11 @@ def test_hygon_uuid_examples_pick_or_avoid_that_card(tmp_path: Path) -> None:
 
 
 @pytest.mark.hygon
-def test_hygon_exclusive_example_takes_two_whole_dcus(tmp_path: Path) -> None:
-    ext, _ = _dcu_cluster(tmp_path)
+@pytest.mark.usefixtures("family_hw")
+def test_hygon_exclusive_example_takes_two_whole_dcus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ext, _ = _dcu_cluster(tmp_path, monkeypatch)
     pod = make_pod({"hygon.com/dcunum": "2"})
     _admitted(pod, ext.families)
     nodes, picked = _placed(ext, pod, ["dcu-z"], "DCU")
