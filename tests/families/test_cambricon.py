@@ -85,14 +85,14 @@ def test_allocate_names_the_card_and_memory() -> None:
     )
 
 
-def test_capacity_plugin_advertises_what_the_scheduler_turns_into_cards(tmp_path: Path) -> None:
+def test_capacity_plugin_advertises_what_the_scheduler_turns_into_cards(family_hw: Path) -> None:
     from hami_stack.device_plugin.families.plugin import FamilyDevicePlugin, FamilyOptions, extra_devices
     from hami_stack.device_plugin.families.specs import get
     from testbed.hardware import families as hw
 
-    hw.create_state(tmp_path, "cambricon", "MLU370-X8", 2, node_name="mlu-a")
+    hw.create_state(family_hw, "cambricon", "MLU370-X8", 2, node_name="mlu-a")
     spec = get("mlu")
-    plugin = FamilyDevicePlugin(spec, FamilyOptions("mlu-a", tmp_path), None, spec.make_family({}))  # type: ignore[arg-type]
+    plugin = FamilyDevicePlugin(spec, FamilyOptions("mlu-a", family_hw), None, spec.make_family({}))  # type: ignore[arg-type]
     plugin.refresh()  # capacity family: no node patch (kube None would fail)
     cores = len(extra_devices(spec, "cores", plugin.devices))
     mem = len(extra_devices(spec, "memory_units", plugin.devices))

@@ -142,10 +142,12 @@ def test_a_second_container_that_cannot_share_the_gpu_is_refused_by_the_custom_r
     assert ev.CARD_NOT_FOUND_CUSTOM_FILTER_RULE in out["FailedNodes"]["mt-a"]
 
 
-def test_capacity_plugin_advertises_cores_and_memory_units_and_allocate_names_the_gpu(tmp_path: Path) -> None:
-    hw.create_state(tmp_path / "hw", "mthreads", "MTT-S4000", 2, node_name="mt-a")
+def test_capacity_plugin_advertises_cores_and_memory_units_and_allocate_names_the_gpu(
+    family_hw: Path,
+) -> None:
+    hw.create_state(family_hw, "mthreads", "MTT-S4000", 2, node_name="mt-a")
     spec = get("mthreads")
-    plugin = FamilyDevicePlugin(spec, FamilyOptions("mt-a", tmp_path / "hw"), None, spec.make_family(SECTION))  # type: ignore[arg-type]
+    plugin = FamilyDevicePlugin(spec, FamilyOptions("mt-a", family_hw), None, spec.make_family(SECTION))  # type: ignore[arg-type]
     plugin.refresh()  # capacity family: nothing patched, so no API client is needed
     assert len(plugin.kubelet_devices()) == 2 * 16
     assert len(extra_devices(spec, "cores", plugin.devices)) == 2 * 16
