@@ -17,6 +17,8 @@ from hami_stack.device_plugin.families.plugin import FamilyDevicePlugin, FamilyO
 from hami_stack.device_plugin.families.specs import get
 from testbed.hardware import families as hw
 
+pytestmark = pytest.mark.amd
+
 SUCCESS, INVAL, NOT_FOUND, NOT_INIT, DRIVER_NOT_LOADED, INSUFFICIENT_SIZE = 0, 1, 31, 32, 34, 41
 ECC_ENABLED, ECC_MULT_UC = 6, 4
 GPUS = amd.AMDSMI_INIT_AMD_GPUS
