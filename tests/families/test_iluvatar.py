@@ -185,12 +185,13 @@ class FakeKube:
         return body
 
 
-def _plugin(tmp_path: Path, count: int = 4) -> tuple[FamilyDevicePlugin, dict[str, Any]]:
-    hw.create_state(tmp_path / "hw", "iluvatar", CHIP, count, node_name="ilu-a")
+def _plugin(hw_dir: Path, count: int = 4) -> tuple[FamilyDevicePlugin, dict[str, Any]]:
+    """The plugin over ``hw_dir`` (the ``family_hw`` fixture: the dir libixml.so reads)."""
+    hw.create_state(hw_dir, "iluvatar", CHIP, count, node_name="ilu-a")
     kube = FakeKube()
     spec = get("iluvatar")
     family = spec.make_family([_raw(c.chip_name) for c in DEFAULT_CHIPS])
-    plugin = FamilyDevicePlugin(spec, FamilyOptions("ilu-a", tmp_path / "hw"), kube, family)  # type: ignore[arg-type]
+    plugin = FamilyDevicePlugin(spec, FamilyOptions("ilu-a", hw_dir), kube, family)  # type: ignore[arg-type]
     plugin.refresh()
     annotations: dict[str, str] = {}
     for body in kube.patches:
@@ -198,8 +199,8 @@ def _plugin(tmp_path: Path, count: int = 4) -> tuple[FamilyDevicePlugin, dict[st
     return plugin, {"metadata": {"name": "ilu-a", "annotations": annotations}}
 
 
-def test_plugin_registers_the_chip_in_csv_with_a_handshake(tmp_path: Path) -> None:
-    plugin, node = _plugin(tmp_path)
+def test_plugin_registers_the_chip_in_csv_with_a_handshake(family_hw: Path) -> None:
+    plugin, node = _plugin(family_hw)
     ann = node["metadata"]["annotations"]
     assert check_handshake(ann[f"hami.io/node-handshake-{CHIP}"], dt.datetime.now(), 0).healthy
     devs = plugin.family.node_devices(node)
@@ -208,8 +209,8 @@ def test_plugin_registers_the_chip_in_csv_with_a_handshake(tmp_path: Path) -> No
     assert plugin.family.common_word == CHIP and len(plugin.kubelet_devices()) == 16
 
 
-def test_scheduler_takes_the_first_device_and_allocate_limits_it(tmp_path: Path) -> None:
-    plugin, node = _plugin(tmp_path)
+def test_scheduler_takes_the_first_device_and_allocate_limits_it(family_hw: Path) -> None:
+    plugin, node = _plugin(family_hw)
     fam = plugin.family
     ext = Extender(None, [fam, NV], ExtenderOptions())
     add_node(ext.cache, "gpu-a", gpus("gpu-a"))

@@ -195,12 +195,12 @@ class FakeKube:
         return body
 
 
-def test_vxpu_plugin_registers_json_with_a_handshake_and_the_scheduler_places_on_it(tmp_path: Path) -> None:
-    hw.create_state(tmp_path / "hw", "kunlunxin", "P800", 8, node_name="xpu-a")
+def test_vxpu_plugin_registers_json_with_a_handshake_and_the_scheduler_places_on_it(family_hw: Path) -> None:
+    hw.create_state(family_hw, "kunlunxin", "P800", 8, node_name="xpu-a")
     kube = FakeKube()
     spec = get("kunlun-vxpu")
     plugin = FamilyDevicePlugin(
-        spec, FamilyOptions("xpu-a", tmp_path / "hw"), kube, spec.make_family(SECTION)
+        spec, FamilyOptions("xpu-a", family_hw), kube, spec.make_family(SECTION)
     )  # type: ignore[arg-type]
     plugin.refresh()
     annotations = kube.patches[-1]["metadata"]["annotations"]
