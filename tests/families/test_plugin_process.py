@@ -56,9 +56,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Kube, Fake
                 "PATH": "/usr/bin:/bin",
                 "PYTHONPATH": str(REPO),
                 "HOOK_PATH": str(base / "hook"),
-                # the DCUs come through ROCm SMI: the library on the loader path, reading this node's hw
-                "LD_LIBRARY_PATH": str(ensure_built()),
-                hw.STATE_ENV: str(base / "hw"),
+                "LD_LIBRARY_PATH": str(ensure_built()),  # the DCUs come through ROCm SMI
             },
             stdout=log,
             stderr=subprocess.STDOUT,
