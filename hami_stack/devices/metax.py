@@ -68,6 +68,14 @@ assignment; ties of the online ordering keep the candidate order (upstream's sor
 
 Allocate (this stack's plugin, standing in for MetaX's): ``METAX_VISIBLE_DEVICES`` with the device
 UUIDs, and for sGPU ``METAX_SGPU_VRAM_MIB`` / ``METAX_SGPU_COMPUTE`` per device.
+
+What the sGPU plugin advertises to the kubelet (:data:`SGPU_KUBELET_EXTRA`): the count and ``vcore``
+(100 per card), not ``vmemory``. A vmemory limit is GiB without a unit but bytes with one (upstream's
+``allocate_vmemory_MiB`` example asks ``2048Mi``), and the kubelet compares the raw quantity with the
+node's allocatable: no device count can hold both 4 and 2147483648, so a byte-valued limit was refused
+at the node (``OutOfmetax-tech.com/vmemory``) after HAMi placed it. Unadvertised, the kubelet drops it
+from its fit check (``removeMissingExtendedResources``) and HAMi's node JSON (``totalVRam``, MiB)
+bounds memory alone. Unconfirmed: what MetaX's own sGPU plugin advertises (not published).
 """
 
 from __future__ import annotations
@@ -114,6 +122,9 @@ GPU_CW = "Metax-GPU"
 SGPU_CW = "Metax-SGPU"
 ID_INFIX = "-metax-"
 GPU_MEMORY_MIB = 65536
+# the sGPU plugin's kubelet resources besides the count, as (family attribute naming the resource, what
+# one card gives): vcore only; vmemory stays off the kubelet (module docstring)
+SGPU_KUBELET_EXTRA = (("core_resource", "cores"),)
 LOSSES = "metax-tech.com/gpu.topology.losses"
 SCORES = "metax-tech.com/gpu.topology.scores"
 NODE_DEVICES = "metax-tech.com/node-gpu-devices"

@@ -37,6 +37,7 @@ from hami_stack.protocol.errors import ProtocolError
 from hami_stack.scheduler.extender import Extender, ExtenderOptions
 from hami_stack.scheduler.wire import FilterArgs
 from testbed.hardware import families as hw
+from testbed.node.runtime import admission_requests
 from tests.families.famhelpers import capacity_node, pod, run_webhook
 from tests.hami.extender_helpers import NV, make_pod
 
@@ -318,7 +319,8 @@ def test_sgpu_plugin_writes_metax_node_json_without_a_handshake(family_hw: Path)
         (16, 65536, 2),
     ]
     assert len(plugin.kubelet_devices()) == 4 * 16
-    assert len(extra_devices(spec, "memory_units", plugin.devices)) == 4 * 64
+    assert len(extra_devices(spec, "cores", plugin.devices)) == 4 * 100
+    assert [kind for _, kind in spec.extra_resources] == ["cores"]  # vmemory is not a kubelet resource
     hw.set_health(family_hw, "metax", 1, False)
     plugin.refresh()
     assert [
@@ -327,3 +329,25 @@ def test_sgpu_plugin_writes_metax_node_json_without_a_handshake(family_hw: Path)
             {"metadata": {"annotations": kube.patches[-1]["metadata"]["annotations"]}}
         )
     ] == [True, False, True, True]
+
+
+@pytest.mark.parametrize("vmemory", ["4", "2048Mi", "60Gi"])
+def test_a_vmemory_limit_with_or_without_a_unit_fits_at_the_node(family_hw: Path, vmemory: str) -> None:
+    """Upstream's allocate_vmemory_MiB example (``2048Mi``, bytes) and the unitless GiB form both pass
+    the kubelet's fit check against what the sGPU plugin advertises: vmemory is not advertised (the
+    kubelet drops it), HAMi bounds memory through the node JSON."""
+    hw.create_state(family_hw, "metax", "C500", 2, node_name="mx-a")
+    spec = get("metax-sgpu")
+    fam = spec.make_family(SECTION)
+    plugin = FamilyDevicePlugin(spec, FamilyOptions("mx-a", family_hw), FakeKube(), fam)  # type: ignore[arg-type]
+    plugin.refresh()
+    allocatable = {fam.count_resource: str(len(plugin.kubelet_devices()))} | {
+        getattr(fam, attr): str(len(extra_devices(spec, kind, plugin.devices)))
+        for attr, kind in spec.extra_resources
+    }
+    p = make_pod({SGPU: "1", VCORE: "60", VMEM: vmemory})
+    need = admission_requests(p, allocatable)
+    assert VMEM not in need and need == {SGPU: 1, VCORE: 60}
+    assert all(n <= int(allocatable[res]) for res, n in need.items())
+    req = fam.container_request(p["spec"]["containers"][0])
+    assert req is not None and req.memreq == {"4": 4096, "2048Mi": 2048, "60Gi": 61440}[vmemory]

@@ -34,7 +34,7 @@ from ...devices.hygon import HygonFamily
 from ...devices.iluvatar import DEFAULT_CHIPS, IluvatarFamily, parse_chips
 from ...devices.iluvatar import MEMORY_UNIT_MIB as ILUVATAR_MEMORY_UNIT
 from ...devices.kunlun import KunlunFamily, VxpuFamily
-from ...devices.metax import MetaxGpuFamily, MetaxSgpuFamily, encode_sgpu_devices
+from ...devices.metax import SGPU_KUBELET_EXTRA, MetaxGpuFamily, MetaxSgpuFamily, encode_sgpu_devices
 from ...devices.mthreads import CORES_PER_GPU as MTHREADS_CORES
 from ...devices.mthreads import MEMORY_UNIT_MIB as MTHREADS_MEMORY_UNIT
 from ...devices.mthreads import MthreadsFamily
@@ -146,9 +146,9 @@ _row(
     vendor="metax",
     register=REGISTER_JSON,
     split_count=METAX_SGPU_SLOTS,
-    # vcore (100 per device) and vmemory (GiB) must fit the node's allocatable at the kubelet too
-    extra_resources=CORES_AND_MEMORY,
-    memory_unit_mib=1024,
+    # vcore (100 per device) must fit the node's allocatable at the kubelet too; vmemory is not
+    # advertised (a limit with a unit is bytes: devices/metax.py SGPU_KUBELET_EXTRA)
+    extra_resources=SGPU_KUBELET_EXTRA,
     encode_register=lambda spec, devices: encode_sgpu_devices(devices, spec.split_count),
 )
 
