@@ -196,6 +196,34 @@ def test_forged_on_create(workloads: Workloads, kube: Any, attach: Any) -> None:
 
 
 @rule(
+    "ADM-FORGE-10",
+    "A device pod created with scheduler-owned allocation annotations is denied at admission with a "
+    "message naming one of them, whichever scheduler it names (HAMi since PR #3042)",
+    ai=("secure_accelerator_access",),
+)
+def test_forged_on_create_is_denied(workloads: Workloads, kube: Any, attach: Any) -> None:
+    # ADM-FORGE-1/3/7 accept a safe run, which later layers (scheduler, plugin) can give on their own;
+    # this one holds the webhook to its own duty, so a webhook that lets forgeries through is seen
+    gpu = all_gpus(kube)[0]
+    forged = _forged_annotations(gpu)
+    for name, scheduler in (("forge-deny", None), ("forge-deny-other", SQUATTER_SCHEDULER)):
+        manifest = pod_manifest(
+            name, [ContainerSpec(gpus=1, mem=1000, args=QUICK)], annotations=forged, scheduler_name=scheduler
+        )
+        _, err = workloads.try_create(manifest)
+        assert err is not None, violated(
+            "ADM-FORGE-10",
+            f"pod {name} (schedulerName {scheduler or 'unset'}) carrying {', '.join(sorted(forged))} "
+            "was admitted",
+        )
+        attach(f"denied-{name}.txt", str(err))
+        assert any(key in str(err) for key in forged), violated(
+            "ADM-FORGE-10",
+            f"pod {name} was refused, but the message names none of the forged annotations: {err}",
+        )
+
+
+@rule(
     "ADM-FORGE-3",
     "A pod with forged allocation annotations and the webhook's opt-out label hami.io/webhook: ignore is "
     "denied or runs with no more than the scheduler granted",

@@ -90,7 +90,7 @@ CATALOGUE: tuple[Fault, ...] = (
        "ADM-DEFAULT-2", "ALLOC-SHAPE-1"),
     _f("webhook-allows-forged-annotations", "webhook",
        "a pod created with hami.io/* allocation annotations (a forged assignment) is admitted",
-       "ADM-FORGE-1", "ADM-FORGE-3", "ADM-FORGE-7"),
+       "ADM-FORGE-1", "ADM-FORGE-3", "ADM-FORGE-7", "ADM-FORGE-10"),
     _f("webhook-allows-forged-annotations-on-update", "webhook",
        "allocation annotations added to an existing pod by an update are admitted",
        "ADM-FORGE-2", "ADM-FORGE-8"),

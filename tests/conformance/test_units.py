@@ -57,11 +57,11 @@ def test_every_suite_rule_is_in_the_nvidia_profile_and_back() -> None:
 
 def test_profile_requirements_and_range() -> None:
     prof = profiles.load_profile("nvidia")
-    assert prof.version == "1.4.0" and prof.minor_list()[0] == "1.18" and prof.minor_list()[-1] == "1.35"
+    assert prof.version == "1.5.0" and prof.minor_list()[0] == "1.18" and prof.minor_list()[-1] == "1.35"
     # the compute limiter and the monitor are part of the NVIDIA certification
     assert prof.requirement("ENF-CORE-1", "1.33") == "required"
     assert prof.requirement("MET-MON-1", "1.18") == "required"
-    assert {"ENF-CORE-1", "MET-MON-1", "SCHED-FIT-1"} <= set(prof.required_rules("1.33"))
+    assert {"ENF-CORE-1", "MET-MON-1", "SCHED-FIT-1", "ADM-FORGE-10"} <= set(prof.required_rules("1.33"))
     assert prof.requirement("SCHED-FIT-1", "1.18") == "required"
     assert prof.requirement("SCHED-FIT-1", "1.17") == "not-applicable"
     assert prof.requirement("NOT-LISTED-1", "1.20") == "required"  # the default
