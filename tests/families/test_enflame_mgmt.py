@@ -87,6 +87,14 @@ def test_no_driver_is_driver_not_loaded(family_hw: Path, lib: ctypes.CDLL) -> No
     assert _u32(lib, "EfmlGetDevCount")[0] == ef.EFML_ERROR_DRIVER_NOT_LOADED
 
 
+def test_a_corrupt_devices_file_is_a_failure(family_hw: Path, lib: ctypes.CDLL) -> None:
+    (family_hw / "enflame").mkdir()
+    (family_hw / "enflame" / hw.CONF_FILE).write_text("not the driver's format\n")
+    assert lib.EfmlInit(False) == ef.EFML_ERROR_FAIL
+    assert lib.EfmlInit(True) == ef.EFML_SUCCESS  # no_driver: the library starts without the driver
+    assert _u32(lib, "EfmlGetDevCount")[0] == ef.EFML_ERROR_FAIL
+
+
 def test_drs_cards_report_slices_and_profiles(family_hw: Path, lib: ctypes.CDLL) -> None:
     hw.create_state(family_hw, "enflame", "S60-MIXED", 4, node_name="m")
     assert lib.EfmlInit(False) == ef.EFML_SUCCESS

@@ -85,6 +85,12 @@ def test_no_driver_or_no_device_is_no_device(family_hw: Path, lib: ctypes.CDLL) 
     assert mx.devices(lib) == []
 
 
+def test_a_corrupt_devices_file_is_a_failure(family_hw: Path, lib: ctypes.CDLL) -> None:
+    (family_hw / "metax").mkdir()
+    (family_hw / "metax" / hw.CONF_FILE).write_text("not the driver's format\n")
+    assert lib.mxSmlInit() == mx.MXSML_FAILURE
+
+
 def test_calls_before_init_fail_in_a_fresh_process(family_hw: Path, family_library_dir: Path) -> None:
     hw.create_state(family_hw, "metax", "C500", 2, node_name="mx")
     probe = (
