@@ -55,9 +55,14 @@ def split_cards(
 def always_healthy(
     node: Obj, core_resource: str, previous: HealthState | None
 ) -> tuple[HealthResult, HealthState]:
-    """Always healthy, as upstream has it for split cards. The cards are rebuilt only when the
-    advertised cores change."""
-    state = HealthState(node_quantity(node, "capacity", core_resource), None)
+    """Always healthy, as upstream has it for split cards. The cards are rebuilt when the vendor's
+    advertised capacity changes: its cores, or its memory, which the kubelet adds a moment after the
+    cores (each extended resource registers on its own), so a node seen in between must not keep
+    cards without memory."""
+    domain = core_resource.partition("/")[0] + "/"
+    capacity = (node.get("status") or {}).get("capacity") or {}
+    advertised = ",".join(f"{k}={v}" for k, v in sorted(capacity.items()) if k.startswith(domain))
+    state = HealthState(node_quantity(node, "capacity", core_resource), advertised)
     return HealthResult(True, previous is None or previous != state), state
 
 

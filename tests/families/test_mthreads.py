@@ -4,6 +4,7 @@ upstream's example pods as its code treats them."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -165,3 +166,17 @@ def test_capacity_plugin_advertises_cores_and_memory_units_and_allocate_names_th
         "MTHREADS_SGPU_MEMORY_MIB": "16384",
         "MTHREADS_SGPU_CORES": "8",
     }
+
+
+def test_cards_are_rebuilt_when_memory_is_advertised_after_the_cores() -> None:
+    # the kubelet adds each extended resource as its plugin registers: a scheduler that saw the cores
+    # before the memory must not keep cards without memory (they would fit nothing)
+    fam = _families()[0]
+    cap = {COUNT: "32", CORE: "32"}
+    early = capacity_node("mt-a", cap)
+    health, state = fam.check_health(early, dt.datetime.now(), None)
+    assert health.needs_update and [d.devmem for d in fam.node_devices(early)] == [0, 0]
+    assert not fam.check_health(early, dt.datetime.now(), state)[0].needs_update
+    full = capacity_node("mt-a", {**cap, MEM: "192"})
+    assert fam.check_health(full, dt.datetime.now(), state)[0].needs_update
+    assert [d.devmem for d in fam.node_devices(full)] == [49152, 49152]
