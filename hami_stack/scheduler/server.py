@@ -375,9 +375,13 @@ class SchedulerService:
         if leader:
             self.registrar.wake()
 
-    def _on_node(self, kind: str, node: dict[str, Any], _old: dict[str, Any] | None) -> None:
+    def _on_node(self, kind: str, node: dict[str, Any], old: dict[str, Any] | None) -> None:
         self.cache.on_node(kind, node)
-        if kind in ("ADDED", "DELETED"):
+        # capacity families (Cambricon, Moore Threads) register from the capacity the kubelet adds one
+        # resource at a time: register a change at once, as upstream's node informer notifies its
+        # loop. The kube-scheduler retries a pod the extender refused only on a later node event, so
+        # cards seen half-advertised until the next pass (15 s) kept such a pod pending
+        if kind in ("ADDED", "DELETED") or _capacity_changed(node, old):
             self.registrar.wake()
 
     def _pod(self, ns: str, name: str) -> dict[str, Any] | None:
@@ -486,3 +490,9 @@ class SchedulerService:
             inf.stop()
         self.recorder.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _capacity_changed(node: dict[str, Any], old: dict[str, Any] | None) -> bool:
+    """Whether a node update changed the advertised capacity (not a status heartbeat)."""
+    now = (node.get("status") or {}).get("capacity")
+    return old is None or now != (old.get("status") or {}).get("capacity")

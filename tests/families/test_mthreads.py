@@ -180,3 +180,15 @@ def test_cards_are_rebuilt_when_memory_is_advertised_after_the_cores() -> None:
     full = capacity_node("mt-a", {**cap, MEM: "192"})
     assert fam.check_health(full, dt.datetime.now(), state)[0].needs_update
     assert [d.devmem for d in fam.node_devices(full)] == [49152, 49152]
+
+
+def test_the_scheduler_registers_a_capacity_change_at_once() -> None:
+    # the kube-scheduler retries a refused pod only on a node event: the extender must not wait for
+    # its next periodic pass to see the memory the kubelet added after the cores
+    from hami_stack.scheduler.server import _capacity_changed
+
+    early = capacity_node("mt-a", {COUNT: "32", CORE: "32"})
+    full = capacity_node("mt-a", {COUNT: "32", CORE: "32", MEM: "192"})
+    heartbeat = {**full, "status": {**full["status"], "conditions": [{"type": "Ready"}]}}
+    assert _capacity_changed(full, early) and _capacity_changed(full, None)
+    assert not _capacity_changed(heartbeat, full)
