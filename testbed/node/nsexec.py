@@ -577,14 +577,24 @@ def _shim(spec, fd):
     poller = select.poll()
     for r in streams:
         poller.register(r, select.POLLIN | select.POLLHUP | select.POLLERR)
+    # the container's exit wakes the loop through a pidfd, so an idle container costs its shim nothing
+    # (a 200 ms poll for the exit was 5 wake-ups a second per container); 200 ms ticks where there is
+    # no pidfd (kernel before 5.3) and while draining the pipes after the exit
+    try:
+        exit_fd = os.pidfd_open(child)
+        poller.register(exit_fd, select.POLLIN)
+    except (AttributeError, OSError):
+        exit_fd = None
     status = None
     drain_until = None
     while streams:
         try:
-            events = poller.poll(200)
+            events = poller.poll(None if exit_fd is not None else 200)
         except InterruptedError:
             continue
         for r, _ev in events:
+            if r == exit_fd:
+                continue
             try:
                 data = os.read(r, 65536)
             except OSError:
@@ -603,6 +613,10 @@ def _shim(spec, fd):
             pid, st = os.waitpid(child, os.WNOHANG)
             if pid == child:
                 status = st
+                if exit_fd is not None:
+                    poller.unregister(exit_fd)
+                    os.close(exit_fd)
+                    exit_fd = None  # back to 200 ms ticks for the drain deadline
                 # the container's main process ended: so does the container (what it left behind in its
                 # group goes, as in a PID namespace whose init exits); its last output is still read
                 try:
