@@ -146,12 +146,12 @@ VENDORS += (
         register_format="metax",
         link_zones=True,
         alloc_env=(("METAX_SGPU_VRAM_MIB", "1024"), ("METAX_SGPU_COMPUTE", "10")),
-        # 1 GiB without a unit: the kubelet counts vmemory in the plugin's GiB units, so "1024Mi"
-        # (a byte quantity) is placed by HAMi but refused at the node (OutOfmetax-tech.com/vmemory)
+        # a byte quantity, as upstream's example asks (allocate_vmemory_MiB): the sGPU plugin does not
+        # advertise vmemory to the kubelet, so HAMi's node data alone bounds it
         alloc_limits={
             "metax-tech.com/sgpu": "1",
             "metax-tech.com/vcore": "10",
-            "metax-tech.com/vmemory": "1",
+            "metax-tech.com/vmemory": "1024Mi",
         },
         denials=(
             Denial(
