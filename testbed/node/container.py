@@ -16,7 +16,9 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,6 +171,28 @@ class Process:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(self.pid, signal.SIGKILL)
             self._code = LOST_EXIT
+
+    @property
+    def wakes(self) -> bool:
+        """Whether ``on_exit`` was armed: the container's end then calls back (its shim is our child)."""
+        return getattr(self, "_waiter", None) is not None
+
+    def on_exit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from a thread) once the shim, so the container, ended. A no-op for an
+        adopted container (its shim is not our child: the caller keeps polling it)."""
+        shim = self.shim
+        if shim is None:
+            return
+
+        def wait() -> None:
+            # Popen.wait holds the waitpid lock while it blocks: poll() meanwhile answers "running",
+            # then sees the return code this wait collected
+            with contextlib.suppress(Exception):
+                shim.wait()
+            callback()
+
+        self._waiter = threading.Thread(target=wait, name=f"shim {shim.pid}", daemon=True)
+        self._waiter.start()
 
     def poll(self) -> int | None:
         """None while the container runs; its exit code once it (and its shim) ended."""
