@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -83,6 +84,12 @@ class Extender:
         self._pod_getter = pod_getter
         self.filter_count = 0
         self.bind_count = 0
+        # pods whose /bind is being answered (uid -> node). kube-scheduler before 1.22 re-queues a pod
+        # updated during its own scheduling cycle (the decision patch), and so may filter it again
+        # while its first bind is still running: that filter must neither make a second decision
+        # (it would replace the one being bound) nor see the first bind's withdrawal clear its own
+        self._binding: dict[str, str] = {}
+        self._binding_lock = threading.Lock()
 
     # --- filter ----------------------------------------------------------------------------
     def filter(self, args: FilterArgs) -> Obj:
@@ -106,6 +113,15 @@ class Extender:
         live, problem = self._schedulable(pod)
         if problem:
             return filter_result(error=problem)
+        with self._binding_lock:
+            binding_to = self._binding.get(uid) or self._binding.get(_pod_key(meta))
+        if binding_to is not None:
+            # a second cycle of a pod whose bind is under way: the node already decided, unchanged
+            # (the scheduler cannot assume the pod twice; if the bind fails the pod comes round again)
+            if binding_to in names:
+                return filter_result(node_names=[binding_to])
+            busy = f"its bind to {binding_to} is under way"
+            return filter_result(node_names=[], failed={n: busy for n in names})
         with self.cache.lock:
             self.cache.remove_pod(uid)  # a re-scheduled pod no longer holds its old decision
             outcome = self._decide(pod, plan, names)
@@ -281,6 +297,18 @@ class Extender:
         the pod (label, allocation annotations, bind-phase); a bound pod is never forgotten.
         """
         ns, name, node = args.pod_namespace or "default", args.pod_name, args.node
+        key = args.pod_uid or _pod_key({"namespace": ns, "name": name})
+        with self._binding_lock:
+            if key in self._binding:
+                return bind_result(f"pod {ns}/{name}: another bind of it is under way")
+            self._binding[key] = node
+        try:
+            return self._bind(args, ns, name, node)
+        finally:
+            with self._binding_lock:
+                self._binding.pop(key, None)
+
+    def _bind(self, args: BindArgs, ns: str, name: str, node: str) -> Obj:
         try:
             pod = self._live_pod(ns, name)
         except (ApiError, OSError) as e:
@@ -544,3 +572,8 @@ def _in_pod_group(pod: Obj) -> bool:
     labels = (pod.get("metadata") or {}).get("labels") or {}
     group = ((pod.get("spec") or {}).get("schedulingGroup") or {}).get("podGroupName")
     return bool(labels.get(ann.POD_GROUP_LABEL) or group)
+
+
+def _pod_key(meta: Obj) -> str:
+    """A pod's key in the in-flight binds when the bind names no UID."""
+    return f"{meta.get('namespace') or 'default'}/{meta.get('name')}"

@@ -316,3 +316,62 @@ def test_a_pod_asking_no_gpu_is_never_charged_for_forged_annotations() -> None:
     assert used_mem(ext, "n1") == 0
     assert run(kube, ext, "tenant", mem=A100) == "n1"  # a real GPU pod still gets the whole GPU
     assert used_mem(ext, "n1") == A100
+
+
+class _GatedKube(FakeKube):
+    """Node writes (the bind's node lock) wait for ``gate`` once ``armed``: a bind held mid-way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import threading
+
+        self.gate, self.entered, self.armed = threading.Event(), threading.Event(), False
+
+    def patch(self, path: str, body: Any, kind: str = "strategic") -> Any:
+        if self.armed and path.startswith("/api/v1/nodes/"):
+            self.entered.set()
+            assert self.gate.wait(10), "test gate never opened"
+        return super().patch(path, body, kind)
+
+
+def test_a_second_cycle_during_a_bind_keeps_the_decision_being_bound() -> None:
+    """kube-scheduler before 1.22 re-queues a pod updated during its scheduling cycle (the decision
+    patch) and filters it again while the first bind runs (seen on a real 1.20 control plane: the pod
+    was scheduled twice and given devices twice; a failed bind's withdrawal then cleared the second
+    decision). That filter answers the node being bound and changes nothing; a second bind of the same
+    pod meanwhile is refused; the first bind completes with the original decision."""
+    import threading
+
+    kube = _GatedKube()
+    cache = UsageCache([NV])
+    for n in ("n1", "n2"):
+        devices = gpus(n, n=1, mem=A100, count=10)
+        kube.add_node(node_obj(n, devices))
+        cache.on_node("ADDED", kube.nodes[n])
+        cache.set_node_family(n, "NVIDIA", devices)
+    ext = Extender(kube, [NV], ExtenderOptions(), cache=cache)  # type: ignore[arg-type]
+    pod = new_pod(kube, "p", mem=30000)
+    first = filt(ext, pod, ["n1", "n2"])
+    node = first["NodeNames"][0]
+    decided = dict(live(kube, "p")["metadata"]["annotations"])
+    entry = ext.cache.pod("uid-p")
+    kube.armed = True
+    answers: list[str] = []
+    t = threading.Thread(target=lambda: answers.append(bind(ext, live(kube, "p"), node)))
+    t.start()
+    try:
+        assert kube.entered.wait(10)
+        again = filt(ext, live(kube, "p"), ["n1", "n2"])
+        assert again["Error"] == "" and again["NodeNames"] == [node], again
+        assert live(kube, "p")["metadata"]["annotations"] == decided  # no second decision written
+        assert ext.cache.pod("uid-p") is entry
+        other = next(n for n in ("n1", "n2") if n != node)
+        elsewhere = filt(ext, live(kube, "p"), [other])
+        assert elsewhere["NodeNames"] == [] and "under way" in elsewhere["FailedNodes"][other], elsewhere
+        assert "under way" in bind(ext, live(kube, "p"), node)
+    finally:
+        kube.gate.set()
+        t.join(10)
+    assert answers == [""], answers
+    assert live(kube, "p")["spec"]["nodeName"] == node
+    assert ext.cache.pod("uid-p") is not None and used_mem(ext, node) == 30000
