@@ -29,6 +29,7 @@ namespaces are linked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import ipaddress
 import logging
@@ -96,6 +97,9 @@ class ClusterNet:
         self.affinity: dict[tuple[tuple[str, int, str], str], tuple[tuple[str, int, str], float]] = {}
         self._task: asyncio.Task[None] | None = None
         self._dns_ensured = False
+        # set (from any thread, through ``kick``) when a pod's namespace waits for its link: the next
+        # sync runs at once instead of at the next POLL tick (a pod's containers start only once linked)
+        self._kick = asyncio.Event()
         self._informers = (Informer(self.kube, "/api/v1/services", name="clusternet services"),
                            Informer(self.kube, "/api/v1/endpoints", name="clusternet endpoints"))
 
@@ -133,7 +137,14 @@ class ClusterNet:
                 raise
             except Exception:
                 log.exception("cluster networking sync failed")
-            await asyncio.sleep(POLL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), POLL)
+            self._kick.clear()
+
+    def kick(self) -> None:
+        """Sync now (callable from any thread): a pod namespace is ready to be linked."""
+        with contextlib.suppress(RuntimeError):  # the agent's loop is already closed: nothing to link
+            self.loop.call_soon_threadsafe(self._kick.set)
 
     # -- state --------------------------------------------------------------------------------------
 
@@ -617,6 +628,7 @@ def wait_linked(
     if net is None:
         return False
     deadline = time.monotonic() + timeout
+    net.kick()
     while time.monotonic() < deadline and not stop.is_set():
         index = net.pods.get(netns_path)
         if index is not None:
