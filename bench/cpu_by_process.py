@@ -201,15 +201,22 @@ def sample(cmd: list[str], interval: float, acct: Path | None = None) -> dict[st
         exact = by_acct(read_acct(acct), {p.pid: p.kind for p in procs.values()}, me)
     by_kind: dict[str, float] = defaultdict(float)
     count: dict[str, int] = defaultdict(int)
-    kids: dict[tuple[int, int], int] = defaultdict(int)
-    for p in procs.values():
+    children: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
+    for key, p in procs.items():
         by_kind[p.kind] += p.self_t / TICK
         count[p.kind] += 1
         parent = live.get(p.ppid)
-        if parent is not None and parent != (p.pid, p.start):
-            kids[parent] += p.self_t + p.child_t
+        if parent is not None and parent != key:
+            children[parent].append(key)
+
+    def subtree(key: tuple[int, int], depth: int = 0) -> int:
+        # a child's own reaped-children count can be older than its children's last samples
+        p = procs[key]
+        kids = sum(subtree(k, depth + 1) for k in children.get(key, ())) if depth < 64 else 0
+        return p.self_t + max(p.child_t, kids)
+
     for key, p in procs.items():
-        unseen = p.child_t - kids.get(key, 0)
+        unseen = p.child_t - sum(subtree(k) for k in children.get(key, ()))
         if unseen > 0:
             by_kind[f"{p.kind}/children-unseen"] += unseen / TICK
     attributed = sum(by_kind.values())
