@@ -208,6 +208,14 @@ def gpu_pod(
     )
 
 
+# A pod whose bind HAMi refused (node lock contention while the previous pod's Allocate runs) waits in
+# a real kube-scheduler's unschedulable queue: the lock's release is a node annotation, which moves no
+# pod, so it is retried at the queue's periodic flush (60 s in 1.20, unschedulableQTimeInterval) after
+# its backoff (up to 10 s). On a real 1.20 control plane SCHED-LOCK-4 and SCHED-BINPACK-1 were still
+# pending after 60 s and bound when re-run. The emulated scheduler retries at once.
+REAL_SCHEDULER_RETRY_S = 60.0 + 10.0 + 20.0
+
+
 class Workloads:
     """Pods in one test's namespace, with the waits and reads the cases need.
 
@@ -218,10 +226,13 @@ class Workloads:
 
     def __init__(self, kube: Kube, namespace: str, *, timeout: float = 60.0,
                  scheduler_name: str = C.DEFAULT_SCHEDULER_NAME,
-                 attach: Callable[[str, str], Any] | None = None) -> None:
+                 attach: Callable[[str, str], Any] | None = None,
+                 schedule_timeout: float | None = None) -> None:
         self.kube = kube
         self.ns = namespace
         self.timeout = timeout
+        # how long a pod may take to be bound (default: timeout); see REAL_SCHEDULER_RETRY_S
+        self.schedule_timeout = schedule_timeout
         self.scheduler_name = scheduler_name
         self.created: list[str] = []
         self.attach = attach  # attach(name, text): evidence of the running case
@@ -324,7 +335,8 @@ class Workloads:
 
     def wait_scheduled(self, name: str, timeout: float | None = None) -> Pod:
         return self.wait_pod(name, "to be bound to a node",
-                             lambda p: bool((p.get("spec") or {}).get("nodeName")), timeout)
+                             lambda p: bool((p.get("spec") or {}).get("nodeName")),
+                             timeout or self.schedule_timeout)
 
     def wait_phase(self, name: str, phases: tuple[str, ...], timeout: float | None = None) -> Pod:
         return self.wait_pod(name, f"to reach phase {' or '.join(phases)}",

@@ -649,10 +649,12 @@ def namespace(kube: Any, request: pytest.FixtureRequest) -> Iterator[str]:
 def workloads(
     kube: Any, namespace: str, cluster: ClusterInfo, request: pytest.FixtureRequest
 ) -> Iterator[Any]:
-    from conformance.kube import Workloads
+    from conformance.kube import REAL_SCHEDULER_RETRY_S, Workloads
 
+    emulated = (cluster.system.get("controlPlane") or {}).get("controlPlane") == "emulated"
     w = Workloads(kube, namespace, scheduler_name=cluster.scheduler_name,
-                  attach=lambda name, text: attach_text(request, name, text))
+                  attach=lambda name, text: attach_text(request, name, text),
+                  schedule_timeout=None if emulated else REAL_SCHEDULER_RETRY_S)
     yield w
     rep = getattr(request.node, "rep_call", None)
     if rep is not None and rep.failed:

@@ -74,3 +74,18 @@ def test_a_timeout_reads_as_before(kube: Kube) -> None:
                                           r"to a node; last seen: phase="):
         Workloads(kube, NS, timeout=2).wait_scheduled("stuck")
     assert time.monotonic() - t0 < 6
+
+
+def test_binding_waits_take_the_schedule_timeout_and_other_waits_do_not(kube: Kube) -> None:
+    """On a real kube-scheduler a refused bind is retried at its queue's flush: waits for binding
+    (only those) use ``schedule_timeout`` (REAL_SCHEDULER_RETRY_S in the workloads fixture)."""
+    _pod(kube, "unbound")  # nothing schedules it: spec.nodeName stays empty
+    w = Workloads(kube, NS, timeout=0.5, schedule_timeout=1.5)
+    t = time.monotonic()
+    with pytest.raises(WaitTimeout):
+        w.wait_scheduled("unbound")
+    assert 1.4 < time.monotonic() - t < 5
+    t = time.monotonic()
+    with pytest.raises(WaitTimeout):
+        w.wait_phase("unbound", ("Succeeded",))
+    assert time.monotonic() - t < 1.4
