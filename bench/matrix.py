@@ -15,11 +15,10 @@ one core busy. So the matrix is run many cells at a time, and what makes it fast
 an idle or waiting cell costs (see ``cpu_s`` below; ``testbed up`` no longer scans /proc 10 times a
 second, which cost each testbed 6 % of a core and grew with every testbed beside it).
 
-CPU of one passing 1.33 cell, by process (measured at load 15-18, so inflated; 86 CPU-s in all over
-380 s): apiserver 18 s, node agents 17 s, probe workloads 9.5 s (76 processes) and their container
-shims 5.5 s (168), the NVIDIA device plugins 8 s, pytest 6 s, the extender 5.6 s, ``testbed up``
-4.6 s, the schedulers 4.2 s, controllers 1.7 s, monitors 1.5 s, helm 0.7 s. Before the supervisor
-change ``testbed up`` alone was 6 % of a core for as long as the cell lived.
+CPU of one passing 1.33 cell, by process kind, and how to measure it (``bench/cpu_by_process.py``):
+``bench/README.md``, "CPU per process kind". On a quiet machine a cell is about 30 CPU-s; on a
+saturated one every component's periodic work (about 4 % of a core for an idle cell) runs for as long
+as the stretched cell lives.
 
 What is shared between cells, so each cell pays only for its own cluster: the native builds (the
 shim, the emulated driver libraries: built once up front, not by several cells at once), the
