@@ -160,8 +160,12 @@ async def run(agent: NodeAgent) -> None:
     state = _State()
     while True:
         await asyncio.sleep(POLL)
-        with contextlib.suppress(Exception):
-            await asyncio.to_thread(sync_once, agent, state)
+        # the thread hop only when there is something to do: an idle node has no ephemeral container
+        if state.started or any(
+            (w.pod.get("spec") or {}).get("ephemeralContainers") for w in list(agent.runtime.workers.values())
+        ):
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(sync_once, agent, state)
 
 
 def target_pid(w: PodWorker, spec: dict[str, Any]) -> int | None:
