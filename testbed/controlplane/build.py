@@ -124,15 +124,35 @@ def _go_env(toolchain: str) -> dict[str, str]:
             "GOWORK": "off"}
 
 
-def _run(cmd: list[str], cwd: Path, env: dict[str, str], what: str, timeout: float) -> str:
-    try:
-        p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-                           check=False)
-    except subprocess.TimeoutExpired:
-        raise BuildError(f"{what} did not finish within {timeout:.0f}s: {' '.join(cmd)}") from None
-    if p.returncode != 0:
-        raise BuildError(f"{what} failed (exit {p.returncode}):\n{(p.stderr or p.stdout).strip()[-6000:]}")
-    return p.stdout
+# a fetch the proxy or the checksum database refused in passing: the same request answers on a later
+# try (seen: "verifying go.mod: ... sumdb/sum.golang.org/lookup/k8s.io/cloud-provider@v0.22.16: 404
+# Not Found" that answered 200 a second later)
+TRANSIENT_FETCH = re.compile(
+    r"reading https?://\S+: (404 Not Found|410 Gone|5\d\d [A-Za-z ]+)"
+    r"|connection reset|i/o timeout|TLS handshake timeout")
+RETRIES = (5.0, 15.0, 30.0)
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str], what: str, timeout: float,
+         say: Callable[[str], None] | None = None) -> str:
+    """Run a go command; one that fetches modules is retried (``RETRIES``) when it failed only on a
+    refused fetch, saying so through ``say``."""
+    for attempt in range(len(RETRIES) + 1):
+        try:
+            p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+                               check=False)
+        except subprocess.TimeoutExpired:
+            raise BuildError(f"{what} did not finish within {timeout:.0f}s: {' '.join(cmd)}") from None
+        if p.returncode == 0:
+            return p.stdout
+        err = (p.stderr or p.stdout).strip()
+        if say is None or attempt == len(RETRIES) or not TRANSIENT_FETCH.search(err):
+            raise BuildError(f"{what} failed (exit {p.returncode}):\n{err[-6000:]}")
+        refused = TRANSIENT_FETCH.search(err)
+        say(f"  {what}: a fetch was refused ({refused.group(0)[:160] if refused else ''}); "
+            f"retrying in {RETRIES[attempt]:.0f}s")
+        time.sleep(RETRIES[attempt])
+    raise AssertionError("unreachable")
 
 
 def local_go_version() -> str:
@@ -147,10 +167,11 @@ def _go_key(v: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", v)[:3])
 
 
-def upstream_gomod(release: Release, env: dict[str, str], cwd: Path) -> tuple[str, dict[str, Any]]:
+def upstream_gomod(release: Release, env: dict[str, str], cwd: Path,
+                   say: Callable[[str], None] | None = None) -> tuple[str, dict[str, Any]]:
     """The release's go.mod text and its module info, through ``go mod download`` (the ordinary client)."""
     out = _run(["go", "mod", "download", "-json", f"{KUBERNETES}@{release.version}"], cwd, env,
-               f"go mod download {KUBERNETES}@{release.version}", 1800)
+               f"go mod download {KUBERNETES}@{release.version}", 1800, say)
     info = json.loads(out)
     if info.get("Error"):
         raise BuildError(f"{KUBERNETES}@{release.version}: {info['Error']}")
@@ -235,7 +256,7 @@ def _build_into(release: Release, tmp: Path, parallel: int | None, say: Callable
     env = _go_env("local")
     module = tmp / "module"
     say(f"{release.version}: fetching {KUBERNETES}@{release.version} go.mod")
-    text, info = upstream_gomod(release, env, module)
+    text, info = upstream_gomod(release, env, module, say)
     upstream_go = re.search(r"^go\s+(\S+)", text, re.M)
     toolchain = "local"
     if upstream_go and _go_key(upstream_go.group(1)) > _go_key(local):
@@ -244,7 +265,7 @@ def _build_into(release: Release, tmp: Path, parallel: int | None, say: Callable
         say(f"{release.version}: needs go {upstream_go.group(1)} > local {local}; using {toolchain}")
     (module / "go.mod").write_text(build_gomod(release, text))
     say(f"{release.version}: resolving modules (go mod tidy)")
-    _run(["go", "mod", "tidy"], module, env, "go mod tidy", 3600)
+    _run(["go", "mod", "tidy"], module, env, "go mod tidy", 3600, say)
     # releases whose module lacks pkg/generated/openapi's definitions get them generated into the
     # entry and compiled through an overlay; `-mod=mod` lets go record the modules the generated file
     # imports beyond what tidy saw (the resolved go.mod/go.sum stay in the entry as the record)

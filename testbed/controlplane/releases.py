@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -83,6 +84,30 @@ def _zip_served(module: str, version: str, proxy: str) -> bool:
         return False
 
 
+def _sumdb_known(module: str, version: str, proxy: str) -> bool:
+    """Whether the checksum database (through the proxy, as go asks it) knows ``module@version``: go
+    refuses a module it cannot verify ("verifying module: ... 404 Not Found"), and the proxy serves
+    some archives whose checksum lookup it does not answer. Its "not found" is sometimes transient
+    (the same lookup answers on the next try), so only four refusals in a row count."""
+    for attempt in range(4):
+        try:
+            with urllib.request.urlopen(f"{proxy}/sumdb/sum.golang.org/lookup/{module}@{version}",
+                                        timeout=30) as r:
+                return bool(r.status == 200)
+        except urllib.error.HTTPError:
+            time.sleep(2 ** attempt)
+    return False
+
+
+def _verifies() -> bool:
+    """Whether go checks modules against sum.golang.org here (GOSUMDB not off, no GONOSUMDB/GOPRIVATE
+    that could exempt k8s.io)."""
+    env = {k: os.environ.get(k, "") for k in ("GOSUMDB", "GONOSUMDB", "GOPRIVATE", "GOFLAGS")}
+    if env["GOSUMDB"] == "off" or "insecure" in env["GOFLAGS"]:
+        return False
+    return not any("k8s.io" in env[k] for k in ("GONOSUMDB", "GOPRIVATE"))
+
+
 # staging modules no control-plane command imports: their absence does not matter
 _UNUSED_STAGING = ("k8s.io/sample-", "k8s.io/code-generator")
 
@@ -90,7 +115,7 @@ _UNUSED_STAGING = ("k8s.io/sample-", "k8s.io/code-generator")
 def complete(rel: Release, proxy: str) -> str:
     """Why the proxy cannot give everything ``rel`` needs ("" when it can): the k8s.io/kubernetes
     source and each staging module's ``v0.<minor>.<patch>`` source archive (the proxy answers some
-    versions' ``.info`` but refuses their ``.zip``)."""
+    versions' ``.info`` but refuses their ``.zip``), each verifiable in the checksum database."""
     from .gomod import GoModError, parse_upstream
 
     text = _fetch(f"{proxy}/k8s.io/kubernetes/@v/{rel.version}.mod")
@@ -105,7 +130,14 @@ def complete(rel: Release, proxy: str) -> str:
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         ok = list(pool.map(lambda mv: _zip_served(mv[0], mv[1], proxy), needed))
     missing = [f"{m}@{v}" for (m, v), good in zip(needed, ok, strict=True) if not good]
-    return f"not served by the proxy: {', '.join(missing)}" if missing else ""
+    if missing:
+        return f"not served by the proxy: {', '.join(missing)}"
+    if not _verifies():
+        return ""
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        ok = list(pool.map(lambda mv: _sumdb_known(mv[0], mv[1], proxy), needed))
+    unknown = [f"{m}@{v}" for (m, v), good in zip(needed, ok, strict=True) if not good]
+    return f"not in the checksum database: {', '.join(unknown)}" if unknown else ""
 
 
 def _saved() -> dict[str, str]:

@@ -83,3 +83,37 @@ def test_a_failed_build_shows_the_go_error_and_leaves_no_entry(cache: Path, tmp_
         build_mod.build(Release(33, 13), out=io.StringIO())
     assert build_mod.load(Release(33, 13)) is None
     assert [p.name for p in cache.iterdir() if not p.name.startswith(".build.lock")] == []
+
+
+def test_a_refused_fetch_is_retried_and_a_lasting_error_is_not(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(build_mod, "RETRIES", (0.0, 0.0, 0.0))
+    fake = tmp_path / "go"
+    # the checksum database refuses the first lookup and answers the second, as seen on v0.22.16
+    fake.write_text(
+        '#!/bin/sh\nn=$(cat "$0.count" 2>/dev/null || echo 0); echo $((n+1)) > "$0.count"\n'
+        'if [ "$n" = 0 ]; then echo "go: verifying go.mod: reading https://proxy.golang.org/sumdb/'
+        'sum.golang.org/lookup/k8s.io/cloud-provider@v0.22.16: 404 Not Found" >&2; exit 1; fi\n'
+        'echo tidy-ok\n')
+    fake.chmod(0o755)
+    said: list[str] = []
+    out = build_mod._run([str(fake)], tmp_path, dict(os.environ), "go mod tidy", 30, said.append)
+    assert out == "tidy-ok\n"
+    assert Path(f"{fake}.count").read_text().strip() == "2"
+    assert len(said) == 1 and "404 Not Found" in said[0] and "retrying" in said[0]
+    # a compile error is no refused fetch: it fails at once, showing go's text
+    bad = tmp_path / "bad"
+    bad.write_text('#!/bin/sh\necho "x.go:1: undefined: Foo" >&2\nexit 2\n')
+    bad.chmod(0o755)
+    said.clear()
+    with pytest.raises(build_mod.BuildError, match="undefined: Foo"):
+        build_mod._run([str(bad)], tmp_path, dict(os.environ), "go build", 30, said.append)
+    assert said == []
+    # a refusal that lasts fails after the retries, with the last error
+    always = tmp_path / "always"
+    always.write_text('#!/bin/sh\necho "reading https://proxy.golang.org/x/@v/v1.zip: 404 Not Found" >&2\n'
+                      'exit 1\n')
+    always.chmod(0o755)
+    with pytest.raises(build_mod.BuildError, match="404 Not Found"):
+        build_mod._run([str(always)], tmp_path, dict(os.environ), "go mod tidy", 30, said.append)
+    assert len(said) == len(build_mod.RETRIES)

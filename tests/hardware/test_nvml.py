@@ -4,6 +4,7 @@ the environment a container would get from the node agent."""
 from __future__ import annotations
 
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -232,6 +233,47 @@ def test_xid_event_reaches_event_set_and_79_loses_the_gpu(make_state: Callable[.
     usage = st.usage(1)
     assert usage.health == "lost" and usage.xids == (48, 79)
     assert st.usage(0).health == "healthy"
+
+
+def test_an_idle_event_wait_sleeps_instead_of_spinning(make_state: Callable[..., DeviceState]) -> None:
+    """A plugin's health loop spends its life in nvmlEventSetWait: one second with nothing happening
+    must cost tens of wakeups (the pause grows to 50 ms), not the ~500 of a fixed 2 ms poll, and an
+    event raised during a long wait is still seen within a fraction of a second."""
+    st = make_state()
+    code = textwrap.dedent("""
+        import resource, time
+        import pynvml as n
+        n.nvmlInit()
+        es = n.nvmlEventSetCreate()
+        for i in range(n.nvmlDeviceGetCount()):
+            n.nvmlDeviceRegisterEvents(n.nvmlDeviceGetHandleByIndex(i), n.nvmlEventTypeXidCriticalError, es)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
+        t0 = time.monotonic()
+        try:
+            n.nvmlEventSetWait(es, 1000)
+            code = 0
+        except n.NVMLError as e:
+            code = e.value
+        waited = time.monotonic() - t0
+        wakeups = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw - before
+        emit({"code": code, "waited": waited, "wakeups": wakeups})
+        t0 = time.monotonic()
+        d = n.nvmlEventSetWait(es, 20000)
+        emit({"xid": d.eventData, "after": time.monotonic() - t0})
+    """)
+    proc = start_snippet(code, child_env(st))
+    try:
+        idle = read_result(proc)
+        raised = time.monotonic()
+        st.raise_xid(0, 13)
+        seen = read_result(proc)
+        latency = time.monotonic() - raised
+    finally:
+        proc.kill()
+        proc.wait()
+    assert idle["code"] == 10 and 0.99 <= idle["waited"] < 1.5  # NVML_ERROR_TIMEOUT, on time
+    assert idle["wakeups"] < 100, idle
+    assert seen["xid"] == 13 and latency < 1.0, (seen, latency)
 
 
 BAD_INPUT = textwrap.dedent("""
