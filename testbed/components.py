@@ -218,6 +218,13 @@ class ComponentSet:
                     os.killpg(c.proc.pid, signal.SIGKILL)
                 c.proc.wait(5)
 
+    def next_due(self, idle: float = 1.0) -> float:
+        """Seconds until a pending restart is due (``idle`` when none is): how long the supervisor may
+        sleep when no child exits meanwhile."""
+        now = time.monotonic()
+        due = [c.restart_at - now for c in self.components if c.restart_at is not None]
+        return max(0.0, min([idle, *due]))
+
     def supervise(self) -> list[str]:
         """Restart components that exited, after their back-off; returns what happened, one line each."""
         events = []

@@ -67,6 +67,21 @@ def test_backoff_doubles_to_a_cap_and_resets_after_a_long_run() -> None:
     assert b.next_delay(31.0) == 0.5  # it ran long enough: a fresh crash starts over
 
 
+def test_the_supervisor_sleeps_until_a_restart_is_due_and_at_most_a_second(tmp_path: Path) -> None:
+    from testbed.components import Component, ComponentSet
+
+    cs = ComponentSet(kubeconfig=tmp_path / "kc", data_dir=tmp_path, minor=33)
+    a, b = Component("a", ["true"]), Component("b", ["true"])
+    cs.components = [a, b]
+    assert cs.next_due() == 1.0  # nothing pending: wake on SIGCHLD or after a second
+    now = time.monotonic()
+    a.restart_at = now + 0.3
+    b.restart_at = now + 5.0
+    assert 0.2 < cs.next_due() <= 0.3  # the nearest pending restart, not the 1 s idle wait
+    a.restart_at = now - 1.0
+    assert cs.next_due() == 0.0  # overdue: look at once
+
+
 def test_killed_components_restart_and_down_leaves_nothing(tmp_path: Path) -> None:
     from kubernetes import client, config
 
