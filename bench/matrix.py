@@ -4,6 +4,7 @@ cells run concurrently, then merged into one matrix bundle. Goal: under 8 minute
     python bench/matrix.py                    # all 18 minors, 9 cells at a time
     python bench/matrix.py --jobs 3 --minors 1.33,1.34,1.35
     python bench/matrix.py --no-retry         # no re-run of failed cases
+    python bench/matrix.py --control-plane real --jobs 6   # on each minor's built kube-* binaries
 
 Results, with the commands and load averages they were taken at: ``bench/README.md``.
 
@@ -34,7 +35,9 @@ The last line is one JSON object: ``minors``, ``cells``, ``concurrency``, ``wall
 matrix), ``cell_wall_s`` and ``verdicts`` (per minor), ``phases_s`` (per minor: provision, deploy,
 register, suites, report), ``cpu_s`` / ``cpu_s_per_cell``, ``slowest_cases`` (mean seconds over the
 cells), ``matrix_verdict``, ``load_before`` / ``load_after`` (1/5/15-minute load averages: numbers
-taken on a loaded machine are inflated, say so when quoting them), ``cpus``.
+taken on a loaded machine are inflated, say so when quoting them), ``cpus``, ``control_plane``,
+``mem_used_before_mib`` / ``mem_used_peak_mib`` (the machine's memory in use before and at its highest
+while the cells ran).
 """
 
 from __future__ import annotations
@@ -137,10 +140,12 @@ def run(cmd: list[str], timeout: float | None = None) -> subprocess.CompletedPro
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
-def run_cell(minor: str, out: Path, retry: bool) -> dict[str, Any]:
+def run_cell(minor: str, out: Path, retry: bool, control_plane: str = "") -> dict[str, Any]:
     cmd = [sys.executable, "-m", "conformance", "run", "--k8s", minor, "--json", "--out", str(out)]
     if not retry:
         cmd.append("--no-retry")
+    if control_plane:
+        cmd += ["--control-plane", control_plane]
     t = time.monotonic()
     proc = run(cmd)
     wall = round(time.monotonic() - t, 2)
@@ -202,6 +207,37 @@ class Reaper:
         return round(ru.ru_utime + ru.ru_stime, 1)
 
 
+def _used_mib() -> int:
+    """Memory in use on the machine (MemTotal - MemAvailable), MiB."""
+    info = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        info[key] = int(rest.split()[0])
+    return (info["MemTotal"] - info["MemAvailable"]) // 1024
+
+
+class MemoryPeak:
+    """The highest memory in use while the cells run, sampled every 2 s (what running N cells at once
+    needs beyond what the machine used before)."""
+
+    def __init__(self) -> None:
+        self.before = _used_mib()
+        self.peak = self.before
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(2.0):
+            self.peak = max(self.peak, _used_mib())
+
+    def __enter__(self) -> MemoryPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+
+
 def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -213,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minors", help="comma list (default: every nvidia minor of the plan)")
     p.add_argument("--no-retry", action="store_true")
     p.add_argument("--out", type=Path, help="where the cells' and the matrix bundles go (default: temp dir)")
+    p.add_argument("--control-plane", choices=("real", "emulated", "auto"), default="",
+                   help="passed to each cell (default: the run's own default)")
     args = p.parse_args(argv)
     planned = [c.minor for c in matrix_plan.cells() if c.vendor == "nvidia"]
     minors = args.minors.split(",") if args.minors else planned
@@ -226,12 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     prebuild_s = prebuild()
     cells: list[dict[str, Any]] = []
-    with Reaper() as reaper, ThreadPoolExecutor(max_workers=args.jobs) as pool:
+    with Reaper() as reaper, MemoryPeak() as memory, ThreadPoolExecutor(max_workers=args.jobs) as pool:
 
         def staggered(i: int, minor: str) -> dict[str, Any]:
             if i < args.jobs:
                 time.sleep(i * args.stagger)
-            return run_cell(minor, root / "cells" / minor, not args.no_retry)
+            return run_cell(minor, root / "cells" / minor, not args.no_retry, args.control_plane)
 
         futures = [pool.submit(staggered, i, m) for i, m in enumerate(minors)]
         for f in futures:
@@ -262,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                 "minors": minors,
                 "cells": len(cells),
                 "concurrency": args.jobs,
+                "control_plane": args.control_plane or "default",
                 "wall_s": round(time.monotonic() - t0, 2),
                 "cells_wall_s": cells_wall,
                 "prebuild_s": prebuild_s,
@@ -280,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
                 "merge_error": None if merged.returncode == 0 else merged.stderr.strip()[-400:],
                 "load_before": load_before,
                 "load_after": _load(),
+                "mem_used_before_mib": memory.before,
+                "mem_used_peak_mib": memory.peak,
                 "cpus": os.cpu_count(),
                 "out": str(root),
             }
