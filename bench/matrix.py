@@ -1,7 +1,7 @@
 """Benchmark (not a timed test): the whole NVIDIA matrix (every minor of reports/matrix_plan.py),
 cells run concurrently, then merged into one matrix bundle. Goal: under 8 minutes on 2 cores.
 
-    python bench/matrix.py                    # all 18 minors, 9 cells at a time
+    python bench/matrix.py                    # all 18 minors, all at once (as memory allows)
     python bench/matrix.py --jobs 3 --minors 1.33,1.34,1.35
     python bench/matrix.py --no-retry         # no re-run of failed cases
     python bench/matrix.py --control-plane real --jobs 6   # on each minor's built kube-* binaries
@@ -207,6 +207,21 @@ class Reaper:
         return round(ru.ru_utime + ru.ru_stime, 1)
 
 
+# memory one emulated cell adds at its peak: 18 cells at once took the machine from 0.6 to 12.5 GiB in
+# use (bench/README.md), ~680 MiB each; with room for the page cache the cells read from
+CELL_MIB = 900
+
+
+def default_jobs(cells: int) -> int:
+    """Every cell at once (their suites are mostly waiting, so the wall time is that of the slowest
+    cell stretched by the shared CPU) unless the available memory holds fewer."""
+    available = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            available = int(line.split()[1]) // 1024
+    return max(1, min(cells, available // CELL_MIB))
+
+
 def _used_mib() -> int:
     """Memory in use on the machine (MemTotal - MemAvailable), MiB."""
     info = {}
@@ -244,8 +259,10 @@ def _load() -> list[float]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--jobs", type=int, default=9, help="cells at a time (default 9: two waves of 18)")
-    p.add_argument("--stagger", type=float, default=6.0, help="seconds between the first wave's starts")
+    p.add_argument("--jobs", type=int, default=0,
+                   help="cells at a time (default: every cell at once where memory allows, "
+                        f"{CELL_MIB} MiB of available memory per cell)")
+    p.add_argument("--stagger", type=float, default=3.0, help="seconds between the first wave's starts")
     p.add_argument("--minors", help="comma list (default: every nvidia minor of the plan)")
     p.add_argument("--no-retry", action="store_true")
     p.add_argument("--out", type=Path, help="where the cells' and the matrix bundles go (default: temp dir)")
@@ -259,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(
             f"--minors: {', '.join(unknown)} not in the plan's NVIDIA minors ({planned[0]}..{planned[-1]})"
         )
+    if args.jobs <= 0:
+        args.jobs = default_jobs(len(minors))
     root = args.out or Path(tempfile.mkdtemp(prefix="hami-bench-matrix-"))
     load_before = _load()
     t0 = time.monotonic()
