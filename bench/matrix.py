@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=0,
                    help="cells at a time (default: every cell at once where memory allows, "
                         f"{CELL_MIB} MiB of available memory per cell)")
-    p.add_argument("--stagger", type=float, default=3.0, help="seconds between the first wave's starts")
+    p.add_argument("--stagger", type=float, default=6.0, help="seconds between the first wave's starts")
     p.add_argument("--minors", help="comma list (default: every nvidia minor of the plan)")
     p.add_argument("--no-retry", action="store_true")
     p.add_argument("--out", type=Path, help="where the cells' and the matrix bundles go (default: temp dir)")
