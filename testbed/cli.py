@@ -327,6 +327,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _remove_namespaces(data_dir: Path) -> None:
+    """The network namespaces the node agents left (a killed or restarted agent does not delete its
+    pods' and its cluster network's): nothing of the testbed outlives `down`."""
+    from .node import netns
+    from .node.podcheckpoint import agent_namespaces
+
+    for name in agent_namespaces(data_dir):
+        netns.delete_netns(name)
+        print(f"removed network namespace {name} the node agents left", file=sys.stderr)
+
+
 def cmd_down(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).expanduser().resolve()
     st = _live_state(data_dir)
@@ -334,6 +345,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     if not st:
         left = containment.kill_all(grace=2.0)  # a killed `up` may have left components behind
         containment.remove()
+        _remove_namespaces(data_dir)
         print(f"no testbed running from {data_dir}")
         return 0 if not left else 1
     pid = int(st["pid"])
@@ -347,6 +359,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     # anything that outlived it: its cgroup, processes carrying its marker
     left = containment.kill_all(grace=2.0)
     containment.remove()
+    _remove_namespaces(data_dir)
     with contextlib.suppress(OSError):
         _state_path(data_dir).unlink()
     if left:

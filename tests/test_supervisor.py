@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -100,6 +101,11 @@ def test_killed_components_restart_and_down_leaves_nothing(tmp_path: Path) -> No
             "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["sleep", POD_SLEEP]}]}})
         wait_for(lambda: core.read_namespaced_pod("sleeper", "default").status.phase == "Running",
                  what="pod Running")
+        uid = core.read_namespaced_pod("sleeper", "default").metadata.uid
+        # the pod's network namespace and the agents' cluster network (named after the data dir)
+        namespaces = [f"tb-{uid[:18]}",
+                      "tbsvc-" + hashlib.sha1(str(data.resolve()).encode()).hexdigest()[:10]]
+        assert all(Path("/run/netns", n).exists() for n in namespaces), namespaces
         pods = wait_for(pod_processes, what="the pod's process")
 
         def components() -> dict[str, Any]:
@@ -164,3 +170,6 @@ def test_killed_components_restart_and_down_leaves_nothing(tmp_path: Path) -> No
     assert not marked(str(data.resolve()))
     cg = Containment(data).cgroup
     assert cg is None or not cg.exists(), f"the testbed's cgroup {cg} was left behind"
+    # the killed agent's pod namespace and the restarted agent's cluster network go too
+    left = [n for n in namespaces if Path("/run/netns", n).exists()]
+    assert not left, f"network namespaces of the testbed left behind: {left}"

@@ -23,7 +23,6 @@ All hosts share this machine's file system: each host's files live under ``<stat
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import ipaddress
 import json
 import os
@@ -381,18 +380,13 @@ class Lab:
         return {"lab": self.spec.name, "removed": removed}
 
     def _agent_namespaces(self) -> list[str]:
+        from testbed.node.podcheckpoint import agent_namespaces
+
         out: list[str] = []
         for h in self.spec.hosts:
-            data_dir = (self.host_dir(h.name) / "agent").resolve()
-            if not data_dir.exists():
-                continue
-            # testbed/node/clusternet.py names an agent process's service namespace after its data dir
-            out.append(f"tbsvc-{hashlib.sha1(str(data_dir).encode()).hexdigest()[:10]}")
-            for cp in data_dir.glob("nodes/*/var/lib/kubelet/testbed_pods_checkpoint.json"):
-                with contextlib.suppress(OSError, ValueError, AttributeError):
-                    pods = json.loads(cp.read_text()).get("pods") or {}
-                    out += [str(e["netns"]) for e in pods.values()
-                            if isinstance(e, dict) and str(e.get("netns") or "").startswith("tb-")]
+            data_dir = self.host_dir(h.name) / "agent"
+            if data_dir.exists():
+                out += agent_namespaces(data_dir)
         return sorted(set(out))
 
     def status(self) -> dict[str, Any]:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import ipaddress
 import logging
 import os
@@ -84,8 +83,7 @@ class ClusterNet:
         self.services: dict[tuple[str, str], dict[str, Any]] = {}
         self.endpoints: dict[tuple[str, str], dict[str, Any]] = {}
         self.resolver = dns.Resolver(lambda: self.services, lambda: self.endpoints)
-        digest = hashlib.sha1(str(agent.group.data_dir).encode()).hexdigest()[:10]
-        self.svc_name = f"tbsvc-{digest}"
+        self.svc_name = netns.service_netns_name(agent.group.data_dir)
         self.svc_path = ""
         self.servers: dict[tuple[str, int, str], Any] = {}  # (ip, port, protocol) -> server or transport
         # NodePorts: (node address, node port, protocol) -> (the Service's ClusterIP address, listener)

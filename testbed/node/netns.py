@@ -25,12 +25,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import hashlib
 import logging
 import os
 import socket
 import subprocess
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .podips import default_allocator
@@ -79,6 +81,12 @@ def create_netns(name: str, pod_ip: str | None = None) -> str:
     if pod_ip and not pod_ip.startswith("127."):
         _run_ip("-n", name, "addr", "add", f"{pod_ip}/32", "dev", "lo")
     return f"{NETNS_DIR}/{name}"
+
+
+def service_netns_name(data_dir: Path) -> str:
+    """The cluster-network (Services, DNS) namespace of the node agents running from ``data_dir``:
+    named after the directory, so a later ``testbed down`` finds what a killed agent left."""
+    return f"tbsvc-{hashlib.sha1(str(data_dir).encode()).hexdigest()[:10]}"
 
 
 def delete_netns(name: str) -> None:

@@ -94,6 +94,20 @@ class PodCheckpoint:
             return {}
 
 
+def agent_namespaces(data_dir: Path) -> list[str]:
+    """The network namespaces the node agents running from ``data_dir`` made, that still exist: the
+    cluster network's and every pod's their checkpoints name (what a tear-down removes when an agent
+    did not: killed, or stopped before its pods)."""
+    data_dir = Path(data_dir).resolve()
+    names = [netns.service_netns_name(data_dir)]
+    for cp in data_dir.glob(f"nodes/*/{NAME}"):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            pods = json.loads(cp.read_text()).get("pods") or {}
+            names += [str(e["netns"]) for e in pods.values()
+                      if isinstance(e, dict) and str(e.get("netns") or "").startswith("tb-")]
+    return sorted(n for n in set(names) if os.path.exists(f"{netns.NETNS_DIR}/{n}"))
+
+
 def _same_process(pid: int, start: str) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
