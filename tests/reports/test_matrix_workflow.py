@@ -124,3 +124,23 @@ def test_the_plan_job_output_is_one_github_output_line(capsys: pytest.CaptureFix
     assert {c["vendor"] for c in cells} == {"nvidia", "ascend", *families}
     assert {c["stack"] for c in cells} == {"ours"}
     assert matrix_plan.main(["gitlab"]) == 4
+
+
+def test_ci_runs_the_fidelity_corpus_on_the_newest_minor_both_control_planes_have() -> None:
+    from testbed.apiserver.versions import MINORS as EMULATED
+
+    job = yaml.safe_load(WORKFLOW.read_text())["jobs"]["fidelity"]
+    steps = " ".join(str(s.get("run", "")) + str(s.get("uses", "")) for s in job["steps"])
+    assert "tox -e fidelity" in steps and "etcd-server" in steps and "actions/setup-go" in steps
+    go = next(s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/setup-go"))
+    version_file = REPO / go["with"]["go-version-file"]
+    local = subprocess.run(["go", "env", "GOVERSION"], capture_output=True, text=True,
+                           env={**os.environ, "GOTOOLCHAIN": "local"}).stdout.strip()
+    assert local.startswith("go" + version_file.read_text().strip())  # CI builds with the local toolchain
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(REPO / "tox.ini")
+    commands = parser["testenv:fidelity"]["commands"]
+    built = re.search(r"testbed\.controlplane build 1\.(\d+)", commands)
+    assert built and int(built.group(1)) == max(EMULATED), commands
+    assert "tests/controlplane/test_real_e2e.py" in commands
+    assert parser["testenv:fidelity"]["setenv"].replace(" ", "") == "HAMI_FIDELITY=1"
