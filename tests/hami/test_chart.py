@@ -56,6 +56,8 @@ def test_scheduler_config_is_accepted_by_that_minor(minor: int) -> None:
         assert flags.get("policy-config-file") == "/config/config.json"
         assert flags.get("scheduler-name") == "hami-scheduler"
         assert flags.get("leader-elect-resource-namespace") == NS
+        # the lock the extender watches; real 1.18/1.19 default to an Endpoints lock its RBAC lacks
+        assert flags.get("leader-elect-resource-lock") == "leases"
         cfg = config_from_policy(decode_policy(data["config.json"], minor), "hami-scheduler")
     else:
         assert set(data) == {"config.yaml"}
