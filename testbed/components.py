@@ -262,25 +262,28 @@ class ComponentSet:
         if lease is None or not self.kubeconfig.exists():
             return ""
         from kubeclient.client import Kube
+        from testbed.scheduler.config import LeaderElection, default_lock
+        from testbed.scheduler.leader import locks_for
 
         ns, name = lease
-        path = f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}"
         try:
             kube = Kube.from_config(str(self.kubeconfig), user_agent="testbed-supervisor")
         except Exception:
             return ""
+        # the minor's default lock: a Lease, or (1.18/1.19) an Endpoints record and the Lease after it
+        cfg = LeaderElection(resource_lock=default_lock(self.minor), resource_name=name,
+                             resource_namespace=ns)
+        released = ""
         try:
-            obj = kube.request("GET", path, timeout=2)
-            spec = obj.get("spec") or {}
-            if not spec.get("holderIdentity"):
-                return ""
-            spec["holderIdentity"] = ""
-            spec["leaseDurationSeconds"] = 1
-            obj["spec"] = spec
-            kube.request("PUT", path, obj, timeout=2)
-            return f"{ns}/{name}"
+            for lock in locks_for(kube, cfg):
+                record, obj = lock.get()
+                if obj is None or not (record or {}).get("holderIdentity"):
+                    continue
+                lock.update(obj, {**(record or {}), "holderIdentity": "", "leaseDurationSeconds": 1})
+                released = f"{ns}/{name}"
+            return released
         except Exception:
-            return ""  # no lease, or the apiserver is down too: the new process waits the lease out
+            return released  # no lease, or the apiserver is down too: the new process waits the lease out
         finally:
             kube.close()
 

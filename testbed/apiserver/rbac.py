@@ -392,13 +392,21 @@ BOOTSTRAP_OBJECTS: list[dict[str, Any]] = _bootstrap()
 def bootstrap_objects(minor: int) -> list[dict[str, Any]]:
     """The bootstrap policy of one minor.
 
-    SelfSubjectReview (GA in 1.28) is granted only where it is served."""
+    SelfSubjectReview (GA in 1.28) is granted only where it is served. Up to 1.27 the scheduler's
+    role also covers the Endpoints leader lock (create; get and update of ``kube-scheduler`` only),
+    which 1.18/1.19 kube-scheduler uses by default ("endpointsleases")."""
     if minor >= 28:
         return BOOTSTRAP_OBJECTS
     out = []
     for obj in BOOTSTRAP_OBJECTS:
         if obj["kind"] == "ClusterRole" and obj["metadata"]["name"] == "system:basic-user":
             rules = [r for r in obj["rules"] if "selfsubjectreviews" not in r.get("resources", ())]
+            obj = {**obj, "rules": rules}
+        if obj["kind"] == "ClusterRole" and obj["metadata"]["name"] == "system:kube-scheduler":
+            rules = list(obj["rules"])
+            at = next(i for i, r in enumerate(rules) if "leases" in r.get("resources", ())) + 2
+            rules[at:at] = [_rule(("create",), ("",), ("endpoints",)),
+                            _rule(("get", "update"), ("",), ("endpoints",), ("kube-scheduler",))]
             obj = {**obj, "rules": rules}
         out.append(obj)
     return out

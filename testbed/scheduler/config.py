@@ -75,13 +75,19 @@ class Profile:
     ignored_resource_groups: set[str] = field(default_factory=set)
 
 
+def default_lock(minor: int) -> str:
+    """kube-scheduler's default ``--leader-elect-resource-lock``: "endpointsleases" (an Endpoints
+    record mirrored to a Lease) up to 1.19, "leases" from 1.20."""
+    return "endpointsleases" if minor < 20 else "leases"
+
+
 @dataclass
 class LeaderElection:
     leader_elect: bool = True
     lease_duration: float = 15.0
     renew_deadline: float = 10.0
     retry_period: float = 2.0
-    resource_lock: str = "leases"
+    resource_lock: str = ""  # "" until resolved: the minor's default (default_lock)
     resource_name: str = "kube-scheduler"
     resource_namespace: str = "kube-system"
 

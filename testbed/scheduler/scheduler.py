@@ -20,7 +20,7 @@ from kubeclient.informer import Informer
 from testbed.k8s.timefmt import now as _sec_now
 from testbed.k8s.timefmt import now_micro as _micro_now
 
-from .config import SchedulerConfig
+from .config import SchedulerConfig, default_lock
 from .extender import ExtenderError, HTTPExtender
 from .filters import Messages, PodView, make_filter, score
 from .leader import LeaderElector
@@ -107,6 +107,7 @@ class Scheduler:
         for inf in self.volume_informers:
             inf.add_handler(lambda _kind, _o, _old: self.queue.move_all())
         le = config.leader_election
+        le.resource_lock = le.resource_lock or default_lock(minor)
         self.elector = (LeaderElector(kube, le, self._leading.set, self._leading.clear, identity)
                         if le.leader_elect else None)
         self.events_api = "events.k8s.io/v1" if minor >= 19 else "events.k8s.io/v1beta1"

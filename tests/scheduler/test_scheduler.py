@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -184,3 +185,64 @@ def test_a_late_unbound_update_of_an_assumed_pod_does_not_schedule_it_again(kube
         assert events_for(kube, "late", reason="FailedScheduling") == []
     finally:
         s.stop()
+
+
+def _as(tb: EmbeddedTestbed, user: str) -> Kube:
+    k = Kube.from_config(str(tb.kubeconfig_path))
+    k.api.set_default_header("Impersonate-User", user)
+    return k
+
+
+def test_119_elects_on_an_endpoints_lock_mirrored_to_a_lease_and_rbac_applies() -> None:
+    """kube-scheduler 1.19's default lock is "endpointsleases": the record lives in an Endpoints
+    annotation and a Lease follows it. A scheduler whose account may not read that Endpoints (the
+    built-in system:kube-scheduler role grants it only for the name kube-scheduler) never leads, as on
+    a real 1.19; the same account on a Lease lock does."""
+    with EmbeddedTestbed(19) as tb:
+        admin = Kube.from_config(str(tb.kubeconfig_path))
+        make_node(admin, "n1")
+        admin.create("/api/v1/namespaces", {"metadata": {"name": "hami-system"}})
+        sa = {"kind": "ServiceAccount", "name": "hami-scheduler", "namespace": "hami-system"}
+        admin.create("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", {
+            "metadata": {"name": "hami-kube-scheduler"}, "subjects": [sa],
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": "system:kube-scheduler"}})
+        admin.create("/apis/rbac.authorization.k8s.io/v1/namespaces/hami-system/roles", {
+            "metadata": {"name": "leases"}, "rules": [{"apiGroups": ["coordination.k8s.io"],
+                                                       "resources": ["leases"],
+                                                       "verbs": ["create", "get", "update"]}]})
+        admin.create("/apis/rbac.authorization.k8s.io/v1/namespaces/hami-system/rolebindings", {
+            "metadata": {"name": "leases"}, "subjects": [sa],
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "leases"}})
+        account = _as(tb, "system:serviceaccount:hami-system:hami-scheduler")
+
+        def hami(kube: Kube, lock: str = "") -> Scheduler:
+            le = LeaderElection(leader_elect=True, resource_lock=lock, resource_name="hami-scheduler",
+                                resource_namespace="hami-system", retry_period=0.2)
+            cfg = SchedulerConfig(profiles=[Profile("hami-scheduler")], leader_election=le)
+            return Scheduler(kube, cfg, 19).start()
+
+        default, leases, own = hami(account), None, None
+        try:
+            time.sleep(2.0)
+            assert not default.is_leader  # endpoints "hami-scheduler" is forbidden to the account
+            assert default.elector is not None and default.elector.cfg.resource_lock == "endpointsleases"
+            default.stop()
+            leases = hami(account, "leases")
+            wait_for(lambda: leases.is_leader)
+            lease = admin.get("/apis/coordination.k8s.io/v1/namespaces/hami-system/leases/hami-scheduler")
+            assert lease["spec"]["holderIdentity"] == leases.elector.identity  # type: ignore[union-attr]
+            # the built-in scheduler (admin here) on its own default lock: both objects carry the record
+            own = start_scheduler(admin, 19, leader_elect=True)
+            wait_for(lambda: own.is_leader)
+            ep = admin.get("/api/v1/namespaces/kube-system/endpoints/kube-scheduler")
+            record = json.loads(ep["metadata"]["annotations"]["control-plane.alpha.kubernetes.io/leader"])
+            assert record["holderIdentity"] == own.elector.identity  # type: ignore[union-attr]
+            mirror = admin.get("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kube-scheduler")
+            assert mirror["spec"]["holderIdentity"] == own.elector.identity  # type: ignore[union-attr]
+        finally:
+            for s in (default, leases, own):
+                if s is not None:
+                    s.stop()
+            account.close()
+            admin.close()
