@@ -339,6 +339,11 @@ class Workloads:
                              timeout or self.schedule_timeout)
 
     def wait_phase(self, name: str, phases: tuple[str, ...], timeout: float | None = None) -> Pod:
+        """Wait for one of ``phases``; where binding may take longer than ``timeout`` (a real
+        scheduler's retry, ``schedule_timeout``), the pod is first given that long to be bound (no
+        phase past Pending comes before), then ``timeout`` for the phase."""
+        if self.schedule_timeout and "Pending" not in phases:
+            self.wait_scheduled(name)
         return self.wait_pod(name, f"to reach phase {' or '.join(phases)}",
                              lambda p: (p.get("status") or {}).get("phase") in phases, timeout)
 

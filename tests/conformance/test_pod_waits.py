@@ -85,7 +85,23 @@ def test_binding_waits_take_the_schedule_timeout_and_other_waits_do_not(kube: Ku
     with pytest.raises(WaitTimeout):
         w.wait_scheduled("unbound")
     assert 1.4 < time.monotonic() - t < 5
+    # a phase past Pending needs the pod bound first: that part also gets the schedule timeout (a
+    # probe pod on a real 1.18 waited out a node lock and the queue's flush past the 60 s probe wait)
     t = time.monotonic()
-    with pytest.raises(WaitTimeout):
+    with pytest.raises(WaitTimeout, match="to be bound"):
         w.wait_phase("unbound", ("Succeeded",))
+    assert 1.4 < time.monotonic() - t < 5
+    assert w.wait_phase("unbound", ("Pending",))["metadata"]["name"] == "unbound"  # at once
+    # a bound pod waits only the ordinary timeout for its phase
+    kube.create(PODS, {"metadata": {"name": "bound"},
+                       "spec": {"nodeName": "nowhere", "containers": [{"name": "main", "image": "busybox"}]}})
+    t = time.monotonic()
+    with pytest.raises(WaitTimeout, match="to reach phase Succeeded"):
+        w.wait_phase("bound", ("Succeeded",))
+    assert time.monotonic() - t < 1.4
+    # without a schedule timeout (the emulated scheduler) nothing changes: one wait, one timeout
+    plain = Workloads(kube, NS, timeout=0.5)
+    t = time.monotonic()
+    with pytest.raises(WaitTimeout, match="to reach phase Succeeded"):
+        plain.wait_phase("unbound", ("Succeeded",))
     assert time.monotonic() - t < 1.4
