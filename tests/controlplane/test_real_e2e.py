@@ -33,6 +33,7 @@ def _built():  # type: ignore[no-untyped-def]
 
 
 BUILT = _built()
+FIDELITY_FLOOR = {33: 362, 35: 358}  # identical answers of 504, as measured (testbed/DIFFERENCES.md)
 try:
     ETCD = locate()
     NO_ETCD = ""
@@ -102,8 +103,9 @@ def test_real_control_plane_runs_pods_on_node_agents(tmp_path: Path):
 @pytest.mark.skipif(not os.environ.get("HAMI_FIDELITY"),
                     reason="the fidelity corpus takes ~70 s: set HAMI_FIDELITY=1 to run it")
 def test_fidelity_corpus_score_does_not_regress(tmp_path: Path):
-    """The corpus on the real and the emulated control plane of the newest built minor <= 1.33; the
-    identical fraction must not fall below what testbed/DIFFERENCES.md records (1.33: 362/504)."""
+    """The corpus on the real and the emulated control plane of the newest minor both have; the
+    identical count must not fall below what testbed/DIFFERENCES.md records for it (1.33: 362/504,
+    1.35: 358/504; another minor: 70 %)."""
     import json
 
     assert BUILT is not None
@@ -114,4 +116,5 @@ def test_fidelity_corpus_score_does_not_regress(tmp_path: Path):
     assert p.returncode == 0, p.stderr
     res = json.loads(out.read_text())
     assert res["requests"] >= 300
-    assert res["identical"] >= 362, [d["case"] for d in res["differences"]]
+    floor = FIDELITY_FLOOR.get(BUILT.release.minor, int(0.70 * res["requests"]))
+    assert res["identical"] >= floor, [d["case"] for d in res["differences"]]
