@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,16 @@ def _full(rx: re.Pattern[str], value: str) -> bool:
     return rx.fullmatch(value) is not None
 
 
+# The minor whose wording a request is answered in (the apiserver sets it per request): a few
+# apimachinery messages changed between releases, checked in each release's k8s.io/apimachinery.
+WORDING_MINOR: ContextVar[int] = ContextVar("WORDING_MINOR", default=99)
+
+
+def _dns_word() -> str:
+    """"a DNS-1123 ..." up to 1.19 (apimachinery v0.19), "a lowercase RFC 1123 ..." from 1.20."""
+    return "a DNS-1123" if WORDING_MINOR.get() < 20 else "a lowercase RFC 1123"
+
+
 def is_dns1123_label(value: str) -> list[str]:
     errs: list[str] = []
     if len(value) > 63:
@@ -62,7 +73,7 @@ def is_dns1123_label(value: str) -> list[str]:
             errs.append("must not contain dots")
         else:
             errs.append(_regex_error(
-                "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
+                f"{_dns_word()} label must consist of lower case alphanumeric characters or '-', "
                 "and must start and end with an alphanumeric character",
                 DNS1123_LABEL_FMT, "my-name", "123-abc"))
     return errs
@@ -74,7 +85,7 @@ def is_dns1123_subdomain(value: str) -> list[str]:
         errs.append(max_len_error(253))
     if not _full(_DNS1123_SUBDOMAIN_RE, value):
         errs.append(_regex_error(
-            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
+            f"{_dns_word()} subdomain must consist of lower case alphanumeric characters, '-' or "
             "'.', and must start and end with an alphanumeric character",
             DNS1123_SUBDOMAIN_FMT, "example.com"))
     return errs
@@ -418,6 +429,8 @@ class _Parser:
         ops = {_T_IN: IN, _T_EQ: EQUALS, _T_DEQ: DOUBLE_EQUALS, _T_GT: GT, _T_LT: LT,
                _T_NOTIN: NOT_IN, _T_NEQ: NOT_EQUALS}
         if tok not in ops:
+            if WORDING_MINOR.get() < 22:  # apimachinery up to v0.21 listed them by hand
+                raise ValueError(f"found '{lit}', expected: '=', '!=', '==', 'in', notin'")
             raise ValueError(f"found '{lit}', expected: {', '.join(_BINARY_OPS)}")
         return ops[tok]
 

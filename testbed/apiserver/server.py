@@ -351,6 +351,7 @@ class APIServer:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         warnings: list[str] = []
         token = REQUEST_WARNINGS.set(warnings)  # admission webhooks' warnings for this request
+        wording = selectors.WORDING_MINOR.set(self.profile.minor)
         try:
             user = self._impersonate(request, self._authenticate(request))
             resp = self._negotiate(request, await self._dispatch(request, user))
@@ -376,6 +377,7 @@ class APIServer:
             return _json(err.status(), status=500)
         finally:
             REQUEST_WARNINGS.reset(token)
+            selectors.WORDING_MINOR.reset(wording)
 
     def _negotiate(self, request: web.Request, resp: web.StreamResponse) -> web.StreamResponse:
         """A JSON object answer re-encoded as protobuf when the client lists protobuf first in Accept

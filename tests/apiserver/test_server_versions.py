@@ -100,3 +100,23 @@ def test_service_account_token_volume_by_minor(tb):
         assert vols[0]["secret"]["secretName"].startswith("default-token-")
     mounts = body["spec"]["containers"][0]["volumeMounts"]
     assert mounts[0]["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+@pytest.mark.parametrize(("minor", "dns", "ops"), [
+    (19, "a DNS-1123 subdomain must consist", "expected: '=', '!=', '==', 'in', notin'"),
+    (21, "a lowercase RFC 1123 subdomain must consist", "expected: '=', '!=', '==', 'in', notin'"),
+    (22, "a lowercase RFC 1123 subdomain must consist", "expected: in, notin, =, ==, !=, gt, lt"),
+])
+def test_messages_in_the_minors_wording(minor: int, dns: str, ops: str) -> None:
+    """Two apimachinery messages changed between releases (name validation in v0.20, the selector's
+    operator list in v0.22); each emulated minor answers in its own (fidelity corpus, 1.18-1.21), and
+    two testbeds of different minors in one process do not mix them."""
+    with EmbeddedTestbed(minor) as tb, EmbeddedTestbed(35) as newest:
+        code, body = raw_json(tb, "POST", "/api/v1/namespaces/default/configmaps",
+                              {"metadata": {"name": "Not_A_Valid_Name"}})
+        assert code == 422 and dns in body["message"], body
+        code, body = raw_json(tb, "GET", "/api/v1/namespaces/default/configmaps?labelSelector=a%20b")
+        assert code == 400 and body["message"].endswith(ops), body
+        code, body = raw_json(newest, "POST", "/api/v1/namespaces/default/configmaps",
+                              {"metadata": {"name": "Not_A_Valid_Name"}})
+        assert "a lowercase RFC 1123 subdomain" in body["message"]
