@@ -212,8 +212,11 @@ def gpu_pod(
 # a real kube-scheduler's unschedulable queue: the lock's release is a node annotation, which moves no
 # pod, so it is retried at the queue's periodic flush (60 s in 1.20, unschedulableQTimeInterval) after
 # its backoff (up to 10 s). On a real 1.20 control plane SCHED-LOCK-4 and SCHED-BINPACK-1 were still
-# pending after 60 s and bound when re-run. The emulated scheduler retries at once.
-REAL_SCHEDULER_RETRY_S = 60.0 + 10.0 + 20.0
+# pending after 60 s and bound when re-run. A pod of a batch on one node can meet the lock twice (the
+# pods before it each hold it for their Allocate): SCHED-SLOTS-1's sixth pod on real 1.20 under six
+# concurrent cells was still pending after 90 s. So two flushes and their backoffs, plus slack. The
+# emulated scheduler retries at once.
+REAL_SCHEDULER_RETRY_S = 2 * (60.0 + 10.0) + 20.0
 
 
 class Workloads:

@@ -22,9 +22,9 @@ from conformance.suites.test_allocation import QUICK, nvml_uuids
 
 pytestmark = [pytest.mark.nvidia, pytest.mark.isolation]
 # long enough for the second pod to start while the first still holds its slice: a real kube-scheduler
-# can take up to REAL_SCHEDULER_RETRY_S (90 s) to retry a pod whose bind met the first pod's node lock
+# can take up to REAL_SCHEDULER_RETRY_S (160 s) to bind a pod whose bind met the first pod's node lock
 # (real 1.22: share-0 had Succeeded after its 30 s when share-1 ran); the pods are deleted at the end
-HOLD = ["--alloc-mib", "64", "--kernel-seconds", "0", "--hold-seconds", "180"]
+HOLD = ["--alloc-mib", "64", "--kernel-seconds", "0", "--hold-seconds", "240"]
 
 
 @rule("ISO-NOGPU-1", "A pod that requests no accelerator sees no GPU", ai=("secure_accelerator_access",))
