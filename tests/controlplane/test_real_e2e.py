@@ -33,7 +33,10 @@ def _built():  # type: ignore[no-untyped-def]
 
 
 BUILT = _built()
-FIDELITY_FLOOR = {33: 362, 35: 358}  # identical answers of 504, as measured (testbed/DIFFERENCES.md)
+# identical answers of 504 as measured (testbed/DIFFERENCES.md: 1.33 362 and 361 on two runs, 1.35
+# 358), less the six cases that depend on the real controllers' timing (Deployment revision, claim
+# protection), which differ on some runs and not others
+FIDELITY_FLOOR = {33: 362 - 6, 35: 358 - 6}
 try:
     ETCD = locate()
     NO_ETCD = ""
@@ -104,8 +107,8 @@ def test_real_control_plane_runs_pods_on_node_agents(tmp_path: Path):
                     reason="the fidelity corpus takes ~70 s: set HAMI_FIDELITY=1 to run it")
 def test_fidelity_corpus_score_does_not_regress(tmp_path: Path):
     """The corpus on the real and the emulated control plane of the newest minor both have; the
-    identical count must not fall below what testbed/DIFFERENCES.md records for it (1.33: 362/504,
-    1.35: 358/504; another minor: 70 %)."""
+    identical count must not fall below what testbed/DIFFERENCES.md records for it, less the cases
+    that depend on controller timing (another minor: 70 %)."""
     import json
 
     assert BUILT is not None
