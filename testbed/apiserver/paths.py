@@ -38,7 +38,9 @@ _HTTP_VERB = {
 
 
 def _not_found_path() -> APIError:
-    return APIError(404, "NotFound", "the server could not find the requested resource")
+    # kube-apiserver answers a path of no served resource with an empty `details` object (seen on
+    # real 1.18-1.21 and 1.35: the fidelity corpus' CronJob and PodDisruptionBudget cases of 1.18-1.20)
+    return APIError(404, "NotFound", "the server could not find the requested resource", details={})
 
 
 def parse(method: str, path: str, query: dict[str, str], profile: VersionProfile) -> RequestInfo:

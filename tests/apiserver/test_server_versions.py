@@ -120,3 +120,19 @@ def test_messages_in_the_minors_wording(minor: int, dns: str, ops: str) -> None:
         code, body = raw_json(newest, "POST", "/api/v1/namespaces/default/configmaps",
                               {"metadata": {"name": "Not_A_Valid_Name"}})
         assert "a lowercase RFC 1123 subdomain" in body["message"]
+
+
+@pytest.mark.parametrize("minor", [18, 20, 21, 35])
+def test_a_resource_no_version_serves_answers_not_found_with_empty_details(minor: int) -> None:
+    """batch/v1 CronJobs and policy/v1 PodDisruptionBudgets are not served before 1.21: the real
+    kube-apiserver's 404 (checked on 1.18-1.21 and 1.35) carries ``details: {}``."""
+    with EmbeddedTestbed(minor) as tb:
+        code, body = raw_json(tb, "GET", "/apis/batch/v1/namespaces/default/nosuchthings")
+        assert code == 404
+        assert body == {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                        "message": "the server could not find the requested resource",
+                        "reason": "NotFound", "details": {}, "code": 404}
+        code, body = raw_json(tb, "GET", "/apis/batch/v1/namespaces/default/cronjobs")
+        assert (code == 404) == (minor < 21)
+        if minor < 21:
+            assert body["details"] == {}
