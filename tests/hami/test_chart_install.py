@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -326,11 +327,20 @@ def test_installed_extender_refuses_callers_without_the_client_certificate(
     import urllib.request
 
     kube, _, _ = installed
-    pods = kube.get(f"/api/v1/namespaces/{NS}/pods", labelSelector="hami.io/scheduler-role=leader")["items"]
-    ip = wait_for(
-        lambda: next((p["status"].get("podIP") for p in pods if p["status"].get("podIP")), None),
-        what="the leader's pod IP",
-    )
+
+    def leader_ip() -> str | None:
+        # listed afresh each time: the previous case's upgrade (one replica) may still be taking a
+        # labelled pod down (CI once reached a terminating leader: the TLS handshake met its exit)
+        pods = kube.get(f"/api/v1/namespaces/{NS}/pods", labelSelector="hami.io/scheduler-role=leader")
+        for p in pods["items"]:
+            st = p.get("status") or {}
+            conditions = st.get("conditions") or []
+            ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+            if st.get("podIP") and ready and not p["metadata"].get("deletionTimestamp"):
+                return str(st["podIP"])
+        return None
+
+    ip = wait_for(leader_ip, timeout=120, what="a ready, running leader pod's IP")
     data = kube.get(f"/api/v1/namespaces/{NS}/secrets/hami-scheduler-tls")["data"]
     for key, value in data.items():
         (tmp_path / key).write_bytes(base64.b64decode(value))
@@ -338,7 +348,7 @@ def test_installed_extender_refuses_callers_without_the_client_certificate(
 
     def post(ctx: ssl.SSLContext) -> int:
         req = urllib.request.Request(
-            f"https://{ip}:443/filter", body, {"Content-Type": "application/json"}, method="POST"
+            f"https://{leader}:443/filter", body, {"Content-Type": "application/json"}, method="POST"
         )
         try:
             with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
@@ -348,8 +358,18 @@ def test_installed_extender_refuses_callers_without_the_client_certificate(
 
     anonymous = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
     anonymous.check_hostname = False  # the pod IP is not in the serving certificate
-    assert post(anonymous) == 403
     trusted = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
     trusted.check_hostname = False
     trusted.load_cert_chain(str(tmp_path / "client.crt"), str(tmp_path / "client.key"))
-    assert post(trusted) != 403
+    leader = ip
+    for attempt in range(3):  # a connection the pod's own exit cut: ask the leader of the moment again
+        try:
+            codes = (post(anonymous), post(trusted))
+            break
+        except urllib.error.URLError:
+            if attempt == 2:
+                raise
+            time.sleep(5)
+            leader = wait_for(leader_ip, timeout=60, what="a ready, running leader pod's IP")
+    assert codes[0] == 403
+    assert codes[1] != 403
