@@ -212,23 +212,24 @@ class Reaper:
 CELL_MIB = 900
 
 
+def _meminfo_mib() -> dict[str, int]:
+    info = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        info[key] = int(rest.split()[0]) // 1024
+    return info
+
+
 def default_jobs(cells: int) -> int:
     """Every cell at once (their suites are mostly waiting, so the wall time is that of the slowest
     cell stretched by the shared CPU) unless the available memory holds fewer."""
-    available = 0
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            available = int(line.split()[1]) // 1024
-    return max(1, min(cells, available // CELL_MIB))
+    return max(1, min(cells, _meminfo_mib()["MemAvailable"] // CELL_MIB))
 
 
 def _used_mib() -> int:
     """Memory in use on the machine (MemTotal - MemAvailable), MiB."""
-    info = {}
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        info[key] = int(rest.split()[0])
-    return (info["MemTotal"] - info["MemAvailable"]) // 1024
+    info = _meminfo_mib()
+    return info["MemTotal"] - info["MemAvailable"]
 
 
 class MemoryPeak:

@@ -263,7 +263,7 @@ class ComponentSet:
             return ""
         from kubeclient.client import Kube
         from testbed.scheduler.config import LeaderElection, default_lock
-        from testbed.scheduler.leader import locks_for
+        from testbed.scheduler.leader import locks_for, release_locks
 
         ns, name = lease
         try:
@@ -273,17 +273,10 @@ class ComponentSet:
         # the minor's default lock: a Lease, or (1.18/1.19) an Endpoints record and the Lease after it
         cfg = LeaderElection(resource_lock=default_lock(self.minor), resource_name=name,
                              resource_namespace=ns)
-        released = ""
         try:
-            for lock in locks_for(kube, cfg):
-                record, obj = lock.get()
-                if obj is None or not (record or {}).get("holderIdentity"):
-                    continue
-                lock.update(obj, {**(record or {}), "holderIdentity": "", "leaseDurationSeconds": 1})
-                released = f"{ns}/{name}"
-            return released
+            return f"{ns}/{name}" if release_locks(locks_for(kube, cfg)) else ""
         except Exception:
-            return released  # no lease, or the apiserver is down too: the new process waits the lease out
+            return ""  # no lease, or the apiserver is down too: the new process waits the lease out
         finally:
             kube.close()
 

@@ -146,11 +146,10 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str], what: str, timeout: flo
         if p.returncode == 0:
             return p.stdout
         err = (p.stderr or p.stdout).strip()
-        if say is None or attempt == len(RETRIES) or not TRANSIENT_FETCH.search(err):
-            raise BuildError(f"{what} failed (exit {p.returncode}):\n{err[-6000:]}")
         refused = TRANSIENT_FETCH.search(err)
-        say(f"  {what}: a fetch was refused ({refused.group(0)[:160] if refused else ''}); "
-            f"retrying in {RETRIES[attempt]:.0f}s")
+        if say is None or attempt == len(RETRIES) or refused is None:
+            raise BuildError(f"{what} failed (exit {p.returncode}):\n{err[-6000:]}")
+        say(f"  {what}: a fetch was refused ({refused.group(0)[:160]}); retrying in {RETRIES[attempt]:.0f}s")
         time.sleep(RETRIES[attempt])
     raise AssertionError("unreachable")
 

@@ -115,6 +115,20 @@ def locks_for(kube: Kube, cfg: LeaderElection) -> list[_Lock]:
     return [_Lock(kube, k, cfg.resource_namespace, cfg.resource_name) for k in kinds[cfg.resource_lock]]
 
 
+def release_locks(locks: list[_Lock], holder: str | None = None) -> bool:
+    """Give up each lock that is held (by ``holder`` only, when given): no holder and a 1 s duration,
+    so the next candidate takes it at once. True when one was released."""
+    released = False
+    for lock in locks:
+        record, obj = lock.get()
+        current = (record or {}).get("holderIdentity")
+        if obj is None or not current or (holder is not None and current != holder):
+            continue
+        lock.update(obj, {**(record or {}), "holderIdentity": "", "leaseDurationSeconds": 1})
+        released = True
+    return released
+
+
 class LeaderElector:
     def __init__(self, kube: Kube, cfg: LeaderElection, on_started: Callable[[], None],
                  on_stopped: Callable[[], None], identity: str | None = None) -> None:
@@ -123,7 +137,6 @@ class LeaderElector:
         self.identity = identity or default_identity()
         self.on_started, self.on_stopped = on_started, on_stopped
         self.locks = locks_for(kube, cfg)
-        self.path = self.locks[0].path
         self.is_leader = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -220,11 +233,7 @@ class LeaderElector:
     def _release(self) -> None:
         """Give the lease up on a clean stop (ReleaseOnCancel), so a standby takes over at once."""
         try:
-            for lock in self.locks:
-                record, obj = lock.get()
-                if obj is None or (record or {}).get("holderIdentity") != self.identity:
-                    continue
-                lock.update(obj, {**(record or {}), "holderIdentity": "", "leaseDurationSeconds": 1})
+            release_locks(self.locks, self.identity)
         except Exception as e:
             log.debug("release lease: %s", e)
         self.is_leader = False
