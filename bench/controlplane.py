@@ -2,13 +2,17 @@
 
     python bench/controlplane.py                    # builds in the cache, warm `up` real vs emulated
     python bench/controlplane.py --minor 1.33 --scheduling 100,1000 --pods 300
+    python bench/controlplane.py --minor 1.35 --scheduling 100,1000 --extender binpack,spread
     python bench/controlplane.py --cell             # also one NVIDIA conformance cell on each
 
 Reported: each cached build's cold build time (as recorded when it was built: ``manifest.json``) and
 binary sizes; the wall time of ``testbed up --detach`` with two executed nodes, real and emulated, on
 a kept data dir (warm: the second start); pods/s bound by each control plane's default scheduler on N
-simulated nodes; with ``--cell``, the wall time of ``hami-conformance run`` on each. Timings on a shared
-2-core machine are inflated by other load: compare the ratios. The last line is one JSON object.
+simulated nodes; with ``--extender POLICIES``, pods/s bound through the HAMi scheduler (the chart's
+kube-scheduler of the minor with the HAMi extender) on N simulated GPU nodes under each node policy
+(``bench/hami_scheduling.py``); with ``--cell``, the wall time of ``hami-conformance run`` on each.
+Timings on a shared 2-core machine are inflated by other load: compare the ratios. The last line is
+one JSON object.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+import hami_scheduling  # noqa: E402  (bench/ is on sys.path when this file runs)
 
 from testbed.controlplane.build import find  # noqa: E402
 from testbed.controlplane.releases import MINORS  # noqa: E402
@@ -119,6 +125,11 @@ def main() -> int:
     p.add_argument("--minor", default="1.33")
     p.add_argument("--scheduling", default="", help="simulated node counts, e.g. 100,1000 (empty: skip)")
     p.add_argument("--pods", type=int, default=300)
+    p.add_argument("--extender", default="",
+                   help="node policies (binpack,spread) to measure pods/s through the HAMi extender at each "
+                        "--scheduling size instead of the default scheduler")
+    p.add_argument("--binpack-pods", type=int, default=60,
+                   help="pods per binpack run (its binds wait for each other's node lock: slow)")
     p.add_argument("--cell", action="store_true", help="also time one NVIDIA conformance cell on each")
     args = p.parse_args()
     result: dict[str, Any] = {"builds": builds(), "minor": args.minor}
@@ -135,8 +146,17 @@ def main() -> int:
         for mode in ("real", "emulated"):
             result[f"up_{mode}"] = up_time(args.minor, mode, inv, tmp)
             print(f"up {mode}: {result[f'up_{mode}']}", file=sys.stderr, flush=True)
+        policies = [x for x in args.extender.split(",") if x]
         for n in [int(x) for x in args.scheduling.split(",") if x]:
             for mode in ("real", "emulated"):
+                for policy in policies:
+                    pods = args.binpack_pods if policy == "binpack" else args.pods
+                    r = hami_scheduling.measure(args.minor, mode, n, pods, tmp, policy=policy)
+                    result[f"hami_pods_per_s_{mode}_{n}_nodes_{policy}"] = r["pods_per_s"]
+                    result.setdefault("hami_runs", []).append(r | {"nodes": n})
+                    print(f"HAMi scheduling {mode} {n} nodes {policy}: {r}", file=sys.stderr, flush=True)
+                if policies:
+                    continue
                 result[f"pods_per_s_{mode}_{n}_nodes"] = scheduling(args.minor, mode, n, args.pods, tmp)
                 print(f"scheduling {mode} {n} nodes: {result[f'pods_per_s_{mode}_{n}_nodes']}/s",
                       file=sys.stderr, flush=True)

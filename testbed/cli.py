@@ -227,6 +227,22 @@ async def _wait_nodes_ready(kube: Any, components: ComponentSet, expected: int,
         await asyncio.sleep(0.2)
 
 
+def _no_profile(k8s: str, e: Exception) -> str:
+    """The error for a minor without an emulated profile; a minor the real control plane builds says how."""
+    from .controlplane.hook import RealControlPlaneError, parse_minor
+    from .controlplane.releases import MINORS as REAL_MINORS
+
+    try:
+        minor = parse_minor(k8s)
+    except RealControlPlaneError:
+        return str(e)
+    if minor not in REAL_MINORS:
+        return str(e)
+    return (f"Kubernetes 1.{minor} has no emulated control plane (its profiles cover 1.18 to 1.35); it runs "
+            f"only on the real one: `python -m testbed.controlplane build 1.{minor}`, then "
+            "`--control-plane real`")
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from .apiserver.versions import UnknownMinor, profile
     from .controlplane.hook import RealControlPlaneError, decide
@@ -239,7 +255,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         args.k8s_minor = profile(args.k8s).minor
     except UnknownMinor as e:
         if args.real_build is None:
-            raise CLIError(str(e), code=2) from e
+            raise CLIError(_no_profile(args.k8s, e), code=2) from e
         args.k8s_minor = args.real_build.release.minor  # a real minor newer than the emulated profiles
     data_dir = _prepare_data_dir(Path(args.data_dir))
     args.node_inventory = None

@@ -278,7 +278,8 @@ class TestbedBackend:
             nodes = sorted({n for names in emulated.values() for n in names})
             self._wait_registered(info, nodes, opts.timeout)
             info.timings["register_s"] = round(time.monotonic() - t, 3)
-            info.system = system_facts(chart_set, data_dir)
+            # added to what `_up` recorded (the control plane and its binaries), not in its place
+            info.system.update(system_facts(chart_set, data_dir))
             kube = preflight.connect(info.kubeconfig)
             try:
                 version, vendors = preflight.check(

@@ -137,8 +137,8 @@ def test_the_working_tree_is_described(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(helm_path() is None, reason=helm_skip_reason())
 def test_a_run_filtered_to_one_case_is_incomplete_everywhere(tmp_path: Path) -> None:
-    proc = _cli("run", "--k8s", "1.33", "--out", str(tmp_path / "out"), "--", "-k", "test_fit_and_bind",
-                timeout=600)
+    proc = _cli("run", "--k8s", "1.33", "--control-plane", "emulated", "--out", str(tmp_path / "out"), "--",
+                "-k", "test_fit_and_bind", timeout=600)
     assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "INCOMPLETE" in proc.stdout and "PASS" not in proc.stdout.replace("passed", "")
     (run_dir,) = list((tmp_path / "out").iterdir())
@@ -153,6 +153,7 @@ def test_a_run_filtered_to_one_case_is_incomplete_everywhere(tmp_path: Path) -> 
     assert sut["commit"] == project_commit(REPO) and isinstance(sut["dirty"], bool)
     assert len(sut["chartValuesSha256"]) == 64 and "*/hami:*" in sut["imageDigests"]
     assert len(sut["shimSha256"]) == 64 and sut["shimInstalled"]  # the libvgpu.so the nodes use
+    assert sut["controlPlane"] == {"controlPlane": "emulated"}  # as asked
     verify = _cli("verify", str(run_dir / "bundle"))
     assert verify.returncode == 0 and "verdict INCOMPLETE" in verify.stdout, verify.stdout + verify.stderr
 

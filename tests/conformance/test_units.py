@@ -57,7 +57,7 @@ def test_every_suite_rule_is_in_the_nvidia_profile_and_back() -> None:
 
 def test_profile_requirements_and_range() -> None:
     prof = profiles.load_profile("nvidia")
-    assert prof.version == "1.5.0" and prof.minor_list()[0] == "1.18" and prof.minor_list()[-1] == "1.35"
+    assert prof.version == "1.6.0" and prof.minor_list()[0] == "1.18" and prof.minor_list()[-1] == "1.37"
     # the compute limiter and the monitor are part of the NVIDIA certification
     assert prof.requirement("ENF-CORE-1", "1.33") == "required"
     assert prof.requirement("MET-MON-1", "1.18") == "required"
@@ -195,10 +195,12 @@ def test_vendor_discovery_from_annotations_and_capacity() -> None:
 
 def test_minor_checks() -> None:
     assert check_minor("v1.25.3") == "1.25" and check_minor("1.18") == "1.18"
+    assert check_minor("v1.36.5") == "1.36"  # only a real control plane has it
     with pytest.raises(
-        BackendError, match=r'unknown Kubernetes minor "1\.36": supported minors are 1\.18 to 1\.35'
+        BackendError,
+        match=r'unknown Kubernetes minor "1\.38": supported minors are 1\.18 to 1\.35, and 1\.36, 1\.37 on a real',
     ):
-        check_minor("1.36")
+        check_minor("1.38")
 
 
 def test_k3s_pieces_without_an_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -69,6 +69,29 @@ def test_testbed_up_real_without_a_build_exits_4_and_starts_nothing(cache: Path,
     assert not data.exists()
 
 
+def test_a_real_only_minor_on_the_emulated_control_plane_says_how_to_run_it(cache: Path, tmp_path: Path):
+    data = tmp_path / "data"
+    p = subprocess.run([sys.executable, "-m", "testbed", "up", "--k8s", "1.36", "--control-plane", "auto",
+                        "--data-dir", str(data), "--port", "0"],
+                       capture_output=True, text=True, timeout=60, cwd=REPO, env={**os.environ})
+    assert p.returncode == 2, p.stderr
+    assert "1.36 has no emulated control plane" in p.stderr
+    assert "python -m testbed.controlplane build 1.36" in p.stderr and "--control-plane real" in p.stderr
+    assert not data.exists()
+    p = subprocess.run([sys.executable, "-m", "testbed", "up", "--k8s", "1.99", "--data-dir", str(data)],
+                       capture_output=True, text=True, timeout=60, cwd=REPO, env={**os.environ})
+    assert p.returncode == 2 and 'unknown Kubernetes minor "1.99"' in p.stderr, p.stderr
+
+
+def test_the_harness_accepts_exactly_the_minors_only_the_real_control_plane_has():
+    from conformance.backends import MINORS, REAL_ONLY_MINORS
+    from testbed.apiserver.versions import MINORS as EMULATED
+    from testbed.controlplane.releases import MINORS as REAL
+
+    assert MINORS == tuple(f"1.{m}" for m in EMULATED)
+    assert REAL_ONLY_MINORS == tuple(f"1.{m}" for m in REAL if m not in EMULATED)
+
+
 def test_a_failed_build_shows_the_go_error_and_leaves_no_entry(cache: Path, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch):
     fake = tmp_path / "fakebin"
