@@ -227,25 +227,33 @@ def build(release: Release, *, parallel: int | None = None, force: bool = False,
         if have is not None and not force:
             say(f"{release.version}: already built in {have.path}")
             return have
-        root = k8s_cache()
-        tmp = root / f".tmp-{release.version}-{os.getpid()}"
+        final = entry_path(release)
+        built = fill_entry(final, lambda tmp: _build_into(release, tmp, parallel, say, timeout))
+        say(f"{release.version}: built in {built['buildSeconds']:.0f}s -> {final}")
+        return Built(release, final, built)
+
+
+def fill_entry(final: Path, fill: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+    """Build into a fresh temporary directory beside ``final`` (with ``module/`` and ``bin/``), then put
+    it in ``final``'s place: a failed build leaves no half-written entry. Returns what ``fill`` returns
+    (the manifest). The caller holds the build lock, so leftovers of a killed builder are removed."""
+    root = final.parent
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{final.name}-{os.getpid()}"
+    for stale in [tmp, *root.glob(f".tmp-{final.name}-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
+    (tmp / "module").mkdir(parents=True)
+    (tmp / "bin").mkdir()
+    try:
+        manifest = fill(tmp)
+        if final.exists():
+            old = root / f".old-{final.name}-{os.getpid()}"
+            final.rename(old)
+            shutil.rmtree(old, ignore_errors=True)
+        tmp.rename(final)
+        return manifest
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        for stale in root.glob(f".tmp-{release.version}-*"):  # a builder killed mid-way (we hold the lock)
-            shutil.rmtree(stale, ignore_errors=True)
-        (tmp / "module").mkdir(parents=True)
-        (tmp / "bin").mkdir()
-        try:
-            built = _build_into(release, tmp, parallel, say, timeout)
-            final = entry_path(release)
-            if final.exists():
-                old = root / f".old-{release.version}-{os.getpid()}"
-                final.rename(old)
-                shutil.rmtree(old, ignore_errors=True)
-            tmp.rename(final)
-            say(f"{release.version}: built in {built['buildSeconds']:.0f}s -> {final}")
-            return Built(release, final, built)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _build_into(release: Release, tmp: Path, parallel: int | None, say: Callable[[str], None],

@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..streams import splice
+
 log = logging.getLogger("testbed.controlplane.egress")
 _TTL = 1.0
 
@@ -100,17 +102,6 @@ def _target_port(pod: dict[str, Any], target: Any) -> int:
     return 0
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, OSError):
-        pass
-    finally:
-        with contextlib.suppress(Exception):
-            writer.close()
-
 
 async def _handle(resolver: Resolver, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
@@ -130,7 +121,7 @@ async def _handle(resolver: Resolver, reader: asyncio.StreamReader, writer: asyn
         return
     writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
     await writer.drain()
-    await asyncio.gather(_pipe(reader, up_w), _pipe(up_r, writer))
+    await splice((reader, writer), (up_r, up_w))
 
 
 async def serve(kubeconfig: str, socket_path: str, service_cidr: str) -> None:

@@ -30,6 +30,7 @@ from testbed.controlplane.build import (
     _run,
     _sha256,
     build_lock,
+    fill_entry,
     local_go_version,
     upstream_gomod,
 )
@@ -108,25 +109,10 @@ def build(release: Release, *, parallel: int | None = 1, force: bool = False, ou
         if have is not None and not force:
             say(f"{release.version}: kubelet already built in {have.path}")
             return have
-        root = kubelet_cache()
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = root / f".tmp-{release.version}-{os.getpid()}"
-        for stale in root.glob(f".tmp-{release.version}-*"):  # a builder killed mid-way (we hold the lock)
-            shutil.rmtree(stale, ignore_errors=True)
-        (tmp / "module").mkdir(parents=True)
-        (tmp / "bin").mkdir()
-        try:
-            manifest = _build_into(release, tmp, parallel, say, timeout)
-            final = entry_path(release)
-            if final.exists():
-                old = root / f".old-{release.version}-{os.getpid()}"
-                final.rename(old)
-                shutil.rmtree(old, ignore_errors=True)
-            tmp.rename(final)
-            say(f"{release.version}: kubelet built in {manifest['buildSeconds']:.0f}s -> {final}")
-            return BuiltKubelet(release, final, manifest)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        final = entry_path(release)
+        manifest = fill_entry(final, lambda tmp: _build_into(release, tmp, parallel, say, timeout))
+        say(f"{release.version}: kubelet built in {manifest['buildSeconds']:.0f}s -> {final}")
+        return BuiltKubelet(release, final, manifest)
 
 
 def _build_into(release: Release, tmp: Path, parallel: int | None, say: Any,

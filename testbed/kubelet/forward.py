@@ -16,6 +16,8 @@ import os
 import socket
 import sys
 
+from testbed.streams import splice
+
 CLONE_NEWNET = 0x40000000
 
 
@@ -46,17 +48,6 @@ def listen_in(netns: str, host: str, port: int) -> socket.socket:
     return s
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, OSError):
-        pass
-    finally:
-        with contextlib.suppress(Exception):
-            writer.close()
-
 
 async def serve(sock: socket.socket, to_host: str, to_port: int) -> None:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -65,7 +56,7 @@ async def serve(sock: socket.socket, to_host: str, to_port: int) -> None:
         except (OSError, TimeoutError):
             writer.close()
             return
-        await asyncio.gather(_pipe(reader, up_w), _pipe(up_r, writer))
+        await splice((reader, writer), (up_r, up_w))
 
     server = await asyncio.start_server(handle, sock=sock)
     async with server:

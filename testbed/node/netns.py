@@ -35,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..streams import splice
 from .podips import default_allocator
 
 log = logging.getLogger("testbed.node.netns")
@@ -138,17 +139,6 @@ def connect(path: str | None, host: str, port: int, timeout: float) -> socket.so
     return s
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, OSError):
-        pass
-    finally:
-        with contextlib.suppress(Exception):
-            writer.close()
-
 
 class Forwarder:
     """TCP forwarding between namespaces, on the agent's event loop."""
@@ -192,7 +182,7 @@ class Forwarder:
             except OSError:
                 writer.close()
                 return
-            await asyncio.gather(_pipe(reader, uw), _pipe(ur, writer))
+            await splice((reader, writer), (ur, uw))
 
         async def start() -> asyncio.base_events.Server:
             server = await asyncio.start_server(handle, sock=sock)
