@@ -117,10 +117,7 @@ def is_zombie(pid: int) -> bool:
 def reap_orphans(keep: set[int]) -> None:
     """Collect exited children that are not ours to wait for (re-parented pod processes)."""
     me = os.getpid()
-    for pid, ppid in _ppid_map().items():
-        if ppid == me and pid not in keep and is_zombie(pid):
-            with contextlib.suppress(ChildProcessError, OSError):
-                os.waitpid(pid, os.WNOHANG)
+    _reap([pid for pid, ppid in _ppid_map().items() if ppid == me and pid not in keep])
 
 
 def _live(pids: set[int]) -> list[int]:
