@@ -105,7 +105,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--hami-namespace", default="hami-system")
     r.add_argument("--signing-key", help="Ed25519 private key (PEM) to sign each bundle")
     r.add_argument("--out", default=str(REPO / "reports" / "out"), help="parent of the per-run folders")
-    r.add_argument("--workers", default="0", help="pytest-xdist workers per cell (default 0: serial)")
+    r.add_argument("--workers", default="0",
+                   help="pytest-xdist workers per cell (default 0: serial); on the testbed each worker "
+                        "gets a cluster of its own")
     r.add_argument("--keep-cluster", action="store_true")
     r.add_argument("--chart-set", action="append", default=[], metavar="KEY=VALUE")
     r.add_argument(

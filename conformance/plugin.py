@@ -8,7 +8,10 @@ exit code 4, and leaves no run directory or bundle behind.
 
 With pytest-xdist the controller provisions the cluster and owns the run writer; workers receive
 the cluster description through ``workerinput`` and send their reports back, so there is one
-cluster and one writer per session. Each test gets its own namespace.
+writer per session. Each test gets its own namespace. On the testbed backend each worker gets a
+cluster of its own (provisioned at once by the controller, identical by construction): cases that
+fill a GPU or a node would otherwise meet another worker's pods, placed by the scheduler where the
+harness cannot keep them apart. An existing cluster (kubeconfig, k3s) is shared by the workers.
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ class HarnessState:
         self.profile = profile  # a Profile, or a CombinedProfile for several vendors
         self.vendors = vendors or [opts.vendor]
         self.cluster: ClusterInfo | None = None
+        self.worker_clusters: list[ClusterInfo] = []  # testbed with xdist: one per worker, [0] is cluster
+        self.identities: dict[str, Any] = {}  # what the workers' clusters were checked to share
         self.skip_reason = ""
         self.run_dir: Path | None = None
         self.out_dir: Path | None = None
@@ -290,11 +295,55 @@ class _XdistHooks:
         self.state = state
 
     def pytest_configure_node(self, node: Any) -> None:
-        if self.state.cluster is not None:
+        clusters = self.state.worker_clusters
+        if clusters:
+            node.workerinput[WORKER_KEY] = clusters[_worker_index(node) % len(clusters)].to_json()
+        elif self.state.cluster is not None:
             node.workerinput[WORKER_KEY] = self.state.cluster.to_json()
         node.workerinput["hami_conformance_skip"] = self.state.skip_reason
         if self.state.run_dir is not None:
             node.workerinput[WORKER_RUN_DIR] = str(self.state.run_dir)
+
+
+def _worker_index(node: Any) -> int:
+    """xdist's worker number (gateway ids are ``gw0``, ``gw1``, ...)."""
+    gid = str(getattr(getattr(node, "gateway", None), "id", "gw0"))
+    return int(gid[2:]) if gid[2:].isdigit() else 0
+
+
+def _workers(config: pytest.Config) -> int:
+    """How many xdist workers the session starts (0 without xdist or with ``--dist no``)."""
+    if not config.pluginmanager.hasplugin("xdist") or config.getoption("dist", "no") == "no":
+        return 0
+    n = config.getoption("numprocesses", 0)
+    return n if isinstance(n, int) else 0
+
+
+def _provision_workers(config: pytest.Config, state: HarnessState, backend: Any, n: int) -> None:
+    """``n`` clusters at once, one per worker; all torn down if any fails."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _progress(config, f"hami-conformance: provisioning {n} {state.opts.cluster} clusters, one per worker")
+    with ThreadPoolExecutor(n) as pool:
+        futures = [pool.submit(backend.provision, state.opts) for _ in range(n)]
+        done: list[ClusterInfo] = []
+        errors: list[BaseException] = []
+        for f in futures:
+            try:
+                done.append(f.result())
+            except BaseException as e:  # each failure is kept; the first is raised below
+                errors.append(e)
+    try:
+        if errors:
+            raise errors[0]
+        state.identities = _cluster_identities(done)
+    except BaseException:
+        for c in done:
+            if not state.opts.keep_cluster:
+                backend.teardown(c)
+        raise
+    state.worker_clusters = done
+    state.cluster = done[0]
 
 
 def _state(config: pytest.Config) -> HarnessState | None:
@@ -323,7 +372,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             f"hami-conformance: provisioning the {opts.cluster} backend "
             f"({opts.vendor}, {opts.k8s_version if opts.cluster != 'kubeconfig' else 'existing cluster'})",
         )
-        state.cluster = backend.provision(opts)
+        workers = _workers(config)
+        if workers > 1 and opts.cluster == "testbed":
+            _provision_workers(config, state, backend, workers)
+        else:
+            state.cluster = backend.provision(opts)
     except BackendUnavailable as e:
         state.skip_reason = f"{opts.cluster} backend unavailable: {e}"
         _progress(config, f"hami-conformance: {state.skip_reason}; the suites are skipped")
@@ -366,6 +419,8 @@ def _start_recording(config: pytest.Config, state: HarnessState) -> None:
         required_rules=state.profile.required_rules(cluster.minor),
         system_under_test=system_under_test(REPO, cluster.system, cluster.chart_values),
     )
+    if state.identities:
+        meta.system_under_test["clusters"] = state.identities
     writer = RunWriter(state.run_dir, meta)
     kube = Kube.from_config(cluster.kubeconfig, user_agent="hami-conformance")
     try:
@@ -389,6 +444,19 @@ def _start_recording(config: pytest.Config, state: HarnessState) -> None:
     target = Path(allure_dir) if allure_dir else state.out_dir / "allure-results"  # type: ignore[operator]
     allure_files.write_environment(target, env, meta)
     allure_files.write_categories(target)
+
+
+def _cluster_identities(clusters: list[ClusterInfo]) -> dict[str, Any]:
+    """The workers' clusters, and whether they are the same system: what identifies a cluster's stack
+    and control plane must be equal in all (a run on differing clusters is refused)."""
+    keys = ("chartValuesSha256", "imageDigests", "shimSha256", "controlPlane")
+    first = {k: clusters[0].system.get(k) for k in keys}
+    for c in clusters[1:]:
+        other = {k: c.system.get(k) for k in keys}
+        if other != first or c.git_version != clusters[0].git_version:
+            differ = sorted(k for k in keys if other[k] != first[k]) or ["gitVersion"]
+            raise BackendError(f"the workers' clusters are not the same system ({', '.join(differ)} differ)")
+    return {"count": len(clusters), "identical": [*sorted(keys), "gitVersion"]}
 
 
 def _has_allure(config: pytest.Config) -> bool:
@@ -534,10 +602,18 @@ def _teardown(state: HarnessState) -> None:
         return
     if state.opts.keep_cluster:
         return
+    clusters = state.worker_clusters or [state.cluster]
     try:
-        state.backend.teardown(state.cluster)
+        if len(clusters) == 1:
+            state.backend.teardown(clusters[0])
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(len(clusters)) as pool:
+                list(pool.map(state.backend.teardown, clusters))
     finally:
         state.cluster = None
+        state.worker_clusters = []
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -545,7 +621,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if state is None or hasattr(config, "workerinput"):
         return
     if state.cluster is not None and state.opts.keep_cluster:
-        terminalreporter.write_line(f"hami-conformance: cluster kept; kubeconfig {state.cluster.kubeconfig}")
+        for c in state.worker_clusters or [state.cluster]:
+            terminalreporter.write_line(f"hami-conformance: cluster kept; kubeconfig {c.kubeconfig}")
 
 
 # --- collection: identity, profile, vendor selection -------------------------------------------

@@ -259,3 +259,32 @@ def test_probe_load_counts_kernel_time_not_throttled_launch_time(tmp_path: Path)
         assert load["busy_ms"] > load["launches"] * 20 * 1.5  # type: ignore[index]
     finally:
         st.close()
+
+
+def test_each_xdist_worker_gets_its_own_identical_cluster() -> None:
+    from types import SimpleNamespace
+
+    from conformance import plugin
+    from conformance.backends import BackendError, ClusterInfo, Options
+
+    def cluster(kubeconfig: str, **system: object) -> ClusterInfo:
+        return ClusterInfo(backend="testbed", kubeconfig=kubeconfig, minor="1.33", git_version="v1.33.2",
+                           hami_namespace="hami-system", scheduler_name="hami-scheduler",
+                           system={"chartValuesSha256": "a", "shimSha256": "b", "imageDigests": {"x": "c"},
+                                   "controlPlane": {"controlPlane": "emulated"}, **system})
+
+    a, b = cluster("/a"), cluster("/b")
+    assert plugin._cluster_identities([a, b])["count"] == 2
+    with pytest.raises(BackendError, match=r"not the same system \(shimSha256 differ\)"):
+        plugin._cluster_identities([a, cluster("/c", shimSha256="other")])
+    with pytest.raises(BackendError, match=r"controlPlane differ"):
+        plugin._cluster_identities([a, cluster("/c", controlPlane={"controlPlane": "real"})])
+    state = plugin.HarnessState(Options(), profile=None)
+    state.worker_clusters = [a, b]
+    hooks = plugin._XdistHooks(state)
+    given = {}
+    for gid in ("gw0", "gw1", "gw2"):
+        node = SimpleNamespace(gateway=SimpleNamespace(id=gid), workerinput={})
+        hooks.pytest_configure_node(node)
+        given[gid] = ClusterInfo.from_json(node.workerinput[plugin.WORKER_KEY]).kubeconfig
+    assert given == {"gw0": "/a", "gw1": "/b", "gw2": "/a"}
