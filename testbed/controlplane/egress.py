@@ -102,7 +102,6 @@ def _target_port(pod: dict[str, Any], target: Any) -> int:
     return 0
 
 
-
 async def _handle(resolver: Resolver, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)

@@ -48,7 +48,6 @@ def listen_in(netns: str, host: str, port: int) -> socket.socket:
     return s
 
 
-
 async def serve(sock: socket.socket, to_host: str, to_port: int) -> None:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

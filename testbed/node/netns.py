@@ -139,7 +139,6 @@ def connect(path: str | None, host: str, port: int, timeout: float) -> socket.so
     return s
 
 
-
 class Forwarder:
     """TCP forwarding between namespaces, on the agent's event loop."""
 
