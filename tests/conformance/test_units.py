@@ -198,7 +198,7 @@ def test_minor_checks() -> None:
     assert check_minor("v1.36.5") == "1.36"  # only a real control plane has it
     with pytest.raises(
         BackendError,
-        match=r'unknown Kubernetes minor "1\.38": supported minors are 1\.18 to 1\.35, and 1\.36, 1\.37 on a real',
+        match=r'unknown Kubernetes minor "1\.38": supported minors are 1\.18 to 1\.35, and 1\.36, 1\.37 on',
     ):
         check_minor("1.38")
 

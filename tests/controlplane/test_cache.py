@@ -88,8 +88,8 @@ def test_the_harness_accepts_exactly_the_minors_only_the_real_control_plane_has(
     from testbed.apiserver.versions import MINORS as EMULATED
     from testbed.controlplane.releases import MINORS as REAL
 
-    assert MINORS == tuple(f"1.{m}" for m in EMULATED)
-    assert REAL_ONLY_MINORS == tuple(f"1.{m}" for m in REAL if m not in EMULATED)
+    assert tuple(f"1.{m}" for m in EMULATED) == MINORS
+    assert tuple(f"1.{m}" for m in REAL if m not in EMULATED) == REAL_ONLY_MINORS
 
 
 def test_a_failed_build_shows_the_go_error_and_leaves_no_entry(cache: Path, tmp_path: Path,

@@ -70,7 +70,8 @@ def test_the_stand_in_answers_handshakes_and_ends_allocation_like_the_plugin(kub
     lock = f"2026-12-03T07:00:00Z,{hs.NAMESPACE},g1"
     kube.create("/api/v1/nodes", {"metadata": {
         "name": "sim-0000", "labels": {hs.SIM_LABEL: "true"},
-        "annotations": {ann.NVIDIA_KEYS.handshake: requesting(dt.datetime.now(dt.UTC)), ann.NODE_LOCK: lock}}})
+        "annotations": {ann.NVIDIA_KEYS.handshake: requesting(dt.datetime.now(dt.UTC)),
+                        ann.NODE_LOCK: lock}}})
     kube.create("/api/v1/nodes", {"metadata": {"name": "other", "annotations": {ann.NODE_LOCK: "x,y,z"}}})
     stand_in = hs.PluginStandIn(kube, kube).start()
     try:
