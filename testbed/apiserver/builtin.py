@@ -100,10 +100,14 @@ class BuiltIns:
             )
         defaults.default_pod_priority(self.profile, obj, pc)
 
-    def before_store(self, t: Target, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+    def before_store(
+        self, t: Target, obj: dict[str, Any], old: dict[str, Any] | None, dry_run: bool = False
+    ) -> None:
         if t.rtype.store_key == "services" and old is None:
             spec = obj.setdefault("spec", {})
-            if spec.get("type", "ClusterIP") != "ExternalName" and not spec.get("clusterIP"):
+            if dry_run and self.profile.minor <= 22:
+                pass  # up to 1.22 a dry-run create allocates no cluster IP (measured on 1.18-1.22)
+            elif spec.get("type", "ClusterIP") != "ExternalName" and not spec.get("clusterIP"):
                 spec["clusterIP"] = self._allocate_ip()
                 spec["clusterIPs"] = [spec["clusterIP"]]
             elif spec.get("clusterIP") and spec["clusterIP"] != "None":

@@ -7,6 +7,7 @@ storage version). Most kinds have identical shapes across the versions served in
 
 from __future__ import annotations
 
+import base64
 import copy
 from typing import Any
 
@@ -32,7 +33,25 @@ def to_storage(group: str, version: str, kind: str, obj: dict[str, Any]) -> dict
         if "related" in out:
             out["related"] = out.pop("related")
         out["apiVersion"] = "v1"
+    elif group == "" and kind == "Secret":
+        merge_string_data(out)
     return out
+
+
+def merge_string_data(secret: dict[str, Any]) -> None:
+    """A Secret's write-only ``stringData``, as the real server stores it (in place): each entry
+    base64-encoded into ``data`` (replacing an entry of the same key there), ``stringData`` dropped."""
+    string_data = secret.get("stringData")
+    if "stringData" not in secret:
+        return
+    del secret["stringData"]
+    if not isinstance(string_data, dict) or not string_data:
+        return
+    data = dict(secret.get("data") or {})
+    for key, value in string_data.items():
+        text = "" if value is None else value if isinstance(value, str) else str(value)
+        data[key] = base64.b64encode(text.encode()).decode()
+    secret["data"] = data
 
 
 def from_storage(group: str, version: str, kind: str, obj: dict[str, Any]) -> dict[str, Any]:

@@ -325,7 +325,7 @@ def _daemon_set(p: VersionProfile, obj: Obj) -> None:
     if strategy["type"] == "RollingUpdate":
         ru = _d(strategy, "rollingUpdate")
         _set(ru, "maxUnavailable", 1)
-        if p.minor >= 22:
+        if p.minor >= 21:  # measured: 0 on 1.21 (DaemonSetUpdateSurge alpha), absent on 1.20
             _set(ru, "maxSurge", 0)
     _set(spec, "revisionHistoryLimit", 10)
     _template(p, spec)
@@ -404,6 +404,17 @@ def _job(p: VersionProfile, obj: Obj, create: bool | None) -> None:
     spec = _d(obj, "spec")
     if create is not False:
         _job_selector(p, obj)
+    if create and 25 <= p.minor <= 27:
+        # the apiserver marks every new Job as tracked with finalizers on 1.25-1.27 (measured: not
+        # on 1.24 nor 1.28)
+        meta = _d(obj, "metadata")
+        meta["annotations"] = {**(meta.get("annotations") or {}), "batch.kubernetes.io/job-tracking": ""}
+    if p.minor <= 21:
+        # SuspendJob is alpha (off) on 1.21 and absent before: the field is dropped (measured on 1.18-1.21)
+        spec.pop("suspend", None)
+    if p.minor >= 29:
+        # batch/v1 Job defaulting writes manualSelector: false from 1.29 (measured: absent on 1.28)
+        _set(spec, "manualSelector", False)
     _job_spec(p, spec)
     labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels")
     meta = _d(obj, "metadata")

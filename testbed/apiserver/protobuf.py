@@ -446,8 +446,16 @@ def decode(raw: bytes, minor: int | None = None) -> dict[str, Any]:
         raise APIError(400, "BadRequest", f"unable to decode {MEDIA_TYPE} body: {e}") from e
 
 
+# Times Go's JSON writes as null when unset (non-pointer metav1.Time / MicroTime fields), for the
+# kinds where the answer shows them: a core/v1 Event's, on every minor 1.18-1.35 (measured).
+_NULL_TIMES = {("v1", "Event"): ("firstTimestamp", "lastTimestamp", "eventTime")}
+
+
 def fill_always(obj: dict[str, Any], minor: int) -> None:
-    """The zero-valued fields Go's JSON always writes, added where missing (no-op without a schema)."""
+    """The zero-valued fields Go's JSON always writes, added where missing (the schema's part is a
+    no-op without a schema)."""
+    for name in _NULL_TIMES.get((obj.get("apiVersion", ""), obj.get("kind", "")), ()):
+        obj.setdefault(name, None)
     sch = schema(minor)
     if sch is not None:
         sch.fill_always(obj)

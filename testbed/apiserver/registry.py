@@ -28,23 +28,12 @@ from .webhooks import AdmissionRequestInfo, WebhookDispatcher
 if TYPE_CHECKING:
     from .builtin import BuiltIns
 
+# Kinds whose default deletion propagation is to orphan their dependents (batch/v1 Job, core/v1
+# ReplicationController): the real server adds the ``orphan`` finalizer when a DELETE names no policy.
+_ORPHAN_BY_DEFAULT = {("batch", "jobs"), ("", "replicationcontrollers")}
+
 PATCH_RETRY_S = 60.0  # kube-apiserver's default --request-timeout bounds a patch's retries
 SYSTEM_USER = UserInfo(name="system:apiserver", groups=("system:masters",))
-
-# Kinds whose spec changes bump metadata.generation (those with a spec, like the real strategies).
-_NO_GENERATION = {
-    "Pod",
-    "Event",
-    "ConfigMap",
-    "Secret",
-    "Endpoints",
-    "ServiceAccount",
-    "Lease",
-    "Namespace",
-    "Node",
-    "Service",
-    "Binding",
-}
 
 AfterWrite = Callable[
     [str, ResourceType, dict[str, Any] | None, dict[str, Any] | None], Awaitable[None] | None
@@ -210,11 +199,19 @@ class Registry:
         # Objects are validated in their stored form; events are stored in the core shape.
         # Other kinds are validated by the rules of the version the client spoke (webhook configurations
         # differ between admissionregistration v1beta1 and v1).
+        name_fn = None
         if t.rtype.store_key == "events":
             group, seen = "", obj
+            if t.group != "events.k8s.io" or t.version == "v1beta1":
+                name_fn = validation.name_any  # legacy event validation: no name format
         else:
             group, seen = t.group, {**obj, "apiVersion": t.api_version}
-        causes = validation.validate_object(group, t.kind, seen, namespaced=t.rtype.namespaced, old=old)
+        if t.group == "apps" and t.kind == "StatefulSet" and self.profile.minor >= 27:
+            # a StatefulSet's name is a DNS label from 1.27 (a subdomain before; measured)
+            name_fn = validation.name_is_dns_label
+        causes = validation.validate_object(
+            group, t.kind, seen, namespaced=t.rtype.namespaced, old=old, name_fn=name_fn
+        )
         if causes:
             raise errors.invalid(t.group, t.kind, obj["metadata"].get("name", ""), causes)
 
@@ -281,9 +278,11 @@ class Registry:
             meta.pop(k, None)
         meta["uid"] = new_uid()
         meta["creationTimestamp"] = now_rfc3339()
-        if t.kind not in _NO_GENERATION:
+        if self._has_generation(t):
             meta["generation"] = 1
         self._defaults(t, obj, create=True)
+        if t.group == "apps" and t.rtype.plural == "daemonsets":
+            _template_generation(obj, None)
         if track:
             self._track(t, None, obj, field_manager)
         self._rbac_escalation(t, obj, None, user)
@@ -298,8 +297,9 @@ class Registry:
             raise errors.already_exists(t.group, t.rtype.plural, name)
         self._quota(t, obj, None, dry_run)
         if self.builtins is not None:
-            self.builtins.before_store(t, obj, None)
+            self.builtins.before_store(t, obj, None, dry_run)
         if dry_run:
+            self._shape(obj)
             return obj
         entry = self.store.put(t.rtype.store_key, obj, event="ADDED")
         await self._notify(t.rtype, "ADDED", entry.obj, None)
@@ -311,6 +311,8 @@ class Registry:
             out = convert.to_storage(t.group, t.version, t.kind, obj)
             out["apiVersion"] = "v1"
             return out
+        if t.rtype.store_key == "secrets":
+            convert.merge_string_data(obj)  # a webhook may have added some
         obj["apiVersion"] = self._storage_api_version(t.rtype)
         return obj
 
@@ -354,6 +356,8 @@ class Registry:
         old = current.obj
         obj = self._merge_update(t, obj, old)
         self._defaults(t, obj, create=False)
+        if t.subresource != "status":
+            self._bump_on_update(t, obj, old)
         if track:
             self._track(t, self.present(t, old), obj, field_manager, managed_subresource)
         self._rbac_escalation(t, obj, old, user)
@@ -370,8 +374,9 @@ class Registry:
             raise errors.conflict(t.group, t.rtype.plural, t.name, errors.STALE_OBJECT)
         self._quota(t, obj, old, dry_run)
         if self.builtins is not None:
-            self.builtins.before_store(t, obj, old)
+            self.builtins.before_store(t, obj, old, dry_run)
         if dry_run:
+            self._shape(obj)
             return obj
         if (
             obj["metadata"].get("deletionTimestamp")
@@ -431,12 +436,34 @@ class Registry:
                 obj["status"] = old["status"]
             else:
                 obj.pop("status", None)
-        if t.kind not in _NO_GENERATION:
+        return obj
+
+    def _bump_on_update(self, t: Target, obj: dict[str, Any], old: dict[str, Any]) -> None:
+        """What the real strategies derive from a change, once the new object is defaulted: the
+        generation (bumped when anything but metadata and status changed) and a DaemonSet's template
+        generation."""
+        meta, ometa = obj["metadata"], old["metadata"]
+        if self._has_generation(t):
             changed = {k: v for k, v in obj.items() if k not in ("metadata", "status")} != {
                 k: v for k, v in old.items() if k not in ("metadata", "status")
             }
+            if t.rtype.plural == "endpointslices" and self.profile.minor >= 21:
+                # an EndpointSlice has no spec: everything but its metadata counts, and from 1.21 its
+                # labels too (measured: a label patch bumps it on 1.22 and 1.35, not on 1.18)
+                changed = changed or (meta.get("labels") or {}) != (ometa.get("labels") or {})
             meta["generation"] = int(ometa.get("generation", 1)) + (1 if changed else 0)
-        return obj
+        if t.group == "apps" and t.rtype.plural == "daemonsets":
+            _template_generation(obj, old)
+
+    def _shape(self, obj: dict[str, Any]) -> None:
+        """A dry run's answer has the shape a stored object gets (the fields Go's JSON always writes)."""
+        if self.store.shape is not None:
+            self.store.shape(obj)
+
+    def _has_generation(self, t: Target) -> bool:
+        """Whether the real strategy of the kind keeps metadata.generation (set on create, bumped on
+        spec changes) at this minor: see ``versions._GENERATION_SINCE``."""
+        return (t.group, t.rtype.plural) in self.profile.generation_kinds
 
     # -- patch -------------------------------------------------------------------------------
     async def patch(
@@ -575,6 +602,8 @@ class Registry:
                     deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=grace)
                     new["metadata"]["deletionTimestamp"] = deadline.strftime("%Y-%m-%dT%H:%M:%SZ")
                     new["metadata"]["deletionGracePeriodSeconds"] = grace
+                    if not meta.get("deletionTimestamp"):
+                        _bump_generation(new)
                 graceful = True
         ns_finalizers = (obj.get("spec") or {}).get("finalizers") or meta.get("finalizers")
         if (t.rtype.plural == "namespaces" and ns_finalizers) or (meta.get("finalizers") and not graceful):
@@ -583,6 +612,7 @@ class Registry:
                 new = copy.deepcopy(obj)
                 new["metadata"]["deletionTimestamp"] = now_rfc3339()
                 new["metadata"]["deletionGracePeriodSeconds"] = 0
+                _bump_generation(new)
                 if t.rtype.plural == "namespaces":
                     new.setdefault("status", {})["phase"] = "Terminating"
         policy = options.get("propagationPolicy") or (
@@ -603,6 +633,37 @@ class Registry:
             self.builtins.collect_dependents_soon(entry.obj)
         return self.present(t, entry.obj), True
 
+    def delete_answer(
+        self, t: Target, obj: dict[str, Any], finished: bool, options: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The body of a DELETE's answer. An object that lingers (grace period, finalizers) answers with
+        itself; one deleted at once with itself only for the kinds whose real storage returns it
+        (``versions._DELETE_RETURNS_OBJECT_SINCE``), with ``Status{Success}`` naming it for every
+        other. Jobs and ReplicationControllers deleted without a propagation policy answer as the real
+        server's do, whose default for them is to orphan: the object with a deletionTimestamp and the
+        ``orphan`` finalizer the garbage collector then removes (here it is gone already)."""
+        key = (t.group, t.rtype.plural)
+        if not finished or key in self.profile.delete_returns_object:
+            return obj
+        if key in _ORPHAN_BY_DEFAULT and not options.get("propagationPolicy") \
+                and options.get("orphanDependents") is None:
+            out = copy.deepcopy(obj)
+            meta = out["metadata"]
+            if not meta.get("deletionTimestamp"):
+                meta["deletionTimestamp"] = now_rfc3339()
+                _bump_generation(out)
+            meta["deletionGracePeriodSeconds"] = 0
+            meta["finalizers"] = [*(meta.get("finalizers") or []), "orphan"]
+            return out
+        meta = obj.get("metadata") or {}
+        details: dict[str, Any] = {"name": meta.get("name", "")}
+        if t.group:
+            details["group"] = t.group
+        details["kind"] = t.rtype.plural
+        if meta.get("uid"):
+            details["uid"] = meta["uid"]
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
+
     # -- in-process writers (built-in controllers) ---------------------------------------------
     def target_for(self, group: str, plural: str, namespace: str = "", name: str = "") -> Target:
         rt = lookup(group, plural)
@@ -610,6 +671,38 @@ class Registry:
             raise KeyError(f"{plural}.{group}")
         versions = self.profile.versions_for(group, plural) if group else ["v1"]
         return Target(rt, versions[0] if versions else "v1", namespace, name)
+
+
+TEMPLATE_GENERATION = "deprecated.daemonset.template.generation"
+
+
+def _template_generation(ds: dict[str, Any], old: dict[str, Any] | None) -> None:
+    """A DaemonSet's template generation, which apps/v1 carries in the
+    ``deprecated.daemonset.template.generation`` annotation: 1 on create (or the annotation's value if
+    higher), kept on update and bumped when ``spec.template`` changes; a client cannot change it."""
+
+    def parse(obj: dict[str, Any]) -> int:
+        try:
+            return int(((obj.get("metadata") or {}).get("annotations") or {}).get(TEMPLATE_GENERATION, 0))
+        except (TypeError, ValueError):
+            return 0
+
+    if old is None:
+        gen = max(parse(ds), 1)
+    else:
+        gen = parse(old) or int(old["metadata"].get("generation") or 1)
+        if (ds.get("spec") or {}).get("template") != (old.get("spec") or {}).get("template"):
+            gen += 1
+    meta = ds["metadata"]
+    meta["annotations"] = {**(meta.get("annotations") or {}), TEMPLATE_GENERATION: str(gen)}
+
+
+def _bump_generation(obj: dict[str, Any]) -> None:
+    """The first deletionTimestamp an object gets (grace period or finalizers) bumps a generation it
+    has: its controllers see the deletion as a change of what is asked of them."""
+    gen = obj["metadata"].get("generation")
+    if isinstance(gen, int) and gen > 0:
+        obj["metadata"]["generation"] = gen + 1
 
 
 async def gather_quietly(*aws: Awaitable[Any]) -> None:

@@ -515,7 +515,10 @@ class APIServer:
         if ri.verb == "delete":
             opts = await self._delete_options(request)
             obj, finished = await self.registry.delete(t, opts, user, dry_run=_dry_run(q))
-            return _json(obj, status=200 if finished else 202 if t.rtype.plural == "namespaces" else 200)
+            return _json(
+                self.registry.delete_answer(t, obj, finished, opts),
+                status=200 if finished else 202 if t.rtype.plural == "namespaces" else 200,
+            )
         if ri.verb == "deletecollection":
             return await self._delete_collection(request, ri, t, user)
         raise errors.method_not_allowed()

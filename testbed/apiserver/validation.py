@@ -131,6 +131,12 @@ def name_is_path_segment(name: str, prefix: bool) -> list[str]:
     return [f"may not contain '{c}'" for c in ("/", "%") if c in name]
 
 
+def name_any(name: str, prefix: bool) -> list[str]:
+    """No format at all: PodDisruptionBudgets (their validation skips the object meta) and Events
+    written through core/v1 or events.k8s.io/v1beta1 (legacy event validation) take any name."""
+    return []
+
+
 NameFn = Callable[[str, bool], list[str]]
 
 _NAME_RULES: dict[tuple[str, str], NameFn] = {
@@ -140,6 +146,7 @@ _NAME_RULES: dict[tuple[str, str], NameFn] = {
     ("rbac.authorization.k8s.io", "ClusterRole"): name_is_path_segment,
     ("rbac.authorization.k8s.io", "RoleBinding"): name_is_path_segment,
     ("rbac.authorization.k8s.io", "ClusterRoleBinding"): name_is_path_segment,
+    ("policy", "PodDisruptionBudget"): name_any,
 }
 
 
@@ -1312,10 +1319,11 @@ _VALIDATORS: dict[tuple[str, str], Validator] = {
 
 
 def validate_object(group: str, kind: str, obj: Obj, *, namespaced: bool,
-                    old: Obj | None = None) -> list[Cause]:
-    """All validation causes for a create (``old`` None) or an update, deduplicated, in order."""
+                    old: Obj | None = None, name_fn: NameFn | None = None) -> list[Cause]:
+    """All validation causes for a create (``old`` None) or an update, deduplicated, in order.
+    ``name_fn`` replaces the kind's name rule (where it depends on the minor or the request version)."""
     if old is None:
-        causes = validate_object_meta(obj, namespaced=namespaced, name_fn=name_rule(group, kind))
+        causes = validate_object_meta(obj, namespaced=namespaced, name_fn=name_fn or name_rule(group, kind))
     else:
         causes = validate_object_meta_update(obj, old)
     validator = _VALIDATORS.get((group, kind))

@@ -4,7 +4,8 @@ The tables here are data. Every row names its source with the keys of
 ``shared/reference/k8s-versions.md`` (DG = the API deprecation guide, API@x = k8s.io/api at
 release x, FG:Name = the feature-gate page, AS@x = k8s.io/apiserver, CL-1.x = the changelog,
 PRIO = the APIService priority table of kube-apiserver, ``pkg/controlplane/apiserver``
-``DefaultGenericAPIServicePriorities`` and its predecessor in ``cmd/kube-apiserver/app/aggregator.go``).
+``DefaultGenericAPIServicePriorities`` and its predecessor in ``cmd/kube-apiserver/app/aggregator.go``,
+REG = the registry strategies, ``pkg/registry``, of k8s.io/kubernetes at the minor).
 Which resource types exist at all lives in :mod:`testbed.apiserver.resources`; this module says
 which group-versions expose which of them, per minor.
 
@@ -195,6 +196,10 @@ class VersionProfile:
     auto_sa_token_secret: bool
     field_validation: bool
     emulation_fields: bool
+    # (group, plural) of the kinds stored with metadata.generation (section 3)
+    generation_kinds: frozenset[tuple[str, str]] = frozenset()
+    # (group, plural) of the kinds whose immediate DELETE answers the object, not a Status (section 3)
+    delete_returns_object: frozenset[tuple[str, str]] = frozenset()
     _index: dict[tuple[str, str], GroupVersion] = field(default_factory=dict, compare=False,
                                                          hash=False, repr=False)
 
@@ -256,6 +261,72 @@ def _aggregated(minor: int) -> tuple[str, ...]:
     return ("v2",)
 
 
+
+# -- section 3: what the registry strategies write, per minor ---------------------------------------
+# Measured against the real kube-apiserver of each minor (the fidelity corpus of
+# testbed/controlplane/fidelity.py and a create / patch / delete of every kind listed here, Dec 3 2026),
+# and checked against which kinds' registry strategies set a generation in the k8s.io/kubernetes
+# release of the minor [REG].
+#
+# metadata.generation: 1 on create, bumped when the spec changes; every other kind has none.
+# Kind (group, plural) -> first minor that sets it.
+_GENERATION_SINCE: dict[tuple[str, str], int] = {
+    ("", "replicationcontrollers"): FIRST,
+    ("apps", "daemonsets"): FIRST,
+    ("apps", "deployments"): FIRST,
+    ("apps", "replicasets"): FIRST,
+    ("apps", "statefulsets"): FIRST,
+    ("policy", "poddisruptionbudgets"): FIRST,
+    ("networking.k8s.io", "networkpolicies"): FIRST,
+    ("networking.k8s.io", "ingresses"): FIRST,
+    ("networking.k8s.io", "ingressclasses"): FIRST,
+    ("discovery.k8s.io", "endpointslices"): FIRST,
+    ("scheduling.k8s.io", "priorityclasses"): FIRST,
+    ("flowcontrol.apiserver.k8s.io", "flowschemas"): FIRST,
+    ("flowcontrol.apiserver.k8s.io", "prioritylevelconfigurations"): FIRST,
+    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"): FIRST,
+    ("admissionregistration.k8s.io", "validatingwebhookconfigurations"): FIRST,
+    ("apiextensions.k8s.io", "customresourcedefinitions"): FIRST,
+    # Jobs, CronJobs and PodTemplates get one from 1.22 (none on a 1.21 server, measured)
+    ("batch", "jobs"): 22,
+    ("batch", "cronjobs"): 22,
+    ("", "podtemplates"): 22,
+    ("resource.k8s.io", "deviceclasses"): 32,
+    ("resource.k8s.io", "resourceslices"): 32,
+    # Pods from 1.33 (KEP-5067, pod generation; none on 1.32, 1 on 1.33-1.35, measured)
+    ("", "pods"): 33,
+}
+
+# An object deleted at once is answered with itself for these kinds, with
+# ``Status{status: Success, details: {name, group, kind: <plural>, uid}}`` for every other (an object
+# that lingers, with finalizers or a grace period, is always answered with itself).
+# Kind -> first minor that answers the object. Services answer a Status up to 1.22 (their REST
+# wrapper built one), the object from 1.23 (measured on 1.18-1.35).
+_DELETE_RETURNS_OBJECT_SINCE: dict[tuple[str, str], int] = {
+    ("", "namespaces"): FIRST,
+    ("", "pods"): FIRST,
+    ("", "podtemplates"): FIRST,
+    ("", "persistentvolumes"): FIRST,
+    ("", "persistentvolumeclaims"): FIRST,
+    ("", "resourcequotas"): FIRST,
+    ("", "serviceaccounts"): FIRST,
+    ("", "services"): 23,
+    ("policy", "podsecuritypolicies"): FIRST,
+    ("storage.k8s.io", "storageclasses"): FIRST,
+    ("storage.k8s.io", "csidrivers"): FIRST,
+    ("storage.k8s.io", "csinodes"): FIRST,
+    ("storage.k8s.io", "volumeattachments"): FIRST,
+    ("resource.k8s.io", "deviceclasses"): FIRST,
+    ("resource.k8s.io", "resourceclaims"): FIRST,
+    ("resource.k8s.io", "resourceclaimtemplates"): FIRST,
+    ("resource.k8s.io", "resourceslices"): FIRST,
+}
+
+
+def _since(table: dict[tuple[str, str], int], minor: int) -> frozenset[tuple[str, str]]:
+    return frozenset(k for k, first in table.items() if minor >= first)
+
+
 def _build(minor: int) -> VersionProfile:
     return VersionProfile(
         minor=minor,
@@ -276,6 +347,8 @@ def _build(minor: int) -> VersionProfile:
         field_validation=minor >= 25,
         # §1: emulationMajor/... appear in /version from 1.33 [AM@33]
         emulation_fields=minor >= 33,
+        generation_kinds=_since(_GENERATION_SINCE, minor),
+        delete_returns_object=_since(_DELETE_RETURNS_OBJECT_SINCE, minor),
     )
 
 

@@ -20,6 +20,7 @@ DS_PATH = "/apis/apps/v1/daemonsets"
 CR_PATH = "/apis/apps/v1/controllerrevisions"
 HASH_LABEL = REVISION_LABEL
 GENERATION_LABEL = "pod-template-generation"
+TEMPLATE_GENERATION = "deprecated.daemonset.template.generation"
 # node name -> should_run(ds, node), computed once per sync
 Fit = dict[str, tuple[bool, bool]]
 
@@ -224,7 +225,10 @@ class DaemonSetController(Controller):
         pod["metadata"]["labels"] = {
             **pod["metadata"]["labels"],
             HASH_LABEL: h,
-            GENERATION_LABEL: str(m.get("generation", 1)),
+            # the template generation the apiserver keeps in this annotation (metadata.generation on
+            # an object written before it did)
+            GENERATION_LABEL: str((m.get("annotations") or {}).get(TEMPLATE_GENERATION)
+                                  or m.get("generation", 1)),
         }
         pod["spec"]["tolerations"] = daemon_tolerations(pod["spec"])
         pin_to_node(pod["spec"], util.meta(node)["name"])
