@@ -37,7 +37,7 @@ _HTTP_VERB = {
 }
 
 
-def _not_found_path() -> APIError:
+def not_found_path() -> APIError:
     # kube-apiserver answers a path of no served resource with an empty `details` object (seen on
     # real 1.18-1.21 and 1.35: the fidelity corpus' CronJob and PodDisruptionBudget cases of 1.18-1.20)
     return APIError(404, "NotFound", "the server could not find the requested resource", details={})
@@ -58,14 +58,14 @@ def parse(method: str, path: str, query: dict[str, str], profile: VersionProfile
     if not rest:
         return RequestInfo(False, path, method.lower(), group=group, version=version)
     if not profile.serves(group, version):
-        raise _not_found_path()
+        raise not_found_path()
 
     watch = False
     if rest[0] == "watch":
         watch = True
         rest = rest[1:]
         if not rest:
-            raise _not_found_path()
+            raise not_found_path()
 
     namespace = ""
     if rest[0] == "namespaces" and len(rest) >= 3:
@@ -77,15 +77,15 @@ def parse(method: str, path: str, query: dict[str, str], profile: VersionProfile
     plural = rest[0]
     rt = profile.resource(group, version, plural)
     if rt is None:
-        raise _not_found_path()
+        raise not_found_path()
     name = rest[1] if len(rest) > 1 else ""
     sub = rest[2] if len(rest) > 2 else ""
     if len(rest) > 3 and not (sub == "proxy"):
-        raise _not_found_path()
+        raise not_found_path()
     if plural == "namespaces" and name and not namespace:
         namespace = name  # RBAC sees namespace objects as living in their own namespace
     if sub and sub not in rt.subresources:
-        raise _not_found_path()
+        raise not_found_path()
 
     verb = _HTTP_VERB.get(method, method.lower())
     if method in ("GET", "HEAD"):

@@ -795,16 +795,21 @@ class APIServer:
         if p == "/api/v1":
             return _json(discovery.api_resource_list(self.profile, "", "v1"))
         parts = p.strip("/").split("/")
+        # Measured on real 1.18, 1.27 and 1.35: a group no version serves falls through to the mux's
+        # plain-text 404; an unserved version of a served group (or of the core API) is a Status with
+        # an empty `details`.
+        unknown_group = parts[0] == "apis" and discovery.api_group(self.profile, parts[1]) is None
+        if len(parts) in (2, 3) and unknown_group:
+            return web.Response(status=404, text="404 page not found\n", content_type="text/plain")
         if parts[0] == "apis" and len(parts) == 2:
-            g = discovery.api_group(self.profile, parts[1])
-            if g is None:
-                raise APIError(404, "NotFound", "the server could not find the requested resource")
-            return _json(g)
+            return _json(discovery.api_group(self.profile, parts[1]))
         if parts[0] == "apis" and len(parts) == 3:
             rl = discovery.api_resource_list(self.profile, parts[1], parts[2])
             if rl is None:
-                raise APIError(404, "NotFound", "the server could not find the requested resource")
+                raise paths.not_found_path()
             return _json(rl)
+        if parts[0] == "api" and len(parts) == 2:
+            raise paths.not_found_path()
         if p == "/openapi/v2":
             if "protobuf" in accept:
                 return web.Response(

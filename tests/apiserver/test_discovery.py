@@ -328,3 +328,34 @@ def test_every_minor_builds_every_document() -> None:
         for gv in p.served:
             assert discovery.api_resource_list(p, gv.group, gv.version)["resources"]
         assert _decoded_paths(openapi.openapi_v2_protobuf(p))
+
+
+# -- discovery 404s (measured on real 1.18, 1.27 and 1.35) ----------------------------------------
+@pytest.mark.parametrize("minor", [18, 35])
+def test_discovery_404s_answer_as_the_real_server(minor: int, tmp_path: Any) -> None:
+    import urllib3
+    import yaml
+
+    from testbed.embedded import EmbeddedTestbed
+
+    with EmbeddedTestbed(minor, data_dir=tmp_path / "api") as tb:
+        cfg = yaml.safe_load(tb.kubeconfig_path.read_text())
+        server = cfg["clusters"][0]["cluster"]["server"]
+        token = cfg["users"][0]["user"]["token"]  # the embedded testbed's admin is a bearer token
+        http = urllib3.PoolManager(cert_reqs="CERT_NONE")
+        headers = {"Authorization": f"Bearer {token}"}
+
+        def get(path: str) -> tuple[int, str, bytes]:
+            r = http.request("GET", server + path, headers=headers)
+            return r.status, r.headers.get("Content-Type", ""), r.data
+
+        for path in ("/apis/nope.example.com", "/apis/nope.example.com/v1"):
+            status, ctype, body = get(path)  # a group nobody serves: the mux's plain 404
+            assert (status, body) == (404, b"404 page not found\n") and ctype.startswith("text/plain"), path
+        for path in ("/apis/apps/v9", "/api/v2", "/apis/apps/v1/nopes"):
+            status, _, body = get(path)  # a served group, a version or resource it does not serve
+            status_obj = json.loads(body)
+            assert status == 404 and status_obj["reason"] == "NotFound", path
+            assert status_obj["details"] == {}, path
+        status, _, body = get("/apis/apps")
+        assert status == 200 and json.loads(body)["kind"] == "APIGroup"
