@@ -22,7 +22,7 @@ from .meta import new_uid, random_suffix
 from .resources import ResourceType, lookup
 from .store import Entry, Store
 from .target import Target
-from .versions import VersionProfile
+from .versions import VersionProfile, invalid_group
 from .webhooks import AdmissionRequestInfo, WebhookDispatcher
 
 if TYPE_CHECKING:
@@ -213,7 +213,8 @@ class Registry:
             group, t.kind, seen, namespaced=t.rtype.namespaced, old=old, name_fn=name_fn
         )
         if causes:
-            raise errors.invalid(t.group, t.kind, obj["metadata"].get("name", ""), causes)
+            named = invalid_group(t.group, t.rtype.plural, self.profile.minor)
+            raise errors.invalid(named, t.kind, obj["metadata"].get("name", ""), causes)
 
     def _rbac_escalation(self, t: Target, obj: dict[str, Any], old: dict[str, Any] | None,
                          user: UserInfo) -> None:

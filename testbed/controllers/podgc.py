@@ -1,4 +1,5 @@
-"""Pod garbage collector: pods bound to a node that no longer exists are deleted (grace 0).
+"""Pod garbage collector: pods bound to a node that no longer exists are deleted (grace 0), once the
+node has stayed missing for the quarantine (40 s, as kube-controller-manager's).
 
 Terminated-pod thresholds are not implemented (the real default threshold is 12500 pods)."""
 
@@ -26,7 +27,7 @@ class PodGCController(Controller):
 
     def _on_node(self, kind: str, node: Obj, _old: Obj | None) -> None:
         if kind == "DELETED":
-            self.queue.add(NODE_PREFIX + util.meta(node)["name"])
+            self.queue.add_after(NODE_PREFIX + util.meta(node)["name"], self.ctx.options.pod_gc_quarantine)
 
     def _on_pod(self, kind: str, pod: Obj, _old: Obj | None) -> None:
         node = (pod.get("spec") or {}).get("nodeName")

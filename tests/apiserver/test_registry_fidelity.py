@@ -309,3 +309,25 @@ def test_service_dry_run_allocates_a_cluster_ip_from_1_23(tbs: Testbeds) -> None
     path = "/api/v1/namespaces/f/services?dryRun=All"
     assert "clusterIP" not in _create(tbs(22), path, svc)["spec"]
     assert _create(tbs(33), path, svc)["spec"]["clusterIP"]
+
+
+@pytest.mark.parametrize(("minor", "plural", "named"), [
+    (20, "networkpolicies", "extensions"), (25, "ingresses", "extensions"), (26, "networkpolicies", None),
+    (25, "deployments", None), (26, "deployments", "extensions"), (26, "daemonsets", "extensions"),
+    (27, "replicasets", None),
+])
+def test_a_422_names_the_group_the_real_server_names(minor: int, plural: str, named: str | None) -> None:
+    from testbed.apiserver.versions import invalid_group
+
+    own = "apps" if plural in ("deployments", "daemonsets", "replicasets") else "networking.k8s.io"
+    assert invalid_group(own, plural, minor) == (named or own)
+
+
+def test_the_emulated_server_answers_that_group(tbs: Testbeds) -> None:
+    deployment = {"metadata": {"name": "Not_Valid"}, "spec": {
+        "selector": {"matchLabels": {"a": "b"}},
+        "template": {"metadata": {"labels": {"a": "b"}}, "spec": _pod_spec()}}}
+    for minor, group in ((26, "extensions"), (27, "apps")):
+        code, body = raw_json(tbs(minor), "POST", "/apis/apps/v1/namespaces/f/deployments", deployment)
+        assert code == 422 and body["details"]["group"] == group, body
+        assert body["message"].startswith(f'Deployment.{group} "Not_Valid" is invalid'), body["message"]

@@ -334,7 +334,7 @@ def nodes(kube: Kube) -> Iterator[FakeNodes]:
 
 @pytest.fixture(scope="module")
 def manager(kube: Kube, testbed: EmbeddedTestbed) -> Iterator[ControllerManager]:
-    opts = Options(node_monitor_grace_period=1.5, job_backoff_base=0.1)
+    opts = Options(node_monitor_grace_period=1.5, job_backoff_base=0.1, pod_gc_quarantine=0.5)
     mgr = ControllerManager(
         Kube.from_config(str(testbed.kubeconfig_path)), testbed.minor, options=opts
     ).start()
