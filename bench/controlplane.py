@@ -3,7 +3,7 @@
     python bench/controlplane.py                    # builds in the cache, warm `up` real vs emulated
     python bench/controlplane.py --minor 1.33 --scheduling 100,1000 --pods 300
     python bench/controlplane.py --minor 1.35 --scheduling 100,1000 --extender binpack,spread
-    python bench/controlplane.py --cell             # also one NVIDIA conformance cell on each
+    python bench/controlplane.py --cell --workers 3 # also one NVIDIA conformance cell on each
 
 Reported: each cached build's cold build time (as recorded when it was built: ``manifest.json``) and
 binary sizes; the wall time of ``testbed up --detach`` with two executed nodes, real and emulated, on
@@ -111,13 +111,16 @@ def scheduling(minor: str, mode: str, nodes: int, pods: int, tmp: Path) -> float
         _tb("down", "--data-dir", str(data))
 
 
-def cell(minor: str, mode: str, tmp: Path) -> float:
+def cell(minor: str, mode: str, tmp: Path, workers: int = 0) -> dict[str, Any]:
+    """Wall time and verdict of one NVIDIA cell (``workers`` > 1: a testbed per xdist worker)."""
     env = {**os.environ, "TESTBED_CONTROL_PLANE": mode}
     t = time.monotonic()
-    subprocess.run([sys.executable, "-m", "conformance", "run", "--k8s", minor,
-                    "--out", str(tmp / f"cell-{mode}")], capture_output=True, text=True, timeout=1800,
-                   cwd=REPO, env=env, check=False)
-    return round(time.monotonic() - t, 1)
+    cmd = [sys.executable, "-m", "conformance", "run", "--k8s", minor, "--workers", str(workers),
+           "--out", str(tmp / f"cell-{mode}-{workers}")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=REPO, env=env, check=False)
+    verdict = next((ln.split(":", 1)[1].strip() for ln in proc.stdout.splitlines()
+                    if ln.startswith("verdict:")), f"exit {proc.returncode}")
+    return {"wall_s": round(time.monotonic() - t, 1), "verdict": verdict, "workers": workers}
 
 
 def main() -> int:
@@ -131,6 +134,7 @@ def main() -> int:
     p.add_argument("--binpack-pods", type=int, default=60,
                    help="pods per binpack run (its binds wait for each other's node lock: slow)")
     p.add_argument("--cell", action="store_true", help="also time one NVIDIA conformance cell on each")
+    p.add_argument("--workers", type=int, default=0, help="xdist workers of that cell (a testbed each)")
     args = p.parse_args()
     result: dict[str, Any] = {"builds": builds(), "minor": args.minor}
     minor_num = int(args.minor.split(".")[1])
@@ -162,7 +166,7 @@ def main() -> int:
                       file=sys.stderr, flush=True)
         if args.cell:
             for mode in ("real", "emulated"):
-                result[f"cell_{mode}_s"] = cell(args.minor, mode, tmp)
+                result[f"cell_{mode}"] = cell(args.minor, mode, tmp, args.workers)
     print(json.dumps(result))
     return 0
 
