@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from .gomod import (
     COMMANDS,
@@ -58,6 +58,9 @@ class Built:
         return self.path / "bin" / command
 
 
+E = TypeVar("E")  # a cache entry type (the control plane's Built, the kubelet's BuiltKubelet)
+
+
 def entry_path(release: Release) -> Path:
     return k8s_cache() / release.version
 
@@ -76,18 +79,22 @@ def load(release: Release) -> Built | None:
 
 def find(minor: int) -> Built | None:
     """The newest built release of ``minor`` in the cache (no network)."""
-    best: Built | None = None
-    root = k8s_cache()
+    return newest_entry(k8s_cache(), minor, load)
+
+
+def newest_entry(root: Path, minor: int, load_one: Callable[[Release], E | None]) -> E | None:
+    """The complete entry (``load_one`` says which are) of the highest patch of ``minor`` under ``root``."""
+    best: tuple[int, E] | None = None
     if not root.is_dir():
         return None
     for d in root.iterdir():
         m = re.fullmatch(rf"v1\.{minor}\.(\d+)", d.name)
         if not m:
             continue
-        b = load(Release(minor, int(m.group(1))))
-        if b is not None and (best is None or b.release.patch > best.release.patch):
-            best = b
-    return best
+        b = load_one(Release(minor, int(m.group(1))))
+        if b is not None and (best is None or int(m.group(1)) > best[0]):
+            best = (int(m.group(1)), b)
+    return best[1] if best else None
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ from testbed.controlplane.build import (
     build_lock,
     fill_entry,
     local_go_version,
+    newest_entry,
     upstream_gomod,
 )
 from testbed.controlplane.gomod import KUBERNETES, Release, build_gomod, ldflags
@@ -73,17 +74,7 @@ def load(release: Release) -> BuiltKubelet | None:
 
 def find(minor: int) -> BuiltKubelet | None:
     """The newest built kubelet of ``minor`` (no network)."""
-    best: BuiltKubelet | None = None
-    root = kubelet_cache()
-    if not root.is_dir():
-        return None
-    for d in root.iterdir():
-        m = re.fullmatch(rf"v1\.{minor}\.(\d+)", d.name)
-        if m:
-            b = load(Release(minor, int(m.group(1))))
-            if b is not None and (best is None or b.release.patch > best.release.patch):
-                best = b
-    return best
+    return newest_entry(kubelet_cache(), minor, load)
 
 
 def kubelet_gomod(control_plane_gomod: str) -> str:
