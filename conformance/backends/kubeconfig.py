@@ -23,6 +23,11 @@ class KubeconfigBackend:
             )
         finally:
             kube.close()
+        from conformance.backends.testbed import testbed_control_plane
+
+        # a testbed reached by its kubeconfig (the self-test's fault cells): the harness then knows
+        # whether its scheduler is the emulated one, which retries a refused bind at once
+        control_plane = testbed_control_plane(path)
         return ClusterInfo(
             backend=self.name,
             kubeconfig=os.path.abspath(path),
@@ -31,6 +36,7 @@ class KubeconfigBackend:
             hami_namespace=opts.hami_namespace,
             scheduler_name=opts.scheduler_name,
             vendors=sorted(vendors),
+            system={"controlPlane": control_plane} if control_plane else {},
         )
 
     def teardown(self, info: ClusterInfo) -> None:

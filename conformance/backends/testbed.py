@@ -220,6 +220,27 @@ def vendor_chart_set(inventory: Path, chart_set: list[str]) -> list[str]:
     return out
 
 
+def control_plane_facts(state: dict[str, Any]) -> dict[str, Any]:
+    """The control plane a testbed runs (from its ``state.json``): a real one with its binaries'
+    versions and module checksums, else ``{"controlPlane": "emulated"}``."""
+    keys = ("controlPlane", "binaries", "go", "goSumSha256", "kubernetesModuleSum", "etcd")
+    real = {k: state[k] for k in keys if k in state}
+    return real or {"controlPlane": "emulated"}
+
+
+def testbed_control_plane(kubeconfig: str) -> dict[str, Any] | None:
+    """The control plane of the testbed whose own kubeconfig ``kubeconfig`` is (its data dir's
+    ``state.json`` names exactly that file), else None: an existing cluster says nothing of it."""
+    path = Path(kubeconfig).resolve()
+    try:
+        state = json.loads((path.parent / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(state, dict) or Path(str(state.get("kubeconfig", ""))).resolve() != path:
+        return None
+    return control_plane_facts(state)
+
+
 class TestbedBackend:
     name = "testbed"
     __test__ = False  # not a pytest test class despite the name
@@ -325,10 +346,7 @@ class TestbedBackend:
         state = json.loads((data_dir / "state.json").read_text())
         info.kubeconfig = state["kubeconfig"]
         info.git_version = state.get("gitVersion", "")
-        # the control plane the cell ran on; a real one with its binaries' versions and module checksums
-        keys = ("controlPlane", "binaries", "go", "goSumSha256", "kubernetesModuleSum", "etcd")
-        real = {k: state[k] for k in keys if k in state}
-        info.system["controlPlane"] = real or {"controlPlane": "emulated"}
+        info.system["controlPlane"] = control_plane_facts(state)
         info.timings["provision_s"] = round(time.monotonic() - t, 3)
 
     @staticmethod

@@ -282,3 +282,26 @@ def test_recorder_writes_cases_and_never_passes_unknown(tmp_path: Path) -> None:
     run = writer.finalise()
     assert json.loads((tmp_path / "run" / "run.json").read_text())["cases"][0]["outcome"] == "unknown"
     assert run.cases[0].duration_s == 1.5
+
+
+def test_a_testbed_reached_by_its_kubeconfig_names_its_control_plane(tmp_path: Path) -> None:
+    from conformance.backends.testbed import testbed_control_plane
+
+    data = tmp_path / "data"
+    data.mkdir()
+    kubeconfig = data / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\n")
+    assert testbed_control_plane(str(kubeconfig)) is None  # no state.json: an existing cluster
+    (data / "state.json").write_text(json.dumps({"kubeconfig": str(kubeconfig), "pid": 1}))
+    assert testbed_control_plane(str(kubeconfig)) == {"controlPlane": "emulated"}
+    other = tmp_path / "elsewhere.kubeconfig"
+    other.write_text("apiVersion: v1\n")
+    assert testbed_control_plane(str(other)) is None
+    copied = data / "copy-of-kubeconfig"  # a state.json that names another file says nothing of this one
+    copied.write_text("apiVersion: v1\n")
+    assert testbed_control_plane(str(copied)) is None
+    real = {"kubeconfig": str(kubeconfig), "controlPlane": "real", "etcd": {"version": "3.4.23"},
+            "binaries": {"kube-apiserver": {"version": "Kubernetes v1.35.8"}}, "pid": 1}
+    (data / "state.json").write_text(json.dumps(real))
+    expected = {k: real[k] for k in ("controlPlane", "binaries", "etcd")}
+    assert testbed_control_plane(str(kubeconfig)) == expected
