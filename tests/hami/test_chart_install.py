@@ -145,6 +145,27 @@ def _plugins_rolled_out(kube: Kube) -> bool:
     )
 
 
+def _rollout_state(kube: Kube) -> str:
+    """What the rollout wait saw last (a CI-only timeout here was not reproducible alone)."""
+    ds = kube.get(f"/apis/apps/v1/namespaces/{NS}/daemonsets/hami-device-plugin")
+    sel = "app.kubernetes.io/component=hami-device-plugin"
+    pods = kube.get(f"/api/v1/namespaces/{NS}/pods", labelSelector=sel).get("items") or []
+    shown = [(p["metadata"]["name"], (p["metadata"].get("labels") or {}).get("controller-revision-hash"),
+              bool(p["metadata"].get("deletionTimestamp")), (p.get("status") or {}).get("phase"),
+              [c.get("status") for c in (p.get("status") or {}).get("conditions") or []
+               if c.get("type") == "Ready"]) for p in pods]
+    meta = ds["metadata"]
+    return (f"generation {meta.get('generation')}, annotations {meta.get('annotations')}, "
+            f"status {ds.get('status')}, pods {shown}")
+
+
+def _wait_plugins_rolled_out(kube: Kube) -> None:
+    try:
+        wait_for(lambda: _plugins_rolled_out(kube), timeout=120, what="device-plugin DaemonSet rolled out")
+    except AssertionError as e:
+        raise AssertionError(f"{e}: {_rollout_state(kube)}") from None
+
+
 def _allocatable(kube: Kube, node: str) -> str | None:
     return (kube.get(f"/api/v1/nodes/{node}")["status"].get("allocatable") or {}).get("nvidia.com/gpu")
 
@@ -251,7 +272,7 @@ def test_upgrade_from_a_secret_without_the_client_pair(installed: tuple[Kube, Pa
     assert kube.get(hook_path)["webhooks"][0]["clientConfig"]["caBundle"] == new["ca.crt"]
     assert kube.get(deploy_path)["spec"]["template"]["metadata"]["annotations"]["checksum/tls"] != checksum
     # this upgrade drops the previous test's plugin pod annotation, so the plugins restart
-    wait_for(lambda: _plugins_rolled_out(kube), timeout=120, what="device-plugin DaemonSet rolled out")
+    _wait_plugins_rolled_out(kube)
     # the kubelet keeps the capacity of a restarting plugin's devices but none is allocatable
     wait_for(lambda: _allocatable(kube, "gpu-node-1") == "40", timeout=60, what="gpu-node-1: its GPUs again")
     done = _scheduled_by_hami(kube, _gpu_pod("after-rotation", "gpu-node-1"))
