@@ -150,20 +150,27 @@ def _rollout_state(kube: Kube) -> str:
     ds = kube.get(f"/apis/apps/v1/namespaces/{NS}/daemonsets/hami-device-plugin")
     sel = "app.kubernetes.io/component=hami-device-plugin"
     pods = kube.get(f"/api/v1/namespaces/{NS}/pods", labelSelector=sel).get("items") or []
-    shown = [(p["metadata"]["name"], (p["metadata"].get("labels") or {}).get("controller-revision-hash"),
+    shown = [(p["metadata"]["name"], p["spec"].get("nodeName"),
+              (p["metadata"].get("labels") or {}).get("controller-revision-hash"),
               bool(p["metadata"].get("deletionTimestamp")), (p.get("status") or {}).get("phase"),
               [c.get("status") for c in (p.get("status") or {}).get("conditions") or []
-               if c.get("type") == "Ready"]) for p in pods]
+               if c.get("type") == "Ready"],
+              [(c.get("name"), c.get("ready"), c.get("restartCount"), c.get("state"), c.get("lastState"))
+               for c in (p.get("status") or {}).get("containerStatuses") or []]) for p in pods]
     meta = ds["metadata"]
     return (f"generation {meta.get('generation')}, annotations {meta.get('annotations')}, "
             f"status {ds.get('status')}, pods {shown}")
 
 
-def _wait_plugins_rolled_out(kube: Kube) -> None:
+def _wait_plugins_rolled_out(kube: Kube, kubeconfig: Path) -> None:
     try:
         wait_for(lambda: _plugins_rolled_out(kube), timeout=120, what="device-plugin DaemonSet rolled out")
     except AssertionError as e:
-        raise AssertionError(f"{e}: {_rollout_state(kube)}") from None
+        log = kubeconfig.parent / "testbed.log"
+        lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+        tail = "\n".join(line for line in lines if "device-plugin" in line)[-6000:]
+        state = _rollout_state(kube)
+        raise AssertionError(f"{e}: {state}\ntestbed.log (device-plugin lines):\n{tail}") from None
 
 
 def _allocatable(kube: Kube, node: str) -> str | None:
@@ -272,7 +279,7 @@ def test_upgrade_from_a_secret_without_the_client_pair(installed: tuple[Kube, Pa
     assert kube.get(hook_path)["webhooks"][0]["clientConfig"]["caBundle"] == new["ca.crt"]
     assert kube.get(deploy_path)["spec"]["template"]["metadata"]["annotations"]["checksum/tls"] != checksum
     # this upgrade drops the previous test's plugin pod annotation, so the plugins restart
-    _wait_plugins_rolled_out(kube)
+    _wait_plugins_rolled_out(kube, kubeconfig)
     # the kubelet keeps the capacity of a restarting plugin's devices but none is allocatable
     wait_for(lambda: _allocatable(kube, "gpu-node-1") == "40", timeout=60, what="gpu-node-1: its GPUs again")
     done = _scheduled_by_hami(kube, _gpu_pod("after-rotation", "gpu-node-1"))
