@@ -24,7 +24,7 @@ import yaml
 
 from hami_stack.images.testbed_catalog import write_catalog
 from hami_stack.protocol import annotations as ann
-from kubeclient.client import Kube
+from kubeclient.client import ApiError, Kube
 from testbed.clients import helm_path, helm_skip_reason
 from tests.stack.test_helm_install import wait_for
 
@@ -158,8 +158,19 @@ def _rollout_state(kube: Kube) -> str:
               [(c.get("name"), c.get("ready"), c.get("restartCount"), c.get("state"), c.get("lastState"))
                for c in (p.get("status") or {}).get("containerStatuses") or []]) for p in pods]
     meta = ds["metadata"]
+    events = kube.get(f"/api/v1/namespaces/{NS}/events").get("items") or []
+    failed = [e.get("message") for e in events if e.get("type") == "Warning"][-4:]
+    for p in pods:
+        if (p.get("status") or {}).get("containerStatuses") and not all(
+            c.get("ready") for c in p["status"]["containerStatuses"]
+        ):
+            path = f"/api/v1/namespaces/{NS}/pods/{p['metadata']['name']}/log"
+            try:
+                failed.append(kube.text(path, container="device-plugin", previous="true")[-1500:])
+            except ApiError as e:  # a diagnostic: say why there is no log
+                failed.append(f"no previous log: {e}")
     return (f"generation {meta.get('generation')}, annotations {meta.get('annotations')}, "
-            f"status {ds.get('status')}, pods {shown}")
+            f"status {ds.get('status')}, pods {shown}, warnings {failed}")
 
 
 def _wait_plugins_rolled_out(kube: Kube, kubeconfig: Path) -> None:
