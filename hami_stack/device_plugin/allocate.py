@@ -21,7 +21,11 @@ vouches for:
    whichever virtual IDs the kubelet picked: those are only a count per GPU (the kubelet reuses init
    containers' devices, and its per-GPU book-keeping is not the scheduler's), so requiring the same
    GPUs fails legitimate pods; GetPreferredAllocation steers the kubelet to them where it can;
-4. answer with the family's env and mounts, write the emptied to-allocate value back, and when no
+4. answer with the family's env and mounts once the installed files they bind (the shim and its
+   preload list) are regular files: the DaemonSet's postStart hook installs them while the plugin
+   already serves, and a runtime makes an empty directory of a missing mount source, which would
+   start the container unenforced and block every later install. A pod waits for them up to
+   ``SHIM_WAIT_S`` and is then refused. Write the emptied to-allocate value back, and when no
    segment names NVIDIA any more set ``bind-phase: success`` and release the lock. A failure while
    serving the holder sets ``bind-phase: failed`` and releases the lock, as upstream does; a refusal
    touches neither the holder nor the lock (the request may not have been the holder's). Both fail
@@ -84,6 +88,8 @@ FAILED_REASON = "AllocationFailed"  # Warning event on the lock holder whose All
 
 SERVED_MEMORY = 4096
 TRANSPORT_RETRY_S = 20.0  # how long a pod write is re-sent while the apiserver does not answer
+SHIM_WAIT_S = 30.0  # how long Allocate waits for the postStart hook to install the shim
+SHIM_POLL_S = 0.1
 
 EventSink = Callable[[dict[str, Any], str, str, str], None]  # (pod, type, reason, message)
 
@@ -154,7 +160,9 @@ class Allocator:
         lock_timeout: dt.timedelta = DEFAULT_TIMEOUT,
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         served_path: Path | None = None,
+        shim_wait_s: float = SHIM_WAIT_S,
     ) -> None:
+        self.shim_wait_s = shim_wait_s
         self.memory_skew_mib = faults.memory_limit_skew_mib() if memory_skew_mib is None else memory_skew_mib
         self.kube = kube
         self.node = node
@@ -474,6 +482,7 @@ class Allocator:
         specs = containers(pod)
         uid = (pod.get("metadata") or {}).get("uid", "")
         out = []
+        deadline = time.monotonic() + self.shim_wait_s
         for ids in requests:
             index, devices, pod_devices = pop_first_nonempty(pod_devices)
             spec = specs[index] if index < len(specs) else {}
@@ -501,9 +510,27 @@ class Allocator:
                 alloc.devices.extend(
                     self.family.device_specs([minors[d.uuid] for d in devices if d.uuid in minors])
                 )
+            self._await_installed(alloc.installed_files, deadline)
             self._make_dirs(alloc)
             out.append(to_proto(alloc))
         return out, encode_pod_devices(pod_devices)
+
+    def _await_installed(self, paths: Sequence[str], deadline: float) -> None:
+        """Fail closed unless every installed file the answer mounts is a regular file.
+
+        The DaemonSet's postStart hook installs the shim while this process already serves, so a pod
+        admitted right after a (re)start waits here for it; after the deadline the pod is refused
+        rather than started with an empty directory the runtime made for the missing mount source."""
+        for path in paths:
+            while not os.path.isfile(path) and time.monotonic() < deadline:
+                time.sleep(SHIM_POLL_S)
+            if os.path.isfile(path):
+                continue
+            what = "a directory, not a file" if os.path.isdir(path) else "missing"
+            raise AllocateFailed(
+                f"the enforcement shim is not installed on node {self.node}: {path} is {what} after "
+                f"{self.shim_wait_s:g} s (the device plugin's postStart hook installs it)"
+            )
 
     def _libvgpu_name(self) -> str:
         vgpu = Path(self.hook_path, "vgpu")

@@ -41,12 +41,29 @@ def _replace(dest: Path, write: object) -> None:
     os.replace(tmp, dest)
 
 
+def _clear_runtime_directory(path: Path) -> None:
+    """Remove an empty directory where a file belongs.
+
+    A container runtime creates a missing mount source as an empty directory (containerd's CRI plugin
+    does), so a GPU container admitted before any shim was installed leaves one here; a rename cannot
+    replace it, and the node could never install its shim again. Anything else in the way is the
+    operator's to look at."""
+    if not path.is_dir() or path.is_symlink():
+        return
+    try:
+        path.rmdir()
+    except OSError as e:
+        raise OSError(f"{path} is a directory that is not empty, not the file to replace: {e}") from e
+
+
 def install(dest_dir: str | Path, source: Path | None = None) -> Path:
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "containers").mkdir(exist_ok=True)
     src = source or shim_source()
     lib = dest / LIBRARY
+    for path in (lib, dest / PRELOAD):
+        _clear_runtime_directory(path)
     _replace(lib, lambda tmp: shutil.copyfile(src, tmp))
     lib.chmod(0o755)
     _replace(dest / PRELOAD, lambda tmp: tmp.write_text(f"{lib}\n"))

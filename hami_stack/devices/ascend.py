@@ -665,6 +665,7 @@ class AscendFamily(DeviceFamily):
         hook = hami_core_dir(req.hook_path)
         out.mounts.append(Mount("/hami-vnpu-core", hook, True))
         out.mounts.append(Mount("/etc/ld.so.preload", f"{hook}/ld.so.preload", True))
+        out.installed_files.append(f"{hook}/ld.so.preload")
         out.mounts.append(Mount("/hami-shared-region", SHARED_REGION_DIR, False))
         if req.devices and not faults.on("plugin-ascend-no-mem-quota"):
             out.envs["NPU_MEM_QUOTA"] = str(req.devices[0].usedmem)

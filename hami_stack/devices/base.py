@@ -206,6 +206,10 @@ class ContainerAllocation:
     devices: list[DeviceSpec] = field(default_factory=list)
     annotations: dict[str, str] = field(default_factory=dict)
     host_dirs: list[str] = field(default_factory=list)  # to (re)create with mode 0777 before answering
+    # host files of the node's installation (the enforcement shim, its preload list) that ``mounts``
+    # bind: the plugin answers only once each is a regular file, since a runtime turns a missing
+    # mount source into an empty directory and the container would then start unenforced
+    installed_files: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

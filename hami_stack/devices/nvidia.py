@@ -349,10 +349,12 @@ class NvidiaFamily(DeviceFamily):
         container_dir = f"{vgpu}/containers/{hc.container_dir_name(req.pod_uid, req.container_name)}"
         out.host_dirs.append(container_dir)
         out.mounts.append(Mount(f"{vgpu}/libvgpu.so", f"{vgpu}/{req.libvgpu_name}", True))
+        out.installed_files.append(f"{vgpu}/{req.libvgpu_name}")
         out.mounts.append(Mount(vgpu, container_dir, False))
         out.mounts.append(Mount("/tmp/vgpulock", "/tmp/vgpulock", False))
         if req.container_env.get(hc.DISABLE_CONTROL_ENV, "").lower() != "true":
             out.mounts.append(Mount("/etc/ld.so.preload", f"{vgpu}/ld.so.preload", True))
+            out.installed_files.append(f"{vgpu}/ld.so.preload")
         if req.license_present:
             out.mounts.append(Mount("/tmp/license", f"{vgpu}/license", True))
             out.mounts.append(Mount("/usr/bin/vgpuvalidator", f"{vgpu}/vgpuvalidator", True))

@@ -30,6 +30,8 @@ from kubeletapi import deviceplugin_v1beta1_pb2_grpc as api_grpc
 from testbed.embedded import EmbeddedTestbed
 from testbed.hardware import create_state, library_env
 
+from .shim_helpers import install_stand_in_shim
+
 pytestmark = pytest.mark.hardware
 
 REPO = Path(__file__).resolve().parents[2]
@@ -98,6 +100,7 @@ def env_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     dirs = {k: base / k for k in ("sock", "hook", "gpus", "cfg")}
     for d in dirs.values():
         d.mkdir()
+    install_stand_in_shim(dirs["hook"])
     return dirs
 
 

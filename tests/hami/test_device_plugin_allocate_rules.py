@@ -20,8 +20,18 @@ from hami_stack.devices.nvidia import NvidiaFamily
 from hami_stack.protocol import annotations as ann
 from hami_stack.protocol.nodelock import format_lock
 
+from .shim_helpers import install_stand_in_shim
+
 GPU = "nvidia.com/gpu"
 NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
+HOOK: list[str] = []  # the hook path holding the stand-in shim (set once per module)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _shim_installed(tmp_path_factory: pytest.TempPathFactory) -> None:
+    hook = tmp_path_factory.mktemp("hook")
+    install_stand_in_shim(hook)
+    HOOK[:] = [str(hook)]
 
 
 def _pod(
@@ -104,6 +114,7 @@ def _allocator(pods: list[dict[str, Any]], lock: str | None) -> Allocator:
         NvidiaFamily(),
         memory_skew_mib=0,  # type: ignore[arg-type]
         now=lambda: NOW,
+        hook_path=HOOK[0],
     )
 
 
@@ -168,6 +179,7 @@ class PatchingKube(FakeKube):
 
 def _served_allocator(tmp_path: Any, pods: list[dict[str, Any]], lock: str | None) -> Allocator:
     node = {"metadata": {"annotations": {ann.NODE_LOCK: lock} if lock else {}}}
+    install_stand_in_shim(tmp_path)
     return Allocator(
         PatchingKube(node, pods), "n", NvidiaFamily(), memory_skew_mib=0,  # type: ignore[arg-type]
         now=lambda: NOW, hook_path=str(tmp_path), served_path=tmp_path / "state" / "served.json",
@@ -241,7 +253,8 @@ def test_a_pod_write_whose_answer_was_lost_is_sent_again() -> None:
     holder = _holder()
     lock = format_lock(NOW, "ns", "holder")
     kube = LosingKube({"metadata": {"annotations": {ann.NODE_LOCK: lock}}}, [holder], lose=2)
-    alloc = Allocator(kube, "n", NvidiaFamily(), memory_skew_mib=0, now=lambda: NOW)  # type: ignore[arg-type]
+    alloc = Allocator(kube, "n", NvidiaFamily(), memory_skew_mib=0, now=lambda: NOW,  # type: ignore[arg-type]
+                      hook_path=HOOK[0])
     [answer] = alloc.allocate([["GPU-a::0"]])
     assert answer.envs["NVIDIA_VISIBLE_DEVICES"] == "GPU-a"
     assert holder["metadata"]["annotations"][ann.BIND_PHASE] == "success"

@@ -34,6 +34,7 @@ from testbed.node import AgentOptions, NodeAgents, parse_inventory
 from testbed.node.wiring import device_services
 
 from ..node.helpers import wait_for
+from .shim_helpers import install_stand_in_shim
 
 pytestmark = pytest.mark.hardware
 
@@ -86,6 +87,7 @@ def plugin(
     root = agents.agent(NODE).root
     socket = root / "var/lib/kubelet/device-plugins/kubelet.sock"
     env = library_env(state.path, "all", base=dict(os.environ), host_view=True)
+    install_stand_in_shim(cfg / "hook")
     env.update(HOOK_PATH=str(cfg / "hook"), NODE_NAME=NODE, PYTHONPATH=str(REPO))
     log = open(cfg / "plugin.log", "wb")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(
