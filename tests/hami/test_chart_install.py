@@ -181,6 +181,23 @@ def _wait_plugins_rolled_out(kube: Kube) -> None:
         raise AssertionError(f"{e}: {_rollout_state(kube)}") from None
 
 
+def _scheduler_rolled_out(kube: Kube) -> bool:
+    """The scheduler Deployment has replaced its pods, the old ones are gone, and the webhook's Service
+    has a ready endpoint: until then a webhook call may reach a pod that is about to stop."""
+    d = kube.get(f"/apis/apps/v1/namespaces/{NS}/deployments/hami-scheduler")
+    st, want = d.get("status") or {}, d["spec"].get("replicas", 1)
+    sel = "app.kubernetes.io/component=hami-scheduler"
+    pods = kube.get(f"/api/v1/namespaces/{NS}/pods", labelSelector=sel).get("items") or []
+    subsets = kube.get(f"/api/v1/namespaces/{NS}/endpoints/hami-scheduler").get("subsets") or []
+    return (
+        st.get("observedGeneration") == d["metadata"].get("generation")
+        and st.get("updatedReplicas") == st.get("availableReplicas") == st.get("replicas") == want
+        and len(pods) == want
+        and not any(p["metadata"].get("deletionTimestamp") for p in pods)
+        and any(s.get("addresses") for s in subsets)
+    )
+
+
 def _allocatable(kube: Kube, node: str) -> str | None:
     return (kube.get(f"/api/v1/nodes/{node}")["status"].get("allocatable") or {}).get("nvidia.com/gpu")
 
@@ -320,6 +337,9 @@ def test_upgrade_to_the_user_override_file(installed: tuple[Kube, Path, list[str
         wait_for(lambda n=node: _capacity(kube, n) == "16", timeout=90, what=f"{node}: 4 GPUs x 4 splits")
     pod = _gpu_pod("user-file", "gpu-node-2")
     pod["metadata"]["namespace"] = "ml"
+    # the upgrade replaces the scheduler pod (a CI run once reached the old one with the dry run below,
+    # and then no endpoint at all with the create)
+    wait_for(lambda: _scheduler_rolled_out(kube), timeout=150, what="the scheduler Deployment rolled out")
     wait_for(
         lambda: (
             kube.create("/api/v1/namespaces/ml/pods", pod, dryRun="All")["spec"].get("schedulerName")
